@@ -1,0 +1,117 @@
+# onnxd build. Entry points: `make run`, `make test`, `make bench`.
+# Knobs: SANITIZE=address,undefined (build into build/san-*), WERROR=0, V=1.
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+ROOT      := $(CURDIR)
+SANITIZE  ?=
+WERROR    ?= 1
+PY        := $(ROOT)/.venv/bin/python
+ifeq ($(SANITIZE),)
+  B := build
+else
+  B := build/san-$(subst $(comma),-,$(SANITIZE))
+endif
+comma := ,
+
+# ---- ONNX Runtime: the system's (pkg-config) or the one scripts/fetch-ort.sh put in deps/ort.
+ORT_PC := $(shell pkg-config --exists libonnxruntime 2>/dev/null && echo yes)
+ifeq ($(ORT_PC),yes)
+  ORT_CFLAGS := $(shell pkg-config --cflags libonnxruntime)
+  ORT_LIBS   := $(shell pkg-config --libs libonnxruntime)
+  ORT_STAMP  :=
+else
+  ORT_DIR    := $(ROOT)/deps/ort
+  ORT_CFLAGS := -I$(ORT_DIR)/include
+  ORT_LIBS   := -L$(ORT_DIR)/lib -lonnxruntime -Wl,-rpath,$(ORT_DIR)/lib
+  ORT_STAMP  := $(ORT_DIR)/lib/libonnxruntime.so.1
+endif
+
+CC  ?= cc
+CXX ?= c++
+WARN := -Wall -Wextra -Wformat=2 -Wvla -Walloca -Wshadow -Wno-unused-parameter
+ifeq ($(WERROR),1)
+  WARN += -Werror
+endif
+CPPFLAGS := -Isrc $(ORT_CFLAGS) -D_GNU_SOURCE -MMD -MP
+ifeq ($(SANITIZE),)
+  OPT := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection \
+         -fcf-protection -fPIE
+  LDHARD := -pie -Wl,-z,relro,-z,now,-z,noexecstack
+else
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=$(SANITIZE) -fno-sanitize-recover=undefined
+  LDHARD := -fsanitize=$(SANITIZE)
+endif
+CFLAGS   := -std=gnu11 $(OPT) $(WARN)
+CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
+            -fno-exceptions -fno-rtti -I/usr/include/dragonbox-1.1.3
+LDLIBS   := $(ORT_LIBS) -lpthread -lm
+
+LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+LIB_CXX := $(shell find src -name '*.cc' | sort)
+LIB_OBJ := $(LIB_C:%.c=$(B)/obj/%.o) $(LIB_CXX:%.cc=$(B)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/*_test.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
+
+.PHONY: all setup deps models run test test-unit test-fuzz test-integration test-conformance \
+        bench fuzz format format-check clean
+all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY)
+
+# ---- set-up: packages, ONNX Runtime, Python venv (idempotent, fast when done)
+setup: .stamp-setup
+.stamp-setup: scripts/setup.sh requirements.txt
+	bash scripts/setup.sh
+	touch $@
+$(ROOT)/deps/ort/lib/libonnxruntime.so.1:
+	bash scripts/fetch-ort.sh $(ROOT)/deps/ort
+
+# ---- objects
+$(B)/obj/%.o: %.c | $(ORT_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+$(B)/obj/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+$(B)/libonnxd.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(B)/onnxd: $(B)/obj/src/main.o $(B)/libonnxd.a
+	$(CXX) $(LDHARD) -o $@ $^ $(LDLIBS) -ldragonbox_to_chars
+$(B)/tests/%: tests/unit/%.c tests/unit/test.h $(B)/libonnxd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+# fuzz harnesses, built with a plain driver that replays the committed corpus
+$(B)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(B)/libonnxd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDHARD) -o $@ $< tests/fuzz/replay_main.c $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+
+# ---- models (generated, git-ignored)
+models: .stamp-setup
+	$(PY) tools/make_models.py --out models
+
+run: .stamp-setup build/onnxd models
+	build/onnxd --model-repository models --host 127.0.0.1 --http-port 8000
+
+# ---- tests: last line of output is `N passed, N failed`
+test: .stamp-setup
+	@$(MAKE) --no-print-directory all SANITIZE=$(SANITIZE)
+	@ONNXD_BUILD=$(B) bash scripts/run-tests.sh
+
+bench: .stamp-setup all models
+	bash bench/run.sh
+
+# libFuzzer builds (clang) for finding new inputs: make fuzz FUZZER=fuzz_http SECONDS=60
+fuzz: $(LIB_C)
+	bash scripts/fuzz.sh $(FUZZER) $(SECONDS)
+
+format:
+	clang-format -i $$(find src tests bench -name '*.[ch]')
+format-check:
+	clang-format --dry-run -Werror $$(find src tests bench -name '*.[ch]')
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

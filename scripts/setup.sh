@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install what onnxd needs to build, test and benchmark on a fresh Debian/Ubuntu machine.
+# Idempotent: each step checks before it installs. As root it runs apt-get itself; otherwise
+# it prints the exact command to run and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(build-essential pkg-config clang libclang-rt-14-dev clang-format libfast-float-dev
+          libdragonbox-dev libonnx-testdata gnuplot-nox liblmdb-dev libhiredis-dev libpq-dev
+          python3-venv curl ca-certificates npm)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# npm may come from another source (nodesource); accept any working npm.
+if command -v npm >/dev/null; then
+  tmp=(); for p in "${missing[@]}"; do [ "$p" = npm ] || tmp+=("$p"); done; missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "setup: missing Debian packages; run as root:" >&2
+    echo "  $cmd" >&2
+    exit 1
+  fi
+fi
+
+# ONNX Runtime: the system's if pkg-config knows it, else fetch the pinned header + library.
+if pkg-config --exists libonnxruntime 2>/dev/null; then
+  echo "setup: using system ONNX Runtime $(pkg-config --modversion libonnxruntime)"
+elif [ ! -f deps/ort/lib/libonnxruntime.so.1 ]; then
+  bash scripts/fetch-ort.sh "$PWD/deps/ort"
+fi
+
+# Python tooling in a venv inside the repo (git-ignored), pinned by requirements.txt.
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if ! cmp -s requirements.txt .venv/.requirements 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  cp requirements.txt .venv/.requirements
+fi
+echo "setup: ok"
