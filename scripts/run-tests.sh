@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs every test suite against the build in $ONNXD_BUILD (default build) and prints one
+# summary; the last line is "N passed, N failed[, N skipped]". Exit status 1 on any failure.
+#   unit tests (C), fuzz corpus replay (C), integration tests (pytest + tritonclient, real
+#   server on loopback), ONNX node-test conformance (real server vs in-process ONNX Runtime).
+# ONNXD_SUITES limits the suites (e.g. "unit fuzz").
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=${ONNXD_BUILD:-build}
+PY=.venv/bin/python
+SUITES=${ONNXD_SUITES:-unit fuzz integration conformance}
+export ONNXD_BIN=$PWD/$B/onnxd
+export ONNXD_TEST_MODELS=$PWD/$B/test-models
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+[ -f tests/lsan.supp ] && export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
+
+total_pass=0 total_fail=0 total_skip=0
+summary=()
+log_dir=$B/test-logs
+mkdir -p "$log_dir"
+
+# count NAME PASSED FAILED SKIPPED
+count() {
+  total_pass=$((total_pass + $2)); total_fail=$((total_fail + $3)); total_skip=$((total_skip + ${4:-0}))
+  summary+=("$(printf '%-28s %5d passed, %d failed, %d skipped' "$1" "$2" "$3" "${4:-0}")")
+}
+
+# Reads the last "N passed[, N failed][, N skipped]" figures from a log (pytest's or ours).
+parse_counts() {
+  local line p f s
+  line=$(grep -E '[0-9]+ (passed|failed)' "$1" | tail -n1)
+  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
+  s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+'); local e
+  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+')
+  echo "${p:-0} $(( ${f:-0} + ${e:-0} )) ${s:-0}"
+}
+
+if [ -f tools/make_test_models.py ]; then
+  $PY tools/make_test_models.py "$ONNXD_TEST_MODELS" >"$log_dir/test-models.log" 2>&1 ||
+    { echo "test models: generation failed"; cat "$log_dir/test-models.log"; }
+fi
+
+for s in $SUITES; do
+  case $s in
+  unit)
+    for t in "$B"/tests/*_test; do
+      [ -x "$t" ] || continue
+      n=$(basename "$t")
+      "$t" >"$log_dir/$n.log" 2>&1; rc=$?
+      read -r p f sk < <(parse_counts "$log_dir/$n.log")
+      [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
+      [ "$f" != 0 ] && { echo "--- unit $n failed:"; tail -n 30 "$log_dir/$n.log"; }
+      count "unit/$n" "$p" "$f" "$sk"
+    done ;;
+  fuzz)
+    for t in "$B"/fuzz-replay/fuzz_*; do
+      [ -x "$t" ] || continue
+      n=$(basename "$t")
+      "$t" "tests/fuzz/corpus/$n" >"$log_dir/$n.log" 2>&1; rc=$?
+      read -r p f sk < <(parse_counts "$log_dir/$n.log")
+      [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
+      [ "$f" != 0 ] && { echo "--- fuzz replay $n failed:"; tail -n 30 "$log_dir/$n.log"; }
+      count "fuzz-replay/$n" "$p" "$f" "$sk"
+    done ;;
+  integration)
+    if [ -d tests/integration ]; then
+      $PY -m pytest -q -p no:cacheprovider tests/integration >"$log_dir/integration.log" 2>&1; rc=$?
+      read -r p f sk < <(parse_counts "$log_dir/integration.log")
+      [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
+      [ "$f" != 0 ] && { echo "--- integration failed:"; grep -E '^(FAILED|ERROR)|Error' "$log_dir/integration.log" | head -n 40; }
+      count integration "$p" "$f" "$sk"
+    fi ;;
+  conformance)
+    if [ -f tests/conformance/run_conformance.py ]; then
+      $PY tests/conformance/run_conformance.py --bin "$ONNXD_BIN" >"$log_dir/conformance.log" 2>&1; rc=$?
+      read -r p f sk < <(parse_counts "$log_dir/conformance.log")
+      [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
+      grep -E '^conformance:' "$log_dir/conformance.log"
+      [ "$f" != 0 ] && { echo "--- conformance failures:"; grep -iE 'fail' "$log_dir/conformance.log" | head -n 40; }
+      count conformance "$p" "$f" "$sk"
+    fi ;;
+  esac
+done
+
+echo "== test summary ($B)"
+printf '%s\n' "${summary[@]}"
+echo "logs: $log_dir"
+if [ "$total_skip" -gt 0 ]; then
+  echo "$total_pass passed, $total_fail failed, $total_skip skipped"
+else
+  echo "$total_pass passed, $total_fail failed"
+fi
+[ "$total_fail" -eq 0 ]

@@ -1,0 +1,742 @@
+/* conn.c: the HTTP/1.1 connection state machine (see conn.h for the design).
+ *
+ * States: HEAD (reading a request head; idle when nothing is buffered), BODY (Content-Length
+ * body read straight into the body buffer), CHUNKED (chunked body decoded from the input buffer
+ * into the body buffer), APP (the application holds the request; not reading), WRITE (writing a
+ * response), LINGER (response written, write side shut, draining input briefly before close so
+ * the client sees the response rather than a reset).
+ */
+#include "http/conn.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/log.h"
+
+#define OX_CONN_IN_INITIAL 4096
+#define OX_CONN_LINGER_MS 2000
+#define OX_CONN_READ_CHUNK 65536
+#define OX_BODY_ALIGN 64
+
+enum { ST_HEAD, ST_BODY, ST_CHUNKED, ST_APP, ST_WRITE, ST_LINGER, ST_CLOSED };
+
+struct ox_conn {
+  ox_io_t io;
+  ox_http_listener_t *l;
+  ox_loop_t *loop;
+  ox_conn_t *prev, *next; /* listener's open list, or its zombie list once closed */
+  int state;
+  int held;               /* the application holds a request: it will call ox_conn_respond */
+  int keep_alive;
+  char *in;               /* head and pipelined bytes (malloc) */
+  size_t in_len, in_cap;
+  size_t head_len;        /* bytes of the current request's head at in[0] */
+  size_t in_next;         /* in[in_next..in_len) are bytes after the current request */
+  ox_http_request_t req;
+  ox_http_body_t body;
+  uint64_t body_want;     /* Content-Length */
+  ox_http_chunked_t chunk;
+  uint64_t deadline;      /* ms; 0 = none */
+  /* writing */
+  ox_http_resp_t resp;
+  char hdr[768];
+  struct iovec wiov[8];
+  struct iovec *wv;       /* wiov, or a malloc'd array for many segments */
+  int wv_cnt, wv_pos;
+  int close_after;
+};
+
+struct ox_http_listener {
+  ox_io_t io;
+  ox_loop_t *loop;
+  const ox_http_config_t *cfg;
+  ox_conn_t *conns;       /* open connections */
+  ox_conn_t *zombies;     /* closed, to free after the current event batch */
+  int draining;
+};
+
+static atomic_size_t ox_open_conns;
+static atomic_size_t ox_busy; /* requests held by the application or being written */
+
+size_t ox_http_open_connections(void) { return atomic_load(&ox_open_conns); }
+
+static void conn_on_io(ox_loop_t *loop, ox_io_t *io, uint32_t events);
+static void conn_close(ox_conn_t *c);
+static void conn_process_input(ox_conn_t *c);
+static void conn_send_error(ox_conn_t *c, int status, const char *msg);
+
+/* ---------------------------------------------------------------------------------------- */
+/* responses */
+
+const char *ox_http_reason(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+  }
+}
+
+void ox_http_resp_init(ox_http_resp_t *r, int status) {
+  memset(r, 0, sizeof *r);
+  r->status = status;
+  r->content_type = "application/json";
+}
+
+int ox_http_resp_error(ox_http_resp_t *r, int status, const char *msg) {
+  r->status = status;
+  r->content_type = "application/json";
+  r->body.len = 0;
+  if (ox_buf_puts(&r->body, "{\"error\":") || ox_buf_append_json_string(&r->body, msg, strlen(msg)) ||
+      ox_buf_puts(&r->body, "}"))
+    return OX_ENOMEM;
+  return 0;
+}
+
+void ox_http_resp_free(ox_http_resp_t *r) {
+  ox_buf_free(&r->extra_headers);
+  ox_buf_free(&r->body);
+  free(r->iov);
+  if (r->release) r->release(r->release_arg);
+  memset(r, 0, sizeof *r);
+}
+
+void ox_http_body_free(ox_http_body_t *b) {
+  free(b->base);
+  memset(b, 0, sizeof *b);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* listener */
+
+static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
+  ox_http_listener_t *l = io->data;
+  for (int i = 0; i < 64; i++) {
+    int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        ox_warn("accept: %s", strerror(errno));
+      return;
+    }
+    if (atomic_load(&ox_open_conns) >= l->cfg->max_connections || l->draining) {
+      static const char busy[] =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+          "Retry-After: 1\r\nConnection: close\r\nContent-Length: 39\r\n\r\n"
+          "{\"error\":\"too many open connections\"}\n";
+      ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)w;
+      close(fd);
+      continue;
+    }
+    ox_conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->io = (ox_io_t){.fd = fd, .cb = conn_on_io, .data = c};
+    c->l = l;
+    c->loop = loop;
+    c->state = ST_HEAD;
+    c->deadline = ox_loop_now_ms(loop) + l->cfg->idle_timeout_ms;
+    if (ox_loop_add(loop, &c->io, EPOLLIN | EPOLLRDHUP)) {
+      close(fd);
+      free(c);
+      continue;
+    }
+    atomic_fetch_add(&ox_open_conns, 1);
+    c->next = l->conns;
+    if (l->conns) l->conns->prev = c;
+    l->conns = c;
+  }
+}
+
+static void listener_tick(ox_http_listener_t *l) {
+  uint64_t now = ox_loop_now_ms(l->loop);
+  ox_conn_t *c = l->conns;
+  while (c) {
+    ox_conn_t *next = c->next;
+    if (c->deadline && now >= c->deadline) {
+      switch (c->state) {
+        case ST_HEAD:
+          if (c->in_len == 0) conn_close(c); /* idle keep-alive */
+          else conn_send_error(c, 408, "request not received in time");
+          break;
+        case ST_BODY:
+        case ST_CHUNKED:
+          /* The application never saw it; answer 408 and close. */
+          ox_http_body_free(&c->body);
+          conn_send_error(c, 408, "request body not received in time");
+          break;
+        case ST_WRITE:  /* the client stopped reading */
+        case ST_LINGER:
+          conn_close(c);
+          break;
+        default:
+          break;
+      }
+    }
+    c = next;
+  }
+}
+
+static void listener_after(ox_loop_t *loop, void *data) {
+  ox_http_listener_t *l = data;
+  ox_conn_t *z = l->zombies;
+  l->zombies = NULL;
+  while (z) {
+    ox_conn_t *n = z->next;
+    free(z);
+    z = n;
+  }
+}
+
+static void listener_tick_cb(ox_loop_t *loop, void *data) { listener_tick(data); }
+
+int ox_http_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
+                            const ox_http_config_t *cfg, ox_http_listener_t **out) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  char portstr[8];
+  snprintf(portstr, sizeof portstr, "%u", (unsigned)*port);
+  if (getaddrinfo(host, portstr, &hints, &ai) != 0 || !ai) return OX_EINVALID;
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(ai);
+    return -errno;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+    int e = -errno;
+    close(fd);
+    freeaddrinfo(ai);
+    return e;
+  }
+  freeaddrinfo(ai);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+    *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                           : ((struct sockaddr_in *)&ss)->sin_port);
+  }
+  ox_http_listener_t *l = calloc(1, sizeof *l);
+  if (!l) {
+    close(fd);
+    return OX_ENOMEM;
+  }
+  l->io = (ox_io_t){.fd = fd, .cb = listener_on_accept, .data = l};
+  l->loop = loop;
+  l->cfg = cfg;
+  int rc = ox_loop_add(loop, &l->io, EPOLLIN);
+  if (rc) {
+    close(fd);
+    free(l);
+    return rc;
+  }
+  ox_loop_set_after(loop, listener_after, l);
+  ox_loop_set_tick(loop, 250, listener_tick_cb, l);
+  *out = l;
+  return 0;
+}
+
+
+void ox_http_listener_stop_accepting(ox_http_listener_t *l) {
+  if (l->io.fd >= 0) {
+    ox_loop_remove(l->loop, &l->io);
+    close(l->io.fd);
+    l->io.fd = -1;
+  }
+}
+
+void ox_http_listener_drain(ox_http_listener_t *l) {
+  l->draining = 1;
+  ox_conn_t *c = l->conns;
+  while (c) {
+    ox_conn_t *next = c->next;
+    if (c->state == ST_HEAD && c->in_len == 0) conn_close(c);
+    c = next;
+  }
+}
+
+size_t ox_http_busy(void) { return atomic_load(&ox_busy); }
+
+void ox_http_listener_destroy(ox_http_listener_t *l) {
+  if (!l) return;
+  ox_http_listener_stop_accepting(l);
+  while (l->conns) conn_close(l->conns);
+  listener_after(l->loop, l);
+  ox_loop_set_after(l->loop, NULL, NULL);
+  ox_loop_set_tick(l->loop, 0, NULL, NULL);
+  free(l);
+}
+
+ox_loop_t *ox_conn_loop(const ox_conn_t *c) { return c->loop; }
+int ox_conn_closed(const ox_conn_t *c) { return c->state == ST_CLOSED; }
+
+/* ---------------------------------------------------------------------------------------- */
+/* connection life */
+
+static void conn_set_events(ox_conn_t *c, uint32_t ev) {
+  if (c->state != ST_CLOSED) ox_loop_modify(c->loop, &c->io, ev);
+}
+
+static void conn_unlink(ox_conn_t *c) {
+  ox_http_listener_t *l = c->l;
+  if (c->prev) c->prev->next = c->next;
+  else l->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+/* Closes the socket. The struct lives on while the application holds a request (freed in
+ * ox_conn_respond), else until the end of the event batch. */
+static void conn_close(ox_conn_t *c) {
+  if (c->state == ST_CLOSED) return;
+  if (c->state == ST_WRITE) atomic_fetch_sub(&ox_busy, 1);
+  ox_loop_remove(c->loop, &c->io);
+  close(c->io.fd);
+  c->io.fd = -1;
+  int was_held = c->held;
+  c->state = ST_CLOSED;
+  atomic_fetch_sub(&ox_open_conns, 1);
+  conn_unlink(c);
+  ox_http_resp_free(&c->resp);
+  if (c->wv != c->wiov) free(c->wv);
+  c->wv = NULL;
+  ox_http_body_free(&c->body);
+  free(c->in);
+  c->in = NULL;
+  if (!was_held) {
+    c->next = c->l->zombies;
+    c->l->zombies = c;
+  }
+}
+
+static int conn_grow_in(ox_conn_t *c, size_t want) {
+  if (c->in_cap >= want) return 0;
+  size_t cap = c->in_cap ? c->in_cap : OX_CONN_IN_INITIAL;
+  while (cap < want) cap *= 2;
+  char *p = realloc(c->in, cap);
+  if (!p) return OX_ENOMEM;
+  c->in = p;
+  c->in_cap = cap;
+  return 0;
+}
+
+static size_t conn_head_cap(const ox_conn_t *c) {
+  const ox_http_limits_t *lim = &c->l->cfg->limits;
+  return lim->max_request_line + lim->max_head + 8;
+}
+
+/* Starts writing c->resp. */
+static void conn_start_write(ox_conn_t *c) {
+  ox_http_resp_t *r = &c->resp;
+  if (c->l->draining || !c->keep_alive) r->close = 1;
+  c->close_after = r->close;
+  size_t body_len = r->body.len;
+  for (int i = 0; i < r->iovcnt; i++) body_len += r->iov[i].iov_len;
+  int n = snprintf(c->hdr, sizeof c->hdr,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s", r->status,
+                   ox_http_reason(r->status), r->content_type ? r->content_type : "application/json",
+                   body_len, r->close ? "Connection: close\r\n" : "");
+  if (n < 0 || (size_t)n >= sizeof c->hdr) n = 0;
+  int cnt = 3 + r->iovcnt;
+  c->wv = c->wiov;
+  if (cnt > (int)(sizeof c->wiov / sizeof c->wiov[0])) {
+    c->wv = malloc(sizeof(struct iovec) * (size_t)cnt);
+    if (!c->wv) {
+      conn_close(c);
+      return;
+    }
+  }
+  int k = 0;
+  c->wv[k++] = (struct iovec){c->hdr, (size_t)n};
+  c->wv[k++] = (struct iovec){r->extra_headers.data, r->extra_headers.len};
+  static char crlf[] = "\r\n";
+  c->wv[k++] = (struct iovec){crlf, 2};
+  /* The body's first segment rides behind the header block. */
+  struct iovec *all = c->wv;
+  if (r->body.len) {
+    if (cnt + 1 > (int)(sizeof c->wiov / sizeof c->wiov[0]) && c->wv == c->wiov) {
+      all = malloc(sizeof(struct iovec) * (size_t)(cnt + 1));
+      if (!all) {
+        conn_close(c);
+        return;
+      }
+      memcpy(all, c->wv, sizeof(struct iovec) * (size_t)k);
+      c->wv = all;
+    } else if (c->wv != c->wiov) {
+      all = realloc(c->wv, sizeof(struct iovec) * (size_t)(cnt + 1));
+      if (!all) {
+        conn_close(c);
+        return;
+      }
+      c->wv = all;
+    }
+    c->wv[k++] = (struct iovec){r->body.data, r->body.len};
+  }
+  for (int i = 0; i < r->iovcnt; i++) c->wv[k++] = r->iov[i];
+  c->wv_cnt = k;
+  c->wv_pos = 0;
+  c->state = ST_WRITE;
+  atomic_fetch_add(&ox_busy, 1);
+  c->deadline = ox_loop_now_ms(c->loop) + c->l->cfg->request_timeout_ms;
+}
+
+/* Writes as much as the socket takes; on completion moves on to the next request. */
+static void conn_write(ox_conn_t *c) {
+  while (c->wv_pos < c->wv_cnt) {
+    int cnt = c->wv_cnt - c->wv_pos;
+    if (cnt > IOV_MAX) cnt = IOV_MAX;
+    ssize_t w = writev(c->io.fd, c->wv + c->wv_pos, cnt);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        conn_set_events(c, EPOLLOUT | EPOLLRDHUP);
+        return;
+      }
+      conn_close(c);
+      return;
+    }
+    c->deadline = ox_loop_now_ms(c->loop) + c->l->cfg->request_timeout_ms;
+    size_t left = (size_t)w;
+    while (left && c->wv_pos < c->wv_cnt) {
+      struct iovec *v = &c->wv[c->wv_pos];
+      if (left >= v->iov_len) {
+        left -= v->iov_len;
+        c->wv_pos++;
+      } else {
+        v->iov_base = (char *)v->iov_base + left;
+        v->iov_len -= left;
+        left = 0;
+      }
+    }
+    while (c->wv_pos < c->wv_cnt && c->wv[c->wv_pos].iov_len == 0) c->wv_pos++;
+  }
+  /* Done. */
+  atomic_fetch_sub(&ox_busy, 1);
+  ox_http_resp_free(&c->resp);
+  if (c->wv != c->wiov) free(c->wv);
+  c->wv = NULL;
+  if (c->close_after) {
+    shutdown(c->io.fd, SHUT_WR);
+    c->state = ST_LINGER;
+    c->deadline = ox_loop_now_ms(c->loop) + OX_CONN_LINGER_MS;
+    conn_set_events(c, EPOLLIN | EPOLLRDHUP);
+    return;
+  }
+  /* Keep-alive: drop the finished request's bytes, keep pipelined ones. */
+  size_t rest = c->in_len - c->in_next;
+  if (rest) memmove(c->in, c->in + c->in_next, rest);
+  c->in_len = rest;
+  c->in_next = c->head_len = 0;
+  if (c->in_len == 0 && c->in_cap > OX_CONN_IN_INITIAL) {
+    free(c->in); /* idle connections hold no buffer */
+    c->in = NULL;
+    c->in_cap = 0;
+  }
+  c->state = ST_HEAD;
+  c->deadline = ox_loop_now_ms(c->loop) +
+                (c->in_len ? c->l->cfg->request_timeout_ms : c->l->cfg->idle_timeout_ms);
+  conn_set_events(c, EPOLLIN | EPOLLRDHUP);
+  if (c->in_len) conn_process_input(c);
+}
+
+void ox_conn_respond(ox_conn_t *c, ox_http_resp_t *resp) {
+  c->held = 0;
+  atomic_fetch_sub(&ox_busy, 1);
+  if (c->state == ST_CLOSED) {
+    ox_http_resp_free(resp);
+    c->next = c->l->zombies; /* freed after this batch */
+    c->l->zombies = c;
+    return;
+  }
+  c->resp = *resp;
+  memset(resp, 0, sizeof *resp);
+  conn_start_write(c);
+  if (c->state == ST_WRITE) conn_write(c);
+}
+
+/* Answers with an error and closes the connection (framing errors end the connection). */
+static void conn_send_error(ox_conn_t *c, int status, const char *msg) {
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, status);
+  if (ox_http_resp_error(&r, status, msg)) {
+    ox_http_resp_free(&r);
+    conn_close(c);
+    return;
+  }
+  r.close = 1;
+  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
+  c->in_next = c->in_len;
+  c->resp = r;
+  conn_start_write(c);
+  if (c->state == ST_WRITE) conn_write(c);
+}
+
+/* The request is complete: hand it to the application. */
+static void conn_dispatch(ox_conn_t *c) {
+  c->state = ST_APP;
+  c->held = 1;
+  c->deadline = 0;
+  atomic_fetch_add(&ox_busy, 1);
+  conn_set_events(c, EPOLLRDHUP);
+  ox_http_body_t body = c->body;
+  memset(&c->body, 0, sizeof c->body);
+  c->l->cfg->handler(c->l->cfg->app, c, &c->req, &body);
+}
+
+/* Allocates the body buffer so that data + align_off is 64-byte aligned. */
+static int conn_alloc_body(ox_conn_t *c, size_t cap, size_t align_off) {
+  size_t total;
+  if (__builtin_add_overflow(cap, (size_t)OX_BODY_ALIGN * 2, &total)) return OX_ENOMEM;
+  char *base;
+  if (posix_memalign((void **)&base, OX_BODY_ALIGN, total)) return OX_ENOMEM;
+  size_t pad = (OX_BODY_ALIGN - (align_off % OX_BODY_ALIGN)) % OX_BODY_ALIGN;
+  c->body.base = base;
+  c->body.data = base + pad;
+  c->body.len = 0;
+  c->body.cap = total - pad;
+  return 0;
+}
+
+/* Offset in the body where the binary part starts, when announced (else 0). */
+static size_t conn_binary_offset(const ox_conn_t *c) {
+  ox_slice_t v = ox_http_header(&c->req, "Inference-Header-Content-Length");
+  uint64_t n = 0;
+  if (!v.ptr || v.len == 0 || v.len > 19) return 0;
+  for (size_t i = 0; i < v.len; i++) {
+    if (v.ptr[i] < '0' || v.ptr[i] > '9') return 0;
+    n = n * 10 + (uint64_t)(v.ptr[i] - '0');
+  }
+  return (size_t)n;
+}
+
+static void conn_feed_chunked(ox_conn_t *c) {
+  size_t avail = c->in_len - c->in_next;
+  if (avail == 0) return;
+  if (c->body.cap - c->body.len < avail) {
+    /* Grow the body (aligned, same padding). */
+    size_t need, newcap = c->body.cap ? c->body.cap : 4096;
+    if (__builtin_add_overflow(c->body.len, avail, &need)) {
+      conn_send_error(c, 413, "request body too large");
+      return;
+    }
+    while (newcap < need) newcap *= 2;
+    ox_http_body_t old = c->body;
+    size_t pad = old.base ? (size_t)(old.data - old.base) : 0;
+    char *base;
+    if (posix_memalign((void **)&base, OX_BODY_ALIGN, newcap + pad)) {
+      conn_send_error(c, 500, "out of memory");
+      return;
+    }
+    if (old.len) memcpy(base + pad, old.data, old.len);
+    free(old.base);
+    c->body.base = base;
+    c->body.data = base + pad;
+    c->body.cap = newcap;
+  }
+  size_t consumed = 0, produced = 0;
+  const char *why = NULL;
+  int rc = ox_http_chunked_decode(&c->chunk, c->in + c->in_next, avail, c->body.data + c->body.len,
+                                  &consumed, &produced, &why);
+  c->body.len += produced;
+  /* Drop the consumed chunk bytes, keeping the head at in[0..head_len). */
+  size_t tail = c->in_len - c->in_next - consumed;
+  memmove(c->in + c->in_next, c->in + c->in_next + consumed, tail);
+  c->in_len -= consumed;
+  if (rc == 0) {
+    conn_dispatch(c);
+  } else if (rc == OX_ENEED_MORE) {
+    return;
+  } else if (rc == OX_ETOO_LARGE) {
+    ox_http_body_free(&c->body);
+    conn_send_error(c, 413, "request body too large");
+  } else {
+    ox_http_body_free(&c->body);
+    conn_send_error(c, 400, why ? why : "bad chunked encoding");
+  }
+}
+
+/* Parses whatever is buffered in HEAD state and moves the request along. */
+static void conn_process_input(ox_conn_t *c) {
+  if (c->state != ST_HEAD || c->in_len == 0) return;
+  const char *why = NULL;
+  int rc = ox_http_parse_head(c->in, c->in_len, &c->l->cfg->limits, &c->req, &why);
+  if (rc == OX_ENEED_MORE) {
+    if (c->in_len >= conn_head_cap(c)) conn_send_error(c, 431, "request head too large");
+    return;
+  }
+  if (rc < 0) {
+    int status = ox_err_status(rc);
+    const char *msg = why;
+    char buf[128];
+    if (!msg) {
+      snprintf(buf, sizeof buf, "%s", ox_strerror(rc));
+      msg = buf;
+    }
+    if (rc == OX_ETOO_LARGE) msg = "request body larger than the server's limit";
+    conn_send_error(c, status, msg);
+    return;
+  }
+  c->head_len = (size_t)rc;
+  c->in_next = c->head_len;
+  c->keep_alive = c->req.keep_alive;
+  c->deadline = ox_loop_now_ms(c->loop) + c->l->cfg->request_timeout_ms;
+  ox_slice_t expect = ox_http_header(&c->req, "Expect");
+  if (expect.ptr && !c->req.expect_continue) {
+    conn_send_error(c, 417, "unsupported Expect value");
+    return;
+  }
+  size_t have = c->in_len - c->in_next;
+  if (c->req.chunked) {
+    if (c->req.expect_continue && have == 0) {
+      static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      ssize_t w = send(c->io.fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
+      (void)w;
+    }
+    memset(&c->chunk, 0, sizeof c->chunk);
+    c->chunk.max_body = c->l->cfg->limits.max_body;
+    if (conn_alloc_body(c, 4096, conn_binary_offset(c))) {
+      conn_send_error(c, 500, "out of memory");
+      return;
+    }
+    c->state = ST_CHUNKED;
+    conn_feed_chunked(c);
+    return;
+  }
+  c->body_want = c->req.content_length;
+  if (c->body_want == 0) {
+    conn_dispatch(c);
+    return;
+  }
+  if (conn_alloc_body(c, (size_t)c->body_want, conn_binary_offset(c))) {
+    conn_send_error(c, 500, "out of memory");
+    return;
+  }
+  size_t take = have < c->body_want ? have : (size_t)c->body_want;
+  memcpy(c->body.data, c->in + c->in_next, take);
+  c->body.len = take;
+  c->in_next += take;
+  if (c->body.len == c->body_want) {
+    conn_dispatch(c);
+    return;
+  }
+  if (c->req.expect_continue) {
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    ssize_t w = send(c->io.fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
+    (void)w;
+  }
+  c->state = ST_BODY;
+}
+
+static void conn_on_readable(ox_conn_t *c) {
+  for (;;) {
+    char *dst;
+    size_t room;
+    if (c->state == ST_BODY) {
+      dst = c->body.data + c->body.len;
+      room = (size_t)c->body_want - c->body.len;
+    } else if (c->state == ST_HEAD || c->state == ST_CHUNKED) {
+      size_t want = c->in_len + (c->state == ST_CHUNKED ? OX_CONN_READ_CHUNK : 2048);
+      size_t cap = c->state == ST_CHUNKED ? c->in_len + OX_CONN_READ_CHUNK : conn_head_cap(c);
+      if (want > cap) want = cap;
+      if (c->in_len >= want) return; /* head buffer full: the parser already decided */
+      if (conn_grow_in(c, want)) {
+        conn_send_error(c, 500, "out of memory");
+        return;
+      }
+      dst = c->in + c->in_len;
+      room = c->in_cap - c->in_len;
+      if (c->state == ST_HEAD && room > conn_head_cap(c) - c->in_len)
+        room = conn_head_cap(c) - c->in_len;
+    } else if (c->state == ST_LINGER) {
+      char sink[4096];
+      ssize_t r = read(c->io.fd, sink, sizeof sink);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) conn_close(c);
+      if (r <= 0) return;
+      continue;
+    } else {
+      return;
+    }
+    ssize_t r = read(c->io.fd, dst, room);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) conn_close(c);
+      return;
+    }
+    if (r == 0) {
+      conn_close(c); /* client closed; anything partial is dropped */
+      return;
+    }
+    if (c->state == ST_BODY) {
+      c->body.len += (size_t)r;
+      if (c->body.len == c->body_want) {
+        conn_dispatch(c);
+        return;
+      }
+    } else if (c->state == ST_HEAD) {
+      if (c->in_len == 0)
+        c->deadline = ox_loop_now_ms(c->loop) + c->l->cfg->request_timeout_ms;
+      c->in_len += (size_t)r;
+      conn_process_input(c);
+      if (c->state != ST_HEAD && c->state != ST_BODY && c->state != ST_CHUNKED) return;
+    } else { /* ST_CHUNKED */
+      c->in_len += (size_t)r;
+      conn_feed_chunked(c);
+      if (c->state != ST_CHUNKED) return;
+    }
+    if ((size_t)r < room) return; /* drained the socket for now (level-triggered) */
+  }
+}
+
+static void conn_on_io(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
+  ox_conn_t *c = io->data;
+  if (c->state == ST_CLOSED) return;
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    conn_close(c);
+    return;
+  }
+  if (c->state == ST_APP) {
+    /* Not reading while the application holds the request; a peer that is gone for good
+     * (RDHUP with nothing more to say) is detected when the response is written. */
+    if (events & EPOLLRDHUP) conn_set_events(c, 0);
+    return;
+  }
+  if (events & EPOLLOUT && c->state == ST_WRITE) {
+    conn_write(c);
+    return;
+  }
+  if (events & (EPOLLIN | EPOLLRDHUP)) conn_on_readable(c);
+}

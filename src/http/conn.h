@@ -1,0 +1,108 @@
+/* conn.h: HTTP/1.1 server connections on an event loop: accept, read a request (head, then a
+ * Content-Length or chunked body), hand it to the application, write its response, repeat.
+ *
+ * Design. One ox_http_listener_t per I/O thread, each with its own listening socket
+ * (SO_REUSEPORT) and loop. A connection handles one request at a time: while the application
+ * holds a request, the connection stops reading, so pipelined requests wait in the kernel and
+ * responses leave in request order. The body is read straight into one buffer that the
+ * application then owns (no copy for Content-Length bodies; chunked bodies are decoded into it),
+ * placed so that the binary section of an inference request (after Inference-Header-Content-Length
+ * bytes) starts 64-byte aligned: tensors can point into it. Responses are written with writev
+ * from the segments the application provides (e.g. ONNX Runtime's output memory), released only
+ * when written or when the connection dies.
+ *
+ * Threads: everything here runs on the listener's loop thread. ox_conn_respond must be called on
+ * that thread (workers post a task to the loop: ox_conn_loop()).
+ */
+#ifndef OX_HTTP_CONN_H
+#define OX_HTTP_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <limits.h>
+#include <sys/uio.h>
+
+#include "core/buf.h"
+#include "http/http_parser.h"
+#include "loop/loop.h"
+
+typedef struct ox_conn ox_conn_t;
+typedef struct ox_http_listener ox_http_listener_t;
+
+/* A request body: owned by whoever holds it; free with ox_http_body_free. */
+typedef struct {
+  char *base;    /* malloc'd block (free this) */
+  char *data;    /* body bytes start here (inside base) */
+  size_t len;
+  size_t cap;    /* usable bytes from data */
+} ox_http_body_t;
+void ox_http_body_free(ox_http_body_t *b);
+
+/* A response. The connection adds the status line, Content-Length, Connection and Date-less
+ * standard headers. Ownership passes to the connection in ox_conn_respond. */
+typedef struct ox_http_resp {
+  int status;
+  const char *content_type;  /* static string, e.g. "application/json" */
+  ox_buf_t extra_headers;    /* owned: complete "Name: value\r\n" lines, may be empty */
+  ox_buf_t body;             /* owned: first body segment */
+  struct iovec *iov;         /* owned (malloc) array of further body segments, may be NULL */
+  int iovcnt;
+  int close;                 /* close the connection after this response */
+  void (*release)(void *arg);/* called once when the response is written or dropped */
+  void *release_arg;
+} ox_http_resp_t;
+
+/* Initialises an empty response with a status. */
+void ox_http_resp_init(ox_http_resp_t *r, int status);
+/* Fills r with {"error": msg} (msg escaped) and status. 0 or OX_ENOMEM. */
+int ox_http_resp_error(ox_http_resp_t *r, int status, const char *msg);
+/* Drops everything r owns (runs release). */
+void ox_http_resp_free(ox_http_resp_t *r);
+/* Reason phrase for a status code. */
+const char *ox_http_reason(int status);
+
+/* The application's request callback, on the loop thread. head's slices are valid until
+ * ox_conn_respond is called. body is handed over (the callee owns it; zeroed when the request
+ * has no body). The application must call ox_conn_respond exactly once for every call, now or
+ * later, even if the client has gone away meanwhile. */
+typedef void (*ox_http_handler_t)(void *app, ox_conn_t *c, const ox_http_request_t *head,
+                                  ox_http_body_t *body);
+
+typedef struct {
+  ox_http_limits_t limits;
+  uint32_t request_timeout_ms; /* whole head+body must arrive within it: 408 (default 10 s) */
+  uint32_t idle_timeout_ms;    /* keep-alive connection with no request: closed (default 300 s) */
+  uint32_t max_connections;    /* over it, new connections get 503 and are closed */
+  ox_http_handler_t handler;
+  void *app;
+} ox_http_config_t;
+
+/* Creates a listener bound to host:port on loop (SO_REUSEPORT, so several listeners on
+ * different loops share one port). cfg is borrowed for the listener's lifetime. If *port is 0,
+ * the kernel picks one and *port receives it. 0 or -errno / OX_EINVALID (bad host). */
+int ox_http_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
+                            const ox_http_config_t *cfg, ox_http_listener_t **out);
+/* Stops accepting (closes the listening socket); existing connections go on. */
+void ox_http_listener_stop_accepting(ox_http_listener_t *l);
+/* Drain mode: idle keep-alive connections are closed, and every further response carries
+ * Connection: close. */
+void ox_http_listener_drain(ox_http_listener_t *l);
+/* Number of connections (all listeners) with a request held by the application or a response
+ * being written. */
+size_t ox_http_busy(void);
+/* Closes every connection and frees the listener. Requests still held by the application
+ * keep their ox_conn_t alive until ox_conn_respond. Call on the loop thread. */
+void ox_http_listener_destroy(ox_http_listener_t *l);
+
+/* Global count of open connections (all listeners). */
+size_t ox_http_open_connections(void);
+
+/* Sends the response for the request currently held (see ox_http_handler_t); takes ownership
+ * of *resp (its fields are zeroed). Loop thread only. */
+void ox_conn_respond(ox_conn_t *c, ox_http_resp_t *resp);
+/* The loop the connection lives on (for workers to post completions to). */
+ox_loop_t *ox_conn_loop(const ox_conn_t *c);
+/* 1 if the client is gone (the response will be dropped). */
+int ox_conn_closed(const ox_conn_t *c);
+
+#endif

@@ -1,0 +1,291 @@
+/* main.c: onnxd's flags, start-up and shutdown: the only file that sees every module.
+ *
+ * Start-up: parse flags (one declarative table drives parsing, --help and the README), create
+ * the ONNX Runtime environment, load the model repository, start the inference workers and one
+ * event loop per I/O thread, each with its own listening socket on the same port.
+ * Shutdown (SIGTERM/SIGINT): readiness turns false, listeners stop accepting, idle connections
+ * close, requests in flight finish (up to --drain-timeout-ms), then everything is freed and
+ * the process exits 0.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "http/conn.h"
+#include "loop/loop.h"
+#include "runtime/runtime.h"
+#include "sched/pool.h"
+#include "server/server.h"
+
+typedef struct {
+  const char *model_repository;
+  const char *host;
+  const char *log_level;
+  long http_port;
+  long io_threads;
+  long infer_threads;
+  long intra_op_threads;
+  long max_body_bytes;
+  long max_connections;
+  long max_queue;
+  long request_timeout_ms;
+  long idle_timeout_ms;
+  long drain_timeout_ms;
+} ox_options_t;
+
+typedef enum { OPT_STR, OPT_INT } opt_type_t;
+
+static const struct {
+  const char *name;
+  opt_type_t type;
+  size_t offset;
+  long min, max;
+  const char *help;
+} ox_flags[] = {
+#define O(field) offsetof(ox_options_t, field)
+    {"model-repository", OPT_STR, O(model_repository), 0, 0,
+     "directory of models: DIR/<model>/<version>/model.onnx"},
+    {"host", OPT_STR, O(host), 0, 0, "address to listen on"},
+    {"http-port", OPT_INT, O(http_port), 0, 65535, "HTTP port (0: any free port, logged)"},
+    {"io-threads", OPT_INT, O(io_threads), 1, 64, "event-loop threads (connections, HTTP)"},
+    {"infer-threads", OPT_INT, O(infer_threads), 1, 256,
+     "worker threads: parse, run and encode inference requests"},
+    {"intra-op-threads", OPT_INT, O(intra_op_threads), 1, 256,
+     "ONNX Runtime's global intra-op pool size (threads per Run, caller included)"},
+    {"max-body-bytes", OPT_INT, O(max_body_bytes), 1, 1L << 40,
+     "largest request body; larger ones get 413 before any of it is read"},
+    {"max-connections", OPT_INT, O(max_connections), 1, 1000000,
+     "open connections; further ones get 503 and are closed"},
+    {"max-queue", OPT_INT, O(max_queue), 1, 1000000,
+     "inference requests waiting for a worker; beyond it 503 with Retry-After"},
+    {"request-timeout-ms", OPT_INT, O(request_timeout_ms), 1, 3600000,
+     "time to receive a whole request (else 408) or to send a response"},
+    {"idle-timeout-ms", OPT_INT, O(idle_timeout_ms), 1, 86400000,
+     "keep-alive connection with no request is closed after it"},
+    {"drain-timeout-ms", OPT_INT, O(drain_timeout_ms), 0, 3600000,
+     "at SIGTERM, how long in-flight requests may take to finish"},
+    {"log-level", OPT_STR, O(log_level), 0, 0, "error, warn, info or debug"},
+#undef O
+};
+
+static void usage(FILE *f, const ox_options_t *d) {
+  fprintf(f, "usage: onnxd [--flag value | --flag=value]...\n\n"
+             "Serves ONNX models over the Open Inference Protocol (KServe v2) on HTTP/1.1.\n\n");
+  for (size_t i = 0; i < sizeof ox_flags / sizeof ox_flags[0]; i++) {
+    char def[64];
+    const char *p = (const char *)d + ox_flags[i].offset;
+    if (ox_flags[i].type == OPT_STR) snprintf(def, sizeof def, "%s", *(const char *const *)p);
+    else snprintf(def, sizeof def, "%ld", *(const long *)p);
+    fprintf(f, "  --%-20s %s (default %s)\n", ox_flags[i].name, ox_flags[i].help, def);
+  }
+  fprintf(f, "  --%-20s %s\n  --%-20s %s\n", "help", "this text", "version",
+          "onnxd and ONNX Runtime versions");
+}
+
+/* Decimal digits only, no sign, overflow-checked. */
+static int parse_long(const char *s, long *out) {
+  long v = 0;
+  if (!*s) return -1;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9') return -1;
+    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v)) return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static int parse_flags(int argc, char **argv, ox_options_t *o) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      ox_options_t d = *o;
+      usage(stdout, &d);
+      exit(0);
+    }
+    if (!strcmp(a, "--version")) {
+      printf("onnxd %s (ONNX Runtime library %s, header API %d)\n", OX_VERSION,
+             ox_runtime_version(), ox_runtime_header_api());
+      exit(0);
+    }
+    if (strncmp(a, "--", 2) != 0) {
+      fprintf(stderr, "onnxd: unexpected argument '%s' (see --help)\n", a);
+      return -1;
+    }
+    const char *name = a + 2, *eq = strchr(name, '=');
+    size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+    size_t k = 0, nf = sizeof ox_flags / sizeof ox_flags[0];
+    while (k < nf && !(strlen(ox_flags[k].name) == nlen && !strncmp(ox_flags[k].name, name, nlen)))
+      k++;
+    if (k == nf) {
+      fprintf(stderr, "onnxd: unknown flag '%.*s' (see --help)\n", (int)(nlen + 2), a);
+      return -1;
+    }
+    const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+    if (!val) {
+      fprintf(stderr, "onnxd: flag --%s needs a value\n", ox_flags[k].name);
+      return -1;
+    }
+    char *p = (char *)o + ox_flags[k].offset;
+    if (ox_flags[k].type == OPT_STR) {
+      *(const char **)p = val;
+    } else {
+      long v;
+      if (parse_long(val, &v) || v < ox_flags[k].min || v > ox_flags[k].max) {
+        fprintf(stderr, "onnxd: --%s must be an integer from %ld to %ld, not '%s'\n",
+                ox_flags[k].name, ox_flags[k].min, ox_flags[k].max, val);
+        return -1;
+      }
+      *(long *)p = v;
+    }
+  }
+  return 0;
+}
+
+typedef struct {
+  ox_loop_t *loop;
+  ox_http_listener_t *listener;
+  pthread_t thread;
+  ox_task_t drain_task;
+} io_thread_t;
+
+static void *io_main(void *arg) {
+  io_thread_t *t = arg;
+  int rc = ox_loop_run(t->loop);
+  if (rc) ox_error("event loop failed: %s", ox_strerror(rc));
+  return NULL;
+}
+
+static void io_drain(ox_loop_t *loop, ox_task_t *task) {
+  io_thread_t *t = (io_thread_t *)((char *)task - offsetof(io_thread_t, drain_task));
+  ox_http_listener_stop_accepting(t->listener);
+  ox_http_listener_drain(t->listener);
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv) {
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  if (ncpu < 1) ncpu = 1;
+  ox_options_t o = {
+      .model_repository = "./models",
+      .host = "127.0.0.1",
+      .log_level = "info",
+      .http_port = 8000,
+      .io_threads = ncpu <= 4 ? 1 : ncpu / 4,
+      .infer_threads = ncpu,
+      .intra_op_threads = 1,
+      .max_body_bytes = 64L << 20,
+      .max_connections = 10000,
+      .max_queue = 1024,
+      .request_timeout_ms = 10000,
+      .idle_timeout_ms = 300000,
+      .drain_timeout_ms = 10000,
+  };
+  if (parse_flags(argc, argv, &o)) return 2;
+  if (ox_log_parse_level(o.log_level, &ox_log_level)) {
+    fprintf(stderr, "onnxd: --log-level must be error, warn, info or debug\n");
+    return 2;
+  }
+  struct stat st;
+  if (stat(o.model_repository, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "onnxd: model repository '%s' is not a readable directory\n",
+            o.model_repository);
+    return 2;
+  }
+
+  /* Signals: SIGPIPE ignored; SIGTERM/SIGINT blocked in every thread and taken by sigwait. */
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+  char err[512];
+  ox_runtime_opts_t ro = {.intra_op_threads = (int)o.intra_op_threads, .inter_op_threads = 1,
+                          .allow_spinning = 0};
+  if (ox_runtime_init(&ro, err, sizeof err)) {
+    fprintf(stderr, "onnxd: cannot start ONNX Runtime: %s\n", err);
+    return 1;
+  }
+  ox_repo_t *repo = NULL;
+  if (ox_repo_open(o.model_repository, &repo, err, sizeof err)) {
+    fprintf(stderr, "onnxd: %s\n", err);
+    ox_runtime_shutdown();
+    return 2;
+  }
+  ox_pool_t *pool = NULL;
+  int rc = ox_pool_create((int)o.infer_threads, (size_t)o.max_queue, &pool);
+  if (rc) {
+    fprintf(stderr, "onnxd: cannot start workers: %s\n", ox_strerror(rc));
+    return 1;
+  }
+  static ox_server_t server;
+  server.repo = repo;
+  server.pool = pool;
+
+  ox_http_config_t cfg;
+  ox_http_limits_default(&cfg.limits);
+  cfg.limits.max_body = (uint64_t)o.max_body_bytes;
+  cfg.request_timeout_ms = (uint32_t)o.request_timeout_ms;
+  cfg.idle_timeout_ms = (uint32_t)o.idle_timeout_ms;
+  cfg.max_connections = (uint32_t)o.max_connections;
+  cfg.handler = ox_server_handle;
+  cfg.app = &server;
+
+  int nio = (int)o.io_threads;
+  io_thread_t *io = calloc((size_t)nio, sizeof *io);
+  uint16_t port = (uint16_t)o.http_port;
+  for (int i = 0; io && i < nio; i++) {
+    rc = ox_loop_create(&io[i].loop);
+    if (!rc) rc = ox_http_listener_create(io[i].loop, o.host, &port, &cfg, &io[i].listener);
+    if (rc) {
+      fprintf(stderr, "onnxd: cannot listen on %s:%ld: %s\n", o.host, o.http_port,
+              rc == OX_EINVALID ? "bad host address" : ox_strerror(rc));
+      return 1;
+    }
+  }
+  for (int i = 0; i < nio; i++) pthread_create(&io[i].thread, NULL, io_main, &io[i]);
+  ox_info("onnxd %s listening on %s:%u: %zu models, %ld I/O threads, %ld inference threads, "
+          "ONNX Runtime %s", OX_VERSION, o.host, (unsigned)port, ox_repo_num_models(repo),
+          o.io_threads, o.infer_threads, ox_runtime_version());
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  ox_info("%s: draining (up to %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", o.drain_timeout_ms);
+  atomic_store(&server.draining, 1);
+  for (int i = 0; i < nio; i++) {
+    io[i].drain_task.fn = io_drain;
+    ox_loop_post(io[i].loop, &io[i].drain_task);
+  }
+  uint64_t deadline = ox_now_ms() + (uint64_t)o.drain_timeout_ms;
+  while ((atomic_load(&server.inflight) > 0 || ox_http_busy() > 0) && ox_now_ms() < deadline)
+    sleep_ms(5);
+  if (atomic_load(&server.inflight) > 0)
+    ox_warn("drain deadline passed with %ld requests in flight", atomic_load(&server.inflight));
+  for (int i = 0; i < nio; i++) ox_loop_stop(io[i].loop);
+  for (int i = 0; i < nio; i++) pthread_join(io[i].thread, NULL);
+  ox_pool_destroy(pool); /* queued jobs are answered 503; running ones finish */
+  for (int i = 0; i < nio; i++) {
+    ox_loop_run_pending(io[i].loop);
+    ox_http_listener_destroy(io[i].listener);
+    ox_loop_destroy(io[i].loop);
+  }
+  free(io);
+  ox_repo_close(repo);
+  ox_runtime_shutdown();
+  ox_info("stopped");
+  return 0;
+}

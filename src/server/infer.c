@@ -1,0 +1,453 @@
+/* infer.c: POST /v2/models/{m}[/versions/{v}]/infer, from request body to response segments.
+ *
+ * On the loop thread the handler only checks the framing headers and queues a job. On a worker
+ * the job parses the request header JSON (slices into the body), validates every input
+ * against the model's metadata before anything is allocated from declared sizes, builds the
+ * input tensors (binary inputs: zero-copy pointers into the body, which the connection placed
+ * 64-byte aligned; JSON inputs: numbers parsed straight into one arena buffer per tensor), runs
+ * the model and encodes the response: JSON outputs as text, binary outputs as iovecs pointing
+ * at ONNX Runtime's own output memory, released only after the socket has taken them.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "proto/infer_req.h"
+#include "proto/tensor_json.h"
+#include "server/server.h"
+
+#define ERRCAP 512
+
+typedef struct {
+  ox_job_t job;
+  ox_task_t done;
+  ox_server_t *s;
+  ox_conn_t *conn;
+  ox_model_t *model;
+  ox_http_body_t body;
+  int has_ihcl;
+  size_t ihcl;
+  ox_arena_t arena;
+  ox_http_resp_t resp;
+  ox_tensor_out_t *outs;
+  size_t n_outs;
+  ox_buf_t bytes_out; /* serialized BYTES outputs for the binary extension */
+} infer_job_t;
+
+static void job_free(void *arg) {
+  infer_job_t *job = arg;
+  for (size_t i = 0; i < job->n_outs; i++) ox_tensor_out_release(&job->outs[i]);
+  free(job->outs);
+  ox_buf_free(&job->bytes_out);
+  ox_http_body_free(&job->body);
+  ox_arena_free(&job->arena);
+  free(job);
+}
+
+/* Loop thread: hand the finished response to the connection. */
+static void job_done(ox_loop_t *loop, ox_task_t *t) {
+  infer_job_t *job = (infer_job_t *)((char *)t - offsetof(infer_job_t, done));
+  atomic_fetch_sub(&job->s->inflight, 1);
+  ox_http_resp_t resp = job->resp;
+  memset(&job->resp, 0, sizeof job->resp);
+  if (!resp.release) {
+    resp.release = job_free;
+    resp.release_arg = job;
+  }
+  ox_conn_respond(job->conn, &resp);
+}
+
+static void job_fail(infer_job_t *job, int status, const char *msg) {
+  ox_http_resp_free(&job->resp);
+  ox_http_resp_init(&job->resp, status);
+  if (ox_http_resp_error(&job->resp, status, msg)) job->resp.body.len = 0;
+  if (status == 503) ox_buf_puts(&job->resp.extra_headers, "Retry-After: 1\r\n");
+  job->resp.release = job_free;
+  job->resp.release_arg = job;
+}
+
+/* Formats a shape as "[1,3,224,224]" into out. */
+static const char *fmt_shape(char *out, size_t cap, const int64_t *dims, int rank) {
+  size_t o = 0;
+  out[o++] = '[';
+  for (int i = 0; i < rank && o + 24 < cap; i++)
+    o += (size_t)snprintf(out + o, cap - o, i ? ",%" PRId64 : "%" PRId64, dims[i]);
+  if (o + 2 > cap) o = cap - 2;
+  out[o++] = ']';
+  out[o] = 0;
+  return out;
+}
+
+#define NAMEFMT "'%.*s'"
+#define NAMEARG(sl) (int)((sl).len > 128 ? 128 : (sl).len), (sl).ptr
+
+/* BYTES elements in the binary extension: 4-byte little-endian length, then the bytes. */
+static int split_bytes(ox_slice_t bin, uint64_t count, ox_slice_t *out) {
+  size_t pos = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    if (bin.len - pos < 4) return -1;
+    const unsigned char *p = (const unsigned char *)bin.ptr + pos;
+    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    pos += 4;
+    if (n > bin.len - pos) return -1;
+    out[i] = ox_slice(bin.ptr + pos, n);
+    pos += n;
+  }
+  return pos == bin.len ? 0 : -2;
+}
+
+/* Builds the run input for one request input. Returns 0 or an HTTP status (msg in err). */
+static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_tensor_info_t *info,
+                       ox_tensor_in_t *t, char *err) {
+  char s1[160], s2[160];
+  if (in->dtype != info->dtype) {
+    snprintf(err, ERRCAP, "input " NAMEFMT ": datatype %s does not match the model's %s",
+             NAMEARG(in->name), ox_dtype_name(in->dtype), ox_dtype_name(info->dtype));
+    return 400;
+  }
+  if (info->rank >= 0) {
+    int bad = in->rank != info->rank;
+    for (int d = 0; !bad && d < info->rank; d++)
+      bad = info->dims[d] >= 0 && in->shape[d] != info->dims[d];
+    if (bad) {
+      snprintf(err, ERRCAP, "input " NAMEFMT ": shape %s does not match the model's %s",
+               NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
+               fmt_shape(s2, sizeof s2, info->dims, info->rank));
+      return 400;
+    }
+  }
+  t->dtype = in->dtype;
+  t->rank = in->rank;
+  t->shape = in->shape;
+  t->count = in->count;
+  size_t esz = ox_dtype_size(in->dtype);
+  if (in->has_binary) {
+    if (in->dtype == OX_DT_BYTES) {
+      if (in->count > in->binary.len / 4) {
+        snprintf(err, ERRCAP, "input " NAMEFMT ": %" PRIu64 " BYTES elements need more than "
+                 "binary_data_size %zu bytes", NAMEARG(in->name), in->count, in->binary.len);
+        return 400;
+      }
+      ox_slice_t *sl = ox_arena_alloc(&job->arena, (size_t)in->count * sizeof *sl + 1);
+      if (!sl) return 500;
+      int rc = split_bytes(in->binary, in->count, sl);
+      if (rc) {
+        snprintf(err, ERRCAP, rc == -1 ? "input " NAMEFMT ": a BYTES length prefix runs past its "
+                                         "binary data"
+                                       : "input " NAMEFMT ": bytes left over after %" PRIu64
+                                         " BYTES elements",
+                 NAMEARG(in->name), in->count);
+        return 400;
+      }
+      t->strings = sl;
+      return 0;
+    }
+    uint64_t nbytes;
+    if (__builtin_mul_overflow(in->count, (uint64_t)esz, &nbytes) || nbytes != in->binary.len) {
+      snprintf(err, ERRCAP, "input " NAMEFMT ": binary_data_size is %zu bytes, but shape %s of %s "
+               "needs %" PRIu64, NAMEARG(in->name), in->binary.len,
+               fmt_shape(s1, sizeof s1, in->shape, in->rank), ox_dtype_name(in->dtype),
+               in->count * (uint64_t)esz);
+      return 400;
+    }
+    const char *data = in->binary.ptr;
+    if ((uintptr_t)data % (esz ? esz : 1)) {
+      /* Misaligned (follows an odd-sized input): one copy into aligned memory. */
+      char *copy = ox_arena_alloc_aligned(&job->arena, nbytes ? nbytes : 1, 64);
+      if (!copy) return 500;
+      memcpy(copy, data, nbytes);
+      data = copy;
+    }
+    t->data = data;
+    t->nbytes = nbytes;
+    return 0;
+  }
+  if (!in->data_json.ptr) {
+    snprintf(err, ERRCAP, "input " NAMEFMT " has no data", NAMEARG(in->name));
+    return 400;
+  }
+  /* Every element takes at least one byte of JSON text: bounds what we allocate. */
+  if (in->count > in->data_json.len) {
+    snprintf(err, ERRCAP, "input " NAMEFMT ": shape %s has %" PRIu64 " elements, more than the "
+             "data holds", NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
+             in->count);
+    return 400;
+  }
+  size_t nbytes = in->dtype == OX_DT_BYTES ? (size_t)in->count * sizeof(ox_slice_t)
+                                           : (size_t)in->count * esz;
+  void *buf = ox_arena_alloc_aligned(&job->arena, nbytes ? nbytes : 1, 64);
+  if (!buf) return 500;
+  char derr[256];
+  int rc = ox_tensor_json_decode(in->data_json, in->dtype, in->count, buf, &job->arena, derr,
+                                 sizeof derr);
+  if (rc == OX_ENOMEM) return 500;
+  if (rc) {
+    snprintf(err, ERRCAP, "input " NAMEFMT ": %s", NAMEARG(in->name), derr);
+    return 400;
+  }
+  if (in->dtype == OX_DT_BYTES) {
+    t->strings = buf;
+  } else {
+    t->data = buf;
+    t->nbytes = nbytes;
+  }
+  return 0;
+}
+
+static int run_job(infer_job_t *job, char *err) {
+  ox_model_t *m = job->model;
+  const char *json = job->body.data;
+  size_t jlen = job->body.len;
+  if (job->has_ihcl) {
+    if (job->ihcl > job->body.len) {
+      snprintf(err, ERRCAP, "Inference-Header-Content-Length (%zu) is larger than the body (%zu)",
+               job->ihcl, job->body.len);
+      return 400;
+    }
+    jlen = job->ihcl;
+  }
+  if (jlen == 0 || !json) {
+    snprintf(err, ERRCAP, "empty request body");
+    return 400;
+  }
+  ox_infer_request_t req;
+  int rc = ox_infer_request_parse(json, jlen, &job->arena, &req, err, ERRCAP);
+  if (rc == OX_ENOMEM) return 500;
+  if (rc) return 400;
+  if (job->has_ihcl) {
+    rc = ox_infer_request_split_binary(&req, json + jlen, job->body.len - jlen, err, ERRCAP);
+    if (rc) return rc == OX_ENOMEM ? 500 : 400;
+  } else {
+    for (size_t i = 0; i < req.num_inputs; i++) {
+      if (req.inputs[i].has_binary) {
+        snprintf(err, ERRCAP, "input " NAMEFMT " has binary_data_size but the request has no "
+                 "Inference-Header-Content-Length header", NAMEARG(req.inputs[i].name));
+        return 400;
+      }
+    }
+  }
+  /* Match request inputs to the model's, in the model's order. */
+  const ox_infer_input_t **by_model = ox_arena_alloc(&job->arena, sizeof(void *) * (m->num_inputs + 1));
+  ox_tensor_in_t *tin = ox_arena_alloc(&job->arena, sizeof *tin * (m->num_inputs + 1));
+  if (!by_model || !tin) return 500;
+  memset(by_model, 0, sizeof(void *) * m->num_inputs);
+  memset(tin, 0, sizeof *tin * m->num_inputs);
+  for (size_t i = 0; i < req.num_inputs; i++) {
+    const ox_infer_input_t *in = &req.inputs[i];
+    size_t k = 0;
+    while (k < m->num_inputs && !ox_slice_eq(in->name, m->inputs[k].name)) k++;
+    if (k == m->num_inputs) {
+      snprintf(err, ERRCAP, "unknown input " NAMEFMT " for model '%s'", NAMEARG(in->name), m->name);
+      return 400;
+    }
+    by_model[k] = in;
+  }
+  for (size_t k = 0; k < m->num_inputs; k++) {
+    if (!by_model[k]) {
+      snprintf(err, ERRCAP, "missing input '%s' for model '%s'", m->inputs[k].name, m->name);
+      return 400;
+    }
+    int st = build_input(job, by_model[k], &m->inputs[k], &tin[k], err);
+    if (st) {
+      if (st == 500 && !err[0]) snprintf(err, ERRCAP, "out of memory");
+      return st;
+    }
+  }
+  /* Requested outputs (all when none are named) and whether each goes binary. */
+  size_t n_out = req.num_outputs ? req.num_outputs : m->num_outputs;
+  size_t *out_idx = ox_arena_alloc(&job->arena, sizeof(size_t) * (n_out + 1));
+  int *binary = ox_arena_alloc(&job->arena, sizeof(int) * (n_out + 1));
+  if (!out_idx || !binary) return 500;
+  int bin_default = req.binary_data_output == 1;
+  for (size_t j = 0; j < n_out; j++) {
+    if (!req.num_outputs) {
+      out_idx[j] = j;
+      binary[j] = bin_default;
+      continue;
+    }
+    const ox_infer_output_t *o = &req.outputs[j];
+    size_t k = 0;
+    while (k < m->num_outputs && !ox_slice_eq(o->name, m->outputs[k].name)) k++;
+    if (k == m->num_outputs) {
+      snprintf(err, ERRCAP, "unknown output " NAMEFMT " for model '%s'", NAMEARG(o->name), m->name);
+      return 400;
+    }
+    out_idx[j] = k;
+    binary[j] = o->binary_data >= 0 ? o->binary_data : bin_default;
+  }
+  job->outs = calloc(n_out + 1, sizeof *job->outs);
+  if (!job->outs) return 500;
+  char rerr[ERRCAP];
+  rc = ox_model_run(m, tin, out_idx, n_out, job->outs, NULL, rerr, sizeof rerr);
+  if (rc) {
+    snprintf(err, ERRCAP, "inference failed: %.400s", rerr);
+    return rc == OX_EINVALID ? 400 : 500;
+  }
+  job->n_outs = n_out;
+  /* Inputs are consumed: give the request body back now rather than after the write (the id
+   * is the one thing still needed from it). */
+  if (req.id_json.ptr) {
+    char *id = ox_arena_strndup(&job->arena, req.id_json.ptr, req.id_json.len);
+    if (!id) return 500;
+    req.id_json.ptr = id;
+  }
+  ox_http_body_free(&job->body);
+
+  /* Encode. */
+  ox_buf_t *b = &job->resp.body;
+  rc = ox_buf_reserve(b, 256);
+  rc |= ox_buf_puts(b, "{\"model_name\":");
+  rc |= ox_buf_append_json_string(b, m->name, strlen(m->name));
+  rc |= ox_buf_printf(b, ",\"model_version\":\"%" PRId64 "\"", m->version);
+  if (req.id_json.ptr) {
+    rc |= ox_buf_puts(b, ",\"id\":");
+    rc |= ox_buf_append(b, req.id_json.ptr, req.id_json.len);
+  }
+  rc |= ox_buf_puts(b, ",\"outputs\":[");
+  size_t n_bin = 0;
+  for (size_t j = 0; j < n_out && !rc; j++) {
+    ox_tensor_out_t *o = &job->outs[j];
+    const char *name = m->outputs[out_idx[j]].name;
+    rc |= ox_buf_puts(b, j ? ",{\"name\":" : "{\"name\":");
+    rc |= ox_buf_append_json_string(b, name, strlen(name));
+    rc |= ox_buf_printf(b, ",\"datatype\":\"%s\",\"shape\":[", ox_dtype_name(o->dtype));
+    for (int d = 0; d < o->rank; d++) rc |= ox_buf_printf(b, d ? ",%" PRId64 : "%" PRId64, o->shape[d]);
+    rc |= ox_buf_puts(b, "]");
+    if (binary[j]) {
+      size_t size = o->nbytes;
+      if (o->dtype == OX_DT_BYTES) {
+        size = 0;
+        for (uint64_t e = 0; e < o->count; e++) size += 4 + o->strings[e].len;
+      }
+      rc |= ox_buf_printf(b, ",\"parameters\":{\"binary_data_size\":%zu}}", size);
+      n_bin++;
+    } else {
+      rc |= ox_buf_puts(b, ",\"data\":");
+      rc |= ox_tensor_json_encode(b, o->dtype, o->dtype == OX_DT_BYTES ? (const void *)o->strings
+                                                                       : o->data, o->count);
+      rc |= ox_buf_puts(b, "}");
+    }
+  }
+  rc |= ox_buf_puts(b, "]}");
+  if (rc) return 500;
+  if (n_bin == 0) {
+    for (size_t j = 0; j < n_out; j++) ox_tensor_out_release(&job->outs[j]);
+    job->n_outs = 0;
+    return 200;
+  }
+  /* Binary outputs: segments after the JSON header, from ORT's memory (BYTES serialized). */
+  size_t bytes_total = 0;
+  for (size_t j = 0; j < n_out; j++) {
+    if (!binary[j] || job->outs[j].dtype != OX_DT_BYTES) continue;
+    for (uint64_t e = 0; e < job->outs[j].count; e++) bytes_total += 4 + job->outs[j].strings[e].len;
+  }
+  if (bytes_total && ox_buf_reserve(&job->bytes_out, bytes_total)) return 500;
+  job->resp.iov = calloc(n_bin, sizeof(struct iovec));
+  if (!job->resp.iov) return 500;
+  for (size_t j = 0; j < n_out; j++) {
+    if (!binary[j]) continue;
+    ox_tensor_out_t *o = &job->outs[j];
+    struct iovec *v = &job->resp.iov[job->resp.iovcnt++];
+    if (o->dtype == OX_DT_BYTES) {
+      size_t start = job->bytes_out.len;
+      for (uint64_t e = 0; e < o->count; e++) {
+        uint32_t n = (uint32_t)o->strings[e].len;
+        unsigned char le[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                               (unsigned char)(n >> 24)};
+        ox_buf_append(&job->bytes_out, le, 4);
+        ox_buf_append(&job->bytes_out, o->strings[e].ptr, o->strings[e].len);
+      }
+      v->iov_base = job->bytes_out.data + start;
+      v->iov_len = job->bytes_out.len - start;
+    } else {
+      v->iov_base = (void *)o->data;
+      v->iov_len = o->nbytes;
+    }
+  }
+  job->resp.content_type = "application/octet-stream";
+  if (ox_buf_printf(&job->resp.extra_headers, "Inference-Header-Content-Length: %zu\r\n", b->len))
+    return 500;
+  return 200;
+}
+
+static void job_run(ox_job_t *j) {
+  infer_job_t *job = (infer_job_t *)j;
+  char err[ERRCAP];
+  err[0] = 0;
+  ox_http_resp_init(&job->resp, 200);
+  int status = run_job(job, err);
+  if (status != 200) {
+    if (!err[0]) snprintf(err, sizeof err, "%s", status == 500 ? "out of memory" : "bad request");
+    if (status >= 500) ox_warn("infer %s: %s", job->model->name, err);
+    job_fail(job, status, err);
+  } else {
+    job->resp.release = job_free;
+    job->resp.release_arg = job;
+  }
+  ox_loop_post(ox_conn_loop(job->conn), &job->done);
+}
+
+static void job_cancel(ox_job_t *j) {
+  infer_job_t *job = (infer_job_t *)j;
+  job_fail(job, 503, "server is shutting down");
+  ox_loop_post(ox_conn_loop(job->conn), &job->done);
+}
+
+static void respond_now(ox_conn_t *c, int status, const char *msg) {
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, status);
+  ox_http_resp_error(&r, status, msg);
+  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
+  ox_conn_respond(c, &r);
+}
+
+void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
+                     ox_http_body_t *body) {
+  ox_slice_t enc = ox_http_header(head, "Content-Encoding");
+  if (enc.ptr && !ox_slice_eq_nocase(enc, "identity")) {
+    ox_http_body_free(body);
+    respond_now(c, 415, "Content-Encoding is not supported; send the body uncompressed");
+    return;
+  }
+  ox_slice_t ihcl = ox_http_header(head, "Inference-Header-Content-Length");
+  size_t hlen = 0;
+  if (ihcl.ptr) {
+    int ok = ihcl.len > 0 && ihcl.len <= 19;
+    for (size_t i = 0; ok && i < ihcl.len; i++) {
+      ok = ihcl.ptr[i] >= '0' && ihcl.ptr[i] <= '9';
+      hlen = hlen * 10 + (size_t)(ihcl.ptr[i] - '0');
+    }
+    if (!ok) {
+      ox_http_body_free(body);
+      respond_now(c, 400, "Inference-Header-Content-Length must be a decimal byte count");
+      return;
+    }
+  }
+  infer_job_t *job = calloc(1, sizeof *job);
+  if (!job) {
+    ox_http_body_free(body);
+    respond_now(c, 500, "out of memory");
+    return;
+  }
+  job->job.run = job_run;
+  job->job.cancel = job_cancel;
+  job->done.fn = job_done;
+  job->s = s;
+  job->conn = c;
+  job->model = m;
+  job->body = *body;
+  memset(body, 0, sizeof *body);
+  job->has_ihcl = ihcl.ptr != NULL;
+  job->ihcl = hlen;
+  ox_arena_init(&job->arena);
+  atomic_fetch_add(&s->inflight, 1);
+  if (ox_pool_submit(s->pool, &job->job) != 0) {
+    atomic_fetch_sub(&s->inflight, 1);
+    job_free(job);
+    respond_now(c, 503, "server is overloaded: inference queue is full");
+  }
+}

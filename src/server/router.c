@@ -1,0 +1,245 @@
+/* router.c: the REST routes of the Open Inference Protocol (KServe v2), as Triton serves them,
+ * and the handlers that need no worker: health, server and model metadata.
+ *
+ *   GET  /v2                                      server metadata
+ *   GET  /v2/health/live | /v2/health/ready       liveness, readiness (503 while draining)
+ *   GET  /v2/models/{m}[/versions/{v}]            model metadata
+ *   GET  /v2/models/{m}[/versions/{v}]/ready      model readiness
+ *   POST /v2/models/{m}[/versions/{v}]/infer      inference (worker thread, infer.c)
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "server/server.h"
+
+#define OX_MAX_SEGMENTS 8
+#define OX_MAX_SEGMENT 256
+
+long ox_url_decode_segment(ox_slice_t seg, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < seg.len; i++) {
+    char ch = seg.ptr[i];
+    if (ch == '%') {
+      if (i + 2 >= seg.len) return -1;
+      int v = 0;
+      for (int k = 1; k <= 2; k++) {
+        char h = seg.ptr[i + (size_t)k];
+        v <<= 4;
+        if (h >= '0' && h <= '9') v |= h - '0';
+        else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
+        else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
+        else return -1;
+      }
+      if (v == 0 || v == '/') return -1;
+      out[o++] = (char)v;
+      i += 2;
+    } else {
+      out[o++] = ch;
+    }
+  }
+  return (long)o;
+}
+
+static void respond_json(ox_conn_t *c, int status, ox_buf_t *body) {
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, status);
+  r.body = *body;
+  ox_buf_init(body);
+  ox_conn_respond(c, &r);
+}
+
+static void respond_error(ox_conn_t *c, int status, const char *msg) {
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, status);
+  ox_http_resp_error(&r, status, msg);
+  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
+  ox_conn_respond(c, &r);
+}
+
+static void respond_empty(ox_conn_t *c, int status) {
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, status);
+  r.content_type = "text/plain";
+  ox_conn_respond(c, &r);
+}
+
+static int append_tensor_meta(ox_buf_t *b, const ox_tensor_info_t *t, size_t n) {
+  int rc = ox_buf_puts(b, "[");
+  for (size_t i = 0; i < n && !rc; i++) {
+    rc |= ox_buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+    rc |= ox_buf_append_json_string(b, t[i].name, strlen(t[i].name));
+    rc |= ox_buf_printf(b, ",\"datatype\":\"%s\",\"shape\":[", ox_dtype_name(t[i].dtype));
+    for (int d = 0; d < t[i].rank; d++)
+      rc |= ox_buf_printf(b, d ? ",%lld" : "%lld", (long long)t[i].dims[d]);
+    rc |= ox_buf_puts(b, "]}");
+  }
+  rc |= ox_buf_puts(b, "]");
+  return rc;
+}
+
+static void model_metadata(ox_server_t *s, ox_conn_t *c, ox_model_t *m) {
+  ox_buf_t b;
+  ox_buf_init(&b);
+  int64_t versions[64];
+  size_t nv = ox_repo_versions(s->repo, ox_slice(m->name, strlen(m->name)), versions, 64);
+  int rc = ox_buf_puts(&b, "{\"name\":");
+  rc |= ox_buf_append_json_string(&b, m->name, strlen(m->name));
+  rc |= ox_buf_puts(&b, ",\"versions\":[");
+  for (size_t i = 0; i < nv && i < 64; i++)
+    rc |= ox_buf_printf(&b, i ? ",\"%lld\"" : "\"%lld\"", (long long)versions[i]);
+  rc |= ox_buf_puts(&b, "],\"platform\":\"onnx_onnxv1\",\"inputs\":");
+  rc |= append_tensor_meta(&b, m->inputs, m->num_inputs);
+  rc |= ox_buf_puts(&b, ",\"outputs\":");
+  rc |= append_tensor_meta(&b, m->outputs, m->num_outputs);
+  rc |= ox_buf_puts(&b, "}");
+  if (rc) {
+    ox_buf_free(&b);
+    respond_error(c, 500, "out of memory");
+    return;
+  }
+  respond_json(c, 200, &b);
+}
+
+static void server_metadata(ox_conn_t *c) {
+  ox_buf_t b;
+  ox_buf_init(&b);
+  if (ox_buf_puts(&b, "{\"name\":\"onnxd\",\"version\":\"" OX_VERSION
+                      "\",\"extensions\":[\"binary_tensor_data\"]}")) {
+    respond_error(c, 500, "out of memory");
+    return;
+  }
+  respond_json(c, 200, &b);
+}
+
+void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
+                      ox_http_body_t *body) {
+  ox_server_t *s = app;
+  /* Split the path into segments. */
+  ox_slice_t seg[OX_MAX_SEGMENTS];
+  size_t nseg = 0;
+  const char *p = head->path.ptr, *end = p + head->path.len;
+  if (p == end || *p != '/') {
+    ox_http_body_free(body);
+    respond_error(c, 400, "request target must be an absolute path");
+    return;
+  }
+  while (p < end) {
+    p++; /* skip '/' */
+    const char *q = p;
+    while (q < end && *q != '/') q++;
+    if (nseg == OX_MAX_SEGMENTS) {
+      nseg++;
+      break;
+    }
+    seg[nseg++] = ox_slice(p, (size_t)(q - p));
+    p = q;
+  }
+  int is_get = ox_slice_eq(head->method, "GET") || ox_slice_eq(head->method, "HEAD");
+  int is_post = ox_slice_eq(head->method, "POST");
+  if (nseg == 0 || nseg > OX_MAX_SEGMENTS || !ox_slice_eq(seg[0], "v2")) goto not_found;
+
+  if (nseg == 1) {
+    if (!is_get) goto bad_method;
+    ox_http_body_free(body);
+    server_metadata(c);
+    return;
+  }
+  if (nseg == 3 && ox_slice_eq(seg[1], "health")) {
+    if (!is_get) goto bad_method;
+    ox_http_body_free(body);
+    if (ox_slice_eq(seg[2], "live")) {
+      respond_empty(c, 200);
+      return;
+    }
+    if (ox_slice_eq(seg[2], "ready"))
+      {
+      respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
+      return;
+    }
+    goto not_found;
+  }
+  if (nseg >= 3 && ox_slice_eq(seg[1], "models")) {
+    /* models/{m}[/versions/{v}][/ready|/infer] */
+    char name[OX_MAX_SEGMENT], ver[OX_MAX_SEGMENT];
+    if (seg[2].len == 0 || seg[2].len >= OX_MAX_SEGMENT) goto not_found;
+    long nl = ox_url_decode_segment(seg[2], name);
+    if (nl <= 0) goto bad_name;
+    for (long i = 0; i < nl; i++) {
+      char ch = name[i];
+      if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '_' || ch == '.' || ch == '-'))
+        goto bad_name;
+    }
+    if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.'))
+      goto bad_name;
+    size_t k = 3;
+    ox_slice_t version = ox_slice("", 0);
+    if (nseg >= 5 && ox_slice_eq(seg[3], "versions")) {
+      if (seg[4].len == 0 || seg[4].len >= OX_MAX_SEGMENT) goto not_found;
+      long vl = ox_url_decode_segment(seg[4], ver);
+      if (vl <= 0) goto not_found_version;
+      version = ox_slice(ver, (size_t)vl);
+      k = 5;
+    }
+    ox_slice_t action = k < nseg ? seg[k] : ox_slice("", 0);
+    if (k + 1 < nseg || (k < nseg && !ox_slice_eq(action, "ready") &&
+                         !ox_slice_eq(action, "infer")))
+      goto not_found;
+    ox_model_t *m = NULL;
+    if (ox_repo_find(s->repo, ox_slice(name, (size_t)nl), version, &m) != 0) {
+      ox_http_body_free(body);
+      int64_t vs[1];
+      if (version.len && ox_repo_versions(s->repo, ox_slice(name, (size_t)nl), vs, 1))
+        {
+      respond_error(c, 404, "unknown version of the model");
+      return;
+    }
+      {
+      respond_error(c, 404, "unknown model");
+      return;
+    }
+    }
+    if (k == nseg) {
+      if (!is_get) goto bad_method;
+      ox_http_body_free(body);
+      {
+      model_metadata(s, c, m);
+      return;
+    }
+    }
+    if (ox_slice_eq(action, "ready")) {
+      if (!is_get) goto bad_method;
+      ox_http_body_free(body);
+      {
+      respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
+      return;
+    }
+    }
+    if (!is_post) goto bad_method;
+    if (atomic_load(&s->draining)) {
+      ox_http_body_free(body);
+      {
+      respond_error(c, 503, "server is shutting down");
+      return;
+    }
+    }
+    ox_server_infer(s, c, m, head, body);
+    return;
+  }
+not_found:
+  ox_http_body_free(body);
+  respond_error(c, 404, "no such endpoint");
+  return;
+not_found_version:
+  ox_http_body_free(body);
+  respond_error(c, 404, "unknown version of the model");
+  return;
+bad_name:
+  ox_http_body_free(body);
+  respond_error(c, 400, "invalid model name");
+  return;
+bad_method:
+  ox_http_body_free(body);
+  respond_error(c, 405, "method not allowed for this endpoint");
+}
