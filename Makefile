@@ -7,12 +7,12 @@ ROOT      := $(CURDIR)
 SANITIZE  ?=
 WERROR    ?= 1
 PY        := $(ROOT)/.venv/bin/python
+comma     := ,
 ifeq ($(SANITIZE),)
   B := build
 else
   B := build/san-$(subst $(comma),-,$(SANITIZE))
 endif
-comma := ,
 
 # ---- ONNX Runtime: the system's (pkg-config) or the one scripts/fetch-ort.sh put in deps/ort.
 ORT_PC := $(shell pkg-config --exists libonnxruntime 2>/dev/null && echo yes)
@@ -44,7 +44,8 @@ else
 endif
 CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
-            -fno-exceptions -fno-rtti -I/usr/include/dragonbox-1.1.3
+            -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
+            -Wno-maybe-uninitialized # GCC 12 false positive inside dragonbox.h under -O1 + sanitizers
 LDLIBS   := $(ORT_LIBS) -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
@@ -68,24 +69,30 @@ $(ROOT)/deps/ort/lib/libonnxruntime.so.1:
 	bash scripts/fetch-ort.sh $(ROOT)/deps/ort
 
 # ---- objects
+Q := $(if $(V),,@)
 $(B)/obj/%.o: %.c | $(ORT_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	@$(if $(Q),echo "  CC  $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 $(B)/obj/%.o: %.cc
 	@mkdir -p $(dir $@)
-	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+	@$(if $(Q),echo "  CXX $<")
+	$(Q)$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
 $(B)/libonnxd.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 $(B)/onnxd: $(B)/obj/src/main.o $(B)/libonnxd.a
-	$(CXX) $(LDHARD) -o $@ $^ $(LDLIBS) -ldragonbox_to_chars
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CXX) $(LDHARD) -o $@ $^ $(LDLIBS) -ldragonbox_to_chars
 $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
 # fuzz harnesses, built with a plain driver that replays the committed corpus
 $(B)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDHARD) -o $@ $< tests/fuzz/replay_main.c $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDHARD) -o $@ $< tests/fuzz/replay_main.c $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
 
 # ---- models (generated, git-ignored)
 models: .stamp-setup

@@ -76,8 +76,8 @@ for s in $SUITES; do
       $PY tests/conformance/run_conformance.py --bin "$ONNXD_BIN" >"$log_dir/conformance.log" 2>&1; rc=$?
       read -r p f sk < <(parse_counts "$log_dir/conformance.log")
       [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
-      grep -E '^conformance:' "$log_dir/conformance.log"
-      [ "$f" != 0 ] && { echo "--- conformance failures:"; grep -iE 'fail' "$log_dir/conformance.log" | head -n 40; }
+      grep -E '^conformance:' "$log_dir/conformance.log" | tail -n1
+      [ "$f" != 0 ] && { echo "--- conformance failures:"; grep -E '^FAIL' "$log_dir/conformance.log" | head -n 40; }
       count conformance "$p" "$f" "$sk"
     fi ;;
   esac

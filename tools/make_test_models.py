@@ -9,6 +9,8 @@ Writes OUT_DIR/<model>/<version>/model.onnx for:
   fixed_fp32           x [2,3] -> y = x * 2 (fixed dimensions)
   versioned            versions 1 and 3: INPUT0 [N] FP32 -> OUTPUT0 = INPUT0 + version
   scalar_fp32          x rank 0 and u with no shape at all -> y = x + u (rank 0 vs unknown rank)
+  passthrough_fp32     INPUT0 [N] -> OUTPUT0 = Identity(INPUT0), and INPUT0 itself as an output
+                       (ORT hands such an output back in the caller's input buffer)
   broken               version 1 is garbage bytes (must not stop the repository from opening)
   broken_type          an input of type float8e4m3fn (no OIP datatype: refused at load)
   broken_seq           a sequence input (not a tensor: refused at load)
@@ -116,6 +118,16 @@ def scalar(out):
     write(out, "scalar_fp32", 1, g)
 
 
+def passthrough(out):
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
+        "passthrough_fp32",
+        [tensor("INPUT0", TensorProto.FLOAT, ["N"])],
+        [tensor("OUTPUT0", TensorProto.FLOAT, ["N"]), tensor("INPUT0", TensorProto.FLOAT, ["N"])],
+    )
+    write(out, "passthrough_fp32", 1, g)
+
+
 def broken(out):
     d = os.path.join(out, "broken", "1")
     os.makedirs(d, exist_ok=True)
@@ -159,6 +171,7 @@ def main(argv):
     versioned(out, 1)
     versioned(out, 3)
     scalar(out)
+    passthrough(out)
     broken(out)
     broken_type(out)
     broken_seq(out)

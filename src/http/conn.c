@@ -146,10 +146,11 @@ static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
       return;
     }
     if (atomic_load(&ox_open_conns) >= l->cfg->max_connections || l->draining) {
+#define OX_BUSY_BODY "{\"error\":\"too many open connections\"}"
       static const char busy[] =
           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-          "Retry-After: 1\r\nConnection: close\r\nContent-Length: 39\r\n\r\n"
-          "{\"error\":\"too many open connections\"}\n";
+          "Retry-After: 1\r\nConnection: close\r\nContent-Length: 37\r\n\r\n" OX_BUSY_BODY;
+      _Static_assert(sizeof OX_BUSY_BODY - 1 == 37, "Content-Length of the 503 body");
       ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
       (void)w;
       close(fd);
@@ -347,9 +348,14 @@ static int conn_grow_in(ox_conn_t *c, size_t want) {
   if (c->in_cap >= want) return 0;
   size_t cap = c->in_cap ? c->in_cap : OX_CONN_IN_INITIAL;
   while (cap < want) cap *= 2;
+  char *old = c->in;
   char *p = realloc(c->in, cap);
   if (!p) return OX_ENOMEM;
   c->in = p;
+  if (old && p != old && c->head_len) {
+    /* A parsed head lives at in[0..head_len): re-point its slices (a re-parse is cheap). */
+    ox_http_parse_head(c->in, c->head_len, &c->l->cfg->limits, &c->req, NULL);
+  }
   c->in_cap = cap;
   return 0;
 }
@@ -369,7 +375,9 @@ static void conn_start_write(ox_conn_t *c) {
   int n = snprintf(c->hdr, sizeof c->hdr,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s", r->status,
                    ox_http_reason(r->status), r->content_type ? r->content_type : "application/json",
-                   body_len, r->close ? "Connection: close\r\n" : "");
+                   body_len,
+                   r->close ? "Connection: close\r\n"
+                            : (c->req.minor_version == 0 ? "Connection: keep-alive\r\n" : ""));
   if (n < 0 || (size_t)n >= sizeof c->hdr) n = 0;
   int cnt = 3 + r->iovcnt;
   c->wv = c->wiov;
@@ -614,8 +622,16 @@ static void conn_process_input(ox_conn_t *c) {
   c->in_next = c->head_len;
   c->keep_alive = c->req.keep_alive;
   c->deadline = ox_loop_now_ms(c->loop) + c->l->cfg->request_timeout_ms;
+  size_t nhost = 0;
+  for (size_t i = 0; i < c->req.num_headers; i++)
+    nhost += ox_slice_eq_nocase(c->req.headers[i].name, "Host");
+  if (nhost > 1 || (nhost == 0 && c->req.minor_version == 1)) {
+    conn_send_error(c, 400, nhost ? "more than one Host header" : "missing Host header");
+    return;
+  }
+  if (c->req.minor_version == 0) c->req.expect_continue = 0; /* RFC 9110 10.1.1: ignored */
   ox_slice_t expect = ox_http_header(&c->req, "Expect");
-  if (expect.ptr && !c->req.expect_continue) {
+  if (expect.ptr && !c->req.expect_continue && c->req.minor_version == 1) {
     conn_send_error(c, 417, "unsupported Expect value");
     return;
   }

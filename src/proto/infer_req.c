@@ -194,6 +194,7 @@ static int ox_arr_next(ox_json_t *js, int *first) {
     js->p++;
     ox_json_ws(js);
     if (js->p == js->end) return ox_json_fail(js, "unexpected end of text");
+    if (*js->p == ']') return ox_json_fail(js, "unexpected character");
   }
   *first = 0;
   return 1;
@@ -321,7 +322,12 @@ static int ox_input_params(ox_parser_t *ps, ox_pending_t *pe, ox_infer_input_t *
       if (rc < 0) return rc;
       continue;
     }
-    if (in->has_binary) ox_pend(pe, OX_EINVALID, "duplicate parameter 'binary_data_size'");
+    if (in->has_binary) {
+      ox_pend(pe, OX_EINVALID, "duplicate parameter 'binary_data_size'");
+      rc = ox_json_skip(js, OX_D_FIELD);
+      if (rc < 0) return rc;
+      continue;
+    }
     ox_uint_kind_t kind;
     rc = ox_uint_value(js, OX_D_FIELD, &in->binary_size, &kind);
     if (rc < 0) return rc;
@@ -367,7 +373,12 @@ static int ox_input(ox_parser_t *ps, size_t idx, ox_infer_input_t *in) {
       if (rc < 0) return rc;
       continue;
     }
-    if (seen & OX_BIT(k)) ox_pend(&pe, OX_EINVALID, "duplicate key '%s'", ox_key_names[k]);
+    if (seen & OX_BIT(k)) { /* reported; the first value stays, for the message */
+      ox_pend(&pe, OX_EINVALID, "duplicate key '%s'", ox_key_names[k]);
+      rc = ox_json_skip(js, OX_D_IO);
+      if (rc < 0) return rc;
+      continue;
+    }
     seen |= OX_BIT(k);
     char c = ox_peek(js);
     switch (k) {
@@ -534,7 +545,12 @@ static int ox_output(ox_parser_t *ps, size_t idx, ox_infer_output_t *out) {
       if (rc < 0) return rc;
       continue;
     }
-    if (seen & OX_BIT(k)) ox_pend(&pe, OX_EINVALID, "duplicate key '%s'", ox_key_names[k]);
+    if (seen & OX_BIT(k)) { /* reported; the first value stays, for the message */
+      ox_pend(&pe, OX_EINVALID, "duplicate key '%s'", ox_key_names[k]);
+      rc = ox_json_skip(js, OX_D_IO);
+      if (rc < 0) return rc;
+      continue;
+    }
     seen |= OX_BIT(k);
     if (k == OX_K_NAME) {
       rc = ox_name_field(ps, &pe, &out->name, &has_name);
@@ -675,6 +691,9 @@ static int ox_request(ox_parser_t *ps) {
   return 0;
 }
 
+/* See infer_req.h. Also: *req is reset first and is unspecified on error (arena memory it
+ * points to stays allocated until the arena is freed); names are NUL-terminated when copied
+ * into the arena, not when borrowed; "-0" reads as 0 wherever an integer is expected. */
 int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena, ox_infer_request_t *req,
                            char *err, size_t errcap) {
   ox_parser_t ps;
@@ -705,6 +724,10 @@ int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena, ox_i
   return ox_errf(err, errcap, OX_EINVALID, "malformed JSON at byte %zu: %s", off, js->err);
 }
 
+/* See infer_req.h. Also: call it for every request, binary or not (bin may be NULL when
+ * bin_len is 0): it is what rejects an input with neither "data" nor binary_data_size. Every
+ * input's binary slice is reset first; a binary input of size 0 gets a non-NULL empty slice.
+ * Sizes are compared against what remains, so no sum can wrap. */
 int ox_infer_request_split_binary(ox_infer_request_t *req, const char *bin, size_t bin_len,
                                   char *err, size_t errcap) {
   uint64_t off = 0;

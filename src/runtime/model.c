@@ -22,13 +22,20 @@
 
 static const char *ox_rt_onnx_type_name(enum ONNXType t) {
   switch (t) {
-    case ONNX_TYPE_TENSOR: return "tensor";
-    case ONNX_TYPE_SEQUENCE: return "sequence";
-    case ONNX_TYPE_MAP: return "map";
-    case ONNX_TYPE_OPAQUE: return "opaque value";
-    case ONNX_TYPE_SPARSETENSOR: return "sparse tensor";
-    case ONNX_TYPE_OPTIONAL: return "optional";
-    default: return "value of unknown kind";
+    case ONNX_TYPE_TENSOR:
+      return "a tensor";
+    case ONNX_TYPE_SEQUENCE:
+      return "a sequence";
+    case ONNX_TYPE_MAP:
+      return "a map";
+    case ONNX_TYPE_OPAQUE:
+      return "an opaque value";
+    case ONNX_TYPE_SPARSETENSOR:
+      return "a sparse tensor";
+    case ONNX_TYPE_OPTIONAL:
+      return "an optional";
+    default:
+      return "a value of unknown kind";
   }
 }
 
@@ -39,7 +46,7 @@ static int ox_rt_read_info(const OrtTypeInfo *ti, const char *kind, ox_tensor_in
   int rc = ox_ort_status(ox_ort->GetOnnxTypeFromTypeInfo(ti, &ot), NULL, err, errcap);
   if (rc) return rc;
   if (ot != ONNX_TYPE_TENSOR) {
-    snprintf(err, errcap, "%s '%s' is a %s, not a tensor", kind, info->name,
+    snprintf(err, errcap, "%s '%s' is %s, not a tensor", kind, info->name,
              ox_rt_onnx_type_name(ot));
     return OX_EINVALID;
   }
@@ -86,9 +93,9 @@ static int ox_rt_read_ios(OrtSession *s, int is_output, ox_tensor_info_t **infos
                           const char ***names_out, size_t *n_out, char *err, size_t errcap) {
   const char *kind = is_output ? "output" : "input";
   size_t n = 0;
-  int rc = ox_ort_status(is_output ? ox_ort->SessionGetOutputCount(s, &n)
-                                   : ox_ort->SessionGetInputCount(s, &n),
-                         NULL, err, errcap);
+  int rc = ox_ort_status(
+      is_output ? ox_ort->SessionGetOutputCount(s, &n) : ox_ort->SessionGetInputCount(s, &n), NULL,
+      err, errcap);
   if (rc) return rc;
   OrtAllocator *alloc = NULL;
   rc = ox_ort_status(ox_ort->GetAllocatorWithDefaultOptions(&alloc), NULL, err, errcap);
@@ -135,16 +142,19 @@ static int ox_rt_create_session(const void *data, size_t len, const char *dir, O
   int rc = ox_ort_status(ox_ort->CreateSessionOptions(&so), NULL, err, errcap);
   if (rc) return rc;
   rc = ox_ort_status(ox_ort->DisablePerSessionThreads(so), NULL, err, errcap);
-  if (!rc) rc = ox_ort_status(ox_ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL), NULL,
-                              err, errcap);
-  if (!rc) rc = ox_ort_status(ox_ort->SetSessionExecutionMode(so, ORT_SEQUENTIAL), NULL, err,
-                              errcap);
+  if (!rc)
+    rc = ox_ort_status(ox_ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL), NULL, err,
+                       errcap);
+  if (!rc)
+    rc = ox_ort_status(ox_ort->SetSessionExecutionMode(so, ORT_SEQUENTIAL), NULL, err, errcap);
   if (!rc && dir)
     rc = ox_ort_status(ox_ort->AddSessionConfigEntry(
                            so, "session.model_external_initializers_file_folder_path", dir),
                        NULL, err, errcap);
-  if (!rc) rc = ox_ort_status(ox_ort->CreateSessionFromArray(ox_ort_env, data, len, so, out),
-                              NULL, err, errcap);
+  if (!rc)
+    rc = ox_ort_status(ox_ort->CreateSessionFromArray(ox_ort_env, data, len, so, out), NULL, err,
+                       errcap);
+  if (!rc) ox_rt_live_add(1);
   ox_ort->ReleaseSessionOptions(so);
   return rc;
 }
@@ -167,10 +177,12 @@ int ox_rt_model_load(const char *name, int64_t version, const void *data, size_t
   }
   m->version = version;
   int rc = ox_rt_create_session(data, len, dir, &impl->session, err, errcap);
-  if (!rc) rc = ox_rt_read_ios(impl->session, 0, &m->inputs, &impl->input_names, &m->num_inputs,
-                               err, errcap);
-  if (!rc) rc = ox_rt_read_ios(impl->session, 1, &m->outputs, &impl->output_names,
-                               &m->num_outputs, err, errcap);
+  if (!rc)
+    rc = ox_rt_read_ios(impl->session, 0, &m->inputs, &impl->input_names, &m->num_inputs, err,
+                        errcap);
+  if (!rc)
+    rc = ox_rt_read_ios(impl->session, 1, &m->outputs, &impl->output_names, &m->num_outputs, err,
+                        errcap);
   if (rc) {
     ox_rt_model_free(m);
     return rc;
@@ -182,7 +194,10 @@ int ox_rt_model_load(const char *name, int64_t version, const void *data, size_t
 void ox_rt_model_free(ox_model_t *m) {
   if (!m) return;
   if (m->impl) {
-    if (m->impl->session) ox_ort->ReleaseSession(m->impl->session);
+    if (m->impl->session) {
+      ox_ort->ReleaseSession(m->impl->session);
+      ox_rt_live_add(-1);
+    }
     free(m->impl->input_names);
     free(m->impl->output_names);
     free(m->impl);

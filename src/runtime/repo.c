@@ -34,13 +34,13 @@
 #define OX_REPO_MAX_THREADS 8
 
 typedef struct {
-  char *name;           /* owned */
+  char *name;            /* owned */
   ox_model_t **versions; /* owned, ascending by version */
   size_t nver;
 } ox_repo_entry_t;
 
 struct ox_repo {
-  char *root; /* real path of the repository directory */
+  char *root;              /* real path of the repository directory */
   ox_repo_entry_t *models; /* sorted by name (strcmp) */
   size_t n;
 };
@@ -65,8 +65,8 @@ static int ox_repo_valid_name(const char *s, size_t n) {
   if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.')) return 0;
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '_' || c == '.' || c == '-'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '.' || c == '-'))
       return 0;
   }
   return 1;
@@ -134,8 +134,8 @@ static char *ox_repo_fd_path(int fd, const char *path, const struct stat *st) {
 static int ox_repo_read_model(const char *root, const char *model, int64_t version, char **data,
                               size_t *len, char **dir, char *err, size_t errcap) {
   char path[PATH_MAX];
-  int n = snprintf(path, sizeof path, "%s/%s/%" PRId64 "/" OX_REPO_MODEL_FILE, root, model,
-                   version);
+  int n =
+      snprintf(path, sizeof path, "%s/%s/%" PRId64 "/" OX_REPO_MODEL_FILE, root, model, version);
   if (n < 0 || (size_t)n >= sizeof path) {
     snprintf(err, errcap, "path too long");
     return -ENAMETOOLONG;
@@ -143,8 +143,9 @@ static int ox_repo_read_model(const char *root, const char *model, int64_t versi
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     int e = errno;
-    snprintf(err, errcap, e == ENOENT ? "no " OX_REPO_MODEL_FILE : "cannot open "
-             OX_REPO_MODEL_FILE ": %s", strerror(e));
+    snprintf(err, errcap,
+             e == ENOENT ? "no " OX_REPO_MODEL_FILE : "cannot open " OX_REPO_MODEL_FILE ": %s",
+             strerror(e));
     return -e;
   }
   struct stat st;
@@ -203,8 +204,8 @@ static void ox_repo_load_one(const ox_repo_t *repo, ox_repo_job_t *job) {
   if (rc) {
     ox_warn("model '%s' version %" PRId64 " not loaded: %s", name, job->version, err);
   } else {
-    ox_debug("model '%s' version %" PRId64 " loaded: %zu inputs, %zu outputs", name,
-             job->version, job->model->num_inputs, job->model->num_outputs);
+    ox_debug("model '%s' version %" PRId64 " loaded: %zu inputs, %zu outputs", name, job->version,
+             job->model->num_inputs, job->model->num_outputs);
   }
 }
 
@@ -312,8 +313,10 @@ static int ox_repo_scan_model(const char *root, const char *model, size_t e, ox_
     if (ox_repo_parse_version(names[i], strlen(names[i]), &v) != 0) {
       /* Files such as config.json belong here; only a stray directory is worth a warning. */
       if (is_dir)
-        ox_warn("model '%s': directory '%s' skipped: versions are positive decimal integers "
-                "without leading zeros", model, ox_repo_printable(shown, sizeof shown, names[i]));
+        ox_warn(
+            "model '%s': directory '%s' skipped: versions are positive decimal integers "
+            "without leading zeros",
+            model, ox_repo_printable(shown, sizeof shown, names[i]));
       continue;
     }
     if (!is_dir) {

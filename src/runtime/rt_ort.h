@@ -23,6 +23,9 @@ extern OrtMemoryInfo *ox_ort_cpu; /* CPU memory info for zero-copy input tensors
  * message reports an allocation failure, else OX_ERUNTIME. */
 int ox_ort_status(OrtStatus *st, const char *what, char *err, size_t errcap);
 
+/* Adjusts the count behind ox_rt_live_objects (atomic; any thread). */
+void ox_rt_live_add(long delta);
+
 /* ONNX element type <-> datatype; OX_DT_INVALID / ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED when
  * there is no counterpart. */
 ox_dtype_t ox_ort_to_dtype(ONNXTensorElementDataType t);

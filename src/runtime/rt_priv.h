@@ -24,6 +24,12 @@ int ox_rt_model_load(const char *name, int64_t version, const void *data, size_t
 /* Frees a model from ox_rt_model_load and its session. NULL is a no-op. */
 void ox_rt_model_free(ox_model_t *m);
 
+/* ORT objects onnxd currently holds that outlive one call: sessions, run options, input and
+ * output OrtValues. 0 once every repository is closed, every output released and every run
+ * control destroyed; tests check it because LeakSanitizer cannot see into ORT (see
+ * tests/lsan.supp). */
+long ox_rt_live_objects(void);
+
 /* 1 once ox_runtime_init has succeeded (and ox_runtime_shutdown has not run since). */
 int ox_rt_ready(void);
 

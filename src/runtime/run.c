@@ -24,6 +24,17 @@
 static const int64_t ox_rt_empty[1];
 static ox_slice_t ox_rt_empty_strings[1];
 
+/* Every OrtValue onnxd holds goes through these two, for ox_rt_live_objects. */
+static void ox_rt_value_got(const OrtValue *v) {
+  if (v) ox_rt_live_add(1);
+}
+
+static void ox_rt_value_release(OrtValue *v) {
+  if (!v) return;
+  ox_ort->ReleaseValue(v);
+  ox_rt_live_add(-1);
+}
+
 /* Above this many inputs + outputs the pointer arrays come from malloc instead of the stack. */
 #define OX_RT_STACK_VALUES 32
 
@@ -33,12 +44,15 @@ static int ox_rt_make_input(const ox_tensor_in_t *in, OrtAllocator *alloc, OrtVa
   ONNXTensorElementDataType et = ox_ort_from_dtype(in->dtype);
   if (in->dtype != OX_DT_BYTES) {
     void *data = in->nbytes ? (void *)in->data : (void *)ox_rt_empty; /* ORT does not write */
-    return ox_ort_status(ox_ort->CreateTensorWithDataAsOrtValue(ox_ort_cpu, data, in->nbytes,
-                                                                shape, (size_t)in->rank, et, out),
-                         NULL, err, errcap);
+    int rc = ox_ort_status(ox_ort->CreateTensorWithDataAsOrtValue(ox_ort_cpu, data, in->nbytes,
+                                                                  shape, (size_t)in->rank, et, out),
+                           NULL, err, errcap);
+    if (!rc) ox_rt_value_got(*out);
+    return rc;
   }
   int rc = ox_ort_status(ox_ort->CreateTensorAsOrtValue(alloc, shape, (size_t)in->rank, et, out),
                          NULL, err, errcap);
+  if (!rc) ox_rt_value_got(*out);
   for (uint64_t i = 0; !rc && i < in->count; i++) {
     char *buf = NULL;
     const ox_slice_t *s = &in->strings[i];
@@ -47,7 +61,7 @@ static int ox_rt_make_input(const ox_tensor_in_t *in, OrtAllocator *alloc, OrtVa
     if (!rc && s->len) memcpy(buf, s->ptr, s->len);
   }
   if (rc && *out) {
-    ox_ort->ReleaseValue(*out);
+    ox_rt_value_release(*out);
     *out = NULL;
   }
   return rc;
@@ -62,7 +76,8 @@ static int ox_rt_take_strings(OrtValue *v, ox_tensor_out_t *o, char *err, size_t
   size_t total = 0, slices = 0, size = 0;
   int rc = ox_ort_status(ox_ort->GetStringTensorDataLength(v, &total), NULL, err, errcap);
   if (rc) return rc;
-  if (o->count > SIZE_MAX || __builtin_mul_overflow((size_t)o->count, sizeof(ox_slice_t), &slices) ||
+  if (o->count > SIZE_MAX ||
+      __builtin_mul_overflow((size_t)o->count, sizeof(ox_slice_t), &slices) ||
       __builtin_add_overflow(slices, total, &size)) {
     snprintf(err, errcap, "string output too large");
     return OX_ENOMEM;
@@ -97,6 +112,10 @@ static int ox_rt_take_strings(OrtValue *v, ox_tensor_out_t *o, char *err, size_t
 /* Fills o from ORT's output v. Takes v in every case (kept in o->value_ or released). */
 static int ox_rt_take_output(OrtValue *v, const ox_tensor_in_t *inputs, size_t n_in,
                              ox_tensor_out_t *o, char *err, size_t errcap) {
+  if (!v) { /* an optional output the graph did not produce */
+    snprintf(err, errcap, "output not produced by the model");
+    return OX_ERUNTIME;
+  }
   OrtTensorTypeAndShapeInfo *ts = NULL;
   ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   size_t nd = 0, count = 0;
@@ -116,14 +135,14 @@ static int ox_rt_take_output(OrtValue *v, const ox_tensor_in_t *inputs, size_t n
     rc = OX_ERUNTIME;
   }
   if (rc) {
-    ox_ort->ReleaseValue(v);
+    ox_rt_value_release(v);
     return rc;
   }
   o->rank = (int)nd;
   o->count = count;
   if (o->dtype == OX_DT_BYTES) {
     rc = ox_rt_take_strings(v, o, err, errcap);
-    ox_ort->ReleaseValue(v);
+    ox_rt_value_release(v);
     return rc;
   }
   void *data = NULL;
@@ -133,7 +152,7 @@ static int ox_rt_take_output(OrtValue *v, const ox_tensor_in_t *inputs, size_t n
     rc = OX_ERUNTIME;
   }
   if (rc) {
-    ox_ort->ReleaseValue(v);
+    ox_rt_value_release(v);
     return rc;
   }
   if (!data || o->nbytes == 0) {
@@ -141,19 +160,19 @@ static int ox_rt_take_output(OrtValue *v, const ox_tensor_in_t *inputs, size_t n
     o->value_ = v;
     return 0;
   }
-  const char *p = data;
+  uintptr_t p = (uintptr_t)data; /* integers: the buffers are unrelated objects */
   for (size_t i = 0; i < n_in; i++) {
-    const char *b = inputs[i].data;
+    uintptr_t b = (uintptr_t)inputs[i].data;
     if (inputs[i].dtype == OX_DT_BYTES || !b || inputs[i].nbytes == 0) continue;
     if (p + o->nbytes > b && p < b + inputs[i].nbytes) { /* aliases caller memory: copy */
       void *copy = malloc(o->nbytes);
       if (!copy) {
-        ox_ort->ReleaseValue(v);
+        ox_rt_value_release(v);
         snprintf(err, errcap, "out of memory");
         return OX_ENOMEM;
       }
-      memcpy(copy, p, o->nbytes);
-      ox_ort->ReleaseValue(v);
+      memcpy(copy, data, o->nbytes);
+      ox_rt_value_release(v);
       o->data = copy;
       o->strblock_ = copy;
       return 0;
@@ -225,12 +244,12 @@ int ox_model_run(ox_model_t *m, const ox_tensor_in_t *inputs, const size_t *out_
   for (size_t i = 0; !rc && i < n_in; i++)
     rc = ox_rt_make_input(&inputs[i], alloc, &in_vals[i], err, errcap);
   if (!rc)
-    rc = ox_ort_status(ox_ort->Run(m->impl->session, ctl ? ctl->opts : NULL,
-                                   m->impl->input_names, (const OrtValue *const *)in_vals, n_in,
-                                   out_names, n_out, out_vals),
-                       NULL, err, errcap);
-  for (size_t i = 0; i < n_in; i++)
-    if (in_vals[i]) ox_ort->ReleaseValue(in_vals[i]);
+    rc = ox_ort_status(
+        ox_ort->Run(m->impl->session, ctl ? ctl->opts : NULL, m->impl->input_names,
+                    (const OrtValue *const *)in_vals, n_in, out_names, n_out, out_vals),
+        NULL, err, errcap);
+  for (size_t i = 0; i < n_out; i++) ox_rt_value_got(out_vals[i]); /* NULL unless Run filled it */
+  for (size_t i = 0; i < n_in; i++) ox_rt_value_release(in_vals[i]);
 
   size_t done = 0;
   for (; !rc && done < n_out; done++) {
@@ -239,7 +258,7 @@ int ox_model_run(ox_model_t *m, const ox_tensor_in_t *inputs, const size_t *out_
   }
   if (rc) {
     for (size_t i = 0; i < n_out; i++) {
-      if (out_vals[i]) ox_ort->ReleaseValue(out_vals[i]);
+      ox_rt_value_release(out_vals[i]);
       ox_tensor_out_release(&outs[i]);
     }
   }
@@ -249,7 +268,7 @@ int ox_model_run(ox_model_t *m, const ox_tensor_in_t *inputs, const size_t *out_
 
 void ox_tensor_out_release(ox_tensor_out_t *out) {
   if (!out) return;
-  if (out->value_) ox_ort->ReleaseValue(out->value_);
+  ox_rt_value_release(out->value_);
   free(out->strblock_);
   memset(out, 0, sizeof *out);
 }

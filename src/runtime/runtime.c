@@ -20,7 +20,13 @@ const OrtApi *ox_ort;
 OrtEnv *ox_ort_env;
 OrtMemoryInfo *ox_ort_cpu;
 
+static long ox_rt_live;
+
 int ox_rt_ready(void) { return ox_ort_env != NULL; }
+
+void ox_rt_live_add(long delta) { __atomic_add_fetch(&ox_rt_live, delta, __ATOMIC_RELAXED); }
+
+long ox_rt_live_objects(void) { return __atomic_load_n(&ox_rt_live, __ATOMIC_RELAXED); }
 
 /* ---- messages -------------------------------------------------------------------------- */
 
@@ -127,11 +133,11 @@ const char *ox_ort_elem_name(ONNXTensorElementDataType t) {
   /* Indexed by ONNX's TensorProto.DataType numbers, which ORT's enum follows; the library may
    * be newer than the header, hence the entries past INT4. */
   static const char *const names[] = {
-      "undefined", "float",      "uint8",       "int8",        "uint16",         "int16",
-      "int32",     "int64",      "string",      "bool",        "float16",        "double",
-      "uint32",    "uint64",     "complex64",   "complex128",  "bfloat16",       "float8e4m3fn",
-      "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "uint4", "int4",         "float4e2m1",
-      "float8e8m0", "uint2",     "int2",
+      "undefined",      "float",      "uint8",          "int8",       "uint16",   "int16",
+      "int32",          "int64",      "string",         "bool",       "float16",  "double",
+      "uint32",         "uint64",     "complex64",      "complex128", "bfloat16", "float8e4m3fn",
+      "float8e4m3fnuz", "float8e5m2", "float8e5m2fnuz", "uint4",      "int4",     "float4e2m1",
+      "float8e8m0",     "uint2",      "int2",
   };
   if ((unsigned)t < sizeof names / sizeof names[0]) return names[t];
   return "unknown";
@@ -139,16 +145,21 @@ const char *ox_ort_elem_name(ONNXTensorElementDataType t) {
 
 /* ---- environment ----------------------------------------------------------------------- */
 
-/* ORT's log sink. code_location is left out: it is a path in ORT's source tree. */
+/* ORT's log sink. Lines are sanitized like error messages: ORT appends source locations (paths
+ * in its build tree) and newlines. ORT logs session-creation failures at ERROR although onnxd
+ * handles them (the version is skipped, with a warning of its own), so ERROR maps to warn and
+ * only FATAL to error. */
 static void ORT_API_CALL ox_ort_log(void *param, OrtLoggingLevel severity, const char *category,
                                     const char *logid, const char *code_location,
                                     const char *message) {
-  if (severity >= ORT_LOGGING_LEVEL_ERROR) {
-    ox_error("onnxruntime: %s", message);
-  } else if (severity == ORT_LOGGING_LEVEL_WARNING) {
-    ox_warn("onnxruntime: %s", message);
+  char line[1024];
+  ox_rt_sanitize_message(line, sizeof line, message);
+  if (severity >= ORT_LOGGING_LEVEL_FATAL) {
+    ox_error("onnxruntime: %s", line);
+  } else if (severity >= ORT_LOGGING_LEVEL_WARNING) {
+    ox_warn("onnxruntime: %s", line);
   } else {
-    ox_debug("onnxruntime: %s", message);
+    ox_debug("onnxruntime: %s", line);
   }
 }
 
@@ -176,19 +187,24 @@ int ox_runtime_init(const ox_runtime_opts_t *opts, char *err, size_t errcap) {
   OrtEnv *env = NULL;
   OrtMemoryInfo *cpu = NULL;
   int rc = ox_ort_status(api->CreateThreadingOptions(&tp), "threading options", err, errcap);
-  if (!rc) rc = ox_ort_status(api->SetGlobalIntraOpNumThreads(tp, o.intra_op_threads),
-                              "intra-op threads", err, errcap);
-  if (!rc) rc = ox_ort_status(api->SetGlobalInterOpNumThreads(tp, o.inter_op_threads),
-                              "inter-op threads", err, errcap);
-  if (!rc) rc = ox_ort_status(api->SetGlobalSpinControl(tp, o.allow_spinning ? 1 : 0),
-                              "spin control", err, errcap);
+  if (!rc)
+    rc = ox_ort_status(api->SetGlobalIntraOpNumThreads(tp, o.intra_op_threads), "intra-op threads",
+                       err, errcap);
+  if (!rc)
+    rc = ox_ort_status(api->SetGlobalInterOpNumThreads(tp, o.inter_op_threads), "inter-op threads",
+                       err, errcap);
+  if (!rc)
+    rc = ox_ort_status(api->SetGlobalSpinControl(tp, o.allow_spinning ? 1 : 0), "spin control", err,
+                       errcap);
   /* Denormals are left as the model computes them (no SetGlobalDenormalAsZero): results must
    * match the reference runtime bit for bit in the conformance tests. */
-  if (!rc) rc = ox_ort_status(api->CreateEnvWithCustomLoggerAndGlobalThreadPools(
-                                  ox_ort_log, NULL, ORT_LOGGING_LEVEL_WARNING, "onnxd", tp, &env),
-                              "environment", err, errcap);
-  if (!rc) rc = ox_ort_status(api->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &cpu),
-                              "memory info", err, errcap);
+  if (!rc)
+    rc = ox_ort_status(api->CreateEnvWithCustomLoggerAndGlobalThreadPools(
+                           ox_ort_log, NULL, ORT_LOGGING_LEVEL_WARNING, "onnxd", tp, &env),
+                       "environment", err, errcap);
+  if (!rc)
+    rc = ox_ort_status(api->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &cpu),
+                       "memory info", err, errcap);
   if (tp) api->ReleaseThreadingOptions(tp);
   if (rc) {
     if (cpu) api->ReleaseMemoryInfo(cpu);
@@ -227,6 +243,7 @@ ox_run_ctl_t *ox_run_ctl_create(void) {
     free(ctl);
     return NULL;
   }
+  ox_rt_live_add(1);
   return ctl;
 }
 
@@ -237,5 +254,6 @@ void ox_run_ctl_terminate(ox_run_ctl_t *ctl) {
 void ox_run_ctl_destroy(ox_run_ctl_t *ctl) {
   if (!ctl) return;
   ox_ort->ReleaseRunOptions(ctl->opts);
+  ox_rt_live_add(-1);
   free(ctl);
 }

@@ -137,6 +137,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
   }
   int is_get = ox_slice_eq(head->method, "GET") || ox_slice_eq(head->method, "HEAD");
   int is_post = ox_slice_eq(head->method, "POST");
+  int allow_post = 0; /* which method the matched endpoint takes, for 405's Allow */
   if (nseg == 0 || nseg > OX_MAX_SEGMENTS || !ox_slice_eq(seg[0], "v2")) goto not_found;
 
   if (nseg == 1) {
@@ -216,6 +217,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
       return;
     }
     }
+    allow_post = 1;
     if (!is_post) goto bad_method;
     if (atomic_load(&s->draining)) {
       ox_http_body_free(body);
@@ -239,7 +241,12 @@ bad_name:
   ox_http_body_free(body);
   respond_error(c, 400, "invalid model name");
   return;
-bad_method:
+bad_method: {
   ox_http_body_free(body);
-  respond_error(c, 405, "method not allowed for this endpoint");
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, 405);
+  ox_http_resp_error(&r, 405, "method not allowed for this endpoint");
+  ox_buf_puts(&r.extra_headers, allow_post ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n");
+  ox_conn_respond(c, &r);
+}
 }

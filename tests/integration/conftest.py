@@ -67,7 +67,8 @@ class Server:
         self.binary = str(binary)
         self.repo = str(repo)
         self.extra_args = list(extra_args)
-        self.log_path = str(log_path)
+        self.log_path = self.first_log_path = str(log_path)
+        self.restarts = 0
         self.name = name
         self.proc = None
         self.port = None
@@ -94,6 +95,7 @@ class Server:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            self._log.close()
             if "in use" not in self.log_tail():
                 break
         pytest.fail(f"{self.name}: {last}\n--- server log ({self.log_path}) ---\n"
@@ -112,21 +114,31 @@ class Server:
                 c.close()
                 if r.status == 200:
                     return None
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
             time.sleep(0.05)
         return f"not ready within {READY_TIMEOUT:.0f} s"
+
+    def restart(self):
+        self._log.close()
+        self.restarts += 1
+        self.log_path = f"{self.first_log_path}.restart{self.restarts}"
+        self.start()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, n=60):
+        """The end of the log; from the first sanitizer report line if there is one."""
         try:
             with open(self.log_path, "rb") as f:
                 lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(lines[-n:])
         except OSError:
             return "(no log)"
+        for i, line in enumerate(lines):
+            if "Sanitizer" in line or "runtime error:" in line:
+                return "\n".join(lines[max(0, i - 5): i + 45])
+        return "\n".join(lines[-n:])
 
     def terminate(self):
         """Sends SIGTERM (the process must then exit by itself; see wait_exit)."""
@@ -135,12 +147,15 @@ class Server:
             self.proc.send_signal(signal.SIGTERM)
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
+        """Waits for the exit; returns the status, or None after killing a hung process."""
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
             return None
+        finally:
+            self._log.close()
 
     def stop(self):
         """SIGTERM, wait; returns an error string or None when it exited 0."""
@@ -149,7 +164,6 @@ class Server:
         was_alive = self.alive()
         self.terminate()
         rc = self.wait_exit()
-        self._log.close()
         if not was_alive:
             return f"{self.name} had already exited with status {self.proc.returncode}"
         if rc is None:
@@ -260,13 +274,16 @@ def server(server_factory, repo):
 
 @pytest.fixture(autouse=True)
 def _server_survives():
-    """After every test: the servers that should be up are up (pins a crash to its test)."""
+    """After every test: the servers that should be up are up. A crash fails the test that
+    caused it; the server is then restarted (new port, new log) so that the tests after it
+    still say something."""
     yield
     for s in list(_running):
         if not s.stopped and not s.alive():
-            _running.remove(s)
-            pytest.fail(f"{s.name} server died during this test (status {s.proc.returncode})\n"
-                        f"--- server log ({s.log_path}) ---\n{s.log_tail()}", pytrace=False)
+            msg = (f"{s.name} server died during this test (status {s.proc.returncode})\n"
+                   f"--- server log ({s.log_path}) ---\n{s.log_tail()}")
+            s.restart()
+            pytest.fail(msg, pytrace=False)
 
 
 def keep_alive_checked(s):

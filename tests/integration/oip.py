@@ -96,6 +96,9 @@ def assert_json_error(resp, status, *needles):
     msg = resp.error()
     for n in needles:
         assert n in msg, f"error message {msg!r} does not mention {n!r}"
+    # RELIABILITY.md: messages name the problem but no file paths or internal names.
+    for leak in ("model.onnx", "/tmp/", "/work/", ".c:", "OX_E", "OrtStatus"):
+        assert leak not in msg, f"error message {msg!r} leaks {leak!r}"
     return msg
 
 

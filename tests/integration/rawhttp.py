@@ -69,6 +69,9 @@ class RawConn:
         self.buf = b""
         self.eof = False
 
+    def fileno(self):  # for select()
+        return self.sock.fileno()
+
     # -- sending
     def send(self, data):
         if isinstance(data, str):
