@@ -58,7 +58,8 @@ FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
 
 .PHONY: all setup deps models run test test-unit test-fuzz test-integration test-conformance \
         bench fuzz format format-check clean
-all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY)
+BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit)
+all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 
 # ---- set-up: packages, ONNX Runtime, Python venv (idempotent, fast when done)
 setup: .stamp-setup
@@ -94,6 +95,16 @@ $(B)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(B)/libonnxd.a
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDHARD) -o $@ $< tests/fuzz/replay_main.c $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
 
+# benchmark tools: load generator (bench/loadgen*.c) and in-process ONNX Runtime ceiling
+$(B)/onnxd-bench: $(wildcard bench/loadgen*.c bench/loadgen*.h) $(B)/libonnxd.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+$(B)/onnxd-ort-limit: $(wildcard bench/ort_limit*.c) $(B)/libonnxd.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+
 # ---- models (generated, git-ignored)
 models: .stamp-setup
 	$(PY) tools/make_models.py --out models
@@ -107,7 +118,7 @@ test: .stamp-setup
 	@ONNXD_BUILD=$(B) bash scripts/run-tests.sh
 
 bench: .stamp-setup all models
-	bash bench/run.sh
+	$(PY) bench/run.py $(if $(QUICK),--quick)
 
 # libFuzzer builds (clang) for finding new inputs: make fuzz FUZZER=fuzz_http SECONDS=60
 fuzz: $(LIB_C)

@@ -235,6 +235,12 @@ int main(int argc, char **argv) {
   static ox_server_t server;
   server.repo = repo;
   server.pool = pool;
+  server.repo_dir = o.model_repository;
+  server.infer_threads = (int)o.infer_threads;
+  if (ox_server_models_init(&server) || ox_batch_timer_start()) {
+    fprintf(stderr, "onnxd: out of memory setting up the models\n");
+    return 1;
+  }
 
   ox_http_config_t cfg;
   ox_http_limits_default(&cfg.limits);
@@ -243,6 +249,7 @@ int main(int argc, char **argv) {
   cfg.idle_timeout_ms = (uint32_t)o.idle_timeout_ms;
   cfg.max_connections = (uint32_t)o.max_connections;
   cfg.handler = ox_server_handle;
+  cfg.on_abort = ox_server_abort;
   cfg.app = &server;
 
   int nio = (int)o.io_threads;
@@ -273,11 +280,16 @@ int main(int argc, char **argv) {
   uint64_t deadline = ox_now_ms() + (uint64_t)o.drain_timeout_ms;
   while ((atomic_load(&server.inflight) > 0 || ox_http_busy() > 0) && ox_now_ms() < deadline)
     sleep_ms(5);
-  if (atomic_load(&server.inflight) > 0)
-    ox_warn("drain deadline passed with %ld requests in flight", atomic_load(&server.inflight));
+  if (atomic_load(&server.inflight) > 0) {
+    ox_warn("drain deadline passed with %ld requests in flight: terminating runs",
+            atomic_load(&server.inflight));
+    ox_server_terminate_runs(&server);
+  }
   for (int i = 0; i < nio; i++) ox_loop_stop(io[i].loop);
   for (int i = 0; i < nio; i++) pthread_join(io[i].thread, NULL);
+  ox_batch_timer_stop();
   ox_pool_destroy(pool); /* queued jobs are answered 503; running ones finish */
+  ox_server_models_free(&server); /* requests still queued in a batcher are answered 503 */
   for (int i = 0; i < nio; i++) {
     ox_loop_run_pending(io[i].loop);
     ox_http_listener_destroy(io[i].listener);

@@ -24,6 +24,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "metrics/metrics.h"
 
 #define OX_CONN_IN_INITIAL 4096
 #define OX_CONN_LINGER_MS 2000
@@ -39,6 +40,7 @@ struct ox_conn {
   ox_conn_t *prev, *next; /* listener's open list, or its zombie list once closed */
   int state;
   int held;               /* the application holds a request: it will call ox_conn_respond */
+  void *app_request;      /* the application's object for the held request (on_abort) */
   int keep_alive;
   char *in;               /* head and pipelined bytes (malloc) */
   size_t in_len, in_cap;
@@ -303,6 +305,7 @@ void ox_http_listener_destroy(ox_http_listener_t *l) {
 }
 
 ox_loop_t *ox_conn_loop(const ox_conn_t *c) { return c->loop; }
+void ox_conn_set_request(ox_conn_t *c, void *request) { c->app_request = request; }
 int ox_conn_closed(const ox_conn_t *c) { return c->state == ST_CLOSED; }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -341,6 +344,8 @@ static void conn_close(ox_conn_t *c) {
   if (!was_held) {
     c->next = c->l->zombies;
     c->l->zombies = c;
+  } else if (c->l->cfg->on_abort && c->app_request) {
+    c->l->cfg->on_abort(c->l->cfg->app, c, c->app_request);
   }
 }
 
@@ -438,6 +443,7 @@ static void conn_write(ox_conn_t *c) {
       return;
     }
     c->deadline = ox_loop_now_ms(c->loop) + c->l->cfg->request_timeout_ms;
+    atomic_fetch_add_explicit(&ox_process_stats.bytes_out, (uint64_t)w, memory_order_relaxed);
     size_t left = (size_t)w;
     while (left && c->wv_pos < c->wv_cnt) {
       struct iovec *v = &c->wv[c->wv_pos];
@@ -483,6 +489,7 @@ static void conn_write(ox_conn_t *c) {
 
 void ox_conn_respond(ox_conn_t *c, ox_http_resp_t *resp) {
   c->held = 0;
+  c->app_request = NULL;
   atomic_fetch_sub(&ox_busy, 1);
   if (c->state == ST_CLOSED) {
     ox_http_resp_free(resp);
@@ -716,6 +723,7 @@ static void conn_on_readable(ox_conn_t *c) {
       conn_close(c); /* client closed; anything partial is dropped */
       return;
     }
+    atomic_fetch_add_explicit(&ox_process_stats.bytes_in, (uint64_t)r, memory_order_relaxed);
     if (c->state == ST_BODY) {
       c->body.len += (size_t)r;
       if (c->body.len == c->body_want) {
@@ -745,9 +753,9 @@ static void conn_on_io(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
     return;
   }
   if (c->state == ST_APP) {
-    /* Not reading while the application holds the request; a peer that is gone for good
-     * (RDHUP with nothing more to say) is detected when the response is written. */
-    if (events & EPOLLRDHUP) conn_set_events(c, 0);
+    /* Not reading while the application holds the request. A peer that hangs up meanwhile
+     * has abandoned it (as nginx's 499): close, so queued work for it is dropped. */
+    if (events & EPOLLRDHUP) conn_close(c);
     return;
   }
   if (events & EPOLLOUT && c->state == ST_WRITE) {

@@ -74,6 +74,10 @@ typedef struct {
   uint32_t idle_timeout_ms;    /* keep-alive connection with no request: closed (default 300 s) */
   uint32_t max_connections;    /* over it, new connections get 503 and are closed */
   ox_http_handler_t handler;
+  /* Called (loop thread) when the connection of a request the application holds closes
+   * before ox_conn_respond: the client is gone. request is what ox_conn_set_request stored.
+   * ox_conn_respond must still be called. May be NULL. */
+  void (*on_abort)(void *app, ox_conn_t *c, void *request);
   void *app;
 } ox_http_config_t;
 
@@ -100,6 +104,8 @@ size_t ox_http_open_connections(void);
 /* Sends the response for the request currently held (see ox_http_handler_t); takes ownership
  * of *resp (its fields are zeroed). Loop thread only. */
 void ox_conn_respond(ox_conn_t *c, ox_http_resp_t *resp);
+/* Associates the application's request object with the held request (for on_abort). */
+void ox_conn_set_request(ox_conn_t *c, void *request);
 /* The loop the connection lives on (for workers to post completions to). */
 ox_loop_t *ox_conn_loop(const ox_conn_t *c);
 /* 1 if the client is gone (the response will be dropped). */

@@ -140,6 +140,8 @@ static int parse_request_line(head_parse_t *hp, ox_http_request_t *req) {
     }
     if ((rc = rl_peek(hp, ls, &c)) != 0) return rc;
     if (!is_target_char(c)) break;
+    if (c == '?' && !qs) qs = hp->pos; /* the run above stops early only at a limit */
+    hp->pos++;
   }
   if (c != ' ') {
     if (c == '\n') FAIL(hp, OX_EINVALID, "bare LF in request line");
@@ -295,6 +297,7 @@ static int parse_headers(head_parse_t *hp, ox_http_request_t *req) {
       while (hp->pos < stop && is_tchar((unsigned char)buf[hp->pos])) hp->pos++;
       if ((rc = hl_peek(hp, ls, hs, &c)) != 0) return rc;
       if (!is_tchar(c)) break;
+      hp->pos++; /* the run above stops early only at a limit */
     }
     if (c != ':') {
       if (is_ows(c)) FAIL(hp, OX_EINVALID, "whitespace before colon");
@@ -322,6 +325,11 @@ static int parse_headers(head_parse_t *hp, ox_http_request_t *req) {
       }
       if ((rc = hl_peek(hp, ls, hs, &c)) != 0) return rc;
       if (!is_value_char(c)) break;
+      if (!is_ows(c)) { /* the run above stops early only at a limit */
+        if (!vs) vs = hp->pos;
+        ve = hp->pos + 1;
+      }
+      hp->pos++;
     }
     if (c != '\r') {
       if (c == '\n') FAIL(hp, OX_EINVALID, "bare LF in header");

@@ -444,17 +444,17 @@ static int ox_input(ox_parser_t *ps, size_t idx, ox_infer_input_t *in) {
   return 0;
 }
 
-/* Makes room for one more element in an arena array of OX_MAX_IO at most, doubling. */
-static int ox_grow(ox_parser_t *ps, void **arr, size_t n, size_t *cap, size_t elem) {
-  if (n < *cap) return 0;
+/* Makes room for element n of an arena array holding *cap (at most OX_MAX_IO), doubling.
+ * Returns the array (moved if it grew) or NULL when out of memory. */
+static void *ox_grow(ox_arena_t *arena, void *arr, size_t n, size_t *cap, size_t elem) {
+  if (n < *cap) return arr;
   size_t ncap = *cap ? *cap * 2 : 4;
   if (ncap > OX_MAX_IO) ncap = OX_MAX_IO;
-  void *na = ox_arena_alloc(ps->arena, ncap * elem);
-  if (!na) return ox_sem(ps, OX_ENOMEM, "out of memory");
-  if (n) memcpy(na, *arr, n * elem);
-  *arr = na;
+  void *na = ox_arena_alloc(arena, ncap * elem);
+  if (!na) return NULL;
+  if (n) memcpy(na, arr, n * elem);
   *cap = ncap;
-  return 0;
+  return na;
 }
 
 /* Merge sort of names by (length, bytes), then neighbours compared: O(n log n) comparisons
@@ -493,8 +493,10 @@ static int ox_inputs(ox_parser_t *ps) {
       return ox_sem(ps, OX_EINVALID, "too many inputs (at most %d)", OX_MAX_IO);
     if (ox_peek(js) != '{')
       return ox_sem(ps, OX_EINVALID, "inputs[%zu] must be an object", req->num_inputs);
-    rc = ox_grow(ps, (void **)&req->inputs, req->num_inputs, &ps->inputs_cap, sizeof *req->inputs);
-    if (rc < 0) return rc;
+    void *grown =
+        ox_grow(ps->arena, req->inputs, req->num_inputs, &ps->inputs_cap, sizeof *req->inputs);
+    if (!grown) return ox_sem(ps, OX_ENOMEM, "out of memory");
+    req->inputs = grown;
     ox_infer_input_t *in = &req->inputs[req->num_inputs];
     memset(in, 0, sizeof *in);
     rc = ox_input(ps, req->num_inputs, in);
@@ -581,9 +583,10 @@ static int ox_outputs(ox_parser_t *ps) {
       return ox_sem(ps, OX_EINVALID, "too many outputs (at most %d)", OX_MAX_IO);
     if (ox_peek(js) != '{')
       return ox_sem(ps, OX_EINVALID, "outputs[%zu] must be an object", req->num_outputs);
-    rc = ox_grow(ps, (void **)&req->outputs, req->num_outputs, &ps->outputs_cap,
-                 sizeof *req->outputs);
-    if (rc < 0) return rc;
+    void *grown =
+        ox_grow(ps->arena, req->outputs, req->num_outputs, &ps->outputs_cap, sizeof *req->outputs);
+    if (!grown) return ox_sem(ps, OX_ENOMEM, "out of memory");
+    req->outputs = grown;
     ox_infer_output_t *out = &req->outputs[req->num_outputs];
     memset(out, 0, sizeof *out);
     out->binary_data = -1;
@@ -678,7 +681,8 @@ static int ox_request(ox_parser_t *ps) {
   if (js->p != js->end) return ox_json_fail(js, "unexpected characters after the JSON value");
 
   if (!(seen & OX_BIT(OX_K_INPUTS))) return ox_sem(ps, OX_EINVALID, "missing 'inputs'");
-  if (req->num_inputs == 0) return ox_sem(ps, OX_EINVALID, "'inputs' is empty");
+  /* An empty "inputs" is valid here: a model may take no inputs (ONNX's test_constant). The
+   * caller checks the inputs against the model. */
 
   ox_slice_t names[OX_MAX_IO];
   char q[OX_ERR_NAME_MAX + 4];

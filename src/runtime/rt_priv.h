@@ -35,8 +35,8 @@ int ox_rt_ready(void);
 
 /* Copies msg into dst (capacity cap, always NUL-terminated when cap > 0) as one line fit to
  * show to a client: control bytes become spaces, a token that starts with '/' (an absolute
- * path) becomes "<path>", and a source location ("/x/y.cc:123") is dropped with its trailing
- * space. Returns dst. */
+ * path) becomes "<path>", and a source location ("/x/y.cc:123", "y.h:45") is dropped with its
+ * trailing space. Returns dst. */
 char *ox_rt_sanitize_message(char *dst, size_t cap, const char *msg);
 
 #endif

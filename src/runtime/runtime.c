@@ -34,11 +34,19 @@ static int ox_rt_is_delim(unsigned char c) {
   return c <= ' ' || c == 0x7f || c == '\'' || c == '"' || c == '`';
 }
 
-/* A token like "/src/onnxruntime/core/x.cc:123": ends in ':' and one or more digits. */
+/* A source location: a token ending in ".cc:123" (also .c .h .hpp .cpp), with or without a
+ * directory; ORT puts them in front of many messages. */
 static int ox_rt_is_srcloc(const char *p, const char *end) {
   const char *q = end;
   while (q > p && q[-1] >= '0' && q[-1] <= '9') q--;
-  return q < end && q > p && q[-1] == ':';
+  if (q == end || q == p || q[-1] != ':') return 0;
+  q--; /* at ':' */
+  static const char *const exts[] = {".cc", ".c", ".h", ".hpp", ".cpp"};
+  for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+    size_t n = strlen(exts[i]);
+    if ((size_t)(q - p) > n && memcmp(q - n, exts[i], n) == 0) return 1;
+  }
+  return 0;
 }
 
 char *ox_rt_sanitize_message(char *dst, size_t cap, const char *msg) {
@@ -48,14 +56,15 @@ char *ox_rt_sanitize_message(char *dst, size_t cap, const char *msg) {
   const char *p = msg ? msg : "";
   while (*p && o + 1 < cap) {
     unsigned char c = (unsigned char)*p;
-    if (c == '/' && token_start) {
-      const char *q = p;
+    const char *q = p;
+    if (token_start)
       while (*q && !ox_rt_is_delim((unsigned char)*q)) q++;
-      if (ox_rt_is_srcloc(p, q)) {
-        p = q;
-        if (*p == ' ') p++;
-        continue;
-      }
+    if (q > p && ox_rt_is_srcloc(p, q)) {
+      p = q;
+      if (*p == ' ') p++;
+      continue;
+    }
+    if (c == '/' && token_start) {
       static const char repl[] = "<path>";
       for (size_t i = 0; repl[i] && o + 1 < cap; i++) dst[o++] = repl[i];
       p = q;

@@ -55,6 +55,8 @@ typedef struct ox_model {
   ox_tensor_info_t *outputs;  /* owned, in the session's output order */
   size_t num_outputs;
   struct ox_model_impl *impl; /* ORT session and names; private to runtime */
+  void *app;                  /* the application's per-model state (scheduler, statistics);
+                                 NULL after load, set and freed by the application */
 } ox_model_t;
 
 typedef struct ox_repo ox_repo_t;

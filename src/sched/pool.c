@@ -74,6 +74,21 @@ int ox_pool_submit(ox_pool_t *p, ox_job_t *job) {
   return 0;
 }
 
+int ox_pool_submit_front(ox_pool_t *p, ox_job_t *job) {
+  pthread_mutex_lock(&p->lock);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->lock);
+    return OX_EUNAVAILABLE;
+  }
+  job->next = p->head;
+  p->head = job;
+  if (!p->tail) p->tail = job;
+  p->queued++;
+  pthread_cond_signal(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  return 0;
+}
+
 size_t ox_pool_queued(ox_pool_t *p) {
   pthread_mutex_lock(&p->lock);
   size_t n = p->queued;

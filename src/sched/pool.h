@@ -22,6 +22,9 @@ int ox_pool_create(int nthreads, size_t max_queue, ox_pool_t **out);
 /* Queues job (borrowed until run/cancel is called). 0, or OX_EUNAVAILABLE when the queue is
  * full or the pool is stopping (the job is not queued). Thread-safe. */
 int ox_pool_submit(ox_pool_t *pool, ox_job_t *job);
+/* Like ox_pool_submit, but puts the job at the head of the queue (work that is already
+ * admitted, e.g. a ready batch, goes before new requests) and ignores max_queue. */
+int ox_pool_submit_front(ox_pool_t *pool, ox_job_t *job);
 /* Jobs waiting (not yet running). */
 size_t ox_pool_queued(ox_pool_t *pool);
 /* Jobs running right now. */

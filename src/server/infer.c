@@ -1,17 +1,20 @@
 /* infer.c: POST /v2/models/{m}[/versions/{v}]/infer, from request body to response segments.
  *
- * On the loop thread the handler only checks the framing headers and queues a job. On a worker
- * the job parses the request header JSON (slices into the body), validates every input
- * against the model's metadata before anything is allocated from declared sizes, builds the
- * input tensors (binary inputs: zero-copy pointers into the body, which the connection placed
- * 64-byte aligned; JSON inputs: numbers parsed straight into one arena buffer per tensor), runs
- * the model and encodes the response: JSON outputs as text, binary outputs as iovecs pointing
- * at ONNX Runtime's own output memory, released only after the socket has taken them.
+ * On the loop thread the handler checks the framing headers, takes a place in the model's
+ * queue (a full queue is refused at once, before any parsing) and queues a prepare job. On a
+ * worker the job parses the request header JSON (slices into the body), validates every input
+ * against the model's metadata before anything is allocated from declared sizes, and builds
+ * the input tensors (binary inputs: zero-copy pointers into the body, which the connection
+ * placed 64-byte aligned; JSON inputs: numbers parsed straight into one arena buffer per
+ * tensor). The model's batcher runs it, alone or merged with others, and calls back on a
+ * worker, where the response is encoded: JSON outputs as text, binary outputs as iovecs
+ * pointing at ONNX Runtime's own output memory, released only after the socket has taken them.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/arena.h"
 #include "core/error.h"
@@ -33,15 +36,19 @@ typedef struct {
   size_t ihcl;
   ox_arena_t arena;
   ox_http_resp_t resp;
-  ox_tensor_out_t *outs;
-  size_t n_outs;
+  ox_infer_request_t req;
+  int *binary;        /* per requested output: binary extension or JSON */
+  ox_sched_req_t sreq;
+  uint64_t t_recv;    /* ns, when the request was complete */
   ox_buf_t bytes_out; /* serialized BYTES outputs for the binary extension */
 } infer_job_t;
 
+static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
+
 static void job_free(void *arg) {
   infer_job_t *job = arg;
-  for (size_t i = 0; i < job->n_outs; i++) ox_tensor_out_release(&job->outs[i]);
-  free(job->outs);
+  ox_batch_release(job->sreq.batch);
+  free(job->sreq.outs);
   ox_buf_free(&job->bytes_out);
   ox_http_body_free(&job->body);
   ox_arena_free(&job->arena);
@@ -198,7 +205,9 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   return 0;
 }
 
-static int run_job(infer_job_t *job, char *err) {
+/* Worker: parse, validate and build the inputs. Returns 0 when the request is ready for the
+ * batcher, else an HTTP status with the message in err. */
+static int prepare(infer_job_t *job, char *err) {
   ox_model_t *m = job->model;
   const char *json = job->body.data;
   size_t jlen = job->body.len;
@@ -214,18 +223,18 @@ static int run_job(infer_job_t *job, char *err) {
     snprintf(err, ERRCAP, "empty request body");
     return 400;
   }
-  ox_infer_request_t req;
-  int rc = ox_infer_request_parse(json, jlen, &job->arena, &req, err, ERRCAP);
+  ox_infer_request_t *req = &job->req;
+  int rc = ox_infer_request_parse(json, jlen, &job->arena, req, err, ERRCAP);
   if (rc == OX_ENOMEM) return 500;
   if (rc) return 400;
   if (job->has_ihcl) {
-    rc = ox_infer_request_split_binary(&req, json + jlen, job->body.len - jlen, err, ERRCAP);
+    rc = ox_infer_request_split_binary(req, json + jlen, job->body.len - jlen, err, ERRCAP);
     if (rc) return rc == OX_ENOMEM ? 500 : 400;
   } else {
-    for (size_t i = 0; i < req.num_inputs; i++) {
-      if (req.inputs[i].has_binary) {
+    for (size_t i = 0; i < req->num_inputs; i++) {
+      if (req->inputs[i].has_binary) {
         snprintf(err, ERRCAP, "input " NAMEFMT " has binary_data_size but the request has no "
-                 "Inference-Header-Content-Length header", NAMEARG(req.inputs[i].name));
+                 "Inference-Header-Content-Length header", NAMEARG(req->inputs[i].name));
         return 400;
       }
     }
@@ -236,8 +245,8 @@ static int run_job(infer_job_t *job, char *err) {
   if (!by_model || !tin) return 500;
   memset(by_model, 0, sizeof(void *) * m->num_inputs);
   memset(tin, 0, sizeof *tin * m->num_inputs);
-  for (size_t i = 0; i < req.num_inputs; i++) {
-    const ox_infer_input_t *in = &req.inputs[i];
+  for (size_t i = 0; i < req->num_inputs; i++) {
+    const ox_infer_input_t *in = &req->inputs[i];
     size_t k = 0;
     while (k < m->num_inputs && !ox_slice_eq(in->name, m->inputs[k].name)) k++;
     if (k == m->num_inputs) {
@@ -251,6 +260,8 @@ static int run_job(infer_job_t *job, char *err) {
       snprintf(err, ERRCAP, "missing input '%s' for model '%s'", m->inputs[k].name, m->name);
       return 400;
     }
+  }
+  for (size_t k = 0; k < m->num_inputs; k++) {
     int st = build_input(job, by_model[k], &m->inputs[k], &tin[k], err);
     if (st) {
       if (st == 500 && !err[0]) snprintf(err, ERRCAP, "out of memory");
@@ -258,18 +269,18 @@ static int run_job(infer_job_t *job, char *err) {
     }
   }
   /* Requested outputs (all when none are named) and whether each goes binary. */
-  size_t n_out = req.num_outputs ? req.num_outputs : m->num_outputs;
+  size_t n_out = req->num_outputs ? req->num_outputs : m->num_outputs;
   size_t *out_idx = ox_arena_alloc(&job->arena, sizeof(size_t) * (n_out + 1));
-  int *binary = ox_arena_alloc(&job->arena, sizeof(int) * (n_out + 1));
-  if (!out_idx || !binary) return 500;
-  int bin_default = req.binary_data_output == 1;
+  job->binary = ox_arena_alloc(&job->arena, sizeof(int) * (n_out + 1));
+  if (!out_idx || !job->binary) return 500;
+  int bin_default = req->binary_data_output == 1;
   for (size_t j = 0; j < n_out; j++) {
-    if (!req.num_outputs) {
+    if (!req->num_outputs) {
       out_idx[j] = j;
-      binary[j] = bin_default;
+      job->binary[j] = bin_default;
       continue;
     }
-    const ox_infer_output_t *o = &req.outputs[j];
+    const ox_infer_output_t *o = &req->outputs[j];
     size_t k = 0;
     while (k < m->num_outputs && !ox_slice_eq(o->name, m->outputs[k].name)) k++;
     if (k == m->num_outputs) {
@@ -277,51 +288,66 @@ static int run_job(infer_job_t *job, char *err) {
       return 400;
     }
     out_idx[j] = k;
-    binary[j] = o->binary_data >= 0 ? o->binary_data : bin_default;
+    job->binary[j] = o->binary_data >= 0 ? o->binary_data : bin_default;
   }
-  job->outs = calloc(n_out + 1, sizeof *job->outs);
-  if (!job->outs) return 500;
-  char rerr[ERRCAP];
-  rc = ox_model_run(m, tin, out_idx, n_out, job->outs, NULL, rerr, sizeof rerr);
-  if (rc) {
-    snprintf(err, ERRCAP, "inference failed: %.400s", rerr);
-    return rc == OX_EINVALID ? 400 : 500;
+  /* Rows: the batch dimension, which every input must agree on when the model batches. */
+  ox_model_state_t *st = state_of(m);
+  uint64_t rows = 1;
+  if (m->num_inputs && tin[0].rank >= 1) rows = (uint64_t)tin[0].shape[0];
+  if (st->cfg.sched.max_batch_size > 0) {
+    for (size_t k = 1; k < m->num_inputs; k++) {
+      if (tin[k].rank < 1 || (uint64_t)tin[k].shape[0] != rows) {
+        snprintf(err, ERRCAP, "input '%s': batch dimension %" PRId64 " differs from input '%s''s "
+                 "%" PRIu64, m->inputs[k].name, tin[k].rank ? tin[k].shape[0] : 0,
+                 m->inputs[0].name, rows);
+        return 400;
+      }
+    }
   }
-  job->n_outs = n_out;
-  /* Inputs are consumed: give the request body back now rather than after the write (the id
-   * is the one thing still needed from it). */
-  if (req.id_json.ptr) {
-    char *id = ox_arena_strndup(&job->arena, req.id_json.ptr, req.id_json.len);
-    if (!id) return 500;
-    req.id_json.ptr = id;
-  }
-  ox_http_body_free(&job->body);
+  ox_sched_req_t *sr = &job->sreq;
+  sr->model = m;
+  sr->inputs = tin;
+  sr->out_idx = out_idx;
+  sr->n_out = n_out;
+  sr->rows = rows;
+  uint64_t timeout_us = req->has_timeout ? req->timeout_us : st->cfg.sched.default_timeout_us;
+  sr->deadline_ns = timeout_us ? job->t_recv + timeout_us * 1000u : 0;
+  sr->outs = calloc(n_out + 1, sizeof *sr->outs);
+  if (!sr->outs) return 500;
+  return 0;
+}
 
-  /* Encode. */
+/* Worker: encode the response of a finished run into job->resp. Returns 0 or an HTTP status. */
+static int encode(infer_job_t *job) {
+  ox_model_t *m = job->model;
+  ox_sched_req_t *sr = &job->sreq;
+  ox_infer_request_t *req = &job->req;
   ox_buf_t *b = &job->resp.body;
-  rc = ox_buf_reserve(b, 256);
+  size_t n_out = sr->n_out;
+  int rc = ox_buf_reserve(b, 256);
   rc |= ox_buf_puts(b, "{\"model_name\":");
   rc |= ox_buf_append_json_string(b, m->name, strlen(m->name));
   rc |= ox_buf_printf(b, ",\"model_version\":\"%" PRId64 "\"", m->version);
-  if (req.id_json.ptr) {
+  if (req->id_json.ptr) {
     rc |= ox_buf_puts(b, ",\"id\":");
-    rc |= ox_buf_append(b, req.id_json.ptr, req.id_json.len);
+    rc |= ox_buf_append(b, req->id_json.ptr, req->id_json.len);
   }
   rc |= ox_buf_puts(b, ",\"outputs\":[");
-  size_t n_bin = 0;
+  size_t n_bin = 0, bytes_total = 0;
   for (size_t j = 0; j < n_out && !rc; j++) {
-    ox_tensor_out_t *o = &job->outs[j];
-    const char *name = m->outputs[out_idx[j]].name;
+    ox_tensor_out_t *o = &sr->outs[j];
+    const char *name = m->outputs[sr->out_idx[j]].name;
     rc |= ox_buf_puts(b, j ? ",{\"name\":" : "{\"name\":");
     rc |= ox_buf_append_json_string(b, name, strlen(name));
     rc |= ox_buf_printf(b, ",\"datatype\":\"%s\",\"shape\":[", ox_dtype_name(o->dtype));
     for (int d = 0; d < o->rank; d++) rc |= ox_buf_printf(b, d ? ",%" PRId64 : "%" PRId64, o->shape[d]);
     rc |= ox_buf_puts(b, "]");
-    if (binary[j]) {
+    if (job->binary[j]) {
       size_t size = o->nbytes;
       if (o->dtype == OX_DT_BYTES) {
         size = 0;
         for (uint64_t e = 0; e < o->count; e++) size += 4 + o->strings[e].len;
+        bytes_total += size;
       }
       rc |= ox_buf_printf(b, ",\"parameters\":{\"binary_data_size\":%zu}}", size);
       n_bin++;
@@ -335,22 +361,18 @@ static int run_job(infer_job_t *job, char *err) {
   rc |= ox_buf_puts(b, "]}");
   if (rc) return 500;
   if (n_bin == 0) {
-    for (size_t j = 0; j < n_out; j++) ox_tensor_out_release(&job->outs[j]);
-    job->n_outs = 0;
-    return 200;
+    /* Everything is in the text: give the run's output memory back now. */
+    ox_batch_release(sr->batch);
+    sr->batch = NULL;
+    return 0;
   }
   /* Binary outputs: segments after the JSON header, from ORT's memory (BYTES serialized). */
-  size_t bytes_total = 0;
-  for (size_t j = 0; j < n_out; j++) {
-    if (!binary[j] || job->outs[j].dtype != OX_DT_BYTES) continue;
-    for (uint64_t e = 0; e < job->outs[j].count; e++) bytes_total += 4 + job->outs[j].strings[e].len;
-  }
   if (bytes_total && ox_buf_reserve(&job->bytes_out, bytes_total)) return 500;
   job->resp.iov = calloc(n_bin, sizeof(struct iovec));
   if (!job->resp.iov) return 500;
   for (size_t j = 0; j < n_out; j++) {
-    if (!binary[j]) continue;
-    ox_tensor_out_t *o = &job->outs[j];
+    if (!job->binary[j]) continue;
+    ox_tensor_out_t *o = &sr->outs[j];
     struct iovec *v = &job->resp.iov[job->resp.iovcnt++];
     if (o->dtype == OX_DT_BYTES) {
       size_t start = job->bytes_out.len;
@@ -371,7 +393,76 @@ static int run_job(infer_job_t *job, char *err) {
   job->resp.content_type = "application/octet-stream";
   if (ox_buf_printf(&job->resp.extra_headers, "Inference-Header-Content-Length: %zu\r\n", b->len))
     return 500;
-  return 200;
+  return 0;
+}
+
+static void record_stats(infer_job_t *job, int ok, uint64_t t_end) {
+  ox_model_stats_t *s = &state_of(job->model)->stats;
+  ox_sched_req_t *sr = &job->sreq;
+  uint64_t total = t_end - job->t_recv;
+  ox_stat_add(ok ? &s->success : &s->fail, total);
+  ox_hist_record_us(&s->request_us, total / 1000);
+  if (!ok || !sr->t_start) return;
+  uint64_t queue = sr->t_start - sr->t_enqueue;
+  uint64_t input = (sr->t_enqueue - job->t_recv) + (sr->t_infer - sr->t_start);
+  uint64_t infer = sr->t_output - sr->t_infer;
+  uint64_t output = t_end - sr->t_output;
+  ox_stat_add(&s->queue, queue);
+  ox_stat_add(&s->compute_input, input);
+  ox_stat_add(&s->compute_infer, infer);
+  ox_stat_add(&s->compute_output, output);
+  ox_hist_record_us(&s->queue_us, queue / 1000);
+  ox_hist_record_us(&s->input_us, input / 1000);
+  ox_hist_record_us(&s->infer_us, infer / 1000);
+  ox_hist_record_us(&s->output_us, output / 1000);
+  atomic_fetch_add_explicit(&s->inference_count, sr->rows, memory_order_relaxed);
+  if (sr->first_in_batch) {
+    atomic_fetch_add_explicit(&s->execution_count, 1, memory_order_relaxed);
+    ox_hist_record_batch(&s->batch_size, sr->batch_rows);
+    uint32_t bi = sr->batch_rows <= OX_MAX_BATCH_STATS ? sr->batch_rows : OX_MAX_BATCH_STATS;
+    ox_stat_add(&s->by_batch[bi].compute_input, sr->t_infer - sr->t_start);
+    ox_stat_add(&s->by_batch[bi].compute_infer, infer);
+    ox_stat_add(&s->by_batch[bi].compute_output, output);
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  atomic_store_explicit(&s->last_inference_ms,
+                        (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u,
+                        memory_order_relaxed);
+}
+
+static void job_post(infer_job_t *job) {
+  ox_loop_post(ox_conn_loop(job->conn), &job->done);
+}
+
+/* Batcher callback (worker or timer thread): the request ran or failed. */
+static void sreq_done(ox_sched_req_t *sr) {
+  infer_job_t *job = (infer_job_t *)((char *)sr - offsetof(infer_job_t, sreq));
+  int status = sr->status;
+  char err[ERRCAP];
+  if (!status) {
+    /* The inputs are consumed: give the request body back now rather than after the write
+     * (the id is the one thing still needed from it). */
+    if (job->req.id_json.ptr) {
+      char *id = ox_arena_strndup(&job->arena, job->req.id_json.ptr, job->req.id_json.len);
+      if (id) job->req.id_json.ptr = id;
+      else status = 500;
+    }
+    ox_http_body_free(&job->body);
+    if (!status) status = encode(job);
+    if (status) snprintf(err, sizeof err, "out of memory");
+  } else {
+    snprintf(err, sizeof err, "%s", sr->err);
+  }
+  record_stats(job, status == 0, ox_mono_ns());
+  if (status) {
+    if (status >= 500 && status != 503) ox_warn("infer %s: %s", job->model->name, err);
+    job_fail(job, status, err);
+  } else {
+    job->resp.release = job_free;
+    job->resp.release_arg = job;
+  }
+  job_post(job);
 }
 
 static void job_run(ox_job_t *j) {
@@ -379,23 +470,29 @@ static void job_run(ox_job_t *j) {
   char err[ERRCAP];
   err[0] = 0;
   ox_http_resp_init(&job->resp, 200);
-  int status = run_job(job, err);
-  if (status != 200) {
-    if (!err[0]) snprintf(err, sizeof err, "%s", status == 500 ? "out of memory" : "bad request");
-    if (status >= 500) ox_warn("infer %s: %s", job->model->name, err);
-    job_fail(job, status, err);
-  } else {
-    job->resp.release = job_free;
-    job->resp.release_arg = job;
+  ox_model_state_t *st = state_of(job->model);
+  int status = prepare(job, err);
+  if (status == 0) {
+    job->sreq.done = sreq_done;
+    ox_batcher_enqueue(st->batcher, &job->sreq); /* sreq_done posts the response */
+    return;
   }
-  ox_loop_post(ox_conn_loop(job->conn), &job->done);
+  ox_batcher_unreserve(st->batcher);
+  if (!err[0]) snprintf(err, sizeof err, "%s", status == 500 ? "out of memory" : "bad request");
+  if (status >= 500) ox_warn("infer %s: %s", job->model->name, err);
+  record_stats(job, 0, ox_mono_ns());
+  job_fail(job, status, err);
+  job_post(job);
 }
 
 static void job_cancel(ox_job_t *j) {
   infer_job_t *job = (infer_job_t *)j;
+  ox_batcher_unreserve(state_of(job->model)->batcher);
   job_fail(job, 503, "server is shutting down");
-  ox_loop_post(ox_conn_loop(job->conn), &job->done);
+  job_post(job);
 }
+
+static void record_fail_fast(ox_model_state_t *st) { ox_stat_add(&st->stats.fail, 0); }
 
 static void respond_now(ox_conn_t *c, int status, const char *msg) {
   ox_http_resp_t r;
@@ -405,8 +502,19 @@ static void respond_now(ox_conn_t *c, int status, const char *msg) {
   ox_conn_respond(c, &r);
 }
 
+void ox_server_abort(void *app, ox_conn_t *c, void *request) {
+  infer_job_t *job = request;
+  atomic_store(&job->sreq.cancelled, 1);
+}
+
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
                      ox_http_body_t *body) {
+  ox_model_state_t *st = state_of(m);
+  if (st->unavailable) {
+    ox_http_body_free(body);
+    respond_now(c, 503, "model is not available: its configuration or warm-up failed");
+    return;
+  }
   ox_slice_t enc = ox_http_header(head, "Content-Encoding");
   if (enc.ptr && !ox_slice_eq_nocase(enc, "identity")) {
     ox_http_body_free(body);
@@ -427,12 +535,21 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
       return;
     }
   }
+  /* Backpressure before any parsing: a full model queue is refused at once. */
+  if (ox_batcher_reserve(st->batcher) != 0) {
+    ox_http_body_free(body);
+    record_fail_fast(st);
+    respond_now(c, 503, "model queue is full; retry later");
+    return;
+  }
   infer_job_t *job = calloc(1, sizeof *job);
   if (!job) {
+    ox_batcher_unreserve(st->batcher);
     ox_http_body_free(body);
     respond_now(c, 500, "out of memory");
     return;
   }
+  job->t_recv = ox_mono_ns();
   job->job.run = job_run;
   job->job.cancel = job_cancel;
   job->done.fn = job_done;
@@ -445,9 +562,13 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
   job->ihcl = hlen;
   ox_arena_init(&job->arena);
   atomic_fetch_add(&s->inflight, 1);
+  ox_conn_set_request(c, job);
   if (ox_pool_submit(s->pool, &job->job) != 0) {
     atomic_fetch_sub(&s->inflight, 1);
+    ox_batcher_unreserve(st->batcher);
+    ox_conn_set_request(c, NULL);
     job_free(job);
-    respond_now(c, 503, "server is overloaded: inference queue is full");
+    record_fail_fast(st);
+    respond_now(c, 503, "server is overloaded: inference queue is full; retry later");
   }
 }

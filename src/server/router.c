@@ -6,8 +6,12 @@
  *   GET  /v2/models/{m}[/versions/{v}]            model metadata
  *   GET  /v2/models/{m}[/versions/{v}]/ready      model readiness
  *   POST /v2/models/{m}[/versions/{v}]/infer      inference (worker thread, infer.c)
+ *   GET  /v2/models/{m}[/versions/{v}]/config     effective configuration
+ *   GET  /v2/models[/{m}[/versions/{v}]]/stats    statistics extension (Triton's JSON)
+ *   GET  /metrics                                 Prometheus text
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -105,7 +109,72 @@ static void server_metadata(ox_conn_t *c) {
   ox_buf_t b;
   ox_buf_init(&b);
   if (ox_buf_puts(&b, "{\"name\":\"onnxd\",\"version\":\"" OX_VERSION
-                      "\",\"extensions\":[\"binary_tensor_data\"]}")) {
+                      "\",\"extensions\":[\"binary_tensor_data\",\"statistics\","
+                      "\"model_configuration\"]}")) {
+    respond_error(c, 500, "out of memory");
+    return;
+  }
+  respond_json(c, 200, &b);
+}
+
+static ox_metrics_model_t metrics_view(ox_model_t *m) {
+  ox_model_state_t *st = m->app;
+  return (ox_metrics_model_t){.model = m->name, .version = m->version, .stats = &st->stats,
+                              .pending = st->batcher ? ox_batcher_pending(st->batcher) : 0};
+}
+
+/* Statistics of one model version, every version of a model (name), or everything (NULL). */
+static void stats_json(ox_server_t *s, ox_conn_t *c, const char *name, ox_model_t *one) {
+  ox_buf_t b;
+  ox_buf_init(&b);
+  int rc = ox_buf_puts(&b, "{\"model_stats\":[");
+  int first = 1;
+  for (size_t i = 0; i < s->num_models; i++) {
+    ox_model_t *m = s->models[i];
+    if ((one && m != one) || (name && strcmp(name, m->name))) continue;
+    if (!first) rc |= ox_buf_puts(&b, ",");
+    ox_metrics_model_t v = metrics_view(m);
+    rc |= ox_metrics_stats_json(&b, &v);
+    first = 0;
+  }
+  rc |= ox_buf_puts(&b, "]}");
+  if (rc) {
+    ox_buf_free(&b);
+    respond_error(c, 500, "out of memory");
+    return;
+  }
+  respond_json(c, 200, &b);
+}
+
+static void metrics_text(ox_server_t *s, ox_conn_t *c) {
+  ox_metrics_model_t *v = calloc(s->num_models + 1, sizeof *v);
+  ox_buf_t b;
+  ox_buf_init(&b);
+  if (!v) {
+    respond_error(c, 500, "out of memory");
+    return;
+  }
+  for (size_t i = 0; i < s->num_models; i++) v[i] = metrics_view(s->models[i]);
+  int rc = ox_metrics_render(&b, v, s->num_models, ox_http_open_connections());
+  free(v);
+  if (rc) {
+    ox_buf_free(&b);
+    respond_error(c, 500, "out of memory");
+    return;
+  }
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, 200);
+  r.content_type = "text/plain; version=0.0.4";
+  r.body = b;
+  ox_conn_respond(c, &r);
+}
+
+static void model_config(ox_conn_t *c, ox_model_t *m) {
+  ox_model_state_t *st = m->app;
+  ox_buf_t b;
+  ox_buf_init(&b);
+  if (ox_model_config_json(&b, m, &st->cfg)) {
+    ox_buf_free(&b);
     respond_error(c, 500, "out of memory");
     return;
   }
@@ -138,7 +207,19 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
   int is_get = ox_slice_eq(head->method, "GET") || ox_slice_eq(head->method, "HEAD");
   int is_post = ox_slice_eq(head->method, "POST");
   int allow_post = 0; /* which method the matched endpoint takes, for 405's Allow */
+  if (nseg == 1 && ox_slice_eq(seg[0], "metrics")) {
+    if (!is_get) goto bad_method;
+    ox_http_body_free(body);
+    metrics_text(s, c);
+    return;
+  }
   if (nseg == 0 || nseg > OX_MAX_SEGMENTS || !ox_slice_eq(seg[0], "v2")) goto not_found;
+  if (nseg == 3 && ox_slice_eq(seg[1], "models") && ox_slice_eq(seg[2], "stats")) {
+    if (!is_get) goto bad_method;
+    ox_http_body_free(body);
+    stats_json(s, c, NULL, NULL);
+    return;
+  }
 
   if (nseg == 1) {
     if (!is_get) goto bad_method;
@@ -185,7 +266,8 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     }
     ox_slice_t action = k < nseg ? seg[k] : ox_slice("", 0);
     if (k + 1 < nseg || (k < nseg && !ox_slice_eq(action, "ready") &&
-                         !ox_slice_eq(action, "infer")))
+                         !ox_slice_eq(action, "infer") && !ox_slice_eq(action, "config") &&
+                         !ox_slice_eq(action, "stats")))
       goto not_found;
     ox_model_t *m = NULL;
     if (ox_repo_find(s->repo, ox_slice(name, (size_t)nl), version, &m) != 0) {
@@ -212,10 +294,22 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (ox_slice_eq(action, "ready")) {
       if (!is_get) goto bad_method;
       ox_http_body_free(body);
-      {
-      respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
+      int ok = !atomic_load(&s->draining) && !((ox_model_state_t *)m->app)->unavailable;
+      respond_empty(c, ok ? 200 : 503);
       return;
     }
+    if (ox_slice_eq(action, "config")) {
+      if (!is_get) goto bad_method;
+      ox_http_body_free(body);
+      model_config(c, m);
+      return;
+    }
+    if (ox_slice_eq(action, "stats")) {
+      if (!is_get) goto bad_method;
+      ox_http_body_free(body);
+      if (version.len) stats_json(s, c, NULL, m);
+      else stats_json(s, c, m->name, NULL);
+      return;
     }
     allow_post = 1;
     if (!is_post) goto bad_method;

@@ -11,17 +11,43 @@
 #include <stddef.h>
 
 #include "http/conn.h"
+#include "metrics/metrics.h"
 #include "runtime/runtime.h"
+#include "sched/batcher.h"
 #include "sched/pool.h"
+#include "server/model_config.h"
 
 #define OX_VERSION "0.1.0"
+
+/* The server's state for one model version (ox_model_t.app). */
+typedef struct {
+  ox_model_config_t cfg;
+  ox_batcher_t *batcher;
+  ox_model_stats_t stats;
+  int unavailable;         /* config or warm-up failed: not ready, inference refused */
+  char reason[256];
+} ox_model_state_t;
 
 typedef struct {
   ox_repo_t *repo;        /* borrowed */
   ox_pool_t *pool;        /* borrowed */
+  const char *repo_dir;   /* borrowed */
+  int infer_threads;
+  ox_model_t **models;    /* every loaded model version, by name then version (owned array) */
+  size_t num_models;
   atomic_int draining;    /* set at SIGTERM: readiness false, new inference refused (503) */
   atomic_long inflight;   /* inference requests accepted and not yet answered */
 } ox_server_t;
+
+/* Reads each model's config.json, creates its scheduler and runs its warm-up. A model whose
+ * configuration or warm-up fails stays listed but unavailable (logged). 0 or OX_ENOMEM. */
+int ox_server_models_init(ox_server_t *s);
+/* Frees the per-model state (after the worker pool has stopped). */
+void ox_server_models_free(ox_server_t *s);
+/* Asks every model run in progress to stop (drain deadline passed). */
+void ox_server_terminate_runs(ox_server_t *s);
+/* The connection of a request held by the server closed (client gone): drop its work. */
+void ox_server_abort(void *app, ox_conn_t *c, void *request);
 
 /* The ox_http_handler_t for the server (app is an ox_server_t*). */
 void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,

@@ -20,8 +20,8 @@
 #include "proto/infer_req.h"
 #include "proto/json.h"
 
-#define REQUIRE(c) \
-  do {             \
+#define REQUIRE(c)     \
+  do {                 \
     if (!(c)) abort(); \
   } while (0)
 
@@ -40,7 +40,7 @@ static int is_syntax_message(const char *err) {
 }
 
 static void check_request(const ox_infer_request_t *req, const char *json, size_t len) {
-  REQUIRE(req->num_inputs >= 1 && req->num_inputs <= OX_MAX_IO);
+  REQUIRE(req->num_inputs <= OX_MAX_IO); /* 0 is valid: models without inputs */
   REQUIRE(req->num_outputs <= OX_MAX_IO);
   REQUIRE((req->outputs == NULL) == (req->num_outputs == 0));
   REQUIRE(req->binary_data_output >= -1 && req->binary_data_output <= 1);
@@ -62,8 +62,10 @@ static void check_request(const ox_infer_request_t *req, const char *json, size_
     int zero = 0;
     for (int d = 0; d < in->rank; d++) {
       REQUIRE(in->shape[d] >= 0);
-      if (in->shape[d] == 0) zero = 1;
-      else REQUIRE(!__builtin_mul_overflow(count, (uint64_t)in->shape[d], &count));
+      if (in->shape[d] == 0)
+        zero = 1;
+      else
+        REQUIRE(!__builtin_mul_overflow(count, (uint64_t)in->shape[d], &count));
     }
     REQUIRE(in->count == (zero ? 0 : count));
     if (in->data_json.ptr) {

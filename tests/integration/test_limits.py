@@ -1,5 +1,5 @@
 """Limits that need a server of their own: request timeout (slowloris), connection cap, body
-limit, and shutdown on SIGTERM with work in flight."""
+limit, a full inference queue, and shutdown on SIGTERM with work in flight."""
 
 import json
 import select

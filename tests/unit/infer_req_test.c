@@ -301,7 +301,16 @@ TEST(not_an_object) {
 TEST(inputs_missing_or_empty) {
   CHECK_ERR(parse("{}"), OX_EINVALID, "missing 'inputs'");
   CHECK_ERR(parseq("{'outputs':[{'name':'o'}]}"), OX_EINVALID, "missing 'inputs'");
-  CHECK_ERR(parseq("{'inputs':[]}"), OX_EINVALID, "'inputs' is empty");
+  {
+    /* Empty is valid (models without inputs); the server then checks against the model. */
+    ox_infer_request_t req;
+    ox_arena_t a;
+    char err[256];
+    ox_arena_init(&a);
+    CHECK_INT(ox_infer_request_parse("{\"inputs\":[]}", 13, &a, &req, err, sizeof err), 0);
+    CHECK_INT(req.num_inputs, 0);
+    ox_arena_free(&a);
+  }
   CHECK_ERR(parseq("{'inputs':{}}"), OX_EINVALID, "'inputs' must be an array");
   CHECK_ERR(parseq("{'inputs':null}"), OX_EINVALID, "'inputs' must be an array");
   CHECK_ERR(parseq("{'inputs':[" IN_X ",3]}"), OX_EINVALID, "inputs[1] must be an object");

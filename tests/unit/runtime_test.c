@@ -34,7 +34,7 @@ static ox_repo_t *repo;
 
 static int have_repo(void) {
   if (repo) return 1;
-  fprintf(stderr, "  SKIP %s: no repository (see test_open)\n", ox_t_current);
+  fprintf(stderr, "  FAIL %s: no repository (see test_open)\n", ox_t_current);
   ox_t_failed_checks++;
   return 0;
 }
@@ -904,6 +904,10 @@ TEST(test_sanitize) {
   CHECK_STR(ox_rt_sanitize_message(b, sizeof b, "path '/etc/passwd' and\nnext line\r\n"),
             "path '<path>' and next line");
   CHECK_STR(ox_rt_sanitize_message(b, sizeof b, "a/b 1/2 N/A"), "a/b 1/2 N/A");
+  CHECK_STR(ox_rt_sanitize_message(b, sizeof b, "Error: tensorprotoutils.cc:434 Validate x"),
+            "Error: Validate x");
+  CHECK_STR(ox_rt_sanitize_message(b, sizeof b, "at a.h:12 b.cc:x c:1 d.onnx:2"),
+            "at b.cc:x c:1 d.onnx:2");
   CHECK_STR(ox_rt_sanitize_message(b, sizeof b, "/x"), "<path>");
   CHECK_STR(ox_rt_sanitize_message(b, sizeof b, "(/x/y.onnx)"), "(<path>");
   CHECK_STR(ox_rt_sanitize_message(b, 5, "abcdefgh"), "abcd");

@@ -252,6 +252,49 @@ TEST(numconv_parse_f32_correctly_rounded) {
   }
 }
 
+/* Random decimals in every shape the parser treats differently (short and long significands,
+ * leading zeros, exponents in and out of the fast path's range, more than 19 digits) agree
+ * bitwise with glibc's strtod and strtof, which round correctly. */
+TEST(numconv_parse_random_decimals) {
+  char s[96];
+  for (int i = 0; i < 300000; i++) {
+    int n = 0;
+    if (rnd() & 1) s[n++] = '-';
+    int int_digits = (int)(rnd() % 4), frac_digits = (int)(rnd() % 24), lead_zeros = 0;
+    if (int_digits == 0) {
+      s[n++] = '0';
+      lead_zeros = (int)(rnd() % 8);
+    } else {
+      s[n++] = (char)('1' + rnd() % 9);
+      int len = int_digits * (1 + (int)(rnd() % 6));
+      for (int k = 1; k < len; k++) s[n++] = (char)('0' + rnd() % 10);
+    }
+    if (frac_digits || lead_zeros) {
+      s[n++] = '.';
+      for (int k = 0; k < lead_zeros; k++) s[n++] = '0';
+      for (int k = 0; k < frac_digits || k == 0; k++) s[n++] = (char)('0' + rnd() % 10);
+    }
+    if (rnd() % 3 == 0) {
+      static const char *const marks[] = {"e", "E", "e+", "E-", "e-"};
+      n += snprintf(s + n, sizeof s - (size_t)n, "%s%d", marks[rnd() % 5], (int)(rnd() % 40));
+    }
+    s[n] = 0;
+    double v;
+    float f;
+    if (ox_parse_f64(s, (size_t)n, &v) != (size_t)n || ox_parse_f32(s, (size_t)n, &f) != (size_t)n) {
+      fprintf(stderr, "  rejected %s\n", s);
+      CHECK(0);
+      return;
+    }
+    if (bits64(v) != bits64(strtod(s, NULL)) || bits32(f) != bits32(strtof(s, NULL))) {
+      fprintf(stderr, "  %s -> %a %a, libc %a %a\n", s, v, (double)f, strtod(s, NULL),
+              (double)strtof(s, NULL));
+      CHECK(0);
+      return;
+    }
+  }
+}
+
 /* ---- half precision --------------------------------------------------------------------- */
 
 TEST(half_conversions) {
@@ -528,12 +571,30 @@ TEST(bytes_round_trip) {
   CHECK_STR(enc(OX_DT_BYTES, s, 6),
             "[\"abc\",\"\",\"a\\\"b\\\\c\\n\",\"\xc3\xa9\xf0\x9f\x98\x80//\","
             "\"\xc3\xa9\xf0\x9f\x98\x80\",\"\\u0000\\u001f\x7f\"]");
-  /* invalid UTF-8 (stray continuation, 0xff, overlong, surrogate, truncated) is escaped */
-  ox_slice_t raw[2] = {OX_SLICE_LIT("\x80\xff\xc0\x80\xed\xa0\x80 \xe2\x82"),
-                       OX_SLICE_LIT("\b\f\r\t\x01")};
-  CHECK_STR(enc(OX_DT_BYTES, raw, 2),
+  /* invalid UTF-8 (stray continuation, 0xff, overlong 2- 3- and 4-byte forms, surrogate, above
+   * U+10FFFF, truncated) is escaped; the boundary cases next to each exclusion pass */
+  ox_slice_t raw[4] = {
+      OX_SLICE_LIT("\x80\xff\xc0\x80\xed\xa0\x80 \xe2\x82"),
+      OX_SLICE_LIT("\b\f\r\t\x01"),
+      OX_SLICE_LIT("\xe0\x9f\xbf\xf0\x8f\xbf\xbf\xf4\x90\x80\x80\xc1\xbf"),
+      OX_SLICE_LIT("\xe0\xa0\x80\xed\x9f\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\xc2\x80"),
+  };
+  CHECK_STR(enc(OX_DT_BYTES, raw, 4),
             "[\"\\u0080\\u00ff\\u00c0\\u0080\\u00ed\\u00a0\\u0080 \\u00e2\\u0082\","
-            "\"\\b\\f\\r\\t\\u0001\"]");
+            "\"\\b\\f\\r\\t\\u0001\","
+            "\"\\u00e0\\u009f\\u00bf\\u00f0\\u008f\\u00bf\\u00bf\\u00f4\\u0090\\u0080\\u0080"
+            "\\u00c1\\u00bf\","
+            "\"\xe0\xa0\x80\xed\x9f\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\xc2\x80\"]");
+  /* and the decoder accepts exactly the same set */
+  ox_slice_t back[1];
+  CHECK_INT(dec("[\"\xe0\xa0\x80\xed\x9f\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\xc2\x80\"]",
+                OX_DT_BYTES, 1, back),
+            0);
+  static const char *const bad[] = {"[\"\xe0\x9f\xbf\"]", "[\"\xf0\x8f\xbf\xbf\"]",
+                                    "[\"\xf4\x90\x80\x80\"]", "[\"\xc1\xbf\"]",
+                                    "[\"\xed\xa0\x80\"]", "[\"\xe2\x82\"]", "[\"\x80\"]"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CHECK_INT(dec(bad[i], OX_DT_BYTES, 1, back), OX_EINVALID);
 }
 
 TEST(bytes_rejections) {
@@ -786,7 +847,8 @@ TEST(guard_page) {
 
 TEST_MAIN(T(numconv_shortest_known_values), T(numconv_parse_grammar),
           T(numconv_random_doubles_shortest_and_exact), T(numconv_random_floats_shortest_and_exact),
-          T(numconv_parse_f32_correctly_rounded), T(half_conversions), T(fp32_round_trip),
+          T(numconv_parse_f32_correctly_rounded), T(numconv_parse_random_decimals),
+          T(half_conversions), T(fp32_round_trip),
           T(fp64_round_trip), T(fp16_round_trip), T(bf16_round_trip), T(integer_extremes),
           T(integer_rejections), T(bool_round_trip_and_rejections), T(bytes_round_trip),
           T(bytes_rejections), T(float_rejections), T(structure_and_counts), T(depth_limit),

@@ -1,0 +1,103 @@
+/* loadgen_worker.h: one load-generator thread: an epoll loop driving its share of the
+ * connections (see loadgen.c for the flags and the report).
+ *
+ * A run has two phases. Setup: every connection is opened, and each idle connection sends its
+ * one GET and reads the answer; then the worker waits at a barrier until the driver has set the
+ * clock (t_start, t_measure, t_end). Load: closed loop (each connection sends its next request as
+ * soon as the previous answer is in) or open loop (request k is due at a fixed intended time;
+ * when it is due it goes to a free connection, or waits for one, and its latency is counted from
+ * the intended time, so a stall is never hidden: coordinated omission). Latency is recorded for
+ * answers with the expected status (and body substring); everything else counts as an error.
+ *
+ * Zero allocation after setup: the request head and body are pre-encoded once and shared
+ * read-only by all connections (sent with writev), every connection owns one read buffer, and
+ * responses are parsed as a stream (loadgen_http.h) without ever being held whole.
+ */
+#ifndef OX_LG_WORKER_H
+#define OX_LG_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "loadgen_hist.h"
+#include "loadgen_http.h"
+
+/* Kinds of errors other than an unexpected status. */
+#define OX_LG_ERR_KINDS(X)                                                        \
+  X(CONNECT, "connect")   /* connection refused, reset or timed out while opening */ \
+  X(TIMEOUT, "timeout")   /* no complete answer within --timeout-ms */             \
+  X(IO, "io")             /* connection reset or closed before the answer ended */ \
+  X(PROTOCOL, "protocol") /* malformed answer, or bytes nobody asked for */        \
+  X(BODY, "body")         /* expected status, but --check-body not found */
+
+typedef enum {
+#define OX_LG_ERR_ENUM(e, name) OX_LG_ERR_##e,
+  OX_LG_ERR_KINDS(OX_LG_ERR_ENUM)
+#undef OX_LG_ERR_ENUM
+  OX_LG_ERR_COUNT_
+} ox_lg_err_kind_t;
+
+/* What every worker shares; read-only once the load phase starts. */
+typedef struct {
+  struct sockaddr_storage addr;
+  socklen_t addrlen;
+  const char *head;      /* pre-encoded request line and headers, borrowed */
+  size_t head_len;
+  const char *body;      /* request body, borrowed (may be NULL) */
+  size_t body_len;
+  const char *idle_req;  /* the idle connections' GET, borrowed */
+  size_t idle_req_len;
+  int head_request;      /* method is HEAD: answers have no body */
+  int expect_status;
+  const ox_lg_match_t *match; /* --check-body, or NULL */
+  uint64_t timeout_ns;
+  double rate;           /* total requests per second over all workers; 0: closed loop */
+  int nworkers;
+  /* Set by the driver between the two barriers, monotonic ns: */
+  uint64_t t_start;      /* load starts (open loop: request 0 is due) */
+  uint64_t t_measure;    /* warm-up ends: requests intended from here on count */
+  uint64_t t_end;        /* no request is sent or counted from here on; UINT64_MAX: none */
+  pthread_barrier_t *barrier; /* workers + driver, used twice */
+  atomic_int *stop;      /* set by SIGINT: end now */
+} ox_lg_config_t;
+
+typedef struct ox_lg_conn ox_lg_conn_t;
+
+typedef struct {
+  /* Set by the driver: */
+  const ox_lg_config_t *cfg;
+  int id;                 /* 0..nworkers-1 */
+  int nconns, nidle;      /* load and idle connections of this worker */
+  uint64_t max_requests;  /* counted requests to send; UINT64_MAX: no limit */
+
+  /* Results (valid after ox_lg_worker_run returns): */
+  ox_lg_hist_t hist;      /* latency of good answers, ns */
+  uint64_t requests;      /* counted requests that ended (answered, failed or timed out) */
+  uint64_t ok;
+  uint64_t errors;        /* failed requests plus connect failures */
+  uint64_t by_status[1000];
+  uint64_t by_kind[OX_LG_ERR_COUNT_];
+  uint64_t incomplete;    /* counted requests due or in flight when the run ended */
+  uint64_t bytes_sent, bytes_received; /* during the measured window */
+  uint64_t t_done;        /* when this worker's measured window ended (monotonic ns) */
+  int idle_ready;         /* idle connections that got their answer */
+  int idle_open;          /* ... and were still open at the end */
+  int setup_error;        /* 0, or a negative errno from setup (reported by the driver) */
+  int load_ready;         /* load connections connected at the end of setup */
+
+  /* Private: */
+  int epfd_;
+  ox_lg_conn_t *conns_;   /* nconns load then nidle idle connections */
+} ox_lg_worker_t;
+
+/* Thread body: runs setup, the two barriers and the load phase of one worker (arg is an
+ * ox_lg_worker_t). Always reaches both barriers, even after a setup failure. */
+void *ox_lg_worker_run(void *arg);
+
+/* Frees the worker's connections and buffers (closes every socket). */
+void ox_lg_worker_destroy(ox_lg_worker_t *w);
+
+#endif

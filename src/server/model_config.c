@@ -1,0 +1,504 @@
+/* model_config.c: reads, validates and renders a model's config.json (see model_config.h).
+ * Parsed with the bounded JSON scanner of proto/json.h; a config file is at most 1 MiB. */
+#include "server/model_config.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "proto/json.h"
+
+#define OX_CONFIG_MAX_BYTES (1 << 20)
+
+typedef struct {
+  ox_json_t js;
+  char *err;
+  size_t errcap;
+} cfg_parser_t;
+
+__attribute__((format(printf, 2, 3))) static int cfg_fail(cfg_parser_t *p, const char *fmt, ...) {
+  char msg[240];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  snprintf(p->err, p->errcap, "config.json: %s", msg);
+  return OX_EINVALID;
+}
+
+static int cfg_char(cfg_parser_t *p, char c) {
+  ox_json_ws(&p->js);
+  if (p->js.p >= p->js.end || *p->js.p != c) return OX_EINVALID;
+  p->js.p++;
+  return 0;
+}
+
+static int cfg_peek(cfg_parser_t *p, char c) {
+  ox_json_ws(&p->js);
+  return p->js.p < p->js.end && *p->js.p == c;
+}
+
+/* Reads an object key into key (NUL-terminated, escapes not allowed) and the colon. */
+static int cfg_key(cfg_parser_t *p, char *key, size_t cap) {
+  ox_json_ws(&p->js);
+  ox_slice_t s;
+  int esc;
+  if (p->js.p >= p->js.end || *p->js.p != '"' || ox_json_string(&p->js, &s, &esc) || esc ||
+      s.len >= cap)
+    return cfg_fail(p, "bad object key");
+  memcpy(key, s.ptr, s.len);
+  key[s.len] = 0;
+  if (cfg_char(p, ':')) return cfg_fail(p, "expected ':' after \"%s\"", key);
+  return 0;
+}
+
+static int cfg_uint(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, uint64_t *out) {
+  ox_json_ws(&p->js);
+  ox_json_number_t n;
+  if (p->js.p >= p->js.end || (*p->js.p != '-' && (*p->js.p < '0' || *p->js.p > '9')) ||
+      ox_json_number(&p->js, &n) || !n.integral || n.overflow || (n.neg && n.mag) ||
+      n.mag < min || n.mag > max) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "'%s' must be an integer from %" PRIu64 " to %" PRIu64, key, min,
+             max);
+    return cfg_fail(p, "%s", msg);
+  }
+  *out = n.mag;
+  return 0;
+}
+
+static int cfg_bool(cfg_parser_t *p, const char *key, int *out) {
+  ox_json_ws(&p->js);
+  size_t left = (size_t)(p->js.end - p->js.p);
+  if (left >= 4 && !memcmp(p->js.p, "true", 4)) {
+    p->js.p += 4;
+    *out = 1;
+    return 0;
+  }
+  if (left >= 5 && !memcmp(p->js.p, "false", 5)) {
+    p->js.p += 5;
+    *out = 0;
+    return 0;
+  }
+  return cfg_fail(p, "'%s' must be true or false", key);
+}
+
+static int cfg_str(cfg_parser_t *p, const char *key, char *out, size_t cap) {
+  ox_json_ws(&p->js);
+  ox_slice_t s;
+  int esc;
+  if (p->js.p >= p->js.end || *p->js.p != '"' || ox_json_string(&p->js, &s, &esc) || esc ||
+      s.len >= cap)
+    return cfg_fail(p, "'%s' must be a short string without escapes", key);
+  memcpy(out, s.ptr, s.len);
+  out[s.len] = 0;
+  return 0;
+}
+
+/* Iterates an object: calls fn for each key with the cursor at its value. */
+typedef int (*cfg_member_fn)(cfg_parser_t *p, const char *key, void *ctx);
+static int cfg_object(cfg_parser_t *p, const char *what, cfg_member_fn fn, void *ctx) {
+  if (cfg_char(p, '{')) return cfg_fail(p, "%s must be an object", what);
+  if (cfg_peek(p, '}')) {
+    p->js.p++;
+    return 0;
+  }
+  for (;;) {
+    char key[128];
+    int rc = cfg_key(p, key, sizeof key);
+    if (rc) return rc;
+    rc = fn(p, key, ctx);
+    if (rc) return rc;
+    if (cfg_peek(p, ',')) {
+      p->js.p++;
+      continue;
+    }
+    if (cfg_char(p, '}')) return cfg_fail(p, "expected ',' or '}' in %s", what);
+    return 0;
+  }
+}
+
+typedef struct {
+  ox_model_config_t *cfg;
+  const ox_model_t *m;
+  int seen_max_batch, seen_db;
+  ox_warmup_t *w;
+} cfg_ctx_t;
+
+static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_sched_config_t *s = &c->cfg->sched;
+  uint64_t v;
+  int rc;
+  if (!strcmp(key, "max_queue_delay_microseconds")) {
+    rc = cfg_uint(p, key, 0, 10000000, &v);
+    s->max_queue_delay_us = v;
+  } else if (!strcmp(key, "max_queue_size")) {
+    rc = cfg_uint(p, key, 0, 1000000, &v);
+    s->max_queue_size = (uint32_t)v;
+  } else if (!strcmp(key, "default_timeout_microseconds")) {
+    rc = cfg_uint(p, key, 0, 3600000000ull, &v);
+    s->default_timeout_us = v;
+  } else if (!strcmp(key, "preferred_batch_size")) {
+    if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array", key);
+    s->num_preferred = 0;
+    if (cfg_peek(p, ']')) {
+      p->js.p++;
+      return 0;
+    }
+    for (;;) {
+      if (s->num_preferred == OX_MAX_PREFERRED) return cfg_fail(p, "too many preferred_batch_size values");
+      rc = cfg_uint(p, key, 1, 1024, &v);
+      if (rc) return rc;
+      s->preferred_batch_size[s->num_preferred++] = (uint32_t)v;
+      if (cfg_peek(p, ',')) {
+        p->js.p++;
+        continue;
+      }
+      if (cfg_char(p, ']')) return cfg_fail(p, "bad '%s' array", key);
+      return 0;
+    }
+  } else {
+    return cfg_fail(p, "unknown key 'dynamic_batching.%s'", key);
+  }
+  return rc;
+}
+
+static int warm_input_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_warmup_t *w = c->w;
+  typeof(w->inputs[0]) *in = &w->inputs[w->num_inputs - 1];
+  if (!strcmp(key, "data_type")) {
+    char t[32];
+    int rc = cfg_str(p, key, t, sizeof t);
+    if (rc) return rc;
+    static const struct { const char *n; ox_dtype_t d; } map[] = {
+        {"TYPE_BOOL", OX_DT_BOOL}, {"TYPE_UINT8", OX_DT_UINT8}, {"TYPE_UINT16", OX_DT_UINT16},
+        {"TYPE_UINT32", OX_DT_UINT32}, {"TYPE_UINT64", OX_DT_UINT64}, {"TYPE_INT8", OX_DT_INT8},
+        {"TYPE_INT16", OX_DT_INT16}, {"TYPE_INT32", OX_DT_INT32}, {"TYPE_INT64", OX_DT_INT64},
+        {"TYPE_FP16", OX_DT_FP16}, {"TYPE_BF16", OX_DT_BF16}, {"TYPE_FP32", OX_DT_FP32},
+        {"TYPE_FP64", OX_DT_FP64}, {"TYPE_STRING", OX_DT_BYTES}};
+    in->dtype = OX_DT_INVALID;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+      if (!strcmp(map[i].n, t)) in->dtype = map[i].d;
+    if (in->dtype == OX_DT_INVALID) return cfg_fail(p, "unknown warm-up data_type '%s'", t);
+    return 0;
+  }
+  if (!strcmp(key, "dims")) {
+    if (cfg_char(p, '[')) return cfg_fail(p, "'dims' must be an array");
+    in->rank = 0;
+    if (cfg_peek(p, ']')) {
+      p->js.p++;
+      return 0;
+    }
+    for (;;) {
+      uint64_t v;
+      if (in->rank == OX_RT_MAX_RANK - 1) return cfg_fail(p, "too many warm-up dims");
+      int rc = cfg_uint(p, "dims", 0, 1 << 20, &v);
+      if (rc) return rc;
+      in->dims[in->rank++] = (int64_t)v;
+      if (cfg_peek(p, ',')) {
+        p->js.p++;
+        continue;
+      }
+      if (cfg_char(p, ']')) return cfg_fail(p, "bad 'dims' array");
+      return 0;
+    }
+  }
+  int b;
+  if (!strcmp(key, "zero_data")) {
+    int rc = cfg_bool(p, key, &b);
+    if (!rc && b) in->kind = 0;
+    return rc;
+  }
+  if (!strcmp(key, "random_data")) {
+    int rc = cfg_bool(p, key, &b);
+    if (!rc && b) in->kind = 1;
+    return rc;
+  }
+  if (!strcmp(key, "input_data_file")) {
+    in->kind = 2;
+    int rc = cfg_str(p, key, in->file, sizeof in->file);
+    if (!rc && (strchr(in->file, '/') || !strcmp(in->file, "..") || !strcmp(in->file, ".")))
+      return cfg_fail(p, "input_data_file '%s' must be a file name in the model's warmup/ folder", in->file);
+    return rc;
+  }
+  return cfg_fail(p, "unknown key 'model_warmup.inputs.*.%s'", key);
+}
+
+static int warm_inputs_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_warmup_t *w = c->w;
+  if (w->num_inputs == sizeof w->inputs / sizeof w->inputs[0]) return cfg_fail(p, "too many warm-up inputs");
+  typeof(w->inputs[0]) *in = &w->inputs[w->num_inputs++];
+  memset(in, 0, sizeof *in);
+  if (strlen(key) >= sizeof in->name) return cfg_fail(p, "warm-up input name too long");
+  strcpy(in->name, key);
+  return cfg_object(p, "a warm-up input", warm_input_member, c);
+}
+
+static int warm_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  uint64_t v;
+  if (!strcmp(key, "name")) return cfg_str(p, key, c->w->name, sizeof c->w->name);
+  if (!strcmp(key, "batch_size")) {
+    int rc = cfg_uint(p, key, 1, 1024, &v);
+    c->w->batch_size = (uint32_t)v;
+    return rc;
+  }
+  if (!strcmp(key, "count")) {
+    int rc = cfg_uint(p, key, 1, 1000, &v);
+    c->w->count = (uint32_t)v;
+    return rc;
+  }
+  if (!strcmp(key, "inputs")) return cfg_object(p, "'model_warmup.inputs'", warm_inputs_member, c);
+  return cfg_fail(p, "unknown key 'model_warmup.%s'", key);
+}
+
+static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_sched_config_t *s = &c->cfg->sched;
+  uint64_t v;
+  int rc;
+  if (!strcmp(key, "name")) {
+    char name[256];
+    rc = cfg_str(p, key, name, sizeof name);
+    if (!rc && strcmp(name, c->m->name)) return cfg_fail(p, "'name' is '%.100s', not the folder's name", name);
+    return rc;
+  }
+  if (!strcmp(key, "max_batch_size")) {
+    rc = cfg_uint(p, key, 0, 1024, &v);
+    s->max_batch_size = (uint32_t)v;
+    c->seen_max_batch = 1;
+    return rc;
+  }
+  if (!strcmp(key, "instance_count")) {
+    rc = cfg_uint(p, key, 1, 64, &v);
+    s->instance_count = (uint32_t)v;
+    return rc;
+  }
+  if (!strcmp(key, "dynamic_batching")) {
+    c->seen_db = 1;
+    return cfg_object(p, "'dynamic_batching'", db_member, c);
+  }
+  if (!strcmp(key, "model_warmup")) {
+    if (cfg_char(p, '[')) return cfg_fail(p, "'model_warmup' must be an array");
+    if (cfg_peek(p, ']')) {
+      p->js.p++;
+      return 0;
+    }
+    for (;;) {
+      if (c->cfg->num_warmup == 16) return cfg_fail(p, "more than 16 model_warmup entries");
+      ox_warmup_t *nw = realloc(c->cfg->warmup, sizeof *nw * (c->cfg->num_warmup + 1));
+      if (!nw) return OX_ENOMEM;
+      c->cfg->warmup = nw;
+      c->w = &nw[c->cfg->num_warmup++];
+      memset(c->w, 0, sizeof *c->w);
+      c->w->batch_size = 1;
+      c->w->count = 1;
+      rc = cfg_object(p, "a model_warmup entry", warm_member, c);
+      if (rc) return rc;
+      if (cfg_peek(p, ',')) {
+        p->js.p++;
+        continue;
+      }
+      if (cfg_char(p, ']')) return cfg_fail(p, "bad 'model_warmup' array");
+      return 0;
+    }
+  }
+  return cfg_fail(p, "unknown key '%s'", key);
+}
+
+static int batchable(const ox_model_t *m) {
+  for (size_t i = 0; i < m->num_inputs; i++)
+    if (m->inputs[i].rank < 1 || m->inputs[i].dims[0] != -1) return 0;
+  for (size_t i = 0; i < m->num_outputs; i++)
+    if (m->outputs[i].rank < 1 || m->outputs[i].dims[0] != -1) return 0;
+  return m->num_inputs > 0;
+}
+
+int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_threads,
+                         ox_model_config_t *cfg, char *err, size_t errcap) {
+  memset(cfg, 0, sizeof *cfg);
+  int can_batch = batchable(m);
+  cfg->sched.max_batch_size = can_batch ? 32 : 0;
+  cfg->sched.instance_count = (uint32_t)(infer_threads > 0 ? infer_threads : 1);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s/config.json", repo_dir, m->name);
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  cfg->from_file = 1;
+  char *text = malloc(OX_CONFIG_MAX_BYTES + 1);
+  size_t len = text ? fread(text, 1, OX_CONFIG_MAX_BYTES + 1, f) : 0;
+  fclose(f);
+  if (!text) return OX_ENOMEM;
+  if (len > OX_CONFIG_MAX_BYTES) {
+    free(text);
+    snprintf(err, errcap, "config.json: larger than 1 MiB");
+    return OX_EINVALID;
+  }
+  cfg_parser_t p = {.err = err, .errcap = errcap};
+  ox_json_init(&p.js, text, len);
+  cfg_ctx_t ctx = {.cfg = cfg, .m = m};
+  int rc = ox_json_validate(&p.js);
+  if (rc) {
+    snprintf(err, errcap, "config.json: invalid JSON (%s)", p.js.err ? p.js.err : "syntax");
+  } else {
+    ox_json_init(&p.js, text, len);
+    rc = cfg_object(&p, "config.json", top_member, &ctx);
+  }
+  free(text);
+  if (rc) return rc == OX_ENOMEM ? rc : OX_EINVALID;
+  ox_sched_config_t *s = &cfg->sched;
+  if (s->max_batch_size > 0 && !can_batch) {
+    snprintf(err, errcap, "config.json: 'max_batch_size' needs a dynamic first dimension on every "
+             "input and output");
+    return OX_EINVALID;
+  }
+  for (size_t i = 0; i < s->num_preferred; i++) {
+    if (s->preferred_batch_size[i] > s->max_batch_size) {
+      snprintf(err, errcap, "config.json: 'dynamic_batching.preferred_batch_size' %u exceeds "
+               "'max_batch_size' %u", s->preferred_batch_size[i], s->max_batch_size);
+      return OX_EINVALID;
+    }
+  }
+  for (size_t k = 0; k < cfg->num_warmup; k++) {
+    ox_warmup_t *w = &cfg->warmup[k];
+    for (size_t i = 0; i < w->num_inputs; i++) {
+      if (w->inputs[i].dtype == OX_DT_INVALID) {
+        snprintf(err, errcap, "config.json: warm-up input '%s' has no data_type", w->inputs[i].name);
+        return OX_EINVALID;
+      }
+    }
+  }
+  return 0;
+}
+
+void ox_model_config_free(ox_model_config_t *cfg) {
+  free(cfg->warmup);
+  cfg->warmup = NULL;
+  cfg->num_warmup = 0;
+}
+
+/* xorshift64*: deterministic warm-up data. */
+static uint64_t rnd_next(uint64_t *s) {
+  *s ^= *s >> 12;
+  *s ^= *s << 25;
+  *s ^= *s >> 27;
+  return *s * 2685821657736338717ull;
+}
+
+int ox_model_config_warmup(const char *repo_dir, ox_model_t *m, const ox_model_config_t *cfg,
+                           char *err, size_t errcap) {
+  for (size_t k = 0; k < cfg->num_warmup; k++) {
+    const ox_warmup_t *w = &cfg->warmup[k];
+    ox_tensor_in_t *ins = calloc(m->num_inputs + 1, sizeof *ins);
+    int64_t (*shapes)[OX_RT_MAX_RANK] = calloc(m->num_inputs + 1, sizeof *shapes);
+    void **bufs = calloc(m->num_inputs + 1, sizeof *bufs);
+    size_t *out_idx = calloc(m->num_outputs + 1, sizeof *out_idx);
+    ox_tensor_out_t *outs = calloc(m->num_outputs + 1, sizeof *outs);
+    int rc = (!ins || !shapes || !bufs || !out_idx || !outs) ? OX_ENOMEM : 0;
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; !rc && i < m->num_inputs; i++) {
+      const ox_tensor_info_t *info = &m->inputs[i];
+      size_t j = 0;
+      while (j < w->num_inputs && strcmp(w->inputs[j].name, info->name)) j++;
+      if (j == w->num_inputs) {
+        snprintf(err, errcap, "warm-up '%s': no data for input '%s'", w->name, info->name);
+        rc = OX_EINVALID;
+        break;
+      }
+      const typeof(w->inputs[0]) *wi = &w->inputs[j];
+      int rank = 0;
+      if (cfg->sched.max_batch_size > 0) shapes[i][rank++] = w->batch_size;
+      for (int d = 0; d < wi->rank; d++) shapes[i][rank++] = wi->dims[d];
+      uint64_t count = 1;
+      for (int d = 0; d < rank; d++) count *= (uint64_t)shapes[i][d];
+      size_t esz = ox_dtype_size(wi->dtype);
+      ins[i] = (ox_tensor_in_t){.dtype = wi->dtype, .rank = rank, .shape = shapes[i], .count = count};
+      if (wi->dtype == OX_DT_BYTES) {
+        ox_slice_t *sl = calloc(count ? count : 1, sizeof *sl);
+        if (!sl) { rc = OX_ENOMEM; break; }
+        for (uint64_t e = 0; e < count; e++) sl[e] = ox_slice("", 0);
+        bufs[i] = sl;
+        ins[i].strings = sl;
+        continue;
+      }
+      size_t nbytes = (size_t)count * esz;
+      char *buf = NULL;
+      if (posix_memalign((void **)&buf, 64, nbytes ? nbytes : 64)) { rc = OX_ENOMEM; break; }
+      bufs[i] = buf;
+      memset(buf, 0, nbytes);
+      if (wi->kind == 1) {
+        for (uint64_t e = 0; e < count; e++) {
+          uint64_t r = rnd_next(&seed);
+          if (wi->dtype == OX_DT_FP32) ((float *)buf)[e] = (float)(r >> 40) / (float)(1 << 24);
+          else if (wi->dtype == OX_DT_FP64) ((double *)buf)[e] = (double)(r >> 11) / 9007199254740992.0;
+          else if (wi->dtype == OX_DT_BOOL) buf[e] = (char)(r & 1);
+          else if (wi->dtype == OX_DT_FP16 || wi->dtype == OX_DT_BF16) ((uint16_t *)buf)[e] = 0x3800; /* 0.5 / ~0.5 */
+          else memcpy(buf + e * esz, &r, esz < 2 ? esz : 1); /* small non-negative integers */
+        }
+      } else if (wi->kind == 2) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s/warmup/%s", repo_dir, m->name, wi->file);
+        FILE *f = fopen(path, "rb");
+        size_t got = f ? fread(buf, 1, nbytes, f) : 0;
+        int extra = f ? fgetc(f) != EOF : 0;
+        if (f) fclose(f);
+        if (!f || got != nbytes || extra) {
+          snprintf(err, errcap, "warm-up '%s': input_data_file '%s' missing or not %zu bytes",
+                   w->name, wi->file, nbytes);
+          rc = OX_EINVALID;
+          break;
+        }
+      }
+      ins[i].data = buf;
+      ins[i].nbytes = nbytes;
+    }
+    for (size_t j = 0; j < m->num_outputs; j++) out_idx[j] = j;
+    for (uint32_t n = 0; !rc && n < w->count; n++) {
+      char rerr[256];
+      rc = ox_model_run(m, ins, out_idx, m->num_outputs, outs, NULL, rerr, sizeof rerr);
+      if (rc) snprintf(err, errcap, "warm-up '%s' failed: %s", w->name, rerr);
+      for (size_t j = 0; !rc && j < m->num_outputs; j++) ox_tensor_out_release(&outs[j]);
+    }
+    if (bufs)
+      for (size_t i = 0; i < m->num_inputs; i++) free(bufs[i]);
+    free(ins);
+    free(shapes);
+    free(bufs);
+    free(out_idx);
+    free(outs);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+int ox_model_config_json(ox_buf_t *o, const ox_model_t *m, const ox_model_config_t *cfg) {
+  const ox_sched_config_t *s = &cfg->sched;
+  int rc = ox_buf_puts(o, "{\"name\":");
+  rc |= ox_buf_append_json_string(o, m->name, strlen(m->name));
+  rc |= ox_buf_printf(o, ",\"platform\":\"onnx_onnxv1\",\"backend\":\"onnxruntime\","
+                         "\"max_batch_size\":%u,\"instance_count\":%u",
+                      s->max_batch_size, s->instance_count);
+  if (s->max_batch_size > 0) {
+    rc |= ox_buf_printf(o, ",\"dynamic_batching\":{\"max_queue_delay_microseconds\":%" PRIu64
+                           ",\"preferred_batch_size\":[",
+                        s->max_queue_delay_us);
+    for (size_t i = 0; i < s->num_preferred; i++)
+      rc |= ox_buf_printf(o, i ? ",%u" : "%u", s->preferred_batch_size[i]);
+    rc |= ox_buf_printf(o, "],\"max_queue_size\":%u,\"default_timeout_microseconds\":%" PRIu64 "}",
+                        s->max_queue_size, s->default_timeout_us);
+  } else {
+    rc |= ox_buf_printf(o, ",\"max_queue_size\":%u,\"default_timeout_microseconds\":%" PRIu64,
+                        s->max_queue_size, s->default_timeout_us);
+  }
+  rc |= ox_buf_printf(o, ",\"model_warmup_count\":%zu,\"config_file\":%s}", cfg->num_warmup,
+                      cfg->from_file ? "true" : "false");
+  return rc ? OX_ENOMEM : 0;
+}
