@@ -14,6 +14,7 @@
  */
 #include "http/http_parser.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -21,6 +22,7 @@
 /* ---- character classes ----------------------------------------------------------------- */
 
 /* tchar (RFC 9110 5.6.2): "!#$%&'*+-.^_`|~", DIGIT, ALPHA. */
+/* clang-format off */
 static const unsigned char k_tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
     ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
@@ -35,13 +37,22 @@ static const unsigned char k_tchar[256] = {
     ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
     ['y'] = 1, ['z'] = 1,
 };
+/* clang-format on */
 
-static inline int is_tchar(unsigned char c) { return k_tchar[c]; }
-static inline int is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
+static inline int is_tchar(unsigned char c) {
+  return k_tchar[c];
+}
+static inline int is_ows(unsigned char c) {
+  return c == ' ' || c == '\t';
+}
 /* Field-value bytes: HTAB, SP, VCHAR, obs-text. Everything else is a CTL (or CR, LF). */
-static inline int is_value_char(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+static inline int is_value_char(unsigned char c) {
+  return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
 /* Request-target bytes: VCHAR only (RFC 3986 characters; non-ASCII must be percent-encoded). */
-static inline int is_target_char(unsigned char c) { return c > 0x20 && c < 0x7f; }
+static inline int is_target_char(unsigned char c) {
+  return c > 0x20 && c < 0x7f;
+}
 
 static inline int hex_value(unsigned char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -103,9 +114,9 @@ static int rl_peek(head_parse_t *hp, size_t ls, unsigned char *c) {
 }
 
 static int check_target_form(const char *t, size_t n) {
-  if (t[0] == '/') return 1;                 /* origin-form */
-  if (n == 1 && t[0] == '*') return 1;       /* asterisk-form */
-  unsigned char c0 = (unsigned char)t[0];    /* absolute-form "scheme:..." or authority-form */
+  if (t[0] == '/') return 1;              /* origin-form */
+  if (n == 1 && t[0] == '*') return 1;    /* asterisk-form */
+  unsigned char c0 = (unsigned char)t[0]; /* absolute-form "scheme:..." or authority-form */
   if (!((c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z'))) return 0;
   return memchr(t, ':', n) != NULL;
 }
@@ -340,7 +351,8 @@ static int parse_headers(head_parse_t *hp, ox_http_request_t *req) {
     hp->pos++;
     /* the LF belongs to the line: it counts towards the block but not the line length */
     if (hp->pos >= hp->len) return OX_ENEED_MORE;
-    if (hp->pos - hs >= hp->lim->max_head) FAIL(hp, OX_EHEADERS_TOO_LARGE, "header block too large");
+    if (hp->pos - hs >= hp->lim->max_head)
+      FAIL(hp, OX_EHEADERS_TOO_LARGE, "header block too large");
     if (buf[hp->pos] != '\n') FAIL(hp, OX_EINVALID, "bare CR in header");
     hp->pos++;
 
@@ -375,6 +387,11 @@ int ox_http_parse_head(const char *buf, size_t len, const ox_http_limits_t *lim,
   if ((rc = parse_request_line(&hp, req)) != 0) goto out;
   if ((rc = parse_headers(&hp, req)) != 0) goto out;
 
+  if (hp.pos > INT_MAX) { /* only reachable with absurd limits: the length must fit the int */
+    hp.why = "head too large";
+    rc = OX_EHEADERS_TOO_LARGE;
+    goto out;
+  }
   if (!req->has_content_length) req->content_length = 0;
   if (hp.conn_close)
     req->keep_alive = 0;
@@ -401,9 +418,9 @@ ox_slice_t ox_http_header(const ox_http_request_t *req, const char *name) {
 
 /* ---- chunked decoder -------------------------------------------------------------------- */
 
-#define CHUNK_LINE_MAX 1024u     /* size line (size + extensions) or one trailer line, no CRLF */
-#define CHUNK_TRAILER_MAX 8192u  /* all trailer lines with their CRLFs */
-#define CHUNK_COUNT_MAX 65536u   /* data chunks per body */
+#define CHUNK_LINE_MAX 1024u    /* size line (size + extensions) or one trailer line, no CRLF */
+#define CHUNK_TRAILER_MAX 8192u /* all trailer lines with their CRLFs */
+#define CHUNK_COUNT_MAX 65536u  /* data chunks per body */
 
 /* States. RFC 9112 7.1:
  *   chunk-size [ BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] ]* CRLF
@@ -424,16 +441,16 @@ enum {
   CS_EXT_AFTER_Q,    /* after the closing quote: ';', BWS or CR */
   CS_SIZE_LF,        /* LF ending the size line */
   CS_DATA,           /* d->remaining bytes of chunk data */
-  CS_DATA_CR,        /* CRLF after the data */
-  CS_DATA_LF,
+  CS_DATA_CR,        /* CR after the data */
+  CS_DATA_LF,        /* LF after the data */
   CS_TR_START,       /* start of a trailer line, or the final CRLF */
   CS_TR_NAME,        /* trailer field name */
   CS_TR_VALUE,       /* trailer field value */
   CS_TR_LF,          /* LF ending a trailer line */
   CS_END_LF,         /* LF ending the body */
-  CS_DONE,
-  CS_ERR_INVALID, /* sticky errors: a decoder that failed keeps failing */
-  CS_ERR_TOO_LARGE,
+  CS_DONE,           /* complete: later calls read nothing */
+  CS_ERR_INVALID,    /* failed: later calls fail the same way */
+  CS_ERR_TOO_LARGE,  /* failed on max_body, likewise */
 };
 
 static inline int is_qdtext(unsigned char c) {

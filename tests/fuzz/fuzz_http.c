@@ -22,12 +22,12 @@
 #include "core/error.h"
 #include "http/http_parser.h"
 
-#define REQUIRE(cond)                                                          \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
+#define REQUIRE(cond)                                                               \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
       fprintf(stderr, "fuzz_http: %s:%d: broken: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
+      abort();                                                                      \
+    }                                                                               \
   } while (0)
 
 typedef struct {
@@ -60,6 +60,14 @@ static int is_tchar(unsigned char c) {
          (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
+static int hex_digit(char ch) {
+  unsigned char c = (unsigned char)ch;
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 static int in_buf(ox_slice_t s, const char *buf, size_t len) {
   return s.ptr >= buf && s.len <= len && (size_t)(s.ptr - buf) <= len - s.len;
 }
@@ -67,6 +75,69 @@ static int in_buf(ox_slice_t s, const char *buf, size_t len) {
 static int is_known_head_error(int r) {
   return r == OX_ENEED_MORE || r == OX_EINVALID || r == OX_EURI_TOO_LONG ||
          r == OX_EHEADERS_TOO_LARGE || r == OX_ENOT_IMPLEMENTED || r == OX_ETOO_LARGE;
+}
+
+/* An independent, slow re-derivation of what a successful parse must have found. */
+static int list_has(ox_slice_t v, const char *tok) {
+  size_t i = 0;
+  while (i <= v.len) {
+    size_t s = i;
+    while (i < v.len && v.ptr[i] != ',') i++;
+    size_t e = i;
+    while (s < e && (v.ptr[s] == ' ' || v.ptr[s] == '\t')) s++;
+    while (e > s && (v.ptr[e - 1] == ' ' || v.ptr[e - 1] == '\t')) e--;
+    if (ox_slice_eq_nocase(ox_slice(v.ptr + s, e - s), tok)) return 1;
+    i++;
+  }
+  return 0;
+}
+
+static void oracle(const char *buf, int r, const ox_http_limits_t *lim,
+                   const ox_http_request_t *req) {
+  /* lines are contiguous, end in CRLF and respect their limits */
+  const char *rl_end = req->target.ptr + req->target.len + 9; /* " HTTP/1.x" */
+  REQUIRE(rl_end + 2 <= buf + r && rl_end[0] == '\r' && rl_end[1] == '\n');
+  REQUIRE((size_t)(rl_end - req->method.ptr) <= lim->max_request_line);
+  REQUIRE(req->method.ptr == buf || (req->method.ptr == buf + 2 && buf[0] == '\r'));
+  const char *line = rl_end + 2;
+  size_t n_cl = 0, n_te = 0, expect = 0;
+  int close = 0, keep = 0;
+  for (size_t h = 0; h < req->num_headers; h++) {
+    ox_slice_t n = req->headers[h].name, v = req->headers[h].value;
+    REQUIRE(n.ptr == line);
+    const char *e = v.ptr + v.len;
+    while (*e == ' ' || *e == '\t') e++;
+    REQUIRE(e[0] == '\r' && e[1] == '\n');
+    REQUIRE((size_t)(e - line) <= lim->max_header_line);
+    line = e + 2;
+    if (ox_slice_eq_nocase(n, "content-length")) {
+      n_cl++;
+      uint64_t x = 0;
+      REQUIRE(v.len > 0);
+      for (size_t i = 0; i < v.len; i++) {
+        REQUIRE(v.ptr[i] >= '0' && v.ptr[i] <= '9');
+        REQUIRE(!__builtin_mul_overflow(x, 10, &x));
+        REQUIRE(!__builtin_add_overflow(x, (uint64_t)(v.ptr[i] - '0'), &x));
+      }
+      REQUIRE(req->content_length == x);
+    }
+    if (ox_slice_eq_nocase(n, "transfer-encoding")) {
+      n_te++;
+      REQUIRE(ox_slice_eq_nocase(v, "chunked"));
+    }
+    if (ox_slice_eq_nocase(n, "connection")) {
+      close |= list_has(v, "close");
+      keep |= list_has(v, "keep-alive");
+    }
+    if (ox_slice_eq_nocase(n, "expect") && ox_slice_eq_nocase(v, "100-continue")) expect = 1;
+  }
+  REQUIRE(line + 2 == buf + r);
+  REQUIRE((size_t)(line - (rl_end + 2)) <= lim->max_head);
+  REQUIRE(n_cl <= 1 && n_te <= 1 && !(n_cl && n_te));
+  REQUIRE(req->has_content_length == (n_cl == 1));
+  REQUIRE(req->chunked == (n_te == 1));
+  REQUIRE(req->keep_alive == (!close && (req->minor_version == 1 || keep)));
+  REQUIRE(req->expect_continue == (int)(expect && req->minor_version == 1));
 }
 
 static void check_request(const char *buf, size_t len, int r, const ox_http_limits_t *lim,
@@ -105,6 +176,7 @@ static void check_request(const char *buf, size_t len, int r, const ox_http_limi
       REQUIRE(v.ptr[v.len - 1] != ' ' && v.ptr[v.len - 1] != '\t');
     }
   }
+  oracle(buf, r, lim, req);
   REQUIRE(!(req->chunked && req->has_content_length));
   REQUIRE(!req->chunked || req->minor_version == 1);
   REQUIRE(req->has_content_length || req->content_length == 0);
@@ -169,6 +241,123 @@ static int check_head(const uint8_t *data, size_t size, const ox_http_limits_t *
   return r;
 }
 
+/* A reference chunked decoder written differently on purpose: whole lines at a time, on the
+ * whole input, no state machine. It only finds an error once the offending line is complete,
+ * where the real decoder refuses the first bad byte, so the comparison allows for that. */
+static int ows(char c) {
+  return c == ' ' || c == '\t';
+}
+
+static int ref_ext_ok(const char *l, size_t n) {
+  size_t i = 0;
+  while (i < n && hex_digit(l[i]) >= 0) i++;
+  if (i == 0) return 0;
+  while (i < n) {
+    while (i < n && ows(l[i])) i++;
+    if (i == n || l[i++] != ';') return 0;
+    while (i < n && ows(l[i])) i++;
+    size_t s = i;
+    while (i < n && is_tchar((unsigned char)l[i])) i++;
+    if (i == s) return 0;
+    size_t k = i;
+    while (i < n && ows(l[i])) i++;
+    if (i == n || l[i] != '=') {
+      i = k;
+      continue;
+    }
+    i++;
+    while (i < n && ows(l[i])) i++;
+    if (i < n && l[i] == '"') {
+      for (i++;; i++) {
+        if (i == n) return 0;
+        unsigned char c = (unsigned char)l[i];
+        if (c == '"') break;
+        if (c == '\\') {
+          if (++i == n) return 0;
+          c = (unsigned char)l[i];
+          if (!(c == '\t' || (c >= 0x20 && c != 0x7f))) return 0;
+        } else if (!(c == '\t' || (c >= 0x20 && c != 0x7f))) {
+          return 0;
+        }
+      }
+      i++;
+    } else {
+      s = i;
+      while (i < n && is_tchar((unsigned char)l[i])) i++;
+      if (i == s) return 0;
+    }
+  }
+  return 1;
+}
+
+static int ref_field_ok(const char *l, size_t n) {
+  size_t i = 0;
+  while (i < n && is_tchar((unsigned char)l[i])) i++;
+  if (i == 0 || i == n || l[i] != ':') return 0;
+  for (i++; i < n; i++) {
+    unsigned char c = (unsigned char)l[i];
+    if (!(c == '\t' || (c >= 0x20 && c != 0x7f))) return 0;
+  }
+  return 1;
+}
+
+/* Finds the line at pos: 1 with *len when its CRLF is there, 0 when incomplete, -1 when bad. */
+static int ref_line(const char *in, size_t n, size_t pos, size_t *len) {
+  for (size_t i = pos; i < n; i++) {
+    if (in[i] == '\n') return -1;
+    if (in[i] == '\r') {
+      if (i + 1 == n) return 0;
+      if (in[i + 1] != '\n') return -1;
+      *len = i - pos;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int ref_chunked(const char *in, size_t n, uint64_t max_body, char *out, size_t *consumed,
+                       size_t *produced) {
+  size_t pos = 0, o = 0, len = 0, chunks = 0, trailer = 0;
+  uint64_t total = 0;
+  int rc;
+  *consumed = *produced = 0;
+  for (;;) {
+    if ((rc = ref_line(in, n, pos, &len)) <= 0) return rc ? OX_EINVALID : OX_ENEED_MORE;
+    if (len > 1024 || !ref_ext_ok(in + pos, len)) return OX_EINVALID;
+    uint64_t size = 0;
+    for (size_t i = pos; hex_digit(in[i]) >= 0; i++)
+      if (size >> 60)
+        return OX_EINVALID;
+      else
+        size = size * 16 + (uint64_t)hex_digit(in[i]);
+    pos += len + 2;
+    if (size == 0) break;
+    if (++chunks > 65536) return OX_EINVALID;
+    if (size > max_body - total) return OX_ETOO_LARGE;
+    total += size;
+    size_t take = n - pos < size ? n - pos : (size_t)size;
+    memcpy(out + o, in + pos, take);
+    o += take;
+    pos += take;
+    *produced = o;
+    if (take < size) return OX_ENEED_MORE;
+    if (pos < n && in[pos] != '\r') return OX_EINVALID;
+    if (pos + 1 < n && in[pos + 1] != '\n') return OX_EINVALID;
+    if (pos + 2 > n) return OX_ENEED_MORE;
+    pos += 2;
+  }
+  for (;;) {
+    if ((rc = ref_line(in, n, pos, &len)) <= 0) return rc ? OX_EINVALID : OX_ENEED_MORE;
+    if (len == 0) {
+      *consumed = pos + 2;
+      return 0;
+    }
+    trailer += len + 2;
+    if (len > 1024 || trailer > 8192 || !ref_field_ok(in + pos, len)) return OX_EINVALID;
+    pos += len + 2;
+  }
+}
+
 typedef struct {
   int rc;
   size_t consumed, produced;
@@ -201,6 +390,21 @@ static void check_chunked(const uint8_t *data, size_t size, uint64_t max_body, r
   check_call(&d, one.rc, size, one.consumed, one.produced, one.why);
   REQUIRE(d.total == one.produced);
   one.total = d.total;
+  /* the reference agrees on every complete line */
+  char *out2 = malloc(size ? size : 1);
+  REQUIRE(out2 != NULL);
+  size_t rc2_consumed = 0, rc2_produced = 0;
+  int rc2 = ref_chunked(in, size, max_body, out2, &rc2_consumed, &rc2_produced);
+  if (rc2 == 0) {
+    REQUIRE(one.rc == 0 && one.consumed == rc2_consumed);
+  } else if (rc2 == OX_ENEED_MORE) {
+    REQUIRE(one.rc == OX_ENEED_MORE || one.rc == OX_EINVALID);
+  } else {
+    REQUIRE(one.rc == rc2);
+  }
+  if (one.rc == rc2) REQUIRE(one.produced == rc2_produced);
+  REQUIRE(one.produced <= rc2_produced && memcmp(out1, out2, one.produced) == 0);
+  free(out2);
   /* once finished, nothing more is taken */
   if (one.rc != OX_ENEED_MORE) {
     size_t c = 99, p = 99;
@@ -254,9 +458,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int r = check_head(data, size, &lim, &rng);
   int chunked_request = r > 0 && g_full.chunked;
 
-  ox_http_limits_t small = {
-      .max_request_line = 40, .max_header_line = 30, .max_head = 120, .max_headers = 4,
-      .max_body = 1000};
+  ox_http_limits_t small = {.max_request_line = 40,
+                            .max_header_line = 30,
+                            .max_head = 120,
+                            .max_headers = 4,
+                            .max_body = 1000};
   check_head(data, size, &small, &rng);
 
   check_chunked(data, size, (uint64_t)64 << 20, &rng);

@@ -66,7 +66,9 @@ static int chunked(const char *s) {
 /* A buffer to build big inputs in. */
 static char g_big[1 << 21];
 static size_t g_big_len;
-static void big_reset(void) { g_big_len = 0; }
+static void big_reset(void) {
+  g_big_len = 0;
+}
 static void big_add(const char *s) {
   size_t n = strlen(s);
   memcpy(g_big + g_big_len, s, n);
@@ -174,7 +176,8 @@ TEST(head_chunked) {
 }
 
 TEST(head_value_trimming_and_bytes) {
-  const char s[] = "GET / HTTP/1.1\r\nA:  x y \t\r\nB:\r\nC: \t \r\nD:\tq\tr\r\nE: caf\xc3\xa9\r\n\r\n";
+  const char s[] =
+      "GET / HTTP/1.1\r\nA:  x y \t\r\nB:\r\nC: \t \r\nD:\tq\tr\r\nE: caf\xc3\xa9\r\n\r\n";
   CHECK_INT(PARSE_LIT(s), sizeof s - 1);
   CHECK_INT(g_req.num_headers, 5);
   CHECK(slice_is(g_req.headers[0].value, "x y"));
@@ -271,11 +274,13 @@ TEST(head_leading_crlf_once) {
 /* ---- head: the framing table ------------------------------------------------------------ */
 
 TEST(head_cl_and_te) {
-  CHECK_HEAD_ERR(parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
-                 OX_EINVALID);
+  CHECK_HEAD_ERR(
+      parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+      OX_EINVALID);
   CHECK_STR(g_why, "both Content-Length and Transfer-Encoding");
-  CHECK_HEAD_ERR(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
-                 OX_EINVALID);
+  CHECK_HEAD_ERR(
+      parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+      OX_EINVALID);
   CHECK_STR(g_why, "both Content-Length and Transfer-Encoding");
   /* decided as soon as the second header's line is complete */
   CHECK_HEAD_ERR(parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
@@ -340,8 +345,9 @@ TEST(head_cl_above_body_limit) {
 TEST(head_te_not_exactly_chunked) {
   const char *p = "POST / HTTP/1.1\r\n";
   char s[256];
-  static const char *const bad[] = {"gzip, chunked", ",chunked", "chunked,", "chunked, chunked",
-                                    "chunked;q=1", "chunked x", "", " ", "\"chunked\""};
+  static const char *const bad[] = {"gzip, chunked", ",chunked",  "chunked,", "chunked, chunked",
+                                    "chunked;q=1",   "chunked x", "",         " ",
+                                    "\"chunked\""};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     snprintf(s, sizeof s, "%sTransfer-Encoding: %s\r\n\r\n", p, bad[i]);
     CHECK_HEAD_ERR(parse(s), OX_EINVALID);
@@ -451,8 +457,8 @@ TEST(head_bad_request_line) {
 }
 
 TEST(head_bad_version) {
-  static const char *const bad[] = {"HTTP/2.0", "HTTP/1.2", "HTTP/1.10", "http/1.1", "HTTP/1",
-                                    "HTTP/1.1 ", "HTTP/1.", "HTTP/0.9", "HTTP/11", "HTTP /1.1"};
+  static const char *const bad[] = {"HTTP/2.0",  "HTTP/1.2", "HTTP/1.10", "http/1.1", "HTTP/1",
+                                    "HTTP/1.1 ", "HTTP/1.",  "HTTP/0.9",  "HTTP/11",  "HTTP /1.1"};
   char s[128];
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     snprintf(s, sizeof s, "GET / %s\r\n\r\n", bad[i]);
@@ -695,6 +701,11 @@ TEST(chunked_extensions) {
   CHECK_CHUNKED_ERR("5;a=\"open\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
   CHECK_CHUNKED_ERR("5;a=\"x\"y\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
   CHECK_CHUNKED_ERR("5;a\x01\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
+  CHECK_CHUNKED_ERR("5;a=\"x\x01\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
+  CHECK_CHUNKED_ERR("5;a=\"x\\\x01\"\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
+  CHECK_CHUNKED_ERR("5;a=\"x\x7f\"\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
+  CHECK_CHUNKED_ERR("5;a==b\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
+  CHECK_CHUNKED_ERR("5;;a\r\nhello\r\n0\r\n\r\n", OX_EINVALID);
   CHECK_CHUNKED_ERR("5;a \r\nhello\r\n0\r\n\r\n", OX_EINVALID);
 }
 
@@ -764,15 +775,28 @@ TEST(chunked_missing_final_chunk) {
 }
 
 TEST(chunked_bad_crlf) {
-  CHECK_CHUNKED_ERR("5\r\nhelloX\r\n0\r\n\r\n", OX_EINVALID);
-  CHECK_STR(g_why, "missing CRLF after chunk data");
-  CHECK_CHUNKED_ERR("5\r\nhello\n0\r\n\r\n", OX_EINVALID);
-  CHECK_CHUNKED_ERR("5\r\nhello\r0\r\n\r\n", OX_EINVALID);
-  CHECK_CHUNKED_ERR("5\nhello\r\n0\r\n\r\n", OX_EINVALID);
-  CHECK_CHUNKED_ERR("5\rhello\r\n0\r\n\r\n", OX_EINVALID);
-  CHECK_CHUNKED_ERR("5\r\nhello\r\n0\n\r\n", OX_EINVALID);
-  CHECK_CHUNKED_ERR("5\r\nhello\r\n0\r\n\n", OX_EINVALID);
-  CHECK_CHUNKED_ERR("5\r\nhello\r\n0\r\n\rX", OX_EINVALID);
+  /* each refused at the offending byte (consumed = its offset), for the right reason */
+  static const struct {
+    const char *in;
+    size_t at;
+    const char *why;
+  } cases[] = {
+      {"5\r\nhelloX\r\n0\r\n\r\n", 8, "missing CRLF after chunk data"},
+      {"5\r\nhello\n0\r\n\r\n", 8, "missing CRLF after chunk data"},
+      {"5\r\nhello\r0\r\n\r\n", 9, "missing CRLF after chunk data"},
+      {"5\nhello\r\n0\r\n\r\n", 1, "bad chunk size"},
+      {"5\rhello\r\n0\r\n\r\n", 2, "bare CR in chunk size line"},
+      {"5;a\rhello\r\n0\r\n\r\n", 4, "bare CR in chunk size line"},
+      {"5\r\nhello\r\n0\n\r\n", 11, "bad chunk size"},
+      {"5\r\nhello\r\n0\r\n\n", 13, "bare LF in trailer"},
+      {"5\r\nhello\r\n0\r\n\rX", 14, "bare CR after trailers"},
+      {"5\r\nhello\r\n0\r\nA: b\rX", 18, "bare CR in trailer"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    CHECK_CHUNKED_ERR(cases[i].in, OX_EINVALID);
+    CHECK_INT(g_consumed, cases[i].at);
+    CHECK_STR(g_why, cases[i].why);
+  }
   /* the data before the bad byte was delivered, nothing after it */
   CHECK_INT(chunked("5\r\nhello\r\n3\r\nabcX"), OX_EINVALID);
   CHECK_INT(g_produced, 8);
@@ -913,6 +937,67 @@ TEST(chunked_byte_by_byte) {
   CHECK_MEM(out, k_body_data, o);
 }
 
+TEST(chunked_split_anywhere) {
+  /* two calls split at every point give the one-call result */
+  size_t n = sizeof k_body - 1;
+  for (size_t cut = 0; cut <= n; cut++) {
+    ox_http_chunked_t d = {.max_body = 100};
+    char out[128];
+    size_t c1 = 0, p1 = 0, c2 = 0, p2 = 0;
+    int r1 = ox_http_chunked_decode(&d, k_body, cut, out, &c1, &p1, NULL);
+    CHECK_INT(r1, cut == n ? 0 : OX_ENEED_MORE);
+    CHECK_INT(c1, cut);
+    int r2 = ox_http_chunked_decode(&d, k_body + cut, n - cut, out + p1, &c2, &p2, NULL);
+    CHECK_INT(r2, 0);
+    CHECK_INT(c1 + c2, n);
+    CHECK_INT(p1 + p2, sizeof k_body_data - 1);
+    CHECK_MEM(out, k_body_data, sizeof k_body_data - 1);
+  }
+}
+
+/* Feeds s one byte at a time; returns the first code other than "need more" (or that), with the
+ * total consumed in *at. */
+static int chunked_bytewise(const char *s, size_t n, uint64_t max_body, size_t *at) {
+  ox_http_chunked_t d = {.max_body = max_body};
+  size_t total = 0;
+  int r = OX_ENEED_MORE;
+  for (size_t i = 0; i < n && r == OX_ENEED_MORE; i++) {
+    size_t c = 0, p = 0;
+    r = ox_http_chunked_decode(&d, s + i, 1, g_out, &c, &p, NULL);
+    total += c;
+  }
+  *at = total;
+  return r;
+}
+
+TEST(chunked_limits_across_calls) {
+  /* the counters of a line survive between calls: a long line fed a byte at a time still fails
+   * at the same byte */
+  size_t at = 0;
+  big_reset();
+  big_add("5;a=");
+  big_fill('b', 1100);
+  CHECK_INT(chunked_bytewise(g_big, g_big_len, 100, &at), OX_EINVALID);
+  CHECK_INT(at, 1024);
+  big_reset();
+  big_add("0\r\nX: ");
+  big_fill('v', 1100);
+  CHECK_INT(chunked_bytewise(g_big, g_big_len, 100, &at), OX_EINVALID);
+  CHECK_INT(at, 3 + 1024);
+  big_reset();
+  big_add("0\r\n");
+  for (int i = 0; i < 9; i++) big_add("X: 0123456789012345678901234567890123456789\r\n");
+  for (int i = 0; i < 200; i++) big_add("Y: 0123456789012345678901234567890123456789\r\n");
+  CHECK_INT(chunked_bytewise(g_big, g_big_len, 100, &at), OX_EINVALID);
+  CHECK_INT(at, 3 + 8192);
+  CHECK_INT(chunked_bytewise("10000000000000000\r\n", 19, UINT64_MAX, &at), OX_EINVALID);
+  CHECK_INT(at, 16);
+  CHECK_INT(chunked_bytewise("10\r\n", 4, 15, &at), OX_ETOO_LARGE);
+  CHECK_INT(at, 3);
+  CHECK_INT(chunked_bytewise("8\r\nabcdefgh\r\n8\r\n", 18, 15, &at), OX_ETOO_LARGE);
+  CHECK_INT(at, 15);
+}
+
 TEST(chunked_guard_page) {
   size_t n = sizeof k_body - 1;
   for (size_t p = 0; p <= n; p++) {
@@ -948,19 +1033,18 @@ TEST(chunked_error_sticky) {
 TEST_MAIN(T(limits_default_values), T(head_get_no_body), T(head_no_headers_and_empty_query),
           T(head_post_content_length), T(head_content_length_max_uint64), T(head_chunked),
           T(head_value_trimming_and_bytes), T(head_header_lookup), T(head_pipelined),
-          T(head_keep_alive_rules), T(head_expect), T(head_target_forms),
-          T(head_leading_crlf_once), T(head_cl_and_te), T(head_cl_duplicate), T(head_cl_empty),
-          T(head_cl_signed), T(head_cl_non_decimal), T(head_cl_list), T(head_cl_overflow),
-          T(head_cl_above_body_limit), T(head_te_not_exactly_chunked), T(head_te_duplicated),
-          T(head_te_unknown_coding), T(head_te_http10), T(head_obs_fold), T(head_bare_cr),
-          T(head_bare_lf), T(head_nul_and_control_bytes), T(head_space_before_colon),
-          T(head_bad_field_names), T(head_bad_request_line), T(head_bad_version),
-          T(head_request_line_too_long), T(head_header_line_too_long),
-          T(head_header_block_too_large), T(head_too_many_headers),
-          T(head_incremental_byte_by_byte), T(head_incremental_errors_stable),
-          T(head_guard_page), T(chunked_simple), T(chunked_hex_sizes), T(chunked_extensions),
-          T(chunked_size_junk), T(chunked_size_overflow), T(chunked_extension_too_long),
-          T(chunked_missing_final_chunk), T(chunked_bad_crlf), T(chunked_too_many_chunks),
-          T(chunked_above_body_limit), T(chunked_trailers), T(chunked_trailer_limits),
-          T(chunked_pipelined_rest), T(chunked_in_place), T(chunked_byte_by_byte),
-          T(chunked_guard_page), T(chunked_error_sticky))
+          T(head_keep_alive_rules), T(head_expect), T(head_target_forms), T(head_leading_crlf_once),
+          T(head_cl_and_te), T(head_cl_duplicate), T(head_cl_empty), T(head_cl_signed),
+          T(head_cl_non_decimal), T(head_cl_list), T(head_cl_overflow), T(head_cl_above_body_limit),
+          T(head_te_not_exactly_chunked), T(head_te_duplicated), T(head_te_unknown_coding),
+          T(head_te_http10), T(head_obs_fold), T(head_bare_cr), T(head_bare_lf),
+          T(head_nul_and_control_bytes), T(head_space_before_colon), T(head_bad_field_names),
+          T(head_bad_request_line), T(head_bad_version), T(head_request_line_too_long),
+          T(head_header_line_too_long), T(head_header_block_too_large), T(head_too_many_headers),
+          T(head_incremental_byte_by_byte), T(head_incremental_errors_stable), T(head_guard_page),
+          T(chunked_simple), T(chunked_hex_sizes), T(chunked_extensions), T(chunked_size_junk),
+          T(chunked_size_overflow), T(chunked_extension_too_long), T(chunked_missing_final_chunk),
+          T(chunked_bad_crlf), T(chunked_too_many_chunks), T(chunked_above_body_limit),
+          T(chunked_trailers), T(chunked_trailer_limits), T(chunked_pipelined_rest),
+          T(chunked_in_place), T(chunked_byte_by_byte), T(chunked_split_anywhere),
+          T(chunked_limits_across_calls), T(chunked_guard_page), T(chunked_error_sticky))
