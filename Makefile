@@ -44,8 +44,7 @@ else
 endif
 CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
-            -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
-            -Wno-maybe-uninitialized # GCC 12 false positive inside dragonbox.h under -O1 + sanitizers
+            -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3
 LDLIBS   := $(ORT_LIBS) -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
@@ -84,26 +83,26 @@ $(B)/libonnxd.a: $(LIB_OBJ)
 	$(Q)ar rcs $@ $^
 $(B)/onnxd: $(B)/obj/src/main.o $(B)/libonnxd.a
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CXX) $(LDHARD) -o $@ $^ $(LDLIBS) -ldragonbox_to_chars
+	$(Q)$(CXX) $(LDHARD) -o $@ $^ $(LDLIBS)
 $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS)
 # fuzz harnesses, built with a plain driver that replays the committed corpus
 $(B)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDHARD) -o $@ $< tests/fuzz/replay_main.c $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDHARD) -o $@ $< tests/fuzz/replay_main.c $(B)/libonnxd.a $(LDLIBS)
 
 # benchmark tools: load generator (bench/loadgen*.c) and in-process ONNX Runtime ceiling
 $(B)/onnxd-bench: $(wildcard bench/loadgen*.c bench/loadgen*.h) $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
 $(B)/onnxd-ort-limit: $(wildcard bench/ort_limit*.c) $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS) -lstdc++ -ldragonbox_to_chars
+	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
 
 # ---- models (generated, git-ignored)
 models: .stamp-setup

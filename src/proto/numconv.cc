@@ -25,11 +25,14 @@
 
 namespace {
 
-inline bool is_digit(char c) { return (unsigned char)(c - '0') < 10; }
+inline bool is_digit(char c) {
+  return (unsigned char)(c - '0') < 10;
+}
 
 /* Eight ASCII digits at once (SWAR, as fast_float and simdjson do): fractions of image data are
  * mostly 8 to 17 digits long. Little-endian loads. */
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "SWAR digit parsing assumes little-endian");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "SWAR digit parsing assumes little-endian");
 
 inline uint64_t load8(const char *p) {
   uint64_t v;
@@ -39,8 +42,7 @@ inline uint64_t load8(const char *p) {
 
 inline bool eight_digits(uint64_t v) {
   return (((v & 0xF0F0F0F0F0F0F0F0ULL) |
-           (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) ==
-          0x3333333333333333ULL);
+           (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) == 0x3333333333333333ULL);
 }
 
 inline uint32_t eight_digits_value(uint64_t v) {
@@ -236,7 +238,9 @@ inline uint64_t digits8(uint32_t x) {
   return y | 0x3030303030303030ULL;
 }
 
-inline void store8(char *o, uint64_t w) { memcpy(o, &w, 8); }
+inline void store8(char *o, uint64_t w) {
+  memcpy(o, &w, 8);
+}
 
 const uint64_t kAsciiZeros = 0x3030303030303030ULL;
 
@@ -282,8 +286,8 @@ inline size_t layout(bool negative, uint64_t significand, int exponent, char *ou
     k = count_digits(significand);
   }
   uint64_t t = significand * kPow10Table[MaxDigits - k];  // MaxDigits digits exactly
-  char lead;  // D[0]
-  uint64_t w1, w2 = kAsciiZeros;  // D[1..9), D[9..17) (zeros for float)
+  char lead;                                              // D[0]
+  uint64_t w1, w2 = kAsciiZeros;                          // D[1..9), D[9..17) (zeros for float)
   if (MaxDigits == 9) {
     lead = (char)('0' + t / 100000000);
     w1 = digits8((uint32_t)(t % 100000000));
@@ -313,13 +317,13 @@ inline size_t layout(bool negative, uint64_t significand, int exponent, char *ou
     o[n] = '.';
     if (n <= 8) {
       store8(o + n + 1, w1 >> (8 * (n - 1)));  // D[n..9), then garbage that the next store
-      store8(o + 10, w2);                       // replaces with D[9..17)
+      store8(o + 10, w2);                      // replaces with D[9..17)
     } else {
       store8(o + n + 1, w2 >> (8 * (n - 9)));  // D[n..17)
     }
     return (size_t)(o + k + 1 - out);
   }
-  if (-6 < n && n <= 0) {  // "0.", -n zeros, D
+  if (-6 < n && n <= 0) {              // "0.", -n zeros, D
     store8(o, 0x3030303030302e30ULL);  // "0.000000"
     o += 2 - n;
     o[0] = lead;

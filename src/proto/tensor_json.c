@@ -4,8 +4,9 @@
  * in any shape (Triton accepts the flat and the nested form), so the only structure that
  * matters is the sequence of elements, which is written straight into the caller's buffer at
  * its flat index. Elements past count are still parsed (into a scratch slot) so the error can
- * say how many there were. Floats go through numconv (fast_float, exact); integers through a
- * checked digit loop here; strings are borrowed from the text unless they contain escapes.
+ * say how many there were. Floats go through numconv (exact, fast_float behind a fast path);
+ * integers through a checked digit loop here; strings are borrowed from the text unless they
+ * contain escapes, and must be valid UTF-8 like the rest of a request (json.h).
  *
  * Encoding reserves an upper bound for the whole array once, then writes without further
  * checks: one formatter call per float element, inline digit writing for integers.
@@ -59,9 +60,15 @@ static uint16_t ox_round_f64(double d, int exp_bits, int man_bits) {
   return (uint16_t)(sign | (base + q));
 }
 
-uint16_t ox_f64_to_f16(double d) { return ox_round_f64(d, 5, 10); }
-uint16_t ox_f64_to_bf16(double d) { return ox_round_f64(d, 8, 7); }
-uint16_t ox_f32_to_f16(float f) { return ox_round_f64((double)f, 5, 10); }
+uint16_t ox_f64_to_f16(double d) {
+  return ox_round_f64(d, 5, 10);
+}
+uint16_t ox_f64_to_bf16(double d) {
+  return ox_round_f64(d, 8, 7);
+}
+uint16_t ox_f32_to_f16(float f) {
+  return ox_round_f64((double)f, 5, 10);
+}
 
 float ox_f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
@@ -101,13 +108,15 @@ static const struct {
   int64_t min;
   uint64_t max;
 } ox_tj_range[OX_DT_COUNT_] = {
-    [OX_DT_UINT8] = {0, UINT8_MAX},          [OX_DT_UINT16] = {0, UINT16_MAX},
-    [OX_DT_UINT32] = {0, UINT32_MAX},        [OX_DT_UINT64] = {0, UINT64_MAX},
-    [OX_DT_INT8] = {INT8_MIN, INT8_MAX},     [OX_DT_INT16] = {INT16_MIN, INT16_MAX},
-    [OX_DT_INT32] = {INT32_MIN, INT32_MAX},  [OX_DT_INT64] = {INT64_MIN, INT64_MAX},
+    [OX_DT_UINT8] = {0, UINT8_MAX},         [OX_DT_UINT16] = {0, UINT16_MAX},
+    [OX_DT_UINT32] = {0, UINT32_MAX},       [OX_DT_UINT64] = {0, UINT64_MAX},
+    [OX_DT_INT8] = {INT8_MIN, INT8_MAX},    [OX_DT_INT16] = {INT16_MIN, INT16_MAX},
+    [OX_DT_INT32] = {INT32_MIN, INT32_MAX}, [OX_DT_INT64] = {INT64_MIN, INT64_MAX},
 };
 
-static inline int ox_tj_is_digit(char c) { return (unsigned char)(c - '0') < 10; }
+static inline int ox_tj_is_digit(char c) {
+  return (unsigned char)(c - '0') < 10;
+}
 
 static inline const char *ox_tj_ws(const char *p, const char *end) {
   while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
@@ -156,9 +165,9 @@ static const char *ox_tj_token(const char *p, const char *end, char *buf, size_t
     unsigned char c = (unsigned char)p[i];
     buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
   }
-  if (n > max) memcpy(buf + i, "...", 3), i += 3;
-  if (n == 0) memcpy(buf, "end of data", 11), i = 11;
   buf[i] = 0;
+  if (n > max) strcat(buf, "...");
+  if (n == 0) strcpy(buf, "end of data");
   return buf;
 }
 
@@ -183,11 +192,11 @@ static int ox_tj_bad_element(ox_tj_dec_t *d, const char *p, uint64_t i) {
   int is_number = (p < d->end && (*p == '-' || ox_tj_is_digit(*p)));
   if (is_number && !ox_parse_f64(p, (size_t)(d->end - p), &ignored))
     return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": invalid number %s", i, tok);
-  const char *want = kind == OX_JK_BOOL     ? "true or false"
-                     : kind == OX_JK_UINT   ? "an unsigned integer"
-                     : kind == OX_JK_INT    ? "an integer"
-                     : kind == OX_JK_FLOAT  ? "a number"
-                                            : "a string";
+  const char *want = kind == OX_JK_BOOL    ? "true or false"
+                     : kind == OX_JK_UINT  ? "an unsigned integer"
+                     : kind == OX_JK_INT   ? "an integer"
+                     : kind == OX_JK_FLOAT ? "a number"
+                                           : "a string";
   return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": expected %s, got %s", i, want, tok);
 }
 
@@ -197,20 +206,22 @@ static int ox_tj_out_of_range(ox_tj_dec_t *d, const char *p, uint64_t i) {
   const char *name = ox_dtype_name(d->dtype);
   ox_json_kind_t kind = ox_dtype_json_kind(d->dtype);
   if (kind == OX_JK_FLOAT)
-    return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": %s out of range for %s", i, tok,
-                      name);
-  return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": %s out of range for %s [%" PRId64
-                    ", %" PRIu64 "]", i, tok, name, ox_tj_range[d->dtype].min,
-                    ox_tj_range[d->dtype].max);
+    return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": %s out of range for %s", i, tok, name);
+  return ox_tj_fail(d, OX_EINVALID,
+                    "element %" PRIu64 ": %s out of range for %s [%" PRId64 ", %" PRIu64 "]", i,
+                    tok, name, ox_tj_range[d->dtype].min, ox_tj_range[d->dtype].max);
 }
 
-/* Parses one JSON integer at p (p < end) into dst. Returns the end of the token, or NULL with
- * the error in *rc. */
-static const char *ox_tj_int(ox_tj_dec_t *d, const char *p, uint64_t i, void *dst, int *rc) {
-  const char *s = p, *end = d->end;
+/* Each element parser takes *pp at the element's first byte (before d->end), writes the value
+ * to dst and returns 0 with *pp just past the element, or returns an error with the message
+ * in d->err. */
+
+/* A JSON integer of an integer datatype. */
+static int ox_tj_int(ox_tj_dec_t *d, const char **pp, uint64_t i, void *dst) {
+  const char *s = *pp, *p = s, *end = d->end;
   int neg = *p == '-';
   p += neg;
-  if (p == end || !ox_tj_is_digit(*p)) return *rc = ox_tj_bad_element(d, s, i), NULL;
+  if (p == end || !ox_tj_is_digit(*p)) return ox_tj_bad_element(d, s, i);
   uint64_t v = 0;
   int overflow = 0;
   if (*p == '0') {
@@ -223,34 +234,47 @@ static const char *ox_tj_int(ox_tj_dec_t *d, const char *p, uint64_t i, void *ds
     } while (p < end && ox_tj_is_digit(*p));
   }
   if (p < end && (ox_tj_is_digit(*p) || *p == '.' || *p == 'e' || *p == 'E'))
-    return *rc = ox_tj_bad_element(d, s, i), NULL; /* "1.5", "1e3", "01" */
-  uint64_t max = ox_tj_range[d->dtype].max;
-  uint64_t bits;
+    return ox_tj_bad_element(d, s, i); /* "1.5", "1e3", "01" */
+  uint64_t max = ox_tj_range[d->dtype].max, bits;
   if (ox_tj_range[d->dtype].min == 0) {
-    if (neg && v == 0 && !overflow) return *rc = ox_tj_bad_element(d, s, i), NULL; /* "-0" */
-    if (neg || overflow || v > max) return *rc = ox_tj_out_of_range(d, s, i), NULL;
+    if (neg && v == 0 && !overflow) return ox_tj_bad_element(d, s, i); /* "-0" */
+    if (neg || overflow || v > max) return ox_tj_out_of_range(d, s, i);
     bits = v;
   } else if (neg) {
-    if (overflow || v > max + 1) return *rc = ox_tj_out_of_range(d, s, i), NULL;
+    if (overflow || v > max + 1) return ox_tj_out_of_range(d, s, i);
     bits = 0 - v; /* two's complement of the magnitude, truncated below */
   } else {
-    if (overflow || v > max) return *rc = ox_tj_out_of_range(d, s, i), NULL;
+    if (overflow || v > max) return ox_tj_out_of_range(d, s, i);
     bits = v;
   }
   switch (ox_dtype_size(d->dtype)) {
-    case 1: *(uint8_t *)dst = (uint8_t)bits; break;
-    case 2: { uint16_t x = (uint16_t)bits; memcpy(dst, &x, 2); break; }
-    case 4: { uint32_t x = (uint32_t)bits; memcpy(dst, &x, 4); break; }
-    default: memcpy(dst, &bits, 8); break;
+    case 1: {
+      uint8_t x = (uint8_t)bits;
+      memcpy(dst, &x, 1);
+      break;
+    }
+    case 2: {
+      uint16_t x = (uint16_t)bits;
+      memcpy(dst, &x, 2);
+      break;
+    }
+    case 4: {
+      uint32_t x = (uint32_t)bits;
+      memcpy(dst, &x, 4);
+      break;
+    }
+    default:
+      memcpy(dst, &bits, 8);
   }
-  return p;
+  *pp = p;
+  return 0;
 }
 
-/* Parses one JSON string at p (*p == '"') into the ox_slice_t at dst; store == 0 only checks
- * it (an element past count: nothing is allocated for it). */
-static const char *ox_tj_string(ox_tj_dec_t *d, const char *p, uint64_t i, void *dst, int store,
-                                int *rc) {
-  const char *s = p + 1, *q = s, *end = d->end;
+/* A JSON string (**pp == '"') into the ox_slice_t at dst; store == 0 only checks it (an element
+ * past count: nothing is allocated for it). Raw bytes must be valid UTF-8, as json.h's scanner
+ * requires of the whole request. */
+static int ox_tj_string(ox_tj_dec_t *d, const char **pp, uint64_t i, void *dst, int store) {
+  const char *s = *pp + 1, *q = s, *end = d->end;
   int escaped = 0;
   while (q < end && *q != '"') {
     unsigned char c = (unsigned char)*q;
@@ -259,82 +283,83 @@ static const char *ox_tj_string(ox_tj_dec_t *d, const char *p, uint64_t i, void 
       if (end - q < 2) break;
       q += 2;
     } else if (c < 0x20) {
-      return *rc = ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": control character in string",
-                              i), NULL;
+      return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": control character in string", i);
     } else if (c < 0x80) {
       q++;
     } else {
       size_t n = ox_tj_utf8_len((const unsigned char *)q, (size_t)(end - q));
-      if (!n)
-        return *rc = ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": invalid UTF-8 in string",
-                                i), NULL;
+      if (!n) return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": invalid UTF-8 in string", i);
       q += n;
     }
   }
-  if (q >= end)
-    return *rc = ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": unterminated string", i), NULL;
+  if (q >= end) return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": unterminated string", i);
   size_t len = (size_t)(q - s);
   ox_slice_t v = {s, len};
   if (escaped && store) {
     char *buf = d->arena ? ox_arena_alloc_aligned(d->arena, len, 1) : NULL;
-    if (!buf) return *rc = ox_tj_fail(d, OX_ENOMEM, "out of memory"), NULL;
+    if (!buf) return ox_tj_fail(d, OX_ENOMEM, "out of memory");
     long n = ox_json_unescape(s, len, buf);
     if (n < 0)
-      return *rc = ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": invalid escape in string",
-                              i), NULL;
+      return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": invalid escape in string", i);
     v = ox_slice(buf, (size_t)n);
   }
   if (store) memcpy(dst, &v, sizeof v);
-  return q + 1;
+  *pp = q + 1;
+  return 0;
 }
 
-/* Parses one element at p (p < end) into dst. Returns the end of the token, or NULL with the
- * error in *rc. */
-static inline const char *ox_tj_element(ox_tj_dec_t *d, const char *p, uint64_t i, void *dst,
-                                        int store, int *rc) {
+/* Any element, by datatype. Inlined into the decode loop: the float cases are the hot path. */
+static inline int ox_tj_element(ox_tj_dec_t *d, const char **pp, uint64_t i, void *dst, int store) {
+  const char *p = *pp;
   size_t avail = (size_t)(d->end - p), n;
   switch (d->dtype) {
     case OX_DT_FP32: {
       float f;
-      if (!(n = ox_parse_f32(p, avail, &f))) return *rc = ox_tj_bad_element(d, p, i), NULL;
-      if (__builtin_isinf(f)) return *rc = ox_tj_out_of_range(d, p, i), NULL;
+      if (!(n = ox_parse_f32(p, avail, &f))) return ox_tj_bad_element(d, p, i);
+      if (__builtin_isinf(f)) return ox_tj_out_of_range(d, p, i);
       memcpy(dst, &f, sizeof f);
-      return p + n;
+      break;
     }
     case OX_DT_FP64: {
       double v;
-      if (!(n = ox_parse_f64(p, avail, &v))) return *rc = ox_tj_bad_element(d, p, i), NULL;
-      if (__builtin_isinf(v)) return *rc = ox_tj_out_of_range(d, p, i), NULL;
+      if (!(n = ox_parse_f64(p, avail, &v))) return ox_tj_bad_element(d, p, i);
+      if (__builtin_isinf(v)) return ox_tj_out_of_range(d, p, i);
       memcpy(dst, &v, sizeof v);
-      return p + n;
+      break;
     }
     case OX_DT_FP16:
     case OX_DT_BF16: {
       double v;
-      if (!(n = ox_parse_f64(p, avail, &v))) return *rc = ox_tj_bad_element(d, p, i), NULL;
-      uint16_t h = d->dtype == OX_DT_FP16 ? ox_f64_to_f16(v) : ox_f64_to_bf16(v);
-      uint16_t inf = d->dtype == OX_DT_FP16 ? 0x7c00 : 0x7f80;
-      if ((h & 0x7fff) == inf) return *rc = ox_tj_out_of_range(d, p, i), NULL;
+      if (!(n = ox_parse_f64(p, avail, &v))) return ox_tj_bad_element(d, p, i);
+      int half = d->dtype == OX_DT_FP16;
+      uint16_t h = half ? ox_f64_to_f16(v) : ox_f64_to_bf16(v);
+      if ((h & 0x7fff) == (half ? 0x7c00 : 0x7f80)) return ox_tj_out_of_range(d, p, i);
       memcpy(dst, &h, sizeof h);
-      return p + n;
+      break;
     }
-    case OX_DT_BOOL:
+    case OX_DT_BOOL: {
+      uint8_t b;
       if (avail >= 4 && memcmp(p, "true", 4) == 0) {
-        *(uint8_t *)dst = 1;
-        return p + 4;
+        b = 1;
+        n = 4;
+      } else if (avail >= 5 && memcmp(p, "false", 5) == 0) {
+        b = 0;
+        n = 5;
+      } else {
+        return ox_tj_bad_element(d, p, i);
       }
-      if (avail >= 5 && memcmp(p, "false", 5) == 0) {
-        *(uint8_t *)dst = 0;
-        return p + 5;
-      }
-      return *rc = ox_tj_bad_element(d, p, i), NULL;
+      memcpy(dst, &b, 1);
+      break;
+    }
     case OX_DT_BYTES:
-      if (*p != '"') return *rc = ox_tj_bad_element(d, p, i), NULL;
-      return ox_tj_string(d, p, i, dst, store, rc);
+      if (*p != '"') return ox_tj_bad_element(d, p, i);
+      return ox_tj_string(d, pp, i, dst, store);
     default:
-      if (*p != '-' && !ox_tj_is_digit(*p)) return *rc = ox_tj_bad_element(d, p, i), NULL;
-      return ox_tj_int(d, p, i, dst, rc);
+      if (*p != '-' && !ox_tj_is_digit(*p)) return ox_tj_bad_element(d, p, i);
+      return ox_tj_int(d, pp, i, dst);
   }
+  *pp = p + n;
+  return 0;
 }
 
 int ox_tensor_json_decode(ox_slice_t json, ox_dtype_t dtype, uint64_t count, void *out,
@@ -356,7 +381,7 @@ int ox_tensor_json_decode(ox_slice_t json, ox_dtype_t dtype, uint64_t count, voi
                       ox_tj_token(p, end, tok, sizeof tok));
   }
   uint64_t i = 0;
-  int depth = 0, rc = 0;
+  int depth = 0;
   for (;;) {
     /* Here p is at a value: an element or an opening bracket. */
     if (*p == '[') {
@@ -368,8 +393,8 @@ int ox_tensor_json_decode(ox_slice_t json, ox_dtype_t dtype, uint64_t count, voi
     } else {
       int store = i < count;
       void *dst = store ? (char *)out + i * esize : (void *)&scratch;
-      p = ox_tj_element(&d, p, i, dst, store, &rc);
-      if (!p) return rc;
+      int rc = ox_tj_element(&d, &p, i, dst, store);
+      if (rc) return rc;
       i++;
     }
     /* After a value: commas and closing brackets. */
@@ -383,8 +408,8 @@ int ox_tensor_json_decode(ox_slice_t json, ox_dtype_t dtype, uint64_t count, voi
           return ox_tj_fail(&d, OX_EINVALID, "invalid JSON at byte %zu: text after the array",
                             (size_t)(p - d.begin));
         if (i != count)
-          return ox_tj_fail(&d, OX_EINVALID, "expected %" PRIu64 " elements, got %" PRIu64,
-                            count, i);
+          return ox_tj_fail(&d, OX_EINVALID, "expected %" PRIu64 " elements, got %" PRIu64, count,
+                            i);
         return 0;
       }
     }
@@ -435,15 +460,31 @@ static inline char *ox_tj_put_i64(char *o, int64_t v) {
 }
 
 static inline char *ox_tj_put_special(char *o, int nan, int neg) {
-  if (nan) return memcpy(o, "NaN", 3), o + 3;
-  if (neg) return memcpy(o, "-Infinity", 9), o + 9;
-  return memcpy(o, "Infinity", 8), o + 8;
+  const char *s = nan ? "NaN" : neg ? "-Infinity" : "Infinity";
+  size_t n = strlen(s);
+  memcpy(o, s, n);
+  return o + n;
 }
 
 static inline char *ox_tj_put_f32(char *o, float f) {
   if (__builtin_expect(!__builtin_isfinite(f), 0))
     return ox_tj_put_special(o, __builtin_isnan(f), __builtin_signbit(f));
   return o + ox_format_f32(f, o);
+}
+
+static inline char *ox_tj_put_f64(char *o, double v) {
+  if (__builtin_expect(!__builtin_isfinite(v), 0))
+    return ox_tj_put_special(o, __builtin_isnan(v), __builtin_signbit(v));
+  return o + ox_format_f64(v, o);
+}
+
+static inline char *ox_tj_put_bool(char *o, uint8_t b) {
+  if (b) {
+    memcpy(o, "true", 4);
+    return o + 4;
+  }
+  memcpy(o, "false", 5);
+  return o + 5;
 }
 
 static char *ox_tj_put_string(char *o, const unsigned char *s, size_t n) {
@@ -467,13 +508,27 @@ static char *ox_tj_put_string(char *o, const unsigned char *s, size_t n) {
     }
     *o++ = '\\';
     switch (c) {
-      case '"': *o++ = '"'; break;
-      case '\\': *o++ = '\\'; break;
-      case '\n': *o++ = 'n'; break;
-      case '\r': *o++ = 'r'; break;
-      case '\t': *o++ = 't'; break;
-      case '\b': *o++ = 'b'; break;
-      case '\f': *o++ = 'f'; break;
+      case '"':
+        *o++ = '"';
+        break;
+      case '\\':
+        *o++ = '\\';
+        break;
+      case '\n':
+        *o++ = 'n';
+        break;
+      case '\r':
+        *o++ = 'r';
+        break;
+      case '\t':
+        *o++ = 't';
+        break;
+      case '\b':
+        *o++ = 'b';
+        break;
+      case '\f':
+        *o++ = 'f';
+        break;
       default:
         memcpy(o, "u00", 3);
         o[3] = hex[c >> 4];
@@ -490,9 +545,9 @@ static char *ox_tj_put_string(char *o, const unsigned char *s, size_t n) {
  * longest ECMA-262 layout is 22 bytes for float ("-1" and 20 zeros) and 25 for double
  * ("-0.000001" and 17 digits more, 24 significant characters and a sign). */
 static const unsigned char ox_tj_max_len[OX_DT_COUNT_] = {
-    [OX_DT_BOOL] = 6,   [OX_DT_UINT8] = 4,  [OX_DT_UINT16] = 6, [OX_DT_UINT32] = 11,
+    [OX_DT_BOOL] = 6,    [OX_DT_UINT8] = 4, [OX_DT_UINT16] = 6, [OX_DT_UINT32] = 11,
     [OX_DT_UINT64] = 21, [OX_DT_INT8] = 5,  [OX_DT_INT16] = 7,  [OX_DT_INT32] = 12,
-    [OX_DT_INT64] = 21, [OX_DT_FP16] = 23,  [OX_DT_BF16] = 23,  [OX_DT_FP32] = 23,
+    [OX_DT_INT64] = 21,  [OX_DT_FP16] = 23, [OX_DT_BF16] = 23,  [OX_DT_FP32] = 23,
     [OX_DT_FP64] = 26,
 };
 
@@ -521,31 +576,40 @@ int ox_tensor_json_encode(ox_buf_t *out, ox_dtype_t dtype, const void *data, uin
   char *o = out->data + out->len;
   *o++ = '[';
   switch (dtype) {
-#define OX_TJ_LOOP(type, put)                   \
-  for (uint64_t i = 0; i < count; i++) {        \
-    type x;                                     \
+#define OX_TJ_LOOP(type, put)                                \
+  for (uint64_t i = 0; i < count; i++) {                     \
+    type x;                                                  \
     memcpy(&x, (const char *)data + i * sizeof x, sizeof x); \
-    o = put;                                    \
-    *o++ = ',';                                 \
-  }                                             \
+    o = put;                                                 \
+    *o++ = ',';                                              \
+  }                                                          \
   break
-    case OX_DT_BOOL: OX_TJ_LOOP(uint8_t, x ? (memcpy(o, "true", 4), o + 4)
-                                           : (memcpy(o, "false", 5), o + 5));
-    case OX_DT_UINT8: OX_TJ_LOOP(uint8_t, ox_tj_put_u64(o, x));
-    case OX_DT_UINT16: OX_TJ_LOOP(uint16_t, ox_tj_put_u64(o, x));
-    case OX_DT_UINT32: OX_TJ_LOOP(uint32_t, ox_tj_put_u64(o, x));
-    case OX_DT_UINT64: OX_TJ_LOOP(uint64_t, ox_tj_put_u64(o, x));
-    case OX_DT_INT8: OX_TJ_LOOP(int8_t, ox_tj_put_i64(o, x));
-    case OX_DT_INT16: OX_TJ_LOOP(int16_t, ox_tj_put_i64(o, x));
-    case OX_DT_INT32: OX_TJ_LOOP(int32_t, ox_tj_put_i64(o, x));
-    case OX_DT_INT64: OX_TJ_LOOP(int64_t, ox_tj_put_i64(o, x));
-    case OX_DT_FP16: OX_TJ_LOOP(uint16_t, ox_tj_put_f32(o, ox_f16_to_f32(x)));
-    case OX_DT_BF16: OX_TJ_LOOP(uint16_t, ox_tj_put_f32(o, ox_bf16_to_f32(x)));
-    case OX_DT_FP32: OX_TJ_LOOP(float, ox_tj_put_f32(o, x));
+    case OX_DT_BOOL:
+      OX_TJ_LOOP(uint8_t, ox_tj_put_bool(o, x));
+    case OX_DT_UINT8:
+      OX_TJ_LOOP(uint8_t, ox_tj_put_u64(o, x));
+    case OX_DT_UINT16:
+      OX_TJ_LOOP(uint16_t, ox_tj_put_u64(o, x));
+    case OX_DT_UINT32:
+      OX_TJ_LOOP(uint32_t, ox_tj_put_u64(o, x));
+    case OX_DT_UINT64:
+      OX_TJ_LOOP(uint64_t, ox_tj_put_u64(o, x));
+    case OX_DT_INT8:
+      OX_TJ_LOOP(int8_t, ox_tj_put_i64(o, x));
+    case OX_DT_INT16:
+      OX_TJ_LOOP(int16_t, ox_tj_put_i64(o, x));
+    case OX_DT_INT32:
+      OX_TJ_LOOP(int32_t, ox_tj_put_i64(o, x));
+    case OX_DT_INT64:
+      OX_TJ_LOOP(int64_t, ox_tj_put_i64(o, x));
+    case OX_DT_FP16:
+      OX_TJ_LOOP(uint16_t, ox_tj_put_f32(o, ox_f16_to_f32(x)));
+    case OX_DT_BF16:
+      OX_TJ_LOOP(uint16_t, ox_tj_put_f32(o, ox_bf16_to_f32(x)));
+    case OX_DT_FP32:
+      OX_TJ_LOOP(float, ox_tj_put_f32(o, x));
     case OX_DT_FP64:
-      OX_TJ_LOOP(double, __builtin_isfinite(x)
-                             ? o + ox_format_f64(x, o)
-                             : ox_tj_put_special(o, __builtin_isnan(x), __builtin_signbit(x)));
+      OX_TJ_LOOP(double, ox_tj_put_f64(o, x));
     case OX_DT_BYTES:
       OX_TJ_LOOP(ox_slice_t, ox_tj_put_string(o, (const unsigned char *)x.ptr, x.len));
 #undef OX_TJ_LOOP

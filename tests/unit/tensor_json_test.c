@@ -127,9 +127,9 @@ TEST(numconv_shortest_known_values) {
 }
 
 TEST(numconv_parse_grammar) {
-  static const char *bad[] = {"",    "-",    "+1",  "01",  "-01", "1.",  ".5",   "1e",
-                              "1e+", "1E-",  "inf", "nan", "NaN", "Infinity",
-                              "-Infinity", "1.2.3", "1e5e", "00", "--1", " 1", "1.e5", "e5"};
+  static const char *bad[] = {"",     "-",   "+1",  "01",  "-01",  "1.",       ".5",        "1e",
+                              "1e+",  "1E-", "inf", "nan", "NaN",  "Infinity", "-Infinity", "1.2.3",
+                              "1e5e", "00",  "--1", " 1",  "1.e5", "e5"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     double v = 42;
     float f = 42;
@@ -155,8 +155,9 @@ TEST(numconv_parse_grammar) {
   CHECK_INT(ox_parse_f64("123", 2, &v), 2);
   CHECK(v == 12);
   /* More than 19 significant digits: the exact slow path. 2^-1074 * (1/2 + tiny) rounds up. */
-  const char *h = "2.4703282292062327208828439643411068618252990130716238221279284125033775364"
-                  "51e-324";
+  const char *h =
+      "2.4703282292062327208828439643411068618252990130716238221279284125033775364"
+      "51e-324";
   CHECK_INT(ox_parse_f64(h, strlen(h), &v), strlen(h));
   CHECK(bits64(v) == 1);
   CHECK_INT(ox_parse_f64("2.4703282292062327e-324", 23, &v), 23); /* just below half: 0 */
@@ -179,7 +180,10 @@ static int sig_digits(const char *s) {
 TEST(numconv_random_doubles_shortest_and_exact) {
   char want[64];
   for (int i = 0; i < 200000; i++) {
+    /* half random bit patterns (mostly huge or tiny), half values of every layout: 1e-8 .. 1e23,
+     * where the point falls inside, before or after the digits */
     double v = from64(rnd());
+    if (i & 1) v = (double)(rnd() >> 11) * 0x1p-53 * pow(10, (int)(rnd() % 32) - 8);
     if (!isfinite(v)) continue;
     const char *s = fmt64(v);
     double back;
@@ -207,6 +211,7 @@ TEST(numconv_random_floats_shortest_and_exact) {
   char want[64];
   for (int i = 0; i < 200000; i++) {
     float f = from32((uint32_t)rnd());
+    if (i & 1) f = (float)((double)(rnd() >> 11) * 0x1p-53 * pow(10, (int)(rnd() % 32) - 8));
     if (!isfinite(f)) continue;
     const char *s = fmt32(f);
     float back;
@@ -281,7 +286,8 @@ TEST(numconv_parse_random_decimals) {
     s[n] = 0;
     double v;
     float f;
-    if (ox_parse_f64(s, (size_t)n, &v) != (size_t)n || ox_parse_f32(s, (size_t)n, &f) != (size_t)n) {
+    if (ox_parse_f64(s, (size_t)n, &v) != (size_t)n ||
+        ox_parse_f32(s, (size_t)n, &f) != (size_t)n) {
       fprintf(stderr, "  rejected %s\n", s);
       CHECK(0);
       return;
@@ -325,10 +331,10 @@ TEST(half_conversions) {
   CHECK_INT(ox_f32_to_f16(2049.0f), 0x6800); /* tie between 2048 and 2050: to even 2048 */
   CHECK_INT(ox_f32_to_f16(2051.0f), 0x6802); /* tie between 2050 and 2052: to even 2052 */
   CHECK_INT(ox_f32_to_f16(0x1p-24f), 0x0001);
-  CHECK_INT(ox_f32_to_f16(0x1p-25f), 0x0000);          /* tie with 0: to even */
-  CHECK_INT(ox_f32_to_f16(0x1.000002p-25f), 0x0001);   /* just above the tie */
-  CHECK_INT(ox_f32_to_f16(0x3p-25f), 0x0002);          /* 1.5 units: tie, to even 2 */
-  CHECK_INT(ox_f32_to_f16(0x1.ffcp-15f), 0x0400);      /* rounds up into the normals */
+  CHECK_INT(ox_f32_to_f16(0x1p-25f), 0x0000);        /* tie with 0: to even */
+  CHECK_INT(ox_f32_to_f16(0x1.000002p-25f), 0x0001); /* just above the tie */
+  CHECK_INT(ox_f32_to_f16(0x3p-25f), 0x0002);        /* 1.5 units: tie, to even 2 */
+  CHECK_INT(ox_f32_to_f16(0x1.ffcp-15f), 0x0400);    /* rounds up into the normals */
   CHECK_INT(ox_f32_to_f16(-0.0f), 0x8000);
   CHECK_INT(ox_f32_to_f16(INFINITY), 0x7c00);
   CHECK_INT(ox_f64_to_f16(0.1), 0x2e66);
@@ -363,7 +369,7 @@ TEST(fp32_round_trip) {
   CHECK(bits32(v[3]) == 0x7f7fffffu);
   CHECK(bits32(v[4]) == 0xff7fffffu);
   CHECK(bits32(v[5]) == 0x00800000u);
-  CHECK(bits32(v[6]) == 0); /* underflow to zero is fine */
+  CHECK(bits32(v[6]) == 0);   /* underflow to zero is fine */
   CHECK(v[7] == 16777216.0f); /* tie, to even */
   CHECK(v[8] == 0.3f);
   CHECK(v[9] == 100.0f && v[10] == 0.25f && bits32(v[11]) == 0);
@@ -413,8 +419,7 @@ TEST(fp16_round_trip) {
   CHECK_INT(h[6], 0x0001);
   CHECK_INT(h[7], 0x0000);
   CHECK_INT(h[8], 0x8000);
-  CHECK_STR(enc(OX_DT_FP16, h, 9),
-            "[1,0.099975586,65504,65504,2048,2052,5.9604645e-8,0,-0]");
+  CHECK_STR(enc(OX_DT_FP16, h, 9), "[1,0.099975586,65504,65504,2048,2052,5.9604645e-8,0,-0]");
   CHECK_INT(dec("[65520]", OX_DT_FP16, 1, h), OX_EINVALID);
   CHECK_STR(err, "element 0: 65520 out of range for FP16");
   CHECK_INT(dec("[1, 1e10]", OX_DT_FP16, 2, h), OX_EINVALID);
@@ -429,17 +434,16 @@ TEST(fp16_round_trip) {
   ox_buf_t b;
   ox_buf_init(&b);
   CHECK_INT(ox_tensor_json_encode(&b, OX_DT_FP16, all, n), 0);
-  CHECK_INT(ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_FP16, n, back, &arena, err,
-                                  sizeof err),
-            0);
+  CHECK_INT(
+      ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_FP16, n, back, &arena, err, sizeof err),
+      0);
   CHECK_MEM(all, back, n * 2);
   ox_buf_free(&b);
 }
 
 TEST(bf16_round_trip) {
   uint16_t h[6];
-  CHECK_INT(dec("[1, 1.00390625, 1.01171875, -2, 3.3895313892515355e38, 1e-40]", OX_DT_BF16, 6,
-                h),
+  CHECK_INT(dec("[1, 1.00390625, 1.01171875, -2, 3.3895313892515355e38, 1e-40]", OX_DT_BF16, 6, h),
             0);
   CHECK_INT(h[0], 0x3f80);
   CHECK_INT(h[1], 0x3f80);
@@ -457,9 +461,9 @@ TEST(bf16_round_trip) {
   ox_buf_t b;
   ox_buf_init(&b);
   CHECK_INT(ox_tensor_json_encode(&b, OX_DT_BF16, all, n), 0);
-  CHECK_INT(ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_BF16, n, back, &arena, err,
-                                  sizeof err),
-            0);
+  CHECK_INT(
+      ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_BF16, n, back, &arena, err, sizeof err),
+      0);
   CHECK_MEM(all, back, n * 2);
   ox_buf_free(&b);
 }
@@ -513,7 +517,8 @@ TEST(integer_rejections) {
   CHECK_INT(dec("[-129]", OX_DT_INT8, 1, i8), OX_EINVALID);
   CHECK_STR(err, "element 0: -129 out of range for INT8 [-128, 127]");
   CHECK_INT(dec("[18446744073709551616]", OX_DT_UINT64, 1, u64), OX_EINVALID);
-  CHECK_STR(err, "element 0: 18446744073709551616 out of range for UINT64 [0, 18446744073709551615]");
+  CHECK_STR(err,
+            "element 0: 18446744073709551616 out of range for UINT64 [0, 18446744073709551615]");
   CHECK_INT(dec("[1, -9223372036854775809]", OX_DT_INT64, 2, i64), OX_EINVALID);
   CHECK_STR(err,
             "element 1: -9223372036854775809 out of range for INT64 [-9223372036854775808, "
@@ -558,8 +563,9 @@ TEST(bool_round_trip_and_rejections) {
 
 TEST(bytes_round_trip) {
   ox_slice_t s[6];
-  const char *json = "[\"abc\", \"\", \"a\\\"b\\\\c\\n\", \"\\u00e9\\ud83d\\ude00/\\/\", "
-                     "\"\xc3\xa9\xf0\x9f\x98\x80\", \"\\u0000\\u001f\x7f\"]";
+  const char *json =
+      "[\"abc\", \"\", \"a\\\"b\\\\c\\n\", \"\\u00e9\\ud83d\\ude00/\\/\", "
+      "\"\xc3\xa9\xf0\x9f\x98\x80\", \"\\u0000\\u001f\x7f\"]";
   CHECK_INT(dec(json, OX_DT_BYTES, 6, s), 0);
   CHECK(s[0].len == 3 && memcmp(s[0].ptr, "abc", 3) == 0);
   CHECK(s[0].ptr == json + 2); /* no escapes: borrowed from the text */
@@ -590,9 +596,10 @@ TEST(bytes_round_trip) {
   CHECK_INT(dec("[\"\xe0\xa0\x80\xed\x9f\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\xc2\x80\"]",
                 OX_DT_BYTES, 1, back),
             0);
-  static const char *const bad[] = {"[\"\xe0\x9f\xbf\"]", "[\"\xf0\x8f\xbf\xbf\"]",
-                                    "[\"\xf4\x90\x80\x80\"]", "[\"\xc1\xbf\"]",
-                                    "[\"\xed\xa0\x80\"]", "[\"\xe2\x82\"]", "[\"\x80\"]"};
+  static const char *const bad[] = {
+      "[\"\xe0\x9f\xbf\"]", "[\"\xf0\x8f\xbf\xbf\"]", "[\"\xf4\x90\x80\x80\"]",
+      "[\"\xc1\xbf\"]",     "[\"\xed\xa0\x80\"]",     "[\"\xe2\x82\"]",
+      "[\"\x80\"]"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     CHECK_INT(dec(bad[i], OX_DT_BYTES, 1, back), OX_EINVALID);
 }
@@ -618,9 +625,9 @@ TEST(bytes_rejections) {
   ox_arena_init(&small);
   ox_arena_fail_after = 1;
   const char *j = "[\"\\n\"]";
-  CHECK_INT(ox_tensor_json_decode(ox_slice(j, strlen(j)), OX_DT_BYTES, 1, s, &small, err,
-                                  sizeof err),
-            OX_ENOMEM);
+  CHECK_INT(
+      ox_tensor_json_decode(ox_slice(j, strlen(j)), OX_DT_BYTES, 1, s, &small, err, sizeof err),
+      OX_ENOMEM);
   ox_arena_fail_after = 0;
   ox_arena_free(&small);
 }
@@ -727,9 +734,9 @@ TEST(error_buffer_small_or_absent) {
   float f;
   char tiny[8];
   const char *j = "[\"no\"]";
-  CHECK_INT(ox_tensor_json_decode(ox_slice(j, strlen(j)), OX_DT_FP32, 1, &f, NULL, tiny,
-                                  sizeof tiny),
-            OX_EINVALID);
+  CHECK_INT(
+      ox_tensor_json_decode(ox_slice(j, strlen(j)), OX_DT_FP32, 1, &f, NULL, tiny, sizeof tiny),
+      OX_EINVALID);
   CHECK_STR(tiny, "element");
   CHECK_INT(ox_tensor_json_decode(ox_slice(j, strlen(j)), OX_DT_FP32, 1, &f, NULL, NULL, 0),
             OX_EINVALID);
@@ -763,6 +770,79 @@ TEST(encode_appends_and_empty) {
   CHECK_INT(strlen(fmt32(-1e20f)), 22);
 }
 
+/* The encoder reserves its upper bound once and then writes unchecked: a buffer one byte too
+ * small for the longest elements of each type must be grown, not overrun (ASan would see it). */
+TEST(encode_bound_covers_worst_case) {
+  enum { N = 1000 };
+  static union {
+    uint8_t u8[N];
+    uint16_t u16[N];
+    uint32_t u32[N];
+    uint64_t u64[N];
+    float f32[N];
+    double f64[N];
+    ox_slice_t s[N];
+  } v;
+  for (int dt = OX_DT_BOOL; dt <= OX_DT_BYTES; dt++) {
+    for (int i = 0; i < N; i++) {
+      switch (dt) {
+        case OX_DT_BOOL:
+          v.u8[i] = 0;
+          break; /* "false" */
+        case OX_DT_UINT8:
+          v.u8[i] = UINT8_MAX;
+          break;
+        case OX_DT_INT8:
+          v.u8[i] = (uint8_t)INT8_MIN;
+          break;
+        case OX_DT_UINT16:
+          v.u16[i] = UINT16_MAX;
+          break;
+        case OX_DT_INT16:
+          v.u16[i] = (uint16_t)INT16_MIN;
+          break;
+        case OX_DT_FP16:
+          v.u16[i] = 0x8001;
+          break; /* -5.9604645e-8 */
+        case OX_DT_BF16:
+          v.u16[i] = 0xe0ae;
+          break; /* -100304170000000000000 */
+        case OX_DT_UINT32:
+          v.u32[i] = UINT32_MAX;
+          break;
+        case OX_DT_INT32:
+          v.u32[i] = (uint32_t)INT32_MIN;
+          break;
+        case OX_DT_FP32:
+          v.f32[i] = -1e20f;
+          break;
+        case OX_DT_UINT64:
+          v.u64[i] = UINT64_MAX;
+          break;
+        case OX_DT_INT64:
+          v.u64[i] = (uint64_t)INT64_MIN;
+          break;
+        case OX_DT_FP64:
+          v.f64[i] = -0.0000012345678901234567;
+          break;
+        case OX_DT_BYTES:
+          v.s[i] = OX_SLICE_LIT("\x01\x02\x03");
+          break;
+      }
+    }
+    ox_buf_t b;
+    ox_buf_init(&b);
+    CHECK_INT(ox_tensor_json_encode(&b, (ox_dtype_t)dt, &v, N), 0);
+    ox_buf_t tight = {malloc(b.len - 1), 0, b.len - 1};
+    CHECK_INT(ox_tensor_json_encode(&tight, (ox_dtype_t)dt, &v, N), 0);
+    CHECK(tight.len == b.len && memcmp(tight.data, b.data, b.len) == 0);
+    if (dt == OX_DT_BF16)
+      CHECK(memcmp(b.data, "[-100304170000000000000,", 24) == 0 && b.len == 23 * N + 1);
+    ox_buf_free(&tight);
+    ox_buf_free(&b);
+  }
+}
+
 /* Random bit patterns through encode and decode, many per call: bitwise identical. */
 TEST(random_round_trip_bitwise) {
   enum { N = 4096 };
@@ -772,27 +852,29 @@ TEST(random_round_trip_bitwise) {
   ox_buf_t b;
   for (int round = 0; round < 20; round++) {
     for (int k = 0; k < N; k++) {
-      do f[k] = from32((uint32_t)rnd()); while (!isfinite(f[k]));
-      do d[k] = from64(rnd()); while (!isfinite(d[k]));
+      do f[k] = from32((uint32_t)rnd());
+      while (!isfinite(f[k]));
+      do d[k] = from64(rnd());
+      while (!isfinite(d[k]));
       i[k] = (int64_t)rnd() >> (rnd() % 64);
     }
     ox_buf_init(&b);
     CHECK_INT(ox_tensor_json_encode(&b, OX_DT_FP32, f, N), 0);
-    CHECK_INT(ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_FP32, N, f2, NULL, err,
-                                    sizeof err),
-              0);
+    CHECK_INT(
+        ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_FP32, N, f2, NULL, err, sizeof err),
+        0);
     CHECK_MEM(f, f2, sizeof f);
     b.len = 0;
     CHECK_INT(ox_tensor_json_encode(&b, OX_DT_FP64, d, N), 0);
-    CHECK_INT(ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_FP64, N, d2, NULL, err,
-                                    sizeof err),
-              0);
+    CHECK_INT(
+        ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_FP64, N, d2, NULL, err, sizeof err),
+        0);
     CHECK_MEM(d, d2, sizeof d);
     b.len = 0;
     CHECK_INT(ox_tensor_json_encode(&b, OX_DT_INT64, i, N), 0);
-    CHECK_INT(ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_INT64, N, i2, NULL, err,
-                                    sizeof err),
-              0);
+    CHECK_INT(
+        ox_tensor_json_decode(ox_slice(b.data, b.len), OX_DT_INT64, N, i2, NULL, err, sizeof err),
+        0);
     CHECK_MEM(i, i2, sizeof i);
     ox_buf_free(&b);
   }
@@ -801,8 +883,8 @@ TEST(random_round_trip_bitwise) {
 /* Input that ends exactly where an unreadable page begins: any read past the end faults. */
 TEST(guard_page) {
   long pg = sysconf(_SC_PAGESIZE);
-  char *mem = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+  char *mem =
+      mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   CHECK(mem != MAP_FAILED);
   if (mem == MAP_FAILED) return;
   CHECK_INT(mprotect(mem + pg, (size_t)pg, PROT_NONE), 0);
@@ -811,18 +893,33 @@ TEST(guard_page) {
     const char *json;
     int rc;
   } cases[] = {
-      {OX_DT_FP32, "[1.5e3]", 0},   {OX_DT_FP32, "[1.5e3", OX_EINVALID},
-      {OX_DT_FP32, "[1.5e", OX_EINVALID}, {OX_DT_FP32, "[1.", OX_EINVALID},
-      {OX_DT_FP32, "[-", OX_EINVALID},    {OX_DT_FP32, "[12", OX_EINVALID},
-      {OX_DT_FP64, "[0", OX_EINVALID},    {OX_DT_FP16, "[1]  ", 0},
-      {OX_DT_INT64, "[-12", OX_EINVALID}, {OX_DT_INT64, "[-", OX_EINVALID},
-      {OX_DT_UINT8, "[255]", 0},          {OX_DT_UINT8, "[25", OX_EINVALID},
-      {OX_DT_BOOL, "[tru", OX_EINVALID},  {OX_DT_BOOL, "[true", OX_EINVALID},
-      {OX_DT_BOOL, "[fals", OX_EINVALID}, {OX_DT_BOOL, "[false]", 0},
-      {OX_DT_BYTES, "[\"ab", OX_EINVALID}, {OX_DT_BYTES, "[\"ab\\", OX_EINVALID},
-      {OX_DT_BYTES, "[\"\xe2\x82", OX_EINVALID}, {OX_DT_BYTES, "[\"a\\n\"]", 0},
-      {OX_DT_FP32, "[", OX_EINVALID},     {OX_DT_FP32, "[[", OX_EINVALID},
-      {OX_DT_FP32, "[1,", OX_EINVALID},   {OX_DT_FP32, " ", OX_EINVALID},
+      {OX_DT_FP32, "[1.5e3]", 0},
+      {OX_DT_FP32, "[0.12345678]", 0}, /* eight digits at once, up to the last byte */
+      {OX_DT_FP32, "[0.1234567890123456789", OX_EINVALID},
+      {OX_DT_FP64, "[-0.0000000000000000000012345678901234567]", 0},
+      {OX_DT_FP32, "[1.5e3", OX_EINVALID},
+      {OX_DT_FP32, "[1.5e", OX_EINVALID},
+      {OX_DT_FP32, "[1.", OX_EINVALID},
+      {OX_DT_FP32, "[-", OX_EINVALID},
+      {OX_DT_FP32, "[12", OX_EINVALID},
+      {OX_DT_FP64, "[0", OX_EINVALID},
+      {OX_DT_FP16, "[1]  ", 0},
+      {OX_DT_INT64, "[-12", OX_EINVALID},
+      {OX_DT_INT64, "[-", OX_EINVALID},
+      {OX_DT_UINT8, "[255]", 0},
+      {OX_DT_UINT8, "[25", OX_EINVALID},
+      {OX_DT_BOOL, "[tru", OX_EINVALID},
+      {OX_DT_BOOL, "[true", OX_EINVALID},
+      {OX_DT_BOOL, "[fals", OX_EINVALID},
+      {OX_DT_BOOL, "[false]", 0},
+      {OX_DT_BYTES, "[\"ab", OX_EINVALID},
+      {OX_DT_BYTES, "[\"ab\\", OX_EINVALID},
+      {OX_DT_BYTES, "[\"\xe2\x82", OX_EINVALID},
+      {OX_DT_BYTES, "[\"a\\n\"]", 0},
+      {OX_DT_FP32, "[", OX_EINVALID},
+      {OX_DT_FP32, "[[", OX_EINVALID},
+      {OX_DT_FP32, "[1,", OX_EINVALID},
+      {OX_DT_FP32, " ", OX_EINVALID},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     size_t n = strlen(cases[i].json);
@@ -848,9 +945,9 @@ TEST(guard_page) {
 TEST_MAIN(T(numconv_shortest_known_values), T(numconv_parse_grammar),
           T(numconv_random_doubles_shortest_and_exact), T(numconv_random_floats_shortest_and_exact),
           T(numconv_parse_f32_correctly_rounded), T(numconv_parse_random_decimals),
-          T(half_conversions), T(fp32_round_trip),
-          T(fp64_round_trip), T(fp16_round_trip), T(bf16_round_trip), T(integer_extremes),
-          T(integer_rejections), T(bool_round_trip_and_rejections), T(bytes_round_trip),
-          T(bytes_rejections), T(float_rejections), T(structure_and_counts), T(depth_limit),
+          T(half_conversions), T(fp32_round_trip), T(fp64_round_trip), T(fp16_round_trip),
+          T(bf16_round_trip), T(integer_extremes), T(integer_rejections),
+          T(bool_round_trip_and_rejections), T(bytes_round_trip), T(bytes_rejections),
+          T(float_rejections), T(structure_and_counts), T(depth_limit),
           T(error_buffer_small_or_absent), T(encode_appends_and_empty),
-          T(random_round_trip_bitwise), T(guard_page))
+          T(encode_bound_covers_worst_case), T(random_round_trip_bitwise), T(guard_page))
