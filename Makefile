@@ -44,7 +44,8 @@ else
 endif
 CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
-            -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3
+            -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
+            -Wno-maybe-uninitialized # GCC 12 false positive in dragonbox.h (-O1 + sanitizers)
 LDLIBS   := $(ORT_LIBS) -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))

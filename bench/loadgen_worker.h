@@ -83,10 +83,12 @@ typedef struct {
   uint64_t incomplete;    /* counted requests due or in flight when the run ended */
   uint64_t bytes_sent, bytes_received; /* during the measured window */
   uint64_t t_done;        /* when this worker's measured window ended (monotonic ns) */
+  uint64_t lag_sum, lag_max; /* counted requests: first byte sent minus intended time, ns
+                                (open loop: the client's own lateness plus waiting for a free
+                                connection; both are inside the latency) */
   int idle_ready;         /* idle connections that got their answer */
   int idle_open;          /* ... and were still open at the end */
   int setup_error;        /* 0, or a negative errno from setup (reported by the driver) */
-  int load_ready;         /* load connections connected at the end of setup */
 
   /* Private: */
   int epfd_;

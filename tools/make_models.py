@@ -10,6 +10,9 @@ Writes
   OUT/mlp16/1/model.onnx        16 -> 64 -> 32 -> 1 (ReLU, ReLU, Sigmoid); input "input"
                                 [batch,16] FP32, output "output" [batch,1] FP32. The benchmark's
                                 small model: almost all of its cost is the server's.
+  OUT/mlp_medium/1/model.onnx   256 -> 1024 -> 1024 -> 1 (ReLU, ReLU, Sigmoid); input "input"
+                                [batch,256] FP32, output "output" [batch,1] FP32. A medium
+                                model whose runs take measurable time (batching tests).
 
 Nothing is downloaded: the weights are random, drawn from numpy's PCG64 with fixed seeds, so
 the files are bit-identical on every run (same numpy). MobileNetV2 is structurally the real
@@ -178,6 +181,33 @@ def build_mlp16(seed=16):
     return finish(graph), g.params
 
 
+def build_mlp_medium(seed=1024):
+    """256 -> 1024 -> 1024 -> 1 (ReLU, ReLU, Sigmoid): ~1.3 M parameters, ~2.6 MFLOPs a row.
+
+    Big enough that a run takes measurable time and that merging rows into one run pays off
+    (the batching tests and benchmarks), small enough to build in a fraction of a second."""
+    rng = np.random.default_rng(seed)
+    g = GraphBuilder(rng)
+    x = "input"
+    sizes = [256, 1024, 1024, 1]
+    acts = ["Relu", "Relu", "Sigmoid"]
+    for li, (fin, fout, act) in enumerate(zip(sizes, sizes[1:], acts)):
+        gain = 2.0 if act == "Relu" else 1.0
+        w = rng.standard_normal((fout, fin), dtype=np.float32) * np.float32(np.sqrt(gain / fin))
+        b = (0.1 * rng.standard_normal(fout)).astype(np.float32)
+        x = g.node("Gemm", [x, g.init(f"fc{li}.weight", w), g.init(f"fc{li}.bias", b)],
+                   f"fc{li}", alpha=1.0, beta=1.0, transB=1)
+        x = g.node(act, [x], "output" if li == len(acts) - 1 else f"act{li}")
+    graph = helper.make_graph(
+        g.nodes, "mlp_medium",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 256])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1])],
+        initializer=g.inits,
+    )
+    graph.doc_string = f"MLP 256-1024-1024-1 with deterministic random weights (seed {seed})."
+    return finish(graph), g.params
+
+
 def finish(graph):
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -188,7 +218,7 @@ def finish(graph):
     return model
 
 
-MODELS = {"mobilenetv2": build_mobilenetv2, "mlp16": build_mlp16}
+MODELS = {"mobilenetv2": build_mobilenetv2, "mlp16": build_mlp16, "mlp_medium": build_mlp_medium}
 
 
 def sha256_file(path):

@@ -332,3 +332,292 @@ def connect(server):
     yield make
     for c in conns:
         c.close()
+
+
+# =============================================================================================
+# Batching, backpressure, deadlines and observability (test_batching.py, test_metrics.py).
+# Everything below is used only by those files: model builders, a repository builder that
+# writes config.json files, dedicated servers with their own flags, and small HTTP helpers.
+# =============================================================================================
+
+import json as _json
+import threading as _threading
+
+
+@pytest.fixture(scope="session")
+def mlp_medium(demo_models):
+    """models/mlp_medium/1/model.onnx (tools/make_models.py; fast when up to date)."""
+    p = demo_models / "mlp_medium/1/model.onnx"
+    if not p.is_file():
+        subprocess.run([PY, str(ROOT / "tools/make_models.py"), "--out", str(demo_models)],
+                       check=True, cwd=ROOT)
+    return p
+
+
+def _onnx_bytes(nodes, name, inputs, outputs, inits=()):
+    from onnx import helper
+
+    g = helper.make_graph(nodes, name, inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
+                          producer_name="onnxd tests/integration")
+    m.ir_version = 8
+    return m.SerializeToString(deterministic=True)
+
+
+SLOW_N = 512  # matrix size of the slow model's loop body
+
+
+def slow_model_bytes():
+    """"slow": x [N,4] FP32, iters [N,1] INT64 -> y = x (exactly), after max(iters) products
+    of a 512x512 matrix with an orthogonal one (a Loop, so nothing is constant-folded and the
+    run time is chosen per request: ~1-5 ms an iteration on one core). The matrix product's
+    result enters y as 0 * mean(P), so y == x bit for bit for finite x. Every input and
+    output has a dynamic first dimension, so it can be batched too."""
+    import numpy as np
+    from onnx import TensorProto as TP
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(512)
+    q, _ = np.linalg.qr(rng.standard_normal((SLOW_N, SLOW_N)))
+    w = numpy_helper.from_array(q.astype(np.float32), "W")
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["P_in", "W"], ["P_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TP.INT64, []),
+         helper.make_tensor_value_info("cond_in", TP.BOOL, []),
+         helper.make_tensor_value_info("P_in", TP.FLOAT, [SLOW_N, SLOW_N])],
+        [helper.make_tensor_value_info("cond_out", TP.BOOL, []),
+         helper.make_tensor_value_info("P_out", TP.FLOAT, [SLOW_N, SLOW_N])],
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "zero"], ["s0"]),
+        helper.make_node("Add", ["W", "s0"], ["P0"]),
+        helper.make_node("ReduceMax", ["iters"], ["M"], keepdims=0),
+        helper.make_node("Loop", ["M", "", "P0"], ["P"], body=body),
+        helper.make_node("ReduceMean", ["P"], ["r"], keepdims=0),
+        helper.make_node("Mul", ["r", "zero"], ["r0"]),
+        helper.make_node("Add", ["x", "r0"], ["y"]),
+    ]
+    return _onnx_bytes(
+        nodes, "slow",
+        [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("iters", TP.INT64, ["N", 1])],
+        [helper.make_tensor_value_info("y", TP.FLOAT, ["N", 4])],
+        [w, zero])
+
+
+def two_out_model_bytes():
+    """"two_out": x [N,4] FP32 -> plus1 = x + 1, times2 = x * 2 (both [N,4])."""
+    import numpy as np
+    from onnx import TensorProto as TP
+    from onnx import helper, numpy_helper
+
+    return _onnx_bytes(
+        [helper.make_node("Add", ["x", "one"], ["plus1"]),
+         helper.make_node("Mul", ["x", "two"], ["times2"])],
+        "two_out",
+        [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("plus1", TP.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("times2", TP.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+         numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+
+
+def build_repo(root, models):
+    """Writes a model repository at root. models: {name: spec}, spec a dict with
+      "model": bytes of model.onnx or a Path to hard-link (version 1),
+      "config": dict (written as config.json) or str (written as is), optional,
+      "files": {relative path under DIR/<name>: bytes}, optional (warm-up data)."""
+    root = Path(root)
+    for name, spec in models.items():
+        d = root / name / "1"
+        d.mkdir(parents=True)
+        src = spec["model"]
+        if isinstance(src, (bytes, bytearray)):
+            (d / "model.onnx").write_bytes(src)
+        else:
+            try:
+                os.link(src, d / "model.onnx")
+            except OSError:
+                shutil.copy2(src, d / "model.onnx")
+        cfg = spec.get("config")
+        if cfg is not None:
+            text = cfg if isinstance(cfg, str) else _json.dumps(cfg)
+            (root / name / "config.json").write_text(text)
+        for rel, data in spec.get("files", {}).items():
+            p = root / name / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+    return root
+
+
+def dedicated_server(server_factory, repo, args, name):
+    """Generator for a module fixture: a server of its own, checked alive after every test,
+    stopped (exit 0 required) at the end."""
+    s = keep_alive_checked(server_factory(repo, list(args), name=name))
+    yield s
+    forget(s)
+    err = s.stop()
+    assert err is None, f"{err}\n{s.log_tail()}"
+
+
+def http_get(port, path, timeout=10.0):
+    """One GET on a fresh connection -> rawhttp.Response."""
+    import rawhttp
+
+    c = rawhttp.RawConn(port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        return c.read_response()
+    finally:
+        c.close()
+
+
+def http_post_json(port, path, obj, timeout=30.0, headers=()):
+    import rawhttp
+
+    c = rawhttp.RawConn(port, timeout=timeout)
+    try:
+        c.request("POST", path, _json.dumps(obj).encode(),
+                  ["Content-Type: application/json", *headers])
+        return c.read_response()
+    finally:
+        c.close()
+
+
+def model_stats(port, model, version=None):
+    """The one model_stats entry of a model version (statistics extension)."""
+    path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/stats"
+    r = http_get(port, path)
+    assert r.status == 200, r
+    entries = r.json()["model_stats"]
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def run_threads(fns, timeout=60.0):
+    """Runs each fn() on a thread of its own, all released at once; returns their results in
+    order (an exception a thread raised is re-raised here)."""
+    results = [None] * len(fns)
+    errors = [None] * len(fns)
+    barrier = _threading.Barrier(len(fns))
+
+    def body(i):
+        try:
+            barrier.wait(timeout)
+            results[i] = fns[i]()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors[i] = e
+
+    ts = [_threading.Thread(target=body, args=(i,), daemon=True) for i in range(len(fns))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in ts), f"threads still running after {timeout} s"
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
+_NP_OIP = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
+
+
+def infer_body(inputs, outputs=None, binary_in=False, binary_out=False, parameters=None):
+    """(body, extra headers) of an inference request. inputs: [(name, numpy array)];
+    outputs: names to request (None: all); binary_in / binary_out: the binary tensor
+    extension for the inputs / the outputs."""
+    import numpy as np
+
+    head = {"inputs": []}
+    blobs = []
+    for name, a in inputs:
+        a = np.ascontiguousarray(a)
+        t = {"name": name, "datatype": _NP_OIP[a.dtype.name], "shape": list(a.shape)}
+        if binary_in:
+            t["parameters"] = {"binary_data_size": a.nbytes}
+            blobs.append(a.tobytes())
+        else:
+            t["data"] = a.reshape(-1).tolist()
+        head["inputs"].append(t)
+    if outputs is not None:
+        head["outputs"] = [{"name": n, "parameters": {"binary_data": bool(binary_out)}}
+                           for n in outputs]
+    params = dict(parameters or {})
+    if binary_out and outputs is None:
+        params["binary_data_output"] = True
+    if params:
+        head["parameters"] = params
+    hj = _json.dumps(head).encode()
+    if binary_in:
+        return hj + b"".join(blobs), [f"Inference-Header-Content-Length: {len(hj)}",
+                                      "Content-Type: application/octet-stream"]
+    return hj, ["Content-Type: application/json"]
+
+
+def decode_outputs(resp):
+    """{output name: numpy array} of a 200 inference response (JSON or binary outputs)."""
+    import numpy as np
+
+    from oip import split_binary_response
+
+    np_of = {v: k for k, v in _NP_OIP.items()}
+    if resp.header("Inference-Header-Content-Length") is not None:
+        head, blobs = split_binary_response(resp)
+    else:
+        head, blobs = resp.json(), {}
+    out = {}
+    for o in head["outputs"]:
+        dt = np.dtype(np_of[o["datatype"]])
+        if o["name"] in blobs:
+            a = np.frombuffer(blobs[o["name"]], dtype=dt)
+        else:
+            assert "data" in o, f"output {o['name']} has neither data nor binary data"
+            a = np.array(o["data"], dtype=dt)
+        out[o["name"]] = a.reshape(o["shape"])
+    return head, out
+
+
+def infer(port, model, inputs, timeout=60.0, **kw):
+    """One inference on a fresh connection -> (Response, head or None, {name: array})."""
+    import rawhttp
+
+    body, headers = infer_body(inputs, **kw)
+    c = rawhttp.RawConn(port, timeout=timeout)
+    try:
+        c.request("POST", f"/v2/models/{model}/infer", body, headers)
+        r = c.read_response()
+    finally:
+        c.close()
+    if r.status != 200:
+        return r, None, {}
+    head, outs = decode_outputs(r)
+    return r, head, outs
+
+
+def metric_value(port, sample, model=None, version="1"):
+    """The value of one sample in /metrics, by its exact name as the server writes it (Triton's
+    counters have no _total suffix), with labels model/version when model is given."""
+    import re
+
+    text = http_get(port, "/metrics").body.decode()
+    lab = "" if model is None else r'\{model="%s",version="%s"\}' % (re.escape(model), version)
+    m = re.search(r"^%s%s (\S+)$" % (re.escape(sample), lab), text, re.M)
+    assert m, f"no sample {sample} {model or ''} in /metrics"
+    return float(m.group(1))
+
+
+def wait_until(cond, timeout, what, interval=0.005):
+    """Polls cond() until it is true; fails with what after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+        time.sleep(interval)

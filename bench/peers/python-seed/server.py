@@ -119,6 +119,11 @@ def ready():
     return {"ready": True}
 
 
+@app.get("/v2/health/live")
+def live():
+    return {"live": True}
+
+
 @app.post("/v2/models/{model_name}/infer", response_model=InferenceResponse)
 async def infer(model_name: str, body: InferenceRequest):
     if model_name not in MODELS:
