@@ -398,8 +398,13 @@ static int ox_input(ox_parser_t *ps, size_t idx, ox_infer_input_t *in) {
         break;
       case OX_K_DATA: {
         const char *start = js->p;
-        if (c != '[') ox_pend(&pe, OX_EINVALID, "data must be an array");
-        rc = ox_json_skip(js, OX_D_IO);
+        if (c != '[') {
+          ox_pend(&pe, OX_EINVALID, "data must be an array");
+          rc = ox_json_skip(js, OX_D_IO);
+        } else {
+          /* Structure only: the tensor decoder parses every element strictly. */
+          rc = ox_json_skip_array_fast(js, OX_D_IO);
+        }
         if (rc == 0 && c == '[') in->data_json = ox_slice(start, (size_t)(js->p - start));
         break;
       }

@@ -133,17 +133,17 @@ typedef struct {
 static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   ox_sched_config_t *s = &c->cfg->sched;
-  uint64_t v;
+  uint64_t v = 0;
   int rc;
   if (!strcmp(key, "max_queue_delay_microseconds")) {
     rc = cfg_uint(p, key, 0, 10000000, &v);
-    s->max_queue_delay_us = v;
+    if (!rc) s->max_queue_delay_us = v;
   } else if (!strcmp(key, "max_queue_size")) {
     rc = cfg_uint(p, key, 0, 1000000, &v);
-    s->max_queue_size = (uint32_t)v;
+    if (!rc) s->max_queue_size = (uint32_t)v;
   } else if (!strcmp(key, "default_timeout_microseconds")) {
     rc = cfg_uint(p, key, 0, 3600000000ull, &v);
-    s->default_timeout_us = v;
+    if (!rc) s->default_timeout_us = v;
   } else if (!strcmp(key, "preferred_batch_size")) {
     if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array", key);
     s->num_preferred = 0;
@@ -197,7 +197,7 @@ static int warm_input_member(cfg_parser_t *p, const char *key, void *vctx) {
       return 0;
     }
     for (;;) {
-      uint64_t v;
+      uint64_t v = 0;
       if (in->rank == OX_RT_MAX_RANK - 1) return cfg_fail(p, "too many warm-up dims");
       int rc = cfg_uint(p, "dims", 0, 1 << 20, &v);
       if (rc) return rc;
@@ -244,16 +244,16 @@ static int warm_inputs_member(cfg_parser_t *p, const char *key, void *vctx) {
 
 static int warm_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
-  uint64_t v;
+  uint64_t v = 0;
   if (!strcmp(key, "name")) return cfg_str(p, key, c->w->name, sizeof c->w->name);
   if (!strcmp(key, "batch_size")) {
     int rc = cfg_uint(p, key, 1, 1024, &v);
-    c->w->batch_size = (uint32_t)v;
+    if (!rc) c->w->batch_size = (uint32_t)v;
     return rc;
   }
   if (!strcmp(key, "count")) {
     int rc = cfg_uint(p, key, 1, 1000, &v);
-    c->w->count = (uint32_t)v;
+    if (!rc) c->w->count = (uint32_t)v;
     return rc;
   }
   if (!strcmp(key, "inputs")) return cfg_object(p, "'model_warmup.inputs'", warm_inputs_member, c);
@@ -263,7 +263,7 @@ static int warm_member(cfg_parser_t *p, const char *key, void *vctx) {
 static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   ox_sched_config_t *s = &c->cfg->sched;
-  uint64_t v;
+  uint64_t v = 0;
   int rc;
   if (!strcmp(key, "name")) {
     char name[256];
@@ -273,13 +273,13 @@ static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   }
   if (!strcmp(key, "max_batch_size")) {
     rc = cfg_uint(p, key, 0, 1024, &v);
-    s->max_batch_size = (uint32_t)v;
+    if (!rc) s->max_batch_size = (uint32_t)v;
     c->seen_max_batch = 1;
     return rc;
   }
   if (!strcmp(key, "instance_count")) {
     rc = cfg_uint(p, key, 1, 64, &v);
-    s->instance_count = (uint32_t)v;
+    if (!rc) s->instance_count = (uint32_t)v;
     return rc;
   }
   if (!strcmp(key, "dynamic_batching")) {
