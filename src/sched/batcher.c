@@ -39,6 +39,7 @@ struct ox_batcher {
   uint64_t wake_ns;       /* when the timer should look again; 0 = nothing to wait for */
   ox_job_t kick;          /* pool job that forms and runs a batch */
   int kick_queued;
+  atomic_int stopping;    /* shutdown past the drain deadline: run nothing more */
 };
 
 uint64_t ox_mono_ns(void) {
@@ -190,9 +191,10 @@ static uint64_t form_locked(ox_batcher_t *b, uint64_t now, ox_sched_req_t **fail
   uint64_t wake = 0;
   *batch = NULL;
   *n = 0;
+  int stopping = atomic_load(&b->stopping);
   for (ox_sched_req_t **pp = &b->head, *prev = NULL; *pp;) {
     ox_sched_req_t *r = *pp;
-    if (atomic_load(&r->cancelled) || (r->deadline_ns && now >= r->deadline_ns)) {
+    if (stopping || atomic_load(&r->cancelled) || (r->deadline_ns && now >= r->deadline_ns)) {
       *pp = r->next;
       if (b->tail == r) b->tail = prev;
       atomic_fetch_sub(&b->queued, 1);
@@ -356,6 +358,10 @@ static void run_batch(ox_batcher_t *b, ox_sched_req_t *first, size_t n) {
   bufs = NULL;
   if (rc) {
     status = rc == OX_EINVALID ? 400 : 500;
+    if (atomic_load(&b->stopping)) {
+      status = 503;
+      snprintf(err, sizeof err, "server is shutting down");
+    }
     free(batch->outs);
     free(batch);
     batch = NULL;
@@ -439,10 +445,11 @@ fail_nolist:
   }
 }
 
-static void fail_list(ox_sched_req_t *failed, uint64_t now) {
+static void fail_list(ox_batcher_t *b, ox_sched_req_t *failed, uint64_t now) {
   while (failed) {
     ox_sched_req_t *n = failed->next;
     if (atomic_load(&failed->cancelled)) fail_req(failed, 499, "client closed the connection");
+    else if (atomic_load(&b->stopping)) fail_req(failed, 503, "server is shutting down");
     else fail_req(failed, 503, "request timeout expired before the model ran");
     failed = n;
   }
@@ -462,7 +469,7 @@ static void drain(ox_batcher_t *b, int finished_run) {
     }
     uint64_t wake = form_locked(b, now, &failed, &batch, &n);
     pthread_mutex_unlock(&b->lock);
-    fail_list(failed, now);
+    fail_list(b, failed, now);
     if (wake) timer_arm(b, wake);
     if (!batch) return;
     run_batch(b, batch, n);
@@ -509,7 +516,7 @@ static void batcher_tick(ox_batcher_t *b) {
     }
   }
   pthread_mutex_unlock(&b->lock);
-  fail_list(failed, now);
+  fail_list(b, failed, now);
   if (submit && ox_pool_submit_front(b->pool, &b->kick) != 0) {
     pthread_mutex_lock(&b->lock);
     b->kick_queued = 0;
@@ -592,6 +599,7 @@ void ox_batch_release(ox_batch_t *batch) {
 }
 
 void ox_batcher_terminate_runs(ox_batcher_t *b) {
+  atomic_store(&b->stopping, 1);
   pthread_mutex_lock(&b->lock);
   for (uint32_t i = 0; i < b->cfg.instance_count; i++)
     if (b->ctls[i]) ox_run_ctl_terminate(b->ctls[i]);

@@ -83,7 +83,8 @@ void ox_batcher_unreserve(ox_batcher_t *b);
 void ox_batcher_enqueue(ox_batcher_t *b, ox_sched_req_t *req);
 /* Releases a request's share of its batch's output memory (any thread). NULL is fine. */
 void ox_batch_release(ox_batch_t *batch);
-/* Asks every run in progress to stop (shutdown after the drain deadline). */
+/* Asks every run in progress to stop and fails everything queued, now and later, with 503
+ * (shutdown after the drain deadline). */
 void ox_batcher_terminate_runs(ox_batcher_t *b);
 /* Requests waiting in the queue (approximate, lock-free). */
 size_t ox_batcher_pending(const ox_batcher_t *b);

@@ -304,6 +304,12 @@ static int prepare(infer_job_t *job, char *err) {
       }
     }
   }
+  if (st->cfg.from_file && st->cfg.sched.max_batch_size > 0 &&
+      rows > st->cfg.sched.max_batch_size) {
+    snprintf(err, ERRCAP, "batch size %" PRIu64 " exceeds the model's max_batch_size %u", rows,
+             st->cfg.sched.max_batch_size);
+    return 400;
+  }
   ox_sched_req_t *sr = &job->sreq;
   sr->model = m;
   sr->inputs = tin;

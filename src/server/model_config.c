@@ -370,6 +370,13 @@ int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_th
   for (size_t k = 0; k < cfg->num_warmup; k++) {
     ox_warmup_t *w = &cfg->warmup[k];
     for (size_t i = 0; i < w->num_inputs; i++) {
+      size_t j = 0;
+      while (j < m->num_inputs && strcmp(m->inputs[j].name, w->inputs[i].name)) j++;
+      if (j == m->num_inputs) {
+        snprintf(err, errcap, "config.json: warm-up '%.60s': input '%.100s' is not an input of "
+                 "the model", w->name, w->inputs[i].name);
+        return OX_EINVALID;
+      }
       if (w->inputs[i].dtype == OX_DT_INVALID) {
         snprintf(err, errcap, "config.json: warm-up input '%s' has no data_type", w->inputs[i].name);
         return OX_EINVALID;

@@ -340,6 +340,7 @@ def connect(server):
 # writes config.json files, dedicated servers with their own flags, and small HTTP helpers.
 # =============================================================================================
 
+import functools as _functools
 import json as _json
 import threading as _threading
 
@@ -367,6 +368,7 @@ def _onnx_bytes(nodes, name, inputs, outputs, inits=()):
 SLOW_N = 512  # matrix size of the slow model's loop body
 
 
+@_functools.lru_cache(maxsize=None)
 def slow_model_bytes():
     """"slow": x [N,4] FP32, iters [N,1] INT64 -> y = x (exactly), after max(iters) products
     of a 512x512 matrix with an orthogonal one (a Loop, so nothing is constant-folded and the
@@ -409,6 +411,7 @@ def slow_model_bytes():
         [w, zero])
 
 
+@_functools.lru_cache(maxsize=None)
 def two_out_model_bytes():
     """"two_out": x [N,4] FP32 -> plus1 = x + 1, times2 = x * 2 (both [N,4])."""
     import numpy as np
