@@ -316,7 +316,8 @@ static int prepare(infer_job_t *job, char *err) {
   sr->out_idx = out_idx;
   sr->n_out = n_out;
   sr->rows = rows;
-  uint64_t timeout_us = req->has_timeout ? req->timeout_us : st->cfg.sched.default_timeout_us;
+  /* Triton: a timeout of 0 means "not set", so the model default applies. */
+  uint64_t timeout_us = req->has_timeout && req->timeout_us ? req->timeout_us : st->cfg.sched.default_timeout_us;
   sr->deadline_ns = timeout_us ? job->t_recv + timeout_us * 1000u : 0;
   sr->outs = calloc(n_out + 1, sizeof *sr->outs);
   if (!sr->outs) return 500;
