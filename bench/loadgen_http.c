@@ -15,18 +15,18 @@
 
 enum { PH_HEAD, PH_LENGTH, PH_CHUNKED, PH_CLOSE, PH_DONE };
 enum {
-  CK_SIZE0,       /* first hex digit of a chunk size */
-  CK_SIZE,        /* more hex digits, or what ends them */
-  CK_SIZE_WS,     /* BWS after the size: only SP, HTAB, ';' or CR may follow */
-  CK_EXT,         /* chunk extension, up to CR */
-  CK_SIZE_LF,     /* LF ending the size line */
-  CK_DATA,        /* chunk data */
-  CK_DATA_CR,     /* CRLF after chunk data */
+  CK_SIZE0,   /* first hex digit of a chunk size */
+  CK_SIZE,    /* more hex digits, or what ends them */
+  CK_SIZE_WS, /* BWS after the size: only SP, HTAB, ';' or CR may follow */
+  CK_EXT,     /* chunk extension, up to CR */
+  CK_SIZE_LF, /* LF ending the size line */
+  CK_DATA,    /* chunk data */
+  CK_DATA_CR, /* CRLF after chunk data */
   CK_DATA_LF,
-  CK_TRAILER0,    /* start of a trailer line, or the final CRLF */
-  CK_TRAILER,     /* inside a trailer line */
+  CK_TRAILER0, /* start of a trailer line, or the final CRLF */
+  CK_TRAILER,  /* inside a trailer line */
   CK_TRAILER_LF,
-  CK_END_LF,      /* LF of the final CRLF */
+  CK_END_LF, /* LF of the final CRLF */
 };
 
 #define DEFAULT_MAX_HEAD 16384
@@ -77,9 +77,13 @@ static int is_tchar(unsigned char c) {
   if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
   return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
-static int is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
+static int is_ows(unsigned char c) {
+  return c == ' ' || c == '\t';
+}
 /* Field values and reason phrases: HTAB, SP, VCHAR, obs-text. */
-static int is_text(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+static int is_text(unsigned char c) {
+  return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
 
 static int hex_value(unsigned char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -280,59 +284,71 @@ static int chunked(ox_lg_resp_t *r, const char *p, size_t n, size_t *used) {
     unsigned char c = (unsigned char)p[i++];
     int h;
     switch (r->cstate_) {
-    case CK_SIZE0:
-      if ((h = hex_value(c)) < 0) FAIL(r, OX_EINVALID, "bad chunk size");
-      r->remaining_ = (uint64_t)h;
-      r->cdigits_ = 1;
-      r->cstate_ = CK_SIZE;
-      break;
-    case CK_SIZE:
-      if ((h = hex_value(c)) >= 0) {
-        if (++r->cdigits_ > MAX_CHUNK_DIGITS) FAIL(r, OX_EINVALID, "chunk size too large");
-        r->remaining_ = r->remaining_ * 16 + (uint64_t)h;
+      case CK_SIZE0:
+        if ((h = hex_value(c)) < 0) FAIL(r, OX_EINVALID, "bad chunk size");
+        r->remaining_ = (uint64_t)h;
+        r->cdigits_ = 1;
+        r->cstate_ = CK_SIZE;
         break;
-      }
-      __attribute__((fallthrough)); /* to what may end the digits */
-    case CK_SIZE_WS:
-      if (is_ows(c)) r->cstate_ = CK_SIZE_WS;
-      else if (c == ';') r->cstate_ = CK_EXT, r->cline_ = 0;
-      else if (c == '\r') r->cstate_ = CK_SIZE_LF;
-      else FAIL(r, OX_EINVALID, "bad chunk size");
-      break;
-    case CK_EXT:
-      if (c == '\r') r->cstate_ = CK_SIZE_LF;
-      else if (!is_text(c)) FAIL(r, OX_EINVALID, "bad byte in chunk extension");
-      else if (++r->cline_ > MAX_CHUNK_EXT) FAIL(r, OX_EINVALID, "chunk extension too long");
-      break;
-    case CK_SIZE_LF:
-      if (c != '\n') FAIL(r, OX_EINVALID, "bad chunk size line ending");
-      r->cstate_ = r->remaining_ ? CK_DATA : CK_TRAILER0;
-      break;
-    case CK_DATA_CR:
-      if (c != '\r') FAIL(r, OX_EINVALID, "missing CRLF after chunk data");
-      r->cstate_ = CK_DATA_LF;
-      break;
-    case CK_DATA_LF:
-      if (c != '\n') FAIL(r, OX_EINVALID, "missing CRLF after chunk data");
-      r->cstate_ = CK_SIZE0;
-      break;
-    case CK_TRAILER0:
-      if (c == '\r') r->cstate_ = CK_END_LF;
-      else if (!is_tchar(c)) FAIL(r, OX_EINVALID, "bad trailer");
-      else r->cstate_ = CK_TRAILER;
-      break;
-    case CK_TRAILER:
-      if (c == '\r') r->cstate_ = CK_TRAILER_LF;
-      else if (!is_text(c)) FAIL(r, OX_EINVALID, "bad byte in trailer");
-      break;
-    case CK_TRAILER_LF:
-      if (c != '\n') FAIL(r, OX_EINVALID, "bad trailer line ending");
-      r->cstate_ = CK_TRAILER0;
-      break;
-    case CK_END_LF:
-      if (c != '\n') FAIL(r, OX_EINVALID, "bad chunked body ending");
-      rc = 0;
-      break;
+      case CK_SIZE:
+        if ((h = hex_value(c)) >= 0) {
+          if (++r->cdigits_ > MAX_CHUNK_DIGITS) FAIL(r, OX_EINVALID, "chunk size too large");
+          r->remaining_ = r->remaining_ * 16 + (uint64_t)h;
+          break;
+        }
+        __attribute__((fallthrough)); /* to what may end the digits */
+      case CK_SIZE_WS:
+        if (is_ows(c))
+          r->cstate_ = CK_SIZE_WS;
+        else if (c == ';')
+          r->cstate_ = CK_EXT, r->cline_ = 0;
+        else if (c == '\r')
+          r->cstate_ = CK_SIZE_LF;
+        else
+          FAIL(r, OX_EINVALID, "bad chunk size");
+        break;
+      case CK_EXT:
+        if (c == '\r')
+          r->cstate_ = CK_SIZE_LF;
+        else if (!is_text(c))
+          FAIL(r, OX_EINVALID, "bad byte in chunk extension");
+        else if (++r->cline_ > MAX_CHUNK_EXT)
+          FAIL(r, OX_EINVALID, "chunk extension too long");
+        break;
+      case CK_SIZE_LF:
+        if (c != '\n') FAIL(r, OX_EINVALID, "bad chunk size line ending");
+        r->cstate_ = r->remaining_ ? CK_DATA : CK_TRAILER0;
+        break;
+      case CK_DATA_CR:
+        if (c != '\r') FAIL(r, OX_EINVALID, "missing CRLF after chunk data");
+        r->cstate_ = CK_DATA_LF;
+        break;
+      case CK_DATA_LF:
+        if (c != '\n') FAIL(r, OX_EINVALID, "missing CRLF after chunk data");
+        r->cstate_ = CK_SIZE0;
+        break;
+      case CK_TRAILER0:
+        if (c == '\r')
+          r->cstate_ = CK_END_LF;
+        else if (!is_tchar(c))
+          FAIL(r, OX_EINVALID, "bad trailer");
+        else
+          r->cstate_ = CK_TRAILER;
+        break;
+      case CK_TRAILER:
+        if (c == '\r')
+          r->cstate_ = CK_TRAILER_LF;
+        else if (!is_text(c))
+          FAIL(r, OX_EINVALID, "bad byte in trailer");
+        break;
+      case CK_TRAILER_LF:
+        if (c != '\n') FAIL(r, OX_EINVALID, "bad trailer line ending");
+        r->cstate_ = CK_TRAILER0;
+        break;
+      case CK_END_LF:
+        if (c != '\n') FAIL(r, OX_EINVALID, "bad chunked body ending");
+        rc = 0;
+        break;
     }
     if (r->cstate_ >= CK_TRAILER0 && ++r->ctrailer_ > max)
       FAIL(r, OX_EHEADERS_TOO_LARGE, "trailers too large");
@@ -360,43 +376,48 @@ int ox_lg_resp_parse(ox_lg_resp_t *r, const char *buf, size_t len, size_t *consu
   *consumed = 0;
   while (rc == OX_ENEED_MORE) {
     switch (r->phase_) {
-    case PH_HEAD: {
-      if (pos == len) goto out;
-      long n = find_head(r, buf + pos, len - pos);
-      if (n < 0) {
-        if (n != OX_ENEED_MORE) return (int)n;
-        goto out;
+      case PH_HEAD: {
+        if (pos == len) goto out;
+        long n = find_head(r, buf + pos, len - pos);
+        if (n < 0) {
+          if (n != OX_ENEED_MORE) return (int)n;
+          goto out;
+        }
+        pos += (size_t)n;
+        r->head_len = (size_t)n;
+        break; /* an interim head stays in PH_HEAD and the loop parses the next one */
       }
-      pos += (size_t)n;
-      r->head_len = (size_t)n;
-      break; /* an interim head stays in PH_HEAD and the loop parses the next one */
-    }
-    case PH_LENGTH: {
-      size_t take = len - pos;
-      if (take > r->remaining_) take = (size_t)r->remaining_;
-      body_bytes(r, buf + pos, take);
-      pos += take;
-      r->remaining_ -= take;
-      if (r->remaining_ == 0) r->phase_ = PH_DONE;
-      else goto out;
-      break;
-    }
-    case PH_CHUNKED: {
-      size_t used;
-      int c = chunked(r, buf + pos, len - pos, &used);
-      pos += used;
-      if (c == 0) r->phase_ = PH_DONE;
-      else if (c == OX_ENEED_MORE) goto out;
-      else return c;
-      break;
-    }
-    case PH_CLOSE:
-      body_bytes(r, buf + pos, len - pos);
-      pos = len;
-      goto out;
-    case PH_DONE:
-      rc = 0;
-      break;
+      case PH_LENGTH: {
+        size_t take = len - pos;
+        if (take > r->remaining_) take = (size_t)r->remaining_;
+        body_bytes(r, buf + pos, take);
+        pos += take;
+        r->remaining_ -= take;
+        if (r->remaining_ == 0)
+          r->phase_ = PH_DONE;
+        else
+          goto out;
+        break;
+      }
+      case PH_CHUNKED: {
+        size_t used;
+        int c = chunked(r, buf + pos, len - pos, &used);
+        pos += used;
+        if (c == 0)
+          r->phase_ = PH_DONE;
+        else if (c == OX_ENEED_MORE)
+          goto out;
+        else
+          return c;
+        break;
+      }
+      case PH_CLOSE:
+        body_bytes(r, buf + pos, len - pos);
+        pos = len;
+        goto out;
+      case PH_DONE:
+        rc = 0;
+        break;
     }
   }
 out:
@@ -414,4 +435,6 @@ int ox_lg_resp_eof(ox_lg_resp_t *r) {
   return OX_EINVALID;
 }
 
-int ox_lg_resp_idle(const ox_lg_resp_t *r) { return r->phase_ == PH_HEAD && r->scan_ == 0; }
+int ox_lg_resp_idle(const ox_lg_resp_t *r) {
+  return r->phase_ == PH_HEAD && r->scan_ == 0;
+}

@@ -38,30 +38,30 @@ size_t ox_lg_match_feed(const ox_lg_match_t *m, size_t state, const char *p, siz
 
 typedef struct {
   /* Set by the caller before ox_lg_resp_begin (begin keeps them): */
-  size_t max_head;             /* status line + headers + CRLFCRLF; 0 means 16384 */
-  const ox_lg_match_t *match;  /* optional: decoded body bytes are fed to it */
-  int head_request;            /* the request was HEAD: no body, whatever the headers say */
+  size_t max_head;            /* status line + headers + CRLFCRLF; 0 means 16384 */
+  const ox_lg_match_t *match; /* optional: decoded body bytes are fed to it */
+  int head_request;           /* the request was HEAD: no body, whatever the headers say */
 
   /* Results, valid once the head is complete: */
-  int status;                  /* 100..999 */
-  int minor_version;           /* HTTP/1.0 or 1.1 */
-  int keep_alive;              /* 0: the server will close (or must be closed) after it */
-  int chunked;                 /* Transfer-Encoding ends in chunked */
-  int until_close;             /* no length: the body ends when the server closes */
-  uint64_t content_length;     /* when neither chunked nor until_close */
-  size_t head_len;             /* bytes of the final head (after any 1xx interim heads) */
-  uint64_t body_len;           /* decoded body bytes so far */
-  size_t match_state;          /* matcher state over the decoded body */
-  const char *why;             /* static reason after an error */
+  int status;              /* 100..999 */
+  int minor_version;       /* HTTP/1.0 or 1.1 */
+  int keep_alive;          /* 0: the server will close (or must be closed) after it */
+  int chunked;             /* Transfer-Encoding ends in chunked */
+  int until_close;         /* no length: the body ends when the server closes */
+  uint64_t content_length; /* when neither chunked nor until_close */
+  size_t head_len;         /* bytes of the final head (after any 1xx interim heads) */
+  uint64_t body_len;       /* decoded body bytes so far */
+  size_t match_state;      /* matcher state over the decoded body */
+  const char *why;         /* static reason after an error */
 
   /* Private: */
   int phase_;
-  size_t scan_;                /* bytes of the pending head already searched for CRLFCRLF */
-  uint64_t remaining_;         /* body or chunk bytes left */
-  int cstate_;                 /* chunked sub-state */
-  uint32_t cdigits_;           /* hex digits of the chunk size so far */
-  size_t cline_;               /* bytes of the current extension or trailer line */
-  size_t ctrailer_;            /* bytes of all trailer lines */
+  size_t scan_;        /* bytes of the pending head already searched for CRLFCRLF */
+  uint64_t remaining_; /* body or chunk bytes left */
+  int cstate_;         /* chunked sub-state */
+  uint32_t cdigits_;   /* hex digits of the chunk size so far */
+  size_t cline_;       /* bytes of the current extension or trailer line */
+  size_t ctrailer_;    /* bytes of all trailer lines */
 } ox_lg_resp_t;
 
 /* Starts a new response (keeps max_head, match and head_request). */

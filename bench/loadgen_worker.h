@@ -26,42 +26,44 @@
 #include "loadgen_http.h"
 
 /* Kinds of errors other than an unexpected status. */
-#define OX_LG_ERR_KINDS(X)                                                        \
+#define OX_LG_ERR_KINDS(X)                                                           \
   X(CONNECT, "connect")   /* connection refused, reset or timed out while opening */ \
-  X(TIMEOUT, "timeout")   /* no complete answer within --timeout-ms */             \
-  X(IO, "io")             /* connection reset or closed before the answer ended */ \
-  X(PROTOCOL, "protocol") /* malformed answer, or bytes nobody asked for */        \
+  X(TIMEOUT, "timeout")   /* no complete answer within --timeout-ms */               \
+  X(IO, "io")             /* connection reset or closed before the answer ended */   \
+  X(PROTOCOL, "protocol") /* malformed answer, or bytes nobody asked for */          \
   X(BODY, "body")         /* expected status, but --check-body not found */
 
+/* clang-format off */
 typedef enum {
 #define OX_LG_ERR_ENUM(e, name) OX_LG_ERR_##e,
   OX_LG_ERR_KINDS(OX_LG_ERR_ENUM)
 #undef OX_LG_ERR_ENUM
   OX_LG_ERR_COUNT_
 } ox_lg_err_kind_t;
+/* clang-format on */
 
 /* What every worker shares; read-only once the load phase starts. */
 typedef struct {
   struct sockaddr_storage addr;
   socklen_t addrlen;
-  const char *head;      /* pre-encoded request line and headers, borrowed */
+  const char *head; /* pre-encoded request line and headers, borrowed */
   size_t head_len;
-  const char *body;      /* request body, borrowed (may be NULL) */
+  const char *body; /* request body, borrowed (may be NULL) */
   size_t body_len;
-  const char *idle_req;  /* the idle connections' GET, borrowed */
+  const char *idle_req; /* the idle connections' GET, borrowed */
   size_t idle_req_len;
-  int head_request;      /* method is HEAD: answers have no body */
+  int head_request; /* method is HEAD: answers have no body */
   int expect_status;
   const ox_lg_match_t *match; /* --check-body, or NULL */
   uint64_t timeout_ns;
-  double rate;           /* total requests per second over all workers; 0: closed loop */
+  double rate; /* total requests per second over all workers; 0: closed loop */
   int nworkers;
   /* Set by the driver between the two barriers, monotonic ns: */
-  uint64_t t_start;      /* load starts (open loop: request 0 is due) */
-  uint64_t t_measure;    /* warm-up ends: requests intended from here on count */
-  uint64_t t_end;        /* no request is sent or counted from here on; UINT64_MAX: none */
+  uint64_t t_start;           /* load starts (open loop: request 0 is due) */
+  uint64_t t_measure;         /* warm-up ends: requests intended from here on count */
+  uint64_t t_end;             /* no request is sent or counted from here on; UINT64_MAX: none */
   pthread_barrier_t *barrier; /* workers + driver, used twice */
-  atomic_int *stop;      /* set by SIGINT: end now */
+  atomic_int *stop;           /* set by SIGINT: end now */
 } ox_lg_config_t;
 
 typedef struct ox_lg_conn ox_lg_conn_t;
@@ -69,30 +71,30 @@ typedef struct ox_lg_conn ox_lg_conn_t;
 typedef struct {
   /* Set by the driver: */
   const ox_lg_config_t *cfg;
-  int id;                 /* 0..nworkers-1 */
-  int nconns, nidle;      /* load and idle connections of this worker */
-  uint64_t max_requests;  /* counted requests to send; UINT64_MAX: no limit */
+  int id;                /* 0..nworkers-1 */
+  int nconns, nidle;     /* load and idle connections of this worker */
+  uint64_t max_requests; /* counted requests to send; UINT64_MAX: no limit */
 
   /* Results (valid after ox_lg_worker_run returns): */
-  ox_lg_hist_t hist;      /* latency of good answers, ns */
-  uint64_t requests;      /* counted requests that ended (answered, failed or timed out) */
+  ox_lg_hist_t hist; /* latency of good answers, ns */
+  uint64_t requests; /* counted requests that ended (answered, failed or timed out) */
   uint64_t ok;
-  uint64_t errors;        /* failed requests plus connect failures */
+  uint64_t errors; /* failed requests plus connect failures */
   uint64_t by_status[1000];
   uint64_t by_kind[OX_LG_ERR_COUNT_];
-  uint64_t incomplete;    /* counted requests due or in flight when the run ended */
+  uint64_t incomplete;                 /* counted requests due or in flight when the run ended */
   uint64_t bytes_sent, bytes_received; /* during the measured window */
-  uint64_t t_done;        /* when this worker's measured window ended (monotonic ns) */
-  uint64_t lag_sum, lag_max; /* counted requests: first byte sent minus intended time, ns
-                                (open loop: the client's own lateness plus waiting for a free
-                                connection; both are inside the latency) */
-  int idle_ready;         /* idle connections that got their answer */
-  int idle_open;          /* ... and were still open at the end */
-  int setup_error;        /* 0, or a negative errno from setup (reported by the driver) */
+  uint64_t t_done;                     /* when this worker's measured window ended (monotonic ns) */
+  uint64_t lag_sum, lag_max;           /* counted requests: first byte sent minus intended time, ns
+                                          (open loop: the client's own lateness plus waiting for a free
+                                          connection; both are inside the latency) */
+  int idle_ready;                      /* idle connections that got their answer */
+  int idle_open;                       /* ... and were still open at the end */
+  int setup_error; /* 0, or a negative errno from setup (reported by the driver) */
 
   /* Private: */
   int epfd_;
-  ox_lg_conn_t *conns_;   /* nconns load then nidle idle connections */
+  ox_lg_conn_t *conns_; /* nconns load then nidle idle connections */
 } ox_lg_worker_t;
 
 /* Thread body: runs setup, the two barriers and the load phase of one worker (arg is an

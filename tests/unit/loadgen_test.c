@@ -113,8 +113,9 @@ TEST(no_body_statuses) {
 }
 
 TEST(interim_responses) {
-  const char *s = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-                  "HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc";
+  const char *s =
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+      "HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc";
   size_t used;
   CHECK_INT(parse_n(s, strlen(s), &used), 0);
   CHECK_INT(used, strlen(s));
@@ -127,9 +128,10 @@ TEST(interim_responses) {
 }
 
 TEST(chunked_framing) {
-  const char *s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "5;name=value\r\nhello\r\n1A \t;x\r\nabcdefghijklmnopqrstuvwxyz\r\n"
-                  "0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n";
+  const char *s =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;name=value\r\nhello\r\n1A \t;x\r\nabcdefghijklmnopqrstuvwxyz\r\n"
+      "0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n";
   size_t used;
   CHECK_INT(parse_n(s, strlen(s), &used), 0);
   CHECK_INT(used, strlen(s));
@@ -303,8 +305,8 @@ TEST(chunked_random) {
     for (size_t pos = 0; pos < bn;) {
       size_t k = 1 + RND() % 3000;
       if (k > bn - pos) k = bn - pos;
-      w += (size_t)snprintf(wire + w, sizeof wire - w,
-                            RND() % 2 ? "%zx\r\n" : "%zX;x=\"y\"\r\n", k);
+      w +=
+          (size_t)snprintf(wire + w, sizeof wire - w, RND() % 2 ? "%zx\r\n" : "%zX;x=\"y\"\r\n", k);
       memcpy(wire + w, body + pos, k);
       w += k;
       memcpy(wire + w, "\r\n", 2);
@@ -397,8 +399,7 @@ TEST(hist_buckets) {
     for (uint64_t v = (uint64_t)d; v < (uint64_t)d + 3 && v <= OX_LG_HIST_MAX_NS; v++) {
       uint64_t lo, hi;
       ox_lg_hist_range(ox_lg_hist_index(v), &lo, &hi);
-      if (lo > v || hi < v || (lo >= 256 && (double)(hi - lo + 1) / (double)lo > 1.0 / 128))
-        ok = 0;
+      if (lo > v || hi < v || (lo >= 256 && (double)(hi - lo + 1) / (double)lo > 1.0 / 128)) ok = 0;
     }
   }
   CHECK(ok);

@@ -1,0 +1,618 @@
+/* loadgen.c: onnxd-bench, an HTTP/1.1 load generator for the Open Inference Protocol (and any
+ * HTTP/1.1 server): flags, the pre-encoded request, threads, and the report.
+ *
+ *   onnxd-bench --url 127.0.0.1:8000 --path /v2/models/mobilenetv2/infer --body req.bin \
+ *     --header 'Inference-Header-Content-Length: 123' --connections 10 --duration 10 --warmup 2
+ *
+ * Built to cost the server as little CPU as possible on a small machine: one thread by default,
+ * epoll, non-blocking keep-alive sockets, the request encoded once and sent with writev,
+ * answers parsed as a stream, no allocation per request (loadgen_worker.c). Closed loop by
+ * default; --rate R makes it open loop, with latency measured from each request's intended send
+ * time so a stalled server cannot hide its stall (coordinated omission).
+ *
+ * What is counted: "requests" are requests intended inside the measured window (after the
+ * warm-up, before the end) that ended in it: answered, failed or timed out; "rps" is requests
+ * over the window. Latency percentiles cover the good answers (expected status and body);
+ * everything else is an error, by status or by kind (connect, timeout, io, protocol, body).
+ * Requests still in flight or, in the open loop, due but not yet sent when the window closes
+ * are reported as "incomplete". The CPU the load generator used during the window is reported
+ * per 1000 requests, so its share of a shared machine is known.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+#include "loadgen_worker.h"
+
+#define MAX_HEADERS 64
+
+typedef struct {
+  const char *url, *method, *path, *body, *idle_path, *json, *check_body;
+  const char *headers[MAX_HEADERS];
+  long nheaders;
+  long connections, idle_connections, threads, expect_status, timeout_ms, requests;
+  double duration, warmup, rate;
+} opts_t;
+
+typedef enum { F_STR, F_INT, F_DEC, F_HEADER } flag_type_t;
+
+static const struct {
+  const char *name;
+  flag_type_t type;
+  size_t offset;
+  double min, max;
+  const char *help;
+} k_flags[] = {
+#define O(field) offsetof(opts_t, field)
+    {"url", F_STR, O(url), 0, 0, "server, HOST:PORT (also http://HOST:PORT, [IPv6]:PORT)"},
+    {"method", F_STR, O(method), 0, 0, "request method"},
+    {"path", F_STR, O(path), 0, 0, "request target"},
+    {"body", F_STR, O(body), 0, 0, "file holding the request body, sent as is (JSON or binary)"},
+    {"header", F_HEADER, O(headers), 0, 0, "'Name: value' added to every request (repeatable)"},
+    {"connections", F_INT, O(connections), 1, 100000, "keep-alive connections sending load"},
+    {"duration", F_DEC, O(duration), 0.001, 1e6,
+     "seconds measured (default 10 unless --requests is given)"},
+    {"requests", F_INT, O(requests), 1, 1e15, "stop after this many measured requests"},
+    {"warmup", F_DEC, O(warmup), 0, 1e6, "seconds of load before measuring (results dropped)"},
+    {"rate", F_DEC, O(rate), 0.001, 1e8,
+     "open loop at this many requests/s in total (default: closed loop)"},
+    {"expect-status", F_INT, O(expect_status), 100, 999, "other statuses count as errors"},
+    {"check-body", F_STR, O(check_body), 0, 0, "answers must contain this substring"},
+    {"idle-connections", F_INT, O(idle_connections), 0, 1000000,
+     "extra connections that send one GET --idle-path, then stay open and idle"},
+    {"idle-path", F_STR, O(idle_path), 0, 0, "target of the idle connections' GET"},
+    {"threads", F_INT, O(threads), 1, 256, "load-generator threads (connections are split)"},
+    {"timeout-ms", F_INT, O(timeout_ms), 1, 86400000, "per connect and per request"},
+    {"json", F_STR, O(json), 0, 0, "write machine-readable results to this file"},
+#undef O
+};
+#define NFLAGS (sizeof k_flags / sizeof k_flags[0])
+
+static atomic_int g_stop;
+
+static void on_sigint(int sig) {
+  (void)sig;
+  atomic_store(&g_stop, 1);
+}
+
+/* ---- flags -------------------------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: onnxd-bench [--flag value | --flag=value]...\n\n"
+          "HTTP/1.1 load generator: closed loop, or open loop with --rate.\n\n");
+  for (size_t i = 0; i < NFLAGS; i++)
+    fprintf(f, "  --%-18s %s\n", k_flags[i].name, k_flags[i].help);
+  fprintf(f,
+          "\ndefaults: --url 127.0.0.1:8000 --method POST --path /v2/models/mobilenetv2/infer\n"
+          "  --connections 10 --warmup 0 --expect-status 200 --idle-path /v2/health/ready\n"
+          "  --threads 1 --timeout-ms 30000\n");
+}
+
+/* Decimal "123" or "12.5": digits, at most one point, no sign or exponent. */
+static int parse_decimal(const char *s, double *out) {
+  double v = 0, scale = 0;
+  int digits = 0;
+  for (; *s; s++) {
+    if (*s == '.' && scale == 0) {
+      scale = 1;
+      continue;
+    }
+    if (*s < '0' || *s > '9') return -1;
+    if (++digits > 18) return -1;
+    v = v * 10 + (*s - '0');
+    if (scale) scale *= 10;
+  }
+  if (!digits) return -1;
+  *out = scale ? v / scale : v;
+  return 0;
+}
+
+static int parse_flags(int argc, char **argv, opts_t *o) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      exit(0);
+    }
+    if (strncmp(a, "--", 2) != 0) {
+      fprintf(stderr, "onnxd-bench: unexpected argument '%s' (see --help)\n", a);
+      return -1;
+    }
+    const char *name = a + 2, *eq = strchr(name, '=');
+    size_t nlen = eq ? (size_t)(eq - name) : strlen(name), k = 0;
+    while (k < NFLAGS &&
+           !(strlen(k_flags[k].name) == nlen && !strncmp(k_flags[k].name, name, nlen)))
+      k++;
+    if (k == NFLAGS) {
+      fprintf(stderr, "onnxd-bench: unknown flag '%.*s' (see --help)\n", (int)(nlen + 2), a);
+      return -1;
+    }
+    const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+    if (!val) {
+      fprintf(stderr, "onnxd-bench: flag --%s needs a value\n", k_flags[k].name);
+      return -1;
+    }
+    char *p = (char *)o + k_flags[k].offset;
+    double v = 0;
+    switch (k_flags[k].type) {
+      case F_STR:
+        *(const char **)p = val;
+        break;
+      case F_HEADER:
+        if (o->nheaders == MAX_HEADERS) {
+          fprintf(stderr, "onnxd-bench: at most %d --header flags\n", MAX_HEADERS);
+          return -1;
+        }
+        o->headers[o->nheaders++] = val;
+        break;
+      case F_INT:
+      case F_DEC:
+        if (parse_decimal(val, &v) || v < k_flags[k].min || v > k_flags[k].max ||
+            (k_flags[k].type == F_INT && v != (double)(long)v)) {
+          fprintf(stderr, "onnxd-bench: --%s must be %s from %g to %g, not '%s'\n", k_flags[k].name,
+                  k_flags[k].type == F_INT ? "an integer" : "a number", k_flags[k].min,
+                  k_flags[k].max, val);
+          return -1;
+        }
+        if (k_flags[k].type == F_INT)
+          *(long *)p = (long)v;
+        else
+          *(double *)p = v;
+        break;
+    }
+  }
+  return 0;
+}
+
+/* ---- the request -------------------------------------------------------------------------- */
+
+static int is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 1;
+  return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Splits HOST:PORT (after an optional http:// and before an optional trailing '/'). */
+static int parse_url(const char *url, char *host, size_t hcap, char *port, size_t pcap,
+                     char *authority, size_t acap) {
+  if (!strncmp(url, "http://", 7)) url += 7;
+  size_t n = strcspn(url, "/");
+  if (n == 0 || n >= acap) return -1;
+  memcpy(authority, url, n);
+  authority[n] = 0;
+  const char *colon;
+  size_t hl;
+  if (authority[0] == '[') {
+    const char *rb = strchr(authority, ']');
+    if (!rb || rb[1] != ':') return -1;
+    hl = (size_t)(rb - authority - 1);
+    memcpy(host, authority + 1, hl < hcap ? hl : 0);
+    colon = rb + 1;
+  } else {
+    colon = strrchr(authority, ':');
+    if (!colon) return -1;
+    hl = (size_t)(colon - authority);
+    memcpy(host, authority, hl < hcap ? hl : 0);
+  }
+  if (hl == 0 || hl >= hcap) return -1;
+  host[hl] = 0;
+  double pv;
+  if (parse_decimal(colon + 1, &pv) || pv < 1 || pv > 65535 || strchr(colon + 1, '.') ||
+      strlen(colon + 1) >= pcap)
+    return -1;
+  strcpy(port, colon + 1);
+  return 0;
+}
+
+/* Reads a whole file; *out is owned by the caller (free). Returns 0 or -errno. */
+static int read_file(const char *path, char **out, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return -EINVAL;
+  }
+  size_t n = (size_t)st.st_size, got = 0;
+  char *p = malloc(n ? n : 1);
+  if (!p) {
+    close(fd);
+    return -ENOMEM;
+  }
+  while (got < n) {
+    ssize_t k = read(fd, p + got, n - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      int e = k < 0 ? -errno : -EIO;
+      free(p);
+      close(fd);
+      return e;
+    }
+    got += (size_t)k;
+  }
+  close(fd);
+  *out = p;
+  *len = n;
+  return 0;
+}
+
+/* Checks one --header and tells which framing headers it would clash with. */
+static int check_header(const char *h, int *is_host) {
+  const char *colon = strchr(h, ':');
+  if (!colon || colon == h) return -1;
+  for (const char *p = h; p < colon; p++)
+    if (!is_tchar((unsigned char)*p)) return -1;
+  for (const char *p = colon + 1; *p; p++)
+    if ((unsigned char)*p < 0x20 && *p != '\t') return -1;
+  size_t nl = (size_t)(colon - h);
+  if ((nl == 14 && !strncasecmp(h, "content-length", nl)) ||
+      (nl == 17 && !strncasecmp(h, "transfer-encoding", nl)))
+    return -2;
+  *is_host = nl == 4 && !strncasecmp(h, "host", nl);
+  return 0;
+}
+
+/* ---- report ------------------------------------------------------------------------------- */
+
+typedef struct {
+  ox_lg_hist_t hist;
+  uint64_t requests, ok, errors, incomplete, bytes_sent, bytes_received, issued, lag_sum, lag_max;
+  uint64_t by_status[1000], by_kind[OX_LG_ERR_COUNT_];
+  int idle_ready, idle_open;
+  double duration_s, cpu_user_s, cpu_sys_s;
+} totals_t;
+
+static const char *const k_kind_names[] = {
+#define OX_LG_ERR_NAME(e, name) name,
+    OX_LG_ERR_KINDS(OX_LG_ERR_NAME)
+#undef OX_LG_ERR_NAME
+};
+
+static double us(uint64_t ns) {
+  return (double)ns / 1e3;
+}
+
+static void print_summary(const opts_t *o, const char *authority, size_t body_len,
+                          const totals_t *t) {
+  const ox_lg_hist_t *h = &t->hist;
+  printf("onnxd-bench: %s http://%s%s (%zu-byte body)\n", o->method, authority, o->path, body_len);
+  printf("  %ld connections, %ld thread%s, ", o->connections, o->threads,
+         o->threads > 1 ? "s" : "");
+  if (o->rate > 0)
+    printf("open loop at %.1f req/s", o->rate);
+  else
+    printf("closed loop");
+  printf(", %.2f s measured after %.2f s warm-up\n", t->duration_s, o->warmup);
+  printf("  requests  %" PRIu64 " (ok %" PRIu64 ", errors %" PRIu64 ", incomplete %" PRIu64
+         ")  %.1f req/s\n",
+         t->requests, t->ok, t->errors, t->incomplete,
+         t->duration_s > 0 ? (double)t->requests / t->duration_s : 0);
+  printf(
+      "  latency   p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  "
+      "mean %.3f ms\n",
+      ox_lg_hist_percentile(h, 50) / 1e6, ox_lg_hist_percentile(h, 90) / 1e6,
+      ox_lg_hist_percentile(h, 99) / 1e6, ox_lg_hist_percentile(h, 99.9) / 1e6,
+      (double)h->max / 1e6 * (h->total > 0), ox_lg_hist_mean(h) / 1e6);
+  if (o->rate > 0)
+    printf("  send lag  mean %.3f ms, max %.3f ms after the intended time (inside the latency)\n",
+           t->issued ? (double)t->lag_sum / (double)t->issued / 1e6 : 0, (double)t->lag_max / 1e6);
+  printf("  transfer  sent %.1f MB, received %.1f MB\n", (double)t->bytes_sent / 1e6,
+         (double)t->bytes_received / 1e6);
+  if (t->errors) {
+    printf("  errors   ");
+    for (int s = 0; s < 1000; s++)
+      if (t->by_status[s]) printf(" status %d: %" PRIu64 ";", s, t->by_status[s]);
+    for (int k = 0; k < OX_LG_ERR_COUNT_; k++)
+      if (t->by_kind[k]) printf(" %s: %" PRIu64 ";", k_kind_names[k], t->by_kind[k]);
+    printf("\n");
+  }
+  double cpu = t->cpu_user_s + t->cpu_sys_s;
+  printf("  CPU       load generator %.2f s user + %.2f s sys (%.3f s per 1000 requests)\n",
+         t->cpu_user_s, t->cpu_sys_s, t->requests ? cpu * 1000 / (double)t->requests : 0);
+  if (o->idle_connections)
+    printf("  idle      %ld opened, %d answered, %d still open at the end\n", o->idle_connections,
+           t->idle_ready, t->idle_open);
+}
+
+static int write_json(const opts_t *o, const char *authority, size_t body_len, const totals_t *t) {
+  const ox_lg_hist_t *h = &t->hist;
+  ox_buf_t b;
+  ox_buf_init(&b);
+  double cpu = t->cpu_user_s + t->cpu_sys_s;
+  int rc = ox_buf_printf(&b,
+                         "{\"requests\": %" PRIu64 ", \"ok\": %" PRIu64 ", \"errors\": %" PRIu64
+                         ", \"errors_by_status\": {",
+                         t->requests, t->ok, t->errors);
+  const char *sep = "";
+  for (int s = 0; s < 1000 && !rc; s++)
+    if (t->by_status[s]) {
+      rc = ox_buf_printf(&b, "%s\"%d\": %" PRIu64, sep, s, t->by_status[s]);
+      sep = ", ";
+    }
+  if (!rc) rc = ox_buf_puts(&b, "}, \"errors_by_kind\": {");
+  for (int k = 0; k < OX_LG_ERR_COUNT_ && !rc; k++)
+    rc = ox_buf_printf(&b, "%s\"%s\": %" PRIu64, k ? ", " : "", k_kind_names[k], t->by_kind[k]);
+  if (!rc)
+    rc = ox_buf_printf(
+        &b,
+        "}, \"incomplete\": %" PRIu64
+        ", \"duration_s\": %.6f, \"rps\": %.3f, \"latency_us\": "
+        "{\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, \"max\": %.1f, \"mean\": "
+        "%.1f}, \"bytes_sent\": %" PRIu64 ", \"bytes_received\": %" PRIu64
+        ", \"connections\": %ld, \"idle_connections\": %ld, \"idle_ready\": %d, \"idle_open\": %d"
+        ", \"threads\": %ld, \"mode\": \"%s\", \"rate\": %.3f, \"warmup_s\": %.3f"
+        ", \"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, \"cpu_s_per_1k_requests\": %.4f"
+        ", \"send_lag_us\": {\"mean\": %.1f, \"max\": %.1f}"
+        ", \"request_body_bytes\": %zu, \"method\": ",
+        t->incomplete, t->duration_s, t->duration_s > 0 ? (double)t->requests / t->duration_s : 0,
+        us(ox_lg_hist_percentile(h, 50)), us(ox_lg_hist_percentile(h, 90)),
+        us(ox_lg_hist_percentile(h, 99)), us(ox_lg_hist_percentile(h, 99.9)),
+        h->total ? us(h->max) : 0, ox_lg_hist_mean(h) / 1e3, t->bytes_sent, t->bytes_received,
+        o->connections, o->idle_connections, t->idle_ready, t->idle_open, o->threads,
+        o->rate > 0 ? "open" : "closed", o->rate, o->warmup, t->cpu_user_s, t->cpu_sys_s,
+        t->requests ? cpu * 1000 / (double)t->requests : 0,
+        t->issued ? (double)t->lag_sum / (double)t->issued / 1e3 : 0, us(t->lag_max), body_len);
+  if (!rc) rc = ox_buf_append_json_string(&b, o->method, strlen(o->method));
+  if (!rc) rc = ox_buf_puts(&b, ", \"url\": ");
+  if (!rc) rc = ox_buf_append_json_string(&b, authority, strlen(authority));
+  if (!rc) rc = ox_buf_puts(&b, ", \"path\": ");
+  if (!rc) rc = ox_buf_append_json_string(&b, o->path, strlen(o->path));
+  if (!rc) rc = ox_buf_puts(&b, "}\n");
+  FILE *f = rc ? NULL : fopen(o->json, "w");
+  if (f) {
+    if (fwrite(b.data, 1, b.len, f) != b.len) rc = -EIO;
+    if (fclose(f) != 0 && !rc) rc = -errno;
+  } else if (!rc) {
+    rc = -errno;
+  }
+  ox_buf_free(&b);
+  return rc;
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static double cpu_s(const struct timeval *tv) {
+  return (double)tv->tv_sec + tv->tv_usec / 1e6;
+}
+
+/* Share i of n split over k parts, the remainder going to the first ones. */
+static uint64_t share(uint64_t n, long k, long i) {
+  return n / (uint64_t)k + ((uint64_t)i < n % (uint64_t)k);
+}
+
+int main(int argc, char **argv) {
+  opts_t o = {.url = "127.0.0.1:8000",
+              .method = "POST",
+              .path = "/v2/models/mobilenetv2/infer",
+              .idle_path = "/v2/health/ready",
+              .connections = 10,
+              .threads = 1,
+              .expect_status = 200,
+              .timeout_ms = 30000,
+              .duration = -1};
+  if (parse_flags(argc, argv, &o)) return 2;
+  if (o.duration < 0 && !o.requests) o.duration = 10;
+  if (o.threads > o.connections) {
+    fprintf(stderr, "onnxd-bench: --threads cannot exceed --connections\n");
+    return 2;
+  }
+  if (o.requests && o.requests < o.threads) {
+    fprintf(stderr, "onnxd-bench: --requests must be at least --threads\n");
+    return 2;
+  }
+  char host[256], port[8], authority[300];
+  if (parse_url(o.url, host, sizeof host, port, sizeof port, authority, sizeof authority)) {
+    fprintf(stderr, "onnxd-bench: --url must be HOST:PORT, not '%s'\n", o.url);
+    return 2;
+  }
+  int bad_method = !o.method[0];
+  for (const char *p = o.method; *p; p++) bad_method |= !is_tchar((unsigned char)*p);
+  if (bad_method) {
+    fprintf(stderr, "onnxd-bench: bad --method '%s'\n", o.method);
+    return 2;
+  }
+  const char *const paths[] = {o.path, o.idle_path};
+  for (int k = 0; k < 2; k++) {
+    int bad_path = paths[k][0] != '/';
+    for (const char *p = paths[k]; *p; p++)
+      bad_path |= (unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f;
+    if (bad_path) {
+      fprintf(stderr, "onnxd-bench: bad %s '%s': must start with '/', no spaces or controls\n",
+              k ? "--idle-path" : "--path", paths[k]);
+      return 2;
+    }
+  }
+
+  ox_lg_config_t cfg = {.expect_status = (int)o.expect_status,
+                        .timeout_ns = (uint64_t)o.timeout_ms * 1000000ULL,
+                        .rate = o.rate,
+                        .nworkers = (int)o.threads,
+                        .stop = &g_stop};
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICSERV},
+                  *ai = NULL;
+  int gai = getaddrinfo(host, port, &hints, &ai);
+  if (gai || !ai || ai->ai_addrlen > sizeof cfg.addr) {
+    fprintf(stderr, "onnxd-bench: cannot resolve '%s': %s\n", host, gai ? gai_strerror(gai) : "?");
+    return 2;
+  }
+  memcpy(&cfg.addr, ai->ai_addr, ai->ai_addrlen);
+  cfg.addrlen = ai->ai_addrlen;
+  freeaddrinfo(ai);
+
+  char *body = NULL;
+  size_t body_len = 0;
+  if (o.body) {
+    int rc = read_file(o.body, &body, &body_len);
+    if (rc) {
+      fprintf(stderr, "onnxd-bench: cannot read --body '%s': %s\n", o.body, ox_strerror(rc));
+      return 2;
+    }
+  }
+  /* The request head, encoded once for every request of the run. */
+  ox_buf_t head, idle;
+  ox_buf_init(&head);
+  ox_buf_init(&idle);
+  int has_host = 0, rc = ox_buf_printf(&head, "%s %s HTTP/1.1\r\n", o.method, o.path);
+  for (long i = 0; i < o.nheaders && !rc; i++) {
+    int h_host = 0, bad = check_header(o.headers[i], &h_host);
+    if (bad) {
+      fprintf(stderr, "onnxd-bench: --header '%s': %s\n", o.headers[i],
+              bad == -2 ? "framing headers are computed from --body" : "not 'Name: value'");
+      return 2;
+    }
+    has_host |= h_host;
+    rc = ox_buf_printf(&head, "%s\r\n", o.headers[i]);
+  }
+  if (!rc && !has_host) rc = ox_buf_printf(&head, "Host: %s\r\n", authority);
+  int wants_length = body_len || !strcmp(o.method, "POST") || !strcmp(o.method, "PUT");
+  if (!rc && wants_length) rc = ox_buf_printf(&head, "Content-Length: %zu\r\n", body_len);
+  if (!rc) rc = ox_buf_puts(&head, "\r\n");
+  if (!rc) rc = ox_buf_printf(&idle, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", o.idle_path, authority);
+  if (rc) {
+    fprintf(stderr, "onnxd-bench: out of memory\n");
+    return 1;
+  }
+  cfg.head = head.data;
+  cfg.head_len = head.len;
+  cfg.body = body;
+  cfg.body_len = body_len;
+  cfg.idle_req = idle.data;
+  cfg.idle_req_len = idle.len;
+  cfg.head_request = !strcmp(o.method, "HEAD");
+  ox_lg_match_t match;
+  if (o.check_body) {
+    if (ox_lg_match_create(&match, o.check_body, strlen(o.check_body))) {
+      fprintf(stderr, "onnxd-bench: --check-body must not be empty\n");
+      return 2;
+    }
+    cfg.match = &match;
+  }
+
+  /* Every connection is a descriptor: raise the soft limit as far as needed and allowed. */
+  struct rlimit nofile;
+  rlim_t want = (rlim_t)(o.connections + o.idle_connections + 64);
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < want) {
+    nofile.rlim_cur = want < nofile.rlim_max ? want : nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+
+  struct sigaction sa = {.sa_handler = on_sigint};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  int nt = (int)o.threads;
+  pthread_barrier_t barrier;
+  pthread_barrier_init(&barrier, NULL, (unsigned)nt + 1);
+  cfg.barrier = &barrier;
+  ox_lg_worker_t *w = calloc((size_t)nt, sizeof *w);
+  pthread_t *tids = calloc((size_t)nt, sizeof *tids);
+  if (!w || !tids) {
+    fprintf(stderr, "onnxd-bench: out of memory\n");
+    return 1;
+  }
+  for (int i = 0; i < nt; i++) {
+    w[i].cfg = &cfg;
+    w[i].id = i;
+    w[i].epfd_ = -1;
+    w[i].nconns = (int)share((uint64_t)o.connections, nt, i);
+    w[i].nidle = (int)share((uint64_t)o.idle_connections, nt, i);
+    w[i].max_requests = o.requests ? share((uint64_t)o.requests, nt, i) : UINT64_MAX;
+    if ((rc = pthread_create(&tids[i], NULL, ox_lg_worker_run, &w[i])) != 0) {
+      fprintf(stderr, "onnxd-bench: cannot start threads: %s\n", strerror(rc));
+      return 1;
+    }
+  }
+
+  pthread_barrier_wait(&barrier); /* every connection opened, idle ones answered */
+  int setup_err = 0;
+  for (int i = 0; i < nt; i++)
+    if (w[i].setup_error && !setup_err) setup_err = w[i].setup_error;
+  if (setup_err) {
+    fprintf(stderr, "onnxd-bench: cannot connect to %s: %s\n", authority, ox_strerror(setup_err));
+    atomic_store(&g_stop, 1);
+  }
+  uint64_t t0 = now_ns();
+  cfg.t_start = t0;
+  cfg.t_measure = t0 + (uint64_t)(o.warmup * 1e9);
+  cfg.t_end = o.duration > 0 ? cfg.t_measure + (uint64_t)(o.duration * 1e9) : UINT64_MAX;
+  pthread_barrier_wait(&barrier); /* the clock is set: load starts */
+
+  struct timespec ts = {(time_t)(cfg.t_measure / 1000000000ULL),
+                        (long)(cfg.t_measure % 1000000000ULL)};
+  while (!atomic_load(&g_stop) &&
+         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+  }
+  struct rusage ru0, ru1;
+  getrusage(RUSAGE_SELF, &ru0);
+  for (int i = 0; i < nt; i++) pthread_join(tids[i], NULL);
+  getrusage(RUSAGE_SELF, &ru1);
+
+  totals_t *t = calloc(1, sizeof *t);
+  if (!t) return 1;
+  ox_lg_hist_init(&t->hist);
+  uint64_t t_done = cfg.t_measure;
+  int load_err = 0;
+  for (int i = 0; i < nt; i++) {
+    ox_lg_worker_t *x = &w[i];
+    ox_lg_hist_merge(&t->hist, &x->hist);
+    t->requests += x->requests;
+    t->ok += x->ok;
+    t->errors += x->errors;
+    t->incomplete += x->incomplete;
+    t->issued += x->requests + x->incomplete;
+    t->lag_sum += x->lag_sum;
+    if (x->lag_max > t->lag_max) t->lag_max = x->lag_max;
+    t->bytes_sent += x->bytes_sent;
+    t->bytes_received += x->bytes_received;
+    for (int s = 0; s < 1000; s++) t->by_status[s] += x->by_status[s];
+    for (int k = 0; k < OX_LG_ERR_COUNT_; k++) t->by_kind[k] += x->by_kind[k];
+    t->idle_ready += x->idle_ready;
+    t->idle_open += x->idle_open;
+    if (x->t_done > t_done) t_done = x->t_done;
+    if (!setup_err && x->setup_error && !load_err) load_err = x->setup_error;
+    ox_lg_worker_destroy(x);
+  }
+  if (load_err) fprintf(stderr, "onnxd-bench: event loop failed: %s\n", ox_strerror(load_err));
+  t->duration_s = (double)(t_done - cfg.t_measure) / 1e9;
+  t->cpu_user_s = cpu_s(&ru1.ru_utime) - cpu_s(&ru0.ru_utime);
+  t->cpu_sys_s = cpu_s(&ru1.ru_stime) - cpu_s(&ru0.ru_stime);
+  if (!setup_err) print_summary(&o, authority, body_len, t);
+  int json_err = 0;
+  if (!setup_err && o.json && (json_err = write_json(&o, authority, body_len, t)) != 0)
+    fprintf(stderr, "onnxd-bench: cannot write --json '%s': %s\n", o.json, ox_strerror(json_err));
+
+  free(t);
+  free(w);
+  free(tids);
+  pthread_barrier_destroy(&barrier);
+  if (o.check_body) ox_lg_match_destroy(&match);
+  ox_buf_free(&head);
+  ox_buf_free(&idle);
+  free(body);
+  return setup_err || load_err || json_err ? 1 : 0;
+}
