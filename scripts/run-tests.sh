@@ -2,13 +2,14 @@
 # Runs every test suite against the build in $ONNXD_BUILD (default build) and prints one
 # summary; the last line is "N passed, N failed[, N skipped]". Exit status 1 on any failure.
 #   unit tests (C), fuzz corpus replay (C), integration tests (pytest + tritonclient, real
-#   server on loopback), ONNX node-test conformance (real server vs in-process ONNX Runtime).
+#   server on loopback), ONNX node-test conformance (real server vs in-process ONNX Runtime),
+#   the fraud example's offline pipeline (pytest).
 # ONNXD_SUITES limits the suites (e.g. "unit fuzz").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${ONNXD_BUILD:-build}
 PY=.venv/bin/python
-SUITES=${ONNXD_SUITES:-unit fuzz integration conformance}
+SUITES=${ONNXD_SUITES:-unit fuzz integration conformance fraud}
 export ONNXD_BIN=$PWD/$B/onnxd
 export ONNXD_TEST_MODELS=$PWD/$B/test-models
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
@@ -70,6 +71,14 @@ for s in $SUITES; do
       [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
       [ "$f" != 0 ] && { echo "--- integration failed:"; grep -E '^(FAILED|ERROR)|Error' "$log_dir/integration.log" | head -n 40; }
       count integration "$p" "$f" "$sk"
+    fi ;;
+  fraud)
+    if [ -d tests/fraud ]; then
+      $PY -m pytest -q -p no:cacheprovider tests/fraud >"$log_dir/fraud.log" 2>&1; rc=$?
+      read -r p f sk < <(parse_counts "$log_dir/fraud.log")
+      [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
+      [ "$f" != 0 ] && { echo "--- fraud failed:"; grep -E '^(FAILED|ERROR)' "$log_dir/fraud.log" | head -n 20; }
+      count fraud "$p" "$f" "$sk"
     fi ;;
   conformance)
     if [ -f tests/conformance/run_conformance.py ]; then
