@@ -1,0 +1,1128 @@
+#!/usr/bin/env python3
+"""bench/run.py: onnxd side by side with the services it replaces, on loopback.
+
+    make bench              # ~10 minutes: 5 s warm-up + 20 s per scenario, onnxd S1-S3 x3
+    make bench QUICK=1      # ~2.5 minutes: 2 s warm-up + 6 s, one run each
+    .venv/bin/python bench/run.py [--quick] [--servers onnxd,go] [--scenarios S1,S3]
+
+Servers (each serving models/: mobilenetv2 and mlp16), started one at a time:
+  onnxd        build/onnxd with its defaults
+  python       bench/peers/python: FastAPI + Pydantic v2 + uvicorn, workers = cores
+  python-seed  bench/peers/python-seed: the published set-up, 4 uvicorn workers each with a
+               ProcessPoolExecutor of `cores` processes (JSON only)
+  go           bench/peers/go: net/http + encoding/json + onnxruntime_go, built here
+
+For each: cold start (exec until the first successful inference, polled with a real infer
+request), idle memory, then the scenarios, driven by build/onnxd-bench:
+  S1  MobileNetV2, JSON request and response (~3 MB body), 10 connections
+  S2  MobileNetV2, binary tensor extension both ways, 10 connections (not python-seed)
+  S3  MLP 16->1, JSON, 64 connections
+  S4  S3 while 1,000 more keep-alive connections sit idle
+While a scenario runs, the server's whole process tree is sampled every 150 ms (RSS and PSS
+from /proc/PID/smaps_rollup, peak kept; utime+stime+cutime+cstime from /proc/PID/stat for CPU
+seconds per 1,000 requests over the measured window). The ceiling is build/onnxd-ort-limit:
+ONNX Runtime's Run in-process, same threads as onnxd's defaults (cores x 1 intra-op thread).
+
+Writes bench/results/latest.json, latest.png (gnuplot) and README-table.md; logs and request
+bodies go to build/bench/. A server that fails to start or dies is recorded as failed, with the
+reason, and the run goes on. The load generator shares the 2 cores with the server: that is
+the loopback set-up the comparison was made in, for every server alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+WORK = BUILD / "bench"
+RESULTS = ROOT / "bench" / "results"
+MODELS = ROOT / "models"
+PY = ROOT / ".venv" / "bin" / "python"
+ORT_LIB = ROOT / "deps" / "ort" / "lib" / "libonnxruntime.so.1"
+CORES = os.cpu_count() or 1
+CLK = os.sysconf("SC_CLK_TCK")
+SAMPLE_S = 0.15
+NOISY = 0.10  # other processes' CPU, in cores, above which a result is flagged
+TOOLS = {"bench": BUILD / "onnxd-bench", "limit": BUILD / "onnxd-ort-limit"}
+
+SERVERS = ["onnxd", "python", "python-seed", "go"]
+SCENARIOS = {
+    "S1": dict(model="mobilenetv2", body="mobilenetv2.json", conns=10, idle=0,
+               check='"data":[', title="MobileNetV2 JSON, 10 conn"),
+    "S2": dict(model="mobilenetv2", body="mobilenetv2.bin", conns=10, idle=0,
+               check='"binary_data_size":4000', title="MobileNetV2 binary, 10 conn"),
+    "S3": dict(model="mlp16", body="mlp16.json", conns=64, idle=0, check='"data":[',
+               title="MLP JSON, 64 conn"),
+    "S4": dict(model="mlp16", body="mlp16.json", conns=64, idle=1000, check='"data":[',
+               title="MLP JSON, 64 conn + 1000 idle"),
+}
+CEILING_MODEL = {"S1": "mobilenetv2", "S2": "mobilenetv2", "S3": "mlp16", "S4": "mlp16"}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- /proc: process tree, memory, CPU
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    out.extend(int(x) for x in f.read().split())
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def tree(root: int) -> list[int]:
+    seen, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo.extend(_children(p))
+    return seen
+
+
+def _stat_cpu(pid: int) -> int:
+    """utime + stime + cutime + cstime in clock ticks (children that exited and were reaped
+    are in their parent's cutime/cstime, so summing over the live tree counts them once)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return 0
+    fields = s[s.rindex(")") + 2:].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14))
+
+
+def _rollup(pid: int) -> tuple[int, int]:
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def _machine_busy() -> int:
+    """Clock ticks the whole machine (all CPUs) spent in processes, from /proc/stat: user, nice
+    and system. Interrupts and softirqs (loopback networking: the benchmark's own traffic) and
+    steal are left out, since no process is charged for them."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2]
+
+
+def sample(root: int) -> dict:
+    busy = _machine_busy()
+    pids = tree(root)
+    rss = pss = cpu = 0
+    for p in pids:
+        r, s = _rollup(p)
+        rss += r
+        pss += s
+        cpu += _stat_cpu(p)
+    return {"t": time.monotonic(), "rss_kb": rss, "pss_kb": pss, "cpu_ticks": cpu,
+            "procs": len(pids), "busy_ticks": busy}
+
+
+class Sampler(threading.Thread):
+    def __init__(self, root: int):
+        super().__init__(daemon=True)
+        self.root, self.samples, self.stop_ev = root, [], threading.Event()
+
+    def run(self):
+        while True:
+            self.samples.append(sample(self.root))
+            if self.stop_ev.wait(SAMPLE_S):
+                break
+        self.samples.append(sample(self.root))
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join()
+
+    def at(self, t: float, key: str = "cpu_ticks") -> float:
+        """A counter (CPU ticks) at time t, interpolated between samples."""
+        s = self.samples
+        if t <= s[0]["t"]:
+            return s[0][key]
+        for a, b in zip(s, s[1:]):
+            if a["t"] <= t <= b["t"]:
+                f = (t - a["t"]) / max(b["t"] - a["t"], 1e-9)
+                return a[key] + f * (b[key] - a[key])
+        return s[-1][key]
+
+
+# ---------------------------------------------------------------- machine and versions
+
+def machine_info() -> dict:
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    return {"cpu_model": cpu, "cores": CORES, "ram_gib": round(mem_kb / 1048576, 1),
+            "kernel": platform.release(), "os": _os_release(), "loadavg_at_start": load}
+
+
+def _os_release() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return ""
+
+
+def _run_text(cmd: list[str], **kw) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def go_binary() -> str | None:
+    return shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go")
+                                  else None)
+
+
+def versions() -> dict:
+    v: dict = {}
+    out = _run_text([str(BUILD / "onnxd"), "--version"])
+    v["onnxd"] = out
+    m = re.search(r"ONNX Runtime library ([0-9.]+)", out)
+    v["ort_library"] = m.group(1) if m else ""
+    v["ort_library_path"] = str(ORT_LIB.resolve()) if ORT_LIB.exists() else ""
+    code = ("import importlib.metadata as m, sys, json; names = sys.argv[1:]; "
+            "print(json.dumps({n: m.version(n) for n in names}))")
+    pk = ["fastapi", "pydantic", "pydantic-core", "starlette", "uvicorn", "uvloop", "httptools",
+          "numpy", "onnxruntime"]
+    try:
+        v["python_packages"] = json.loads(_run_text([str(PY), "-c", code, *pk]) or "{}")
+    except ValueError:
+        v["python_packages"] = {}
+    v["python"] = _run_text([str(PY), "-c", "import sys; print(sys.version.split()[0])"])
+    g = go_binary()
+    v["go"] = _run_text([g, "version"]) if g else ""
+    gomod = (ROOT / "bench/peers/go/go.mod").read_text() if (ROOT / "bench/peers/go/go.mod").exists() else ""
+    m = re.search(r"github.com/yalue/onnxruntime_go (v\S+)", gomod)
+    v["onnxruntime_go"] = m.group(1) if m else ""
+    v["cc"] = _run_text(["cc", "--version"]).splitlines()[0] if shutil.which("cc") else ""
+    return v
+
+
+# ---------------------------------------------------------------- preparation
+
+def ensure_tools() -> None:
+    need = [BUILD / "onnxd", TOOLS["bench"], TOOLS["limit"]]
+    if all(p.exists() for p in need):
+        return
+    log("building build/onnxd build/onnxd-bench build/onnxd-ort-limit")
+    subprocess.run(["make", "-C", str(ROOT), "build/onnxd", "build/onnxd-bench",
+                    "build/onnxd-ort-limit"], check=False)
+    if not TOOLS["bench"].exists():
+        sys.exit("run.py: build/onnxd-bench is missing and could not be built")
+
+
+def build_go_peer() -> str | None:
+    """Builds build/peers/go-peer; returns None or the reason it failed."""
+    g = go_binary()
+    if not g:
+        return "no go toolchain (go not on PATH, no /usr/local/go/bin/go)"
+    out = BUILD / "peers" / "go-peer"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="1")
+    t0 = time.monotonic()
+    r = subprocess.run([g, "build", "-trimpath", "-o", str(out), "."], cwd=ROOT / "bench/peers/go",
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        return "go build failed: " + (r.stderr.strip()[-800:] or f"exit {r.returncode}")
+    log(f"built {out.relative_to(ROOT)} in {time.monotonic() - t0:.1f} s")
+    return None
+
+
+def make_bodies() -> dict:
+    """Pre-encodes the request bodies (deterministic) into build/bench/. Returns their headers."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    code = r'''
+import json, sys, numpy as np
+out = sys.argv[1]
+rng = np.random.default_rng(20240601)
+x = rng.random((1, 3, 224, 224), dtype=np.float32)
+with open(out + "/mobilenetv2.json", "w") as f:
+    json.dump({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
+                           "data": x.ravel().tolist()}]}, f, separators=(",", ":"))
+hdr = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
+                              "parameters": {"binary_data_size": x.nbytes}}],
+                  "outputs": [{"name": "output", "parameters": {"binary_data": True}}]},
+                 separators=(",", ":")).encode()
+with open(out + "/mobilenetv2.bin", "wb") as f:
+    f.write(hdr + x.astype("<f4").tobytes())
+m = rng.random((1, 16), dtype=np.float32)
+with open(out + "/mlp16.json", "w") as f:
+    json.dump({"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32",
+                           "data": m.ravel().tolist()}]}, f, separators=(",", ":"))
+print(len(hdr))
+'''
+    r = subprocess.run([str(PY), "-c", code, str(WORK)], capture_output=True, text=True, check=True)
+    hlen = int(r.stdout.strip())
+    j = ["Content-Type: application/json"]
+    return {
+        "mobilenetv2.json": j,
+        "mobilenetv2.bin": ["Content-Type: application/octet-stream",
+                            f"Inference-Header-Content-Length: {hlen}"],
+        "mlp16.json": j,
+    }
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    want = min(want, 1 << 20)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- servers
+
+def server_command(name: str, port: int) -> tuple[list[str], dict]:
+    env = dict(os.environ)
+    models = os.path.relpath(MODELS, ROOT)
+    if name == "onnxd":
+        return [str(BUILD / "onnxd"), "--model-repository", models, "--http-port", str(port)], env
+    if name in ("python", "python-seed"):
+        env["PEER_MODEL_REPOSITORY"] = str(MODELS)
+        workers = CORES if name == "python" else 4
+        return [str(PY), "-m", "uvicorn", "--app-dir", f"bench/peers/{name}", "server:app",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+                "--no-access-log", "--log-level", "warning"], env
+    if name == "go":
+        return [str(BUILD / "peers" / "go-peer"), "--model-repository", models, "--port",
+                str(port), "--ort-lib", os.path.relpath(ORT_LIB, ROOT)], env
+    raise ValueError(name)
+
+
+def shown(cmd: list[str]) -> str:
+    """A command as a shell line, paths relative to the repository (run from its root)."""
+    return shlex.join(os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c for c in cmd)
+
+
+def printable(cmd: list[str], env: dict) -> str:
+    pre = f"PEER_MODEL_REPOSITORY={os.path.relpath(env['PEER_MODEL_REPOSITORY'], ROOT)} " \
+        if "PEER_MODEL_REPOSITORY" in env else ""
+    return pre + shown(cmd)
+
+
+PROBE = json.dumps({"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32",
+                                "data": [0.5] * 16}]}).encode()
+
+
+def probe(port: int, timeout: float = 5.0) -> bool:
+    """One real inference (mlp16, JSON) on a new connection: True on 200 with outputs."""
+    req = (f"POST /v2/models/mlp16/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(PROBE)}\r\n"
+           f"Connection: close\r\n\r\n").encode() + PROBE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(req)
+            buf = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+    except OSError:
+        return False
+    return buf.startswith(b"HTTP/1.1 200") and b'"outputs"' in buf
+
+
+class Server:
+    def __init__(self, name: str, quick: bool):
+        self.name, self.quick = name, quick
+        self.port = free_port()
+        self.cmd, self.env = server_command(name, self.port)
+        self.logpath = WORK / "logs" / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Starts it and returns the cold start in seconds; raises RuntimeError with a reason."""
+        self.logpath.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.logpath, "wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        logf.close()
+        while True:
+            if probe(self.port, timeout=5.0):
+                return time.monotonic() - t0
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with status {self.proc.returncode} before serving: "
+                                   + self.log_tail())
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"no successful inference within {timeout:.0f} s: "
+                                   + self.log_tail())
+            time.sleep(0.005)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 600) -> str:
+        try:
+            t = self.logpath.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return t[-n:].replace("\n", " | ")
+
+    def stop(self) -> dict:
+        """SIGTERM, wait (onnxd drains for up to 10 s); SIGKILL the process group if still
+        there. Returns what happened."""
+        if self.proc is None:
+            return {}
+        res = {}
+        if self.proc.poll() is None:
+            t0 = time.monotonic()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+                res = {"exit": self.proc.returncode, "stop_s": round(time.monotonic() - t0, 2)}
+            except subprocess.TimeoutExpired:
+                res = {"exit": "killed after 20 s"}
+        else:
+            res = {"exit": self.proc.returncode, "note": "had already exited"}
+        try:  # children left behind (pool processes, workers) share the group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        return res
+
+
+# ---------------------------------------------------------------- load generator output
+
+def _num(d: dict, *names: str):
+    for n in names:
+        if n in d and isinstance(d[n], (int, float)):
+            return d[n]
+    return None
+
+
+def _ms(d: dict, base: str):
+    """A latency named base (p50, p99...) in ms, whatever unit suffix the tool used."""
+    for suf, f in (("_ms", 1.0), ("_us", 1e-3), ("_ns", 1e-6), ("_s", 1e3)):
+        v = _num(d, base + suf)
+        if v is not None:
+            return v * f
+    return None
+
+
+def parse_loadgen(doc: dict) -> dict:
+    """Normalises onnxd-bench's --json output (latencies in latency_us)."""
+    flat = dict(doc)
+    for key, unit in (("latency_us", "us"), ("latency_ms", "ms"), ("latency_ns", "ns"),
+                      ("latency", "ms")):
+        if isinstance(doc.get(key), dict):
+            for k, v in doc[key].items():
+                flat.setdefault(f"{k}_{unit}", v)
+    out = {
+        "rps": _num(flat, "rps", "req_per_s", "requests_per_s", "throughput"),
+        "requests": _num(flat, "requests", "completed"),
+        "ok": _num(flat, "ok"),
+        "errors": _num(flat, "errors", "failed") or 0,
+        "duration_s": _num(flat, "duration_s", "elapsed_s"),
+        "p50_ms": _ms(flat, "p50"),
+        "p90_ms": _ms(flat, "p90"),
+        "p99_ms": _ms(flat, "p99"),
+        "p999_ms": _ms(flat, "p999"),
+        "max_ms": _ms(flat, "max"),
+        "mean_ms": _ms(flat, "mean"),
+        "loadgen_cpu_s_per_1k": _num(flat, "cpu_s_per_1k_requests"),
+    }
+    if out["rps"] is None and out["requests"] and out["duration_s"]:
+        out["rps"] = out["requests"] / out["duration_s"]
+    return out
+
+
+def parse_ceiling(doc: dict) -> dict:
+    """Normalises onnxd-ort-limit's --json output."""
+    flat = dict(doc)
+    if isinstance(doc.get("latency_us"), dict):
+        for k, v in doc["latency_us"].items():
+            flat.setdefault(f"{k}_us", v)
+    out = {
+        "rps": _num(flat, "runs_per_s", "rps"),
+        "runs": _num(flat, "runs"),
+        "duration_s": _num(flat, "duration_s"),
+        "p50_ms": _ms(flat, "p50"),
+        "p99_ms": _ms(flat, "p99"),
+        "cpu_s_per_1k": _num(flat, "cpu_s_per_1k_runs"),
+        "threads": _num(flat, "threads"),
+        "intra_op_threads": _num(flat, "intra_op_threads"),
+    }
+    if out["rps"] is None and out["runs"] and out["duration_s"]:
+        out["rps"] = out["runs"] / out["duration_s"]
+    return out
+
+
+# ---------------------------------------------------------------- running
+
+def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: float,
+                 run_idx: int) -> dict:
+    spec = SCENARIOS[sc]
+    out_json = WORK / f"{srv.name}-{sc}-{run_idx}.json"
+    out_json.unlink(missing_ok=True)
+    cmd = [str(TOOLS["bench"]), "--url", f"127.0.0.1:{srv.port}",
+           "--path", f"/v2/models/{spec['model']}/infer", "--body", str(WORK / spec["body"])]
+    for h in headers[spec["body"]]:
+        cmd += ["--header", h]
+    cmd += ["--connections", str(spec["conns"]), "--duration", f"{duration:g}",
+            "--warmup", f"{warmup:g}", "--expect-status", "200", "--check-body",
+            spec["check"], "--json", str(out_json)]
+    if spec["idle"]:
+        cmd += ["--idle-connections", str(spec["idle"])]
+    sampler = Sampler(srv.proc.pid)
+    sampler.start()
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                           timeout=warmup + duration + 120)
+        rc, err = r.returncode, (r.stderr or "").strip()
+    except subprocess.TimeoutExpired:
+        rc, err = "timeout", "onnxd-bench did not finish in time"
+    t1 = time.monotonic()
+    sampler.stop()
+    res: dict = {"scenario": sc, "run": run_idx, "loadgen_exit": rc, "command": shown(cmd)}
+    if err:
+        res["loadgen_stderr"] = err[-600:]
+    try:
+        doc = json.loads(out_json.read_text())
+        res["loadgen"] = doc
+        res.update(parse_loadgen(doc))
+    except (OSError, ValueError) as e:
+        res["failed"] = f"no result from onnxd-bench (exit {rc}): {err[-400:] or e}"
+    s = sampler.samples
+    res["peak_rss_mb"] = round(max(x["rss_kb"] for x in s) / 1024, 1)
+    res["peak_pss_mb"] = round(max(x["pss_kb"] for x in s) / 1024, 1)
+    res["peak_procs"] = max(x["procs"] for x in s)
+    res["samples"] = len(s)
+    # CPU over the measured window: it ends when onnxd-bench stops sending (about when it
+    # exits) and lasts duration_s; set-up (connecting, idle connections) and warm-up come first.
+    m0 = max(t0, t1 - (res.get("duration_s") or duration))
+    ticks = sampler.at(t1) - sampler.at(m0)
+    res["cpu_s"] = round(ticks / CLK, 2)
+    # CPU used by everything else on the machine meanwhile (neither the server nor the load
+    # generator): a busy neighbour makes the numbers noise, so it is measured and flagged.
+    busy = (sampler.at(t1, "busy_ticks") - sampler.at(m0, "busy_ticks")) / CLK
+    lg = res.get("loadgen", {})
+    lg_cpu = (lg.get("cpu_user_s") or 0) + (lg.get("cpu_sys_s") or 0)
+    if t1 > m0:
+        res["other_cpu_cores"] = round(max(0.0, busy - res["cpu_s"] - lg_cpu) / (t1 - m0), 3)
+        res["loadgen_cpu_cores"] = round(lg_cpu / (t1 - m0), 3)
+        res["server_cpu_cores"] = round(res["cpu_s"] / (t1 - m0), 3)
+    if res.get("requests"):
+        res["cpu_s_per_1k"] = round(res["cpu_s"] / res["requests"] * 1000, 3)
+    if not srv.alive():
+        res["failed"] = (f"server exited (status {srv.proc.returncode}) during {sc}: "
+                         + srv.log_tail(400))
+    elif res.get("requests") and res.get("errors", 0) > 0.01 * res["requests"]:
+        res["failed"] = f"{res['errors']} errors for {res['requests']} requests"
+    elif not res.get("failed") and not res.get("rps"):
+        res["failed"] = f"no successful requests (onnxd-bench exit {rc}): {err[-300:]}"
+    if spec["idle"] and "loadgen" in res:
+        ready, still = res["loadgen"].get("idle_ready"), res["loadgen"].get("idle_open")
+        res["idle_ready"], res["idle_open"] = ready, still
+        if still is not None and still < spec["idle"]:
+            res["note"] = (f"the server closed idle connections: {still} of {spec['idle']} still "
+                           f"open at the end ({ready} answered their GET)")
+    return res
+
+
+def median_run(runs: list[dict]) -> dict:
+    ok = [r for r in runs if not r.get("failed") and r.get("rps")]
+    if not ok:
+        return runs[-1]
+    ok.sort(key=lambda r: r["rps"])
+    med = dict(ok[len(ok) // 2])
+    if len(ok) > 1:
+        med["runs_rps"] = [round(r["rps"], 1) for r in runs if r.get("rps")]
+        med["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+        med["peak_pss_mb"] = max(r["peak_pss_mb"] for r in ok)
+    return med
+
+
+def run_ceiling(model: str, warmup: float, duration: float) -> dict:
+    exe = TOOLS["limit"]
+    if not exe.exists():
+        return {"failed": "build/onnxd-ort-limit is missing"}
+    out_json = WORK / f"ceiling-{model}.json"
+    out_json.unlink(missing_ok=True)
+    cmd = [str(exe), "--repo", os.path.relpath(MODELS, ROOT), "--model", model, "--threads",
+           str(CORES), "--intra-op-threads", "1", "--duration", f"{duration:g}", "--warmup",
+           f"{warmup:g}", "--json", str(out_json)]
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                           timeout=warmup + duration + 120)
+    except subprocess.TimeoutExpired:
+        return {"failed": "onnxd-ort-limit timed out"}
+    res: dict = {"command": shown(cmd), "exit": r.returncode}
+    try:
+        doc = json.loads(out_json.read_text())
+        res["raw"] = doc
+        res.update(parse_ceiling(doc))
+    except (OSError, ValueError) as e:
+        res["failed"] = f"no result (exit {r.returncode}): {(r.stderr or '').strip()[-400:] or e}"
+    return res
+
+
+def plan(args) -> dict:
+    if args.quick:
+        warmup, duration, cwarm, cdur = 2.0, 6.0, 1.0, 4.0
+    else:
+        warmup, duration, cwarm, cdur = 5.0, 20.0, 3.0, 15.0
+    servers = args.servers.split(",") if args.servers else list(SERVERS)
+    scen = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    per_run = warmup + duration + 0.8  # + connecting, writing the report, the pause after
+    n_other = sum(len([s for s in scen if not (srv == "python-seed" and s == "S2")])
+                  for srv in servers if srv != "onnxd")
+    base = 8 + n_other * per_run + len(servers) * 5 + 2 * (cwarm + cdur + 0.5)
+    onnxd_scen = len(scen) if "onnxd" in servers else 0
+    runs = args.runs
+    if runs is None:
+        runs = 1
+        if not args.quick and "onnxd" in servers:
+            three = base + (onnxd_scen + 2 * len([s for s in scen if s != "S4"])) * per_run
+            runs = 3 if three <= args.budget else 1
+    est = base + (onnxd_scen + (runs - 1) * len([s for s in scen if s != "S4"])) * per_run
+    return dict(warmup=warmup, duration=duration, ceiling_warmup=cwarm, ceiling_duration=cdur,
+                servers=servers, scenarios=scen, onnxd_runs=runs, estimate_s=round(est))
+
+
+def bench_server(name: str, cfg: dict, headers: dict, quick: bool, build_err: str | None) -> dict:
+    rec: dict = {"name": name, "scenarios": {}}
+    if build_err:
+        rec["failed"] = build_err
+        log(f"[{name}] FAILED: {build_err}")
+        return rec
+    srv = Server(name, quick)
+    rec["command"] = printable(srv.cmd, srv.env)
+    log(f"[{name}] start: {rec['command']}")
+    try:
+        try:
+            cold = srv.start()
+        except RuntimeError as e:
+            rec["failed"] = f"failed to start: {e}"
+            log(f"[{name}] FAILED to start: {e}")
+            return rec
+        rec["cold_start_s"] = round(cold, 3)
+        time.sleep(1.5 if quick else 3.0)
+        idle = sample(srv.proc.pid)
+        rec["idle_rss_mb"] = round(idle["rss_kb"] / 1024, 1)
+        rec["idle_pss_mb"] = round(idle["pss_kb"] / 1024, 1)
+        rec["idle_procs"] = idle["procs"]
+        log(f"[{name}] cold start {cold:.3f} s; idle RSS {rec['idle_rss_mb']} MB, "
+            f"PSS {rec['idle_pss_mb']} MB, {idle['procs']} processes")
+        for sc in cfg["scenarios"]:
+            if name == "python-seed" and sc == "S2":
+                rec["scenarios"][sc] = {"skipped": "JSON only (the published set-up)"}
+                continue
+            if not srv.alive():
+                rec["scenarios"][sc] = {"failed": f"server not running (exited with status "
+                                                  f"{srv.proc.returncode})"}
+                continue
+            n = cfg["onnxd_runs"] if (name == "onnxd" and sc != "S4") else 1
+            runs = []
+            for i in range(n):
+                r = run_scenario(srv, sc, headers, cfg["warmup"], cfg["duration"], i)
+                runs.append(r)
+                if r.get("failed"):
+                    log(f"[{name}] {sc} run {i + 1}/{n}: FAILED: {r['failed']}")
+                else:
+                    log(f"[{name}] {sc} run {i + 1}/{n}: {r['rps']:.1f} req/s, p50 "
+                        f"{fmt_ms(r.get('p50_ms'))} ms, p99 {fmt_ms(r.get('p99_ms'))} ms, peak "
+                        f"RSS {r['peak_rss_mb']} MB / PSS {r['peak_pss_mb']} MB, "
+                        f"{r.get('cpu_s_per_1k', '-')} CPU s/1k req; CPU cores: server "
+                        f"{r.get('server_cpu_cores', '-')}, onnxd-bench "
+                        f"{r.get('loadgen_cpu_cores', '-')}, others {r.get('other_cpu_cores', '-')}"
+                        + (f"; NOTE: {r['note']}" if r.get("note") else ""))
+                if not srv.alive():
+                    break
+                time.sleep(0.5)
+            res = median_run(runs)
+            if n > 1:
+                res["all_runs"] = [{k: r.get(k) for k in ("rps", "p50_ms", "p99_ms",
+                                                          "peak_rss_mb", "peak_pss_mb",
+                                                          "cpu_s_per_1k", "failed")}
+                                   for r in runs]
+            rec["scenarios"][sc] = res
+    finally:
+        rec["stop"] = srv.stop()
+        log(f"[{name}] stopped: {rec['stop']}")
+    return rec
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_ms(v) -> str:
+    if v is None:
+        return "-"
+    if v < 0.1:
+        return f"{v:.3f}"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def fmt_rps(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def fmt_x(v) -> str:
+    return "-" if v is None else (f"{v:.2f}x" if v < 10 else f"{v:.1f}x")
+
+
+def analyse(results: dict) -> None:
+    srv = results["servers"]
+    ceil = results["ceiling"]
+
+    def sc(name, s):
+        r = srv.get(name, {}).get("scenarios", {}).get(s, {})
+        return r if r and not r.get("failed") and not r.get("skipped") else None
+
+    for name, rec in srv.items():
+        for s, r in rec.get("scenarios", {}).items():
+            if r.get("failed") or r.get("skipped"):
+                continue
+            py = sc("python", s)
+            r["x_python"] = ratio(r.get("rps"), py and py.get("rps"))
+            c = ceil.get(CEILING_MODEL[s], {})
+            if name == "onnxd" and not c.get("failed"):
+                r["of_ceiling"] = ratio(r.get("rps"), c.get("rps"))
+
+    targets = []
+
+    def add(what, value, ok_if, shown):
+        targets.append({"target": what, "value": shown if value is not None else "n/a",
+                        "met": (bool(ok_if(value)) if value is not None else None)})
+
+    o1, o2, o3, o4 = (sc("onnxd", s) for s in ("S1", "S2", "S3", "S4"))
+    g = lambda r, k: r.get(k) if r else None  # noqa: E731
+    v = g(o1, "of_ceiling")
+    add("S1 onnxd >= 60% of ceiling", v, lambda x: x >= 0.60, f"{v:.0%}" if v else "")
+    for peer, need in (("python", 4), ("go", 3), ("python-seed", 20)):
+        v = ratio(g(o1, "rps"), g(sc(peer, "S1"), "rps"))
+        add(f"S1 onnxd >= {need}x {peer}", v, lambda x, n=need: x >= n, fmt_x(v))
+    v = ratio(g(o1, "p99_ms"), g(o1, "p50_ms"))
+    add("S1 onnxd p99 <= 3x p50", v, lambda x: x <= 3, f"{fmt_ms(g(o1, 'p99_ms'))} / "
+        f"{fmt_ms(g(o1, 'p50_ms'))} ms = {v:.2f}x" if v else "")
+    v = g(o2, "of_ceiling")
+    add("S2 onnxd >= 92% of ceiling", v, lambda x: x >= 0.92, f"{v:.0%}" if v else "")
+    for peer, need in (("python", 10), ("go", 1.5)):
+        v = ratio(g(o3, "rps"), g(sc(peer, "S3"), "rps"))
+        add(f"S3 onnxd >= {need}x {peer}", v, lambda x, n=need: x >= n, fmt_x(v))
+    v = g(o3, "p99_ms")
+    add("S3 onnxd p99 < 2 ms", v, lambda x: x < 2, f"{fmt_ms(v)} ms")
+    v = ratio(g(o4, "rps"), g(o3, "rps"))
+    add("S4 onnxd within 10% of S3 (req/s)", v, lambda x: x >= 0.90,
+        f"{v:.0%} of S3" if v else "")
+    v = (g(o4, "peak_rss_mb") - g(o3, "peak_rss_mb")) if o3 and o4 else None
+    add("S4 onnxd adds < 20 MB (peak RSS vs S3)", v, lambda x: x < 20,
+        f"{v:+.1f} MB" if v is not None else "")
+    v = ratio(g(o1, "peak_pss_mb"), g(sc("python", "S1"), "peak_pss_mb"))
+    add("S1 onnxd peak PSS <= 20% of python", v, lambda x: x <= 0.20, f"{v:.0%}" if v else "")
+    v = ratio(g(o1, "peak_pss_mb"), g(sc("go", "S1"), "peak_pss_mb"))
+    add("S1 onnxd peak PSS below go", v, lambda x: x < 1, f"{v:.0%} of go" if v else "")
+    v = ratio(srv.get("onnxd", {}).get("cold_start_s"), srv.get("python", {}).get("cold_start_s"))
+    add("cold start <= 15% of python", v, lambda x: x <= 0.15, f"{v:.0%}" if v else "")
+    results["targets"] = targets
+
+    # the published claim, re-measured: go vs python-seed on S1
+    gs, ps = sc("go", "S1"), sc("python-seed", "S1")
+    results["claim_check"] = {
+        "claim": "Go service vs FastAPI+Pydantic+ORT: 7x throughput, 80% less RAM (MobileNetV2, "
+                 "10 concurrent clients)",
+        "go_vs_python_seed_rps": ratio(g(gs, "rps"), g(ps, "rps")),
+        "go_vs_python_seed_pss": ratio(g(gs, "peak_pss_mb"), g(ps, "peak_pss_mb")),
+        "go_vs_python_rps": ratio(g(gs, "rps"), g(sc("python", "S1"), "rps")),
+        "go_vs_python_pss": ratio(g(gs, "peak_pss_mb"), g(sc("python", "S1"), "peak_pss_mb")),
+    }
+
+
+def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["server", "scenario", "req/s", "p50 ms", "p99 ms", "vs python", "vs ceiling",
+            "peak RSS MB", "peak PSS MB", "CPU s/1k req", "cold start s", "idle PSS MB"]
+    rows = []
+    for name, rec in results["servers"].items():
+        first = True
+        extra = lambda: ([f"{rec['cold_start_s']:.2f}" if rec.get("cold_start_s") else "-",  # noqa: E731
+                          f"{rec['idle_pss_mb']:.0f}" if rec.get("idle_pss_mb") else "-"]
+                         if first else ["", ""])
+        if rec.get("failed"):
+            rows.append([name, "all", "FAILED: " + rec["failed"][:90]] + [""] * 9)
+            continue
+        for s in results["config"]["scenarios"]:
+            r = rec["scenarios"].get(s, {})
+            if r.get("skipped"):
+                rows.append([name if first else "", s, "n/a (" + r["skipped"].split(" (")[0] + ")"]
+                            + [""] * 7 + extra())
+            elif r.get("failed") and not r.get("rps"):
+                rows.append([name if first else "", s, "FAILED: " + r["failed"][:90]]
+                            + [""] * 7 + extra())
+            else:
+                mark = (" (!)" if r.get("failed") else "") + (" *" if r.get("note") else "") \
+                    + (" †" if (r.get("other_cpu_cores") or 0) > NOISY else "")
+                rows.append([name if first else "", s, fmt_rps(r.get("rps")) + mark,
+                             fmt_ms(r.get("p50_ms")), fmt_ms(r.get("p99_ms")),
+                             fmt_x(r.get("x_python")),
+                             f"{r['of_ceiling']:.0%}" if r.get("of_ceiling") else "",
+                             f"{r['peak_rss_mb']:.0f}", f"{r['peak_pss_mb']:.0f}",
+                             f"{r['cpu_s_per_1k']:.2f}" if r.get("cpu_s_per_1k") is not None
+                             else "-"] + extra())
+            first = False
+    for m, c in results["ceiling"].items():
+        lab = "S1, S2" if m == "mobilenetv2" else "S3, S4"
+        if c.get("failed"):
+            rows.append(["ceiling (in-process ORT)", f"{m} ({lab})", "FAILED: " + c["failed"][:80]]
+                        + [""] * 9)
+        else:
+            rows.append(["ceiling (in-process ORT)", f"{m} ({lab})", fmt_rps(c.get("rps")),
+                         fmt_ms(c.get("p50_ms")), fmt_ms(c.get("p99_ms")), "", "100%",
+                         "", "", "", "", ""])
+    return head, rows
+
+
+def footnotes(results: dict) -> list[str]:
+    out, noisy = [], []
+    for name, rec in results["servers"].items():
+        for sc, r in rec.get("scenarios", {}).items():
+            if r.get("note"):
+                out.append(f"* {name} {sc}: {r['note']}.")
+            if (r.get("other_cpu_cores") or 0) > NOISY:
+                noisy.append(f"{name} {sc} {r['other_cpu_cores']:.2f}")
+            if r.get("failed") and r.get("rps"):
+                out.append(f"(!) {name} {sc}: {r['failed']}")
+    if noisy:
+        out.append("† other processes on the machine used CPU during the measurement (cores, "
+                   "averaged over the window): " + ", ".join(noisy) + "; those numbers are "
+                   "low by that share.")
+    return out
+
+
+def text_table(head, rows) -> str:
+    w = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).rjust(w[i]) if i >= 2 else str(c).ljust(w[i])  # noqa: E731
+                               for i, c in enumerate(r))
+    return "\n".join([line(head), line(["-" * x for x in w])] + [line(r) for r in rows])
+
+
+def md_table(head, rows) -> str:
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_markdown(results: dict, head, rows) -> str:
+    m, v, cfg = results["machine"], results["versions"], results["config"]
+    pk = v.get("python_packages", {})
+    runs = f", onnxd S1-S3 median of {cfg['onnxd_runs']}" if cfg["onnxd_runs"] > 1 else ""
+    lines = [
+        f"Loopback, {m['cores']} cores ({m['cpu_model']}), {m['ram_gib']} GiB, Linux "
+        f"{m['kernel']}; load generator and server share the cores. {cfg['warmup']:g} s warm-up "
+        f"+ {cfg['duration']:g} s per scenario{runs}"
+        f"{' (--quick)' if cfg['quick'] else ''}"
+        f". ONNX Runtime {v.get('ort_library')} for every "
+        f"server, 1 intra-op thread per core-worker (go: one session, {m['cores']} intra-op "
+        f"threads). Memory: whole process tree, peak during the scenario; CPU: server tree's "
+        f"CPU seconds per 1,000 requests.",
+        "",
+        "S1 MobileNetV2 JSON (10 conn) · S2 MobileNetV2 binary tensors (10 conn) · "
+        "S3 MLP JSON (64 conn) · S4 = S3 + 1,000 idle keep-alive connections",
+        "",
+        md_table(head, rows),
+        "",
+        *[f"{x}  " for x in footnotes(results)],
+        "",
+        f"Peers: python = FastAPI {pk.get('fastapi', '?')} + Pydantic {pk.get('pydantic', '?')} + "
+        f"uvicorn {pk.get('uvicorn', '?')} ({m['cores']} workers, uvloop + httptools); "
+        f"python-seed = the published set-up (4 uvicorn workers, ProcessPoolExecutor of "
+        f"{m['cores']} each, JSON only); go = {v.get('go', '').replace('go version ', '')} "
+        f"net/http + onnxruntime_go {v.get('onnxruntime_go', '?')}. "
+        f"Generated by `make bench{' QUICK=1' if cfg['quick'] else ''}` (bench/run.py) on "
+        f"{results['date']}.",
+    ]
+    if results.get("targets"):
+        lines += ["", "| target (issue) | measured | met |", "|---|---:|:---:|"]
+        for t in results["targets"]:
+            met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+            lines.append(f"| {t['target']} | {t['value']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def draw_chart(results: dict, png: Path) -> str | None:
+    """Four panels: req/s and p99 per scenario per server, memory (PSS), cold start; grouped
+    bars on log scales, values printed on the bars, the ceiling as dashed lines."""
+    gp = shutil.which("gnuplot")
+    if not gp:
+        return "gnuplot not found"
+    servers = list(results["servers"])
+    scen = results["config"]["scenarios"]
+    d = WORK / "plot"
+    d.mkdir(parents=True, exist_ok=True)
+    colors = {"onnxd": 0x1B9E77, "python": 0xD95F02, "python-seed": 0x7570B3, "go": 0x2C7FB8}
+
+    def val(name, s, key):
+        r = results["servers"][name].get("scenarios", {}).get(s, {})
+        if r.get("skipped") or (r.get("failed") and not r.get("rps")):
+            return None
+        return r.get(key) or None
+
+    def mem(n, k):
+        if k == "idle":
+            return results["servers"][n].get("idle_pss_mb")
+        return val(n, k, "peak_pss_mb")
+
+    def write(fname, keys, fn) -> list[float]:
+        vals = []
+        with open(d / fname, "w") as f:
+            for k in keys:
+                row = [fn(n, k) for n in servers]
+                vals += [x for x in row if x]
+                f.write(f'"{k}" ' + " ".join(f"{x:.6g}" if x else "NaN" for x in row) + "\n")
+        return vals
+
+    ceil = results["ceiling"]
+    cl = {s: ceil.get(CEILING_MODEL[s], {}).get("rps") for s in scen}
+    v_rps = write("rps.dat", scen, lambda n, s: val(n, s, "rps")) + [x for x in cl.values() if x]
+    v_p99 = write("p99.dat", scen, lambda n, s: val(n, s, "p99_ms"))
+    v_mem = write("mem.dat", ["idle"] + scen, mem)
+    v_cold = []
+    with open(d / "cold.dat", "w") as f:
+        for i, n in enumerate(servers):
+            c = results["servers"][n].get("cold_start_s")
+            if c:
+                v_cold.append(c)
+            f.write(f'{i} "{n}" {c if c else "NaN"} {colors.get(n, 0x888888)}\n')
+
+    def yr(vals):  # log-scale range with head room for the key and the value labels
+        if not vals:
+            return "[1:10]"
+        lo, hi = min(vals), max(vals)
+        return f"[{10 ** math.floor(math.log10(lo / 1.5))}:{hi * 6:.6g}]"
+
+    ncol = len(servers)
+    w = 1.0 / (ncol + 1)  # bar width in a clustered histogram with gap 1
+
+    def bars(fname, fmt_big, fmt_small):
+        p = [f"'{d}/{fname}' using {i + 2}:xtic(1) title '{n}' lc rgb '#{colors.get(n, 0x888888):06x}'"
+             for i, n in enumerate(servers)]
+        p += [f"'{d}/{fname}' using ($0 + ({i} - {(ncol - 1) / 2}) * {w}):{i + 2}:"
+              f"(${i + 2} >= 100 ? sprintf('{fmt_big}', ${i + 2}) : sprintf('{fmt_small}', ${i + 2}))"
+              f" with labels offset 0,0.55 font ',8' notitle" for i in range(ncol)]
+        return ", \\\n     ".join(p)
+
+    arrows = "\n".join(
+        f"set arrow from {i - 0.45},{cl[s]} to {i + 0.45},{cl[s]} nohead dt 2 lw 2 lc rgb '#333333'"
+        for i, s in enumerate(scen) if cl.get(s))
+    xr = f"[-0.5:{len(scen) - 0.5}]"
+    cfg, m = results["config"], results["machine"]
+    title = (f"onnxd and the services it replaces, loopback, {m['cores']} cores ({m['cpu_model']}), "
+             f"{cfg['warmup']:g} s warm-up + {cfg['duration']:g} s per scenario"
+             f"{' (quick)' if cfg['quick'] else ''}\\n"
+             "S1 MobileNetV2 JSON, 10 conn    S2 MobileNetV2 binary, 10 conn    "
+             "S3 MLP JSON, 64 conn    S4 = S3 + 1,000 idle conn")
+    noisy = [r.get("other_cpu_cores") or 0 for rec in results["servers"].values()
+             for r in rec.get("scenarios", {}).values()]
+    footer = (f"set label 1 'Other processes on the machine used up to {max(noisy):.2f} cores "
+              f"during the measurements: see the table' at screen 0.5, screen 0.015 center "
+              f"font ',10' tc rgb '#b00000'" if noisy and max(noisy) > NOISY else "")
+    script = f"""
+set terminal pngcairo size 1600,1150 font 'DejaVu Sans,11'
+set output '{png}'
+{footer}
+set multiplot layout 2,2 title "{title}" font ',12' margins 0.06,0.985,0.06,0.9 spacing 0.06,0.1
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.9 border -1
+set boxwidth 0.9
+set key top left horizontal font ',10'
+set grid ytics lc rgb '#dddddd'
+set logscale y
+set format y '%g'
+set xrange {xr}
+set title 'Throughput, req/s (log; higher is better; dashed: in-process ONNX Runtime ceiling)'
+set ylabel 'req/s'
+set yrange {yr(v_rps)}
+{arrows}
+plot {bars('rps.dat', '%.0f', '%.1f')}
+unset arrow
+set title 'p99 latency, ms (log; lower is better)'
+set ylabel 'ms'
+set yrange {yr(v_p99)}
+plot {bars('p99.dat', '%.0f', '%.3g')}
+set title 'Memory, whole process tree PSS in MB (log): idle, and peak during each scenario'
+set ylabel 'MB'
+set xrange [-0.5:{len(scen) + 0.5}]
+set yrange {yr(v_mem)}
+plot {bars('mem.dat', '%.0f', '%.0f')}
+set title 'Cold start: exec to first successful inference, s (log)'
+set ylabel 's'
+set style data boxes
+set boxwidth 0.6
+set xrange [-0.6:{ncol - 0.4}]
+set yrange {yr(v_cold)}
+unset key
+plot '{d}/cold.dat' using 1:3:4:xtic(2) with boxes lc rgb variable notitle, \\
+     '{d}/cold.dat' using 1:3:(sprintf('%.2f s', $3)) with labels offset 0,0.7 notitle
+unset multiplot
+"""
+    (d / "chart.gp").write_text(script)
+    r = subprocess.run([gp, str(d / "chart.gp")], capture_output=True, text=True)
+    if r.returncode != 0:
+        return "gnuplot failed: " + r.stderr.strip()[-500:]
+    return None
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 s warm-up + 6 s per scenario, 1 run")
+    ap.add_argument("--servers", help="comma-separated subset of " + ",".join(SERVERS))
+    ap.add_argument("--scenarios", help="comma-separated subset of S1,S2,S3,S4")
+    ap.add_argument("--runs", type=int, help="onnxd runs per S1-S3 (default: 3 if the full run "
+                    "fits --budget, else 1; 1 with --quick)")
+    ap.add_argument("--budget", type=float, default=630,
+                    help="seconds the full run may take with 3 onnxd runs (default 630)")
+    ap.add_argument("--out", default=str(RESULTS), help="results directory")
+    ap.add_argument("--loadgen", default=str(BUILD / "onnxd-bench"), help=argparse.SUPPRESS)
+    ap.add_argument("--ort-limit", default=str(BUILD / "onnxd-ort-limit"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    os.chdir(ROOT)
+    TOOLS["bench"], TOOLS["limit"] = Path(args.loadgen), Path(args.ort_limit)
+    t_start = time.monotonic()
+    cfg = plan(args)
+    cfg["quick"] = args.quick
+    fd = raise_fd_limit()
+    if fd < 2200:
+        log(f"warning: open-file limit is {fd}; S4 needs ~1,100 descriptors per process")
+    ensure_tools()
+    WORK.mkdir(parents=True, exist_ok=True)
+    if not (MODELS / "mobilenetv2/1/model.onnx").exists():
+        subprocess.run([str(PY), "tools/make_models.py", "--out", "models"], check=True)
+    build_err = {}
+    if "go" in cfg["servers"]:
+        build_err["go"] = build_go_peer()
+    headers = make_bodies()
+    machine = machine_info()
+    log(f"machine: {machine['cpu_model']}, {machine['cores']} cores, {machine['ram_gib']} GiB, "
+        f"Linux {machine['kernel']}, load average {' '.join(machine['loadavg_at_start'])}")
+    b0, t0 = _machine_busy(), time.monotonic()
+    time.sleep(2.0)
+    machine["other_cpu_cores_at_start"] = round((_machine_busy() - b0) / CLK /
+                                                (time.monotonic() - t0), 2)
+    if machine["other_cpu_cores_at_start"] > NOISY:
+        log(f"warning: other processes are using {machine['other_cpu_cores_at_start']:.2f} of "
+            f"{CORES} cores before the benchmark starts: the numbers will be low and noisy")
+    log(f"plan: {', '.join(cfg['servers'])} x {', '.join(cfg['scenarios'])}; "
+        f"{cfg['warmup']:g} s warm-up + {cfg['duration']:g} s; onnxd runs per S1-S3: "
+        f"{cfg['onnxd_runs']}; estimated {cfg['estimate_s'] / 60:.1f} min")
+
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine,
+                     "versions": versions(), "config": cfg, "ceiling": {}, "servers": {}}
+
+    models_needed = sorted({CEILING_MODEL[s] for s in cfg["scenarios"]}, reverse=True)
+    for model in models_needed:
+        c = run_ceiling(model, cfg["ceiling_warmup"], cfg["ceiling_duration"])
+        results["ceiling"][model] = c
+        if c.get("failed"):
+            log(f"[ceiling] {model}: FAILED: {c['failed']}")
+        else:
+            log(f"[ceiling] {model}: {fmt_rps(c.get('rps'))} runs/s, p50 {fmt_ms(c.get('p50_ms'))}"
+                f" ms, p99 {fmt_ms(c.get('p99_ms'))} ms ({CORES} threads x 1 intra-op)")
+
+    for name in cfg["servers"]:
+        results["servers"][name] = bench_server(name, cfg, headers, args.quick,
+                                                build_err.get(name))
+    results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    analyse(results)
+
+    head, rows = table_rows(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (out / "README-table.md").write_text(write_markdown(results, head, rows))
+    err = draw_chart(results, (out / "latest.png").resolve())
+    log("")
+    log(text_table(head, rows))
+    for x in footnotes(results):
+        log(x)
+    log("")
+    for t in results["targets"]:
+        met = {True: "met", False: "NOT MET", None: "n/a"}[t["met"]]
+        log(f"  {t['target']:<42} {str(t['value']):>28}  {met}")
+    cc = results["claim_check"]
+    if cc.get("go_vs_python_seed_rps"):
+        log(f"\n  published claim (go vs python-seed, S1): {cc['go_vs_python_seed_rps']:.1f}x "
+            f"throughput, {1 - (cc['go_vs_python_seed_pss'] or 1):.0%} less memory (PSS)")
+    log(f"\nwrote {os.path.relpath(out / 'latest.json')}, {os.path.relpath(out / 'README-table.md')}"
+        + (f", {os.path.relpath(out / 'latest.png')}" if not err else f" (chart: {err})")
+        + f" in {results['elapsed_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
