@@ -33,7 +33,7 @@ WARN := -Wall -Wextra -Wformat=2 -Wvla -Walloca -Wshadow -Wno-unused-parameter
 ifeq ($(WERROR),1)
   WARN += -Werror
 endif
-CPPFLAGS := -Isrc $(ORT_CFLAGS) -D_GNU_SOURCE -MMD -MP
+CPPFLAGS := -Isrc $(ORT_CFLAGS) $(shell pkg-config --cflags libpq) -D_GNU_SOURCE -MMD -MP
 ifeq ($(SANITIZE),)
   OPT := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection \
          -fcf-protection -fPIE
@@ -46,7 +46,7 @@ CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
             -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
             -Wno-maybe-uninitialized # GCC 12 false positive in dragonbox.h (-O1 + sanitizers)
-LDLIBS   := $(ORT_LIBS) -lpthread -lm
+LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis -lpq -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_CXX := $(shell find src -name '*.cc' | sort)
@@ -58,7 +58,8 @@ FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
 
 .PHONY: all setup deps models run test test-unit test-fuzz test-integration test-conformance \
         bench fuzz format format-check clean
-BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit)
+BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit) \
+             $(if $(wildcard bench/feature_bench.c),$(B)/onnxd-feature-bench)
 all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 
 # ---- set-up: packages, ONNX Runtime, Python venv (idempotent, fast when done)
@@ -101,6 +102,11 @@ $(B)/onnxd-bench: $(wildcard bench/loadgen*.c bench/loadgen*.h) $(B)/libonnxd.a
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
 $(B)/onnxd-ort-limit: $(wildcard bench/ort_limit*.c) $(B)/libonnxd.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
+# in-process feature-store tiers (L1 map, Bloom, L2 LMDB, velocity): latency percentiles
+$(B)/onnxd-feature-bench: $(wildcard bench/feature_bench*.c) bench/loadgen_hist.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)

@@ -30,16 +30,24 @@ struct ox_breaker {
   _Atomic int64_t win_end;
 
   pthread_mutex_t mu;
-  int probe_out;          /* under mu: the half-open probe is in flight */
-  int64_t probe_expires;  /* under mu: after this a lost probe no longer blocks another */
+  int probe_out;         /* under mu: the half-open probe is in flight */
+  int64_t probe_expires; /* under mu: after this a lost probe no longer blocks another */
 
   _Atomic uint64_t n_calls, n_ok, n_fail, n_timeout, n_short, n_opened, n_probes;
 };
 
-static inline uint64_t word_of(uint64_t gen, ox_breaker_state_t s) { return gen << 2 | (uint64_t)s; }
-static inline ox_breaker_state_t state_of(uint64_t w) { return (ox_breaker_state_t)(w & 3); }
-static inline uint64_t gen_of(uint64_t w) { return w >> 2; }
-static inline void inc(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
+static inline uint64_t word_of(uint64_t gen, ox_breaker_state_t s) {
+  return gen << 2 | (uint64_t)s;
+}
+static inline ox_breaker_state_t state_of(uint64_t w) {
+  return (ox_breaker_state_t)(w & 3);
+}
+static inline uint64_t gen_of(uint64_t w) {
+  return w >> 2;
+}
+static inline void inc(_Atomic uint64_t *c) {
+  atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
 
 int ox_breaker_create(const ox_breaker_opts_t *opts, ox_breaker_t **out) {
   ox_breaker_opts_t o = opts ? *opts : (ox_breaker_opts_t){0};
@@ -142,10 +150,17 @@ int ox_breaker_allow(ox_breaker_t *b, int64_t now_ns, ox_breaker_ticket_t *ticke
 void ox_breaker_done(ox_breaker_t *b, const ox_breaker_ticket_t *t, ox_breaker_outcome_t outcome,
                      int64_t now_ns) {
   switch (outcome) {
-    case OX_BREAKER_SUCCESS: inc(&b->n_ok); break;
-    case OX_BREAKER_FAILURE: inc(&b->n_fail); break;
-    case OX_BREAKER_TIMEOUT: inc(&b->n_timeout); break;
-    case OX_BREAKER_IGNORED: break;
+    case OX_BREAKER_SUCCESS:
+      inc(&b->n_ok);
+      break;
+    case OX_BREAKER_FAILURE:
+      inc(&b->n_fail);
+      break;
+    case OX_BREAKER_TIMEOUT:
+      inc(&b->n_timeout);
+      break;
+    case OX_BREAKER_IGNORED:
+      break;
   }
   uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
   if (gen_of(w) != t->gen) return; /* the state moved on since this call was admitted */
@@ -181,9 +196,12 @@ void ox_breaker_done(ox_breaker_t *b, const ox_breaker_ticket_t *t, ox_breaker_o
     }
     if (trip) transition(b, OX_BREAKER_OPEN, now_ns);
   } else if (state_of(w) == OX_BREAKER_HALF_OPEN && t->probe) {
-    if (outcome == OX_BREAKER_SUCCESS) transition(b, OX_BREAKER_CLOSED, now_ns);
-    else if (bad) transition(b, OX_BREAKER_OPEN, now_ns);
-    else b->probe_out = 0; /* ignored: let the next caller probe */
+    if (outcome == OX_BREAKER_SUCCESS)
+      transition(b, OX_BREAKER_CLOSED, now_ns);
+    else if (bad)
+      transition(b, OX_BREAKER_OPEN, now_ns);
+    else
+      b->probe_out = 0; /* ignored: let the next caller probe */
   }
 out:
   pthread_mutex_unlock(&b->mu);
@@ -209,9 +227,12 @@ void ox_breaker_stats(const ox_breaker_t *b, ox_breaker_stats_t *out) {
 
 const char *ox_breaker_state_name(ox_breaker_state_t s) {
   switch (s) {
-    case OX_BREAKER_CLOSED: return "closed";
-    case OX_BREAKER_OPEN: return "open";
-    case OX_BREAKER_HALF_OPEN: return "half_open";
+    case OX_BREAKER_CLOSED:
+      return "closed";
+    case OX_BREAKER_OPEN:
+      return "open";
+    case OX_BREAKER_HALF_OPEN:
+      return "half_open";
   }
   return "unknown";
 }

@@ -49,7 +49,7 @@ typedef struct {
 
 typedef struct {
   ox_breaker_state_t state;
-  uint64_t calls;           /* admitted, probes included */
+  uint64_t calls; /* admitted, probes included */
   uint64_t successes;
   uint64_t failures;
   uint64_t timeouts;

@@ -89,7 +89,8 @@ static inline uint64_t ox_feat_random_seed(void) {
   if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v) return v;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ox_feat_mix((uint64_t)ts.tv_nsec ^ OX_FEAT_HASH_P2, (uint64_t)(uintptr_t)&v ^ OX_FEAT_HASH_P1);
+  return ox_feat_mix((uint64_t)ts.tv_nsec ^ OX_FEAT_HASH_P2,
+                     (uint64_t)(uintptr_t)&v ^ OX_FEAT_HASH_P1);
 }
 
 #endif

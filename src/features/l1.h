@@ -36,13 +36,14 @@
 
 #define OX_L1_DEFAULT_SHARDS 64
 #define OX_L1_MAX_SHARDS 4096
-#define OX_L1_MAX_KEY 65535u       /* bytes */
+#define OX_L1_MAX_KEY 65535u        /* bytes */
 #define OX_L1_MAX_VALUE 0x7fffffffu /* bytes; the memory budget is usually the tighter limit */
-#define OX_L1_NO_TTL 0             /* ttl_ms meaning "never expires" */
+#define OX_L1_NO_TTL 0              /* ttl_ms meaning "never expires" */
 
 /* Bytes charged for an entry with a klen-byte key and a vlen-byte value: a 56-byte header plus
  * the bytes, rounded as glibc malloc rounds a chunk (8-byte size field, 16-byte multiple). */
-#define OX_L1_ENTRY_COST(klen, vlen) ((((size_t)(klen) + (size_t)(vlen) + 56 + 8 + 15) & ~(size_t)15))
+#define OX_L1_ENTRY_COST(klen, vlen) \
+  ((((size_t)(klen) + (size_t)(vlen) + 56 + 8 + 15) & ~(size_t)15))
 
 typedef struct ox_l1 ox_l1_t;
 
@@ -91,8 +92,8 @@ int ox_l1_view(ox_l1_t *c, ox_slice_t key, int64_t now_ms, ox_l1_view_fn fn, voi
 int ox_l1_put(ox_l1_t *c, ox_slice_t key, const void *val, size_t len, int64_t ttl_ms,
               int64_t now_ms);
 
-/* Removes key. Returns 0, or OX_ENOT_FOUND if it was not stored (expired entries count as
- * stored: they are removed and counted as expirations). */
+/* Removes key. Returns 0 if an entry was stored (live, or expired and not yet reclaimed), or
+ * OX_ENOT_FOUND. */
 int ox_l1_del(ox_l1_t *c, ox_slice_t key);
 
 /* Reclaims expired entries: walks up to max_per_shard entries of each shard from its CLOCK hand

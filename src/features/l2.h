@@ -1,0 +1,156 @@
+/* l2.h: the feature store's L2 tier: an embedded LMDB environment on local disk (no server).
+ *
+ * Two databases in one environment (a directory holding data.mdb and lock.mdb):
+ * - "rows":   key -> blob (a feature row; the caller chooses the encoding);
+ * - "events": an entity's recent events. Key = u16 big-endian entity length, the entity bytes,
+ *   the event time as 8 big-endian bytes of (uint64)ts_ms ^ 2^63 (so signed times sort), and a
+ *   u32 big-endian sequence number; value = the event payload (a blob, e.g. the 24-byte record of
+ *   features/velocity.h). The length prefix makes one entity's keys a contiguous range no other
+ *   entity's keys fall into ("u1" and "u12" never interleave), ordered by (ts, seq), so a scan is
+ *   one cursor seek plus sequential steps. seq numbers events with equal (entity, ts) in
+ *   insertion order, 0, 1, 2, ...; the writer assigns it from the last stored key, so it stays
+ *   unique across restarts.
+ *
+ * Reads are zero-copy: rows and payloads are handed out as slices of the memory map, valid inside
+ * the read transaction (the callback, or until ox_l2_read_end). Each reading thread owns an
+ * ox_l2_reader_t: one read-only transaction and one cursor, created once (that is when the
+ * reader slot is taken, so a too-small max_readers fails at start-up, never under load) and then
+ * only reset and renewed around each read, which costs a few hundred ns instead of a
+ * begin/abort. The environment is opened with MDB_NOTLS so a reader may move between threads
+ * (one at a time) and does not tie a slot to a thread, and with MDB_NORDAHEAD (point reads:
+ * read-ahead would only evict useful pages once the data outgrows RAM). Slots left behind by
+ * processes that died are reclaimed at open (mdb_reader_check).
+ *
+ * Writes are asynchronous through ONE writer thread (LMDB allows one write transaction at a
+ * time anyway): put_row, del_row, append_event and purge_before queue an owned copy of the
+ * operation (bounded queue: OX_EUNAVAILABLE when full, the caller drops the write) and return.
+ * The writer takes up to batch_max_ops operations, waiting at most batch_wait_ms after the first
+ * for more to arrive, applies them in one transaction and commits. A failed batch is aborted as a
+ * whole; its error is counted and reported by the next ox_l2_flush. ox_l2_flush is the barrier:
+ * it returns once everything queued before it is committed.
+ *
+ * Expiry: ox_l2_purge_before deletes every event with ts < cutoff, in transactions of at most
+ * 10,000 deletions so other writes are not held up for long; with retention_ms set the writer
+ * also runs it every purge_every_ms with cutoff = wall-clock ms - retention_ms (events' ts must
+ * then be Unix epoch ms).
+ *
+ * Error codes from LMDB never escape this module: they are logged and mapped to project codes
+ * (MDB_NOTFOUND -> OX_ENOT_FOUND, MDB_MAP_FULL -> OX_ETOO_LARGE, MDB_READERS_FULL ->
+ * OX_EUNAVAILABLE, system errors -> -errno, anything else -> OX_EINTERNAL).
+ */
+#ifndef OX_FEATURES_L2_H
+#define OX_FEATURES_L2_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/slice.h"
+
+#define OX_L2_MAX_KEY 511           /* LMDB's default maximum key size */
+#define OX_L2_MAX_ENTITY (511 - 14) /* entity bytes left after the prefix, ts and seq */
+#define OX_L2_MAX_VALUE (16u << 20) /* bytes per row or event payload */
+
+typedef enum {
+  OX_L2_SYNC_DATA = 0, /* MDB_NOMETASYNC (default): an OS crash may lose the last commit, never
+                          corrupts */
+  OX_L2_SYNC_FULL,     /* fsync data and meta on every commit */
+  OX_L2_SYNC_NONE,     /* MDB_NOSYNC: a process crash loses nothing, an OS crash may lose or
+                          corrupt the database; for tmpfs, tests and rebuildable caches */
+} ox_l2_sync_t;
+
+/* Zero fields take the defaults in brackets. */
+typedef struct {
+  size_t map_size;         /* maximum database size in bytes [1 GiB] */
+  unsigned max_readers;    /* reader slots: readers the process may open [126]; size it for the
+                              worker threads plus tools (mdb_stat) */
+  unsigned batch_max_ops;  /* operations per write transaction [1024] */
+  unsigned batch_wait_ms;  /* wait for more operations after the first of a batch [2] */
+  size_t queue_max_ops;    /* queued operations before writes are refused [65536] */
+  int64_t retention_ms;    /* purge events older than this, periodically [0: never] */
+  unsigned purge_every_ms; /* period of that purge [60000] */
+  ox_l2_sync_t sync;
+} ox_l2_opts_t;
+
+typedef struct ox_l2 ox_l2_t;
+typedef struct ox_l2_reader ox_l2_reader_t;
+
+typedef struct {
+  uint64_t enqueued;  /* operations accepted by put_row/del_row/append_event/purge_before */
+  uint64_t rejected;  /* operations refused because the queue was full or closing */
+  uint64_t committed; /* operations committed */
+  uint64_t failed;    /* operations lost in failed batches */
+  uint64_t batches;   /* write transactions committed */
+  uint64_t purged;    /* events deleted by purges */
+  uint64_t queued;    /* operations waiting now */
+} ox_l2_stats_t;
+
+/* Opens (creating if needed: the directory, mode 0700, and the databases) the environment in
+ * directory path and starts the writer thread. opts may be NULL (all defaults).
+ * Returns 0 and *out (owned, closed by ox_l2_close), or an error (logged with LMDB's message). */
+int ox_l2_open(const char *path, const ox_l2_opts_t *opts, ox_l2_t **out);
+
+/* Stops the writer after it commits everything queued, then closes the environment. Every
+ * reader must have been closed and no other call may be running. NULL is allowed. */
+void ox_l2_close(ox_l2_t *l2);
+
+/* ---- writes (asynchronous; any thread) ------------------------------------------------------ */
+
+/* Each copies its arguments into one queued operation and returns without waiting.
+ * Returns 0; OX_ETOO_LARGE (key over OX_L2_MAX_KEY, entity over OX_L2_MAX_ENTITY, value over
+ * OX_L2_MAX_VALUE); OX_EINVALID (empty key or entity); OX_EUNAVAILABLE (queue full, or closing);
+ * OX_ENOMEM. The effect is visible to readers after the batch commits (ox_l2_flush to wait). */
+int ox_l2_put_row(ox_l2_t *l2, ox_slice_t key, const void *val, size_t len);
+int ox_l2_del_row(ox_l2_t *l2, ox_slice_t key);
+int ox_l2_append_event(ox_l2_t *l2, ox_slice_t entity, int64_t ts_ms, const void *payload,
+                       size_t len);
+/* Deletes every event (of every entity) with ts_ms < cutoff_ms. */
+int ox_l2_purge_before(ox_l2_t *l2, int64_t cutoff_ms);
+
+/* Waits until every operation queued before this call has been committed (or failed).
+ * Returns 0 if all operations since the previous flush succeeded, else the first error
+ * (e.g. OX_ETOO_LARGE when the map is full). Never refused for a full queue. */
+int ox_l2_flush(ox_l2_t *l2);
+
+void ox_l2_stats(ox_l2_t *l2, ox_l2_stats_t *out);
+
+/* ---- reads (one reader per thread at a time) --------------------------------------------- */
+
+/* Creates a reader: takes one of max_readers slots. Returns 0 and *out (owned, closed by
+ * ox_l2_reader_close), OX_EUNAVAILABLE if every slot is taken, OX_ENOMEM. */
+int ox_l2_reader_open(ox_l2_t *l2, ox_l2_reader_t **out);
+/* Releases the reader's slot. NULL is allowed. */
+void ox_l2_reader_close(ox_l2_reader_t *r);
+
+/* Optional: opens a snapshot that the reads below then share (several lookups that must agree)
+ * until ox_l2_read_end; slices handed out stay valid until then. Without it each read call
+ * takes its own snapshot. Returns 0 or an error; begin/end do not nest. */
+int ox_l2_read_begin(ox_l2_reader_t *r);
+void ox_l2_read_end(ox_l2_reader_t *r);
+
+/* Receives a row in place: val is valid only during the call (or until ox_l2_read_end). */
+typedef void (*ox_l2_row_fn)(void *arg, ox_slice_t val);
+
+/* Looks key up; calls fn(arg, value) on a hit. Returns 0, OX_ENOT_FOUND, or an error.
+ * Allocates nothing. */
+int ox_l2_get_row(ox_l2_reader_t *r, ox_slice_t key, ox_l2_row_fn fn, void *arg);
+
+/* Looks key up and copies the value: as ox_l1_get (0 with the value in out[0..*len); OX_ETOO_LARGE
+ * with *len set when cap is too small; OX_ENOT_FOUND). */
+int ox_l2_get_row_copy(ox_l2_reader_t *r, ox_slice_t key, void *out, size_t cap, size_t *len);
+
+typedef struct {
+  int64_t ts_ms;
+  uint32_t seq;       /* insertion order among the entity's events with the same ts_ms */
+  ox_slice_t payload; /* borrowed from the map: valid only during the callback (or until
+                         ox_l2_read_end); no alignment guarantee, decode with memcpy */
+} ox_l2_event_t;
+
+/* Receives one event; returns 0 to go on, anything else to stop the scan. */
+typedef int (*ox_l2_event_fn)(void *arg, const ox_l2_event_t *ev);
+
+/* Calls fn for each event of entity with since_ms <= ts_ms <= until_ms, in (ts_ms, seq) order.
+ * Returns the number of events passed to fn (>= 0), or an error. Allocates nothing. */
+int ox_l2_scan_events(ox_l2_reader_t *r, ox_slice_t entity, int64_t since_ms, int64_t until_ms,
+                      ox_l2_event_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,648 @@
+/* l3_pg.c: see l3_pg.h.
+ *
+ * A call is: pg_begin (deadline, breaker, slot checkout, liveness check, connect if needed),
+ * prepare the statement on this connection if it is the first use, PQsendQueryPrepared, flush
+ * and read the results with poll() against the deadline, pg_end (breaker outcome, drop the
+ * connection unless it is idle and healthy, check the slot in). Whether to drop is read from the
+ * connection itself (PQstatus, PQtransactionStatus), so a timed-out statement that is still
+ * running, a broken socket and an aborted COPY all end the same way.
+ */
+#include "features/l3_pg.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/log.h"
+
+#define NS_PER_MS INT64_C(1000000)
+#define OID_TEXT 25
+#define OID_BYTEA 17
+
+enum { ST_GET, ST_MGET, ST_PUT, ST_COUNT };
+
+static const struct {
+  const char *name, *fmt; /* fmt: "@T" stands for the table */
+  int nparams;
+  Oid types[2];
+} pg_stmts[ST_COUNT] = {
+    [ST_GET] = {"ox_l3_get", "SELECT value FROM @T WHERE entity = $1", 1, {OID_TEXT}},
+    [ST_MGET] = {"ox_l3_mget",
+                 "SELECT k.i, f.value FROM unnest($1::text[]) WITH ORDINALITY AS k(entity, i) "
+                 "JOIN @T f ON f.entity = k.entity",
+                 1,
+                 {0}},
+    [ST_PUT] = {"ox_l3_put",
+                "INSERT INTO @T AS f (entity, value, updated_at) VALUES ($1, $2, now()) "
+                "ON CONFLICT (entity) DO UPDATE SET value = EXCLUDED.value, "
+                "updated_at = EXCLUDED.updated_at",
+                2,
+                {OID_TEXT, OID_BYTEA}},
+};
+
+typedef struct {
+  _Alignas(64) atomic_int busy;
+  PGconn *c;         /* NULL when not connected */
+  unsigned prepared; /* bit per ST_* prepared on c */
+  ox_buf_t scratch;  /* mget's array literal; reused */
+} pg_slot_t;
+
+struct ox_l3_pg {
+  char *conninfo, *table;
+  char *sql[ST_COUNT];
+  int nslots, statement_timeout_ms;
+  int64_t connect_ns, command_ns;
+  ox_breaker_t *breaker;
+  pg_slot_t *slots;
+  _Atomic uint64_t connects, connect_failures, dropped, stale, exhausted;
+};
+
+typedef struct {
+  pg_slot_t *slot;
+  int guarded; /* goes through the breaker */
+  ox_breaker_ticket_t ticket;
+  int64_t deadline;
+  int classified; /* an error result set outcome */
+  ox_breaker_outcome_t outcome;
+} pg_call_t;
+
+static inline void inc(_Atomic uint64_t *c) {
+  atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+/* ---- waiting ---------------------------------------------------------------------------- */
+
+/* As in l3_redis.c; *revents (may be NULL) receives what fired. */
+static int wait_fd(int fd, short events, int64_t deadline, short *revents) {
+  if (fd < 0) return -EBADF;
+  for (;;) {
+    int64_t left = deadline - ox_breaker_now_ns();
+    if (left <= 0) return OX_ETIMEOUT;
+    struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
+    struct pollfd p = {.fd = fd, .events = events};
+    int n = ppoll(&p, 1, &ts, NULL);
+    if (n > 0) {
+      if (revents) *revents = p.revents;
+      return (p.revents & POLLNVAL) ? -EBADF : 0;
+    }
+    if (n < 0 && errno != EINTR) return -errno;
+  }
+}
+
+/* Sends what libpq has buffered (non-blocking mode), reading input meanwhile as libpq asks. */
+static int pg_flush(PGconn *c, int64_t deadline) {
+  for (;;) {
+    int r = PQflush(c);
+    if (r == 0) return 0;
+    if (r < 0) return -ECONNRESET;
+    short ev = 0;
+    int rc = wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
+    if (rc) return rc;
+    if ((ev & POLLIN) && !PQconsumeInput(c)) return -ECONNRESET;
+  }
+}
+
+/* Reads the results of the command just sent until libpq has no more (or a COPY starts).
+ * *first receives the first error result if any, else the first result (owned by the caller:
+ * PQclear; may be NULL). 0, OX_ETIMEOUT, or -ECONNRESET when the connection broke. */
+static int pg_results(PGconn *c, int64_t deadline, PGresult **first) {
+  *first = NULL;
+  for (;;) {
+    while (PQisBusy(c)) {
+      int rc = wait_fd(PQsocket(c), POLLIN, deadline, NULL);
+      if (rc) return rc;
+      if (!PQconsumeInput(c)) return -ECONNRESET;
+    }
+    PGresult *res = PQgetResult(c);
+    if (!res) return 0;
+    ExecStatusType st = PQresultStatus(res);
+    int is_err = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
+    if (!*first || (is_err && PQresultStatus(*first) != PGRES_FATAL_ERROR)) {
+      PQclear(*first);
+      *first = res;
+    } else {
+      PQclear(res);
+    }
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) return 0;
+  }
+}
+
+/* libpq refused to queue a command: a broken connection, or a bug (a command in progress). */
+static int pg_send_err(PGconn *c) {
+  if (PQstatus(c) == CONNECTION_BAD) return -ECONNRESET;
+  ox_warn("l3_pg: cannot send: %s", PQerrorMessage(c));
+  return OX_EINTERNAL;
+}
+
+/* 0 when res has status want; otherwise the error code, and the breaker outcome in call. */
+static int pg_check(pg_call_t *call, PGconn *c, const PGresult *res, ExecStatusType want) {
+  if (res && PQresultStatus(res) == want) return 0;
+  if (!res || PQstatus(c) == CONNECTION_BAD) return -ECONNRESET; /* outcome: failure */
+  const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  if (!code) code = "";
+  call->classified = 1;
+  int rc;
+  if (strcmp(code, "57014") == 0) { /* query_canceled: statement_timeout */
+    call->outcome = OX_BREAKER_TIMEOUT;
+    rc = OX_ETIMEOUT;
+  } else if (strncmp(code, "57P", 3) == 0 || strncmp(code, "53", 2) == 0) {
+    call->outcome = OX_BREAKER_FAILURE; /* shutting down, starting up, out of resources */
+    rc = OX_EUNAVAILABLE;
+  } else if (strncmp(code, "08", 2) == 0) {
+    call->outcome = OX_BREAKER_FAILURE;
+    rc = -ECONNRESET;
+  } else if (strncmp(code, "22", 2) == 0) { /* data exception: the entity or value */
+    call->outcome = OX_BREAKER_IGNORED;
+    rc = OX_EINVALID;
+  } else {
+    call->outcome = OX_BREAKER_IGNORED;
+    rc = OX_EINTERNAL;
+  }
+  if (rc == OX_EINTERNAL || rc == OX_EUNAVAILABLE)
+    ox_debug("l3_pg: %s %s", code, PQresultErrorMessage(res));
+  return rc;
+}
+
+/* ---- pool ------------------------------------------------------------------------------- */
+
+static _Thread_local int pg_hint = -1;
+static atomic_uint pg_next_hint;
+
+static pg_slot_t *checkout(ox_l3_pg_t *pg) {
+  if (pg_hint < 0) pg_hint = (int)(atomic_fetch_add(&pg_next_hint, 1) % 1024);
+  for (int i = 0; i < pg->nslots; i++) {
+    pg_slot_t *s = &pg->slots[(pg_hint + i) % pg->nslots];
+    int free_ = 0;
+    if (atomic_load_explicit(&s->busy, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_strong_explicit(&s->busy, &free_, 1, memory_order_acquire,
+                                                memory_order_relaxed))
+      return s;
+  }
+  return NULL;
+}
+
+static void pg_drop(pg_slot_t *s) {
+  if (!s->c) return;
+  PQfinish(s->c); /* non-blocking connection: the Terminate message is sent if it fits */
+  s->c = NULL;
+  s->prepared = 0;
+}
+
+/* Nothing arrives unprompted on our idle connections (no LISTEN, no SET after connect): a
+ * readable one is the server closing it, its FATAL message followed by EOF. Reading the message
+ * alone would leave libpq thinking the connection is fine until the next query fails, so a
+ * readable idle connection is simply replaced. One zero-timeout poll. */
+static int pg_idle_ok(pg_slot_t *s) {
+  struct pollfd p = {.fd = PQsocket(s->c), .events = POLLIN};
+  return poll(&p, 1, 0) <= 0;
+}
+
+static void pg_notice(void *arg, const char *msg) {
+  (void)arg;
+  size_t n = strlen(msg);
+  while (n && msg[n - 1] == '\n') n--;
+  ox_debug("l3_pg: %.*s", (int)n, msg);
+}
+
+/* ---- connecting ------------------------------------------------------------------------- */
+
+static int pg_connect(ox_l3_pg_t *pg, pg_slot_t *s, int64_t deadline) {
+  int64_t now = ox_breaker_now_ns();
+  if (now + pg->connect_ns < deadline) deadline = now + pg->connect_ns;
+  /* Keywords before dbname are defaults conninfo may override (libpq keeps the last one). */
+  const char *kw[] = {"application_name", "gssencmode", "dbname", NULL};
+  const char *val[] = {"onnxd", "disable", pg->conninfo, NULL};
+  PGconn *c = PQconnectStartParams(kw, val, 1);
+  if (!c) return OX_ENOMEM;
+  int rc = 0;
+  if (PQstatus(c) == CONNECTION_BAD) rc = -ECONNREFUSED;
+  /* Before the first PQconnectPoll, behave as if it returned PGRES_POLLING_WRITING. */
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+  while (!rc && st != PGRES_POLLING_OK) {
+    if (st == PGRES_POLLING_FAILED) {
+      rc = strstr(PQerrorMessage(c), "refused") ? -ECONNREFUSED : OX_EUNAVAILABLE;
+      break;
+    }
+    rc = wait_fd(PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, NULL);
+    if (!rc) st = PQconnectPoll(c);
+  }
+  if (!rc && PQsetnonblocking(c, 1) != 0) rc = OX_EINTERNAL;
+  if (rc) {
+    inc(&pg->connect_failures);
+    const char *m = PQerrorMessage(c);
+    size_t n = strlen(m);
+    while (n && m[n - 1] == '\n') n--;
+    ox_warn("l3_pg: connect: %s", rc == OX_ETIMEOUT ? "timed out" : n ? m : ox_strerror(rc));
+    PQfinish(c);
+    return rc;
+  }
+  PQsetNoticeProcessor(c, pg_notice, NULL);
+  s->c = c;
+  s->prepared = 0;
+  if (pg->statement_timeout_ms > 0) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %d", pg->statement_timeout_ms);
+    pg_call_t tmp = {0};
+    PGresult *res = NULL;
+    rc = PQsendQuery(c, sql) ? 0 : pg_send_err(c);
+    if (!rc) rc = pg_flush(c, deadline);
+    if (!rc) rc = pg_results(c, deadline, &res);
+    if (!rc) rc = pg_check(&tmp, c, res, PGRES_COMMAND_OK);
+    PQclear(res);
+    if (rc) {
+      inc(&pg->connect_failures);
+      ox_warn("l3_pg: connect: setting statement_timeout: %s", ox_strerror(rc));
+      pg_drop(s);
+      return rc == OX_EINTERNAL ? OX_EUNAVAILABLE : rc;
+    }
+  }
+  inc(&pg->connects);
+  return 0;
+}
+
+/* ---- calls ------------------------------------------------------------------------------ */
+
+static int pg_end(ox_l3_pg_t *pg, pg_call_t *call, int rc);
+
+static int pg_begin(ox_l3_pg_t *pg, int64_t deadline, int guarded, pg_call_t *call) {
+  int64_t now = ox_breaker_now_ns();
+  if (deadline <= now) return OX_ETIMEOUT;
+  memset(call, 0, sizeof *call);
+  call->guarded = guarded;
+  call->deadline = deadline;
+  if (guarded && now + pg->command_ns < deadline) call->deadline = now + pg->command_ns;
+  if (guarded) {
+    int rc = ox_breaker_allow(pg->breaker, now, &call->ticket);
+    if (rc) return rc;
+  }
+  call->slot = checkout(pg);
+  if (!call->slot) {
+    inc(&pg->exhausted);
+    if (guarded) ox_breaker_done(pg->breaker, &call->ticket, OX_BREAKER_IGNORED, now);
+    return OX_EUNAVAILABLE;
+  }
+  pg_slot_t *s = call->slot;
+  if (s->c && !pg_idle_ok(s)) {
+    inc(&pg->stale);
+    pg_drop(s);
+  }
+  if (!s->c) {
+    int rc = pg_connect(pg, s, call->deadline);
+    if (rc) return pg_end(pg, call, rc);
+  }
+  return 0;
+}
+
+static int pg_end(ox_l3_pg_t *pg, pg_call_t *call, int rc) {
+  pg_slot_t *s = call->slot;
+  ox_breaker_outcome_t o;
+  if (call->classified)
+    o = call->outcome;
+  else if (rc >= 0 || rc == OX_ENOT_FOUND)
+    o = OX_BREAKER_SUCCESS;
+  else if (rc == OX_ETIMEOUT)
+    o = OX_BREAKER_TIMEOUT;
+  else if (rc == OX_ENOMEM || rc == OX_EINVALID)
+    o = OX_BREAKER_IGNORED;
+  else
+    o = OX_BREAKER_FAILURE;
+  /* Keep the connection only if it is idle and healthy: a statement still running (timeout), a
+   * broken socket or a transaction left open all drop it. */
+  if (s->c && (PQstatus(s->c) != CONNECTION_OK || PQtransactionStatus(s->c) != PQTRANS_IDLE ||
+               PQisBusy(s->c))) {
+    inc(&pg->dropped);
+    pg_drop(s);
+  }
+  atomic_store_explicit(&s->busy, 0, memory_order_release);
+  if (call->guarded) ox_breaker_done(pg->breaker, &call->ticket, o, ox_breaker_now_ns());
+  return rc;
+}
+
+static int pg_prepare(ox_l3_pg_t *pg, pg_call_t *call, int st) {
+  pg_slot_t *s = call->slot;
+  if (s->prepared & (1u << st)) return 0;
+  PGconn *c = s->c;
+  const Oid *types = pg_stmts[st].types[0] ? pg_stmts[st].types : NULL;
+  int rc = PQsendPrepare(c, pg_stmts[st].name, pg->sql[st], pg_stmts[st].nparams, types)
+               ? 0
+               : pg_send_err(c);
+  PGresult *res = NULL;
+  if (!rc) rc = pg_flush(c, call->deadline);
+  if (!rc) rc = pg_results(c, call->deadline, &res);
+  if (!rc) rc = pg_check(call, c, res, PGRES_COMMAND_OK);
+  PQclear(res);
+  if (!rc) s->prepared |= 1u << st;
+  return rc;
+}
+
+/* Runs prepared statement st with binary parameters (lengths given) or, when lens is NULL, text
+ * ones; binary results, which must have status want. *res owned by the caller. */
+static int pg_run(ox_l3_pg_t *pg, pg_call_t *call, int st, const char *const *vals, const int *lens,
+                  ExecStatusType want, PGresult **res) {
+  *res = NULL;
+  int rc = pg_prepare(pg, call, st);
+  if (rc) return rc;
+  static const int binary[2] = {1, 1};
+  PGconn *c = call->slot->c;
+  if (!PQsendQueryPrepared(c, pg_stmts[st].name, pg_stmts[st].nparams, vals, lens,
+                           lens ? binary : NULL, 1))
+    return pg_send_err(c);
+  rc = pg_flush(c, call->deadline);
+  if (!rc) rc = pg_results(c, call->deadline, res);
+  if (!rc) rc = pg_check(call, c, *res, want);
+  return rc;
+}
+
+int ox_l3_pg_get(ox_l3_pg_t *pg, ox_slice_t entity, ox_buf_t *out, int64_t deadline_ns) {
+  if (entity.len > INT_MAX) return OX_EINVALID;
+  pg_call_t call;
+  int rc = pg_begin(pg, deadline_ns, 1, &call);
+  if (rc) return rc;
+  const char *v[1] = {entity.ptr ? entity.ptr : ""}; /* NULL would mean SQL NULL */
+  int l[1] = {(int)entity.len};
+  PGresult *res = NULL;
+  rc = pg_run(pg, &call, ST_GET, v, l, PGRES_TUPLES_OK, &res);
+  if (!rc) {
+    if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0))
+      rc = OX_ENOT_FOUND;
+    else
+      rc = ox_buf_append(out, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+  }
+  PQclear(res);
+  return pg_end(pg, &call, rc);
+}
+
+/* {"a","b\"c"}: a text[] literal, NUL-terminated. Entities with NUL are refused. */
+static int array_literal(ox_buf_t *b, const ox_slice_t *keys, size_t n) {
+  b->len = 0;
+  int rc = ox_buf_append(b, "{", 1);
+  for (size_t i = 0; !rc && i < n; i++) {
+    if (i) rc = ox_buf_append(b, ",", 1);
+    if (!rc) rc = ox_buf_append(b, "\"", 1);
+    for (size_t j = 0; !rc && j < keys[i].len; j++) {
+      char ch = keys[i].ptr[j];
+      if (ch == '\0') return OX_EINVALID;
+      if (ch == '"' || ch == '\\') rc = ox_buf_append(b, "\\", 1);
+      if (!rc) rc = ox_buf_append(b, &ch, 1);
+    }
+    if (!rc) rc = ox_buf_append(b, "\"", 1);
+  }
+  if (!rc) rc = ox_buf_append(b, "}", 2); /* with the terminating NUL */
+  return rc;
+}
+
+/* Rows (ordinal int8 big-endian, value bytea) into out and vals. Returns hits or an error. */
+static int mget_collect(const PGresult *res, size_t n, ox_buf_t *out, ox_slice_t *vals) {
+  int rows = PQntuples(res);
+  size_t total = 1; /* out->data non-NULL afterwards, so an empty hit is not a miss */
+  for (int i = 0; i < rows; i++) {
+    if (PQgetlength(res, i, 0) != 8) return OX_EINTERNAL;
+    if (!PQgetisnull(res, i, 1)) total += (size_t)PQgetlength(res, i, 1);
+  }
+  int rc = ox_buf_reserve(out, total); /* no reallocation below: vals stay valid */
+  if (rc) return rc;
+  for (size_t i = 0; i < n; i++) vals[i] = (ox_slice_t){NULL, 0};
+  int hits = 0;
+  for (int i = 0; i < rows; i++) {
+    const unsigned char *p = (const unsigned char *)PQgetvalue(res, i, 0);
+    uint64_t ord = 0;
+    for (int k = 0; k < 8; k++) ord = ord << 8 | p[k];
+    if (ord < 1 || ord > n) return OX_EINTERNAL;
+    if (PQgetisnull(res, i, 1) || vals[ord - 1].ptr) continue;
+    size_t len = (size_t)PQgetlength(res, i, 1);
+    vals[ord - 1] = (ox_slice_t){out->data + out->len, len};
+    (void)ox_buf_append(out, PQgetvalue(res, i, 1), len);
+    hits++;
+  }
+  return hits;
+}
+
+int ox_l3_pg_mget(ox_l3_pg_t *pg, const ox_slice_t *entities, size_t n, ox_buf_t *out,
+                  ox_slice_t *vals, int64_t deadline_ns) {
+  if (n == 0) return 0;
+  if (n > INT_MAX) return OX_EINVALID;
+  pg_call_t call;
+  int rc = pg_begin(pg, deadline_ns, 1, &call);
+  if (rc) return rc;
+  PGresult *res = NULL;
+  rc = array_literal(&call.slot->scratch, entities, n);
+  if (!rc) {
+    const char *v[1] = {call.slot->scratch.data};
+    rc = pg_run(pg, &call, ST_MGET, v, NULL, PGRES_TUPLES_OK, &res);
+  }
+  if (!rc) rc = mget_collect(res, n, out, vals);
+  PQclear(res);
+  return pg_end(pg, &call, rc);
+}
+
+int ox_l3_pg_put(ox_l3_pg_t *pg, ox_slice_t entity, ox_slice_t value, int64_t deadline_ns) {
+  if (entity.len > INT_MAX || value.len > INT_MAX) return OX_EINVALID;
+  pg_call_t call;
+  int rc = pg_begin(pg, deadline_ns, 1, &call);
+  if (rc) return rc;
+  const char *v[2] = {entity.ptr ? entity.ptr : "", value.ptr ? value.ptr : ""};
+  int l[2] = {(int)entity.len, (int)value.len};
+  PGresult *res = NULL;
+  rc = pg_run(pg, &call, ST_PUT, v, l, PGRES_COMMAND_OK, &res);
+  PQclear(res);
+  return pg_end(pg, &call, rc);
+}
+
+/* ---- admin ------------------------------------------------------------------------------ */
+
+/* One simple-protocol query string on the call's connection; every result must be OK. */
+static int pg_simple(pg_call_t *call, const char *sql) {
+  PGconn *c = call->slot->c;
+  if (!PQsendQuery(c, sql)) return pg_send_err(c);
+  int rc = pg_flush(c, call->deadline);
+  PGresult *res = NULL;
+  if (!rc) rc = pg_results(c, call->deadline, &res);
+  if (!rc && res && PQresultStatus(res) == PGRES_TUPLES_OK)
+    rc = 0;
+  else if (!rc)
+    rc = pg_check(call, c, res, PGRES_COMMAND_OK);
+  PQclear(res);
+  return rc;
+}
+
+int ox_l3_pg_exec(ox_l3_pg_t *pg, const char *sql, int64_t deadline_ns) {
+  pg_call_t call;
+  int rc = pg_begin(pg, deadline_ns, 0, &call);
+  if (rc) return rc;
+  return pg_end(pg, &call, pg_simple(&call, sql));
+}
+
+int ox_l3_pg_ensure_schema(ox_l3_pg_t *pg, int64_t deadline_ns) {
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "CREATE TABLE IF NOT EXISTS %s (entity text PRIMARY KEY, value bytea, "
+           "updated_at timestamptz NOT NULL DEFAULT now())",
+           pg->table);
+  return ox_l3_pg_exec(pg, sql, deadline_ns);
+}
+
+/* Queues one COPY chunk (or the end when data is NULL), waiting for room as needed. */
+static int copy_put(PGconn *c, const char *data, int n, int64_t deadline) {
+  for (;;) {
+    int r = data ? PQputCopyData(c, data, n) : PQputCopyEnd(c, NULL);
+    if (r == 1) return 0;
+    if (r < 0) return PQstatus(c) == CONNECTION_BAD ? -ECONNRESET : OX_EINTERNAL;
+    short ev = 0; /* r == 0: libpq's buffer is full */
+    int rc = wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
+    if (rc) return rc;
+    if ((ev & POLLIN) && !PQconsumeInput(c)) return -ECONNRESET;
+    if (PQflush(c) < 0) return -ECONNRESET;
+  }
+}
+
+static uint64_t parse_u64(const char *s) {
+  uint64_t v = 0;
+  for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (uint64_t)(*s - '0');
+  return v;
+}
+
+int ox_l3_pg_load_csv(ox_l3_pg_t *pg, const char *path, int header, int64_t deadline_ns,
+                      uint64_t *rows) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return -errno;
+  pg_call_t call;
+  int rc = pg_begin(pg, deadline_ns, 0, &call);
+  if (rc) {
+    fclose(f);
+    return rc;
+  }
+  PGconn *c = call.slot->c;
+  char sql[512];
+  rc = pg_simple(&call,
+                 "BEGIN; CREATE TEMP TABLE ox_l3_load (entity text, value bytea) ON COMMIT DROP");
+  if (!rc) {
+    snprintf(sql, sizeof sql, "COPY ox_l3_load (entity, value) FROM STDIN WITH (FORMAT csv%s)",
+             header ? ", HEADER true" : "");
+    rc = PQsendQuery(c, sql) ? pg_flush(c, call.deadline) : pg_send_err(c);
+  }
+  PGresult *res = NULL;
+  if (!rc) rc = pg_results(c, call.deadline, &res);
+  if (!rc) rc = pg_check(&call, c, res, PGRES_COPY_IN);
+  PQclear(res);
+  res = NULL;
+  if (!rc) {
+    char buf[65536];
+    size_t n;
+    while (!rc && (n = fread(buf, 1, sizeof buf, f)) > 0)
+      rc = copy_put(c, buf, (int)n, call.deadline);
+    if (!rc && ferror(f)) {
+      rc = -EIO;
+      PQputCopyEnd(c, "read error"); /* aborts the COPY; the connection is dropped below */
+    }
+    if (!rc) rc = copy_put(c, NULL, 0, call.deadline);
+    if (!rc) rc = pg_flush(c, call.deadline);
+    if (!rc) rc = pg_results(c, call.deadline, &res);
+    if (!rc) rc = pg_check(&call, c, res, PGRES_COMMAND_OK);
+    if (!rc && rows) *rows = parse_u64(PQcmdTuples(res));
+    PQclear(res);
+  }
+  if (!rc) {
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s AS f (entity, value, updated_at) SELECT entity, value, now() "
+             "FROM ox_l3_load ON CONFLICT (entity) DO UPDATE SET value = EXCLUDED.value, "
+             "updated_at = EXCLUDED.updated_at; COMMIT",
+             pg->table);
+    rc = pg_simple(&call, sql);
+  }
+  fclose(f);
+  if (rc && rc != OX_ETIMEOUT && call.slot->c)
+    ox_warn("l3_pg: load %s: %s", path, PQerrorMessage(c));
+  return pg_end(pg, &call, rc); /* an open transaction (any error) drops the connection */
+}
+
+/* ---- lifecycle and metrics -------------------------------------------------------------- */
+
+static int table_ok(const char *t) {
+  int dots = 0, start = 1;
+  if (!*t || strlen(t) > 127) return 0;
+  for (const char *p = t; *p; p++) {
+    char ch = *p;
+    if (ch == '.') {
+      if (start || ++dots > 1) return 0;
+      start = 1;
+      continue;
+    }
+    int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+    if (!alpha && !(ch >= '0' && ch <= '9' && !start)) return 0;
+    start = 0;
+  }
+  return !start;
+}
+
+int ox_l3_pg_create(const ox_l3_pg_opts_t *opts, ox_l3_pg_t **out) {
+  ox_l3_pg_opts_t o = opts ? *opts : (ox_l3_pg_opts_t){0};
+  const char *table = o.table ? o.table : "features";
+  if (!o.conninfo || !table_ok(table) || o.pool_size < 0 || o.pool_size > 4096 ||
+      o.connect_timeout_ms < 0 || o.command_timeout_ms < 0)
+    return OX_EINVALID;
+  ox_l3_pg_t *pg = calloc(1, sizeof *pg);
+  if (!pg) return OX_ENOMEM;
+  pg->nslots = o.pool_size ? o.pool_size : 8;
+  pg->connect_ns = (o.connect_timeout_ms ? o.connect_timeout_ms : 1000) * NS_PER_MS;
+  pg->command_ns = (o.command_timeout_ms ? o.command_timeout_ms : 500) * NS_PER_MS;
+  pg->statement_timeout_ms = o.statement_timeout_ms ? o.statement_timeout_ms : 1000;
+  pg->conninfo = strdup(o.conninfo);
+  pg->table = strdup(table);
+  pg->slots = aligned_alloc(64, sizeof(pg_slot_t) * (size_t)pg->nslots);
+  int rc = (!pg->conninfo || !pg->table || !pg->slots) ? OX_ENOMEM : 0;
+  if (pg->slots) memset(pg->slots, 0, sizeof(pg_slot_t) * (size_t)pg->nslots);
+  for (int i = 0; !rc && i < ST_COUNT; i++) {
+    const char *fmt = pg_stmts[i].fmt, *at = strstr(fmt, "@T");
+    ox_buf_t b;
+    ox_buf_init(&b);
+    rc = ox_buf_append(&b, fmt, (size_t)(at - fmt));
+    if (!rc) rc = ox_buf_puts(&b, table);
+    if (!rc) rc = ox_buf_append(&b, at + 2, strlen(at + 2) + 1); /* with the NUL */
+    if (rc)
+      ox_buf_free(&b);
+    else
+      pg->sql[i] = b.data;
+  }
+  if (!rc) rc = ox_breaker_create(&o.breaker, &pg->breaker);
+  if (rc) {
+    ox_l3_pg_destroy(pg);
+    return rc;
+  }
+  *out = pg;
+  return 0;
+}
+
+void ox_l3_pg_destroy(ox_l3_pg_t *pg) {
+  if (!pg) return;
+  for (int i = 0; pg->slots && i < pg->nslots; i++) {
+    pg_drop(&pg->slots[i]);
+    ox_buf_free(&pg->slots[i].scratch);
+  }
+  free(pg->slots);
+  for (int i = 0; i < ST_COUNT; i++) free(pg->sql[i]);
+  ox_breaker_destroy(pg->breaker);
+  free(pg->conninfo);
+  free(pg->table);
+  free(pg);
+}
+
+ox_breaker_t *ox_l3_pg_breaker(ox_l3_pg_t *pg) {
+  return pg->breaker;
+}
+
+void ox_l3_pg_stats(ox_l3_pg_t *pg, ox_l3_pg_stats_t *out) {
+#define LD(f) atomic_load_explicit(&pg->f, memory_order_relaxed)
+  out->connects = LD(connects);
+  out->connect_failures = LD(connect_failures);
+  out->dropped = LD(dropped);
+  out->stale = LD(stale);
+  out->pool_exhausted = LD(exhausted);
+#undef LD
+  ox_breaker_stats(pg->breaker, &out->breaker);
+}
