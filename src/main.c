@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/bigbuf.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "http/conn.h"
@@ -306,6 +307,7 @@ int main(int argc, char **argv) {
   free(io);
   ox_repo_close(repo);
   ox_runtime_shutdown();
+  ox_bigbuf_trim();
   ox_info("stopped");
   return 0;
 }

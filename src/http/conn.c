@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/bigbuf.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "metrics/metrics.h"
@@ -129,8 +130,18 @@ void ox_http_resp_free(ox_http_resp_t *r) {
   memset(r, 0, sizeof *r);
 }
 
+/* A 64-byte aligned block of total bytes: large ones from the bigbuf cache, small from malloc. */
+static char *body_block(size_t total, size_t *mapped) {
+  char *base = NULL;
+  *mapped = 0;
+  if (total >= OX_BIGBUF_MIN) return ox_bigbuf_alloc(total, mapped);
+  if (posix_memalign((void **)&base, OX_BODY_ALIGN, total)) return NULL;
+  return base;
+}
+
 void ox_http_body_free(ox_http_body_t *b) {
-  free(b->base);
+  if (b->mapped) ox_bigbuf_free(b->base, b->mapped);
+  else free(b->base);
   memset(b, 0, sizeof *b);
 }
 
@@ -536,13 +547,16 @@ static void conn_dispatch(ox_conn_t *c) {
 static int conn_alloc_body(ox_conn_t *c, size_t cap, size_t align_off) {
   size_t total;
   if (__builtin_add_overflow(cap, (size_t)OX_BODY_ALIGN * 2, &total)) return OX_ENOMEM;
-  char *base;
-  if (posix_memalign((void **)&base, OX_BODY_ALIGN, total)) return OX_ENOMEM;
+  size_t mapped;
+  char *base = body_block(total, &mapped);
+  if (!base) return OX_ENOMEM;
+  if (mapped) total = mapped;
   size_t pad = (OX_BODY_ALIGN - (align_off % OX_BODY_ALIGN)) % OX_BODY_ALIGN;
   c->body.base = base;
   c->body.data = base + pad;
   c->body.len = 0;
   c->body.cap = total - pad;
+  c->body.mapped = mapped;
   return 0;
 }
 
@@ -571,16 +585,18 @@ static void conn_feed_chunked(ox_conn_t *c) {
     while (newcap < need) newcap *= 2;
     ox_http_body_t old = c->body;
     size_t pad = old.base ? (size_t)(old.data - old.base) : 0;
-    char *base;
-    if (posix_memalign((void **)&base, OX_BODY_ALIGN, newcap + pad)) {
+    size_t mapped;
+    char *base = body_block(newcap + pad, &mapped);
+    if (!base) {
       conn_send_error(c, 500, "out of memory");
       return;
     }
     if (old.len) memcpy(base + pad, old.data, old.len);
-    free(old.base);
+    ox_http_body_free(&old);
     c->body.base = base;
     c->body.data = base + pad;
-    c->body.cap = newcap;
+    c->body.cap = mapped ? mapped - pad : newcap;
+    c->body.mapped = mapped;
   }
   size_t consumed = 0, produced = 0;
   const char *why = NULL;

@@ -31,10 +31,11 @@ typedef struct ox_http_listener ox_http_listener_t;
 
 /* A request body: owned by whoever holds it; free with ox_http_body_free. */
 typedef struct {
-  char *base;    /* malloc'd block (free this) */
+  char *base;    /* the block (ox_http_body_free releases it) */
   char *data;    /* body bytes start here (inside base) */
   size_t len;
   size_t cap;    /* usable bytes from data */
+  size_t mapped; /* > 0: base is an ox_bigbuf mapping of this size, else malloc'd */
 } ox_http_body_t;
 void ox_http_body_free(ox_http_body_t *b);
 
