@@ -431,6 +431,8 @@ static void conn_start_write(ox_conn_t *c) {
     c->wv[k++] = (struct iovec){r->body.data, r->body.len};
   }
   for (int i = 0; i < r->iovcnt; i++) c->wv[k++] = r->iov[i];
+  /* HEAD: the same headers (Content-Length of the body a GET would get), no body. */
+  if (ox_slice_eq(c->req.method, "HEAD")) k = 3;
   c->wv_cnt = k;
   c->wv_pos = 0;
   c->state = ST_WRITE;

@@ -170,3 +170,25 @@ def test_percent_encoded_model_name(conn):
     conn.request("GET", "/v2/models/identity%5Ffp32")  # %5F = '_'
     r = conn.read_response()
     assert r.status == 200 and r.json()["name"] == "identity_fp32"
+
+
+def test_head_has_headers_but_no_body(server):
+    """RFC 9110 9.3.2: HEAD gets GET's headers (Content-Length included) and no body; the next
+    pipelined response must start right after the HEAD response's header block."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        s.sendall(b"HEAD /v2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while data.count(b"\r\n\r\n") < 2:
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+        head, rest = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200")
+        cl = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+        assert cl and int(cl[0].split(b":")[1]) > 0  # the length a GET would get
+        assert rest.startswith(b"HTTP/1.1 200"), rest[:60]  # no body bytes in between
+    finally:
+        s.close()
