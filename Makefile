@@ -114,6 +114,9 @@ $(B)/onnxd-feature-bench: $(wildcard bench/feature_bench*.c) bench/loadgen_hist.
 # ---- models (generated, git-ignored)
 models: .stamp-setup
 	$(PY) tools/make_models.py --out models
+	$(PY) tools/fraud/train.py --out models
+	@cmp -s tools/fraud/config.json models/fraud/config.json || \
+	  cp tools/fraud/config.json models/fraud/config.json
 
 run: .stamp-setup build/onnxd models
 	build/onnxd --model-repository models --host 127.0.0.1 --http-port 8000

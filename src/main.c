@@ -42,7 +42,17 @@ typedef struct {
   long request_timeout_ms;
   long idle_timeout_ms;
   long drain_timeout_ms;
+  const char *feature_dir;
+  long feature_l1_bytes;
+  long feature_l1_ttl_ms;
+  long feature_bloom_items;
+  const char *feature_sync;
+  const char *redis;
+  const char *postgres;
+  const char *event_keys;
 } ox_options_t;
+
+static const char default_feature_dir[] = "./feature-store";
 
 typedef enum { OPT_STR, OPT_INT } opt_type_t;
 
@@ -76,6 +86,21 @@ static const struct {
     {"drain-timeout-ms", OPT_INT, O(drain_timeout_ms), 0, 3600000,
      "at SIGTERM, how long in-flight requests may take to finish"},
     {"log-level", OPT_STR, O(log_level), 0, 0, "error, warn, info or debug"},
+    {"feature-dir", OPT_STR, O(feature_dir), 0, 0,
+     "feature store (LMDB) directory; opened when given, or when a model has a feature_view"},
+    {"feature-l1-bytes", OPT_INT, O(feature_l1_bytes), 1L << 20, 1L << 40,
+     "memory bound of the in-process feature cache (L1)"},
+    {"feature-l1-ttl-ms", OPT_INT, O(feature_l1_ttl_ms), 0, 86400000,
+     "L1 entries expire after this (0: never)"},
+    {"feature-bloom-items", OPT_INT, O(feature_bloom_items), 1, 1000000000,
+     "entities the entity Bloom filter is sized for (1% false positives)"},
+    {"feature-sync", OPT_STR, O(feature_sync), 0, 0,
+     "LMDB commits: data (fsync each commit) or none (no fsync: tests, tmpfs)"},
+    {"redis", OPT_STR, O(redis), 0, 0, "HOST:PORT of Redis holding feature rows (L3; optional)"},
+    {"postgres", OPT_STR, O(postgres), 0, 0,
+     "libpq conninfo of PostgreSQL holding feature rows (L3, after Redis; optional)"},
+    {"event-keys", OPT_STR, O(event_keys), 0, 0,
+     "fields of POST /v1/events naming the entities an event belongs to (X_id: entity X:<v>)"},
 #undef O
 };
 
@@ -85,7 +110,8 @@ static void usage(FILE *f, const ox_options_t *d) {
   for (size_t i = 0; i < sizeof ox_flags / sizeof ox_flags[0]; i++) {
     char def[64];
     const char *p = (const char *)d + ox_flags[i].offset;
-    if (ox_flags[i].type == OPT_STR) snprintf(def, sizeof def, "%s", *(const char *const *)p);
+    if (ox_flags[i].type == OPT_STR)
+      snprintf(def, sizeof def, "%s", **(const char *const *)p ? *(const char *const *)p : "none");
     else snprintf(def, sizeof def, "%ld", *(const long *)p);
     fprintf(f, "  --%-20s %s (default %s)\n", ox_flags[i].name, ox_flags[i].help, def);
   }
@@ -172,6 +198,23 @@ static void io_drain(ox_loop_t *loop, ox_task_t *task) {
   ox_http_listener_drain(t->listener);
 }
 
+/* Comma-separated names of [A-Za-z0-9_.-] (1 to 63 bytes), at most OX_FSTORE_MAX_ENTITIES. */
+static int check_event_keys(const char *s) {
+  int n = 0, len = 0;
+  for (;; s++) {
+    if (*s == ',' || !*s) {
+      if (!len || len > 63 || ++n > OX_FSTORE_MAX_ENTITIES) return -1;
+      len = 0;
+      if (!*s) return 0;
+      continue;
+    }
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+          *s == '_' || *s == '.' || *s == '-'))
+      return -1;
+    len++;
+  }
+}
+
 static void sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
@@ -194,10 +237,27 @@ int main(int argc, char **argv) {
       .request_timeout_ms = 10000,
       .idle_timeout_ms = 300000,
       .drain_timeout_ms = 10000,
+      .feature_dir = default_feature_dir,
+      .feature_l1_bytes = 256L << 20,
+      .feature_l1_ttl_ms = 60000,
+      .feature_bloom_items = 4000000,
+      .feature_sync = "data",
+      .redis = "",
+      .postgres = "",
+      .event_keys = "user_id,card_id",
   };
   if (parse_flags(argc, argv, &o)) return 2;
   if (ox_log_parse_level(o.log_level, &ox_log_level)) {
     fprintf(stderr, "onnxd: --log-level must be error, warn, info or debug\n");
+    return 2;
+  }
+  if (strcmp(o.feature_sync, "data") && strcmp(o.feature_sync, "none")) {
+    fprintf(stderr, "onnxd: --feature-sync must be data or none\n");
+    return 2;
+  }
+  if (check_event_keys(o.event_keys)) {
+    fprintf(stderr, "onnxd: --event-keys must be 1 to %d comma-separated field names of letters, "
+                    "digits, '_', '.' or '-'\n", OX_FSTORE_MAX_ENTITIES);
     return 2;
   }
   struct stat st;
@@ -250,6 +310,26 @@ int main(int argc, char **argv) {
     fprintf(stderr, "onnxd: out of memory setting up the models\n");
     return 1;
   }
+  /* The feature store: when asked for, or when a model's feature_view needs it. */
+  ox_fstore_t *features = NULL;
+  if (ox_server_needs_features(&server) || o.feature_dir != default_feature_dir || o.redis[0] ||
+      o.postgres[0]) {
+    ox_fstore_opts_t fo = {.dir = o.feature_dir,
+                           .l1_bytes = (size_t)o.feature_l1_bytes,
+                           .l1_ttl_ms = o.feature_l1_ttl_ms,
+                           .bloom_items = (uint64_t)o.feature_bloom_items,
+                           .max_readers = (unsigned)(o.infer_threads + o.io_threads + 8),
+                           .redis = o.redis,
+                           .postgres = o.postgres,
+                           .l3_pool = (int)o.infer_threads + 2,
+                           .sync_none = !strcmp(o.feature_sync, "none")};
+    if (ox_fstore_open(&fo, &features, err, sizeof err)) {
+      fprintf(stderr, "onnxd: %s\n", err);
+      return 1;
+    }
+  }
+  server.features = features;
+  server.event_keys = o.event_keys;
 
   ox_http_config_t cfg;
   ox_http_limits_default(&cfg.limits);
@@ -299,6 +379,7 @@ int main(int argc, char **argv) {
   ox_batch_timer_stop();
   ox_pool_destroy(pool); /* queued jobs are answered 503; running ones finish */
   ox_server_models_free(&server); /* requests still queued in a batcher are answered 503 */
+  ox_fstore_close(features);      /* after the workers: L2 writes flushed, readers closed */
   for (int i = 0; i < nio; i++) {
     ox_loop_run_pending(io[i].loop);
     ox_http_listener_destroy(io[i].listener);

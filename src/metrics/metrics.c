@@ -160,6 +160,22 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
   return rc ? OX_ENOMEM : 0;
 }
 
+int ox_metrics_hist_us(ox_buf_t *o, const char *name, const char *labels, const ox_hist_t *h) {
+  uint64_t cum = 0;
+  int rc = 0;
+  for (size_t i = 0; i <= OX_HIST_US_BUCKETS; i++) {
+    cum += LD(h->bucket[i]);
+    if (i < OX_HIST_US_BUCKETS)
+      rc |= ox_buf_printf(o, "%s_bucket{%s,le=\"%" PRIu64 "\"} %" PRIu64 "\n", name, labels,
+                          ox_us_bounds[i], cum);
+    else
+      rc |= ox_buf_printf(o, "%s_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n", name, labels, cum);
+  }
+  rc |= ox_buf_printf(o, "%s_sum{%s} %" PRIu64 "\n%s_count{%s} %" PRIu64 "\n", name, labels,
+                      LD(h->sum), name, labels, cum);
+  return rc ? OX_ENOMEM : 0;
+}
+
 static int pair(ox_buf_t *o, const char *name, const ox_stat_pair_t *p, int comma) {
   return ox_buf_printf(o, "%s\"%s\":{\"count\":%" PRIu64 ",\"ns\":%" PRIu64 "}", comma ? "," : "",
                        name, LD(p->count), LD(p->ns));

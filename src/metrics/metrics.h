@@ -66,6 +66,10 @@ typedef struct {
 } ox_metrics_model_t;
 int ox_metrics_render(ox_buf_t *out, const ox_metrics_model_t *models, size_t n,
                       uint64_t open_connections);
+/* Appends the sample lines of one microsecond histogram: name_bucket{labels,le="..."} for each
+ * bound and +Inf (cumulative), name_sum{labels}, name_count{labels}. labels is the text inside
+ * the braces (e.g. tier="l1"), without them. The # HELP/# TYPE lines are the caller's. */
+int ox_metrics_hist_us(ox_buf_t *out, const char *name, const char *labels, const ox_hist_t *h);
 /* Appends one model version's entry of the statistics extension ({"name":...}). */
 int ox_metrics_stats_json(ox_buf_t *out, const ox_metrics_model_t *m);
 

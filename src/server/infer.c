@@ -9,6 +9,9 @@
  * tensor). The model's batcher runs it, alone or merged with others, and calls back on a
  * worker, where the response is encoded: JSON outputs as text, binary outputs as iovecs
  * pointing at ONNX Runtime's own output memory, released only after the socket has taken them.
+ * A model with a feature view (model_config.h) gets the view's input assembled in prepare from
+ * the request's keys and raw values (features_view.h); the response then carries parameters
+ * "features" (when asked for) and "features_degraded".
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,6 +24,7 @@
 #include "core/log.h"
 #include "proto/infer_req.h"
 #include "proto/tensor_json.h"
+#include "server/features_view.h"
 #include "server/server.h"
 
 #define ERRCAP 512
@@ -41,6 +45,8 @@ typedef struct {
   ox_sched_req_t sreq;
   uint64_t t_recv;    /* ns, when the request was complete */
   ox_buf_t bytes_out; /* serialized BYTES outputs for the binary extension */
+  int has_view;       /* the model input of the model's feature view was assembled */
+  ox_fview_out_t view;
 } infer_job_t;
 
 static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
@@ -245,23 +251,48 @@ static int prepare(infer_job_t *job, char *err) {
   if (!by_model || !tin) return 500;
   memset(by_model, 0, sizeof(void *) * m->num_inputs);
   memset(tin, 0, sizeof *tin * m->num_inputs);
+  /* A feature view's input is assembled here, from the request's keys and raw values. */
+  const ox_feature_view_t *view =
+      state_of(m)->cfg.view.enabled ? &state_of(m)->cfg.view : NULL;
   for (size_t i = 0; i < req->num_inputs; i++) {
     const ox_infer_input_t *in = &req->inputs[i];
     size_t k = 0;
     while (k < m->num_inputs && !ox_slice_eq(in->name, m->inputs[k].name)) k++;
     if (k == m->num_inputs) {
+      if (view && ox_fview_takes_input(view, in->name)) continue;
       snprintf(err, ERRCAP, "unknown input " NAMEFMT " for model '%s'", NAMEARG(in->name), m->name);
+      return 400;
+    }
+    if (view && k == view->input_idx) {
+      snprintf(err, ERRCAP, "input '%s' of model '%s' is assembled by the server (feature_view): "
+               "send the keys and raw values instead", m->inputs[k].name, m->name);
       return 400;
     }
     by_model[k] = in;
   }
   for (size_t k = 0; k < m->num_inputs; k++) {
-    if (!by_model[k]) {
+    if (!by_model[k] && !(view && k == view->input_idx)) {
       snprintf(err, ERRCAP, "missing input '%s' for model '%s'", m->inputs[k].name, m->name);
       return 400;
     }
   }
   for (size_t k = 0; k < m->num_inputs; k++) {
+    if (view && k == view->input_idx) {
+      int64_t deadline = (int64_t)job->t_recv + (int64_t)view->deadline_us * 1000;
+      int st = ox_fview_assemble(job->s->features, view, json, jlen, req, &job->arena, deadline,
+                                 &job->view, err, ERRCAP);
+      if (st) return st;
+      if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
+        snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
+                 m->name, job->view.shape[0]);
+        return 400;
+      }
+      job->has_view = 1;
+      tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32, .rank = 2, .shape = job->view.shape,
+                                .count = job->view.count, .data = job->view.data,
+                                .nbytes = job->view.count * sizeof(float)};
+      continue;
+    }
     int st = build_input(job, by_model[k], &m->inputs[k], &tin[k], err);
     if (st) {
       if (st == 500 && !err[0]) snprintf(err, ERRCAP, "out of memory");
@@ -365,7 +396,19 @@ static int encode(infer_job_t *job) {
       rc |= ox_buf_puts(b, "}");
     }
   }
-  rc |= ox_buf_puts(b, "]}");
+  rc |= ox_buf_puts(b, "]");
+  if (job->has_view && (job->view.return_features || job->view.degraded)) {
+    rc |= ox_buf_puts(b, ",\"parameters\":{");
+    if (job->view.return_features) {
+      rc |= ox_buf_puts(b, "\"features\":");
+      rc |= ox_tensor_json_encode(b, OX_DT_FP32, job->view.data, job->view.count);
+    }
+    if (job->view.degraded)
+      rc |= ox_buf_puts(b, job->view.return_features ? ",\"features_degraded\":true"
+                                                     : "\"features_degraded\":true");
+    rc |= ox_buf_puts(b, "}");
+  }
+  rc |= ox_buf_puts(b, "}");
   if (rc) return 500;
   if (n_bin == 0) {
     /* Everything is in the text: give the run's output memory back now. */
@@ -486,7 +529,7 @@ static void job_run(ox_job_t *j) {
   }
   ox_batcher_unreserve(st->batcher);
   if (!err[0]) snprintf(err, sizeof err, "%s", status == 500 ? "out of memory" : "bad request");
-  if (status >= 500) ox_warn("infer %s: %s", job->model->name, err);
+  if (status >= 500 && status != 503) ox_warn("infer %s: %s", job->model->name, err);
   record_stats(job, 0, ox_mono_ns());
   job_fail(job, status, err);
   job_post(job);
@@ -510,7 +553,7 @@ static void respond_now(ox_conn_t *c, int status, const char *msg) {
 }
 
 void ox_server_abort(void *app, ox_conn_t *c, void *request) {
-  infer_job_t *job = request;
+  infer_job_t *job = request; /* feature store jobs (events.c) register no request */
   atomic_store(&job->sreq.cancelled, 1);
 }
 

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "proto/json.h"
+#include "proto/numconv.h"
 
 #define OX_CONFIG_MAX_BYTES (1 << 20)
 
@@ -126,9 +127,182 @@ static int cfg_object(cfg_parser_t *p, const char *what, cfg_member_fn fn, void 
 typedef struct {
   ox_model_config_t *cfg;
   const ox_model_t *m;
-  int seen_max_batch, seen_db;
+  int seen_max_batch, seen_db, seen_view;
   ox_warmup_t *w;
+  ox_fcol_t *col;   /* the feature_view column being read */
+  size_t col_index;
+  unsigned col_seen; /* which of its keys were seen (FK_* bits) */
 } cfg_ctx_t;
+
+/* A finite JSON number, correctly rounded to float32. */
+static int cfg_float(cfg_parser_t *p, const char *key, float *out) {
+  ox_json_ws(&p->js);
+  ox_json_number_t n;
+  float v;
+  if (p->js.p >= p->js.end || (*p->js.p != '-' && (*p->js.p < '0' || *p->js.p > '9')) ||
+      ox_json_number(&p->js, &n) || ox_parse_f32(n.text.ptr, n.text.len, &v) != n.text.len ||
+      !__builtin_isfinite(v))
+    return cfg_fail(p, "'%s' must be a finite number", key);
+  *out = v;
+  return 0;
+}
+
+/* Names of tables and key parameters: [A-Za-z0-9_.-]+, so "table:key" and the server's own
+ * "~..." keys never collide. */
+static int cfg_ident_ok(const char *s) {
+  if (!*s) return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+          *s == '_' || *s == '.' || *s == '-'))
+      return 0;
+  return 1;
+}
+
+enum { FK_RAW = 1, FK_VELOCITY = 2, FK_ROW = 4, FK_TABLE = 8, FK_WIDTH = 16, FK_DEFAULT = 32 };
+
+static int fcol_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_fcol_t *col = c->col;
+  static const struct { const char *name; unsigned bit; } keys[] = {
+      {"raw", FK_RAW}, {"velocity", FK_VELOCITY}, {"row", FK_ROW},
+      {"table", FK_TABLE}, {"width", FK_WIDTH}, {"default", FK_DEFAULT}};
+  unsigned bit = 0;
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+    if (!strcmp(key, keys[i].name)) bit = keys[i].bit;
+  if (!bit) return cfg_fail(p, "unknown key 'feature_view.columns[%zu].%s'", c->col_index, key);
+  if (c->col_seen & bit)
+    return cfg_fail(p, "duplicate key 'feature_view.columns[%zu].%s'", c->col_index, key);
+  c->col_seen |= bit;
+  char what[96];
+  snprintf(what, sizeof what, "feature_view.columns[%zu].%s", c->col_index, key);
+  if (bit & (FK_RAW | FK_VELOCITY | FK_ROW)) {
+    if (c->col_seen & (FK_RAW | FK_VELOCITY | FK_ROW) & ~bit)
+      return cfg_fail(p, "feature_view.columns[%zu] must have exactly one of 'raw', 'velocity', "
+                      "'row'", c->col_index);
+    col->kind = bit == FK_RAW ? OX_FCOL_RAW : bit == FK_VELOCITY ? OX_FCOL_VELOCITY : OX_FCOL_ROW;
+    int rc = cfg_str(p, what, col->name, sizeof col->name);
+    if (!rc && !cfg_ident_ok(col->name))
+      return cfg_fail(p, "'%s' must be a name of letters, digits, '_', '.' or '-'", what);
+    return rc;
+  }
+  if (bit == FK_TABLE) {
+    int rc = cfg_str(p, what, col->table, sizeof col->table);
+    if (!rc && !cfg_ident_ok(col->table))
+      return cfg_fail(p, "'%s' must be a name of letters, digits, '_', '.' or '-'", what);
+    return rc;
+  }
+  if (bit == FK_WIDTH) {
+    uint64_t v = 0;
+    int rc = cfg_uint(p, what, 1, OX_FVIEW_MAX_ROW, &v);
+    col->width = (uint32_t)v;
+    return rc;
+  }
+  return cfg_float(p, what, &col->dflt);
+}
+
+static int fview_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_feature_view_t *v = &c->cfg->view;
+  if (!strcmp(key, "input")) return cfg_str(p, "feature_view.input", v->input, sizeof v->input);
+  if (!strcmp(key, "mandatory")) return cfg_bool(p, "feature_view.mandatory", &v->mandatory);
+  if (!strcmp(key, "deadline_us"))
+    return cfg_uint(p, "feature_view.deadline_us", 1, 60000000, &v->deadline_us);
+  if (strcmp(key, "columns")) return cfg_fail(p, "unknown key 'feature_view.%s'", key);
+  if (cfg_char(p, '[')) return cfg_fail(p, "'feature_view.columns' must be an array");
+  free(v->cols);
+  v->cols = NULL;
+  v->num_cols = 0;
+  if (cfg_peek(p, ']')) {
+    p->js.p++;
+    return 0;
+  }
+  for (;;) {
+    if (v->num_cols == OX_FVIEW_MAX_COLUMNS)
+      return cfg_fail(p, "more than %d feature_view.columns", OX_FVIEW_MAX_COLUMNS);
+    ox_fcol_t *nc = realloc(v->cols, sizeof *nc * (v->num_cols + 1));
+    if (!nc) return OX_ENOMEM;
+    v->cols = nc;
+    c->col = &nc[v->num_cols];
+    c->col_index = v->num_cols++;
+    c->col_seen = 0;
+    memset(c->col, 0, sizeof *c->col);
+    char what[64];
+    snprintf(what, sizeof what, "feature_view.columns[%zu]", c->col_index);
+    int rc = cfg_object(p, what, fcol_member, c);
+    if (rc) return rc;
+    ox_fcol_t *col = c->col;
+    unsigned seen = c->col_seen;
+    if (!(seen & (FK_RAW | FK_VELOCITY | FK_ROW)))
+      return cfg_fail(p, "%s needs one of 'raw', 'velocity', 'row'", what);
+    if (col->kind == OX_FCOL_ROW) {
+      if (!(seen & FK_TABLE) || !(seen & FK_WIDTH))
+        return cfg_fail(p, "%s: a 'row' column needs 'table' and 'width'", what);
+    } else if (seen & (FK_TABLE | FK_WIDTH | FK_DEFAULT)) {
+      return cfg_fail(p, "%s: 'table', 'width' and 'default' belong to 'row' columns", what);
+    }
+    if (col->kind == OX_FCOL_RAW) col->width = 1;
+    if (col->kind == OX_FCOL_VELOCITY) {
+      col->width = 8; /* OX_FEAT_VELOCITY_N */
+      size_t n = strlen(col->name);
+      if (n > 3 && !strcmp(col->name + n - 3, "_id")) n -= 3;
+      memcpy(col->etype, col->name, n);
+      col->etype[n] = 0;
+    }
+    if (cfg_peek(p, ',')) {
+      p->js.p++;
+      continue;
+    }
+    if (cfg_char(p, ']')) return cfg_fail(p, "bad 'feature_view.columns' array");
+    return 0;
+  }
+}
+
+/* Checks a parsed feature_view against the model: the input it fills exists, is FP32 and has
+ * shape [N, width] (N dynamic or 1, width dynamic or equal). */
+static int fview_check(const ox_model_t *m, ox_feature_view_t *v, char *err, size_t errcap) {
+  if (!v->input[0]) {
+    snprintf(err, errcap, "config.json: 'feature_view.input' is missing");
+    return OX_EINVALID;
+  }
+  if (!v->num_cols) {
+    snprintf(err, errcap, "config.json: 'feature_view.columns' is missing or empty");
+    return OX_EINVALID;
+  }
+  uint64_t width = 0;
+  for (size_t i = 0; i < v->num_cols; i++) width += v->cols[i].width;
+  if (width > OX_FVIEW_MAX_WIDTH) {
+    snprintf(err, errcap, "config.json: the feature_view's columns add up to %" PRIu64 " values, "
+             "more than %d", width, OX_FVIEW_MAX_WIDTH);
+    return OX_EINVALID;
+  }
+  v->width = (uint32_t)width;
+  size_t k = 0;
+  while (k < m->num_inputs && strcmp(m->inputs[k].name, v->input)) k++;
+  if (k == m->num_inputs) {
+    snprintf(err, errcap, "config.json: 'feature_view.input' '%.100s' is not an input of the model",
+             v->input);
+    return OX_EINVALID;
+  }
+  const ox_tensor_info_t *in = &m->inputs[k];
+  if (in->dtype != OX_DT_FP32 || in->rank != 2 || (in->dims[0] != -1 && in->dims[0] != 1) ||
+      (in->dims[1] != -1 && in->dims[1] != (int64_t)width)) {
+    snprintf(err, errcap, "config.json: 'feature_view.input' '%.100s' must be FP32 of shape "
+             "[N, %u] to take the view's %u values", v->input, v->width, v->width);
+    return OX_EINVALID;
+  }
+  for (size_t i = 0; i < v->num_cols; i++) {
+    const ox_fcol_t *c = &v->cols[i];
+    if (c->kind != OX_FCOL_RAW) continue;
+    if (!strcmp(c->name, v->input)) {
+      snprintf(err, errcap, "config.json: feature_view.columns[%zu]: raw input '%s' is the "
+               "assembled input itself", i, c->name);
+      return OX_EINVALID;
+    }
+  }
+  v->input_idx = k;
+  v->enabled = 1;
+  return 0;
+}
 
 static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
@@ -286,6 +460,12 @@ static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
     c->seen_db = 1;
     return cfg_object(p, "'dynamic_batching'", db_member, c);
   }
+  if (!strcmp(key, "feature_view")) {
+    if (c->seen_view) return cfg_fail(p, "duplicate key 'feature_view'");
+    c->seen_view = 1;
+    c->cfg->view.deadline_us = 20000;
+    return cfg_object(p, "'feature_view'", fview_member, c);
+  }
   if (!strcmp(key, "model_warmup")) {
     if (cfg_char(p, '[')) return cfg_fail(p, "'model_warmup' must be an array");
     if (cfg_peek(p, ']')) {
@@ -353,6 +533,7 @@ int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_th
     rc = cfg_object(&p, "config.json", top_member, &ctx);
   }
   free(text);
+  if (!rc && ctx.seen_view) rc = fview_check(m, &cfg->view, err, errcap);
   if (rc) return rc == OX_ENOMEM ? rc : OX_EINVALID;
   ox_sched_config_t *s = &cfg->sched;
   if (s->max_batch_size > 0 && !can_batch) {
@@ -387,6 +568,9 @@ int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_th
 }
 
 void ox_model_config_free(ox_model_config_t *cfg) {
+  free(cfg->view.cols);
+  cfg->view.cols = NULL;
+  cfg->view.num_cols = 0;
   free(cfg->warmup);
   cfg->warmup = NULL;
   cfg->num_warmup = 0;
@@ -504,6 +688,26 @@ int ox_model_config_json(ox_buf_t *o, const ox_model_t *m, const ox_model_config
   } else {
     rc |= ox_buf_printf(o, ",\"max_queue_size\":%u,\"default_timeout_microseconds\":%" PRIu64,
                         s->max_queue_size, s->default_timeout_us);
+  }
+  if (cfg->view.enabled) {
+    const ox_feature_view_t *v = &cfg->view;
+    rc |= ox_buf_puts(o, ",\"feature_view\":{\"input\":");
+    rc |= ox_buf_append_json_string(o, v->input, strlen(v->input));
+    rc |= ox_buf_puts(o, ",\"columns\":[");
+    for (size_t i = 0; i < v->num_cols; i++) {
+      const ox_fcol_t *c = &v->cols[i];
+      static const char *const kinds[] = {"raw", "velocity", "row"};
+      rc |= ox_buf_printf(o, "%s{\"%s\":\"%s\"", i ? "," : "", kinds[c->kind], c->name);
+      if (c->kind == OX_FCOL_ROW) {
+        char num[40];
+        size_t n = ox_format_f32(c->dflt, num);
+        rc |= ox_buf_printf(o, ",\"table\":\"%s\",\"width\":%u,\"default\":%.*s", c->table,
+                            c->width, (int)n, num);
+      }
+      rc |= ox_buf_puts(o, "}");
+    }
+    rc |= ox_buf_printf(o, "],\"width\":%u,\"mandatory\":%s,\"deadline_us\":%" PRIu64 "}",
+                        v->width, v->mandatory ? "true" : "false", v->deadline_us);
   }
   rc |= ox_buf_printf(o, ",\"model_warmup_count\":%zu,\"config_file\":%s}", cfg->num_warmup,
                       cfg->from_file ? "true" : "false");

@@ -13,6 +13,15 @@
  *                       "inputs": {"input": {"data_type": "TYPE_FP32", "dims": [3, 224, 224],
  *                                            "zero_data": true}}}]   (or "random_data": true,
  *                                            or "input_data_file": "x.bin" under warmup/)
+ *     "feature_view": {                          the server assembles one model input
+ *       "input": "features",                     FP32 [N, width] input it fills
+ *       "columns": [{"raw": "amount"},           1 value: request input or parameter "amount"
+ *                   {"velocity": "user_id"},     8 velocity features of "user:<user_id>"
+ *                   {"row": "user_id", "table": "profile", "width": 4, "default": 0.0}],
+ *                                                4 values of stored row "profile:<user_id>"
+ *       "mandatory": false,                      true: 503 instead of defaults when a tier fails
+ *       "deadline_us": 20000                     time for the remote lookups, from receipt
+ *     }
  *   }
  *
  * Defaults when absent: merging (max_batch_size 32, delay 0, so requests merge only when they
@@ -45,8 +54,36 @@ typedef struct {
   } inputs[8];
 } ox_warmup_t;
 
+/* One column group of a feature view (see server/features_view.h for what each computes). */
+typedef enum { OX_FCOL_RAW, OX_FCOL_VELOCITY, OX_FCOL_ROW } ox_fcol_kind_t;
+
+#define OX_FVIEW_MAX_COLUMNS 64
+#define OX_FVIEW_MAX_WIDTH 4096 /* floats per assembled row */
+#define OX_FVIEW_MAX_ROW 1024   /* floats of one stored row column */
+
+typedef struct {
+  ox_fcol_kind_t kind;
+  char name[64];  /* raw: input or parameter name; velocity/row: the key parameter */
+  char table[64]; /* row: table name ([A-Za-z0-9_.-]) */
+  char etype[64]; /* velocity: entity type, name without its "_id" suffix ("user") */
+  uint32_t width; /* floats this column contributes: 1, 8 or the row's width */
+  float dflt;     /* row: value for missing or unavailable values */
+} ox_fcol_t;
+
+typedef struct {
+  int enabled;
+  char input[128];      /* the model input assembled */
+  size_t input_idx;     /* its index in the model's inputs */
+  ox_fcol_t *cols;      /* owned (malloc) */
+  size_t num_cols;
+  uint32_t width;       /* sum of the columns' widths */
+  int mandatory;
+  uint64_t deadline_us; /* default 20000 */
+} ox_feature_view_t;
+
 typedef struct {
   ox_sched_config_t sched;
+  ox_feature_view_t view;   /* "feature_view" (view.enabled 0 when absent) */
   int from_file;            /* a config.json was read */
   ox_warmup_t *warmup;      /* owned (malloc) */
   size_t num_warmup;

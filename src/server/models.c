@@ -82,3 +82,11 @@ void ox_server_terminate_runs(ox_server_t *s) {
     if (st && st->batcher) ox_batcher_terminate_runs(st->batcher);
   }
 }
+
+int ox_server_needs_features(const ox_server_t *s) {
+  for (size_t i = 0; i < s->num_models; i++) {
+    const ox_model_state_t *st = s->models[i]->app;
+    if (st && !st->unavailable && st->cfg.view.enabled) return 1;
+  }
+  return 0;
+}

@@ -9,6 +9,8 @@
  *   GET  /v2/models/{m}[/versions/{v}]/config     effective configuration
  *   GET  /v2/models[/{m}[/versions/{v}]]/stats    statistics extension (Triton's JSON)
  *   GET  /metrics                                 Prometheus text
+ *   POST /v1/events                               ingest events (feature store, events.c)
+ *   GET|PUT /v1/features/{table}/{key}            read or store a feature row (events.c)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +158,7 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
   }
   for (size_t i = 0; i < s->num_models; i++) v[i] = metrics_view(s->models[i]);
   int rc = ox_metrics_render(&b, v, s->num_models, ox_http_open_connections());
+  if (!rc && s->features) rc = ox_fstore_metrics(s->features, &b);
   free(v);
   if (rc) {
     ox_buf_free(&b);
@@ -212,6 +215,38 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     ox_http_body_free(body);
     metrics_text(s, c);
     return;
+  }
+  if (nseg >= 2 && nseg <= 4 && ox_slice_eq(seg[0], "v1")) {
+    if (nseg == 2 && ox_slice_eq(seg[1], "events")) {
+      allow_post = 1;
+      if (!is_post) goto bad_method;
+      ox_server_events(s, c, body);
+      return;
+    }
+    if (nseg == 4 && ox_slice_eq(seg[1], "features")) {
+      int is_put = ox_slice_eq(head->method, "PUT");
+      if (!is_get && !is_put) {
+        ox_http_body_free(body);
+        ox_http_resp_t r;
+        ox_http_resp_init(&r, 405);
+        ox_http_resp_error(&r, 405, "method not allowed for this endpoint");
+        ox_buf_puts(&r.extra_headers, "Allow: GET, HEAD, PUT\r\n");
+        ox_conn_respond(c, &r);
+        return;
+      }
+      char table[OX_MAX_SEGMENT], key[OX_MAX_SEGMENT];
+      long tl = seg[2].len < OX_MAX_SEGMENT ? ox_url_decode_segment(seg[2], table) : -1;
+      long kl = seg[3].len < OX_MAX_SEGMENT ? ox_url_decode_segment(seg[3], key) : -1;
+      if (tl <= 0 || kl <= 0) {
+        ox_http_body_free(body);
+        respond_error(c, 400, "bad feature row address: /v1/features/{table}/{key}");
+        return;
+      }
+      ox_server_feature_row(s, c, is_put, ox_slice(table, (size_t)tl), ox_slice(key, (size_t)kl),
+                            body);
+      return;
+    }
+    goto not_found;
   }
   if (nseg == 0 || nseg > OX_MAX_SEGMENTS || !ox_slice_eq(seg[0], "v2")) goto not_found;
   if (nseg == 3 && ox_slice_eq(seg[1], "models") && ox_slice_eq(seg[2], "stats")) {

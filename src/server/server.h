@@ -15,6 +15,7 @@
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
 #include "sched/pool.h"
+#include "server/fstore.h"
 #include "server/model_config.h"
 
 #define OX_VERSION "0.1.0"
@@ -37,6 +38,8 @@ typedef struct {
   size_t num_models;
   atomic_int draining;    /* set at SIGTERM: readiness false, new inference refused (503) */
   atomic_long inflight;   /* inference requests accepted and not yet answered */
+  ox_fstore_t *features;  /* borrowed; NULL when the feature store is not open */
+  const char *event_keys; /* borrowed: comma-separated event fields naming entities */
 } ox_server_t;
 
 /* Reads each model's config.json, creates its scheduler and runs its warm-up. A model whose
@@ -56,6 +59,15 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
 /* Runs an inference job on a worker (see infer.c). Takes ownership of body. */
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
                      ox_http_body_t *body);
+
+/* Feature store endpoints (events.c), on a worker thread; each takes ownership of body:
+ *   POST /v1/events                 ingest events (JSON lines or a JSON array)
+ *   GET|PUT /v1/features/{t}/{k}    read or store a feature row */
+void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body);
+void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
+                           ox_http_body_t *body);
+/* 1 if some model has a feature view (the feature store must be open). */
+int ox_server_needs_features(const ox_server_t *s);
 
 /* Percent-decodes a URL path segment into out (room for seg.len bytes); returns the decoded
  * length or -1 for a bad escape or a decoded NUL or '/'. */

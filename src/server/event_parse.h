@@ -1,0 +1,38 @@
+/* event_parse.h: the body of POST /v1/events, parsed and validated (pure: no I/O, no store).
+ *
+ * The body is JSON lines (one event object a line; blank lines allowed) or one JSON array of
+ * event objects. An event has "ts" (integer ms), "amount" (finite number), "merchant_id" and
+ * every key field (a non-empty string of at most OX_FSTORE_MAX_ID bytes, or an integer taken
+ * as its digits); other fields are skipped (validated as JSON). Each key field X_id gives the
+ * event the entity "X:<value>"; merchant_id becomes FNV-1a 64 of its text. Bounded: at most
+ * OX_EVENTS_MAX events, nesting as proto/json.h allows, numbers checked for overflow.
+ */
+#ifndef OX_SERVER_EVENT_PARSE_H
+#define OX_SERVER_EVENT_PARSE_H
+
+#include <stddef.h>
+
+#include "core/arena.h"
+#include "server/fstore.h"
+
+#define OX_EVENTS_MAX 100000 /* events per request */
+
+typedef struct {
+  const char *names[OX_FSTORE_MAX_ENTITIES]; /* event fields naming entities ("user_id") */
+  size_t lens[OX_FSTORE_MAX_ENTITIES];
+  size_t etype_lens[OX_FSTORE_MAX_ENTITIES]; /* their entity type: the name without "_id" */
+  size_t n;
+} ox_event_keys_t;
+
+/* Splits a comma-separated list of key fields ("user_id,card_id"; borrowed, must outlive k)
+ * into k, at most OX_FSTORE_MAX_ENTITIES, empty names skipped. */
+void ox_event_keys_parse(const char *spec, ox_event_keys_t *k);
+
+/* Parses body[0..len) (NULL when len is 0). On success *out is a malloc'd array of *n >= 1
+ * events (free it) whose entity names live in arena. Returns 0, OX_ENOMEM, or OX_EINVALID with
+ * a message in err naming the line ("line 3: missing field 'card_id'; ...") or the array
+ * element ("event 2 (of the array): ..."); nothing is returned then. */
+int ox_events_parse(const char *body, size_t len, const ox_event_keys_t *keys, ox_arena_t *a,
+                    ox_fstore_event_t **out, size_t *n, char *err, size_t errcap);
+
+#endif

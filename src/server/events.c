@@ -1,0 +1,332 @@
+/* events.c: the feature store's HTTP endpoints, run on a worker thread (never the loop's):
+ *
+ *   POST /v1/events                  body: JSON lines, or one JSON array, of events
+ *        {"ts": 1700000000000, "user_id": "u1", "card_id": "c1", "merchant_id": "m1",
+ *         "amount": 12.5, ...}       (other fields are ignored)
+ *      Every event is appended to each entity its key fields name (--event-keys, by default
+ *      user_id and card_id: entities "user:<user_id>" and "card:<card_id>") with payload
+ *      (ts, amount, FNV-1a 64 of the merchant_id text). All lines are validated before
+ *      anything is stored: a bad one is a 400 naming its line (array: element) number, and
+ *      nothing of the request is applied. The answer, {"accepted": n}, comes once the events
+ *      are committed, so the next inference sees them.
+ *   PUT /v1/features/{table}/{key}   body: a JSON array of numbers, stored as float32 row
+ *      "table:key" in L1 and L2 and written through to Redis/PostgreSQL when configured.
+ *      {"table", "key", "width", "write_through": "ok" | "none" | "<error>"}
+ *   GET /v1/features/{table}/{key}   {"table", "key", "values": [...], "tier": "l1|l2|l3"},
+ *      or 404; 503 when a tier that might hold it is down.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "features/breaker.h"
+#include "proto/json.h"
+#include "proto/numconv.h"
+#include "proto/tensor_json.h"
+#include "server/event_parse.h"
+#include "server/server.h"
+
+#define MAX_ROW_VALUES 4096 /* per stored row */
+#define ROW_GET_DEADLINE_MS 500
+#define ROW_PUT_DEADLINE_MS 1000
+
+typedef enum { FJ_EVENTS, FJ_ROW_GET, FJ_ROW_PUT } fjob_kind_t;
+
+typedef struct {
+  ox_job_t job;
+  ox_task_t done;
+  ox_server_t *s;
+  ox_conn_t *conn;
+  fjob_kind_t kind;
+  ox_http_body_t body;
+  char table[256], key[256];
+  size_t tlen, klen;
+  ox_http_resp_t resp;
+} fjob_t;
+
+static void fjob_done(ox_loop_t *loop, ox_task_t *t) {
+  fjob_t *j = (fjob_t *)((char *)t - offsetof(fjob_t, done));
+  atomic_fetch_sub(&j->s->inflight, 1);
+  ox_conn_respond(j->conn, &j->resp);
+  ox_http_body_free(&j->body);
+  free(j);
+}
+
+static void fjob_error(fjob_t *j, int status, const char *msg) {
+  ox_http_resp_free(&j->resp);
+  ox_http_resp_init(&j->resp, status);
+  if (ox_http_resp_error(&j->resp, status, msg)) j->resp.body.len = 0;
+  if (status == 503) ox_buf_puts(&j->resp.extra_headers, "Retry-After: 1\r\n");
+}
+
+static void fjob_json(fjob_t *j, int status, ox_buf_t *b) {
+  ox_http_resp_free(&j->resp);
+  ox_http_resp_init(&j->resp, status);
+  j->resp.body = *b;
+  ox_buf_init(b);
+}
+
+/* ---- events ----------------------------------------------------------------------------- */
+
+static void run_events(fjob_t *j) {
+  ox_event_keys_t keys;
+  ox_event_keys_parse(j->s->event_keys ? j->s->event_keys : "user_id,card_id", &keys);
+  ox_arena_t arena;
+  ox_arena_init(&arena);
+  ox_fstore_event_t *evs = NULL;
+  size_t n = 0;
+  char err[400];
+  int rc = ox_events_parse(j->body.data, j->body.len, &keys, &arena, &evs, &n, err, sizeof err);
+  if (rc == OX_ENOMEM) {
+    fjob_error(j, 500, "out of memory");
+  } else if (rc) {
+    fjob_error(j, 400, err);
+  } else {
+    rc = ox_fstore_ingest(j->s->features, evs, n);
+    if (rc) {
+      ox_warn("POST /v1/events: storing %zu events failed: %s", n, ox_strerror(rc));
+      snprintf(err, sizeof err, "storing the events failed (%s); some may be stored",
+               ox_strerror(rc));
+      fjob_error(j, rc == OX_EUNAVAILABLE ? 503 : 500, err);
+    } else {
+      ox_buf_t b;
+      ox_buf_init(&b);
+      if (ox_buf_printf(&b, "{\"accepted\":%zu}", n))
+        fjob_error(j, 500, "out of memory");
+      else
+        fjob_json(j, 200, &b);
+    }
+  }
+  free(evs);
+  ox_arena_free(&arena);
+}
+
+/* ---- rows ------------------------------------------------------------------------------- */
+
+static int row_head(ox_buf_t *b, const fjob_t *j) {
+  int rc = ox_buf_puts(b, "{\"table\":");
+  rc |= ox_buf_append_json_string(b, j->table, j->tlen);
+  rc |= ox_buf_puts(b, ",\"key\":");
+  rc |= ox_buf_append_json_string(b, j->key, j->klen);
+  return rc;
+}
+
+static void run_row_get(fjob_t *j, ox_slice_t key) {
+  ox_buf_t row, b;
+  ox_buf_init(&row);
+  ox_buf_init(&b);
+  ox_tier_t tier;
+  int64_t deadline = ox_breaker_now_ns() + ROW_GET_DEADLINE_MS * INT64_C(1000000);
+  int rc = ox_fstore_row_get(j->s->features, key, &row, deadline, &tier);
+  if (rc == OX_ENOT_FOUND) {
+    fjob_error(j, 404, "no such feature row");
+  } else if (rc) {
+    char err[200];
+    snprintf(err, sizeof err, "the feature row could not be read: %s",
+             rc == OX_ETIMEOUT ? "a tier missed the deadline" : ox_strerror(rc));
+    fjob_error(j, rc == OX_ENOMEM ? 500 : 503, err);
+  } else {
+    static const char *const names[] = {"none", "l1", "l2", "l3"};
+    int e = row_head(&b, j);
+    e |= ox_buf_puts(&b, ",\"values\":");
+    /* rows are little-endian float32: copy out, the buffer need not be aligned */
+    size_t nv = row.len / sizeof(float);
+    float *vals = malloc((nv ? nv : 1) * sizeof(float));
+    if (!vals)
+      e = 1;
+    else
+      memcpy(vals, row.data, nv * sizeof(float));
+    if (vals) e |= ox_tensor_json_encode(&b, OX_DT_FP32, vals, nv);
+    free(vals);
+    e |= ox_buf_printf(&b, ",\"tier\":\"%s\"}", names[tier]);
+    if (e)
+      fjob_error(j, 500, "out of memory");
+    else
+      fjob_json(j, 200, &b);
+  }
+  ox_buf_free(&b);
+  ox_buf_free(&row);
+}
+
+static void run_row_put(fjob_t *j, ox_slice_t key) {
+  ox_json_t js;
+  ox_json_init(&js, j->body.data ? j->body.data : "", j->body.len);
+  float *vals = malloc(MAX_ROW_VALUES * sizeof(float));
+  size_t n = 0;
+  const char *bad = NULL;
+  if (!vals) {
+    fjob_error(j, 500, "out of memory");
+    return;
+  }
+  ox_json_ws(&js);
+  if (js.p >= js.end || *js.p != '[')
+    bad = "the body must be a JSON array of numbers";
+  else
+    js.p++;
+  ox_json_ws(&js);
+  if (!bad && js.p < js.end && *js.p == ']')
+    js.p++;
+  else
+    while (!bad) {
+      ox_json_ws(&js);
+      ox_json_number_t num;
+      float f;
+      if (js.p >= js.end || (*js.p != '-' && (*js.p < '0' || *js.p > '9')) ||
+          ox_json_number(&js, &num) ||
+          ox_parse_f32(num.text.ptr, num.text.len, &f) != num.text.len || !__builtin_isfinite(f)) {
+        bad = "the body must be a JSON array of finite numbers (float32)";
+        break;
+      }
+      if (n == MAX_ROW_VALUES) {
+        bad = "a feature row holds at most 4096 values";
+        break;
+      }
+      vals[n++] = f;
+      ox_json_ws(&js);
+      if (js.p < js.end && *js.p == ',') {
+        js.p++;
+        continue;
+      }
+      if (js.p < js.end && *js.p == ']') {
+        js.p++;
+        break;
+      }
+      bad = "the body must be a JSON array of numbers";
+    }
+  ox_json_ws(&js);
+  if (!bad && js.p != js.end) bad = "unexpected text after the JSON array";
+  if (bad) {
+    fjob_error(j, 400, bad);
+    free(vals);
+    return;
+  }
+  int l3err = 0;
+  int64_t deadline = ox_breaker_now_ns() + ROW_PUT_DEADLINE_MS * INT64_C(1000000);
+  int rc = ox_fstore_row_put(j->s->features, key, vals, n * sizeof(float), deadline, &l3err);
+  free(vals);
+  if (rc) {
+    char err[200];
+    snprintf(err, sizeof err, "storing the feature row failed: %s", ox_strerror(rc));
+    fjob_error(j, 503, err);
+    return;
+  }
+  ox_buf_t b;
+  ox_buf_init(&b);
+  int e = row_head(&b, j);
+  e |= ox_buf_printf(&b, ",\"width\":%zu,\"write_through\":", n);
+  const char *wt = l3err ? ox_strerror(l3err) : "ok";
+  e |= ox_buf_append_json_string(&b, wt, strlen(wt));
+  e |= ox_buf_puts(&b, "}");
+  if (e)
+    fjob_error(j, 500, "out of memory");
+  else
+    fjob_json(j, 200, &b);
+  ox_buf_free(&b);
+}
+
+/* ---- jobs ------------------------------------------------------------------------------- */
+
+static void fjob_run(ox_job_t *job) {
+  fjob_t *j = (fjob_t *)job;
+  ox_http_resp_init(&j->resp, 200);
+  char key[600];
+  int kl = snprintf(key, sizeof key, "%.*s:%.*s", (int)j->tlen, j->table, (int)j->klen, j->key);
+  if (j->kind == FJ_EVENTS)
+    run_events(j);
+  else if (j->kind == FJ_ROW_GET)
+    run_row_get(j, ox_slice(key, (size_t)kl));
+  else
+    run_row_put(j, ox_slice(key, (size_t)kl));
+  ox_http_body_free(&j->body);
+  ox_loop_post(ox_conn_loop(j->conn), &j->done);
+}
+
+static void fjob_cancel(ox_job_t *job) {
+  fjob_t *j = (fjob_t *)job;
+  fjob_error(j, 503, "server is shutting down");
+  ox_loop_post(ox_conn_loop(j->conn), &j->done);
+}
+
+static void respond_now(ox_conn_t *c, int status, const char *msg) {
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, status);
+  ox_http_resp_error(&r, status, msg);
+  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
+  ox_conn_respond(c, &r);
+}
+
+static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body) {
+  if (!s->features) {
+    ox_http_body_free(body);
+    free(j);
+    respond_now(c, 404,
+                "the feature store is not enabled: start onnxd with --feature-dir, or "
+                "serve a model with a feature_view");
+    return;
+  }
+  if (atomic_load(&s->draining)) {
+    ox_http_body_free(body);
+    free(j);
+    respond_now(c, 503, "server is shutting down");
+    return;
+  }
+  j->job.run = fjob_run;
+  j->job.cancel = fjob_cancel;
+  j->done.fn = fjob_done;
+  j->s = s;
+  j->conn = c;
+  j->body = *body;
+  memset(body, 0, sizeof *body);
+  atomic_fetch_add(&s->inflight, 1);
+  if (ox_pool_submit(s->pool, &j->job) != 0) {
+    atomic_fetch_sub(&s->inflight, 1);
+    ox_http_body_free(&j->body);
+    free(j);
+    respond_now(c, 503, "server is overloaded: the worker queue is full; retry later");
+  }
+}
+
+void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body) {
+  fjob_t *j = calloc(1, sizeof *j);
+  if (!j) {
+    ox_http_body_free(body);
+    respond_now(c, 500, "out of memory");
+    return;
+  }
+  j->kind = FJ_EVENTS;
+  submit(s, c, j, body);
+}
+
+void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
+                           ox_http_body_t *body) {
+  fjob_t *j = calloc(1, sizeof *j);
+  if (!j) {
+    ox_http_body_free(body);
+    respond_now(c, 500, "out of memory");
+    return;
+  }
+  int ok = table.len > 0 && table.len <= 63 && key.len > 0 && key.len <= 200;
+  for (size_t i = 0; ok && i < table.len; i++) {
+    char ch = table.ptr[i];
+    ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '_' || ch == '.' || ch == '-';
+  }
+  if (!ok) {
+    ox_http_body_free(body);
+    free(j);
+    respond_now(c, 400,
+                "bad feature row address: /v1/features/{table}/{key}, table of letters, "
+                "digits, '_', '.' or '-' (at most 63), key of 1 to 200 bytes");
+    return;
+  }
+  memcpy(j->table, table.ptr, table.len);
+  j->tlen = table.len;
+  memcpy(j->key, key.ptr, key.len);
+  j->klen = key.len;
+  j->kind = put ? FJ_ROW_PUT : FJ_ROW_GET;
+  submit(s, c, j, body);
+}

@@ -1,0 +1,351 @@
+/* features_view.c: see features_view.h. Runs on the worker that prepares the request; the only
+ * blocking calls are the remote (L3) row reads, bounded by the view's deadline. */
+#include "server/features_view.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "proto/json.h"
+#include "proto/numconv.h"
+#include "proto/tensor_json.h"
+
+#define MAX_PARAMS 64
+
+typedef struct {
+  ox_slice_t key;
+  ox_slice_t val; /* string: its unescaped contents; number/bool: the token */
+  char type;      /* 's' string, 'n' number, 'b' boolean, 'o' anything else */
+} fparam_t;
+
+typedef struct {
+  fparam_t p[MAX_PARAMS];
+  size_t n;
+} fparams_t;
+
+/* Contents of the string token at the cursor, unescaped into the arena when needed. */
+static int take_string(ox_json_t *js, ox_arena_t *a, ox_slice_t *out) {
+  ox_slice_t s;
+  int esc;
+  if (ox_json_string(js, &s, &esc)) return OX_EINVALID;
+  if (esc) {
+    char *buf = ox_arena_alloc(a, s.len + 1);
+    if (!buf) return OX_ENOMEM;
+    long n = ox_json_unescape(s.ptr, s.len, buf);
+    if (n < 0) return OX_EINVALID;
+    s = ox_slice(buf, (size_t)n);
+  }
+  *out = s;
+  return 0;
+}
+
+/* The members of the request's top-level "parameters" object (the JSON is known valid). */
+static int scan_params(const char *json, size_t len, ox_arena_t *a, fparams_t *ps) {
+  ox_json_t js;
+  ox_json_init(&js, json, len);
+  ps->n = 0;
+  ox_json_ws(&js);
+  if (js.p >= js.end || *js.p != '{') return OX_EINVALID;
+  js.p++;
+  for (;;) {
+    ox_json_ws(&js);
+    if (js.p >= js.end) return OX_EINVALID;
+    if (*js.p == '}') return 0;
+    if (*js.p == ',') {
+      js.p++;
+      ox_json_ws(&js);
+    }
+    ox_slice_t key;
+    int rc = take_string(&js, a, &key);
+    if (rc) return rc;
+    ox_json_ws(&js);
+    js.p++; /* ':' */
+    ox_json_ws(&js);
+    if (!ox_slice_eq(key, "parameters") || *js.p != '{') {
+      if (ox_json_skip(&js, 1)) return OX_EINVALID;
+      continue;
+    }
+    js.p++;
+    for (;;) {
+      ox_json_ws(&js);
+      if (js.p >= js.end) return OX_EINVALID;
+      if (*js.p == '}') {
+        js.p++;
+        break;
+      }
+      if (*js.p == ',') {
+        js.p++;
+        ox_json_ws(&js);
+      }
+      fparam_t pm;
+      if ((rc = take_string(&js, a, &pm.key))) return rc;
+      ox_json_ws(&js);
+      js.p++;
+      ox_json_ws(&js);
+      const char *start = js.p;
+      char c = *js.p;
+      if (c == '"') {
+        pm.type = 's';
+        rc = take_string(&js, a, &pm.val);
+      } else {
+        pm.type = c == '-' || (c >= '0' && c <= '9') ? 'n' : c == 't' || c == 'f' ? 'b' : 'o';
+        rc = ox_json_skip(&js, 2);
+        pm.val = ox_slice(start, (size_t)(js.p - start));
+      }
+      if (rc) return rc;
+      if (ps->n < MAX_PARAMS) ps->p[ps->n++] = pm;
+    }
+  }
+}
+
+static const fparam_t *param(const fparams_t *ps, const char *name) {
+  for (size_t i = 0; i < ps->n; i++)
+    if (ox_slice_eq(ps->p[i].key, name)) return &ps->p[i];
+  return NULL;
+}
+
+int ox_fview_takes_input(const ox_feature_view_t *v, ox_slice_t name) {
+  for (size_t i = 0; i < v->num_cols; i++)
+    if (v->cols[i].kind == OX_FCOL_RAW && ox_slice_eq(name, v->cols[i].name)) return 1;
+  return 0;
+}
+
+/* A raw input's values as floats. Returns 0 or 400 with err. */
+static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, uint64_t *n,
+                     char *err, size_t errcap) {
+  int nl = (int)(in->name.len > 100 ? 100 : in->name.len);
+  if (in->dtype != OX_DT_FP32 && in->dtype != OX_DT_FP64 && in->dtype != OX_DT_INT32 &&
+      in->dtype != OX_DT_INT64) {
+    snprintf(err, errcap, "input '%.*s' (a raw feature) must be FP32, FP64, INT32 or INT64", nl,
+             in->name.ptr);
+    return 400;
+  }
+  if (in->rank > 2 || (in->rank == 2 && in->shape[1] != 1) || in->count == 0) {
+    snprintf(err, errcap,
+             "input '%.*s' (a raw feature) must have shape [N], [N,1] or [1] with "
+             "N >= 1",
+             nl, in->name.ptr);
+    return 400;
+  }
+  size_t esz = ox_dtype_size(in->dtype);
+  uint64_t count = in->count;
+  if (in->has_binary ? in->binary.len / esz != count || in->binary.len % esz
+                     : !in->data_json.ptr || count > in->data_json.len) {
+    snprintf(err, errcap,
+             "input '%.*s' (a raw feature): its data does not hold %" PRIu64 " %s values", nl,
+             in->name.ptr, count, ox_dtype_name(in->dtype));
+    return 400;
+  }
+  void *buf = ox_arena_alloc_aligned(a, (size_t)count * 8, 8);
+  float *f = ox_arena_alloc_aligned(a, (size_t)count * sizeof(float), 64);
+  if (!buf || !f) return 500;
+  if (in->has_binary) {
+    memcpy(buf, in->binary.ptr, in->binary.len);
+  } else {
+    char derr[200];
+    int rc = ox_tensor_json_decode(in->data_json, in->dtype, count, buf, a, derr, sizeof derr);
+    if (rc == OX_ENOMEM) return 500;
+    if (rc) {
+      snprintf(err, errcap, "input '%.*s': %s", nl, in->name.ptr, derr);
+      return 400;
+    }
+  }
+  for (uint64_t i = 0; i < count; i++) {
+    switch (in->dtype) {
+      case OX_DT_FP32:
+        f[i] = ((const float *)buf)[i];
+        break;
+      case OX_DT_FP64:
+        f[i] = (float)((const double *)buf)[i];
+        break;
+      case OX_DT_INT32:
+        f[i] = (float)((const int32_t *)buf)[i];
+        break;
+      default:
+        f[i] = (float)((const int64_t *)buf)[i];
+        break;
+    }
+  }
+  *vals = f;
+  *n = count;
+  return 0;
+}
+
+/* The value of key parameter name as text (a string, or an integer's digits). */
+static int key_param(const fparams_t *ps, const char *name, ox_slice_t *out, char *err,
+                     size_t errcap) {
+  const fparam_t *p = param(ps, name);
+  int ok = p && ((p->type == 's' && p->val.len > 0) ||
+                 (p->type == 'n' && !memchr(p->val.ptr, '.', p->val.len) &&
+                  !memchr(p->val.ptr, 'e', p->val.len) && !memchr(p->val.ptr, 'E', p->val.len)));
+  if (!ok) {
+    snprintf(err, errcap, "parameter '%s' (a feature key) is %s: send it as a non-empty string",
+             name, p ? "not a string or an integer" : "missing");
+    return 400;
+  }
+  if (p->val.len > OX_FSTORE_MAX_ID || memchr(p->val.ptr, 0, p->val.len)) {
+    snprintf(err, errcap, "parameter '%s' (a feature key) is longer than %d bytes or holds NUL",
+             name, OX_FSTORE_MAX_ID);
+    return 400;
+  }
+  *out = p->val;
+  return 0;
+}
+
+/* Request time: parameter "ts" (integer ms since the epoch), else the wall clock. */
+static int request_ts(const fparams_t *ps, int64_t *t, char *err, size_t errcap) {
+  const fparam_t *p = param(ps, "ts");
+  if (!p) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    *t = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    return 0;
+  }
+  int64_t v = 0;
+  size_t i = 0;
+  int neg = p->type == 'n' && p->val.len && p->val.ptr[0] == '-';
+  int ok = p->type == 'n' && p->val.len > (size_t)neg;
+  for (i = (size_t)neg; ok && i < p->val.len; i++) {
+    char c = p->val.ptr[i];
+    ok = c >= '0' && c <= '9' && !__builtin_mul_overflow(v, 10, &v) &&
+         !__builtin_add_overflow(v, neg ? -(c - '0') : c - '0', &v);
+  }
+  if (!ok) {
+    snprintf(err, errcap, "parameter 'ts' must be an integer number of milliseconds");
+    return 400;
+  }
+  *t = v;
+  return 0;
+}
+
+static void velocity_defaults(float *out) {
+  memset(out, 0, sizeof(float) * OX_FEAT_VELOCITY_N);
+  out[7] = -1.0f;
+}
+
+int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *json, size_t jlen,
+                      const ox_infer_request_t *req, ox_arena_t *arena, int64_t deadline_ns,
+                      ox_fview_out_t *out, char *err, size_t errcap) {
+  memset(out, 0, sizeof *out);
+  fparams_t *ps = ox_arena_alloc(arena, sizeof *ps);
+  float **raw = ox_arena_alloc(arena, sizeof(float *) * v->num_cols);
+  uint64_t *raw_n = ox_arena_alloc(arena, sizeof(uint64_t) * v->num_cols);
+  if (!ps || !raw || !raw_n) return 500;
+  int rc = scan_params(json, jlen, arena, ps);
+  if (rc == OX_ENOMEM) return 500;
+  if (rc) {
+    snprintf(err, errcap, "bad request parameters");
+    return 400;
+  }
+  const fparam_t *rf = param(ps, "return_features");
+  out->return_features = rf && rf->type == 'b' && ox_slice_eq(rf->val, "true");
+
+  /* Raw columns first: they decide the number of rows. */
+  uint64_t rows = 1;
+  for (size_t c = 0; c < v->num_cols; c++) {
+    const ox_fcol_t *col = &v->cols[c];
+    if (col->kind != OX_FCOL_RAW) continue;
+    const ox_infer_input_t *in = NULL;
+    for (size_t i = 0; i < req->num_inputs && !in; i++)
+      if (ox_slice_eq(req->inputs[i].name, col->name)) in = &req->inputs[i];
+    if (in) {
+      int st = raw_input(in, arena, &raw[c], &raw_n[c], err, errcap);
+      if (st) return st;
+    } else {
+      const fparam_t *p = param(ps, col->name);
+      double d;
+      if (!p || p->type != 'n' || ox_parse_f64(p->val.ptr, p->val.len, &d) != p->val.len) {
+        snprintf(err, errcap,
+                 "raw feature '%s' is missing: send it as an input or as a number "
+                 "parameter",
+                 col->name);
+        return 400;
+      }
+      raw[c] = ox_arena_alloc(arena, sizeof(float));
+      if (!raw[c]) return 500;
+      raw[c][0] = (float)d;
+      raw_n[c] = 1;
+    }
+    if (raw_n[c] > 1 && rows > 1 && raw_n[c] != rows) {
+      snprintf(err, errcap, "raw feature '%s' has %" PRIu64 " values, another has %" PRIu64,
+               col->name, raw_n[c], rows);
+      return 400;
+    }
+    if (raw_n[c] > rows) rows = raw_n[c];
+  }
+  int64_t t = 0;
+  int need_t = 0;
+  for (size_t c = 0; c < v->num_cols; c++) need_t |= v->cols[c].kind == OX_FCOL_VELOCITY;
+  if (need_t && (rc = request_ts(ps, &t, err, errcap))) return rc;
+  if (rows > 1u << 20) {
+    snprintf(err, errcap, "too many rows (%" PRIu64 ")", rows);
+    return 400;
+  }
+  uint32_t w = v->width;
+  float *data = ox_arena_alloc_aligned(arena, (size_t)rows * w * sizeof(float), 64);
+  if (!data) return 500;
+
+  ox_buf_t rowbuf;
+  ox_buf_init(&rowbuf);
+  char why[160] = "";
+  int degraded = 0;
+  uint32_t off = 0;
+  for (size_t c = 0; c < v->num_cols; off += v->cols[c].width, c++) {
+    const ox_fcol_t *col = &v->cols[c];
+    if (col->kind == OX_FCOL_RAW) {
+      for (uint64_t r = 0; r < rows; r++) data[r * w + off] = raw[c][raw_n[c] == 1 ? 0 : r];
+      continue;
+    }
+    ox_slice_t value;
+    if ((rc = key_param(ps, col->name, &value, err, errcap))) {
+      ox_buf_free(&rowbuf);
+      return rc;
+    }
+    float *dst = data + off; /* row 0; copied to the others below */
+    char key[OX_FSTORE_MAX_ENTITY + 72];
+    if (col->kind == OX_FCOL_VELOCITY) {
+      int n = snprintf(key, sizeof key, "%s:%.*s", col->etype, (int)value.len, value.ptr);
+      rc = fs ? ox_fstore_velocity(fs, ox_slice(key, (size_t)n), t, dst) : OX_EUNAVAILABLE;
+      if (rc) {
+        velocity_defaults(dst);
+        degraded = 1;
+        if (!why[0]) snprintf(why, sizeof why, "events of '%.100s': %s", key, ox_strerror(rc));
+      }
+    } else {
+      int n = snprintf(key, sizeof key, "%s:%.*s", col->table, (int)value.len, value.ptr);
+      rowbuf.len = 0;
+      ox_tier_t tier;
+      rc = fs ? ox_fstore_row_get(fs, ox_slice(key, (size_t)n), &rowbuf, deadline_ns, &tier)
+              : OX_EUNAVAILABLE;
+      if (rc == OX_ENOMEM) {
+        ox_buf_free(&rowbuf);
+        return 500;
+      }
+      size_t have = rc == 0 ? rowbuf.len / sizeof(float) : 0;
+      if (have > col->width) have = col->width;
+      if (have) memcpy(dst, rowbuf.data, have * sizeof(float));
+      for (size_t j = have; j < col->width; j++) dst[j] = col->dflt;
+      if (rc && rc != OX_ENOT_FOUND) {
+        degraded = 1;
+        if (!why[0])
+          snprintf(why, sizeof why, "row '%.100s': %s", key,
+                   rc == OX_ETIMEOUT ? "deadline passed" : ox_strerror(rc));
+      }
+    }
+    for (uint64_t r = 1; r < rows; r++) memcpy(data + r * w + off, dst, col->width * sizeof(float));
+  }
+  ox_buf_free(&rowbuf);
+  if (degraded && v->mandatory) {
+    snprintf(err, errcap, "a mandatory feature is unavailable (%s)", why);
+    return 503;
+  }
+  if (degraded && fs) ox_fstore_count_degraded(fs);
+  out->data = data;
+  out->shape[0] = (int64_t)rows;
+  out->shape[1] = w;
+  out->count = rows * w;
+  out->degraded = degraded;
+  return 0;
+}

@@ -1,0 +1,55 @@
+/* features_view.h: a model's feature view at request time: builds the model input the view
+ * names from an inference request that carries only keys and raw values.
+ *
+ * Request (Open Inference Protocol, KServe v2):
+ *   {"inputs": [{"name": "amount", "shape": [1], "datatype": "FP32", "data": [12.5]}],
+ *    "parameters": {"user_id": "u1", "card_id": "c1", "ts": 1700000000000,
+ *                   "return_features": true}}
+ * Columns, in the view's order, each filling `width` floats of every row:
+ *   {"raw": NAME}        request input NAME (FP32, FP64, INT32 or INT64; shape [N], [N,1] or
+ *                        [1]) or, without such an input, request parameter NAME (a number,
+ *                        read as float64 and rounded once to float32).
+ *   {"velocity": KEY}    the 8 features of features/velocity.h of entity "<type>:<value>", type
+ *                        = KEY without its "_id" suffix, value = request parameter KEY (a
+ *                        string, or an integer taken as its digits), at t = parameter "ts"
+ *                        (integer ms; the wall clock when absent).
+ *   {"row": KEY, "table": T, "width": K, "default": x}
+ *                        the first K floats of stored row "T:<value of KEY>"; missing values
+ *                        (no row, a shorter row) are x.
+ * Rows: N = the longest raw input (others must have 1 or N values), 1 when there is none; key
+ * features are the same on every row. A tier that fails or misses the deadline gives its
+ * defaults (velocity: zeros and secs_since_last -1; rows: x) and flags the result degraded;
+ * a "mandatory" view answers 503 instead.
+ */
+#ifndef OX_SERVER_FEATURES_VIEW_H
+#define OX_SERVER_FEATURES_VIEW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "proto/infer_req.h"
+#include "server/fstore.h"
+#include "server/model_config.h"
+
+typedef struct {
+  float *data;         /* rows x view width, arena-owned, 64-byte aligned */
+  int64_t shape[2];    /* {rows, width} */
+  uint64_t count;      /* rows * width */
+  int degraded;        /* some value is a default because a tier was slow or down */
+  int return_features; /* request parameter "return_features" is true */
+} ox_fview_out_t;
+
+/* Assembles the view's input for one request. json[0..jlen) is the request's JSON header
+ * (already parsed into req: it is valid JSON); memory comes from arena. fs may be NULL only
+ * for a view without velocity and row columns. deadline_ns (CLOCK_MONOTONIC) bounds the
+ * remote lookups. Returns 0, or an HTTP status (400 bad or missing keys and raw values, 503 a
+ * mandatory view degraded, 500 out of memory) with a message in err. */
+int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *json, size_t jlen,
+                      const ox_infer_request_t *req, ox_arena_t *arena, int64_t deadline_ns,
+                      ox_fview_out_t *out, char *err, size_t errcap);
+
+/* 1 if request input `name` is consumed by one of the view's raw columns. */
+int ox_fview_takes_input(const ox_feature_view_t *v, ox_slice_t name);
+
+#endif

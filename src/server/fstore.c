@@ -1,0 +1,474 @@
+/* fstore.c: the tiers wired together: lifecycle, per-thread L2 readers, row reads and writes,
+ * metrics. Event lists (velocity reads and ingestion) are in fstore_events.c. See fstore.h. */
+#include "server/fstore.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "features/breaker.h"
+#include "server/fstore_priv.h"
+
+static atomic_uint_fast64_t fs_ids = 1;
+static _Thread_local fs_tctx_t *tl_ctx;
+static _Thread_local uint64_t tl_id;
+
+uint64_t ox_fstore_fnv1a64(const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= s[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key) {
+  return &fs->stripes[ox_fstore_fnv1a64(l1key.ptr, l1key.len) & (FS_STRIPES - 1)];
+}
+
+int64_t fs_now_ms(void) {
+  return ox_breaker_now_ns() / 1000000;
+}
+
+void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns) {
+  fs_tier_stats_t *t = &fs->tiers[tier];
+  atomic_fetch_add_explicit(&t->result[res], 1, memory_order_relaxed);
+  int64_t d = ox_breaker_now_ns() - t0_ns;
+  ox_hist_record_us(&t->us, d > 0 ? (uint64_t)d / 1000 : 0);
+}
+
+fs_tctx_t *fs_ctx(ox_fstore_t *fs) {
+  if (tl_ctx && tl_id == fs->id) return tl_ctx;
+  fs_tctx_t *x = calloc(1, sizeof *x);
+  if (!x) return NULL;
+  int rc = ox_l2_reader_open(fs->l2, &x->r);
+  if (rc) {
+    ox_warn("feature store: cannot open an L2 reader: %s (raise the reader slots)",
+            ox_strerror(rc));
+    free(x);
+    return NULL;
+  }
+  pthread_mutex_lock(&fs->ctx_mu);
+  x->next = fs->ctxs;
+  fs->ctxs = x;
+  pthread_mutex_unlock(&fs->ctx_mu);
+  tl_ctx = x;
+  tl_id = fs->id;
+  return x;
+}
+
+int fs_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out) {
+  size_t len = 0;
+  if (!out->cap && ox_buf_reserve(out, 4096)) return OX_ENOMEM;
+  for (;;) {
+    int rc = ox_l1_get(fs->l1, key, fs_now_ms(), out->data, out->cap, &len);
+    if (rc == OX_ETOO_LARGE) {
+      out->len = 0;
+      if (ox_buf_reserve(out, len)) return OX_ENOMEM;
+      continue;
+    }
+    out->len = rc ? 0 : len;
+    return rc;
+  }
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static void *sweeper_main(void *arg) {
+  ox_fstore_t *fs = arg;
+  pthread_mutex_lock(&fs->sw_mu);
+  while (!fs->sw_stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&fs->sw_cv, &fs->sw_mu, &ts);
+    if (fs->sw_stop) break;
+    pthread_mutex_unlock(&fs->sw_mu);
+    ox_l1_sweep(fs->l1, fs_now_ms(), 256);
+    pthread_mutex_lock(&fs->sw_mu);
+  }
+  pthread_mutex_unlock(&fs->sw_mu);
+  return NULL;
+}
+
+static int open_redis(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t errcap) {
+  char host[256];
+  const char *colon = strrchr(o->redis, ':');
+  long port = 6379;
+  size_t hl = colon ? (size_t)(colon - o->redis) : strlen(o->redis);
+  if (colon) {
+    char *end;
+    port = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || port < 1 || port > 65535) hl = 0;
+  }
+  if (hl == 0 || hl >= sizeof host) {
+    snprintf(err, errcap, "--redis must be HOST:PORT, not '%.100s'", o->redis);
+    return OX_EINVALID;
+  }
+  memcpy(host, o->redis, hl);
+  host[hl] = 0;
+  ox_l3_redis_opts_t ro = {.host = host, .port = (int)port, .pool_size = o->l3_pool};
+  int rc = ox_l3_redis_create(&ro, &fs->redis);
+  if (rc) snprintf(err, errcap, "cannot set up Redis %s: %s", o->redis, ox_strerror(rc));
+  return rc;
+}
+
+static int open_pg(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t errcap) {
+  ox_l3_pg_opts_t po = {.conninfo = o->postgres, .pool_size = o->l3_pool};
+  int rc = ox_l3_pg_create(&po, &fs->pg);
+  if (rc) {
+    snprintf(err, errcap, "cannot set up PostgreSQL: %s", ox_strerror(rc));
+    return rc;
+  }
+  /* The table is created if missing; a server that is down now is not fatal (reads then fail
+   * over to defaults, and the breaker takes it back when it answers). */
+  rc = ox_l3_pg_ensure_schema(fs->pg, ox_breaker_now_ns() + 2000 * INT64_C(1000000));
+  if (rc)
+    ox_warn("feature store: PostgreSQL schema check failed: %s (continuing)", ox_strerror(rc));
+  return 0;
+}
+
+int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size_t errcap) {
+  ox_fstore_t *fs = calloc(1, sizeof *fs);
+  if (!fs) return OX_ENOMEM;
+  fs->id = atomic_fetch_add(&fs_ids, 1);
+  fs->ttl_ms = o->l1_ttl_ms;
+  pthread_mutex_init(&fs->ctx_mu, NULL);
+  pthread_mutex_init(&fs->ingest_mu, NULL);
+  pthread_mutex_init(&fs->sw_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&fs->sw_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  for (size_t i = 0; i < FS_STRIPES; i++) pthread_mutex_init(&fs->stripes[i].mu, NULL);
+  int rc = ox_l1_create(o->l1_bytes, 0, &fs->l1);
+  if (rc) {
+    snprintf(err, errcap, "cannot create the L1 feature cache of %zu bytes: %s", o->l1_bytes,
+             ox_strerror(rc));
+    goto fail;
+  }
+  /* An "ever seen" filter: the windowed filter at a fixed time never rotates. */
+  rc = ox_bloom_create(1, 2, o->bloom_items ? o->bloom_items : 1, 0.01, &fs->bloom);
+  if (rc) {
+    snprintf(err, errcap, "cannot create the entity Bloom filter: %s", ox_strerror(rc));
+    goto fail;
+  }
+  ox_l2_opts_t lo = {.map_size = (size_t)4 << 30,
+                     .max_readers = o->max_readers,
+                     .queue_max_ops = 1 << 20,
+                     .sync = o->sync_none ? OX_L2_SYNC_NONE : OX_L2_SYNC_DATA};
+  rc = ox_l2_open(o->dir, &lo, &fs->l2);
+  if (rc) {
+    snprintf(err, errcap, "cannot open the feature store '%.200s': %s", o->dir, ox_strerror(rc));
+    goto fail;
+  }
+  if (o->redis && o->redis[0] && (rc = open_redis(fs, o, err, errcap))) goto fail;
+  if (o->postgres && o->postgres[0] && (rc = open_pg(fs, o, err, errcap))) goto fail;
+  uint64_t entities = 0;
+  rc = fs_bloom_rebuild(fs, &entities);
+  if (rc) {
+    snprintf(err, errcap, "cannot read the feature store's entity index: %s", ox_strerror(rc));
+    goto fail;
+  }
+  if (pthread_create(&fs->sweeper, NULL, sweeper_main, fs)) {
+    rc = OX_ENOMEM;
+    snprintf(err, errcap, "cannot start the L1 sweeper thread");
+    goto fail;
+  }
+  fs->sweeper_started = 1;
+  ox_info("feature store: '%s', %" PRIu64 " entities with events; L1 %zu MiB, TTL %lld ms%s%s%s%s",
+          o->dir, entities, o->l1_bytes >> 20, (long long)o->l1_ttl_ms, fs->redis ? "; Redis " : "",
+          fs->redis ? o->redis : "", fs->pg ? "; PostgreSQL" : "", "");
+  *out = fs;
+  return 0;
+fail:
+  ox_fstore_close(fs);
+  return rc;
+}
+
+void ox_fstore_close(ox_fstore_t *fs) {
+  if (!fs) return;
+  if (fs->sweeper_started) {
+    pthread_mutex_lock(&fs->sw_mu);
+    fs->sw_stop = 1;
+    pthread_cond_signal(&fs->sw_cv);
+    pthread_mutex_unlock(&fs->sw_mu);
+    pthread_join(fs->sweeper, NULL);
+  }
+  for (fs_tctx_t *x = fs->ctxs, *next; x; x = next) {
+    next = x->next;
+    ox_l2_reader_close(x->r);
+    ox_buf_free(&x->a);
+    ox_buf_free(&x->b);
+    free(x->evs);
+    free(x);
+  }
+  fs->ctxs = NULL;
+  if (fs->l2) {
+    int rc = ox_l2_flush(fs->l2);
+    if (rc) ox_warn("feature store: last L2 writes failed: %s", ox_strerror(rc));
+    ox_l2_close(fs->l2);
+  }
+  ox_l3_redis_destroy(fs->redis);
+  ox_l3_pg_destroy(fs->pg);
+  ox_bloom_destroy(fs->bloom);
+  ox_l1_destroy(fs->l1);
+  for (size_t i = 0; i < FS_STRIPES; i++) pthread_mutex_destroy(&fs->stripes[i].mu);
+  pthread_mutex_destroy(&fs->ctx_mu);
+  pthread_mutex_destroy(&fs->ingest_mu);
+  pthread_mutex_destroy(&fs->sw_mu);
+  pthread_cond_destroy(&fs->sw_cv);
+  free(fs);
+}
+
+/* ---- rows ------------------------------------------------------------------------------- */
+
+/* L1 row values: one byte (1: the row follows, 0: known absent everywhere), then the row. */
+static void l1_put_row(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t len, int present,
+                       ox_buf_t *tmp) {
+  tmp->len = 0;
+  unsigned char flag = (unsigned char)present;
+  if (ox_buf_append(tmp, &flag, 1) || (len && ox_buf_append(tmp, val, len))) return;
+  if (ox_l1_put(fs->l1, key, tmp->data, tmp->len, fs->ttl_ms, fs_now_ms()))
+    ox_l1_del(fs->l1, key); /* too large for L1: at least nothing stale stays */
+}
+
+/* Puts what a reader found in a lower tier into the tiers above, unless a writer touched the
+ * key since the reader noted gen. */
+static void promote_row(ox_fstore_t *fs, fs_tctx_t *x, ox_slice_t key, uint64_t gen,
+                        const void *val, size_t len, int present, int to_l2) {
+  fs_stripe_t *st = fs_stripe(fs, key);
+  pthread_mutex_lock(&st->mu);
+  if (atomic_load(&st->gen) == gen) {
+    if (to_l2) ox_l2_put_row(fs->l2, key, val, len); /* a full queue drops it: only a cache */
+    l1_put_row(fs, key, val, len, present, &x->b);
+  }
+  pthread_mutex_unlock(&st->mu);
+}
+
+typedef struct {
+  ox_buf_t *out;
+  int rc;
+} row_copy_t;
+
+static void row_copy(void *arg, ox_slice_t val) {
+  row_copy_t *c = arg;
+  c->rc = ox_buf_append(c->out, val.ptr, val.len);
+}
+
+static fs_result_t l3_result(int rc) {
+  if (rc == 0) return FS_HIT;
+  if (rc == OX_ENOT_FOUND) return FS_MISS;
+  if (rc == OX_ETIMEOUT) return FS_TIMEOUT;
+  return FS_ERROR;
+}
+
+int ox_fstore_row_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, int64_t deadline_ns,
+                      ox_tier_t *tier) {
+  fs_tctx_t *x = fs_ctx(fs);
+  if (!x) return OX_EUNAVAILABLE;
+  *tier = OX_TIER_NONE;
+  int64_t t0 = ox_breaker_now_ns();
+  int rc = fs_l1_get(fs, key, &x->a);
+  if (rc == 0 && x->a.len >= 1) {
+    fs_record(fs, OX_TIER_L1, FS_HIT, t0);
+    *tier = OX_TIER_L1;
+    if (x->a.data[0] == 0) return OX_ENOT_FOUND;
+    return ox_buf_append(out, x->a.data + 1, x->a.len - 1);
+  }
+  fs_record(fs, OX_TIER_L1, FS_MISS, t0);
+  uint64_t gen = atomic_load(&fs_stripe(fs, key)->gen);
+
+  t0 = ox_breaker_now_ns();
+  size_t start = out->len;
+  row_copy_t rcp = {out, 0};
+  int l2rc = ox_l2_get_row(x->r, key, row_copy, &rcp);
+  if (l2rc == 0 && rcp.rc) return rcp.rc;
+  fs_record(fs, OX_TIER_L2, l2rc == 0 ? FS_HIT : l2rc == OX_ENOT_FOUND ? FS_MISS : FS_ERROR, t0);
+  if (l2rc == 0) {
+    *tier = OX_TIER_L2;
+    promote_row(fs, x, key, gen, out->data + start, out->len - start, 1, 0);
+    return 0;
+  }
+  if (!fs->redis && !fs->pg) {
+    if (l2rc == OX_ENOT_FOUND) promote_row(fs, x, key, gen, NULL, 0, 0, 0);
+    return l2rc;
+  }
+
+  /* L3: Redis, then PostgreSQL, within the caller's deadline. */
+  t0 = ox_breaker_now_ns();
+  int first_err = l2rc == OX_ENOT_FOUND ? 0 : l2rc, found = 0;
+  if (t0 >= deadline_ns) {
+    fs_record(fs, OX_TIER_L3, FS_TIMEOUT, t0);
+    return OX_ETIMEOUT;
+  }
+  if (fs->redis) {
+    rc = ox_l3_redis_get(fs->redis, key, out, deadline_ns);
+    if (rc == 0)
+      found = 1;
+    else if (rc != OX_ENOT_FOUND && !first_err)
+      first_err = rc;
+  }
+  if (!found && fs->pg && ox_breaker_now_ns() < deadline_ns) {
+    rc = ox_l3_pg_get(fs->pg, key, out, deadline_ns);
+    if (rc == 0)
+      found = 1;
+    else if (rc != OX_ENOT_FOUND && !first_err)
+      first_err = rc;
+  } else if (!found && fs->pg && !first_err) {
+    first_err = OX_ETIMEOUT;
+  }
+  int res = found ? 0 : first_err ? first_err : OX_ENOT_FOUND;
+  fs_record(fs, OX_TIER_L3, l3_result(res), t0);
+  if (found) {
+    *tier = OX_TIER_L3;
+    promote_row(fs, x, key, gen, out->data + start, out->len - start, 1, 1);
+  } else if (res == OX_ENOT_FOUND) {
+    promote_row(fs, x, key, gen, NULL, 0, 0, 0);
+  }
+  return res;
+}
+
+int ox_fstore_row_put(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t len,
+                      int64_t deadline_ns, int *l3_err) {
+  fs_tctx_t *x = fs_ctx(fs);
+  *l3_err = 0;
+  if (!x) return OX_EUNAVAILABLE;
+  fs_stripe_t *st = fs_stripe(fs, key);
+  /* Queued under the stripe lock: a reader's promotion of an older value is either queued
+   * before this write or sees the new generation and gives up. */
+  pthread_mutex_lock(&st->mu);
+  atomic_fetch_add(&st->gen, 1);
+  int rc = ox_l2_put_row(fs->l2, key, val, len);
+  pthread_mutex_unlock(&st->mu);
+  if (!rc) rc = ox_l2_flush(fs->l2);
+  pthread_mutex_lock(&st->mu);
+  atomic_fetch_add(&st->gen, 1);
+  if (rc)
+    ox_l1_del(fs->l1, key);
+  else
+    l1_put_row(fs, key, val, len, 1, &x->b);
+  pthread_mutex_unlock(&st->mu);
+  if (rc) return rc;
+  atomic_fetch_add_explicit(&fs->rows_put, 1, memory_order_relaxed);
+  ox_slice_t v = ox_slice(val, len);
+  if (fs->redis) {
+    int e = ox_l3_redis_set(fs->redis, key, v, 0, deadline_ns);
+    if (e && !*l3_err) *l3_err = e;
+  }
+  if (fs->pg) {
+    int e = ox_l3_pg_put(fs->pg, key, v, deadline_ns);
+    if (e && !*l3_err) *l3_err = e;
+  }
+  return 0;
+}
+
+/* ---- metrics ---------------------------------------------------------------------------- */
+
+void ox_fstore_count_degraded(ox_fstore_t *fs) {
+  atomic_fetch_add_explicit(&fs->degraded, 1, memory_order_relaxed);
+}
+
+#define LD(x) ((uint64_t)atomic_load_explicit(&(x), memory_order_relaxed))
+
+static int breaker_lines(ox_buf_t *o, const char *backend, ox_breaker_t *b, int part) {
+  ox_breaker_stats_t s;
+  ox_breaker_stats(b, &s);
+  if (part == 0)
+    return ox_buf_printf(o, "onnxd_feature_breaker_state{backend=\"%s\"} %d\n", backend,
+                         (int)s.state);
+  if (part == 1)
+    return ox_buf_printf(o, "onnxd_feature_breaker_opened_total{backend=\"%s\"} %" PRIu64 "\n",
+                         backend, s.opened);
+  return ox_buf_printf(o,
+                       "onnxd_feature_breaker_short_circuited_total{backend=\"%s\"} %" PRIu64 "\n",
+                       backend, s.short_circuited);
+}
+
+int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
+  static const char *const tiers[] = {"", "l1", "l2", "l3"};
+  static const char *const results[] = {"hit", "miss", "error", "timeout"};
+  int rc = ox_buf_puts(o,
+                       "# HELP onnxd_feature_lookups_total Feature store lookups by tier and "
+                       "result\n# TYPE onnxd_feature_lookups_total counter\n");
+  for (int t = 1; t <= 3; t++)
+    for (int r = 0; r < FS_RESULTS; r++)
+      rc |= ox_buf_printf(o, "onnxd_feature_lookups_total{tier=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                          tiers[t], results[r], LD(fs->tiers[t].result[r]));
+  rc |= ox_buf_puts(o,
+                    "# HELP onnxd_feature_lookup_duration_us Feature store lookup latency per "
+                    "tier (microseconds)\n# TYPE onnxd_feature_lookup_duration_us histogram\n");
+  for (int t = 1; t <= 3; t++) {
+    char lab[32];
+    snprintf(lab, sizeof lab, "tier=\"%s\"", tiers[t]);
+    rc |= ox_metrics_hist_us(o, "onnxd_feature_lookup_duration_us", lab, &fs->tiers[t].us);
+  }
+  ox_l1_stats_t l1;
+  ox_l1_stats(fs->l1, &l1);
+  ox_l2_stats_t l2;
+  ox_l2_stats(fs->l2, &l2);
+  rc |= ox_buf_printf(
+      o,
+      "# HELP onnxd_feature_degraded_total Inference requests answered with default features "
+      "because a tier was slow or down\n# TYPE onnxd_feature_degraded_total counter\n"
+      "onnxd_feature_degraded_total %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_bloom_checks_total Entity Bloom filter checks (negative: never seen, "
+      "no tier read)\n# TYPE onnxd_feature_bloom_checks_total counter\n"
+      "onnxd_feature_bloom_checks_total{result=\"negative\"} %" PRIu64
+      "\n"
+      "onnxd_feature_bloom_checks_total{result=\"positive\"} %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_events_ingested_total Events stored by POST /v1/events\n"
+      "# TYPE onnxd_feature_events_ingested_total counter\n"
+      "onnxd_feature_events_ingested_total %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_rows_written_total Rows stored by PUT /v1/features\n"
+      "# TYPE onnxd_feature_rows_written_total counter\n"
+      "onnxd_feature_rows_written_total %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_l1_bytes L1 memory charged\n# TYPE onnxd_feature_l1_bytes gauge\n"
+      "onnxd_feature_l1_bytes %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_l1_entries L1 entries\n# TYPE onnxd_feature_l1_entries gauge\n"
+      "onnxd_feature_l1_entries %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_l1_evictions_total L1 entries evicted for room\n"
+      "# TYPE onnxd_feature_l1_evictions_total counter\n"
+      "onnxd_feature_l1_evictions_total %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_l1_expirations_total L1 entries expired (TTL)\n"
+      "# TYPE onnxd_feature_l1_expirations_total counter\n"
+      "onnxd_feature_l1_expirations_total %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_l2_committed_total L2 write operations committed\n"
+      "# TYPE onnxd_feature_l2_committed_total counter\n"
+      "onnxd_feature_l2_committed_total %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_l2_failed_total L2 write operations lost in failed batches\n"
+      "# TYPE onnxd_feature_l2_failed_total counter\n"
+      "onnxd_feature_l2_failed_total %" PRIu64 "\n",
+      LD(fs->degraded), LD(fs->bloom_neg), LD(fs->bloom_pos), LD(fs->events_ingested),
+      LD(fs->rows_put), l1.bytes, l1.entries, l1.evictions, l1.expirations, l2.committed,
+      l2.failed);
+  if (fs->redis || fs->pg) {
+    static const char *const help[] = {
+        "# HELP onnxd_feature_breaker_state L3 circuit breaker: 0 closed, 1 open, 2 half-open\n"
+        "# TYPE onnxd_feature_breaker_state gauge\n",
+        "# HELP onnxd_feature_breaker_opened_total L3 circuit breaker openings\n"
+        "# TYPE onnxd_feature_breaker_opened_total counter\n",
+        "# HELP onnxd_feature_breaker_short_circuited_total L3 calls refused by an open breaker\n"
+        "# TYPE onnxd_feature_breaker_short_circuited_total counter\n"};
+    for (int part = 0; part < 3; part++) {
+      rc |= ox_buf_puts(o, help[part]);
+      if (fs->redis) rc |= breaker_lines(o, "redis", ox_l3_redis_breaker(fs->redis), part);
+      if (fs->pg) rc |= breaker_lines(o, "postgres", ox_l3_pg_breaker(fs->pg), part);
+    }
+  }
+  return rc ? OX_ENOMEM : 0;
+}

@@ -1,0 +1,407 @@
+/* fstore_events.c: entities' event lists: velocity reads (Bloom -> L1 -> L2) and ingestion.
+ *
+ * An event list, as cached in L1 under "~ev:<entity>" and as built from L2, is
+ *     since (int64 LE) | before (int64 LE) | events (24 bytes each, ox_feat_event_encode)
+ * where the events are ALL the entity's events with ts >= since, in event order (ts, then
+ * insertion), and before is the largest ts below since (INT64_MIN: none, or not needed: see
+ * fill_from_l2). A request at t is answered from a list when since <= t - 24h + 1: the 24 h
+ * window's events are all there, and the last event at or before t is either in the list or
+ * is `before`, which enters ox_feat_velocity as one extra event outside every window (it only
+ * sets secs_since_last).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "features/breaker.h"
+#include "server/fstore_priv.h"
+
+#define W24 ((int64_t)OX_FEAT_W_24H)
+#define HDR 16
+#define EVB OX_FEAT_EVENT_BYTES
+
+static int64_t rd64(const void *p) {
+  const unsigned char *s = p;
+  uint64_t v = 0;
+  for (int b = 7; b >= 0; b--) v = v << 8 | s[b];
+  return (int64_t)v;
+}
+
+static void wr64(void *p, int64_t v) {
+  unsigned char *d = p;
+  for (int b = 0; b < 8; b++) d[b] = (unsigned char)((uint64_t)v >> (8 * b));
+}
+
+/* The lowest ts inside the 24 h window ending at t: t - 24h + 1, saturated. */
+static int64_t window_lo(int64_t t) {
+  return t < INT64_MIN + W24 ? INT64_MIN : t - W24 + 1;
+}
+
+static int list_valid(const ox_buf_t *b) {
+  return b->len >= HDR && (b->len - HDR) % EVB == 0;
+}
+
+/* Makes a key "<prefix><entity>" in out (room for 16 + OX_FSTORE_MAX_ENTITY bytes). */
+static ox_slice_t make_key(char *out, const char *prefix, ox_slice_t entity) {
+  size_t pl = strlen(prefix);
+  memcpy(out, prefix, pl);
+  memcpy(out + pl, entity.ptr, entity.len);
+  return ox_slice(out, pl + entity.len);
+}
+
+static int list_velocity(fs_tctx_t *x, const unsigned char *list, size_t len, int64_t t,
+                         float out[OX_FEAT_VELOCITY_N]) {
+  size_t n = (len - HDR) / EVB;
+  if (x->evcap < n + 1) {
+    size_t cap = x->evcap ? x->evcap : 64;
+    while (cap < n + 1) cap *= 2;
+    ox_feat_event_t *e = realloc(x->evs, cap * sizeof *e);
+    if (!e) return OX_ENOMEM;
+    x->evs = e;
+    x->evcap = cap;
+  }
+  size_t k = 0;
+  int64_t before = rd64(list + 8);
+  if (before != INT64_MIN) x->evs[k++] = (ox_feat_event_t){.ts_ms = before};
+  for (size_t i = 0; i < n; i++) ox_feat_event_decode(list + HDR + i * EVB, EVB, &x->evs[k++]);
+  return ox_feat_velocity(x->evs, k, t, -1.0f, out);
+}
+
+typedef struct {
+  ox_buf_t *b;
+  int rc;
+} scan_ctx_t;
+
+static int scan_append(void *arg, const ox_l2_event_t *ev) {
+  scan_ctx_t *c = arg;
+  if (ev->payload.len != EVB) {
+    c->rc = OX_EINTERNAL; /* not an event record of ours */
+    return 1;
+  }
+  c->rc = ox_buf_append(c->b, ev->payload.ptr, EVB);
+  return c->rc;
+}
+
+static int scan_last(void *arg, const ox_l2_event_t *ev) {
+  *(int64_t *)arg = ev->ts_ms;
+  return 0;
+}
+
+/* Reads entity's last-ts row with reader r: 1 (found, *last set), 0 (absent) or an error. */
+static int read_last(ox_l2_reader_t *r, ox_slice_t entity, int64_t *last) {
+  char kb[16 + OX_FSTORE_MAX_ENTITY];
+  unsigned char v[8];
+  size_t len = 0;
+  int rc = ox_l2_get_row_copy(r, make_key(kb, FS_LAST_PREFIX, entity), v, sizeof v, &len);
+  if (rc == OX_ENOT_FOUND) return 0;
+  if (rc == OX_ETOO_LARGE || (!rc && len != 8)) return OX_EINTERNAL;
+  if (rc) return rc;
+  *last = rd64(v);
+  return 1;
+}
+
+/* Builds entity's event list for a request at t from L2, in one snapshot, into b: every event
+ * with ts >= t - 24h + 1 (future ones too, so the list serves later requests), and `before`.
+ * before is only needed when no listed event is <= t; it is then the last-ts row when that is
+ * older than the window, else (events only after t) found by a scan below the window. When a
+ * listed event is <= t, every request the list may serve (t' >= t) has one too, and before
+ * stays INT64_MIN. *found: the entity has any event. */
+static int fill_from_l2(fs_tctx_t *x, ox_slice_t entity, int64_t t, ox_buf_t *b, int *found) {
+  int64_t since = window_lo(t), before = INT64_MIN, last = 0;
+  b->len = 0;
+  if (ox_buf_reserve(b, HDR)) return OX_ENOMEM;
+  b->len = HDR;
+  int rc = ox_l2_read_begin(x->r);
+  if (rc) return rc;
+  scan_ctx_t sc = {b, 0};
+  int n = ox_l2_scan_events(x->r, entity, since, INT64_MAX, scan_append, &sc);
+  if (n >= 0 && sc.rc) n = sc.rc;
+  int has_last = n >= 0 ? read_last(x->r, entity, &last) : 0;
+  if (n < 0 || has_last < 0) {
+    ox_l2_read_end(x->r);
+    return n < 0 ? n : has_last;
+  }
+  *found = n > 0 || has_last;
+  int listed_le_t = b->len > HDR && rd64(b->data + HDR) <= t;
+  if (!listed_le_t && has_last) {
+    if (last < since) {
+      before = last;
+    } else if (since > INT64_MIN) {
+      rc = ox_l2_scan_events(x->r, entity, INT64_MIN, since - 1, scan_last, &before);
+      if (rc < 0) {
+        ox_l2_read_end(x->r);
+        return rc;
+      }
+    }
+  }
+  ox_l2_read_end(x->r);
+  wr64(b->data, since);
+  wr64(b->data + 8, before);
+  return 0;
+}
+
+int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
+                       float out[OX_FEAT_VELOCITY_N]) {
+  if (entity.len == 0 || entity.len > OX_FSTORE_MAX_ENTITY) return OX_EINVALID;
+  if (!ox_bloom_check(fs->bloom, entity, 0)) {
+    atomic_fetch_add_explicit(&fs->bloom_neg, 1, memory_order_relaxed);
+    memset(out, 0, sizeof(float) * OX_FEAT_VELOCITY_N);
+    out[7] = -1.0f;
+    return 0;
+  }
+  atomic_fetch_add_explicit(&fs->bloom_pos, 1, memory_order_relaxed);
+  fs_tctx_t *x = fs_ctx(fs);
+  if (!x) return OX_EUNAVAILABLE;
+  char kb[16 + OX_FSTORE_MAX_ENTITY];
+  ox_slice_t key = make_key(kb, FS_EV_PREFIX, entity);
+  int64_t t0 = ox_breaker_now_ns();
+  int rc = fs_l1_get(fs, key, &x->a);
+  if (rc == 0 && list_valid(&x->a) && rd64(x->a.data) <= window_lo(t)) {
+    fs_record(fs, OX_TIER_L1, FS_HIT, t0);
+    return list_velocity(x, (const unsigned char *)x->a.data, x->a.len, t, out);
+  }
+  fs_record(fs, OX_TIER_L1, FS_MISS, t0);
+  fs_stripe_t *st = fs_stripe(fs, key);
+  uint64_t gen = atomic_load(&st->gen);
+  t0 = ox_breaker_now_ns();
+  int found = 0;
+  rc = fill_from_l2(x, entity, t, &x->a, &found);
+  fs_record(fs, OX_TIER_L2, rc ? FS_ERROR : found ? FS_HIT : FS_MISS, t0);
+  if (rc) return rc;
+  rc = list_velocity(x, (const unsigned char *)x->a.data, x->a.len, t, out);
+  pthread_mutex_lock(&st->mu);
+  if (atomic_load(&st->gen) == gen &&
+      ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, fs_now_ms()))
+    ox_l1_del(fs->l1, key);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+/* ---- ingestion -------------------------------------------------------------------------- */
+
+#define CHUNK 8192 /* events per L2 commit: bounds the queue and the memory of one round */
+
+typedef struct {
+  ox_slice_t name;
+  uint32_t head, tail; /* the entity's events in this chunk: a list through pair_t.next */
+  int64_t max_ts, first_ts, old_last;
+  int has_last;
+  unsigned char *saved; /* its L1 list before the write (malloc), or NULL */
+  size_t saved_len;
+} ent_t;
+
+typedef struct {
+  uint32_t ev, next; /* next: index + 1 of the entity's next pair, 0 at the end */
+} pair_t;
+
+/* Merges the entity's new encoded events (nb events at b, in event order) into the old list,
+ * then drops the events that fell out of the newest event's 24 h window into `before`. */
+static int merge_list(ox_buf_t *out, const unsigned char *old, size_t oldlen,
+                      const unsigned char *b, size_t nb) {
+  int64_t since = rd64(old), before = rd64(old + 8);
+  const unsigned char *a = old + HDR;
+  size_t na = (oldlen - HDR) / EVB, i = 0, j = 0;
+  out->len = 0;
+  if (ox_buf_reserve(out, oldlen + nb * EVB)) return OX_ENOMEM;
+  out->len = HDR;
+  while (i < na || j < nb) {
+    if (j < nb && rd64(b + j * EVB) < since) { /* before the list's range: only `before` */
+      int64_t ts = rd64(b + j * EVB);
+      if (ts > before) before = ts;
+      j++;
+      continue;
+    }
+    /* ties go to the old list: its events were inserted first */
+    const unsigned char *e = (j == nb || (i < na && rd64(a + i * EVB) <= rd64(b + j * EVB)))
+                                 ? a + EVB * i++
+                                 : b + EVB * j++;
+    memcpy(out->data + out->len, e, EVB);
+    out->len += EVB;
+  }
+  size_t n = (out->len - HDR) / EVB;
+  if (n) {
+    int64_t lo = window_lo(rd64(out->data + HDR + (n - 1) * EVB));
+    if (lo > since) {
+      size_t k = 0;
+      while (k < n && rd64(out->data + HDR + k * EVB) < lo) k++;
+      if (k) {
+        int64_t ts = rd64(out->data + HDR + (k - 1) * EVB);
+        if (ts > before) before = ts;
+        memmove(out->data + HDR, out->data + HDR + k * EVB, (n - k) * EVB);
+        out->len -= k * EVB;
+      }
+      since = lo;
+    }
+  }
+  wr64(out->data, since);
+  wr64(out->data + 8, before);
+  return 0;
+}
+
+/* The chunk's events of entity e, encoded, in event order (a stable sort by ts of the chunk's
+ * order, which is the order L2 stores them in), into b. */
+static int entity_events(const ox_fstore_event_t *evs, const pair_t *pairs, const ent_t *e,
+                         ox_buf_t *b) {
+  b->len = 0;
+  for (uint32_t p = e->head; p; p = pairs[p - 1].next) {
+    if (ox_buf_reserve(b, EVB)) return OX_ENOMEM;
+    unsigned char *dst = (unsigned char *)b->data + b->len;
+    ox_feat_event_encode(&evs[pairs[p - 1].ev].ev, dst);
+    b->len += EVB;
+    /* insertion step: move it back past later-ts events */
+    while (dst > (unsigned char *)b->data && rd64(dst - EVB) > rd64(dst)) {
+      unsigned char tmp[EVB];
+      memcpy(tmp, dst - EVB, EVB);
+      memcpy(dst - EVB, dst, EVB);
+      memcpy(dst, tmp, EVB);
+      dst -= EVB;
+    }
+  }
+  return 0;
+}
+
+static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n) {
+  size_t npairs = 0;
+  for (size_t i = 0; i < n; i++) npairs += evs[i].num_entities;
+  size_t cap = 16;
+  while (cap < 2 * npairs) cap *= 2;
+  uint32_t *slots = calloc(cap, sizeof *slots); /* index + 1 into ents, 0 = empty */
+  ent_t *ents = calloc(npairs + 1, sizeof *ents);
+  pair_t *pairs = calloc(npairs + 1, sizeof *pairs);
+  if (!slots || !ents || !pairs) {
+    free(slots);
+    free(ents);
+    free(pairs);
+    return OX_ENOMEM;
+  }
+  size_t nents = 0, np = 0;
+  for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < evs[i].num_entities; k++) {
+      ox_slice_t name = evs[i].entities[k];
+      size_t h = (size_t)ox_fstore_fnv1a64(name.ptr, name.len) & (cap - 1);
+      while (slots[h] && !(ents[slots[h] - 1].name.len == name.len &&
+                           !memcmp(ents[slots[h] - 1].name.ptr, name.ptr, name.len)))
+        h = (h + 1) & (cap - 1);
+      if (!slots[h]) {
+        ents[nents] = (ent_t){.name = name, .max_ts = INT64_MIN, .first_ts = evs[i].ev.ts_ms};
+        slots[h] = (uint32_t)++nents;
+      }
+      ent_t *e = &ents[slots[h] - 1];
+      pairs[np] = (pair_t){.ev = (uint32_t)i};
+      if (e->tail)
+        pairs[e->tail - 1].next = (uint32_t)(np + 1);
+      else
+        e->head = (uint32_t)(np + 1);
+      e->tail = (uint32_t)(np + 1);
+      np++;
+      if (evs[i].ev.ts_ms > e->max_ts) e->max_ts = evs[i].ev.ts_ms;
+    }
+  }
+  free(slots);
+
+  /* 1. what is stored: each entity's last ts (and whether it is new) */
+  int rc = 0;
+  for (size_t k = 0; k < nents && !rc; k++) {
+    int r = read_last(x->r, ents[k].name, &ents[k].old_last);
+    if (r < 0)
+      rc = r;
+    else
+      ents[k].has_last = r;
+  }
+  /* 2. take the L1 lists out, so no reader serves or refills them from a half-written state */
+  char kb[16 + OX_FSTORE_MAX_ENTITY];
+  for (size_t k = 0; k < nents && !rc; k++) {
+    ox_slice_t key = make_key(kb, FS_EV_PREFIX, ents[k].name);
+    fs_stripe_t *st = fs_stripe(fs, key);
+    pthread_mutex_lock(&st->mu);
+    atomic_fetch_add(&st->gen, 1);
+    if (fs_l1_get(fs, key, &x->a) == 0 && list_valid(&x->a)) {
+      ents[k].saved = malloc(x->a.len);
+      if (ents[k].saved) {
+        memcpy(ents[k].saved, x->a.data, x->a.len);
+        ents[k].saved_len = x->a.len;
+      }
+    }
+    ox_l1_del(fs->l1, key);
+    pthread_mutex_unlock(&st->mu);
+  }
+  /* 3. write and commit: events, last-ts rows, the index of new entities */
+  for (size_t i = 0; i < n && !rc; i++) {
+    unsigned char payload[EVB];
+    ox_feat_event_encode(&evs[i].ev, payload);
+    for (size_t k = 0; k < evs[i].num_entities && !rc; k++)
+      rc = ox_l2_append_event(fs->l2, evs[i].entities[k], evs[i].ev.ts_ms, payload, EVB);
+  }
+  for (size_t k = 0; k < nents && !rc; k++) {
+    ent_t *e = &ents[k];
+    if (!e->has_last || e->max_ts > e->old_last) {
+      unsigned char v[8];
+      wr64(v, e->max_ts);
+      rc = ox_l2_put_row(fs->l2, make_key(kb, FS_LAST_PREFIX, e->name), v, 8);
+    }
+    if (!rc && !e->has_last)
+      rc = ox_l2_append_event(fs->l2, OX_SLICE_LIT(FS_INDEX_ENTITY), e->first_ts, e->name.ptr,
+                              e->name.len);
+  }
+  int frc = ox_l2_flush(fs->l2);
+  if (!rc) rc = frc;
+  /* 4. new entities into the Bloom filter; the L1 lists back, with the new events */
+  for (size_t k = 0; k < nents; k++) {
+    ent_t *e = &ents[k];
+    if (!rc && !e->has_last) ox_bloom_add(fs->bloom, e->name, 0);
+    ox_slice_t key = make_key(kb, FS_EV_PREFIX, e->name);
+    fs_stripe_t *st = fs_stripe(fs, key);
+    int put = 0;
+    if (!rc && e->saved && entity_events(evs, pairs, e, &x->b) == 0 &&
+        merge_list(&x->a, e->saved, e->saved_len, (const unsigned char *)x->b.data,
+                   x->b.len / EVB) == 0)
+      put = 1;
+    pthread_mutex_lock(&st->mu);
+    atomic_fetch_add(&st->gen, 1);
+    if (!put || ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, fs_now_ms()))
+      ox_l1_del(fs->l1, key);
+    pthread_mutex_unlock(&st->mu);
+    free(e->saved);
+  }
+  free(ents);
+  free(pairs);
+  if (!rc) atomic_fetch_add_explicit(&fs->events_ingested, n, memory_order_relaxed);
+  return rc;
+}
+
+int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (evs[i].num_entities > OX_FSTORE_MAX_ENTITIES) return OX_EINVALID;
+    for (size_t k = 0; k < evs[i].num_entities; k++) {
+      ox_slice_t e = evs[i].entities[k];
+      if (!e.len || e.len > OX_FSTORE_MAX_ENTITY || e.ptr[0] == '~') return OX_EINVALID;
+    }
+  }
+  fs_tctx_t *x = fs_ctx(fs);
+  if (!x) return OX_EUNAVAILABLE;
+  int rc = 0;
+  pthread_mutex_lock(&fs->ingest_mu);
+  for (size_t i = 0; i < n && !rc; i += CHUNK)
+    rc = ingest_chunk(fs, x, evs + i, n - i < CHUNK ? n - i : CHUNK);
+  pthread_mutex_unlock(&fs->ingest_mu);
+  return rc;
+}
+
+static int index_add(void *arg, const ox_l2_event_t *ev) {
+  void **a = arg;
+  ox_bloom_add(a[0], ev->payload, 0);
+  (*(uint64_t *)a[1])++;
+  return 0;
+}
+
+int fs_bloom_rebuild(ox_fstore_t *fs, uint64_t *entities) {
+  ox_l2_reader_t *r = NULL;
+  int rc = ox_l2_reader_open(fs->l2, &r);
+  if (rc) return rc;
+  *entities = 0;
+  void *arg[2] = {fs->bloom, entities};
+  rc = ox_l2_scan_events(r, OX_SLICE_LIT(FS_INDEX_ENTITY), INT64_MIN, INT64_MAX, index_add, arg);
+  ox_l2_reader_close(r);
+  return rc < 0 ? rc : 0;
+}

@@ -1,0 +1,77 @@
+/* fstore_priv.h: the feature store's internals, shared by fstore.c (lifecycle, rows, metrics)
+ * and fstore_events.c (event lists, velocity, ingestion). Not for other files. */
+#ifndef OX_SERVER_FSTORE_PRIV_H
+#define OX_SERVER_FSTORE_PRIV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "features/bloom.h"
+#include "features/l1.h"
+#include "features/l2.h"
+#include "features/l3_pg.h"
+#include "features/l3_redis.h"
+#include "metrics/metrics.h"
+#include "server/fstore.h"
+
+#define FS_STRIPES 1024
+
+typedef enum { FS_HIT, FS_MISS, FS_ERROR, FS_TIMEOUT, FS_RESULTS } fs_result_t;
+
+typedef struct {
+  pthread_mutex_t mu;
+  atomic_uint_fast64_t gen; /* bumped (under mu) by every write to a key of the stripe */
+} fs_stripe_t;
+
+typedef struct {
+  atomic_uint_fast64_t result[FS_RESULTS];
+  ox_hist_t us;
+} fs_tier_stats_t;
+
+/* Per-thread state: the thread's L2 reader and scratch buffers, owned by the store. */
+typedef struct fs_tctx {
+  struct fs_tctx *next;
+  ox_l2_reader_t *r;
+  ox_buf_t a, b;        /* scratch: L1 copies, L2 scans, values being built */
+  ox_feat_event_t *evs; /* decoded events for ox_feat_velocity */
+  size_t evcap;
+} fs_tctx_t;
+
+struct ox_fstore {
+  ox_l1_t *l1;
+  ox_bloom_t *bloom;
+  ox_l2_t *l2;
+  ox_l3_redis_t *redis; /* NULL when not configured */
+  ox_l3_pg_t *pg;       /* NULL when not configured */
+  int64_t ttl_ms;
+  uint64_t id; /* tells this store's thread contexts from a previous store's */
+  pthread_mutex_t ctx_mu;
+  fs_tctx_t *ctxs;
+  pthread_mutex_t ingest_mu;
+  fs_stripe_t stripes[FS_STRIPES];
+  pthread_t sweeper;
+  int sweeper_started, sw_stop;
+  pthread_mutex_t sw_mu;
+  pthread_cond_t sw_cv;
+  fs_tier_stats_t tiers[4]; /* by ox_tier_t */
+  atomic_uint_fast64_t degraded, bloom_neg, bloom_pos, events_ingested, rows_put;
+};
+
+/* The entity index: an L2 event list whose payloads are the names of every entity that has
+ * events (one event each, at its first event's ts). The Bloom filter is rebuilt from it. */
+#define FS_INDEX_ENTITY "~entities"
+/* L2 row holding an entity's largest event ts (8 bytes, little-endian): "~last:<entity>". */
+#define FS_LAST_PREFIX "~last:"
+/* L1 key of an entity's event list: "~ev:<entity>". */
+#define FS_EV_PREFIX "~ev:"
+
+fs_tctx_t *fs_ctx(ox_fstore_t *fs);
+fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key);
+int64_t fs_now_ms(void);
+/* Copies key's L1 value into out (grown as needed). 0, OX_ENOT_FOUND or OX_ENOMEM. */
+int fs_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out);
+void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns);
+/* Adds every indexed entity to the Bloom filter (start-up). */
+int fs_bloom_rebuild(ox_fstore_t *fs, uint64_t *entities);
+
+#endif

@@ -1,0 +1,720 @@
+"""The feature store behind inference (--feature-dir, a model's "feature_view"), black-box:
+POST /v1/events, PUT/GET /v1/features/{table}/{key}, and infer requests that carry only keys
+and raw values, against dedicated servers with repositories of their own.
+
+- Online features equal tools/fraud/features.py's offline ones bit for bit (float32) for a
+  generated stream, ingested and scored event by event; the model sees exactly those values
+  (its output is its input).
+- Tiers: L1 -> L2 fall-through and promotion (rows by their "tier", velocity lists by the
+  lookup counters), data intact across a restart on the same --feature-dir, L1 TTL expiry,
+  the Bloom filter sparing both tiers for entities never seen.
+- Ingestion is all or nothing: a bad line is a 400 naming it, and nothing of it is stored.
+- Remote tier (L3): a real redis-server started here on a free port. Healthy, slow (SIGSTOP),
+  down (killed) and back: requests answer within the view's deadline with defaults flagged
+  "features_degraded" (503 for a mandatory view), the breaker opens, and closes again by itself
+  once Redis is back.
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, build_repo, dedicated_server, free_port, keep_alive_checked, forget
+
+sys.path.insert(0, str(ROOT / "tools" / "fraud"))
+import features as offline  # noqa: E402
+import generate  # noqa: E402
+import load_l3  # noqa: E402
+from score_example import parse_f32  # noqa: E402
+
+N_FEATURES = offline.N_FEATURES  # 17
+VIEW = {"input": "features", "columns": [{"raw": "amount"}, {"velocity": "user_id"},
+                                         {"velocity": "card_id"}]}
+ROW_DEADLINE_US = 50_000
+ROW_DEFAULT = -7.5
+# Time allowed beyond a deadline: a busy machine, a sanitizer build.
+SLACK_S = 0.25
+
+
+def identity_model(width, name="fv", input_name="features"):
+    """input [N, width] FP32 -> y = input: the output shows exactly what the model was given."""
+    from onnx import TensorProto as TP
+    from onnx import helper
+
+    g = helper.make_graph([helper.make_node("Identity", [input_name], ["y"])], name,
+                          [helper.make_tensor_value_info(input_name, TP.FLOAT, ["N", width])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, ["N", width])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def row_view(mandatory):
+    return {"input": "x", "columns": [{"raw": "amount"},
+                                      {"row": "user_id", "table": "profile", "width": 4,
+                                       "default": ROW_DEFAULT}],
+            "mandatory": mandatory, "deadline_us": ROW_DEADLINE_US}
+
+
+class Client:
+    """A keep-alive HTTP/1.1 client for one server."""
+
+    def __init__(self, server):
+        self.server = server
+        self.c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+
+    def call(self, method, path, body=None, ctype="application/json"):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        elif isinstance(body, str):
+            body = body.encode()
+        headers = {"Content-Type": ctype} if body is not None else {}
+        for attempt in range(2):
+            try:
+                self.c.request(method, path, body=body, headers=headers)
+                r = self.c.getresponse()
+                return r.status, r.read()
+            except (http.client.HTTPException, ConnectionError):
+                if attempt:
+                    raise
+                self.c.close()
+                self.c = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+
+    def events(self, events, ctype="application/x-ndjson"):
+        lines = "".join(json.dumps({k: e[k] for k in ("ts", "user_id", "card_id", "merchant_id",
+                                                       "amount")}) + "\n" for e in events)
+        return self.call("POST", "/v1/events", lines, ctype)
+
+    def score(self, model, params, amount=None, inputs=None):
+        """(status, doc, features float32 array or None, seconds)."""
+        if inputs is None:
+            inputs = [{"name": "amount", "shape": [1], "datatype": "FP32", "data": [amount]}]
+        body = {"inputs": inputs, "parameters": params}
+        t0 = time.perf_counter()
+        status, data = self.call("POST", f"/v2/models/{model}/infer", body)
+        dt = time.perf_counter() - t0
+        doc = json.loads(data, parse_float=str, parse_int=str)
+        feats = None
+        if status == 200 and "features" in (doc.get("parameters") or {}):
+            feats = np.array([parse_f32(v) for v in doc["parameters"]["features"]], np.float32)
+        return status, doc, feats, dt
+
+    def metrics(self):
+        status, data = self.call("GET", "/metrics")
+        assert status == 200
+        return data.decode()
+
+    def close(self):
+        self.c.close()
+
+
+def metric(text, sample):
+    m = re.search(r"^%s (\S+)$" % re.escape(sample), text, re.M)
+    assert m, f"no sample {sample} in /metrics"
+    return float(m.group(1))
+
+
+def lookups(cl, tier, result):
+    return metric(cl.metrics(), f'onnxd_feature_lookups_total{{tier="{tier}",result="{result}"}}')
+
+
+def bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def output_y(doc):
+    y = [o for o in doc["outputs"] if o["name"] == "y"][0]
+    return np.array([parse_f32(v) for v in y["data"]], np.float32)
+
+
+# ---------------------------------------------------------------------------- servers
+@pytest.fixture(scope="module")
+def fv_repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fv-repo")
+    return build_repo(root, {
+        "fv": {"model": identity_model(N_FEATURES), "config": {"feature_view": VIEW}},
+        "fv_rows": {"model": identity_model(5, "fv_rows", "x"), "config": {
+            "feature_view": row_view(False)}},
+    })
+
+
+@pytest.fixture(scope="module")
+def fsrv(server_factory, fv_repo, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fs-a") / "store"
+    yield from dedicated_server(server_factory, fv_repo,
+                                ["--feature-dir", str(d), "--feature-sync", "none"], "features")
+
+
+@pytest.fixture
+def cl(fsrv):
+    c = Client(fsrv)
+    yield c
+    c.close()
+
+
+# ---------------------------------------------------------------------------- online == offline
+def test_online_features_equal_offline_bit_for_bit(cl):
+    events = generate.generate(3000, 11).events()
+    want = offline.compute(events)
+    n_ingest = 2400
+    for i in range(0, n_ingest, 600):
+        status, body = cl.events(events[i:i + 600])
+        assert status == 200, body
+        assert json.loads(body) == {"accepted": len(events[i:i + 600])}
+    bad = []
+    for i in range(n_ingest, len(events)):
+        e = events[i]
+        params = {"user_id": e["user_id"], "card_id": e["card_id"], "ts": e["ts"],
+                  "return_features": True}
+        status, doc, got, _ = cl.score("fv", params, e["amount"])
+        assert status == 200, doc
+        assert "features_degraded" not in doc.get("parameters", {})
+        if not np.array_equal(bits(got), bits(want[i])):
+            bad.append((i, got, want[i]))
+        assert np.array_equal(bits(output_y(doc)), bits(got))  # the model saw exactly these
+        status, body = cl.events([e])
+        assert status == 200, body
+    assert not bad, f"{len(bad)} of {len(events) - n_ingest} rows differ, first: {bad[0]}"
+
+
+def test_rows_of_several_amounts_and_parameter_raw(cl):
+    ts = 1_800_000_000_000
+    status, body = cl.events([{"ts": ts - 1000, "user_id": "mr1", "card_id": "mc1",
+                               "merchant_id": "m", "amount": 2.5}])
+    assert status == 200, body
+    inputs = [{"name": "amount", "shape": [3], "datatype": "FP64", "data": [1.25, 2.5, 1e6]}]
+    status, doc, got, _ = cl.score("fv", {"user_id": "mr1", "card_id": "mc1", "ts": ts,
+                                          "return_features": True}, inputs=inputs)
+    assert status == 200, doc
+    rows = got.reshape(3, N_FEATURES)
+    assert rows[:, 0].tolist() == [1.25, 2.5, 1e6]
+    assert (rows[:, 1:] == rows[0, 1:]).all()  # the entity features repeat on every row
+    assert rows[0, 1:9].tolist() == [1, 1, 1, 2.5, 2.5, 2.5, 1, 1.0]  # one event 1 s before
+    # the raw value as a parameter instead of an input; no return_features: no "parameters"
+    status, doc, got, _ = cl.score("fv", {"user_id": "mr1", "card_id": "mc1", "ts": ts,
+                                          "amount": 3.75, "return_features": True}, inputs=[])
+    assert status == 200, doc
+    assert got[0] == np.float32(3.75)
+    status, doc, got, _ = cl.score("fv", {"user_id": "mr1", "card_id": "mc1", "ts": ts}, 1.0)
+    assert status == 200 and got is None and "parameters" not in doc
+
+
+@pytest.mark.parametrize("params,inputs,fragment", [
+    ({"card_id": "c", "ts": 1}, None, "parameter 'user_id'"),
+    ({"user_id": "u", "card_id": "c", "ts": 1.5}, None, "parameter 'ts'"),
+    ({"user_id": "u", "card_id": "c", "ts": "1"}, None, "parameter 'ts'"),
+    ({"user_id": "", "card_id": "c"}, None, "parameter 'user_id'"),
+    ({"user_id": ["u"], "card_id": "c"}, None, "parameter 'user_id'"),
+    ({"user_id": "u", "card_id": "c"}, [], "raw feature 'amount' is missing"),
+    ({"user_id": "u", "card_id": "c"},
+     [{"name": "features", "shape": [1, 17], "datatype": "FP32", "data": [0] * 17}],
+     "assembled by the server"),
+    ({"user_id": "u", "card_id": "c"},
+     [{"name": "amount", "shape": [1], "datatype": "BYTES", "data": ["x"]}], "input 'amount'"),
+    ({"user_id": "u", "card_id": "c"},
+     [{"name": "amount", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}], "input 'amount'"),
+    ({"user_id": "u", "card_id": "c"},
+     [{"name": "other", "shape": [1], "datatype": "FP32", "data": [1]}], "unknown input 'other'"),
+])
+def test_bad_feature_requests_are_400_naming_the_problem(cl, params, inputs, fragment):
+    if inputs is None:
+        inputs = [{"name": "amount", "shape": [1], "datatype": "FP32", "data": [1.0]}]
+    status, doc, _, _ = cl.score("fv", params, inputs=inputs)
+    assert status == 400, doc
+    assert fragment in doc["error"], doc
+
+
+def test_config_shows_the_feature_view(cl):
+    status, body = cl.call("GET", "/v2/models/fv/config")
+    assert status == 200
+    v = json.loads(body)["feature_view"]
+    assert v == {"input": "features", "columns": VIEW["columns"], "width": 17,
+                 "mandatory": False, "deadline_us": 20000}
+    status, body = cl.call("GET", "/v2/models/fv_rows/config")
+    v = json.loads(body)["feature_view"]
+    assert v["columns"][1] == {"row": "user_id", "table": "profile", "width": 4, "default": -7.5}
+    assert v["deadline_us"] == ROW_DEADLINE_US
+
+
+# ---------------------------------------------------------------------------- ingestion
+def test_bad_event_line_is_400_and_nothing_is_stored(cl):
+    good = {"ts": 1_750_000_000_000, "user_id": "bad-u1", "card_id": "bad-c1",
+            "merchant_id": "m1", "amount": 5.0}
+    cases = [
+        ({**good, "amount": "5"}, "'amount'"),
+        ({k: v for k, v in good.items() if k != "card_id"}, "missing field 'card_id'"),
+        ({**good, "ts": 1.5}, "'ts'"),
+        ({**good, "merchant_id": None}, "'merchant_id'"),
+    ]
+    for bad_event, fragment in cases:
+        body = (json.dumps(good) + "\n\n" + json.dumps({**good, "user_id": "bad-u2"}) + "\n"
+                + json.dumps(bad_event) + "\n")
+        status, data = cl.call("POST", "/v1/events", body, "application/x-ndjson")
+        assert status == 400, data
+        err = json.loads(data)["error"]
+        assert err.startswith("line 4: ") and fragment in err, err
+    status, data = cl.call("POST", "/v1/events", json.dumps(good) + "\n{not json}\n")
+    assert status == 400 and "line 2" in json.loads(data)["error"]
+    status, data = cl.call("POST", "/v1/events", [good, {"ts": 1}])
+    assert status == 400 and "event 2" in json.loads(data)["error"]
+    status, data = cl.call("POST", "/v1/events", "")
+    assert status == 400
+    for user in ("bad-u1", "bad-u2"):  # nothing of those requests was stored
+        status, doc, got, _ = cl.score("fv", {"user_id": user, "card_id": "bad-c1",
+                                              "ts": good["ts"] + 1, "return_features": True}, 1.0)
+        assert status == 200
+        assert got[1:].tolist() == [0, 0, 0, 0, 0, 0, 0, -1] * 2
+    # a JSON array is fine too, extra fields are ignored, integer ids are their digits
+    status, data = cl.call("POST", "/v1/events", [{**good, "label": 1, "x": {"y": [1]}},
+                                                  {**good, "user_id": 42}])
+    assert status == 200 and json.loads(data) == {"accepted": 2}
+    status, doc, got, _ = cl.score("fv", {"user_id": 42, "card_id": "bad-c1",
+                                          "ts": good["ts"] + 1, "return_features": True}, 1.0)
+    assert got[1:9].tolist() == [1, 1, 1, 5, 5, 5, 1, np.float32(0.001)]
+    assert got[9:12].tolist() == [2, 2, 2]
+    status, _ = cl.call("GET", "/v1/events")
+    assert status == 405
+
+
+def test_bloom_filter_spares_l1_and_l2_for_entities_never_seen(cl):
+    before = cl.metrics()
+    status, doc, got, _ = cl.score("fv", {"user_id": "never-seen-u", "card_id": "never-seen-c",
+                                          "return_features": True}, 1.0)
+    assert status == 200 and got[1:].tolist() == [0, 0, 0, 0, 0, 0, 0, -1] * 2
+    after = cl.metrics()
+    neg = 'onnxd_feature_bloom_checks_total{result="negative"}'
+    assert metric(after, neg) == metric(before, neg) + 2
+    for tier in ("l1", "l2"):
+        for result in ("hit", "miss"):
+            s = f'onnxd_feature_lookups_total{{tier="{tier}",result="{result}"}}'
+            assert metric(after, s) == metric(before, s), s
+
+
+# ---------------------------------------------------------------------------- rows, tiers, restart
+def test_feature_rows_put_get_and_errors(cl):
+    status, body = cl.call("PUT", "/v1/features/profile/pk1", [1.5, -2, 1e30])
+    assert status == 200, body
+    assert json.loads(body) == {"table": "profile", "key": "pk1", "width": 3,
+                                "write_through": "ok"}
+    status, body = cl.call("GET", "/v1/features/profile/pk1")
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["values"] == [1.5, -2, 1e30] and doc["tier"] == "l1"
+    assert cl.call("GET", "/v1/features/profile/none")[0] == 404
+    assert cl.call("GET", "/v1/features/bad~table/k")[0] == 400
+    assert cl.call("PUT", "/v1/features/profile/k", "[1, \"x\"]")[0] == 400
+    assert cl.call("PUT", "/v1/features/profile/k", "{}")[0] == 400
+    assert cl.call("PUT", "/v1/features/profile/k", "[1e39]")[0] == 400  # not a float32
+    assert cl.call("DELETE", "/v1/features/profile/k")[0] == 405
+    # a row column reads it (the first 4 values; missing ones take the default)
+    status, doc, got, _ = cl.score("fv_rows", {"user_id": "pk1", "return_features": True}, 2.0)
+    assert status == 200, doc
+    assert got.tolist() == [2.0, 1.5, -2.0, np.float32(1e30), ROW_DEFAULT]
+    status, doc, got, _ = cl.score("fv_rows", {"user_id": "no-row", "return_features": True}, 2.0)
+    assert got.tolist() == [2.0] + [ROW_DEFAULT] * 4
+    assert "features_degraded" not in doc["parameters"]  # a miss is an answer, not a failure
+
+
+def test_l1_l2_fall_through_promotion_ttl_and_restart(server_factory, fv_repo, tmp_path):
+    store = tmp_path / "store"
+    args = ["--feature-dir", str(store), "--feature-sync", "none", "--feature-l1-ttl-ms", "400"]
+    s = keep_alive_checked(server_factory(fv_repo, args, name="features-restart"))
+    try:
+        cl = Client(s)
+        assert cl.call("PUT", "/v1/features/profile/tk", [4.0, 5.0])[0] == 200
+        tier = lambda: json.loads(cl.call("GET", "/v1/features/profile/tk")[1])["tier"]  # noqa
+        assert tier() == "l1"  # written through to L1
+        t = 1_760_000_000_000
+        evs = [{"ts": t + i * 1000, "user_id": "tu", "card_id": "tc", "merchant_id": f"m{i % 2}",
+                "amount": 1.5 * i} for i in range(5)]
+        assert cl.events(evs)[0] == 200
+        params = {"user_id": "tu", "card_id": "tc", "ts": t + 10_000, "return_features": True}
+        l2 = lookups(cl, "l2", "hit")
+        first = cl.score("fv", params, 1.0)[2]
+        assert lookups(cl, "l2", "hit") == l2 + 2  # user and card lists filled from L2
+        l1 = lookups(cl, "l1", "hit")
+        assert np.array_equal(cl.score("fv", params, 1.0)[2], first)
+        assert lookups(cl, "l1", "hit") == l1 + 2  # then served from L1
+        assert first[1:9].tolist() == [5, 5, 5, 15, 15, 15, 2, 6]
+        # an ingest keeps the L1 lists (updated in place): the next score still hits L1
+        assert cl.events([{**evs[0], "ts": t + 9000, "amount": 10}])[0] == 200
+        l1, l2 = lookups(cl, "l1", "hit"), lookups(cl, "l2", "hit")
+        got = cl.score("fv", params, 1.0)[2]
+        assert got[1:9].tolist() == [6, 6, 6, 25, 25, 25, 2, 1]
+        assert lookups(cl, "l1", "hit") == l1 + 2 and lookups(cl, "l2", "hit") == l2
+        # TTL: after 400 ms, L1 has forgotten; L2 answers and L1 is filled again
+        time.sleep(0.6)
+        assert tier() == "l2"
+        assert tier() == "l1"
+        l2 = lookups(cl, "l2", "hit")
+        assert np.array_equal(cl.score("fv", params, 1.0)[2], got)
+        assert lookups(cl, "l2", "hit") == l2 + 2
+        cl.close()
+
+        # restart on the same directory: everything is still there, read from L2 first
+        forget(s)
+        assert s.stop() is None
+        s.stopped = False
+        s.restart()
+        keep_alive_checked(s)
+        cl = Client(s)
+        assert tier() == "l2"
+        assert tier() == "l1"
+        m = cl.metrics()
+        l1, l2 = (metric(m, 'onnxd_feature_lookups_total{tier="l1",result="hit"}'),
+                  metric(m, 'onnxd_feature_lookups_total{tier="l2",result="hit"}'))
+        assert np.array_equal(cl.score("fv", params, 1.0)[2], got)
+        assert lookups(cl, "l2", "hit") == l2 + 2 and lookups(cl, "l1", "hit") == l1
+        assert np.array_equal(cl.score("fv", params, 1.0)[2], got)
+        assert lookups(cl, "l1", "hit") == l1 + 2
+        # the Bloom filter was rebuilt: known entities are not "never seen"
+        assert metric(cl.metrics(), 'onnxd_feature_bloom_checks_total{result="negative"}') == 0
+        cl.close()
+    finally:
+        forget(s)
+        err = s.stop()
+        assert err is None, f"{err}\n{s.log_tail()}"
+
+
+def test_feature_endpoints_without_a_store(server):
+    c = Client(server)
+    try:
+        status, body = c.call("POST", "/v1/events", "{}\n")
+        assert status == 404 and "feature store" in json.loads(body)["error"]
+        assert c.call("GET", "/v1/features/t/k")[0] == 404
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------------------- Redis (L3)
+def _redis_bin():
+    for p in (os.environ.get("ONNXD_REDIS_SERVER"), "/usr/bin/redis-server",
+              "/usr/local/bin/redis-server", shutil.which("redis-server")):
+        if p and os.access(p, os.X_OK):
+            return p
+    pytest.fail("redis-server not found: install the Debian package redis-server "
+                "(scripts/setup.sh does)", pytrace=False)
+
+
+class Redis:
+    """A redis-server of our own on a free loopback port (no persistence)."""
+
+    def __init__(self, d):
+        self.bin = _redis_bin()
+        self.dir = d
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.dir)],
+            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.command("PING") == b"+PONG":
+                    return
+            except OSError:
+                time.sleep(0.02)
+        pytest.fail(f"redis-server did not start; see {self.dir}/redis.log", pytrace=False)
+
+    def command(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(out)
+            return s.recv(65536).split(b"\r\n")[0]
+
+    def set_row(self, key, values):
+        assert self.command("SET", key, struct.pack(f"<{len(values)}f", *values)) == b"+OK"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    r = Redis(tmp_path_factory.mktemp("redis"))
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def rsrv(server_factory, tmp_path_factory, redis):
+    root = tmp_path_factory.mktemp("fv-redis-repo")
+    repo = build_repo(root, {
+        "rows": {"model": identity_model(5, "rows", "x"), "config": {"feature_view": row_view(False)}},
+        "rows_m": {"model": identity_model(5, "rows_m", "x"),
+                   "config": {"feature_view": row_view(True)}},
+    })
+    d = tmp_path_factory.mktemp("fs-redis") / "store"
+    yield from dedicated_server(server_factory, repo,
+                                ["--feature-dir", str(d), "--feature-sync", "none",
+                                 "--redis", f"127.0.0.1:{redis.port}"], "features-redis")
+
+
+def breaker_state(cl):
+    return metric(cl.metrics(), 'onnxd_feature_breaker_state{backend="redis"}')
+
+
+def test_redis_rows_degrade_within_the_deadline_and_recover(rsrv, redis):
+    cl = Client(rsrv)
+    deadline_s = ROW_DEADLINE_US / 1e6
+    try:
+        # healthy: a row only Redis has (loaded by tools/fraud/load_l3.py) is read through and
+        # promoted
+        csv_path = redis.dir / "rows.csv"
+        csv_path.write_text("profile,r1,1,2,3,4\nprofile,r0,0.5\n")
+        assert load_l3.main([str(csv_path), "--redis", f"127.0.0.1:{redis.port}"]) == 0
+        status, doc, got, _ = cl.score("rows", {"user_id": "r1", "return_features": True}, 9.0)
+        assert status == 200, doc
+        assert got.tolist() == [9, 1, 2, 3, 4] and "features_degraded" not in doc["parameters"]
+        assert lookups(cl, "l3", "hit") == 1
+        status, body = cl.call("GET", "/v1/features/profile/r1")
+        assert json.loads(body)["tier"] == "l1"
+        status, doc, got, _ = cl.score("rows_m", {"user_id": "missing", "return_features": True}, 1)
+        assert status == 200 and got.tolist() == [1] + [ROW_DEFAULT] * 4  # a miss: defaults
+        # written through: PUT reaches Redis
+        assert json.loads(cl.call("PUT", "/v1/features/profile/w1", [7, 8])[1])[
+            "write_through"] == "ok"
+        assert redis.command("STRLEN", "profile:w1") == b":8"
+
+        # slow: Redis stopped (SIGSTOP) answers nothing; requests end at the deadline
+        redis.proc.send_signal(signal.SIGSTOP)
+        for i in range(3):
+            status, doc, got, dt = cl.score("rows", {"user_id": f"slow{i}",
+                                                     "return_features": True}, 1.0)
+            assert status == 200, doc
+            assert doc["parameters"]["features_degraded"] is True
+            assert got.tolist() == [1] + [ROW_DEFAULT] * 4
+            assert dt < deadline_s + SLACK_S, dt
+            status, doc, _, dt = cl.score("rows_m", {"user_id": f"slow{i}"}, 1.0)
+            assert status == 503 and "mandatory" in doc["error"], doc
+            assert dt < deadline_s + SLACK_S, dt
+        # rows already promoted do not need Redis
+        status, doc, got, _ = cl.score("rows", {"user_id": "r1", "return_features": True}, 9.0)
+        assert got.tolist() == [9, 1, 2, 3, 4] and "features_degraded" not in doc["parameters"]
+
+        # down: killed; after a few failures the breaker opens and calls fail at once
+        redis.proc.send_signal(signal.SIGCONT)
+        redis.proc.kill()
+        redis.proc.wait()
+        for i in range(8):
+            status, doc, got, dt = cl.score("rows", {"user_id": f"down{i}"}, 1.0)
+            assert status == 200 and doc["parameters"] == {"features_degraded": True}
+            assert dt < deadline_s + SLACK_S
+        assert breaker_state(cl) == 1  # open
+        m = cl.metrics()
+        assert metric(m, "onnxd_feature_degraded_total") >= 11
+        assert metric(m, 'onnxd_feature_breaker_opened_total{backend="redis"}') >= 1
+        assert metric(m, 'onnxd_feature_lookups_total{tier="l3",result="timeout"}') >= 3
+
+        # back: the breaker's probe succeeds after its cool-down, and rows come from Redis
+        redis.start()
+        redis.set_row("profile:r3", [5, 6, 7, 8])
+        deadline = time.monotonic() + 10
+        while True:
+            status, doc, got, _ = cl.score("rows", {"user_id": "r3", "return_features": True}, 1)
+            if "features_degraded" not in doc["parameters"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 200 and got.tolist() == [1, 5, 6, 7, 8], doc
+        assert breaker_state(cl) == 0
+        status, doc, got, _ = cl.score("rows_m", {"user_id": "r3", "return_features": True}, 1)
+        assert status == 200 and got.tolist() == [1, 5, 6, 7, 8]
+    finally:
+        cl.close()
+
+
+# ---------------------------------------------------------------------------- PostgreSQL (L3)
+class Postgres:
+    """A PostgreSQL server of our own on a free loopback port, in a directory under /tmp. As
+    root it runs as the system user onnxd-test (PostgreSQL refuses root; tests/unit/l3_test.c
+    creates that user), the way tests/unit/l3_test.c runs it."""
+
+    USER = "onnxd-test"
+
+    def __init__(self):
+        import glob
+        import tempfile
+
+        bindir = os.environ.get("ONNXD_PG_BINDIR")
+        if not bindir:
+            found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+            bindir = os.path.dirname(found[-1]) if found else None
+        if not bindir or not os.access(os.path.join(bindir, "postgres"), os.X_OK):
+            pytest.fail("PostgreSQL server binaries not found: install the Debian package "
+                        "postgresql (scripts/setup.sh does)", pytrace=False)
+        self.bindir = bindir
+        self.uid = self.gid = None
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                pw = pwd.getpwnam(self.USER)
+            except KeyError:
+                subprocess.run(["/usr/sbin/useradd", "--system", "--user-group", "--no-create-home",
+                                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                                self.USER], check=True, capture_output=True)
+                pw = pwd.getpwnam(self.USER)
+            self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        self.top = Path(tempfile.mkdtemp(prefix="onnxd-pgfeat-"))
+        os.chmod(self.top, 0o711)
+        self.dir = self.top / "pg"
+        self.dir.mkdir(mode=0o700)
+        if self.uid is not None:
+            os.chown(self.dir, self.uid, self.gid)
+        self.port = free_port()
+        self.proc = None
+
+    def _as_user(self):
+        if self.uid is not None:
+            os.setgroups([])
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+
+    def start(self):
+        data = self.dir / "data"
+        subprocess.run([os.path.join(self.bindir, "initdb"), "-D", str(data), "-U", "onnxd",
+                        "-A", "trust", "-E", "UTF8", "--no-locale", "-N"],
+                       preexec_fn=self._as_user, check=True, capture_output=True)
+        log = open(self.top / "postgres.log", "ab")
+        self.proc = subprocess.Popen(
+            [os.path.join(self.bindir, "postgres"), "-D", str(data), "-k", str(self.dir),
+             "-p", str(self.port), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+             "-c", "max_connections=60", "-c", "shared_buffers=16MB"],
+            preexec_fn=self._as_user, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if self.sql("SELECT 1", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"postgres did not start; see {self.top}/postgres.log", pytrace=False)
+
+    @property
+    def conninfo(self):
+        return f"host=127.0.0.1 port={self.port} dbname=postgres user=onnxd"
+
+    def sql(self, q, check=True):
+        r = subprocess.run([os.path.join(self.bindir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                            "-h", "127.0.0.1", "-p", str(self.port), "-U", "onnxd", "-d",
+                            "postgres", "-c", q], capture_output=True, text=True, timeout=30)
+        if check:
+            assert r.returncode == 0, r.stderr
+        return r
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
+# "features" (what onnxd reads) is a view whose value goes through a function that sleeps for
+# slowness.s seconds: the test turns PostgreSQL slow and fast again with one UPDATE.
+PG_SCHEMA = r"""
+CREATE TABLE slowness (s float8 NOT NULL);
+INSERT INTO slowness VALUES (0);
+CREATE TABLE features_data (entity text PRIMARY KEY, value bytea,
+                            updated_at timestamptz NOT NULL DEFAULT now());
+CREATE FUNCTION slow_value(v bytea) RETURNS bytea LANGUAGE plpgsql VOLATILE AS
+  $$ BEGIN PERFORM pg_sleep((SELECT s FROM slowness)); RETURN v; END $$;
+CREATE VIEW features AS SELECT entity, slow_value(value) AS value, updated_at FROM features_data;
+"""
+
+
+def pg_row(key, values):
+    return f"INSERT INTO features_data (entity, value) VALUES ('{key}', " \
+           f"'\\x{struct.pack(f'<{len(values)}f', *values).hex()}'::bytea);"
+
+
+@pytest.fixture(scope="module")
+def pg():
+    p = Postgres()
+    try:
+        p.start()
+        p.sql(PG_SCHEMA)
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def psrv(server_factory, tmp_path_factory, pg):
+    root = tmp_path_factory.mktemp("fv-pg-repo")
+    repo = build_repo(root, {
+        "rows": {"model": identity_model(5, "rows", "x"), "config": {"feature_view": row_view(False)}},
+        "rows_m": {"model": identity_model(5, "rows_m", "x"),
+                   "config": {"feature_view": row_view(True)}},
+    })
+    d = tmp_path_factory.mktemp("fs-pg") / "store"
+    yield from dedicated_server(server_factory, repo,
+                                ["--feature-dir", str(d), "--feature-sync", "none",
+                                 "--postgres", pg.conninfo], "features-pg")
+
+
+def test_postgres_slow_rows_degrade_within_the_deadline_and_recover(psrv, pg):
+    cl = Client(psrv)
+    deadline_s = ROW_DEADLINE_US / 1e6
+    try:
+        pg.sql(pg_row("profile:p3", [5, 6, 7, 8])
+               + "".join(pg_row(f"profile:slow{i}", [9, 9, 9, 9]) for i in range(8)))
+        rows, out = pg.top / "rows.csv", pg.top / "rows-pg.csv"  # tools/fraud/load_l3.py's CSV
+        rows.write_text("profile,p1,1,2,3,4\n")
+        assert load_l3.main([str(rows), "--pg-csv", str(out)]) == 0
+        pg.sql(f"\\copy features_data(entity, value) FROM '{out}' WITH (FORMAT csv)")
+        status, doc, got, _ = cl.score("rows", {"user_id": "p1", "return_features": True}, 9.0)
+        assert status == 200 and got.tolist() == [9, 1, 2, 3, 4], doc
+        assert "features_degraded" not in doc["parameters"]
+        assert json.loads(cl.call("GET", "/v1/features/profile/p1")[1])["tier"] == "l1"
+
+        pg.sql("UPDATE slowness SET s = 0.5")  # every read of a stored row now takes 500 ms
+        for i in range(8):
+            status, doc, got, dt = cl.score("rows", {"user_id": f"slow{i}",
+                                                     "return_features": True}, 1.0)
+            assert status == 200, doc
+            assert doc["parameters"]["features_degraded"] is True
+            assert got.tolist() == [1] + [ROW_DEFAULT] * 4
+            assert dt < deadline_s + SLACK_S, dt
+        status, doc, _, dt = cl.score("rows_m", {"user_id": "slow0"}, 1.0)
+        assert status == 503 and "mandatory" in doc["error"] and dt < deadline_s + SLACK_S
+        m = cl.metrics()
+        assert metric(m, 'onnxd_feature_breaker_state{backend="postgres"}') == 1
+        assert metric(m, 'onnxd_feature_lookups_total{tier="l3",result="timeout"}') >= 5
+
+        pg.sql("UPDATE slowness SET s = 0")
+        deadline = time.monotonic() + 10
+        while True:
+            status, doc, got, _ = cl.score("rows", {"user_id": "p3", "return_features": True}, 1)
+            if "features_degraded" not in doc["parameters"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 200 and got.tolist() == [1, 5, 6, 7, 8], doc
+        assert metric(cl.metrics(), 'onnxd_feature_breaker_state{backend="postgres"}') == 0
+    finally:
+        cl.close()
