@@ -118,7 +118,10 @@ models: .stamp-setup
 	@cmp -s tools/fraud/config.json models/fraud/config.json || \
 	  cp tools/fraud/config.json models/fraud/config.json
 
-run: .stamp-setup build/onnxd models
+# run, test and bench build in a sub-make: on a fresh machine, flags that come from packages the
+# set-up installs (pkg-config libpq, ONNX Runtime) are only known after it has run.
+run: .stamp-setup
+	@$(MAKE) --no-print-directory build/onnxd models
 	build/onnxd --model-repository models --host 127.0.0.1 --http-port 8000
 
 # ---- tests: last line of output is `N passed, N failed`
@@ -126,7 +129,8 @@ test: .stamp-setup
 	@$(MAKE) --no-print-directory all SANITIZE=$(SANITIZE)
 	@ONNXD_BUILD=$(B) bash scripts/run-tests.sh
 
-bench: .stamp-setup all models
+bench: .stamp-setup
+	@$(MAKE) --no-print-directory all models
 	$(PY) bench/run.py $(if $(QUICK),--quick)
 
 # libFuzzer builds (clang) for finding new inputs: make fuzz FUZZER=fuzz_http SECONDS=60
