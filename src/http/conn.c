@@ -119,7 +119,15 @@ int ox_http_resp_error(ox_http_resp_t *r, int status, const char *msg) {
   if (ox_buf_puts(&r->body, "{\"error\":") || ox_buf_append_json_string(&r->body, msg, strlen(msg)) ||
       ox_buf_puts(&r->body, "}"))
     return OX_ENOMEM;
+  if (status == 503 && ox_buf_puts(&r->extra_headers, "Retry-After: 1\r\n")) return OX_ENOMEM;
   return 0;
+}
+
+void ox_conn_respond_error(ox_conn_t *c, int status, const char *msg) {
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, status);
+  ox_http_resp_error(&r, status, msg);
+  ox_conn_respond(c, &r);
 }
 
 void ox_http_resp_free(ox_http_resp_t *r) {
@@ -395,7 +403,9 @@ static void conn_start_write(ox_conn_t *c) {
                    r->close ? "Connection: close\r\n"
                             : (c->req.minor_version == 0 ? "Connection: keep-alive\r\n" : ""));
   if (n < 0 || (size_t)n >= sizeof c->hdr) n = 0;
-  int cnt = 3 + r->iovcnt;
+  /* Segments: status line and standard headers, extra headers, blank line, then the body
+   * (its first segment, then the application's own, e.g. ONNX Runtime's output memory). */
+  int cnt = 3 + (r->body.len != 0) + r->iovcnt;
   c->wv = c->wiov;
   if (cnt > (int)(sizeof c->wiov / sizeof c->wiov[0])) {
     c->wv = malloc(sizeof(struct iovec) * (size_t)cnt);
@@ -405,31 +415,11 @@ static void conn_start_write(ox_conn_t *c) {
     }
   }
   int k = 0;
+  static char crlf[] = "\r\n";
   c->wv[k++] = (struct iovec){c->hdr, (size_t)n};
   c->wv[k++] = (struct iovec){r->extra_headers.data, r->extra_headers.len};
-  static char crlf[] = "\r\n";
   c->wv[k++] = (struct iovec){crlf, 2};
-  /* The body's first segment rides behind the header block. */
-  struct iovec *all = c->wv;
-  if (r->body.len) {
-    if (cnt + 1 > (int)(sizeof c->wiov / sizeof c->wiov[0]) && c->wv == c->wiov) {
-      all = malloc(sizeof(struct iovec) * (size_t)(cnt + 1));
-      if (!all) {
-        conn_close(c);
-        return;
-      }
-      memcpy(all, c->wv, sizeof(struct iovec) * (size_t)k);
-      c->wv = all;
-    } else if (c->wv != c->wiov) {
-      all = realloc(c->wv, sizeof(struct iovec) * (size_t)(cnt + 1));
-      if (!all) {
-        conn_close(c);
-        return;
-      }
-      c->wv = all;
-    }
-    c->wv[k++] = (struct iovec){r->body.data, r->body.len};
-  }
+  if (r->body.len) c->wv[k++] = (struct iovec){r->body.data, r->body.len};
   for (int i = 0; i < r->iovcnt; i++) c->wv[k++] = r->iov[i];
   /* HEAD: the same headers (Content-Length of the body a GET would get), no body. */
   if (ox_slice_eq(c->req.method, "HEAD")) k = 3;
@@ -526,7 +516,6 @@ static void conn_send_error(ox_conn_t *c, int status, const char *msg) {
     return;
   }
   r.close = 1;
-  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
   c->in_next = c->in_len;
   c->resp = r;
   conn_start_write(c);
@@ -622,6 +611,14 @@ static void conn_feed_chunked(ox_conn_t *c) {
   }
 }
 
+/* Expect: 100-continue with the body still to come: invite it (a small best-effort send; if
+ * the socket cannot take 25 bytes, the client sends the body after its own timeout anyway). */
+static void conn_send_continue(ox_conn_t *c) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  ssize_t w = send(c->io.fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
+  (void)w;
+}
+
 /* Parses whatever is buffered in HEAD state and moves the request along. */
 static void conn_process_input(ox_conn_t *c) {
   if (c->state != ST_HEAD || c->in_len == 0) return;
@@ -633,12 +630,7 @@ static void conn_process_input(ox_conn_t *c) {
   }
   if (rc < 0) {
     int status = ox_err_status(rc);
-    const char *msg = why;
-    char buf[128];
-    if (!msg) {
-      snprintf(buf, sizeof buf, "%s", ox_strerror(rc));
-      msg = buf;
-    }
+    const char *msg = why ? why : ox_strerror(rc);
     if (rc == OX_ETOO_LARGE) msg = "request body larger than the server's limit";
     conn_send_error(c, status, msg);
     return;
@@ -662,11 +654,7 @@ static void conn_process_input(ox_conn_t *c) {
   }
   size_t have = c->in_len - c->in_next;
   if (c->req.chunked) {
-    if (c->req.expect_continue && have == 0) {
-      static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-      ssize_t w = send(c->io.fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
-      (void)w;
-    }
+    if (c->req.expect_continue && have == 0) conn_send_continue(c);
     memset(&c->chunk, 0, sizeof c->chunk);
     c->chunk.max_body = c->l->cfg->limits.max_body;
     if (conn_alloc_body(c, 4096, conn_binary_offset(c))) {
@@ -694,11 +682,7 @@ static void conn_process_input(ox_conn_t *c) {
     conn_dispatch(c);
     return;
   }
-  if (c->req.expect_continue) {
-    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    ssize_t w = send(c->io.fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
-    (void)w;
-  }
+  if (c->req.expect_continue) conn_send_continue(c);
   c->state = ST_BODY;
 }
 

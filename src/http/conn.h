@@ -55,7 +55,8 @@ typedef struct ox_http_resp {
 
 /* Initialises an empty response with a status. */
 void ox_http_resp_init(ox_http_resp_t *r, int status);
-/* Fills r with {"error": msg} (msg escaped) and status. 0 or OX_ENOMEM. */
+/* Fills r with {"error": msg} (msg escaped) and status; a 503 also gets Retry-After: 1.
+ * 0 or OX_ENOMEM. */
 int ox_http_resp_error(ox_http_resp_t *r, int status, const char *msg);
 /* Drops everything r owns (runs release). */
 void ox_http_resp_free(ox_http_resp_t *r);
@@ -107,6 +108,8 @@ size_t ox_http_open_connections(void);
 void ox_conn_respond(ox_conn_t *c, ox_http_resp_t *resp);
 /* Associates the application's request object with the held request (for on_abort). */
 void ox_conn_set_request(ox_conn_t *c, void *request);
+/* ox_conn_respond with an {"error": msg} response (ox_http_resp_error). Loop thread only. */
+void ox_conn_respond_error(ox_conn_t *c, int status, const char *msg);
 /* The loop the connection lives on (for workers to post completions to). */
 ox_loop_t *ox_conn_loop(const ox_conn_t *c);
 /* 1 if the client is gone (the response will be dropped). */

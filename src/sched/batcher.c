@@ -185,11 +185,13 @@ static void fail_req(ox_sched_req_t *r, int status, const char *msg) {
 
 /* Under b->lock: unlinks requests that expired or were cancelled into *failed; then, if an
  * instance is free and the head's batch is ready, unlinks the batch into *batch (count in *n)
- * and counts the run. Returns the time to look again (0: nothing to wait for). */
+ * and counts the run. With batch NULL it only tells, in *n, how many requests a ready batch
+ * would take (the timer thread asks; a worker then forms it). Returns the time to look again
+ * (0: nothing to wait for). */
 static uint64_t form_locked(ox_batcher_t *b, uint64_t now, ox_sched_req_t **failed,
                             ox_sched_req_t **batch, size_t *n) {
   uint64_t wake = 0;
-  *batch = NULL;
+  if (batch) *batch = NULL;
   *n = 0;
   int stopping = atomic_load(&b->stopping);
   for (ox_sched_req_t **pp = &b->head, *prev = NULL; *pp;) {
@@ -232,6 +234,10 @@ static uint64_t form_locked(ox_batcher_t *b, uint64_t now, ox_sched_req_t **fail
   if (!ready) {
     uint64_t at = h->t_enqueue + b->cfg.max_queue_delay_us * 1000u;
     return !wake || at < wake ? at : wake;
+  }
+  if (!batch) {
+    *n = count;
+    return wake;
   }
   /* Unlink the chosen requests, keeping the others in order. */
   ox_sched_req_t *first = NULL, **tailp = &first;
@@ -494,26 +500,15 @@ static void kick_cancel(ox_job_t *j) {
 
 /* Timer thread: fail what expired; if a batch is ready, have a worker run it. */
 static void batcher_tick(ox_batcher_t *b) {
-  ox_sched_req_t *failed = NULL, *batch = NULL;
+  ox_sched_req_t *failed = NULL;
   size_t n = 0;
   uint64_t now = ox_mono_ns();
   pthread_mutex_lock(&b->lock);
-  uint64_t wake = form_locked(b, now, &failed, &batch, &n);
+  uint64_t wake = form_locked(b, now, &failed, NULL, &n);
   int submit = 0;
-  if (batch) {
-    /* Put the batch back at the head: the worker forms it again (cheap) and runs it. */
-    ox_sched_req_t *last = batch;
-    while (last->next) last = last->next;
-    last->next = b->head;
-    b->head = batch;
-    if (!b->tail) b->tail = last;
-    atomic_fetch_add(&b->queued, n);
-    atomic_fetch_add(&b->admitted, n);
-    b->running--;
-    if (!b->kick_queued) {
-      b->kick_queued = 1;
-      submit = 1;
-    }
+  if (n && !b->kick_queued) { /* a batch is ready: a worker forms and runs it */
+    b->kick_queued = 1;
+    submit = 1;
   }
   pthread_mutex_unlock(&b->lock);
   fail_list(b, failed, now);

@@ -60,7 +60,6 @@ static void fjob_error(fjob_t *j, int status, const char *msg) {
   ox_http_resp_free(&j->resp);
   ox_http_resp_init(&j->resp, status);
   if (ox_http_resp_error(&j->resp, status, msg)) j->resp.body.len = 0;
-  if (status == 503) ox_buf_puts(&j->resp.extra_headers, "Retry-After: 1\r\n");
 }
 
 static void fjob_json(fjob_t *j, int status, ox_buf_t *b) {
@@ -251,19 +250,11 @@ static void fjob_cancel(ox_job_t *job) {
   ox_loop_post(ox_conn_loop(j->conn), &j->done);
 }
 
-static void respond_now(ox_conn_t *c, int status, const char *msg) {
-  ox_http_resp_t r;
-  ox_http_resp_init(&r, status);
-  ox_http_resp_error(&r, status, msg);
-  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
-  ox_conn_respond(c, &r);
-}
-
 static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body) {
   if (!s->features) {
     ox_http_body_free(body);
     free(j);
-    respond_now(c, 404,
+    ox_conn_respond_error(c, 404,
                 "the feature store is not enabled: start onnxd with --feature-dir, or "
                 "serve a model with a feature_view");
     return;
@@ -271,7 +262,7 @@ static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body
   if (atomic_load(&s->draining)) {
     ox_http_body_free(body);
     free(j);
-    respond_now(c, 503, "server is shutting down");
+    ox_conn_respond_error(c, 503, "server is shutting down");
     return;
   }
   j->job.run = fjob_run;
@@ -286,7 +277,7 @@ static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body
     atomic_fetch_sub(&s->inflight, 1);
     ox_http_body_free(&j->body);
     free(j);
-    respond_now(c, 503, "server is overloaded: the worker queue is full; retry later");
+    ox_conn_respond_error(c, 503, "server is overloaded: the worker queue is full; retry later");
   }
 }
 
@@ -294,7 +285,7 @@ void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body) {
   fjob_t *j = calloc(1, sizeof *j);
   if (!j) {
     ox_http_body_free(body);
-    respond_now(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   j->kind = FJ_EVENTS;
@@ -306,7 +297,7 @@ void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t tab
   fjob_t *j = calloc(1, sizeof *j);
   if (!j) {
     ox_http_body_free(body);
-    respond_now(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   int ok = table.len > 0 && table.len <= 63 && key.len > 0 && key.len <= 200;
@@ -318,7 +309,7 @@ void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t tab
   if (!ok) {
     ox_http_body_free(body);
     free(j);
-    respond_now(c, 400,
+    ox_conn_respond_error(c, 400,
                 "bad feature row address: /v1/features/{table}/{key}, table of letters, "
                 "digits, '_', '.' or '-' (at most 63), key of 1 to 200 bytes");
     return;

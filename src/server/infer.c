@@ -78,7 +78,6 @@ static void job_fail(infer_job_t *job, int status, const char *msg) {
   ox_http_resp_free(&job->resp);
   ox_http_resp_init(&job->resp, status);
   if (ox_http_resp_error(&job->resp, status, msg)) job->resp.body.len = 0;
-  if (status == 503) ox_buf_puts(&job->resp.extra_headers, "Retry-After: 1\r\n");
   job->resp.release = job_free;
   job->resp.release_arg = job;
 }
@@ -544,14 +543,6 @@ static void job_cancel(ox_job_t *j) {
 
 static void record_fail_fast(ox_model_state_t *st) { ox_stat_add(&st->stats.fail, 0); }
 
-static void respond_now(ox_conn_t *c, int status, const char *msg) {
-  ox_http_resp_t r;
-  ox_http_resp_init(&r, status);
-  ox_http_resp_error(&r, status, msg);
-  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
-  ox_conn_respond(c, &r);
-}
-
 void ox_server_abort(void *app, ox_conn_t *c, void *request) {
   infer_job_t *job = request; /* feature store jobs (events.c) register no request */
   atomic_store(&job->sreq.cancelled, 1);
@@ -562,13 +553,13 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
   ox_model_state_t *st = state_of(m);
   if (st->unavailable) {
     ox_http_body_free(body);
-    respond_now(c, 503, "model is not available: its configuration or warm-up failed");
+    ox_conn_respond_error(c, 503, "model is not available: its configuration or warm-up failed");
     return;
   }
   ox_slice_t enc = ox_http_header(head, "Content-Encoding");
   if (enc.ptr && !ox_slice_eq_nocase(enc, "identity")) {
     ox_http_body_free(body);
-    respond_now(c, 415, "Content-Encoding is not supported; send the body uncompressed");
+    ox_conn_respond_error(c, 415, "Content-Encoding is not supported; send the body uncompressed");
     return;
   }
   ox_slice_t ihcl = ox_http_header(head, "Inference-Header-Content-Length");
@@ -581,7 +572,7 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
     }
     if (!ok) {
       ox_http_body_free(body);
-      respond_now(c, 400, "Inference-Header-Content-Length must be a decimal byte count");
+      ox_conn_respond_error(c, 400, "Inference-Header-Content-Length must be a decimal byte count");
       return;
     }
   }
@@ -589,14 +580,14 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
   if (ox_batcher_reserve(st->batcher) != 0) {
     ox_http_body_free(body);
     record_fail_fast(st);
-    respond_now(c, 503, "model queue is full; retry later");
+    ox_conn_respond_error(c, 503, "model queue is full; retry later");
     return;
   }
   infer_job_t *job = calloc(1, sizeof *job);
   if (!job) {
     ox_batcher_unreserve(st->batcher);
     ox_http_body_free(body);
-    respond_now(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   job->t_recv = ox_mono_ns();
@@ -619,6 +610,6 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
     ox_conn_set_request(c, NULL);
     job_free(job);
     record_fail_fast(st);
-    respond_now(c, 503, "server is overloaded: inference queue is full; retry later");
+    ox_conn_respond_error(c, 503, "server is overloaded: inference queue is full; retry later");
   }
 }

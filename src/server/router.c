@@ -55,14 +55,6 @@ static void respond_json(ox_conn_t *c, int status, ox_buf_t *body) {
   ox_conn_respond(c, &r);
 }
 
-static void respond_error(ox_conn_t *c, int status, const char *msg) {
-  ox_http_resp_t r;
-  ox_http_resp_init(&r, status);
-  ox_http_resp_error(&r, status, msg);
-  if (status == 503) ox_buf_puts(&r.extra_headers, "Retry-After: 1\r\n");
-  ox_conn_respond(c, &r);
-}
-
 static void respond_empty(ox_conn_t *c, int status) {
   ox_http_resp_t r;
   ox_http_resp_init(&r, status);
@@ -101,7 +93,7 @@ static void model_metadata(ox_server_t *s, ox_conn_t *c, ox_model_t *m) {
   rc |= ox_buf_puts(&b, "}");
   if (rc) {
     ox_buf_free(&b);
-    respond_error(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   respond_json(c, 200, &b);
@@ -113,7 +105,7 @@ static void server_metadata(ox_conn_t *c) {
   if (ox_buf_puts(&b, "{\"name\":\"onnxd\",\"version\":\"" OX_VERSION
                       "\",\"extensions\":[\"binary_tensor_data\",\"statistics\","
                       "\"model_configuration\"]}")) {
-    respond_error(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   respond_json(c, 200, &b);
@@ -142,7 +134,7 @@ static void stats_json(ox_server_t *s, ox_conn_t *c, const char *name, ox_model_
   rc |= ox_buf_puts(&b, "]}");
   if (rc) {
     ox_buf_free(&b);
-    respond_error(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   respond_json(c, 200, &b);
@@ -153,7 +145,7 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
   ox_buf_t b;
   ox_buf_init(&b);
   if (!v) {
-    respond_error(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   for (size_t i = 0; i < s->num_models; i++) v[i] = metrics_view(s->models[i]);
@@ -162,7 +154,7 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
   free(v);
   if (rc) {
     ox_buf_free(&b);
-    respond_error(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   ox_http_resp_t r;
@@ -178,7 +170,7 @@ static void model_config(ox_conn_t *c, ox_model_t *m) {
   ox_buf_init(&b);
   if (ox_model_config_json(&b, m, &st->cfg)) {
     ox_buf_free(&b);
-    respond_error(c, 500, "out of memory");
+    ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
   respond_json(c, 200, &b);
@@ -193,7 +185,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
   const char *p = head->path.ptr, *end = p + head->path.len;
   if (p == end || *p != '/') {
     ox_http_body_free(body);
-    respond_error(c, 400, "request target must be an absolute path");
+    ox_conn_respond_error(c, 400, "request target must be an absolute path");
     return;
   }
   while (p < end) {
@@ -239,7 +231,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
       long kl = seg[3].len < OX_MAX_SEGMENT ? ox_url_decode_segment(seg[3], key) : -1;
       if (tl <= 0 || kl <= 0) {
         ox_http_body_free(body);
-        respond_error(c, 400, "bad feature row address: /v1/features/{table}/{key}");
+        ox_conn_respond_error(c, 400, "bad feature row address: /v1/features/{table}/{key}");
         return;
       }
       ox_server_feature_row(s, c, is_put, ox_slice(table, (size_t)tl), ox_slice(key, (size_t)kl),
@@ -310,11 +302,11 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
       int64_t vs[1];
       if (version.len && ox_repo_versions(s->repo, ox_slice(name, (size_t)nl), vs, 1))
         {
-      respond_error(c, 404, "unknown version of the model");
+      ox_conn_respond_error(c, 404, "unknown version of the model");
       return;
     }
       {
-      respond_error(c, 404, "unknown model");
+      ox_conn_respond_error(c, 404, "unknown model");
       return;
     }
     }
@@ -351,7 +343,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (atomic_load(&s->draining)) {
       ox_http_body_free(body);
       {
-      respond_error(c, 503, "server is shutting down");
+      ox_conn_respond_error(c, 503, "server is shutting down");
       return;
     }
     }
@@ -360,15 +352,15 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
   }
 not_found:
   ox_http_body_free(body);
-  respond_error(c, 404, "no such endpoint");
+  ox_conn_respond_error(c, 404, "no such endpoint");
   return;
 not_found_version:
   ox_http_body_free(body);
-  respond_error(c, 404, "unknown version of the model");
+  ox_conn_respond_error(c, 404, "unknown version of the model");
   return;
 bad_name:
   ox_http_body_free(body);
-  respond_error(c, 400, "invalid model name");
+  ox_conn_respond_error(c, 400, "invalid model name");
   return;
 bad_method: {
   ox_http_body_free(body);
