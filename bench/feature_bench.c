@@ -2,6 +2,7 @@
  * through the same calls the server makes, no HTTP:
  *
  *   onnxd-feature-bench [--keys 100000] [--gets 1000000] [--json FILE]
+ *                       [--redis HOST:PORT] [--postgres CONNINFO] [--l3-keys 10000]
  *
  * - L1: --keys keys ("user:u<n>") of --value-bytes bytes in a 256 MiB, 64-shard map; --gets
  *   uniformly random gets per thread, with 1 thread and then 2 threads at once.
@@ -13,6 +14,14 @@
  *   every 29 minutes over 48 h (~50 in any 24 h); --l2-gets random row gets and --scans 24 h
  *   event scans (decoding each 24-byte event), and the same scans followed by the velocity
  *   features. The page cache is warm (the data was just written).
+ * - L3 (only with --redis and/or --postgres): --l3-keys rows ("l3bench:u<n>", --value-bytes
+ *   each) are written into the backend through the server's own calls (ox_l3_redis_set with a
+ *   1 h TTL, so they expire by themselves; ox_l3_pg_ensure_schema + ox_l3_pg_put into the
+ *   "features" table, deleted again at the end), then --l3-gets random single-key gets are timed
+ *   one by one on one connection (pool size 1), each with a 1 s deadline and the breaker never
+ *   opening, so every get is a real round trip. Each value read is checked against the one
+ *   written. A miss or an error in the timed loop is counted and printed, and makes the exit
+ *   status 1: the percentiles are valid only when both counts are 0.
  *
  * Each operation is timed alone with CLOCK_MONOTONIC (vDSO) reads before and after, recorded in
  * the load generator's histogram (loadgen_hist.h, ~1 % resolution); the timer's own cost, which
@@ -32,14 +41,17 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "features/bloom.h"
+#include "features/breaker.h"
 #include "features/l1.h"
 #include "features/l2.h"
+#include "features/l3_pg.h"
+#include "features/l3_redis.h"
 #include "features/velocity.h"
 #include "loadgen_hist.h"
 
 typedef struct {
-  long keys, gets, value_bytes, entities, l2_gets, scans;
-  const char *l2_dir, *json;
+  long keys, gets, value_bytes, entities, l2_gets, scans, l3_keys, l3_gets;
+  const char *l2_dir, *json, *redis, *postgres;
 } opts_t;
 
 static const struct {
@@ -52,12 +64,16 @@ static const struct {
 #define O(f) offsetof(opts_t, f)
     {"keys", 0, O(keys), 1, 100000000, "L1 keys, Bloom items and L2 rows [100000]"},
     {"gets", 0, O(gets), 1, 1000000000, "L1 gets per thread and Bloom checks [1000000]"},
-    {"value-bytes", 0, O(value_bytes), 1, 1 << 20, "L1 and L2 value size [128]"},
+    {"value-bytes", 0, O(value_bytes), 1, 1 << 20, "L1, L2 and L3 value size [128]"},
     {"entities", 0, O(entities), 1, 10000000, "L2 entities with events [2000]"},
     {"l2-gets", 0, O(l2_gets), 1, 1000000000, "L2 row gets [200000]"},
     {"scans", 0, O(scans), 1, 1000000000, "L2 24 h event scans [20000]"},
     {"l2-dir", 1, O(l2_dir), 0, 0, "LMDB directory (created; default: a temporary one)"},
     {"json", 1, O(json), 0, 0, "also write the results as JSON to this file"},
+    {"redis", 1, O(redis), 0, 0, "HOST:PORT: also time L3 Redis GETs (writes l3bench:* keys)"},
+    {"postgres", 1, O(postgres), 0, 0, "CONNINFO: also time L3 PostgreSQL gets (table features)"},
+    {"l3-keys", 0, O(l3_keys), 1, 100000000, "L3 rows written to each backend [10000]"},
+    {"l3-gets", 0, O(l3_gets), 1, 1000000000, "L3 gets per backend, one by one [20000]"},
 #undef O
 };
 #define NFLAGS (sizeof k_flags / sizeof k_flags[0])
@@ -357,6 +373,149 @@ static void remove_dir(const char *dir) {
   rmdir(dir);
 }
 
+/* ---- L3 ----------------------------------------------------------------------------------- */
+
+#define L3_DEADLINE_NS (1000 * INT64_C(1000000)) /* per call: generous, a timeout is an error */
+#define L3_TTL_MS 3600000                        /* Redis rows expire by themselves */
+
+/* One remote backend behind the two calls the bench makes (the server makes the same ones). */
+typedef struct {
+  void *h;
+  int (*put)(void *h, ox_slice_t key, ox_slice_t val, int64_t deadline_ns);
+  int (*get)(void *h, ox_slice_t key, ox_buf_t *out, int64_t deadline_ns);
+} l3_backend_t;
+
+static int redis_put(void *h, ox_slice_t key, ox_slice_t val, int64_t deadline_ns) {
+  return ox_l3_redis_set(h, key, val, L3_TTL_MS, deadline_ns);
+}
+static int redis_get(void *h, ox_slice_t key, ox_buf_t *out, int64_t deadline_ns) {
+  return ox_l3_redis_get(h, key, out, deadline_ns);
+}
+static int pg_put(void *h, ox_slice_t key, ox_slice_t val, int64_t deadline_ns) {
+  return ox_l3_pg_put(h, key, val, deadline_ns);
+}
+static int pg_get(void *h, ox_slice_t key, ox_buf_t *out, int64_t deadline_ns) {
+  return ox_l3_pg_get(h, key, out, deadline_ns);
+}
+
+typedef struct {
+  int ran;
+  pct_t get;
+  uint64_t misses, errors;
+  char first_error[128]; /* what the first error was ("" when none) */
+} l3_res_t;
+
+/* Row n's value: distinct per row, so a get that returns another row's value is caught. */
+static void l3_value(char *v, size_t len, long n) {
+  for (size_t j = 0; j < len; j++) v[j] = (char)(unsigned char)((uint64_t)n * 131 + j);
+}
+
+/* Writes o->l3_keys rows, then times o->l3_gets random gets one by one; misses, errors and
+ * wrong values are counted in res. Returns 0, or the error that stopped the rows' loading
+ * (*stage then says what was being done). */
+static int bench_l3(const opts_t *o, const l3_backend_t *be, const bkey_t *keys, l3_res_t *res,
+                    const char **stage) {
+  size_t vb = (size_t)o->value_bytes;
+  char *val = malloc(vb), *want = malloc(vb);
+  int rc = val && want ? 0 : OX_ENOMEM;
+  *stage = "writing rows";
+  for (long i = 0; i < o->l3_keys && !rc; i++) {
+    l3_value(val, vb, i);
+    rc = be->put(be->h, KS(&keys[i]), ox_slice(val, vb), ox_breaker_now_ns() + L3_DEADLINE_NS);
+  }
+  static ox_lg_hist_t h;
+  ox_lg_hist_init(&h);
+  ox_buf_t out;
+  ox_buf_init(&out);
+  uint64_t x = 4242;
+  for (long i = 0; i < o->l3_gets && !rc; i++) {
+    long n = (long)(rng(&x) % (uint64_t)o->l3_keys);
+    out.len = 0; /* reused: no allocation once it has grown */
+    int64_t deadline = ox_breaker_now_ns() + L3_DEADLINE_NS;
+    uint64_t t0 = now_ns();
+    int g = be->get(be->h, KS(&keys[n]), &out, deadline);
+    ox_lg_hist_record(&h, now_ns() - t0);
+    const char *what = NULL;
+    if (g == OX_ENOT_FOUND)
+      res->misses++;
+    else if (g)
+      what = ox_strerror(g);
+    else if (l3_value(want, vb, n), out.len != vb || memcmp(out.data, want, vb))
+      what = "a value other than the one written";
+    if (what && !res->errors++) snprintf(res->first_error, sizeof res->first_error, "%s", what);
+  }
+  if (!rc) {
+    res->ran = 1;
+    res->get = pct(&h);
+  }
+  ox_buf_free(&out);
+  free(val);
+  free(want);
+  return rc;
+}
+
+/* Sets up the backend named by --redis (i == 0) or --postgres (i == 1) with one connection, runs
+ * bench_l3 on it and tears it down. 0, or an error already printed to stderr. */
+static int run_l3(const opts_t *o, int i, const bkey_t *keys, l3_res_t *res) {
+  /* Every call bounded by its own 1 s deadline; a breaker that never opens. */
+  const ox_breaker_opts_t never = {.failures = -1};
+  const int64_t admin_ns = 10 * L3_DEADLINE_NS;
+  l3_backend_t be = {0};
+  const char *stage = "setting up";
+  int rc = 0;
+  if (i == 0) {
+    char host[256];
+    const char *colon = strrchr(o->redis, ':'), *s = colon ? colon + 1 : "";
+    long port = 0;
+    for (; *s >= '0' && *s <= '9' && port <= 65535; s++) port = port * 10 + (*s - '0');
+    size_t hl = colon ? (size_t)(colon - o->redis) : 0;
+    if (hl == 0 || hl >= sizeof host || *s || s == colon + 1 || port < 1 || port > 65535) {
+      fprintf(stderr, "onnxd-feature-bench: --redis must be HOST:PORT, not '%s'\n", o->redis);
+      return OX_EINVALID;
+    }
+    memcpy(host, o->redis, hl);
+    host[hl] = 0;
+    ox_l3_redis_opts_t ro = {.host = host,
+                             .port = (int)port,
+                             .pool_size = 1,
+                             .connect_timeout_ms = 1000,
+                             .command_timeout_ms = 1000,
+                             .breaker = never};
+    ox_l3_redis_t *r = NULL;
+    rc = ox_l3_redis_create(&ro, &r);
+    be = (l3_backend_t){r, redis_put, redis_get};
+    if (!rc) rc = bench_l3(o, &be, keys, res, &stage);
+    ox_l3_redis_destroy(r);
+  } else {
+    ox_l3_pg_opts_t po = {.conninfo = o->postgres,
+                          .pool_size = 1,
+                          .connect_timeout_ms = 1000,
+                          .command_timeout_ms = 1000,
+                          .breaker = never};
+    ox_l3_pg_t *pg = NULL;
+    rc = ox_l3_pg_create(&po, &pg);
+    be = (l3_backend_t){pg, pg_put, pg_get};
+    if (!rc) {
+      stage = "creating the table";
+      rc = ox_l3_pg_ensure_schema(pg, ox_breaker_now_ns() + admin_ns);
+    }
+    if (!rc) {
+      rc = bench_l3(o, &be, keys, res, &stage);
+      /* The rows go again, even after an error (best effort: the server may be the problem). */
+      int dr = ox_l3_pg_exec(pg, "DELETE FROM features WHERE entity LIKE 'l3bench:%'",
+                             ox_breaker_now_ns() + admin_ns);
+      if (dr && !rc)
+        fprintf(stderr, "onnxd-feature-bench: L3 postgres: deleting the rows: %s\n",
+                ox_strerror(dr));
+    }
+    ox_l3_pg_destroy(pg);
+  }
+  if (rc)
+    fprintf(stderr, "onnxd-feature-bench: L3 %s: %s: %s\n", i ? "postgres" : "redis", stage,
+            ox_strerror(rc));
+  return rc;
+}
+
 /* ---- main --------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -365,10 +524,13 @@ int main(int argc, char **argv) {
               .value_bytes = 128,
               .entities = 2000,
               .l2_gets = 200000,
-              .scans = 20000};
+              .scans = 20000,
+              .l3_keys = 10000,
+              .l3_gets = 20000};
   if (parse_flags(argc, argv, &o)) return 2;
   bkey_t *keys = make_keys(o.keys, "user:u"), *absent = make_keys(o.keys, "user:absent");
-  if (!keys || !absent) return 1;
+  bkey_t *l3keys = o.redis || o.postgres ? make_keys(o.l3_keys, "l3bench:u") : NULL;
+  if (!keys || !absent || ((o.redis || o.postgres) && !l3keys)) return 1;
 
   static ox_lg_hist_t th; /* the timer's own cost: two back-to-back reads */
   ox_lg_hist_init(&th);
@@ -398,6 +560,20 @@ int main(int argc, char **argv) {
     fprintf(stderr, "onnxd-feature-bench: %s\n", ox_strerror(rc));
     return 1;
   }
+  l3_res_t l3[2] = {{0}, {0}}; /* redis, postgres */
+  const char *const l3_names[2] = {"redis", "postgres"};
+  uint64_t l3_failed = 0;
+  for (int i = 0; i < 2 && !rc; i++) {
+    if (!(i ? o.postgres : o.redis)) continue;
+    rc = run_l3(&o, i, l3keys, &l3[i]); /* an error is printed there */
+    l3_failed += l3[i].misses + l3[i].errors;
+  }
+  if (rc) {
+    free(keys);
+    free(absent);
+    free(l3keys);
+    return 1;
+  }
 
   printf(
       "onnxd-feature-bench: %ld keys, %ld-byte values; timer overhead %.0f ns (included below)\n",
@@ -412,6 +588,18 @@ int main(int argc, char **argv) {
   print_pct("L2 24h scan + velocity", l2.velocity, 1000, "us");
   printf("  %-26s %.1f events per scan; L1 misses %" PRIu64 "\n", "", l2.events_per_scan,
          l1_misses);
+  for (int i = 0; i < 2; i++) {
+    if (!l3[i].ran) continue;
+    char what[32];
+    snprintf(what, sizeof what, "L3 %s GET", l3_names[i]);
+    print_pct(what, l3[i].get, 1000, "us");
+    printf("  %-26s %ld rows, %ld gets, 1 connection; misses %" PRIu64 ", errors %" PRIu64 "%s%s\n",
+           "", o.l3_keys, o.l3_gets, l3[i].misses, l3[i].errors, l3[i].errors ? "; first: " : "",
+           l3[i].first_error);
+  }
+  if (l3_failed)
+    fprintf(stderr,
+            "onnxd-feature-bench: L3 gets missed or failed: the L3 results are not valid\n");
 
   if (o.json) {
     ox_buf_t b;
@@ -435,7 +623,21 @@ int main(int argc, char **argv) {
     if (!jr) jr = json_pct(&b, "scan_24h", l2.scan, 1000, "us");
     if (!jr) jr = ox_buf_puts(&b, ", ");
     if (!jr) jr = json_pct(&b, "scan_24h_velocity", l2.velocity, 1000, "us");
-    if (!jr) jr = ox_buf_printf(&b, ", \"events_per_scan\": %.1f}}\n", l2.events_per_scan);
+    if (!jr) jr = ox_buf_printf(&b, ", \"events_per_scan\": %.1f}", l2.events_per_scan);
+    if (!jr && (o.redis || o.postgres))
+      jr = ox_buf_printf(&b, ",\n \"l3\": {\"keys\": %ld, \"gets\": %ld", o.l3_keys, o.l3_gets);
+    for (int i = 0; i < 2 && !jr; i++) {
+      if (!l3[i].ran) continue;
+      char name[32];
+      snprintf(name, sizeof name, "%s_get", l3_names[i]);
+      jr = ox_buf_puts(&b, ", ");
+      if (!jr) jr = json_pct(&b, name, l3[i].get, 1000, "us");
+      if (!jr)
+        jr = ox_buf_printf(&b, ", \"%s_misses\": %" PRIu64 ", \"%s_errors\": %" PRIu64, l3_names[i],
+                           l3[i].misses, l3_names[i], l3[i].errors);
+    }
+    if (!jr && (o.redis || o.postgres)) jr = ox_buf_puts(&b, "}");
+    if (!jr) jr = ox_buf_puts(&b, "}\n");
     FILE *f = jr ? NULL : fopen(o.json, "w");
     int werr = !f;
     if (f) {
@@ -450,5 +652,6 @@ int main(int argc, char **argv) {
   }
   free(keys);
   free(absent);
-  return rc ? 1 : 0;
+  free(l3keys);
+  return rc || l3_failed ? 1 : 0;
 }

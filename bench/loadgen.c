@@ -4,8 +4,18 @@
  *   onnxd-bench --url 127.0.0.1:8000 --path /v2/models/mobilenetv2/infer --body req.bin \
  *     --header 'Inference-Header-Content-Length: 123' --connections 10 --duration 10 --warmup 2
  *
+ * --body-lines FILE (instead of --body) sends many bodies: FILE holds one body per line (LF or
+ * CRLF line ends, a last line without one counts; empty lines are an error; at most 1,000,000
+ * lines and 1 GiB). Every body gets its own pre-encoded Content-Length at setup. The order is
+ * per connection: connection j of C (numbered over all threads, from 0) sends line j * N / C
+ * first (C connections spread evenly over the file), then
+ * the next line for each request it starts, wrapping after the last (a request resent after the
+ * server dropped a keep-alive connection keeps its body). One connection sends the lines in file
+ * order; C connections start on C different lines. Nothing coordinates connections after that,
+ * so over a run every line is sent about equally often but not in a global round robin.
+ *
  * Built to cost the server as little CPU as possible on a small machine: one thread by default,
- * epoll, non-blocking keep-alive sockets, the request encoded once and sent with writev,
+ * epoll, non-blocking keep-alive sockets, the requests encoded once and sent with writev,
  * answers parsed as a stream, no allocation per request (loadgen_worker.c). Closed loop by
  * default; --rate R makes it open loop, with latency measured from each request's intended send
  * time so a stalled server cannot hide its stall (coordinated omission).
@@ -40,9 +50,11 @@
 #include "loadgen_worker.h"
 
 #define MAX_HEADERS 64
+#define MAX_BODY_LINES 1000000
+#define MAX_BODY_LINES_FILE (1ULL << 30) /* 1 GiB */
 
 typedef struct {
-  const char *url, *method, *path, *body, *idle_path, *json, *check_body;
+  const char *url, *method, *path, *body, *body_lines, *idle_path, *json, *check_body;
   const char *headers[MAX_HEADERS];
   long nheaders;
   long connections, idle_connections, threads, expect_status, timeout_ms, requests;
@@ -63,6 +75,10 @@ static const struct {
     {"method", F_STR, O(method), 0, 0, "request method"},
     {"path", F_STR, O(path), 0, 0, "request target"},
     {"body", F_STR, O(body), 0, 0, "file holding the request body, sent as is (JSON or binary)"},
+    {"body-lines", F_STR, O(body_lines), 0, 0,
+     "file of request bodies, one per line (instead of --body; LF or CRLF, no empty lines, at "
+     "most 1000000 lines and 1 GiB); connection j of C (over all threads) starts at line j * N / C "
+     "and takes the next line, wrapping, for each request it starts (a resend keeps its line)"},
     {"header", F_HEADER, O(headers), 0, 0, "'Name: value' added to every request (repeatable)"},
     {"connections", F_INT, O(connections), 1, 100000, "keep-alive connections sending load"},
     {"duration", F_DEC, O(duration), 0.001, 1e6,
@@ -219,14 +235,20 @@ static int parse_url(const char *url, char *host, size_t hcap, char *port, size_
   return 0;
 }
 
-/* Reads a whole file; *out is owned by the caller (free). Returns 0 or -errno. */
-static int read_file(const char *path, char **out, size_t *len) {
+/* Reads a whole file of at most max bytes; *out is owned by the caller (free). Returns 0, -errno,
+ * OX_ETOO_LARGE (*len then receives the file's size). */
+static int read_file(const char *path, uint64_t max, char **out, size_t *len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
     return -EINVAL;
+  }
+  if ((uint64_t)st.st_size > max) {
+    close(fd);
+    *len = (size_t)st.st_size;
+    return OX_ETOO_LARGE;
   }
   size_t n = (size_t)st.st_size, got = 0;
   char *p = malloc(n ? n : 1);
@@ -283,14 +305,25 @@ static const char *const k_kind_names[] = {
 #undef OX_LG_ERR_NAME
 };
 
+/* The request bodies, as the report describes them. */
+typedef struct {
+  int from_lines;     /* --body-lines (else one body, maybe empty) */
+  size_t n, min, max; /* bodies and their smallest and largest size in bytes */
+  double mean;        /* mean size in bytes */
+} bodies_t;
+
 static double us(uint64_t ns) {
   return (double)ns / 1e3;
 }
 
-static void print_summary(const opts_t *o, const char *authority, size_t body_len,
+static void print_summary(const opts_t *o, const char *authority, const bodies_t *bd,
                           const totals_t *t) {
   const ox_lg_hist_t *h = &t->hist;
-  printf("onnxd-bench: %s http://%s%s (%zu-byte body)\n", o->method, authority, o->path, body_len);
+  if (bd->from_lines)
+    printf("onnxd-bench: %s http://%s%s (%zu bodies, %zu to %zu bytes, mean %.1f)\n", o->method,
+           authority, o->path, bd->n, bd->min, bd->max, bd->mean);
+  else
+    printf("onnxd-bench: %s http://%s%s (%zu-byte body)\n", o->method, authority, o->path, bd->max);
   printf("  %ld connections, %ld thread%s, ", o->connections, o->threads,
          o->threads > 1 ? "s" : "");
   if (o->rate > 0)
@@ -329,7 +362,8 @@ static void print_summary(const opts_t *o, const char *authority, size_t body_le
            t->idle_ready, t->idle_open);
 }
 
-static int write_json(const opts_t *o, const char *authority, size_t body_len, const totals_t *t) {
+static int write_json(const opts_t *o, const char *authority, const bodies_t *bd,
+                      const totals_t *t) {
   const ox_lg_hist_t *h = &t->hist;
   ox_buf_t b;
   ox_buf_init(&b);
@@ -357,8 +391,7 @@ static int write_json(const opts_t *o, const char *authority, size_t body_len, c
         ", \"connections\": %ld, \"idle_connections\": %ld, \"idle_ready\": %d, \"idle_open\": %d"
         ", \"threads\": %ld, \"mode\": \"%s\", \"rate\": %.3f, \"warmup_s\": %.3f"
         ", \"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f, \"cpu_s_per_1k_requests\": %.4f"
-        ", \"send_lag_us\": {\"mean\": %.1f, \"max\": %.1f}"
-        ", \"request_body_bytes\": %zu, \"method\": ",
+        ", \"send_lag_us\": {\"mean\": %.1f, \"max\": %.1f}",
         t->incomplete, t->duration_s, t->duration_s > 0 ? (double)t->requests / t->duration_s : 0,
         us(ox_lg_hist_percentile(h, 50)), us(ox_lg_hist_percentile(h, 90)),
         us(ox_lg_hist_percentile(h, 99)), us(ox_lg_hist_percentile(h, 99.9)),
@@ -366,7 +399,12 @@ static int write_json(const opts_t *o, const char *authority, size_t body_len, c
         o->connections, o->idle_connections, t->idle_ready, t->idle_open, o->threads,
         o->rate > 0 ? "open" : "closed", o->rate, o->warmup, t->cpu_user_s, t->cpu_sys_s,
         t->requests ? cpu * 1000 / (double)t->requests : 0,
-        t->issued ? (double)t->lag_sum / (double)t->issued / 1e3 : 0, us(t->lag_max), body_len);
+        t->issued ? (double)t->lag_sum / (double)t->issued / 1e3 : 0, us(t->lag_max));
+  /* request_body_bytes: the body's size, or with --body-lines the mean size of the bodies. */
+  if (!rc)
+    rc = bd->from_lines ? ox_buf_printf(&b, ", \"request_body_bytes\": %.1f", bd->mean)
+                        : ox_buf_printf(&b, ", \"request_body_bytes\": %zu", bd->max);
+  if (!rc) rc = ox_buf_printf(&b, ", \"bodies\": %zu, \"method\": ", bd->n);
   if (!rc) rc = ox_buf_append_json_string(&b, o->method, strlen(o->method));
   if (!rc) rc = ox_buf_puts(&b, ", \"url\": ");
   if (!rc) rc = ox_buf_append_json_string(&b, authority, strlen(authority));
@@ -448,6 +486,7 @@ int main(int argc, char **argv) {
                         .timeout_ns = (uint64_t)o.timeout_ms * 1000000ULL,
                         .rate = o.rate,
                         .nworkers = (int)o.threads,
+                        .nconns = (size_t)o.connections,
                         .stop = &g_stop};
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
@@ -462,43 +501,90 @@ int main(int argc, char **argv) {
   cfg.addrlen = ai->ai_addrlen;
   freeaddrinfo(ai);
 
-  char *body = NULL;
-  size_t body_len = 0;
-  if (o.body) {
-    int rc = read_file(o.body, &body, &body_len);
+  /* The bodies: one file read whole, and with --body-lines views of its lines. */
+  if (o.body && o.body_lines) {
+    fprintf(stderr, "onnxd-bench: --body and --body-lines exclude each other\n");
+    return 2;
+  }
+  const char *body_path = o.body_lines ? o.body_lines : o.body;
+  char *file = NULL;
+  size_t file_len = 0;
+  if (body_path) {
+    int rc =
+        read_file(body_path, o.body_lines ? MAX_BODY_LINES_FILE : UINT64_MAX, &file, &file_len);
+    if (rc == OX_ETOO_LARGE) {
+      fprintf(stderr,
+              "onnxd-bench: --body-lines '%s' has %zu bytes, more than the limit of 1 GiB\n",
+              body_path, file_len);
+      return 2;
+    }
     if (rc) {
-      fprintf(stderr, "onnxd-bench: cannot read --body '%s': %s\n", o.body, ox_strerror(rc));
+      fprintf(stderr, "onnxd-bench: cannot read --%s '%s': %s\n",
+              o.body_lines ? "body-lines" : "body", body_path, ox_strerror(rc));
       return 2;
     }
   }
-  /* The request head, encoded once for every request of the run. */
-  ox_buf_t head, idle;
-  ox_buf_init(&head);
+  ox_lg_slice_t one = {file, file_len}, *lines = &one;
+  size_t nbodies = 1;
+  if (o.body_lines) {
+    size_t bad = 0;
+    int rc = ox_lg_body_lines(file, file_len, MAX_BODY_LINES, NULL, &nbodies, &bad);
+    if (!rc && !(lines = malloc(nbodies * sizeof *lines))) rc = OX_ENOMEM;
+    if (!rc) rc = ox_lg_body_lines(file, file_len, nbodies, lines, &nbodies, &bad);
+    if (rc == OX_ENOMEM) {
+      fprintf(stderr, "onnxd-bench: out of memory\n");
+      return 1;
+    }
+    if (rc == OX_ETOO_LARGE)
+      fprintf(stderr, "onnxd-bench: --body-lines '%s' has more than %d lines\n", body_path,
+              MAX_BODY_LINES);
+    else if (rc && bad == 0)
+      fprintf(stderr, "onnxd-bench: --body-lines '%s' is empty: it needs one body per line\n",
+              body_path);
+    else if (rc)
+      fprintf(stderr, "onnxd-bench: --body-lines '%s': line %zu is empty (each line is a body)\n",
+              body_path, bad);
+    if (rc) return 2;
+  }
+  bodies_t bodies = {.from_lines = o.body_lines != NULL, .n = nbodies, .min = SIZE_MAX};
+  double bytes = 0;
+  for (size_t i = 0; i < nbodies; i++) {
+    if (lines[i].len < bodies.min) bodies.min = lines[i].len;
+    if (lines[i].len > bodies.max) bodies.max = lines[i].len;
+    bytes += (double)lines[i].len;
+  }
+  bodies.mean = bytes / (double)nbodies;
+
+  /* The requests, encoded once for the whole run: the shared prefix (request line and headers),
+   * then per body its own tail (Content-Length) and the body. */
+  ox_buf_t prefix, idle;
+  ox_buf_init(&prefix);
   ox_buf_init(&idle);
-  int has_host = 0, rc = ox_buf_printf(&head, "%s %s HTTP/1.1\r\n", o.method, o.path);
+  ox_lg_reqs_t reqs = {0};
+  int has_host = 0, rc = ox_buf_printf(&prefix, "%s %s HTTP/1.1\r\n", o.method, o.path);
   for (long i = 0; i < o.nheaders && !rc; i++) {
     int h_host = 0, bad = check_header(o.headers[i], &h_host);
     if (bad) {
       fprintf(stderr, "onnxd-bench: --header '%s': %s\n", o.headers[i],
-              bad == -2 ? "framing headers are computed from --body" : "not 'Name: value'");
+              bad == -2 ? "framing headers are computed from the body" : "not 'Name: value'");
       return 2;
     }
     has_host |= h_host;
-    rc = ox_buf_printf(&head, "%s\r\n", o.headers[i]);
+    rc = ox_buf_printf(&prefix, "%s\r\n", o.headers[i]);
   }
-  if (!rc && !has_host) rc = ox_buf_printf(&head, "Host: %s\r\n", authority);
-  int wants_length = body_len || !strcmp(o.method, "POST") || !strcmp(o.method, "PUT");
-  if (!rc && wants_length) rc = ox_buf_printf(&head, "Content-Length: %zu\r\n", body_len);
-  if (!rc) rc = ox_buf_puts(&head, "\r\n");
+  if (!rc && !has_host) rc = ox_buf_printf(&prefix, "Host: %s\r\n", authority);
+  int length_always = !strcmp(o.method, "POST") || !strcmp(o.method, "PUT");
+  if (!rc) rc = ox_lg_reqs_create(&reqs, lines, nbodies, length_always);
   if (!rc) rc = ox_buf_printf(&idle, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", o.idle_path, authority);
+  if (lines != &one) free(lines); /* the requests keep views of the file, not of this array */
   if (rc) {
     fprintf(stderr, "onnxd-bench: out of memory\n");
     return 1;
   }
-  cfg.head = head.data;
-  cfg.head_len = head.len;
-  cfg.body = body;
-  cfg.body_len = body_len;
+  cfg.prefix = prefix.data;
+  cfg.prefix_len = prefix.len;
+  cfg.reqs = reqs.reqs;
+  cfg.nreqs = reqs.n;
   cfg.idle_req = idle.data;
   cfg.idle_req_len = idle.len;
   cfg.head_request = !strcmp(o.method, "HEAD");
@@ -535,11 +621,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "onnxd-bench: out of memory\n");
     return 1;
   }
-  for (int i = 0; i < nt; i++) {
+  for (int i = 0, base = 0; i < nt; i++) {
     w[i].cfg = &cfg;
     w[i].id = i;
     w[i].epfd_ = -1;
+    w[i].conn_base = base;
     w[i].nconns = (int)share((uint64_t)o.connections, nt, i);
+    base += w[i].nconns;
     w[i].nidle = (int)share((uint64_t)o.idle_connections, nt, i);
     w[i].max_requests = o.requests ? share((uint64_t)o.requests, nt, i) : UINT64_MAX;
     if ((rc = pthread_create(&tids[i], NULL, ox_lg_worker_run, &w[i])) != 0) {
@@ -601,9 +689,9 @@ int main(int argc, char **argv) {
   t->duration_s = (double)(t_done - cfg.t_measure) / 1e9;
   t->cpu_user_s = cpu_s(&ru1.ru_utime) - cpu_s(&ru0.ru_utime);
   t->cpu_sys_s = cpu_s(&ru1.ru_stime) - cpu_s(&ru0.ru_stime);
-  if (!setup_err) print_summary(&o, authority, body_len, t);
+  if (!setup_err) print_summary(&o, authority, &bodies, t);
   int json_err = 0;
-  if (!setup_err && o.json && (json_err = write_json(&o, authority, body_len, t)) != 0)
+  if (!setup_err && o.json && (json_err = write_json(&o, authority, &bodies, t)) != 0)
     fprintf(stderr, "onnxd-bench: cannot write --json '%s': %s\n", o.json, ox_strerror(json_err));
 
   free(t);
@@ -611,8 +699,9 @@ int main(int argc, char **argv) {
   free(tids);
   pthread_barrier_destroy(&barrier);
   if (o.check_body) ox_lg_match_destroy(&match);
-  ox_buf_free(&head);
+  ox_lg_reqs_destroy(&reqs);
+  ox_buf_free(&prefix);
   ox_buf_free(&idle);
-  free(body);
+  free(file);
   return setup_err || load_err || json_err ? 1 : 0;
 }

@@ -1,4 +1,5 @@
-/* loadgen_http.c: the response parser and streaming matcher declared in loadgen_http.h.
+/* loadgen_http.c: the response parser, streaming matcher and body-lines splitter declared in
+ * loadgen_http.h.
  *
  * Design. The head is found by searching for CRLFCRLF from where the previous call stopped,
  * then parsed in one left-to-right pass over bytes that are all present (heads are small and
@@ -437,4 +438,32 @@ int ox_lg_resp_eof(ox_lg_resp_t *r) {
 
 int ox_lg_resp_idle(const ox_lg_resp_t *r) {
   return r->phase_ == PH_HEAD && r->scan_ == 0;
+}
+
+/* ---- request bodies, one per line ------------------------------------------------------- */
+
+int ox_lg_body_lines(const char *buf, size_t len, size_t max, ox_lg_slice_t *out, size_t *n,
+                     size_t *bad_line) {
+  size_t count = 0, pos = 0;
+  *n = 0;
+  *bad_line = 0;
+  if (len == 0) return OX_EINVALID;
+  while (pos < len) {
+    const char *lf = memchr(buf + pos, '\n', len - pos);
+    size_t end = lf ? (size_t)(lf - buf) : len, next = lf ? end + 1 : len;
+    if (end > pos && buf[end - 1] == '\r') end--;
+    if (end == pos) {
+      *bad_line = count + 1;
+      return OX_EINVALID;
+    }
+    if (count == max) {
+      *bad_line = max + 1;
+      return OX_ETOO_LARGE;
+    }
+    if (out) out[count] = (ox_lg_slice_t){buf + pos, end - pos};
+    count++;
+    pos = next;
+  }
+  *n = count;
+  return 0;
 }

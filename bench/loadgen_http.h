@@ -1,4 +1,5 @@
-/* loadgen_http.h: the load generator's HTTP/1.1 response parser and streaming substring matcher.
+/* loadgen_http.h: the load generator's HTTP/1.1 response parser and streaming substring matcher,
+ * and the splitter of --body-lines files into request bodies.
  *
  * Pure, bounded and incremental, like src/http's request parser but for the other direction,
  * and written separately on purpose: a benchmark client that shared the server's parser would
@@ -82,5 +83,23 @@ int ox_lg_resp_eof(ox_lg_resp_t *r);
 /* 1 if the parser has seen nothing of the current response yet (a close then is not a
  * truncated response but a connection the server dropped between requests). */
 int ox_lg_resp_idle(const ox_lg_resp_t *r);
+
+/* ---- request bodies, one per line (--body-lines) ----------------------------------------- */
+
+/* A view into a caller's buffer. */
+typedef struct {
+  const char *ptr;
+  size_t len;
+} ox_lg_slice_t;
+
+/* Splits buf[0..len) into lines, each one request body. A line ends at LF (not part of the body);
+ * a CR just before the LF is dropped too (CRLF files), as is a CR ending an unterminated last
+ * line; a last line without LF counts. Other bytes, a CR inside a line included, are kept.
+ * out may be NULL to only count; otherwise it has room for max slices, which receive views into
+ * buf (borrowed: valid as long as buf). *n receives the number of lines.
+ * Returns 0; OX_EINVALID for an empty buffer (*bad_line = 0) or an empty line (*bad_line = its
+ * 1-based number); OX_ETOO_LARGE for more than max lines (*bad_line = max + 1). */
+int ox_lg_body_lines(const char *buf, size_t len, size_t max, ox_lg_slice_t *out, size_t *n,
+                     size_t *bad_line);
 
 #endif

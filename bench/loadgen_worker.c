@@ -1,8 +1,8 @@
 /* loadgen_worker.c: the load generator's per-thread epoll loop (see loadgen_worker.h).
  *
  * Sockets are non-blocking and registered once, edge-triggered, for both directions, so a
- * request costs no epoll_ctl: one writev for the pre-encoded head and body, reads until the
- * parser says the answer is complete. Connection states:
+ * request costs no epoll_ctl: one writev for the pre-encoded prefix, tail and body, reads until
+ * the parser says the answer is complete. Connection states:
  *
  *   DOWN -(retry timer)-> CONNECTING -> FREE -(request)-> WRITING -> READING -> FREE ...
  *                                           idle connections: WRITING -> READING -> PARKED
@@ -10,14 +10,16 @@
  * A connection the server closes (Connection: close, an answer delimited by close, or a
  * keep-alive connection it drops between requests) is reopened without counting an error; a
  * request that meets a dropped keep-alive connection before any byte of its answer is resent
- * once on a fresh one (keeping its intended time, so the delay still counts). Timeouts and
- * reconnections are checked by a scan every few milliseconds, not per-connection timers.
+ * once on a fresh one (keeping its intended time and its body, so the delay still counts and the
+ * body order is kept). Timeouts and reconnections are checked by a scan every few milliseconds,
+ * not per-connection timers.
  */
 #include "loadgen_worker.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -46,6 +48,8 @@ struct ox_lg_conn {
   uint8_t reused;    /* this connection already carried a complete answer */
   uint8_t retried;   /* the request was already resent once on a fresh connection */
   uint8_t in_free;   /* on the free stack (maybe stale: pop checks the state) */
+  uint32_t req;      /* load: index in cfg->reqs of the assigned request */
+  uint32_t next_req; /* load: the request the next start() assigns (the connection's cursor) */
   uint64_t intended; /* when the request was due, ns */
   uint64_t deadline; /* connect or answer deadline; in DOWN, when to reconnect (ns) */
   size_t sent;       /* request bytes written */
@@ -195,20 +199,35 @@ static void fail(run_t *r, ox_lg_conn_t *c, ox_lg_err_kind_t kind) {
 
 static int do_read(run_t *r, ox_lg_conn_t *c, int drain);
 
+/* The pieces of c's request, in order (some may be empty); returns how many. */
+static int request_pieces(const ox_lg_config_t *cfg, const ox_lg_conn_t *c, struct iovec *p) {
+  if (c->idle) {
+    p[0] = (struct iovec){(void *)cfg->idle_req, cfg->idle_req_len};
+    return 1;
+  }
+  const ox_lg_req_t *q = &cfg->reqs[c->req];
+  p[0] = (struct iovec){(void *)cfg->prefix, cfg->prefix_len};
+  p[1] = (struct iovec){(void *)q->tail, q->tail_len};
+  p[2] = (struct iovec){(void *)q->body, q->body_len};
+  return 3;
+}
+
 static void do_write(run_t *r, ox_lg_conn_t *c) {
-  const ox_lg_config_t *cfg = r->cfg;
-  const char *hp = c->idle ? cfg->idle_req : cfg->head;
-  size_t hl = c->idle ? cfg->idle_req_len : cfg->head_len;
-  const char *bp = c->idle ? NULL : cfg->body;
-  size_t bl = c->idle ? 0 : cfg->body_len, total = hl + bl;
+  struct iovec piece[3];
+  int np = request_pieces(r->cfg, c, piece);
+  size_t total = 0;
+  for (int i = 0; i < np; i++) total += piece[i].iov_len;
   while (c->sent < total) {
-    struct iovec iov[2];
+    struct iovec iov[3]; /* what is left of the pieces after the c->sent bytes already written */
     int n = 0;
-    if (c->sent < hl) {
-      iov[n++] = (struct iovec){(void *)(hp + c->sent), hl - c->sent};
-      if (bl) iov[n++] = (struct iovec){(void *)bp, bl};
-    } else {
-      iov[n++] = (struct iovec){(void *)(bp + (c->sent - hl)), total - c->sent};
+    size_t skip = c->sent;
+    for (int i = 0; i < np; i++) {
+      if (skip >= piece[i].iov_len) {
+        skip -= piece[i].iov_len;
+        continue;
+      }
+      iov[n++] = (struct iovec){(char *)piece[i].iov_base + skip, piece[i].iov_len - skip};
+      skip = 0;
     }
     ssize_t k = writev(c->fd, iov, n);
     if (k > 0) {
@@ -225,7 +244,7 @@ static void do_write(run_t *r, ox_lg_conn_t *c) {
   c->state = C_READING;
 }
 
-/* Sends c's assigned request from its first byte. */
+/* Sends c's assigned request (c->req; idle: the GET) from its first byte. */
 static void send_request(run_t *r, ox_lg_conn_t *c) {
   c->sent = 0;
   c->rlen = 0;
@@ -241,6 +260,8 @@ static void start(run_t *r, ox_lg_conn_t *c, uint64_t intended) {
   c->intended = intended;
   c->counted = intended >= cfg->t_measure && intended < cfg->t_end;
   c->retried = 0;
+  c->req = c->next_req; /* a resend (fail) keeps c->req: the same body goes out again */
+  c->next_req = (size_t)c->next_req + 1 == cfg->nreqs ? 0 : c->next_req + 1;
   if (c->counted) {
     r->issued++;
     uint64_t lag = now_ns() - intended;
@@ -496,6 +517,10 @@ static int setup(run_t *r) {
     if (!c->idle) {
       c->resp.match = r->cfg->match;
       c->resp.head_request = r->cfg->head_request;
+      /* spread: connection j of C starts at body j * N / C, so that C connections cover the
+       * N bodies after N / C requests each (not after N, walking the same bodies) */
+      size_t j = (size_t)w->conn_base + (size_t)i, nc = r->cfg->nconns > j ? r->cfg->nconns : j + 1;
+      c->next_req = (uint32_t)((unsigned __int128)j * r->cfg->nreqs / nc % r->cfg->nreqs);
     }
   }
   r->now = now_ns();
@@ -578,4 +603,57 @@ void ox_lg_worker_destroy(ox_lg_worker_t *w) {
   w->conns_ = NULL;
   if (w->epfd_ >= 0) close(w->epfd_);
   w->epfd_ = -1;
+}
+
+/* ---- requests ----------------------------------------------------------------------------- */
+
+int ox_lg_reqs_create(ox_lg_reqs_t *rq, const ox_lg_slice_t *bodies, size_t n, int length_always) {
+  static const char k_name[] = "Content-Length: ";
+  rq->reqs = NULL;
+  rq->tails_ = NULL;
+  rq->n = 0;
+  if (n == 0 || n > UINT32_MAX) return OX_EINVALID;
+  /* First the exact size of all tails, so they take one allocation and never move. */
+  size_t size = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = bodies[i].len, tl = 2;
+    if (len || length_always) {
+      tl += sizeof k_name - 1 + 2 + 1;
+      while (len >= 10) len /= 10, tl++;
+    }
+    if (__builtin_add_overflow(size, tl, &size)) return OX_ENOMEM;
+  }
+  rq->reqs = calloc(n, sizeof *rq->reqs);
+  rq->tails_ = malloc(size + 1); /* + 1: snprintf's terminating NUL after the last tail */
+  if (!rq->reqs || !rq->tails_) {
+    ox_lg_reqs_destroy(rq);
+    return OX_ENOMEM;
+  }
+  char *p = rq->tails_;
+  for (size_t i = 0; i < n; i++) {
+    ox_lg_req_t *q = &rq->reqs[i];
+    size_t room = size + 1 - (size_t)(p - rq->tails_);
+    int k = bodies[i].len || length_always
+                ? snprintf(p, room, "%s%zu\r\n\r\n", k_name, bodies[i].len)
+                : snprintf(p, room, "\r\n");
+    if (k < 0 || (size_t)k >= room) { /* cannot happen: the sizes were counted above */
+      ox_lg_reqs_destroy(rq);
+      return OX_EINVALID;
+    }
+    q->tail = p;
+    q->tail_len = (size_t)k;
+    q->body = bodies[i].len ? bodies[i].ptr : NULL;
+    q->body_len = bodies[i].len;
+    p += k;
+  }
+  rq->n = n;
+  return 0;
+}
+
+void ox_lg_reqs_destroy(ox_lg_reqs_t *rq) {
+  free(rq->reqs);
+  free(rq->tails_);
+  rq->reqs = NULL;
+  rq->tails_ = NULL;
+  rq->n = 0;
 }

@@ -66,6 +66,8 @@ import threading
 import time
 from pathlib import Path
 
+import fraud
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
 WORK = BUILD / "bench"
@@ -401,11 +403,19 @@ def free_port() -> int:
 
 # ---------------------------------------------------------------- servers
 
-def server_command(name: str, port: int, repo: Path | None = None) -> tuple[list[str], dict]:
-    env = dict(os.environ)
+def server_command(name: str, port: int, repo: Path | None = None,
+                   extra: list[str] | None = None, env_add: dict | None = None
+                   ) -> tuple[list[str], dict]:
+    """extra: more onnxd flags; env_add: more environment (python-fraud's PEER_* settings)."""
+    env = dict(os.environ, **(env_add or {}))
     models = os.path.relpath(repo or MODELS, ROOT)
     if name == "onnxd":
-        return [str(BUILD / "onnxd"), "--model-repository", models, "--http-port", str(port)], env
+        return [str(BUILD / "onnxd"), "--model-repository", models, "--http-port", str(port),
+                *(extra or [])], env
+    if name == "python-fraud":
+        return [str(PY), "-m", "uvicorn", "--app-dir", "bench/peers/python-fraud", "server:app",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(CORES),
+                "--no-access-log", "--log-level", "warning"], env
     if name in ("python", "python-seed"):
         env["PEER_MODEL_REPOSITORY"] = str(MODELS)
         workers = CORES if name == "python" else 4
@@ -424,8 +434,8 @@ def shown(cmd: list[str]) -> str:
 
 
 def printable(cmd: list[str], env: dict) -> str:
-    pre = f"PEER_MODEL_REPOSITORY={os.path.relpath(env['PEER_MODEL_REPOSITORY'], ROOT)} " \
-        if "PEER_MODEL_REPOSITORY" in env else ""
+    pre = "".join(f"{k}={shown([v])} " for k, v in sorted(env.items())
+                  if k.startswith("PEER_"))
     return pre + shown(cmd)
 
 
@@ -433,11 +443,12 @@ PROBE = json.dumps({"inputs": [{"name": "input", "shape": [1, 16], "datatype": "
                                 "data": [0.5] * 16}]}).encode()
 
 
-def probe(port: int, timeout: float = 5.0) -> bool:
-    """One real inference (mlp16, JSON) on a new connection: True on 200 with outputs."""
-    req = (f"POST /v2/models/mlp16/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-           f"Content-Type: application/json\r\nContent-Length: {len(PROBE)}\r\n"
-           f"Connection: close\r\n\r\n").encode() + PROBE
+def probe(port: int, timeout: float = 5.0, model: str = "mlp16", body: bytes = PROBE) -> bool:
+    """One real inference (default: mlp16, JSON) on a new connection: True on 200 with
+    outputs."""
+    req = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+           f"Connection: close\r\n\r\n").encode() + body
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(req)
@@ -453,13 +464,17 @@ def probe(port: int, timeout: float = 5.0) -> bool:
 
 
 class Server:
-    def __init__(self, name: str, quick: bool, repo: Path | None = None, label: str | None = None):
+    def __init__(self, name: str, quick: bool, repo: Path | None = None, label: str | None = None,
+                 extra: list[str] | None = None, env_add: dict | None = None,
+                 probe_with: tuple[str, bytes] | None = None):
         """name: which server (SERVERS); repo: model repository (default models/); label: the
-        name of its log and result files (default name)."""
+        name of its log and result files (default name); extra, env_add: see server_command;
+        probe_with: (model, JSON body) of the start-up probe instead of mlp16's."""
         self.name, self.quick = name, quick
         self.label = label or name
         self.port = free_port()
-        self.cmd, self.env = server_command(name, self.port, repo)
+        self.probe_with = probe_with or ("mlp16", PROBE)
+        self.cmd, self.env = server_command(name, self.port, repo, extra, env_add)
         self.logpath = WORK / "logs" / f"{self.label}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -473,7 +488,7 @@ class Server:
                                      start_new_session=True)
         logf.close()
         while True:
-            if probe(self.port, timeout=5.0):
+            if probe(self.port, 5.0, *self.probe_with):
                 return time.monotonic() - t0
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exited with status {self.proc.returncode} before serving: "
@@ -595,7 +610,8 @@ def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: f
     out_json = WORK / f"{srv.label}-{sc}-{run_idx}.json"
     out_json.unlink(missing_ok=True)
     cmd = [str(TOOLS["bench"]), "--url", f"127.0.0.1:{srv.port}",
-           "--path", f"/v2/models/{spec['model']}/infer", "--body", str(WORK / spec["body"])]
+           "--path", f"/v2/models/{spec['model']}/infer",
+           "--body-lines" if spec.get("lines") else "--body", str(WORK / spec["body"])]
     for h in headers[spec["body"]]:
         cmd += ["--header", h]
     cmd += ["--connections", str(spec["conns"]), "--duration", f"{duration:g}",
@@ -711,15 +727,19 @@ def plan(args) -> dict:
     servers = args.servers.split(",") if args.servers else list(SERVERS)
     scen = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     brows = args.batch_rows.split(",") if args.batch_rows else list(BATCH_ROWS)
+    frows = args.fraud_rows.split(",") if args.fraud_rows else list(fraud.ROWS)
     for x, known, what in ((servers, SERVERS, "--servers"), (scen, SCENARIOS, "--scenarios"),
-                           (brows, BATCH_ROWS, "--batch-rows")):
+                           (brows, BATCH_ROWS, "--batch-rows"), (frows, fraud.ROWS,
+                                                                 "--fraud-rows")):
         bad = [y for y in x if y not in known]
         if bad:
             sys.exit(f"run.py: {what}: unknown {', '.join(bad)} (known: {', '.join(known)})")
-    if args.only == "batching":
+    if args.only in ("batching", "fraud"):
         servers, scen = [], []
-    if args.only == "main":
+    if args.only in ("main", "fraud"):
         brows = []
+    if args.only in ("main", "batching"):
+        frows = []
     per_run = warmup + duration + 0.8  # + connecting, writing the report, the pause after
     # batching: two servers started (+ settle), each row off and on, counters read around each
     batch_est = (2 * 3 + (1.5 if args.quick else 3.0) + len(brows) * 2 * (per_run + 0.7)
@@ -735,10 +755,13 @@ def plan(args) -> dict:
             three = base + (onnxd_scen + 2 * len([s for s in scen if s != "S4"])) * per_run
             runs = 3 if three <= args.budget else 1
     est = base + (onnxd_scen + (runs - 1) * len([s for s in scen if s != "S4"])) * per_run
-    est = (est if scen else 0) + batch_est
+    # fraud: data (~10 s, 3 s quick), in-process tiers (~15 s), 4 servers, the rows
+    fraud_est = (13 + (20 if args.quick else 45) + 4 * 4 + len(frows) * (per_run + 0.5)
+                 if frows else 0)
+    est = (est if scen else 0) + batch_est + fraud_est
     return dict(warmup=warmup, duration=duration, ceiling_warmup=cwarm, ceiling_duration=cdur,
                 servers=servers, scenarios=scen, onnxd_runs=runs, batch_rows=brows,
-                only=args.only, estimate_s=round(est))
+                fraud_rows=frows, only=args.only, estimate_s=round(est))
 
 
 def bench_server(name: str, cfg: dict, headers: dict, quick: bool, build_err: str | None) -> dict:
@@ -1317,8 +1340,8 @@ def write_markdown(results: dict, head, rows) -> str:
         lines = [f"Loopback, {m['cores']} cores ({m['cpu_model']}), {m['ram_gib']} GiB, Linux "
                  f"{m['kernel']}; load generator and server share the cores. ONNX Runtime "
                  f"{v.get('ort_library')}. Generated by `bench/run.py"
-                 f"{' --quick' if cfg['quick'] else ''} --only batching` on {results['date']}."]
-        return "\n".join(lines + batch_markdown(results)) + "\n"
+                 f"{' --quick' if cfg['quick'] else ''} --only {cfg['only']}` on {results['date']}."]
+        return "\n".join(lines + batch_markdown(results) + fraud_markdown(results)) + "\n"
     lines = [
         f"Loopback, {m['cores']} cores ({m['cpu_model']}), {m['ram_gib']} GiB, Linux "
         f"{m['kernel']}; load generator and server share the cores. {cfg['warmup']:g} s warm-up "
@@ -1349,7 +1372,11 @@ def write_markdown(results: dict, head, rows) -> str:
         for t in results["targets"]:
             met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
             lines.append(f"| {t['target']} | {t['value']} | {met} |")
-    return "\n".join(lines + batch_markdown(results)) + "\n"
+    return "\n".join(lines + batch_markdown(results) + fraud_markdown(results)) + "\n"
+
+
+def fraud_markdown(results: dict) -> list[str]:
+    return fraud.markdown(results["fraud"], results["config"]) if results.get("fraud") else []
 
 
 def batch_markdown(results: dict) -> list[str]:
@@ -1503,9 +1530,12 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=630,
                     help="seconds the server comparison (without the batching rows, ~3.5 min "
                     "more) may take with 3 onnxd runs (default 630)")
-    ap.add_argument("--only", choices=["main", "batching"],
+    ap.add_argument("--only", choices=["main", "batching", "fraud"],
                     help="main: only the server comparison (S1-S4, ceilings); batching: only the "
-                    "batching table (B1-B4, onnxd with batching off and on; no chart)")
+                    "batching table (B1-B4, onnxd with batching off and on; no chart); fraud: "
+                    "only the fraud-scoring rows (bench/fraud.py)")
+    ap.add_argument("--fraud-rows", help="comma-separated subset of " + ",".join(fraud.ROWS)
+                    + " (default: all)")
     ap.add_argument("--batch-rows", help="comma-separated subset of " + ",".join(BATCH_ROWS)
                     + " (default: all)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory")
@@ -1514,6 +1544,7 @@ def main() -> int:
     args = ap.parse_args()
 
     os.chdir(ROOT)
+    fraud.R = sys.modules[__name__]
     TOOLS["bench"], TOOLS["limit"] = Path(args.loadgen), Path(args.ort_limit)
     t_start = time.monotonic()
     cfg = plan(args)
@@ -1541,7 +1572,8 @@ def main() -> int:
             f"{CORES} cores before the benchmark starts: the numbers will be low and noisy")
     log(f"plan: {', '.join(cfg['servers']) or 'no servers'} x "
         f"{', '.join(cfg['scenarios']) or 'no scenarios'}; batching rows: "
-        f"{', '.join(cfg['batch_rows']) or 'none'}; "
+        f"{', '.join(cfg['batch_rows']) or 'none'}; fraud rows: "
+        f"{', '.join(cfg['fraud_rows']) or 'none'}; "
         f"{cfg['warmup']:g} s warm-up + {cfg['duration']:g} s; onnxd runs per S1-S3: "
         f"{cfg['onnxd_runs']}; estimated {cfg['estimate_s'] / 60:.1f} min")
 
@@ -1563,6 +1595,8 @@ def main() -> int:
                                                 build_err.get(name))
     if cfg["batch_rows"]:
         results["batching"] = bench_batching(cfg, headers, args.quick)
+    if cfg["fraud_rows"]:
+        results["fraud"] = fraud.bench_fraud(cfg, args.quick)
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     results["targets"], results["claim_check"] = [], {}
     if cfg["servers"]:
@@ -1574,7 +1608,7 @@ def main() -> int:
     (out / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     (out / "README-table.md").write_text(write_markdown(results, head, rows))
     err = draw_chart(results, (out / "latest.png").resolve()) if cfg["servers"] else \
-        "not drawn: no server comparison (--only batching)"
+        f"not drawn: no server comparison (--only {cfg['only']})"
     if cfg["servers"]:
         log("")
         log(text_table(head, rows))
@@ -1594,6 +1628,8 @@ def main() -> int:
         log(text_table(bh, br))
         for x in batch_notes(results["batching"]):
             log(x)
+    if results.get("fraud"):
+        fraud.print_text(results["fraud"])
     log(f"\nwrote {os.path.relpath(out / 'latest.json')}, {os.path.relpath(out / 'README-table.md')}"
         + (f", {os.path.relpath(out / 'latest.png')}" if not err else f" (chart: {err})")
         + f" in {results['elapsed_s'] / 60:.1f} min")

@@ -45,6 +45,8 @@ typedef struct {
   const char *feature_dir;
   long feature_l1_bytes;
   long feature_l1_ttl_ms;
+  long feature_l3_cache_ms;
+  long feature_retention_ms;
   long feature_bloom_items;
   const char *feature_sync;
   const char *redis;
@@ -88,10 +90,15 @@ static const struct {
     {"log-level", OPT_STR, O(log_level), 0, 0, "error, warn, info or debug"},
     {"feature-dir", OPT_STR, O(feature_dir), 0, 0,
      "feature store (LMDB) directory; opened when given, or when a model has a feature_view"},
-    {"feature-l1-bytes", OPT_INT, O(feature_l1_bytes), 1L << 20, 1L << 40,
-     "memory bound of the in-process feature cache (L1)"},
+    {"feature-l1-bytes", OPT_INT, O(feature_l1_bytes), 0, 1L << 40,
+     "memory bound of the in-process feature cache (L1); 0 turns L1 off, else at least 1 MiB"},
     {"feature-l1-ttl-ms", OPT_INT, O(feature_l1_ttl_ms), 0, 86400000,
      "L1 entries expire after this (0: never)"},
+    {"feature-l3-cache-ms", OPT_INT, O(feature_l3_cache_ms), 0, 7L * 86400000,
+     "how long a row read from Redis/PostgreSQL is kept in L2 (0: not kept)"},
+    {"feature-retention-ms", OPT_INT, O(feature_retention_ms), 0, 100L * 365 * 86400000,
+     "purge stored events older than this (Unix-ms ts), keeping each entity's newest; "
+     "0: keep every event, else at least 86400000 (24 h)"},
     {"feature-bloom-items", OPT_INT, O(feature_bloom_items), 1, 1000000000,
      "entities the entity Bloom filter is sized for (1% false positives)"},
     {"feature-sync", OPT_STR, O(feature_sync), 0, 0,
@@ -240,6 +247,7 @@ int main(int argc, char **argv) {
       .feature_dir = default_feature_dir,
       .feature_l1_bytes = 256L << 20,
       .feature_l1_ttl_ms = 60000,
+      .feature_l3_cache_ms = 600000,
       .feature_bloom_items = 4000000,
       .feature_sync = "data",
       .redis = "",
@@ -249,6 +257,15 @@ int main(int argc, char **argv) {
   if (parse_flags(argc, argv, &o)) return 2;
   if (ox_log_parse_level(o.log_level, &ox_log_level)) {
     fprintf(stderr, "onnxd: --log-level must be error, warn, info or debug\n");
+    return 2;
+  }
+  if (o.feature_l1_bytes && o.feature_l1_bytes < (1L << 20)) {
+    fprintf(stderr, "onnxd: --feature-l1-bytes must be 0 (off) or at least 1048576\n");
+    return 2;
+  }
+  if (o.feature_retention_ms && o.feature_retention_ms < 86400000) {
+    fprintf(stderr, "onnxd: --feature-retention-ms must be 0 (keep every event) or at least "
+                    "86400000: velocity features look back 24 h\n");
     return 2;
   }
   if (strcmp(o.feature_sync, "data") && strcmp(o.feature_sync, "none")) {
@@ -322,7 +339,9 @@ int main(int argc, char **argv) {
                            .redis = o.redis,
                            .postgres = o.postgres,
                            .l3_pool = (int)o.infer_threads + 2,
-                           .sync_none = !strcmp(o.feature_sync, "none")};
+                           .sync_none = !strcmp(o.feature_sync, "none"),
+                           .l3_cache_ms = o.feature_l3_cache_ms,
+                           .retention_ms = o.feature_retention_ms};
     if (ox_fstore_open(&fo, &features, err, sizeof err)) {
       fprintf(stderr, "onnxd: %s\n", err);
       return 1;

@@ -26,7 +26,8 @@
   X(INTERNAL, 500, "internal error")                                                   \
   X(DEPTH, 400, "nesting too deep")                                                   \
   X(OVERFLOW, 400, "size overflow")                                                   \
-  X(RUNTIME, 500, "inference runtime error")
+  X(RUNTIME, 500, "inference runtime error")                                          \
+  X(PENDING, 0, "answer pending")
 
 enum ox_err_index {
 #define OX_ERR_IDX(name, status, msg) OX_ERRIDX_##name,

@@ -261,10 +261,12 @@ static int lookup(ox_l1_t *c, ox_slice_t key, int64_t now_ms, void *out, size_t 
 }
 
 int ox_l1_get(ox_l1_t *c, ox_slice_t key, int64_t now_ms, void *out, size_t cap, size_t *len) {
+  if (!c) return OX_ENOT_FOUND;
   return lookup(c, key, now_ms, out, cap, len, NULL, NULL);
 }
 
 int ox_l1_view(ox_l1_t *c, ox_slice_t key, int64_t now_ms, ox_l1_view_fn fn, void *arg) {
+  if (!c) return OX_ENOT_FOUND;
   return lookup(c, key, now_ms, NULL, 0, NULL, fn, arg);
 }
 
@@ -273,6 +275,7 @@ int ox_l1_view(ox_l1_t *c, ox_slice_t key, int64_t now_ms, ox_l1_view_fn fn, voi
 int ox_l1_put(ox_l1_t *c, ox_slice_t key, const void *val, size_t len, int64_t ttl_ms,
               int64_t now_ms) {
   if (key.len == 0 || ttl_ms < 0) return OX_EINVALID;
+  if (!c) return 0;
   if (key.len > OX_L1_MAX_KEY || len > OX_L1_MAX_VALUE) return OX_ETOO_LARGE;
   int64_t expire = INT64_MAX;
   if (ttl_ms != OX_L1_NO_TTL && __builtin_add_overflow(now_ms, ttl_ms, &expire)) return OX_EINVALID;
@@ -325,6 +328,7 @@ int ox_l1_put(ox_l1_t *c, ox_slice_t key, const void *val, size_t len, int64_t t
 }
 
 int ox_l1_del(ox_l1_t *c, ox_slice_t key) {
+  if (!c) return OX_ENOT_FOUND;
   uint64_t h = ox_feat_hash64(key.ptr, key.len, c->seed);
   shard_t *s = shard_of(c, h);
   entry_t *freelist = NULL;
@@ -338,6 +342,7 @@ int ox_l1_del(ox_l1_t *c, ox_slice_t key) {
 
 size_t ox_l1_sweep(ox_l1_t *c, int64_t now_ms, size_t max_per_shard) {
   size_t total = 0;
+  if (!c) return 0;
   for (unsigned i = 0; i < (1u << c->shard_bits); i++) {
     shard_t *s = &c->shards[i];
     entry_t *freelist = NULL;
@@ -362,6 +367,7 @@ size_t ox_l1_sweep(ox_l1_t *c, int64_t now_ms, size_t max_per_shard) {
 
 void ox_l1_stats(ox_l1_t *c, ox_l1_stats_t *out) {
   memset(out, 0, sizeof *out);
+  if (!c) return;
   for (unsigned i = 0; i < (1u << c->shard_bits); i++) {
     shard_t *s = &c->shards[i];
     pthread_rwlock_rdlock(&s->lock);

@@ -45,6 +45,9 @@
 #define OX_L1_ENTRY_COST(klen, vlen) \
   ((((size_t)(klen) + (size_t)(vlen) + 56 + 8 + 15) & ~(size_t)15))
 
+/* A NULL map is a disabled cache (every call below but create accepts it): get and view miss
+ * (OX_ENOT_FOUND, nothing counted), put stores nothing and returns 0 once its arguments are
+ * valid, del returns OX_ENOT_FOUND, sweep 0, stats all zero. */
 typedef struct ox_l1 ox_l1_t;
 
 typedef struct {

@@ -29,10 +29,17 @@
  * whole; its error is counted and reported by the next ox_l2_flush. ox_l2_flush is the barrier:
  * it returns once everything queued before it is committed.
  *
- * Expiry: ox_l2_purge_before deletes every event with ts < cutoff, in transactions of at most
- * 10,000 deletions so other writes are not held up for long; with retention_ms set the writer
- * also runs it every purge_every_ms with cutoff = wall-clock ms - retention_ms (events' ts must
- * then be Unix epoch ms).
+ * Expiry: ox_l2_purge_before(cutoff) deletes, per entity, every event with ts < cutoff except
+ * the newest of them (largest (ts, seq) below cutoff: the entity's "anchor"). What survives is
+ * exactly the events with ts >= cutoff plus each entity's anchor, so the time since an entity's
+ * last event stays exact for any time >= cutoff while the store stays bounded per entity.
+ * Entities whose name begins with '~' are never purged: they are reserved for the caller's own
+ * indexes, whose events may carry old times. Deletions run in transactions of at most 10,000 so
+ * other writes are not held up for long; a purge interrupted by an error leaves a consistent
+ * store (each transaction deletes only events that are not anchors), and purging again with the
+ * same cutoff deletes nothing. With retention_ms set the writer also purges right after open and
+ * then every purge_every_ms, with cutoff = wall-clock ms - retention_ms (events' ts must then be
+ * Unix epoch ms).
  *
  * Error codes from LMDB never escape this module: they are logged and mapped to project codes
  * (MDB_NOTFOUND -> OX_ENOT_FOUND, MDB_MAP_FULL -> OX_ETOO_LARGE, MDB_READERS_FULL ->
@@ -66,7 +73,8 @@ typedef struct {
   unsigned batch_max_ops;  /* operations per write transaction [1024] */
   unsigned batch_wait_ms;  /* wait for more operations after the first of a batch [2] */
   size_t queue_max_ops;    /* queued operations before writes are refused [65536] */
-  int64_t retention_ms;    /* purge events older than this, periodically [0: never] */
+  int64_t retention_ms;    /* purge events older than this, periodically, each entity's newest
+                              kept (see "Expiry") [0: never] */
   unsigned purge_every_ms; /* period of that purge [60000] */
   ox_l2_sync_t sync;
 } ox_l2_opts_t;
@@ -103,7 +111,8 @@ int ox_l2_put_row(ox_l2_t *l2, ox_slice_t key, const void *val, size_t len);
 int ox_l2_del_row(ox_l2_t *l2, ox_slice_t key);
 int ox_l2_append_event(ox_l2_t *l2, ox_slice_t entity, int64_t ts_ms, const void *payload,
                        size_t len);
-/* Deletes every event (of every entity) with ts_ms < cutoff_ms. */
+/* Deletes the events with ts_ms < cutoff_ms of every entity not beginning with '~', except
+ * each entity's newest such event (see "Expiry" above). */
 int ox_l2_purge_before(ox_l2_t *l2, int64_t cutoff_ms);
 
 /* Waits until every operation queued before this call has been committed (or failed).

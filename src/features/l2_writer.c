@@ -171,10 +171,34 @@ static int apply_batch(ox_l2_t *l2, const op_t *ops) {
   return ox_l2_map_err(mdb_txn_commit(txn), "commit");
 }
 
-/* Deletes events with ts < cutoff in transactions of at most PURGE_CHUNK deletions, resuming
- * each at the key the previous one stopped at. Adds the count deleted to *deleted. */
+/* Moves the cursor to the first key after every key of the entity whose prefix (u16 length and
+ * entity bytes, plen bytes) starts key *k: one seek instead of a step per event. probe is
+ * scratch space of OX_L2_MAX_KEY bytes. Returns 0, MDB_NOTFOUND at the end, or an LMDB error. */
+static int seek_past_entity(MDB_cursor *cur, MDB_val *k, MDB_val *v, char *probe, size_t plen) {
+  memcpy(probe, k->mv_data, plen);
+  memset(probe + plen, 0xff, L2_KEY_EXTRA - 2);
+  *k = (MDB_val){plen + L2_KEY_EXTRA - 2, probe};
+  int rc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+  if (rc == 0 && k->mv_size == plen + L2_KEY_EXTRA - 2 && !memcmp(k->mv_data, probe, k->mv_size))
+    rc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+  return rc;
+}
+
+/* Deletes, per entity, every event with ts < cutoff except the newest of them (the anchor, which
+ * keeps "time since the entity's last event" exact for any time >= cutoff); entities whose name
+ * begins with '~' are the caller's own indexes and are skipped. Adds the count deleted to
+ * *deleted.
+ *
+ * One forward walk: an old event is "pending" (maybe the anchor) until the next key shows
+ * whether it is: the entity's next event, also old, means it was not (step back, delete it, the
+ * newer one becomes pending); a recent event, another entity, or the end means it was (keep it,
+ * and seek past the rest of the entity). Since the pending event is always the key just before
+ * the cursor, the walk needs no copy of it. Transactions hold at most PURGE_CHUNK deletions; one
+ * that is full stops at the pending event and the next transaction resumes there, so that
+ * event is judged again with what follows it. Keys that are not event keys (the writer writes
+ * none, a foreign tool could) are left alone and end a run: the event before one is kept. */
 static int purge_run(ox_l2_t *l2, int64_t cutoff, uint64_t *deleted) {
-  char resume[OX_L2_MAX_KEY], probe[OX_L2_MAX_KEY];
+  char resume[OX_L2_MAX_KEY], probe[OX_L2_MAX_KEY], ent[OX_L2_MAX_KEY];
   size_t rlen = 0;
   for (;;) {
     MDB_txn *txn;
@@ -184,12 +208,22 @@ static int purge_run(ox_l2_t *l2, int64_t cutoff, uint64_t *deleted) {
     rc = mdb_cursor_open(txn, l2->events, &cur);
     MDB_val k = {rlen, resume}, v;
     if (!rc) rc = mdb_cursor_get(cur, &k, &v, rlen ? MDB_SET_RANGE : MDB_FIRST);
-    size_t n = 0;
-    int more = 0;
+    size_t n = 0, elen = 0; /* ent[0..elen): the pending event's entity prefix */
+    int more = 0, pending = 0;
     while (rc == 0) {
       size_t plen = l2_event_prefix_len(&k);
-      if (plen && l2_event_ts(&k, plen) < cutoff) {
-        if (n == PURGE_CHUNK) { /* stop here; the next transaction starts at this key */
+      const char *kd = k.mv_data;
+      if (!plen) {
+        pending = 0;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* not ours: leave it */
+      } else if ((plen > 2 && kd[2] == '~') || l2_event_ts(&k, plen) >= cutoff) {
+        pending = 0; /* an index entity, or the rest of this one is recent */
+        rc = seek_past_entity(cur, &k, &v, probe, plen);
+      } else if (pending && plen == elen && !memcmp(kd, ent, plen)) {
+        /* an older event of this entity is pending, and this one is newer and old too */
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV); /* back to the pending one */
+        if (rc) break;
+        if (n == PURGE_CHUNK) { /* the next transaction starts at the pending event */
           memcpy(resume, k.mv_data, k.mv_size);
           rlen = k.mv_size;
           more = 1;
@@ -197,16 +231,13 @@ static int purge_run(ox_l2_t *l2, int64_t cutoff, uint64_t *deleted) {
         }
         rc = mdb_cursor_del(cur, 0);
         if (!rc) rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* after a delete: the next key */
+        if (!rc) rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* this one is pending now */
         n++;
-      } else if (plen) { /* the rest of this entity is recent: seek past its last key */
-        memcpy(probe, k.mv_data, plen);
-        memset(probe + plen, 0xff, L2_KEY_EXTRA - 2);
-        k = (MDB_val){plen + L2_KEY_EXTRA - 2, probe};
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        if (rc == 0 && k.mv_size == plen + L2_KEY_EXTRA - 2 && !memcmp(k.mv_data, probe, k.mv_size))
-          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-      } else {
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* not ours: leave it */
+      } else { /* the entity's first old event (in this transaction) */
+        memcpy(ent, kd, plen);
+        elen = plen;
+        pending = 1;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
       }
     }
     if (rc != 0 && rc != MDB_NOTFOUND) {
@@ -228,8 +259,7 @@ static void deadline_ts(struct timespec *ts, int64_t mono_ms) {
 void *ox_l2_writer_main(void *arg) {
   ox_l2_t *l2 = arg;
   const int64_t never = INT64_MAX;
-  int64_t next_purge =
-      l2->o.retention_ms > 0 ? clock_ms(CLOCK_MONOTONIC) + l2->o.purge_every_ms : never;
+  int64_t next_purge = l2->o.retention_ms > 0 ? clock_ms(CLOCK_MONOTONIC) : never; /* at once */
   struct timespec ts;
   pthread_mutex_lock(&l2->lock);
   for (;;) {

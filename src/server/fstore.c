@@ -1,5 +1,6 @@
-/* fstore.c: the tiers wired together: lifecycle, per-thread L2 readers, row reads and writes,
- * metrics. Event lists (velocity reads and ingestion) are in fstore_events.c. See fstore.h. */
+/* fstore.c: the tiers wired together: lifecycle, per-thread L2 readers, metrics. Rows (reads,
+ * writes, the L3 fetcher) are in fstore_rows.c, event lists (velocity reads and ingestion) in
+ * fstore_events.c. See fstore.h. */
 #include "server/fstore.h"
 
 #include <inttypes.h>
@@ -35,6 +36,7 @@ int64_t fs_now_ms(void) {
 }
 
 void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns) {
+  if (tier == OX_TIER_L1 && !fs->l1) return; /* disabled: no lookups to count */
   fs_tier_stats_t *t = &fs->tiers[tier];
   atomic_fetch_add_explicit(&t->result[res], 1, memory_order_relaxed);
   int64_t d = ox_breaker_now_ns() - t0_ns;
@@ -137,16 +139,19 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
   if (!fs) return OX_ENOMEM;
   fs->id = atomic_fetch_add(&fs_ids, 1);
   fs->ttl_ms = o->l1_ttl_ms;
+  fs->l3_cache_ms = o->l3_cache_ms;
   pthread_mutex_init(&fs->ctx_mu, NULL);
   pthread_mutex_init(&fs->ingest_mu, NULL);
   pthread_mutex_init(&fs->sw_mu, NULL);
+  pthread_mutex_init(&fs->fq_mu, NULL);
+  pthread_cond_init(&fs->fq_cv, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&fs->sw_cv, &ca);
   pthread_condattr_destroy(&ca);
   for (size_t i = 0; i < FS_STRIPES; i++) pthread_mutex_init(&fs->stripes[i].mu, NULL);
-  int rc = ox_l1_create(o->l1_bytes, 0, &fs->l1);
+  int rc = o->l1_bytes ? ox_l1_create(o->l1_bytes, 0, &fs->l1) : 0;
   if (rc) {
     snprintf(err, errcap, "cannot create the L1 feature cache of %zu bytes: %s", o->l1_bytes,
              ox_strerror(rc));
@@ -161,6 +166,7 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
   ox_l2_opts_t lo = {.map_size = (size_t)4 << 30,
                      .max_readers = o->max_readers,
                      .queue_max_ops = 1 << 20,
+                     .retention_ms = o->retention_ms,
                      .sync = o->sync_none ? OX_L2_SYNC_NONE : OX_L2_SYNC_DATA};
   rc = ox_l2_open(o->dir, &lo, &fs->l2);
   if (rc) {
@@ -181,9 +187,23 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
     goto fail;
   }
   fs->sweeper_started = 1;
-  ox_info("feature store: '%s', %" PRIu64 " entities with events; L1 %zu MiB, TTL %lld ms%s%s%s%s",
-          o->dir, entities, o->l1_bytes >> 20, (long long)o->l1_ttl_ms, fs->redis ? "; Redis " : "",
-          fs->redis ? o->redis : "", fs->pg ? "; PostgreSQL" : "", "");
+  if ((rc = fs_fetcher_start(fs))) {
+    snprintf(err, errcap, "cannot start the L3 fetcher thread");
+    goto fail;
+  }
+  char l1desc[64], keep[48];
+  if (fs->l1)
+    snprintf(l1desc, sizeof l1desc, "L1 %zu MiB, TTL %lld ms", o->l1_bytes >> 20,
+             (long long)o->l1_ttl_ms);
+  else
+    snprintf(l1desc, sizeof l1desc, "L1 off");
+  if (o->retention_ms)
+    snprintf(keep, sizeof keep, "events kept %lld h", (long long)(o->retention_ms / 3600000));
+  else
+    snprintf(keep, sizeof keep, "events kept forever");
+  ox_info("feature store: '%s', %" PRIu64 " entities with events; %s; %s%s%s%s",
+          o->dir, entities, l1desc, keep, fs->redis ? "; Redis " : "",
+          fs->redis ? o->redis : "", fs->pg ? "; PostgreSQL" : "");
   *out = fs;
   return 0;
 fail:
@@ -200,11 +220,13 @@ void ox_fstore_close(ox_fstore_t *fs) {
     pthread_mutex_unlock(&fs->sw_mu);
     pthread_join(fs->sweeper, NULL);
   }
+  ox_fstore_stop_fetcher(fs); /* it has a thread context */
   for (fs_tctx_t *x = fs->ctxs, *next; x; x = next) {
     next = x->next;
     ox_l2_reader_close(x->r);
     ox_buf_free(&x->a);
     ox_buf_free(&x->b);
+    ox_buf_free(&x->c);
     free(x->evs);
     free(x);
   }
@@ -223,149 +245,9 @@ void ox_fstore_close(ox_fstore_t *fs) {
   pthread_mutex_destroy(&fs->ingest_mu);
   pthread_mutex_destroy(&fs->sw_mu);
   pthread_cond_destroy(&fs->sw_cv);
+  pthread_mutex_destroy(&fs->fq_mu);
+  pthread_cond_destroy(&fs->fq_cv);
   free(fs);
-}
-
-/* ---- rows ------------------------------------------------------------------------------- */
-
-/* L1 row values: one byte (1: the row follows, 0: known absent everywhere), then the row. */
-static void l1_put_row(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t len, int present,
-                       ox_buf_t *tmp) {
-  tmp->len = 0;
-  unsigned char flag = (unsigned char)present;
-  if (ox_buf_append(tmp, &flag, 1) || (len && ox_buf_append(tmp, val, len))) return;
-  if (ox_l1_put(fs->l1, key, tmp->data, tmp->len, fs->ttl_ms, fs_now_ms()))
-    ox_l1_del(fs->l1, key); /* too large for L1: at least nothing stale stays */
-}
-
-/* Puts what a reader found in a lower tier into the tiers above, unless a writer touched the
- * key since the reader noted gen. */
-static void promote_row(ox_fstore_t *fs, fs_tctx_t *x, ox_slice_t key, uint64_t gen,
-                        const void *val, size_t len, int present, int to_l2) {
-  fs_stripe_t *st = fs_stripe(fs, key);
-  pthread_mutex_lock(&st->mu);
-  if (atomic_load(&st->gen) == gen) {
-    if (to_l2) ox_l2_put_row(fs->l2, key, val, len); /* a full queue drops it: only a cache */
-    l1_put_row(fs, key, val, len, present, &x->b);
-  }
-  pthread_mutex_unlock(&st->mu);
-}
-
-typedef struct {
-  ox_buf_t *out;
-  int rc;
-} row_copy_t;
-
-static void row_copy(void *arg, ox_slice_t val) {
-  row_copy_t *c = arg;
-  c->rc = ox_buf_append(c->out, val.ptr, val.len);
-}
-
-static fs_result_t l3_result(int rc) {
-  if (rc == 0) return FS_HIT;
-  if (rc == OX_ENOT_FOUND) return FS_MISS;
-  if (rc == OX_ETIMEOUT) return FS_TIMEOUT;
-  return FS_ERROR;
-}
-
-int ox_fstore_row_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, int64_t deadline_ns,
-                      ox_tier_t *tier) {
-  fs_tctx_t *x = fs_ctx(fs);
-  if (!x) return OX_EUNAVAILABLE;
-  *tier = OX_TIER_NONE;
-  int64_t t0 = ox_breaker_now_ns();
-  int rc = fs_l1_get(fs, key, &x->a);
-  if (rc == 0 && x->a.len >= 1) {
-    fs_record(fs, OX_TIER_L1, FS_HIT, t0);
-    *tier = OX_TIER_L1;
-    if (x->a.data[0] == 0) return OX_ENOT_FOUND;
-    return ox_buf_append(out, x->a.data + 1, x->a.len - 1);
-  }
-  fs_record(fs, OX_TIER_L1, FS_MISS, t0);
-  uint64_t gen = atomic_load(&fs_stripe(fs, key)->gen);
-
-  t0 = ox_breaker_now_ns();
-  size_t start = out->len;
-  row_copy_t rcp = {out, 0};
-  int l2rc = ox_l2_get_row(x->r, key, row_copy, &rcp);
-  if (l2rc == 0 && rcp.rc) return rcp.rc;
-  fs_record(fs, OX_TIER_L2, l2rc == 0 ? FS_HIT : l2rc == OX_ENOT_FOUND ? FS_MISS : FS_ERROR, t0);
-  if (l2rc == 0) {
-    *tier = OX_TIER_L2;
-    promote_row(fs, x, key, gen, out->data + start, out->len - start, 1, 0);
-    return 0;
-  }
-  if (!fs->redis && !fs->pg) {
-    if (l2rc == OX_ENOT_FOUND) promote_row(fs, x, key, gen, NULL, 0, 0, 0);
-    return l2rc;
-  }
-
-  /* L3: Redis, then PostgreSQL, within the caller's deadline. */
-  t0 = ox_breaker_now_ns();
-  int first_err = l2rc == OX_ENOT_FOUND ? 0 : l2rc, found = 0;
-  if (t0 >= deadline_ns) {
-    fs_record(fs, OX_TIER_L3, FS_TIMEOUT, t0);
-    return OX_ETIMEOUT;
-  }
-  if (fs->redis) {
-    rc = ox_l3_redis_get(fs->redis, key, out, deadline_ns);
-    if (rc == 0)
-      found = 1;
-    else if (rc != OX_ENOT_FOUND && !first_err)
-      first_err = rc;
-  }
-  if (!found && fs->pg && ox_breaker_now_ns() < deadline_ns) {
-    rc = ox_l3_pg_get(fs->pg, key, out, deadline_ns);
-    if (rc == 0)
-      found = 1;
-    else if (rc != OX_ENOT_FOUND && !first_err)
-      first_err = rc;
-  } else if (!found && fs->pg && !first_err) {
-    first_err = OX_ETIMEOUT;
-  }
-  int res = found ? 0 : first_err ? first_err : OX_ENOT_FOUND;
-  fs_record(fs, OX_TIER_L3, l3_result(res), t0);
-  if (found) {
-    *tier = OX_TIER_L3;
-    promote_row(fs, x, key, gen, out->data + start, out->len - start, 1, 1);
-  } else if (res == OX_ENOT_FOUND) {
-    promote_row(fs, x, key, gen, NULL, 0, 0, 0);
-  }
-  return res;
-}
-
-int ox_fstore_row_put(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t len,
-                      int64_t deadline_ns, int *l3_err) {
-  fs_tctx_t *x = fs_ctx(fs);
-  *l3_err = 0;
-  if (!x) return OX_EUNAVAILABLE;
-  fs_stripe_t *st = fs_stripe(fs, key);
-  /* Queued under the stripe lock: a reader's promotion of an older value is either queued
-   * before this write or sees the new generation and gives up. */
-  pthread_mutex_lock(&st->mu);
-  atomic_fetch_add(&st->gen, 1);
-  int rc = ox_l2_put_row(fs->l2, key, val, len);
-  pthread_mutex_unlock(&st->mu);
-  if (!rc) rc = ox_l2_flush(fs->l2);
-  pthread_mutex_lock(&st->mu);
-  atomic_fetch_add(&st->gen, 1);
-  if (rc)
-    ox_l1_del(fs->l1, key);
-  else
-    l1_put_row(fs, key, val, len, 1, &x->b);
-  pthread_mutex_unlock(&st->mu);
-  if (rc) return rc;
-  atomic_fetch_add_explicit(&fs->rows_put, 1, memory_order_relaxed);
-  ox_slice_t v = ox_slice(val, len);
-  if (fs->redis) {
-    int e = ox_l3_redis_set(fs->redis, key, v, 0, deadline_ns);
-    if (e && !*l3_err) *l3_err = e;
-  }
-  if (fs->pg) {
-    int e = ox_l3_pg_put(fs->pg, key, v, deadline_ns);
-    if (e && !*l3_err) *l3_err = e;
-  }
-  return 0;
 }
 
 /* ---- metrics ---------------------------------------------------------------------------- */
@@ -432,6 +314,10 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
       "# TYPE onnxd_feature_rows_written_total counter\n"
       "onnxd_feature_rows_written_total %" PRIu64
       "\n"
+      "# HELP onnxd_feature_l3_stale_total Row reads answered from an expired L2 copy of an L3 "
+      "row because L3 failed\n# TYPE onnxd_feature_l3_stale_total counter\n"
+      "onnxd_feature_l3_stale_total %" PRIu64
+      "\n"
       "# HELP onnxd_feature_l1_bytes L1 memory charged\n# TYPE onnxd_feature_l1_bytes gauge\n"
       "onnxd_feature_l1_bytes %" PRIu64
       "\n"
@@ -452,11 +338,25 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
       "\n"
       "# HELP onnxd_feature_l2_failed_total L2 write operations lost in failed batches\n"
       "# TYPE onnxd_feature_l2_failed_total counter\n"
-      "onnxd_feature_l2_failed_total %" PRIu64 "\n",
+      "onnxd_feature_l2_failed_total %" PRIu64
+      "\n"
+      "# HELP onnxd_feature_l2_purged_total Events deleted by the retention purge\n"
+      "# TYPE onnxd_feature_l2_purged_total counter\n"
+      "onnxd_feature_l2_purged_total %" PRIu64 "\n",
       LD(fs->degraded), LD(fs->bloom_neg), LD(fs->bloom_pos), LD(fs->events_ingested),
-      LD(fs->rows_put), l1.bytes, l1.entries, l1.evictions, l1.expirations, l2.committed,
-      l2.failed);
+      LD(fs->rows_put), LD(fs->l3_stale), l1.bytes, l1.entries, l1.evictions, l1.expirations, l2.committed,
+      l2.failed, l2.purged);
   if (fs->redis || fs->pg) {
+    rc |= ox_buf_printf(
+        o,
+        "# HELP onnxd_feature_l3_fetch_rounds_total Rounds of the L3 fetcher (one MGET per "
+        "backend each)\n# TYPE onnxd_feature_l3_fetch_rounds_total counter\n"
+        "onnxd_feature_l3_fetch_rounds_total %" PRIu64
+        "\n"
+        "# HELP onnxd_feature_l3_fetch_rows_total Rows the L3 fetcher asked for, over all "
+        "requests\n# TYPE onnxd_feature_l3_fetch_rows_total counter\n"
+        "onnxd_feature_l3_fetch_rows_total %" PRIu64 "\n",
+        LD(fs->fetch_rounds), LD(fs->fetch_wants));
     static const char *const help[] = {
         "# HELP onnxd_feature_breaker_state L3 circuit breaker: 0 closed, 1 open, 2 half-open\n"
         "# TYPE onnxd_feature_breaker_state gauge\n",

@@ -15,6 +15,19 @@
  * Rows are float32 little-endian arrays in every tier (the same bytes in Redis and in
  * PostgreSQL's bytea). A row read goes L1 -> L2 -> L3 and promotes a hit into the tiers above
  * it (L2 hit -> L1; L3 hit -> L1 and L2); a definitive miss everywhere is cached in L1 too.
+ * L2 holds two kinds of rows: rows written here (ox_fstore_row_put: L2 owns them, they never
+ * expire) and copies of rows read from L3, under "~l3:<key>" with the wall-clock ms they were
+ * fetched at in front (8 bytes, little-endian). A copy younger than l3_cache_ms answers like an
+ * L2 row; an older one sends the read to L3 again and is replaced by the answer, deleted on a
+ * definitive miss, and served (counted as stale) when L3 fails: a remote store that is down
+ * costs freshness, not answers, for keys read before.
+ *
+ * L1 can be disabled (l1_bytes 0): every read then starts at L2.
+ *
+ * Retention: with retention_ms, L2's writer purges events older than wall clock - retention_ms
+ * every minute, keeping each entity's newest event before the cutoff (features/l2.h), so
+ * velocity features stay exact for request times after cutoff + 24 h (retention_ms is at least
+ * 24 h; older request times see fewer events).
  *
  * Events: an entity ("user:u1") has a list of (ts, amount, merchant) events. L2 keeps them
  * all; L1 caches, per entity, the events with ts >= `since` (all of them, complete) plus the
@@ -54,6 +67,8 @@ typedef struct {
   const char *postgres; /* libpq conninfo or NULL/"" */
   int l3_pool;          /* connections per L3 backend (the worker count) */
   int sync_none;        /* L2 without fsync (tests, tmpfs) */
+  int64_t l3_cache_ms;  /* how long a row read from L3 is kept in L2 (0: not kept) */
+  int64_t retention_ms; /* events older than this are purged from L2 (0: kept forever) */
 } ox_fstore_opts_t;
 
 typedef struct ox_fstore ox_fstore_t;
@@ -75,6 +90,51 @@ void ox_fstore_close(ox_fstore_t *fs);
  * another error: a tier needed could not answer (the row may exist). */
 int ox_fstore_row_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, int64_t deadline_ns,
                       ox_tier_t *tier);
+
+/* ---- rows without waiting on L3 (inference requests) ------------------------------------ */
+
+/* A row that only L3 can answer, for one request: ox_fstore_row_local sets it up, the fetcher
+ * answers it (ox_fstore_fetch), ox_fstore_want_free frees it. */
+typedef struct {
+  ox_slice_t key;  /* the caller's bytes: keep them valid until the want is answered */
+  int rc;          /* the answer: 0 (the row is in val), OX_ENOT_FOUND, or an error */
+  ox_tier_t tier;  /* with rc 0: OX_TIER_L3, or OX_TIER_L2 for an expired copy served because
+                      L3 failed */
+  ox_buf_t val;    /* the row (owned) */
+  /* private */
+  uint64_t gen_;
+  int l2_err_, has_stale_;
+  int64_t deadline_;
+  ox_buf_t stale_; /* an expired L2 copy (fetch time + row): the answer if L3 fails */
+} ox_fstore_want_t;
+
+/* One request's wants. The fetcher thread gathers the wants of every fetch queued while it
+ * waited on the previous round (up to 256 rows) into one Redis MGET (then one PostgreSQL
+ * query for what Redis did not have), so that concurrent requests share round trips and no
+ * request thread waits on the network. */
+typedef struct ox_fstore_fetch {
+  ox_fstore_want_t *wants;
+  size_t n;
+  int64_t deadline_ns;                     /* CLOCK_MONOTONIC ns: later, a want times out */
+  void (*done)(struct ox_fstore_fetch *f); /* called once, when every want is answered */
+  struct ox_fstore_fetch *next_;           /* private */
+} ox_fstore_fetch_t;
+
+/* Reads row key from L1, then L2 (its rows, then fresh copies of L3 rows), as
+ * ox_fstore_row_get, but never calls L3: OX_EPENDING when only L3 can answer, with *want set
+ * up for the key (want->key = key). Other returns as ox_fstore_row_get; *want is then unused
+ * and needs no freeing. */
+int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_t *tier,
+                        ox_fstore_want_t *want);
+/* Queues f (borrowed until done) for the fetcher and returns; f->done(f) is later called on the
+ * fetcher thread. OX_EUNAVAILABLE when there is no L3 or the fetcher is stopping: the wants
+ * are then answered at once (stale copies, or OX_EUNAVAILABLE) and done is NOT called. */
+int ox_fstore_fetch(ox_fstore_t *fs, ox_fstore_fetch_t *f);
+void ox_fstore_want_free(ox_fstore_want_t *w);
+/* Stops the fetcher: fetches still queued are answered as refused ones (done IS called for
+ * them), later ones are refused. Call while whatever done uses still exists; ox_fstore_close
+ * calls it too. NULL allowed; idempotent. */
+void ox_fstore_stop_fetcher(ox_fstore_t *fs);
 
 /* Stores a row in L1 and L2 (committed before return) and writes it through to the L3
  * backends within deadline_ns. Returns 0 or the L2 error; *l3_err receives the first L3

@@ -32,7 +32,7 @@ typedef struct {
 typedef struct fs_tctx {
   struct fs_tctx *next;
   ox_l2_reader_t *r;
-  ox_buf_t a, b;        /* scratch: L1 copies, L2 scans, values being built */
+  ox_buf_t a, b, c;     /* scratch: L1 copies, L2 scans, values being built */
   ox_feat_event_t *evs; /* decoded events for ox_feat_velocity */
   size_t evcap;
 } fs_tctx_t;
@@ -44,6 +44,7 @@ struct ox_fstore {
   ox_l3_redis_t *redis; /* NULL when not configured */
   ox_l3_pg_t *pg;       /* NULL when not configured */
   int64_t ttl_ms;
+  int64_t l3_cache_ms;
   uint64_t id; /* tells this store's thread contexts from a previous store's */
   pthread_mutex_t ctx_mu;
   fs_tctx_t *ctxs;
@@ -54,7 +55,14 @@ struct ox_fstore {
   pthread_mutex_t sw_mu;
   pthread_cond_t sw_cv;
   fs_tier_stats_t tiers[4]; /* by ox_tier_t */
-  atomic_uint_fast64_t degraded, bloom_neg, bloom_pos, events_ingested, rows_put;
+  atomic_uint_fast64_t degraded, bloom_neg, bloom_pos, events_ingested, rows_put, l3_stale;
+  /* the L3 fetcher (fstore_rows.c): a queue of fetches, one thread */
+  pthread_mutex_t fq_mu;
+  pthread_cond_t fq_cv;
+  ox_fstore_fetch_t *fq_head, *fq_tail;
+  pthread_t fq_thread;
+  int fq_started, fq_stop;
+  atomic_uint_fast64_t fetch_rounds, fetch_wants;
 };
 
 /* The entity index: an L2 event list whose payloads are the names of every entity that has
@@ -62,6 +70,8 @@ struct ox_fstore {
 #define FS_INDEX_ENTITY "~entities"
 /* L2 row holding an entity's largest event ts (8 bytes, little-endian): "~last:<entity>". */
 #define FS_LAST_PREFIX "~last:"
+/* L2 key of a copy of an L3 row: "~l3:<key>", value = 8-byte fetch time (wall-clock ms) + row. */
+#define FS_L3COPY_PREFIX "~l3:"
 /* L1 key of an entity's event list: "~ev:<entity>". */
 #define FS_EV_PREFIX "~ev:"
 
@@ -71,6 +81,8 @@ int64_t fs_now_ms(void);
 /* Copies key's L1 value into out (grown as needed). 0, OX_ENOT_FOUND or OX_ENOMEM. */
 int fs_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out);
 void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns);
+/* Starts the L3 fetcher thread when an L3 backend is configured. 0 or OX_ENOMEM. */
+int fs_fetcher_start(ox_fstore_t *fs);
 /* Adds every indexed entity to the Bloom filter (start-up). */
 int fs_bloom_rebuild(ox_fstore_t *fs, uint64_t *entities);
 

@@ -17,26 +17,23 @@ and raw values, against dedicated servers with repositories of their own.
 
 import http.client
 import json
-import os
 import re
-import shutil
 import signal
-import socket
 import struct
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, build_repo, dedicated_server, free_port, keep_alive_checked, forget
+from conftest import ROOT, build_repo, dedicated_server, keep_alive_checked, forget
 
 sys.path.insert(0, str(ROOT / "tools" / "fraud"))
+sys.path.insert(0, str(ROOT / "tests"))
 import features as offline  # noqa: E402
 import generate  # noqa: E402
 import load_l3  # noqa: E402
+import services  # noqa: E402
 from score_example import parse_f32  # noqa: E402
 
 N_FEATURES = offline.N_FEATURES  # 17
@@ -399,55 +396,24 @@ def test_feature_endpoints_without_a_store(server):
 
 
 # ---------------------------------------------------------------------------- Redis (L3)
-def _redis_bin():
-    for p in (os.environ.get("ONNXD_REDIS_SERVER"), "/usr/bin/redis-server",
-              "/usr/local/bin/redis-server", shutil.which("redis-server")):
-        if p and os.access(p, os.X_OK):
-            return p
-    pytest.fail("redis-server not found: install the Debian package redis-server "
-                "(scripts/setup.sh does)", pytrace=False)
+def _or_fail(call, *args):
+    """call(*args), a server that cannot start (RuntimeError from tests/services.py) failing the
+    test with its message and no traceback."""
+    try:
+        return call(*args)
+    except RuntimeError as e:
+        msg = str(e)
+    pytest.fail(msg, pytrace=False)  # outside the except: no "during handling" chain
 
 
-class Redis:
-    """A redis-server of our own on a free loopback port (no persistence)."""
+class Redis(services.Redis):
+    """services.Redis (a redis-server of our own on a free loopback port) for tests."""
 
     def __init__(self, d):
-        self.bin = _redis_bin()
-        self.dir = d
-        self.port = free_port()
-        self.proc = None
+        _or_fail(super().__init__, d)
 
     def start(self):
-        self.proc = subprocess.Popen(
-            [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.dir)],
-            stdout=open(self.dir / "redis.log", "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.command("PING") == b"+PONG":
-                    return
-            except OSError:
-                time.sleep(0.02)
-        pytest.fail(f"redis-server did not start; see {self.dir}/redis.log", pytrace=False)
-
-    def command(self, *args):
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(out)
-            return s.recv(65536).split(b"\r\n")[0]
-
-    def set_row(self, key, values):
-        assert self.command("SET", key, struct.pack(f"<{len(values)}f", *values)) == b"+OK"
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
+        _or_fail(super().start)
 
 
 @pytest.fixture(scope="module")
@@ -545,94 +511,96 @@ def test_redis_rows_degrade_within_the_deadline_and_recover(rsrv, redis):
         cl.close()
 
 
-# ---------------------------------------------------------------------------- PostgreSQL (L3)
-class Postgres:
-    """A PostgreSQL server of our own on a free loopback port, in a directory under /tmp. As
-    root it runs as the system user onnxd-test (PostgreSQL refuses root; tests/unit/l3_test.c
-    creates that user), the way tests/unit/l3_test.c runs it."""
+L3_COPY_MS = 400
 
-    USER = "onnxd-test"
+
+@pytest.fixture(scope="module")
+def rcopy(server_factory, tmp_path_factory, redis):
+    """L1 off, so every read shows what L2 does with copies of Redis rows."""
+    root = tmp_path_factory.mktemp("fv-redis-copy-repo")
+    repo = build_repo(root, {"rows": {"model": identity_model(5, "rows", "x"),
+                                      "config": {"feature_view": row_view(False)}}})
+    d = tmp_path_factory.mktemp("fs-redis-copy") / "store"
+    yield from dedicated_server(server_factory, repo,
+                                ["--feature-dir", str(d), "--feature-sync", "none",
+                                 "--feature-l1-bytes", "0",
+                                 "--feature-l3-cache-ms", str(L3_COPY_MS),
+                                 "--redis", f"127.0.0.1:{redis.port}"], "features-redis-copy")
+
+
+def test_l3_rows_kept_in_l2_expire_and_serve_stale_when_redis_fails(rcopy, redis):
+    cl = Client(rcopy)
+
+    def get(key):
+        status, body = cl.call("GET", f"/v1/features/profile/{key}")
+        doc = json.loads(body)
+        return status, doc.get("values"), doc.get("tier")
+
+    def copied(key, values):
+        """Reads until the copy (written to L2 asynchronously, within ms) answers."""
+        deadline = time.monotonic() + 2
+        while True:
+            got = get(key)
+            if got[2] == "l2" or time.monotonic() > deadline:
+                return got
+            assert got == (200, values, "l3")
+            time.sleep(0.005)
+
+    try:
+        m = cl.metrics()
+        assert metric(m, "onnxd_feature_l1_entries") == 0
+        redis.set_row("profile:cp1", [1, 2])
+        assert get("cp1") == (200, [1, 2], "l3")
+        assert copied("cp1", [1, 2]) == (200, [1, 2], "l2")  # the copy, fresh
+        assert lookups(cl, "l1", "miss") == 0  # L1 is off: not even asked
+        redis.set_row("profile:cp1", [3, 4])
+        assert get("cp1") == (200, [1, 2], "l2")  # within the copy's lifetime: the copy
+        time.sleep(L3_COPY_MS / 1000 + 0.1)
+        assert get("cp1") == (200, [3, 4], "l3")  # expired: read through, copy replaced
+        assert copied("cp1", [3, 4]) == (200, [3, 4], "l2")
+
+        # Redis stopped: an expired copy is served (not degraded), and counted as stale
+        time.sleep(L3_COPY_MS / 1000 + 0.1)
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert get("cp1") == (200, [3, 4], "l2")
+            status, doc, got, _ = cl.score("rows", {"user_id": "cp1", "return_features": True}, 2)
+            assert status == 200 and got.tolist() == [2, 3, 4, ROW_DEFAULT, ROW_DEFAULT], doc
+            assert "features_degraded" not in doc["parameters"]
+            assert metric(cl.metrics(), "onnxd_feature_l3_stale_total") == 2
+            # a key never read has no copy: a failure there is a failure
+            assert get("cp-never")[0] == 503
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+
+        # deleted upstream: once the copy expires, the miss deletes the copy too
+        deadline = time.monotonic() + 10
+        while breaker_state(cl) != 0 and time.monotonic() < deadline:
+            get("cp-probe")
+            time.sleep(0.1)
+        assert redis.command("DEL", "profile:cp1") == b":1"
+        time.sleep(L3_COPY_MS / 1000 + 0.1)
+        assert get("cp1")[0] == 404
+        time.sleep(0.2)  # the copy's deletion is queued to L2's writer, committed within ms
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert get("cp1")[0] == 503  # no stale copy left to serve
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+    finally:
+        cl.close()
+
+
+# ---------------------------------------------------------------------------- PostgreSQL (L3)
+class Postgres(services.Postgres):
+    """services.Postgres (a PostgreSQL server of our own on a free loopback port, as onnxd-test
+    when root) for tests."""
 
     def __init__(self):
-        import glob
-        import tempfile
-
-        bindir = os.environ.get("ONNXD_PG_BINDIR")
-        if not bindir:
-            found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-            bindir = os.path.dirname(found[-1]) if found else None
-        if not bindir or not os.access(os.path.join(bindir, "postgres"), os.X_OK):
-            pytest.fail("PostgreSQL server binaries not found: install the Debian package "
-                        "postgresql (scripts/setup.sh does)", pytrace=False)
-        self.bindir = bindir
-        self.uid = self.gid = None
-        if os.geteuid() == 0:
-            import pwd
-
-            try:
-                pw = pwd.getpwnam(self.USER)
-            except KeyError:
-                subprocess.run(["/usr/sbin/useradd", "--system", "--user-group", "--no-create-home",
-                                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                                self.USER], check=True, capture_output=True)
-                pw = pwd.getpwnam(self.USER)
-            self.uid, self.gid = pw.pw_uid, pw.pw_gid
-        self.top = Path(tempfile.mkdtemp(prefix="onnxd-pgfeat-"))
-        os.chmod(self.top, 0o711)
-        self.dir = self.top / "pg"
-        self.dir.mkdir(mode=0o700)
-        if self.uid is not None:
-            os.chown(self.dir, self.uid, self.gid)
-        self.port = free_port()
-        self.proc = None
-
-    def _as_user(self):
-        if self.uid is not None:
-            os.setgroups([])
-            os.setgid(self.gid)
-            os.setuid(self.uid)
+        _or_fail(super().__init__)
 
     def start(self):
-        data = self.dir / "data"
-        subprocess.run([os.path.join(self.bindir, "initdb"), "-D", str(data), "-U", "onnxd",
-                        "-A", "trust", "-E", "UTF8", "--no-locale", "-N"],
-                       preexec_fn=self._as_user, check=True, capture_output=True)
-        log = open(self.top / "postgres.log", "ab")
-        self.proc = subprocess.Popen(
-            [os.path.join(self.bindir, "postgres"), "-D", str(data), "-k", str(self.dir),
-             "-p", str(self.port), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", "max_connections=60", "-c", "shared_buffers=16MB"],
-            preexec_fn=self._as_user, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self.sql("SELECT 1", check=False).returncode == 0:
-                return
-            time.sleep(0.1)
-        pytest.fail(f"postgres did not start; see {self.top}/postgres.log", pytrace=False)
-
-    @property
-    def conninfo(self):
-        return f"host=127.0.0.1 port={self.port} dbname=postgres user=onnxd"
-
-    def sql(self, q, check=True):
-        r = subprocess.run([os.path.join(self.bindir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                            "-h", "127.0.0.1", "-p", str(self.port), "-U", "onnxd", "-d",
-                            "postgres", "-c", q], capture_output=True, text=True, timeout=30)
-        if check:
-            assert r.returncode == 0, r.stderr
-        return r
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.top, ignore_errors=True)
+        _or_fail(super().start)
 
 
 # "features" (what onnxd reads) is a view whose value goes through a function that sleeps for

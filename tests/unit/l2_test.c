@@ -3,9 +3,10 @@
  * (per-entity isolation of "u1"/"u12", (ts, seq) order with equal and negative times, inclusive
  * ranges, early stop), restart with data and sequence numbers intact, the batched writer (fewer
  * transactions than operations, concurrent producers), a full queue, a full map reported by
- * flush, reader slots (the last one refused, none lost under load), purges (on demand, across
- * chunk boundaries, periodic by retention while writes keep coming), and velocity features from
- * a 24 h scan. */
+ * flush, reader slots (the last one refused, none lost under load), purges (each entity's
+ * newest old event kept as its anchor, also among equal times; '~' entities untouched; prefix
+ * entities independent; exact counts across chunk boundaries; a repeated purge deletes nothing;
+ * periodic by retention while writes keep coming), and velocity features from a 24 h scan. */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -392,43 +393,232 @@ TEST(test_readers) {
   close_and_remove(l2);
 }
 
-TEST(test_purge) {
+/* ---- purges ------------------------------------------------------------------------------- */
+
+static void append_run(ox_l2_t *l2, const char *ent, int64_t from, int64_t to) {
+  int bad = 0;
+  for (int64_t t = from; t <= to; t++) {
+    char p[16];
+    snprintf(p, sizeof p, "t%lld", (long long)t);
+    bad += ox_l2_append_event(l2, S(ent), t, p, strlen(p)) != 0;
+  }
+  CHECK_INT(bad, 0);
+}
+
+/* Purges with cutoff and waits; returns the events deleted by it. */
+static uint64_t purge(ox_l2_t *l2, int64_t cutoff) {
+  ox_l2_stats_t a, b;
+  ox_l2_stats(l2, &a);
+  CHECK_INT(ox_l2_purge_before(l2, cutoff), 0);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  ox_l2_stats(l2, &b);
+  return b.purged - a.purged;
+}
+
+/* True if entity's events are exactly ts from..to, one each (with payloads "t<ts>"). */
+static int has_run(ox_l2_reader_t *r, const char *ent, int64_t from, int64_t to) {
+  events_t e;
+  int n = scan(r, ent, INT64_MIN, INT64_MAX, &e);
+  if (n != to - from + 1 || n > 64) return 0;
+  for (int i = 0; i < n; i++) {
+    char p[16];
+    snprintf(p, sizeof p, "t%lld", (long long)(from + i));
+    if (e.ts[i] != from + i || strcmp(e.payload[i], p) != 0) return 0;
+  }
+  return 1;
+}
+
+TEST(test_purge_anchor) {
   ox_l2_t *l2 = open_fresh(NULL);
   if (!l2) return;
-  /* 40 entities x 300 old events: 12,000 deletions, more than one purge transaction */
-  for (int en = 0; en < 40; en++) {
-    char ent[16];
-    snprintf(ent, sizeof ent, "e%d", en);
-    for (int i = 0; i < 400; i++) CHECK_INT(ox_l2_append_event(l2, S(ent), i, "p", 1), 0);
-  }
-  CHECK_INT(ox_l2_append_event(l2, S("new"), 1000, "p", 1), 0);
+  append_run(l2, "a", 1, 10);
   CHECK_INT(ox_l2_put_row(l2, S("row"), "r", 1), 0);
   CHECK_INT(ox_l2_flush(l2), 0);
-  CHECK_INT(ox_l2_purge_before(l2, 300), 0);
-  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(purge(l2, 6), 4); /* 1..4; 5 is the newest before the cutoff: kept */
+  ox_l2_reader_t *r = NULL;
+  CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+  CHECK(has_run(r, "a", 5, 10));
+  events_t e;
+  CHECK_INT(scan(r, "a", INT64_MIN, 4, &e), 0);
+  char out[4];
+  size_t len;
+  CHECK_INT(ox_l2_get_row_copy(r, S("row"), out, sizeof out, &len), 0); /* rows untouched */
+  CHECK_INT(purge(l2, 6), 0); /* the same cutoff again: the anchor stays, nothing to delete */
+  CHECK(has_run(r, "a", 5, 10));
+  CHECK_INT(purge(l2, 8), 2); /* a later cutoff: 5 and 6 go, 7 is the new anchor */
+  CHECK(has_run(r, "a", 7, 10));
+  CHECK_INT(purge(l2, 100), 3); /* everything old: only the newest remains */
+  CHECK(has_run(r, "a", 10, 10));
   ox_l2_stats_t st;
   ox_l2_stats(l2, &st);
-  CHECK_INT(st.purged, 40 * 300);
+  CHECK_INT(st.purged, 9);
+  ox_l2_reader_close(r);
+  close_and_remove(l2);
+}
+
+TEST(test_purge_all_old) {
+  ox_l2_t *l2 = open_fresh(NULL);
+  if (!l2) return;
+  append_run(l2, "old", -3, 20); /* negative times sort before positive ones */
+  append_run(l2, "one", 7, 7);   /* a single old event is its own anchor */
+  append_run(l2, "new", 50, 52);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(purge(l2, 30), 23);
+  ox_l2_reader_t *r = NULL;
+  CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+  CHECK(has_run(r, "old", 20, 20));
+  CHECK(has_run(r, "one", 7, 7));
+  CHECK(has_run(r, "new", 50, 52));
+  CHECK_INT(purge(l2, 30), 0);
+  ox_l2_reader_close(r);
+  close_and_remove(l2);
+}
+
+TEST(test_purge_equal_ts) {
+  ox_l2_t *l2 = open_fresh(NULL);
+  if (!l2) return;
+  CHECK_INT(ox_l2_append_event(l2, S("eq"), 1, "a", 1), 0);
+  CHECK_INT(ox_l2_append_event(l2, S("eq"), 3, "b0", 2), 0);
+  CHECK_INT(ox_l2_append_event(l2, S("eq"), 3, "b1", 2), 0);
+  CHECK_INT(ox_l2_flush(l2), 0); /* the equal-ts run spans two transactions */
+  CHECK_INT(ox_l2_append_event(l2, S("eq"), 3, "b2", 2), 0);
+  CHECK_INT(ox_l2_append_event(l2, S("eq"), 2, "c", 1), 0);
+  CHECK_INT(ox_l2_append_event(l2, S("eq"), 5, "d0", 2), 0);
+  CHECK_INT(ox_l2_append_event(l2, S("eq"), 5, "d1", 2), 0);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(purge(l2, 5), 4); /* 1, 2, 3/0, 3/1; the anchor is 3/2, the last of the ts-3 run */
+  ox_l2_reader_t *r = NULL;
+  CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+  events_t e;
+  CHECK_INT(scan(r, "eq", INT64_MIN, INT64_MAX, &e), 3);
+  CHECK_INT(e.ts[0], 3);
+  CHECK_INT(e.seq[0], 2);
+  CHECK_STR(e.payload[0], "b2");
+  CHECK_INT(e.ts[1], 5); /* events at the cutoff itself are not before it */
+  CHECK_STR(e.payload[1], "d0");
+  CHECK_STR(e.payload[2], "d1");
+  CHECK_INT(purge(l2, 6), 2); /* 3/2 and 5/0 go; 5/1 is the anchor */
+  CHECK_INT(scan(r, "eq", INT64_MIN, INT64_MAX, &e), 1);
+  CHECK_INT(e.seq[0], 1);
+  CHECK_STR(e.payload[0], "d1");
+  ox_l2_reader_close(r);
+  close_and_remove(l2);
+}
+
+TEST(test_purge_reserved) {
+  ox_l2_t *l2 = open_fresh(NULL);
+  if (!l2) return;
+  append_run(l2, "~entities", 1, 40); /* the server's index: old times, must all survive */
+  append_run(l2, "~", 1, 3);
+  append_run(l2, "x~", 1, 3); /* '~' only at the start counts */
+  append_run(l2, "~x", 100, 101);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(purge(l2, 50), 2);
+  ox_l2_reader_t *r = NULL;
+  CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+  CHECK(has_run(r, "~entities", 1, 40));
+  CHECK(has_run(r, "~", 1, 3));
+  CHECK(has_run(r, "x~", 3, 3));
+  CHECK(has_run(r, "~x", 100, 101));
+  ox_l2_reader_close(r);
+  close_and_remove(l2);
+}
+
+TEST(test_purge_prefix_entities) {
+  ox_l2_t *l2 = open_fresh(NULL);
+  if (!l2) return;
+  /* "u", "u1", "u12": prefixes of each other, each with its own anchor; interleaved writes */
+  for (int64_t t = 1; t <= 9; t++) {
+    if (t <= 5) append_run(l2, "u1", t, t);
+    if (t >= 2) append_run(l2, "u12", t, t);
+    if (t <= 3) append_run(l2, "u", t, t);
+  }
+  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(purge(l2, 6), 4 + 3 + 2);
+  ox_l2_reader_t *r = NULL;
+  CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+  CHECK(has_run(r, "u1", 5, 5));
+  CHECK(has_run(r, "u12", 5, 9));
+  CHECK(has_run(r, "u", 3, 3));
+  ox_l2_reader_close(r);
+  close_and_remove(l2);
+}
+
+TEST(test_purge_chunks) {
+  ox_l2_t *l2 = open_fresh(NULL);
+  if (!l2) return;
+  /* More than 3 purge transactions (10,000 deletions each), with boundaries inside one
+   * entity's long run and among the small ones. Key order: entities of 2 bytes (e0..e9), then
+   * of 3 ("big", e10..e39, "~ix"). */
+  enum { NE = 40, EV = 400, CUT = 300, BIG = 25000 };
+  for (int en = 0; en < NE; en++) {
+    char ent[16];
+    snprintf(ent, sizeof ent, "e%d", en);
+    int bad = 0;
+    for (int i = 0; i < EV; i++) bad += ox_l2_append_event(l2, S(ent), i, "p", 1) != 0;
+    CHECK_INT(bad, 0);
+  }
+  int bad = 0;
+  for (int i = 0; i < BIG; i++) bad += ox_l2_append_event(l2, S("big"), i / 100, "b", 1) != 0;
+  for (int i = 0; i < 5; i++) bad += ox_l2_append_event(l2, S("big"), 1000, "n", 1) != 0;
+  for (int i = 0; i < 50; i++) bad += ox_l2_append_event(l2, S("~ix"), i, "i", 1) != 0;
+  CHECK_INT(bad, 0);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  const uint64_t want = NE * (CUT - 1) + (BIG - 1);
+  CHECK_INT(purge(l2, CUT), want);
   ox_l2_reader_t *r = NULL;
   CHECK_INT(ox_l2_reader_open(l2, &r), 0);
   events_t e;
   int wrong = 0;
-  for (int en = 0; en < 40; en++) {
+  for (int en = 0; en < NE; en++) {
     char ent[16];
     snprintf(ent, sizeof ent, "e%d", en);
-    wrong += scan(r, ent, INT64_MIN, INT64_MAX, &e) != 100 || e.ts[0] != 300;
+    wrong += scan(r, ent, INT64_MIN, INT64_MAX, &e) != EV - CUT + 1 || e.ts[0] != CUT - 1 ||
+             e.ts[1] != CUT || e.ts[63] != CUT + 62;
   }
   CHECK_INT(wrong, 0);
-  CHECK_INT(scan(r, "new", INT64_MIN, INT64_MAX, &e), 1);
-  char out[4];
-  size_t len;
-  CHECK_INT(ox_l2_get_row_copy(r, S("row"), out, sizeof out, &len), 0); /* rows untouched */
-  CHECK_INT(ox_l2_purge_before(l2, 300), 0);                            /* nothing left to purge */
-  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(scan(r, "big", INT64_MIN, INT64_MAX, &e), 6);
+  CHECK_INT(e.ts[0], (BIG - 1) / 100); /* the last of the ts-249 run (seq 0..99) */
+  CHECK_INT(e.seq[0], 99);
+  CHECK_STR(e.payload[0], "b");
+  CHECK_INT(e.ts[1], 1000);
+  CHECK_INT(e.ts[5], 1000);
+  CHECK_INT(scan(r, "~ix", INT64_MIN, INT64_MAX, &e), 50);
+  CHECK_INT(purge(l2, CUT), 0);
+  ox_l2_stats_t st;
   ox_l2_stats(l2, &st);
-  CHECK_INT(st.purged, 40 * 300);
+  CHECK_INT(st.purged, want);
   ox_l2_reader_close(r);
   close_and_remove(l2);
+}
+
+TEST(test_purge_chunk_edges) {
+  /* "u" with 10,000, 10,001 and 20,001 deletions to make, then "v" with one: the first
+   * transaction fills up just as u's run ends (it stops at v's pending event); stops with u's
+   * anchor as the next key; two stops inside one run */
+  const int olds[] = {10001, 10002, 20002};
+  for (size_t c = 0; c < sizeof olds / sizeof olds[0]; c++) {
+    ox_l2_t *l2 = open_fresh(NULL);
+    if (!l2) return;
+    int bad = 0;
+    for (int i = 0; i < olds[c]; i++) bad += ox_l2_append_event(l2, S("u"), i, "o", 1) != 0;
+    bad += ox_l2_append_event(l2, S("u"), olds[c] + 10, "n", 1) != 0;
+    bad += ox_l2_append_event(l2, S("v"), 0, "v0", 2) != 0;
+    bad += ox_l2_append_event(l2, S("v"), 1, "v1", 2) != 0;
+    CHECK_INT(bad, 0);
+    CHECK_INT(ox_l2_flush(l2), 0);
+    CHECK_INT(purge(l2, olds[c]), (olds[c] - 1) + 1); /* u's, and v's first */
+    ox_l2_reader_t *r = NULL;
+    CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+    events_t e;
+    CHECK_INT(scan(r, "u", INT64_MIN, INT64_MAX, &e), 2);
+    CHECK_INT(e.ts[0], olds[c] - 1);
+    CHECK_INT(e.ts[1], olds[c] + 10);
+    CHECK_INT(scan(r, "v", INT64_MIN, INT64_MAX, &e), 1);
+    CHECK_STR(e.payload[0], "v1");
+    ox_l2_reader_close(r);
+    close_and_remove(l2);
+  }
 }
 
 TEST(test_periodic_purge) {
@@ -440,8 +630,10 @@ TEST(test_periodic_purge) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  CHECK_INT(ox_l2_append_event(l2, S("u"), now - 9000000, "oldest", 6), 0);
   CHECK_INT(ox_l2_append_event(l2, S("u"), now - 7200000, "old", 3), 0);
   CHECK_INT(ox_l2_append_event(l2, S("u"), now - 60000, "recent", 6), 0);
+  CHECK_INT(ox_l2_append_event(l2, S("~idx"), now - 9000000, "index", 5), 0);
   CHECK_INT(ox_l2_flush(l2), 0);
   ox_l2_stats_t st = {0};
   /* keep the writer busy meanwhile: the periodic purge must not wait for an idle queue */
@@ -454,8 +646,13 @@ TEST(test_periodic_purge) {
   ox_l2_reader_t *r = NULL;
   CHECK_INT(ox_l2_reader_open(l2, &r), 0);
   events_t e;
-  CHECK_INT(scan(r, "u", INT64_MIN, INT64_MAX, &e), 1);
-  CHECK_STR(e.payload[0], "recent");
+  CHECK_INT(scan(r, "u", INT64_MIN, INT64_MAX, &e), 2);
+  CHECK_STR(e.payload[0], "old"); /* the anchor */
+  CHECK_STR(e.payload[1], "recent");
+  CHECK_INT(scan(r, "~idx", INT64_MIN, INT64_MAX, &e), 1);
+  usleep(100000); /* later periodic purges find nothing more */
+  ox_l2_stats(l2, &st);
+  CHECK_INT(st.purged, 1);
   ox_l2_reader_close(r);
   close_and_remove(l2);
 }
@@ -507,5 +704,7 @@ TEST(test_velocity_from_scan) {
 }
 
 TEST_MAIN(T(test_rows), T(test_events), T(test_restart), T(test_batched_writer), T(test_queue_full),
-          T(test_map_full), T(test_readers), T(test_purge), T(test_periodic_purge),
+          T(test_map_full), T(test_readers), T(test_purge_anchor), T(test_purge_all_old),
+          T(test_purge_equal_ts), T(test_purge_reserved), T(test_purge_prefix_entities),
+          T(test_purge_chunks), T(test_purge_chunk_edges), T(test_periodic_purge),
           T(test_velocity_from_scan))

@@ -1,14 +1,24 @@
 /* loadgen_test.c: unit tests for the load generator's response parser, streaming matcher and
  * latency histogram (bench/loadgen_http.c, bench/loadgen_hist.h): framing by Content-Length,
  * chunked and close; every malformed case with its code; feeding split at every byte; input
- * flush against a guard page; the histogram's bucket bounds and percentiles.
+ * flush against a guard page; the histogram's bucket bounds and percentiles. Then multi-body
+ * load (--body-lines): the line splitter, the per-body request tails, and real worker threads
+ * (bench/loadgen_worker.c) against a small HTTP server on 127.0.0.1 in this process, which
+ * records every request it reads: the order of the bodies per connection, their
+ * Content-Length, a resent request keeping its body, open loop and idle connections.
  *
  * The Makefile links unit tests with libonnxd.a only, and the bench sources are not in it, so
- * the parser is compiled into this test directly (the histogram is header-only). */
+ * the parser and the worker are compiled into this test directly (the histogram is
+ * header-only). */
 #include "../../bench/loadgen_hist.h"
 #include "../../bench/loadgen_http.c"
+#include "../../bench/loadgen_worker.c"
 
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -445,7 +455,434 @@ TEST(hist_percentiles) {
   CHECK_INT(h.counts[ox_lg_hist_index(OX_LG_HIST_MAX_NS)], 1);
 }
 
+/* ---- --body-lines: splitting and request tails ---------------------------------------- */
+
+TEST(body_lines) {
+  ox_lg_slice_t out[8];
+  size_t n, bad;
+  /* LF, CRLF, an unterminated last line, a CR inside a line (kept), a CR at the very end. */
+  static const char ok[] = "a\nbb\r\nc\rc\nddd\r";
+  CHECK_INT(ox_lg_body_lines(ok, sizeof ok - 1, 8, out, &n, &bad), 0);
+  CHECK_INT(n, 4);
+  if (n == 4) {
+    CHECK_INT(out[0].len, 1);
+    CHECK_MEM(out[0].ptr, "a", 1);
+    CHECK_INT(out[1].len, 2);
+    CHECK_MEM(out[1].ptr, "bb", 2);
+    CHECK_INT(out[2].len, 3);
+    CHECK_MEM(out[2].ptr, "c\rc", 3);
+    CHECK_INT(out[3].len, 3);
+    CHECK_MEM(out[3].ptr, "ddd", 3);
+  }
+  CHECK_INT(ox_lg_body_lines("x\ny\n", 4, 8, NULL, &n, &bad), 0); /* count only */
+  CHECK_INT(n, 2);
+  CHECK_INT(ox_lg_body_lines("{}", 2, 1, out, &n, &bad), 0);
+  CHECK_INT(n, 1);
+  /* Empty lines are refused with their number; so is an empty file. */
+  static const struct {
+    const char *s;
+    size_t line;
+  } empty[] = {{"a\n\nb\n", 2}, {"\n", 1}, {"a\r\n\r\n", 2}, {"a\nb\n\n", 3},
+               {"\r", 1},       {"", 0},   {"a\n\r", 2}};
+  for (size_t i = 0; i < sizeof empty / sizeof empty[0]; i++) {
+    bad = 99;
+    CHECK_INT(ox_lg_body_lines(empty[i].s, strlen(empty[i].s), 8, out, &n, &bad), OX_EINVALID);
+    CHECK_INT(bad, empty[i].line);
+  }
+  /* More lines than the limit. */
+  CHECK_INT(ox_lg_body_lines("a\nb\nc", 5, 2, NULL, &n, &bad), OX_ETOO_LARGE);
+  CHECK_INT(bad, 3);
+  CHECK_INT(ox_lg_body_lines("a\nb\nc\n", 6, 3, NULL, &n, &bad), 0);
+  /* Guard page: a last line without LF, flush against the end of readable memory. */
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  char *map = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  CHECK(map != MAP_FAILED);
+  if (map == MAP_FAILED) return;
+  CHECK_INT(mprotect(map + page, page, PROT_NONE), 0);
+  memcpy(map + page - 5, "ab\ncd", 5);
+  CHECK_INT(ox_lg_body_lines(map + page - 5, 5, 8, out, &n, &bad), 0);
+  CHECK_INT(n, 2);
+  memcpy(map + page - 4, "ab\r\r", 4);
+  CHECK_INT(ox_lg_body_lines(map + page - 4, 4, 8, out, &n, &bad), 0);
+  CHECK_INT(out[0].len, 3);
+  munmap(map, 2 * page);
+}
+
+TEST(request_tails) {
+  static const ox_lg_slice_t bodies[] = {{"abc", 3}, {NULL, 0}, {"0123456789", 10}};
+  ox_lg_reqs_t rq;
+  CHECK_INT(ox_lg_reqs_create(&rq, bodies, 3, 0), 0);
+  CHECK_INT(rq.n, 3);
+  static const char *const want0[] = {"Content-Length: 3\r\n\r\n", "\r\n",
+                                      "Content-Length: 10\r\n\r\n"};
+  for (size_t i = 0; i < 3 && rq.n == 3; i++) {
+    CHECK_INT(rq.reqs[i].tail_len, strlen(want0[i]));
+    CHECK_MEM(rq.reqs[i].tail, want0[i], strlen(want0[i]));
+    CHECK(rq.reqs[i].body == bodies[i].ptr);
+    CHECK_INT(rq.reqs[i].body_len, bodies[i].len);
+  }
+  ox_lg_reqs_destroy(&rq);
+  /* POST and PUT: an empty body still says Content-Length: 0. */
+  CHECK_INT(ox_lg_reqs_create(&rq, bodies, 2, 1), 0);
+  if (rq.n == 2) {
+    CHECK_INT(rq.reqs[1].tail_len, strlen("Content-Length: 0\r\n\r\n"));
+    CHECK_MEM(rq.reqs[1].tail, "Content-Length: 0\r\n\r\n", rq.reqs[1].tail_len);
+  }
+  ox_lg_reqs_destroy(&rq);
+  CHECK_INT(ox_lg_reqs_create(&rq, bodies, 0, 1), OX_EINVALID);
+  ox_lg_reqs_destroy(&rq);
+}
+
+/* ---- --body-lines: real workers against a recording server -------------------------------- */
+
+#define SRV_CONNS 16
+#define SRV_LOG 256
+
+typedef struct {
+  int conn;            /* accept order */
+  int peer_port;       /* the client's port of that connection */
+  char line[64];       /* request line, truncated */
+  long content_length; /* -1 when absent */
+  char body[64];       /* body bytes read (Content-Length of them), truncated */
+  size_t body_len;
+} srv_req_t;
+
+typedef struct srv srv_t;
+typedef struct {
+  srv_t *s;
+  int conn, fd, peer_port;
+} srv_conn_t;
+
+struct srv {
+  int lfd, port;
+  int drop_nth; /* the first connection closes, unanswered, after reading its drop_nth-th
+                   request (0: never) */
+  pthread_t accept_tid;
+  pthread_t tids[SRV_CONNS];
+  srv_conn_t conns[SRV_CONNS];
+  int nconns;
+  pthread_mutex_t mu;
+  srv_req_t log[SRV_LOG];
+  int nlog;
+};
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t k = write(fd, p, n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return -1;
+    p += k;
+    n -= (size_t)k;
+  }
+  return 0;
+}
+
+/* One connection: reads requests (Content-Length framing), logs each, answers 200 with the
+ * body echoed, until the client closes. */
+static void *srv_conn_run(void *arg) {
+  srv_conn_t *sc = arg;
+  srv_t *s = sc->s;
+  char buf[8192];
+  size_t have = 0;
+  int nreq = 0;
+  for (;;) {
+    char *end = memmem(buf, have, "\r\n\r\n", 4);
+    size_t head = end ? (size_t)(end - buf) + 4 : 0;
+    long cl = -1;
+    if (end) {
+      for (char *p = memchr(buf, '\n', head); p && p < end; p = memchr(p + 1, '\n', head))
+        if (!strncasecmp(p + 1, "content-length:", 15)) cl = strtol(p + 16, NULL, 10);
+    }
+    size_t need = head + (size_t)(cl > 0 ? cl : 0);
+    if (!end || have < need) {
+      if (have == sizeof buf) break;
+      ssize_t k = read(sc->fd, buf + have, sizeof buf - have);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) break;
+      have += (size_t)k;
+      continue;
+    }
+    srv_req_t q = {.conn = sc->conn, .peer_port = sc->peer_port, .content_length = cl};
+    size_t ll = (size_t)((char *)memchr(buf, '\r', head) - buf);
+    memcpy(q.line, buf, ll < sizeof q.line - 1 ? ll : sizeof q.line - 1);
+    q.body_len = need - head;
+    memcpy(q.body, buf + head, q.body_len < sizeof q.body - 1 ? q.body_len : sizeof q.body - 1);
+    pthread_mutex_lock(&s->mu);
+    if (s->nlog < SRV_LOG) s->log[s->nlog++] = q;
+    pthread_mutex_unlock(&s->mu);
+    if (++nreq == s->drop_nth && sc->conn == 0) break; /* drop it: no answer */
+    char resp[256];
+    int rl = snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+                      q.body_len, q.body);
+    if (write_all(sc->fd, resp, (size_t)rl)) break;
+    memmove(buf, buf + need, have - need);
+    have -= need;
+  }
+  close(sc->fd);
+  return NULL;
+}
+
+static void *srv_accept_run(void *arg) {
+  srv_t *s = arg;
+  for (;;) {
+    struct sockaddr_in peer;
+    socklen_t pl = sizeof peer;
+    int fd = accept(s->lfd, (struct sockaddr *)&peer, &pl);
+    if (fd < 0 && errno == EINTR) continue;
+    if (fd < 0) break; /* shutdown() by srv_stop */
+    if (s->nconns == SRV_CONNS) {
+      close(fd);
+      continue;
+    }
+    srv_conn_t *sc = &s->conns[s->nconns];
+    *sc = (srv_conn_t){.s = s, .conn = s->nconns, .fd = fd, .peer_port = ntohs(peer.sin_port)};
+    if (pthread_create(&s->tids[s->nconns], NULL, srv_conn_run, sc) != 0) {
+      close(fd);
+      continue;
+    }
+    s->nconns++;
+  }
+  return NULL;
+}
+
+static int srv_start(srv_t *s, int drop_nth) {
+  memset(s, 0, sizeof *s);
+  s->drop_nth = drop_nth;
+  pthread_mutex_init(&s->mu, NULL);
+  s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(s->lfd, 64) ||
+      getsockname(s->lfd, (struct sockaddr *)&a, &al) != 0)
+    return -1;
+  s->port = ntohs(a.sin_port);
+  return pthread_create(&s->accept_tid, NULL, srv_accept_run, s) ? -1 : 0;
+}
+
+/* Call once the clients' sockets are closed: every connection thread then sees EOF. */
+static void srv_stop(srv_t *s) {
+  shutdown(s->lfd, SHUT_RDWR); /* wakes accept() */
+  pthread_join(s->accept_tid, NULL);
+  for (int i = 0; i < s->nconns; i++) pthread_join(s->tids[i], NULL);
+  close(s->lfd);
+  pthread_mutex_destroy(&s->mu);
+}
+
+/* The three bodies: distinct contents and lengths, split from one CRLF-and-LF buffer. */
+static const char k_lines[] = "{\"x\":0}\n{\"x\":11}\r\n{\"x\":222}";
+static const char *const k_bodies[] = {"{\"x\":0}", "{\"x\":11}", "{\"x\":222}"};
+#define NBODIES 3
+
+/* Which of k_bodies a logged request carried, checking its Content-Length; -1 if none. */
+static int body_index(const srv_req_t *q) {
+  for (int i = 0; i < NBODIES; i++)
+    if (q->content_length == (long)strlen(k_bodies[i]) && q->body_len == strlen(k_bodies[i]) &&
+        !memcmp(q->body, k_bodies[i], q->body_len))
+      return i;
+  return -1;
+}
+
+typedef struct {
+  int nt, conns_each, nidle; /* threads, load connections per thread, idle ones (thread 0) */
+  uint64_t reqs_each;        /* --requests per thread */
+  double rate;               /* 0: closed loop */
+} load_spec_t;
+
+/* Runs workers the way onnxd-bench's main does, against s, with the bodies of k_lines and
+ * --check-body '"x":'. w (sp->nt entries) is left for the caller to inspect and destroy. */
+static void run_load(srv_t *s, const load_spec_t *sp, ox_lg_config_t *cfg, ox_lg_reqs_t *rq,
+                     ox_lg_match_t *m, ox_lg_worker_t *w, atomic_int *stop) {
+  static const char prefix[] = "POST /v2/models/m/infer HTTP/1.1\r\nHost: t\r\n";
+  static const char idle[] = "GET /idle HTTP/1.1\r\nHost: t\r\n\r\n";
+  ox_lg_slice_t lines[NBODIES];
+  size_t n = 0, bad;
+  CHECK_INT(ox_lg_body_lines(k_lines, sizeof k_lines - 1, NBODIES, lines, &n, &bad), 0);
+  CHECK_INT(n, NBODIES);
+  CHECK_INT(ox_lg_reqs_create(rq, lines, n, 1), 0);
+  CHECK_INT(ox_lg_match_create(m, "\"x\":", 4), 0);
+  signal(SIGPIPE, SIG_IGN);
+  atomic_store(stop, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)s->port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  pthread_barrier_t barrier;
+  pthread_barrier_init(&barrier, NULL, (unsigned)sp->nt + 1);
+  *cfg = (ox_lg_config_t){.addrlen = sizeof a,
+                          .prefix = prefix,
+                          .prefix_len = sizeof prefix - 1,
+                          .reqs = rq->reqs,
+                          .nreqs = rq->n,
+                          .idle_req = idle,
+                          .idle_req_len = sizeof idle - 1,
+                          .expect_status = 200,
+                          .match = m,
+                          .timeout_ns = 5000000000ULL,
+                          .rate = sp->rate,
+                          .nworkers = sp->nt,
+                          .nconns = (size_t)(sp->nt * sp->conns_each),
+                          .barrier = &barrier,
+                          .stop = stop};
+  memcpy(&cfg->addr, &a, sizeof a);
+  pthread_t tids[8];
+  for (int i = 0; i < sp->nt; i++) {
+    w[i] = (ox_lg_worker_t){.cfg = cfg,
+                            .id = i,
+                            .epfd_ = -1,
+                            .nconns = sp->conns_each,
+                            .nidle = i == 0 ? sp->nidle : 0,
+                            .conn_base = i * sp->conns_each,
+                            .max_requests = sp->reqs_each};
+    CHECK_INT(pthread_create(&tids[i], NULL, ox_lg_worker_run, &w[i]), 0);
+  }
+  pthread_barrier_wait(&barrier);
+  cfg->t_start = cfg->t_measure = now_ns();
+  cfg->t_end = cfg->t_start + 10000000000ULL; /* a broken run ends in 10 s, not never */
+  pthread_barrier_wait(&barrier);
+  for (int i = 0; i < sp->nt; i++) pthread_join(tids[i], NULL);
+  pthread_barrier_destroy(&barrier);
+  cfg->barrier = NULL;
+  for (int i = 0; i < sp->nt; i++) {
+    CHECK_INT(w[i].setup_error, 0);
+    CHECK_INT(w[i].requests, sp->reqs_each);
+    CHECK_INT(w[i].ok, sp->reqs_each);
+    CHECK_INT(w[i].errors, 0);
+  }
+}
+
+static void end_load(srv_t *s, ox_lg_reqs_t *rq, ox_lg_match_t *m, ox_lg_worker_t *w, int nt) {
+  for (int i = 0; i < nt; i++) ox_lg_worker_destroy(&w[i]);
+  srv_stop(s);
+  ox_lg_reqs_destroy(rq);
+  ox_lg_match_destroy(m);
+}
+
+/* The client-side port of a worker's load connection (to find it in the server's log). */
+static int local_port(const ox_lg_conn_t *c) {
+  struct sockaddr_in a;
+  socklen_t al = sizeof a;
+  if (c->fd < 0 || getsockname(c->fd, (struct sockaddr *)&a, &al) != 0) return -1;
+  return ntohs(a.sin_port);
+}
+
+/* Logs the bodies the server saw, for a failing check. */
+static void dump_log(const srv_t *s) {
+  for (int i = 0; i < s->nlog; i++)
+    fprintf(stderr, "    conn %d port %d '%s' cl %ld body '%s' -> %d\n", s->log[i].conn,
+            s->log[i].peer_port, s->log[i].line, s->log[i].content_length, s->log[i].body,
+            body_index(&s->log[i]));
+}
+
+/* One connection: the bodies go out in file order, wrapping, each with its own length. */
+TEST(body_lines_one_connection) {
+  static ox_lg_worker_t w[1];
+  static srv_t s;
+  ox_lg_config_t cfg;
+  ox_lg_reqs_t rq;
+  ox_lg_match_t m;
+  atomic_int stop;
+  CHECK_INT(srv_start(&s, 0), 0);
+  load_spec_t sp = {.nt = 1, .conns_each = 1, .reqs_each = 7};
+  run_load(&s, &sp, &cfg, &rq, &m, w, &stop);
+  for (int i = 0; i < NBODIES; i++) CHECK_INT(rq.reqs[i].body_len, strlen(k_bodies[i]));
+  ox_lg_worker_destroy(&w[0]);
+  srv_stop(&s);
+  CHECK_INT(s.nlog, 7);
+  CHECK_INT(s.nconns, 1);
+  int ok = s.nlog == 7;
+  for (int i = 0; i < s.nlog; i++) {
+    CHECK_STR(s.log[i].line, "POST /v2/models/m/infer HTTP/1.1");
+    if (body_index(&s.log[i]) != i % NBODIES) ok = 0;
+  }
+  CHECK(ok);
+  if (!ok) dump_log(&s);
+  ox_lg_reqs_destroy(&rq);
+  ox_lg_match_destroy(&m);
+}
+
+/* Two threads of two connections: connection j (global) of 4 starts at body j * 3 / 4 and moves
+ * on by one per request; the idle connection's GET carries no body and does not move any cursor. */
+TEST(body_lines_connections) {
+  static ox_lg_worker_t w[2];
+  static srv_t s;
+  ox_lg_config_t cfg;
+  ox_lg_reqs_t rq;
+  ox_lg_match_t m;
+  atomic_int stop;
+  CHECK_INT(srv_start(&s, 0), 0);
+  load_spec_t sp = {.nt = 2, .conns_each = 2, .nidle = 1, .reqs_each = 10};
+  run_load(&s, &sp, &cfg, &rq, &m, w, &stop);
+  CHECK_INT(w[0].idle_ready, 1);
+  int ok = 1, total = 0, starts[NBODIES] = {0};
+  for (int t = 0; t < sp.nt; t++)
+    for (int k = 0; k < sp.conns_each; k++) {
+      int j = t * sp.conns_each + k, port = local_port(&w[t].conns_[k]), seen = 0, prev = -1;
+      for (int i = 0; i < s.nlog; i++) {
+        if (s.log[i].peer_port != port) continue;
+        int b = body_index(&s.log[i]);
+        if (seen == 0 && b != j * NBODIES / 4) ok = 0;     /* starts at j * N / C */
+        if (seen > 0 && b != (prev + 1) % NBODIES) ok = 0; /* then the next line, wrapping */
+        if (seen == 0 && b >= 0) starts[b]++;
+        prev = b;
+        seen++;
+      }
+      if (port < 0 || seen == 0) ok = 0;
+      total += seen;
+    }
+  CHECK(ok);
+  CHECK_INT(total, 20);
+  CHECK_INT(starts[0], 2); /* connections 0 and 1 (0 * 3 / 4, 1 * 3 / 4) */
+  CHECK_INT(starts[1], 1);
+  CHECK_INT(starts[2], 1);
+  int idle_gets = 0;
+  for (int i = 0; i < s.nlog; i++) idle_gets += !strcmp(s.log[i].line, "GET /idle HTTP/1.1");
+  CHECK_INT(idle_gets, 1);
+  CHECK_INT(s.nlog, 21);
+  if (!ok) dump_log(&s);
+  end_load(&s, &rq, &m, w, sp.nt);
+}
+
+/* The server drops the keep-alive connection after reading its second request (body 1): the
+ * request is resent on a fresh connection with the same body, and the order goes on from there. */
+TEST(body_lines_resend_keeps_body) {
+  static ox_lg_worker_t w[1];
+  static srv_t s;
+  ox_lg_config_t cfg;
+  ox_lg_reqs_t rq;
+  ox_lg_match_t m;
+  atomic_int stop;
+  CHECK_INT(srv_start(&s, 2), 0);
+  load_spec_t sp = {.nt = 1, .conns_each = 1, .reqs_each = 5};
+  run_load(&s, &sp, &cfg, &rq, &m, w, &stop);
+  end_load(&s, &rq, &m, w, sp.nt);
+  static const int want[] = {0, 1, 1, 2, 0, 1}; /* the second 1 is the resend */
+  int ok = s.nlog == 6 && s.nconns == 2;
+  for (int i = 0; ok && i < s.nlog; i++) ok = body_index(&s.log[i]) == want[i];
+  CHECK(ok);
+  CHECK_INT(s.nlog, 6);
+  if (!ok) dump_log(&s);
+}
+
+/* Open loop (--rate): the order is the same, one connection's cursor. */
+TEST(body_lines_open_loop) {
+  static ox_lg_worker_t w[1];
+  static srv_t s;
+  ox_lg_config_t cfg;
+  ox_lg_reqs_t rq;
+  ox_lg_match_t m;
+  atomic_int stop;
+  CHECK_INT(srv_start(&s, 0), 0);
+  load_spec_t sp = {.nt = 1, .conns_each = 1, .reqs_each = 6, .rate = 2000};
+  run_load(&s, &sp, &cfg, &rq, &m, w, &stop);
+  end_load(&s, &rq, &m, w, sp.nt);
+  int ok = s.nlog == 6;
+  for (int i = 0; ok && i < s.nlog; i++) ok = body_index(&s.log[i]) == i % NBODIES;
+  CHECK(ok);
+  if (!ok) dump_log(&s);
+}
+
 TEST_MAIN(T(content_length), T(leftover_after_response), T(keep_alive_rules), T(no_body_statuses),
           T(interim_responses), T(chunked_framing), T(until_close), T(eof_truncation), T(invalid),
           T(limits), T(split_everywhere), T(chunked_random), T(matcher), T(guard_page),
-          T(hist_buckets), T(hist_percentiles))
+          T(hist_buckets), T(hist_percentiles), T(body_lines), T(request_tails),
+          T(body_lines_one_connection), T(body_lines_connections), T(body_lines_resend_keeps_body),
+          T(body_lines_open_loop))
