@@ -8,7 +8,6 @@
  * the process exits 0.
  */
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -284,12 +283,11 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  /* One malloc arena: request bodies are allocated on I/O threads and freed on workers, and
-   * per-thread arenas each kept their own high-water mark of those multi-megabyte buffers
-   * (MobileNetV2 JSON, 10 clients: peak RSS 206 MB with glibc's default, 148 MB with one
-   * arena, same throughput; the hot path makes few mallocs, so the shared arena's lock is
-   * not contended). */
-  mallopt(M_ARENA_MAX, 1);
+  /* malloc keeps glibc's per-thread arenas. One shared arena (M_ARENA_MAX 1) saved memory
+   * while request bodies came from malloc; they now come from core/bigbuf.h's mappings, and
+   * the shared arena's lock became the bottleneck of small requests: MLP16 JSON, 64 clients,
+   * 65.6k -> 83.0k req/s with per-thread arenas, MobileNetV2 JSON peak RSS 139 -> 145 MB
+   * (bench/run.py --quick --only main, 2026-11-27). */
 
   /* Signals: SIGPIPE ignored; SIGTERM/SIGINT blocked in every thread and taken by sigwait. */
   signal(SIGPIPE, SIG_IGN);
@@ -396,6 +394,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < nio; i++) ox_loop_stop(io[i].loop);
   for (int i = 0; i < nio; i++) pthread_join(io[i].thread, NULL);
   ox_batch_timer_stop();
+  ox_fstore_stop_fetcher(features); /* fetches still queued go back to the pool, refused */
   ox_pool_destroy(pool); /* queued jobs are answered 503; running ones finish */
   ox_server_models_free(&server); /* requests still queued in a batcher are answered 503 */
   ox_fstore_close(features);      /* after the workers: L2 writes flushed, readers closed */

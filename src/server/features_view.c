@@ -225,10 +225,60 @@ static void velocity_defaults(float *out) {
   out[7] = -1.0f;
 }
 
+/* Row 0 of a row column from a lookup's answer: rc 0 (the row in val), OX_ENOT_FOUND (defaults),
+ * or a failure (defaults, *degraded set, the first reason in why). */
+static void row_fill(const ox_fcol_t *col, float *dst, int rc, const void *val, size_t len,
+                     ox_slice_t key, int *degraded, char *why, size_t whycap) {
+  size_t have = rc == 0 ? len / sizeof(float) : 0;
+  if (have > col->width) have = col->width;
+  if (have) memcpy(dst, val, have * sizeof(float));
+  for (size_t j = have; j < col->width; j++) dst[j] = col->dflt;
+  if (rc && rc != OX_ENOT_FOUND) {
+    *degraded = 1;
+    if (!why[0])
+      snprintf(why, whycap, "row '%.*s': %s", (int)(key.len > 100 ? 100 : key.len), key.ptr,
+               rc == OX_ETIMEOUT ? "deadline passed" : ox_strerror(rc));
+  }
+}
+
+/* The end of an assembly: 503 for a degraded mandatory view, else the output. */
+static int finish(ox_fstore_t *fs, const ox_feature_view_t *v, float *data, uint64_t rows,
+                  int degraded, const char *why, ox_fview_out_t *out, char *err, size_t errcap) {
+  if (degraded && v->mandatory) {
+    snprintf(err, errcap, "a mandatory feature is unavailable (%s)", why);
+    return 503;
+  }
+  if (degraded && fs) ox_fstore_count_degraded(fs);
+  out->data = data;
+  out->shape[0] = (int64_t)rows;
+  out->shape[1] = v->width;
+  out->count = rows * v->width;
+  out->degraded = degraded;
+  return 0;
+}
+
+/* The second call for a request whose rows were fetched: the first call's data with the
+ * fetched columns filled in. */
+static int fill_fetched(ox_fstore_t *fs, const ox_feature_view_t *v, ox_fview_fetch_t *fx,
+                        ox_fview_out_t *out, char *err, size_t errcap) {
+  out->return_features = fx->return_features;
+  for (size_t i = 0; i < fx->f.n; i++) {
+    const ox_fstore_want_t *ans = &fx->f.wants[i];
+    const ox_fcol_t *col = &v->cols[fx->col[i]];
+    float *dst = fx->data + fx->off[i];
+    row_fill(col, dst, ans->rc, ans->val.data, ans->val.len, ans->key, &fx->degraded, fx->why,
+             sizeof fx->why);
+    for (uint64_t r = 1; r < fx->rows; r++)
+      memcpy(dst + r * v->width, dst, col->width * sizeof(float));
+  }
+  return finish(fs, v, fx->data, fx->rows, fx->degraded, fx->why, out, err, errcap);
+}
+
 int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *json, size_t jlen,
                       const ox_infer_request_t *req, ox_arena_t *arena, int64_t deadline_ns,
-                      ox_fview_out_t *out, char *err, size_t errcap) {
+                      ox_fview_fetch_t *fx, ox_fview_out_t *out, char *err, size_t errcap) {
   memset(out, 0, sizeof *out);
+  if (fx && fx->answered && fx->data) return fill_fetched(fs, v, fx, out, err, errcap);
   fparams_t *ps = ox_arena_alloc(arena, sizeof *ps);
   float **raw = ox_arena_alloc(arena, sizeof(float *) * v->num_cols);
   uint64_t *raw_n = ox_arena_alloc(arena, sizeof(uint64_t) * v->num_cols);
@@ -291,6 +341,15 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *j
   ox_buf_init(&rowbuf);
   char why[160] = "";
   int degraded = 0;
+  int asking = fx && !fx->answered && fs; /* rows only L3 has are listed, not waited for */
+  if (asking) {
+    fx->f.wants = ox_arena_alloc(arena, sizeof *fx->f.wants * v->num_cols);
+    fx->col = ox_arena_alloc(arena, sizeof *fx->col * v->num_cols);
+    fx->off = ox_arena_alloc(arena, sizeof *fx->off * v->num_cols);
+    if (!fx->f.wants || !fx->col || !fx->off) return 500;
+    fx->f.n = 0;
+    fx->f.deadline_ns = deadline_ns;
+  }
   uint32_t off = 0;
   for (size_t c = 0; c < v->num_cols; off += v->cols[c].width, c++) {
     const ox_fcol_t *col = &v->cols[c];
@@ -315,37 +374,50 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *j
       }
     } else {
       int n = snprintf(key, sizeof key, "%s:%.*s", col->table, (int)value.len, value.ptr);
+      ox_slice_t ks = ox_slice(key, (size_t)n);
       rowbuf.len = 0;
       ox_tier_t tier;
-      rc = fs ? ox_fstore_row_get(fs, ox_slice(key, (size_t)n), &rowbuf, deadline_ns, &tier)
-              : OX_EUNAVAILABLE;
+      if (asking) {
+        ox_fstore_want_t *want = &fx->f.wants[fx->f.n];
+        rc = ox_fstore_row_local(fs, ks, &rowbuf, &tier, want);
+        if (rc == OX_EPENDING) { /* filled by the second call */
+          char *kc = ox_arena_alloc(arena, (size_t)n);
+          if (!kc) {
+            ox_fstore_want_free(want);
+            ox_buf_free(&rowbuf);
+            return 500;
+          }
+          memcpy(kc, key, (size_t)n);
+          want->key = ox_slice(kc, (size_t)n);
+          fx->col[fx->f.n] = (uint32_t)c;
+          fx->off[fx->f.n++] = off;
+          continue;
+        }
+      } else {
+        rc = fs ? ox_fstore_row_get(fs, ks, &rowbuf, deadline_ns, &tier) : OX_EUNAVAILABLE;
+      }
       if (rc == OX_ENOMEM) {
         ox_buf_free(&rowbuf);
         return 500;
       }
-      size_t have = rc == 0 ? rowbuf.len / sizeof(float) : 0;
-      if (have > col->width) have = col->width;
-      if (have) memcpy(dst, rowbuf.data, have * sizeof(float));
-      for (size_t j = have; j < col->width; j++) dst[j] = col->dflt;
-      if (rc && rc != OX_ENOT_FOUND) {
-        degraded = 1;
-        if (!why[0])
-          snprintf(why, sizeof why, "row '%.100s': %s", key,
-                   rc == OX_ETIMEOUT ? "deadline passed" : ox_strerror(rc));
-      }
+      row_fill(col, dst, rc, rowbuf.data, rowbuf.len, ks, &degraded, why, sizeof why);
     }
     for (uint64_t r = 1; r < rows; r++) memcpy(data + r * w + off, dst, col->width * sizeof(float));
   }
   ox_buf_free(&rowbuf);
-  if (degraded && v->mandatory) {
-    snprintf(err, errcap, "a mandatory feature is unavailable (%s)", why);
-    return 503;
+  if (asking && fx->f.n) { /* everything else is done: the second call only fills in */
+    fx->data = data;
+    fx->rows = rows;
+    fx->degraded = degraded;
+    fx->return_features = out->return_features;
+    memcpy(fx->why, why, sizeof why);
+    return OX_FVIEW_FETCH;
   }
-  if (degraded && fs) ox_fstore_count_degraded(fs);
-  out->data = data;
-  out->shape[0] = (int64_t)rows;
-  out->shape[1] = w;
-  out->count = rows * w;
-  out->degraded = degraded;
-  return 0;
+  return finish(fs, v, data, rows, degraded, why, out, err, errcap);
+}
+
+void ox_fview_fetch_release(ox_fview_fetch_t *fx) {
+  if (!fx) return;
+  for (size_t i = 0; i < fx->f.n; i++) ox_fstore_want_free(&fx->f.wants[i]);
+  fx->f.n = 0;
 }

@@ -40,14 +40,38 @@ typedef struct {
   int return_features; /* request parameter "return_features" is true */
 } ox_fview_out_t;
 
+/* A request whose rows only L3 has, assembled without waiting on the network: the first call
+ * of ox_fview_assemble lists those rows and returns OX_FVIEW_FETCH; the caller hands fetch.f
+ * to ox_fstore_fetch (setting fetch.f.done), sets `answered` once it is done (or refused), and
+ * calls ox_fview_assemble again, which then only fills the answers into the first call's
+ * result (the request is not read again; every other lookup was made once, by the first
+ * call). Zero-initialise; the wants live
+ * in the arena given to ox_fview_assemble; ox_fview_fetch_release frees their buffers. */
+typedef struct {
+  ox_fstore_fetch_t f;
+  int answered;
+  /* private: the first call's result, which the second fills in */
+  uint32_t *col, *off; /* per want: its column, and that column's offset in a row */
+  float *data;
+  uint64_t rows;
+  int degraded, return_features;
+  char why[160];
+} ox_fview_fetch_t;
+
+#define OX_FVIEW_FETCH 1 /* ox_fview_assemble: rows must be fetched first */
+
 /* Assembles the view's input for one request. json[0..jlen) is the request's JSON header
  * (already parsed into req: it is valid JSON); memory comes from arena. fs may be NULL only
  * for a view without velocity and row columns. deadline_ns (CLOCK_MONOTONIC) bounds the
- * remote lookups. Returns 0, or an HTTP status (400 bad or missing keys and raw values, 503 a
- * mandatory view degraded, 500 out of memory) with a message in err. */
+ * remote lookups. fetch: NULL reads L3 synchronously; else see ox_fview_fetch_t. Returns 0,
+ * OX_FVIEW_FETCH, or an HTTP status (400 bad or missing keys and raw values, 503 a mandatory
+ * view degraded, 500 out of memory) with a message in err. */
 int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *json, size_t jlen,
                       const ox_infer_request_t *req, ox_arena_t *arena, int64_t deadline_ns,
-                      ox_fview_out_t *out, char *err, size_t errcap);
+                      ox_fview_fetch_t *fetch, ox_fview_out_t *out, char *err, size_t errcap);
+
+/* Frees what the wants of fetch hold. NULL allowed. */
+void ox_fview_fetch_release(ox_fview_fetch_t *fetch);
 
 /* 1 if request input `name` is consumed by one of the view's raw columns. */
 int ox_fview_takes_input(const ox_feature_view_t *v, ox_slice_t name);

@@ -47,6 +47,7 @@ typedef struct {
   ox_buf_t bytes_out; /* serialized BYTES outputs for the binary extension */
   int has_view;       /* the model input of the model's feature view was assembled */
   ox_fview_out_t view;
+  ox_fview_fetch_t fetch; /* rows of the view only L3 has: asked for, then answered */
 } infer_job_t;
 
 static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
@@ -56,6 +57,7 @@ static void job_free(void *arg) {
   ox_batch_release(job->sreq.batch);
   free(job->sreq.outs);
   ox_buf_free(&job->bytes_out);
+  ox_fview_fetch_release(&job->fetch);
   ox_http_body_free(&job->body);
   ox_arena_free(&job->arena);
   free(job);
@@ -279,7 +281,7 @@ static int prepare(infer_job_t *job, char *err) {
     if (view && k == view->input_idx) {
       int64_t deadline = (int64_t)job->t_recv + (int64_t)view->deadline_us * 1000;
       int st = ox_fview_assemble(job->s->features, view, json, jlen, req, &job->arena, deadline,
-                                 &job->view, err, ERRCAP);
+                                 &job->fetch, &job->view, err, ERRCAP);
       if (st) return st;
       if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
         snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
@@ -514,6 +516,16 @@ static void sreq_done(ox_sched_req_t *sr) {
   job_post(job);
 }
 
+static void job_cancel(ox_job_t *j);
+
+/* Fetcher thread: the view's L3 rows are answered; the job runs again (its prepare then uses
+ * them), ahead of new requests. */
+static void fetch_done(ox_fstore_fetch_t *f) {
+  infer_job_t *job = (infer_job_t *)((char *)f - offsetof(infer_job_t, fetch.f));
+  job->fetch.answered = 1;
+  if (ox_pool_submit_front(job->s->pool, &job->job)) job_cancel(&job->job);
+}
+
 static void job_run(ox_job_t *j) {
   infer_job_t *job = (infer_job_t *)j;
   char err[ERRCAP];
@@ -521,6 +533,16 @@ static void job_run(ox_job_t *j) {
   ox_http_resp_init(&job->resp, 200);
   ox_model_state_t *st = state_of(job->model);
   int status = prepare(job, err);
+  if (status == OX_FVIEW_FETCH) {
+    /* Rows only L3 has: the fetcher asks for them together with other requests' and runs this
+     * job again; this thread goes on with other work. The request's inputs are parsed again
+     * then (requests of views are small). */
+    job->fetch.f.done = fetch_done;
+    if (ox_fstore_fetch(job->s->features, &job->fetch.f) == 0) return;
+    job->fetch.answered = 1; /* refused (stopping): the wants hold their answers already */
+    ox_http_resp_init(&job->resp, 200);
+    status = prepare(job, err);
+  }
   if (status == 0) {
     job->sreq.done = sreq_done;
     ox_batcher_enqueue(st->batcher, &job->sreq); /* sreq_done posts the response */

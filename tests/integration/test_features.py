@@ -26,7 +26,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, build_repo, dedicated_server, keep_alive_checked, forget
+from conftest import ROOT, build_repo, dedicated_server, run_threads, keep_alive_checked, forget
 
 sys.path.insert(0, str(ROOT / "tools" / "fraud"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -587,6 +587,106 @@ def test_l3_rows_kept_in_l2_expire_and_serve_stale_when_redis_fails(rcopy, redis
             assert get("cp1")[0] == 503  # no stale copy left to serve
         finally:
             redis.proc.send_signal(signal.SIGCONT)
+    finally:
+        cl.close()
+
+
+@pytest.fixture(scope="module")
+def rfetch(server_factory, tmp_path_factory, redis):
+    """Every row read from Redis (L1 off, no copies in L2): the fetcher answers them all."""
+    root = tmp_path_factory.mktemp("fv-redis-fetch-repo")
+    mixed = {"input": "x", "columns": [
+        {"raw": "amount"}, {"velocity": "user_id"},
+        {"row": "user_id", "table": "profile", "width": 4, "default": ROW_DEFAULT}],
+        "deadline_us": ROW_DEADLINE_US}
+    repo = build_repo(root, {"rows": {"model": identity_model(5, "rows", "x"),
+                                      "config": {"feature_view": row_view(True)}},
+                             "mixed": {"model": identity_model(13, "mixed", "x"),
+                                       "config": {"feature_view": mixed}}})
+    d = tmp_path_factory.mktemp("fs-redis-fetch") / "store"
+    yield from dedicated_server(server_factory, repo,
+                                ["--feature-dir", str(d), "--feature-sync", "none",
+                                 "--feature-l1-bytes", "0", "--feature-l3-cache-ms", "0",
+                                 "--redis", f"127.0.0.1:{redis.port}"], "features-redis-fetch")
+
+
+def test_concurrent_requests_share_l3_round_trips(rfetch, redis):
+    """Requests whose rows only Redis has are answered by the fetcher, which asks for the rows
+    of all the requests waiting at once in one MGET: every answer is its own user's row, and
+    there are fewer round trips than rows."""
+    users = 300
+    for u in range(users):
+        redis.set_row(f"profile:f{u}", [u, u + 0.5, -u, u * 2])
+    before = Client(rfetch)
+    m0 = before.metrics()
+    before.close()
+    per_thread = 40
+
+    def worker(k):
+        def run():
+            cl = Client(rfetch)
+            try:
+                bad = []
+                for i in range(per_thread):
+                    u = (k * 7919 + i * 31) % users
+                    status, doc, got, _ = cl.score("rows", {"user_id": f"f{u}",
+                                                            "return_features": True}, float(i))
+                    want = [float(i), u, u + 0.5, -u, u * 2]
+                    if status != 200 or got.tolist() != want:
+                        bad.append((u, status, doc))
+                return bad
+            finally:
+                cl.close()
+        return run
+
+    results = run_threads([worker(k) for k in range(24)])
+    assert [b for r in results for b in r] == []
+    cl = Client(rfetch)
+    try:
+        m1 = cl.metrics()
+        n = 24 * per_thread
+
+        def d(name):
+            return metric(m1, name) - metric(m0, name)
+
+        assert d('onnxd_feature_lookups_total{tier="l3",result="hit"}') == n
+        assert d("onnxd_feature_l3_fetch_rows_total") == n
+        rounds = d("onnxd_feature_l3_fetch_rounds_total")
+        assert 0 < rounds < n, rounds  # concurrent requests shared round trips
+        assert d("onnxd_feature_degraded_total") == 0
+        # a row Redis does not have: a definitive miss gives the defaults, not a failure
+        status, doc, got, _ = cl.score("rows", {"user_id": "nobody", "return_features": True}, 1)
+        assert status == 200 and got.tolist() == [1] + [ROW_DEFAULT] * 4, doc
+    finally:
+        cl.close()
+
+
+def test_fetched_rows_fill_in_a_view_with_velocity_and_several_rows(rfetch, redis):
+    """A view with raw values (3 rows), velocity features and a Redis row: the row is fetched
+    and filled into every output row, the velocity features are read once per request."""
+    cl = Client(rfetch)
+    try:
+        t = 1_760_000_000_000
+        assert cl.events([{"ts": t - 5000, "user_id": "mx", "card_id": "cx", "merchant_id": "m1",
+                           "amount": 4.0}])[0] == 200
+        redis.set_row("profile:mx", [9, 8, 7])  # shorter than the view's 4: default for the rest
+        m0 = cl.metrics()
+        inputs = [{"name": "amount", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}]
+        status, doc, _, _ = cl.score("mixed", {"user_id": "mx", "ts": t}, inputs=inputs)
+        assert status == 200, doc
+        y = output_y(doc).reshape(3, 13)
+        vel = [1, 1, 1, 4, 4, 4, 1, 5]
+        for i in range(3):
+            assert y[i].tolist() == [i + 1] + vel + [9, 8, 7, ROW_DEFAULT], y
+        m1 = cl.metrics()
+
+        def d(name):
+            return metric(m1, name) - metric(m0, name)
+
+        assert d('onnxd_feature_lookups_total{tier="l2",result="hit"}') == 1  # velocity, once
+        assert d('onnxd_feature_lookups_total{tier="l2",result="miss"}') == 1  # the row, once
+        assert d('onnxd_feature_lookups_total{tier="l3",result="hit"}') == 1
+        assert d("onnxd_feature_l3_fetch_rows_total") == 1
     finally:
         cl.close()
 
