@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """bench/run.py: onnxd side by side with the services it replaces, on loopback.
 
-    make bench              # ~14 minutes: 5 s warm-up + 20 s per scenario, onnxd S1-S3 x3,
-                            # then the batching rows (~3.5 of the 14 minutes)
-    make bench QUICK=1      # ~4 minutes: 2 s warm-up + 6 s, one run each
+    make bench              # ~18 minutes: 5 s warm-up + 20 s per scenario, onnxd S1-S3 x3,
+                            # then the batching rows (~3.5 min), then the fraud rows (~4 min)
+    make bench QUICK=1      # ~6 minutes: 2 s warm-up + 6 s, one run each
     .venv/bin/python bench/run.py [--quick] [--servers onnxd,go] [--scenarios S1,S3]
     .venv/bin/python bench/run.py --quick --only batching    # just the batching table (~1.5 min)
+    .venv/bin/python bench/run.py --quick --only fraud       # just the fraud rows (~1.5 min)
 
 Servers (each serving models/: mobilenetv2 and mlp16), started one at a time:
   onnxd        build/onnxd with its defaults
@@ -38,6 +39,9 @@ Each row runs off, then on. Around the measured window the script reads onnxd's 
 and the mean run time of a full batch (batch_stats compute_infer at max_batch_size). Targets,
 reported PASS/MISS per row: B4 with batching >= 2x without; every other row >= 0.95x without;
 p99 <= max_queue_delay + 2x the run time of one full batch.
+
+Fraud scoring with features (third table, "fraud" in latest.json): bench/fraud.py, onnxd's
+feature tiers end to end against a Python peer that looks features up in Redis per request.
 
 Writes bench/results/latest.json, latest.png (gnuplot; the server comparison only) and
 README-table.md (both tables); logs, request bodies and the batching repositories go to

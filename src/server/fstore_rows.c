@@ -299,7 +299,7 @@ static void *fetcher_main(void *arg) {
     while (!fs->fq_head && !fs->fq_stop) pthread_cond_wait(&fs->fq_cv, &fs->fq_mu);
     if (!fs->fq_head) break; /* stopping, nothing left */
     /* whole fetches, up to FETCH_MAX_WANTS wants (the first one whatever its size: a view has
-     * at most OX_FVIEW_MAX_COLS rows) */
+     * at most OX_FVIEW_MAX_COLUMNS = 64 rows) */
     ox_fstore_fetch_t *batch = fs->fq_head, *last = batch;
     size_t n = batch->n;
     while (last->next_ && n + last->next_->n <= FETCH_MAX_WANTS) {

@@ -297,6 +297,16 @@ def forget(s):
         _running.remove(s)
 
 
+def restart_checked(s):
+    """Stops s (SIGTERM; exit 0 required) and starts it again with the same arguments."""
+    forget(s)
+    err = s.stop()
+    assert err is None, f"{err}\n{s.log_tail()}"
+    s.stopped = False
+    s.restart()
+    return keep_alive_checked(s)
+
+
 @pytest.fixture
 def client(server):
     import tritonclient.http as httpclient

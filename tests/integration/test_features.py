@@ -26,7 +26,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, build_repo, dedicated_server, run_threads, keep_alive_checked, forget
+from conftest import (ROOT, build_repo, dedicated_server, forget, keep_alive_checked,
+                      restart_checked, run_threads)
 
 sys.path.insert(0, str(ROOT / "tools" / "fraud"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -361,11 +362,7 @@ def test_l1_l2_fall_through_promotion_ttl_and_restart(server_factory, fv_repo, t
         cl.close()
 
         # restart on the same directory: everything is still there, read from L2 first
-        forget(s)
-        assert s.stop() is None
-        s.stopped = False
-        s.restart()
-        keep_alive_checked(s)
+        restart_checked(s)
         cl = Client(s)
         assert tier() == "l2"
         assert tier() == "l1"

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from conftest import ROOT, _server_binary, build_repo, forget, keep_alive_checked
+from conftest import ROOT, _server_binary, build_repo, forget, keep_alive_checked, restart_checked
 from test_features import VIEW, Client, bits, identity_model, lookups, metric
 
 sys.path.insert(0, str(ROOT / "tools" / "fraud"))
@@ -75,11 +75,7 @@ def test_retention_purges_old_events_keeping_each_entitys_newest(server_factory,
 
         check()
         cl.close()
-        forget(s)
-        assert s.stop() is None
-        s.stopped = False
-        s.restart()  # the purge runs at start-up
-        keep_alive_checked(s)
+        restart_checked(s)  # the purge runs at start-up
         cl = Client(s)
         deadline = time.monotonic() + 10
         while (metric(cl.metrics(), "onnxd_feature_l2_purged_total") < want_purged
@@ -93,11 +89,7 @@ def test_retention_purges_old_events_keeping_each_entitys_newest(server_factory,
         assert metric(cl.metrics(), 'onnxd_feature_bloom_checks_total{result="negative"}') == 2
         cl.close()
         # a second restart: nothing more to delete
-        forget(s)
-        assert s.stop() is None
-        s.stopped = False
-        s.restart()
-        keep_alive_checked(s)
+        restart_checked(s)
         cl = Client(s)
         time.sleep(0.3)
         assert metric(cl.metrics(), "onnxd_feature_l2_purged_total") == 0
