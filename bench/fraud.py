@@ -368,12 +368,13 @@ def summarise(out: dict) -> None:
         if r == "P3" or row.get("failed"):
             continue
         row["x_python"] = round(row["rps"] / py_rps, 2) if py_rps and row.get("rps") else None
+        p99 = row.get("p99_ms")
         out["targets"].append({"row": r, "target": f"{r} p99 <= {TARGET_P99_MS:g} ms",
-                               "value": row.get("p99_ms"),
-                               "met": row.get("p99_ms") is not None
-                               and row["p99_ms"] <= TARGET_P99_MS})
+                               "value": None if p99 is None else f"{p99:.2f} ms",
+                               "met": p99 is not None and p99 <= TARGET_P99_MS})
         out["targets"].append({"row": r, "target": f"{r} >= {TARGET_X_PYTHON:g}x python peer",
-                               "value": row["x_python"],
+                               "value": None if row["x_python"] is None
+                               else f"{row['x_python']:.1f}x",
                                "met": None if row["x_python"] is None
                                else row["x_python"] >= TARGET_X_PYTHON})
     fb = out.get("feature_bench") or {}
