@@ -49,6 +49,7 @@ typedef struct {
   long feature_bloom_items;
   const char *feature_sync;
   const char *redis;
+  long feature_events_to_redis;
   const char *postgres;
   const char *event_keys;
 } ox_options_t;
@@ -103,6 +104,8 @@ static const struct {
     {"feature-sync", OPT_STR, O(feature_sync), 0, 0,
      "LMDB commits: data (fsync each commit) or none (no fsync: tests, tmpfs)"},
     {"redis", OPT_STR, O(redis), 0, 0, "HOST:PORT of Redis holding feature rows (L3; optional)"},
+    {"feature-events-to-redis", OPT_INT, O(feature_events_to_redis), 0, 1,
+     "also append every ingested event to Redis list ev:<entity> (needs --redis)"},
     {"postgres", OPT_STR, O(postgres), 0, 0,
      "libpq conninfo of PostgreSQL holding feature rows (L3, after Redis; optional)"},
     {"event-keys", OPT_STR, O(event_keys), 0, 0,
@@ -271,6 +274,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "onnxd: --feature-sync must be data or none\n");
     return 2;
   }
+  if (o.feature_events_to_redis && !o.redis[0]) {
+    fprintf(stderr,
+            "onnxd: --feature-events-to-redis 1 needs --redis HOST:PORT (the Redis "
+            "server the events are appended to)\n");
+    return 2;
+  }
   if (check_event_keys(o.event_keys)) {
     fprintf(stderr, "onnxd: --event-keys must be 1 to %d comma-separated field names of letters, "
                     "digits, '_', '.' or '-'\n", OX_FSTORE_MAX_ENTITIES);
@@ -339,7 +348,8 @@ int main(int argc, char **argv) {
                            .l3_pool = (int)o.infer_threads + 2,
                            .sync_none = !strcmp(o.feature_sync, "none"),
                            .l3_cache_ms = o.feature_l3_cache_ms,
-                           .retention_ms = o.feature_retention_ms};
+                           .retention_ms = o.feature_retention_ms,
+                           .events_to_redis = (int)o.feature_events_to_redis};
     if (ox_fstore_open(&fo, &features, err, sizeof err)) {
       fprintf(stderr, "onnxd: %s\n", err);
       return 1;

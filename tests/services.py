@@ -48,6 +48,15 @@ def _log_tail(path):
     return "\n--- last lines ---\n" + text if text else ""
 
 
+def _resp_request(args):
+    """One Redis command as RESP: an array of bulk strings (str/int args UTF-8 encoded)."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
 def _redis_bin():
     for p in (os.environ.get("ONNXD_REDIS_SERVER"), "/usr/bin/redis-server",
               "/usr/local/bin/redis-server", shutil.which("redis-server")):
@@ -97,13 +106,31 @@ class Redis:
     def command(self, *args):
         """Sends one command on a new connection; returns the first line of the reply (bytes).
         OSError when the server does not answer within 2 s."""
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(out)
+            s.sendall(_resp_request(args))
             return s.recv(65536).split(b"\r\n")[0]
+
+    def lrange(self, key):
+        """LRANGE key 0 -1 on a new connection: the list's items as a list of bytes ([] for a
+        missing key). RuntimeError on an error reply (WRONGTYPE, ...), OSError when the server
+        does not answer within 2 s."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s, \
+                s.makefile("rb") as f:
+            s.sendall(_resp_request(("LRANGE", key, 0, -1)))
+            head = f.readline()
+            if not head.startswith(b"*"):
+                raise RuntimeError(f"redis LRANGE {key!r} answered {head.strip()!r}")
+            items = []
+            for _ in range(int(head[1:])):
+                h = f.readline()
+                if not h.startswith(b"$"):
+                    raise RuntimeError(f"redis LRANGE {key!r}: unexpected item {h.strip()!r}")
+                n = int(h[1:])
+                data = f.read(n + 2)  # the item and its \r\n
+                if len(data) != n + 2 or data[n:] != b"\r\n":
+                    raise RuntimeError(f"redis LRANGE {key!r}: truncated reply")
+                items.append(data[:n])
+            return items
 
     def set_row(self, key, values):
         """SET key to values as little-endian float32, the way onnxd stores feature rows."""

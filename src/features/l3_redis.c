@@ -215,8 +215,10 @@ static int rd_reply_error(rd_call_t *call, const redisReply *rep) {
   return OX_EINTERNAL;
 }
 
-/* Sends the slot's command buffer, then reads n replies that must each be +OK. */
-static int rd_expect_ok(rd_slot_t *s, rd_call_t *call, size_t n, int64_t deadline) {
+/* Sends the slot's command buffer, then reads n replies that must each be of type `type`
+ * (REDIS_REPLY_STATUS for +OK, REDIS_REPLY_INTEGER for RPUSH's new length). Every reply is read
+ * even after an error reply, so the connection stays in step; returns the first error. */
+static int rd_expect(rd_slot_t *s, rd_call_t *call, size_t n, int type, int64_t deadline) {
   int rc = rd_send(s, deadline), first = 0;
   for (size_t i = 0; !rc && i < n; i++) {
     redisReply *rep = NULL;
@@ -225,12 +227,16 @@ static int rd_expect_ok(rd_slot_t *s, rd_call_t *call, size_t n, int64_t deadlin
     int e = 0;
     if (rep->type == REDIS_REPLY_ERROR)
       e = rd_reply_error(call, rep);
-    else if (rep->type != REDIS_REPLY_STATUS)
+    else if (rep->type != type)
       e = OX_EINTERNAL;
     if (e && !first) first = e;
     freeReplyObject(rep);
   }
   return rc ? rc : first;
+}
+
+static int rd_expect_ok(rd_slot_t *s, rd_call_t *call, size_t n, int64_t deadline) {
+  return rd_expect(s, call, n, REDIS_REPLY_STATUS, deadline);
 }
 
 /* ---- connecting ------------------------------------------------------------------------- */
@@ -446,6 +452,23 @@ int ox_l3_redis_mset(ox_l3_redis_t *r, const ox_slice_t *keys, const ox_slice_t 
   rd_slot_t *s = call.slot;
   for (size_t i = 0; !rc && i < n; i++) rc = cmd_set(&s->cmd, keys[i], vals[i], ttl_ms);
   if (!rc) rc = rd_expect_ok(s, &call, n, call.deadline);
+  return rd_end(r, &call, rc);
+}
+
+int ox_l3_redis_rpush_many(ox_l3_redis_t *r, const ox_slice_t *keys, const ox_slice_t *vals,
+                           size_t n, int64_t deadline_ns) {
+  if (n == 0) return 0;
+  rd_call_t call;
+  int rc = rd_begin(r, deadline_ns, &call);
+  if (rc) return rc;
+  rd_slot_t *s = call.slot;
+  for (size_t i = 0; !rc && i < n; i++) {
+    rc = cmd_begin(&s->cmd, 3);
+    if (!rc) rc = cmd_str(&s->cmd, "RPUSH");
+    if (!rc) rc = cmd_arg(&s->cmd, keys[i].ptr, keys[i].len);
+    if (!rc) rc = cmd_arg(&s->cmd, vals[i].ptr, vals[i].len);
+  }
+  if (!rc) rc = rd_expect(s, &call, n, REDIS_REPLY_INTEGER, call.deadline);
   return rd_end(r, &call, rc);
 }
 

@@ -1,5 +1,6 @@
 /* l3_redis.h: the Redis half of the remote feature tier (L3): feature rows as string values
- * (key -> opaque blob), read-through GET/MGET and write-through SET, behind a circuit breaker.
+ * (key -> opaque blob), read-through GET/MGET and write-through SET, and appends to lists
+ * (RPUSH: the feature store's raw events), behind a circuit breaker.
  *
  * Every call takes the caller's deadline (absolute CLOCK_MONOTONIC ns, the clock of
  * ox_breaker_now_ns()) and never blocks past it, nor past now + command_timeout_ms: sockets are
@@ -82,6 +83,14 @@ int ox_l3_redis_set(ox_l3_redis_t *r, ox_slice_t key, ox_slice_t val, int ttl_ms
  * the first error (some keys may have been written). */
 int ox_l3_redis_mset(ox_l3_redis_t *r, const ox_slice_t *keys, const ox_slice_t *vals, size_t n,
                      int ttl_ms, int64_t deadline_ns);
+
+/* n RPUSH keys[i] vals[i] pipelined in one round trip: appends each value to the list at its
+ * key, in order (a key given twice gets its values in the order given). 0 when every RPUSH
+ * answered an integer (the list's new length); otherwise the first error: an error reply such
+ * as WRONGTYPE (the key holds something else than a list) is OX_EINTERNAL, which the breaker
+ * does not count. Some values may have been appended then. Thread-safe. */
+int ox_l3_redis_rpush_many(ox_l3_redis_t *r, const ox_slice_t *keys, const ox_slice_t *vals,
+                           size_t n, int64_t deadline_ns);
 
 /* The tier's breaker (borrowed, lives as long as r), for metrics and tests. */
 ox_breaker_t *ox_l3_redis_breaker(ox_l3_redis_t *r);

@@ -8,7 +8,10 @@
  *      (ts, amount, FNV-1a 64 of the merchant_id text). All lines are validated before
  *      anything is stored: a bad one is a 400 naming its line (array: element) number, and
  *      nothing of the request is applied. The answer, {"accepted": n}, comes once the events
- *      are committed, so the next inference sees them.
+ *      are committed, so the next inference sees them. With --feature-events-to-redis the
+ *      events are then appended to Redis lists "ev:<entity>" too, and the answer says how that
+ *      went: {"accepted": n, "write_through": "ok" | "<error>"}; a Redis failure does not fail
+ *      the request (the events are stored).
  *   PUT /v1/features/{table}/{key}   body: a JSON array of numbers, stored as float32 row
  *      "table:key" in L1 and L2 and written through to Redis/PostgreSQL when configured.
  *      {"table", "key", "width", "write_through": "ok" | "none" | "<error>"}
@@ -85,7 +88,8 @@ static void run_events(fjob_t *j) {
   } else if (rc) {
     fjob_error(j, 400, err);
   } else {
-    rc = ox_fstore_ingest(j->s->features, evs, n);
+    int l3err = 0;
+    rc = ox_fstore_ingest(j->s->features, evs, n, &l3err);
     if (rc) {
       ox_warn("POST /v1/events: storing %zu events failed: %s", n, ox_strerror(rc));
       snprintf(err, sizeof err, "storing the events failed (%s); some may be stored",
@@ -94,10 +98,18 @@ static void run_events(fjob_t *j) {
     } else {
       ox_buf_t b;
       ox_buf_init(&b);
-      if (ox_buf_printf(&b, "{\"accepted\":%zu}", n))
+      int e = ox_buf_printf(&b, "{\"accepted\":%zu", n);
+      if (ox_fstore_events_to_redis(j->s->features)) {
+        const char *wt = l3err ? ox_strerror(l3err) : "ok";
+        e |= ox_buf_puts(&b, ",\"write_through\":");
+        e |= ox_buf_append_json_string(&b, wt, strlen(wt));
+      }
+      e |= ox_buf_puts(&b, "}");
+      if (e)
         fjob_error(j, 500, "out of memory");
       else
         fjob_json(j, 200, &b);
+      ox_buf_free(&b);
     }
   }
   free(evs);

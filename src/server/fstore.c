@@ -135,11 +135,16 @@ static int open_pg(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t
 }
 
 int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size_t errcap) {
+  if (o->events_to_redis && !(o->redis && o->redis[0])) {
+    snprintf(err, errcap, "appending events to Redis needs a Redis server (--redis HOST:PORT)");
+    return OX_EINVALID;
+  }
   ox_fstore_t *fs = calloc(1, sizeof *fs);
   if (!fs) return OX_ENOMEM;
   fs->id = atomic_fetch_add(&fs_ids, 1);
   fs->ttl_ms = o->l1_ttl_ms;
   fs->l3_cache_ms = o->l3_cache_ms;
+  fs->events_to_redis = o->events_to_redis;
   pthread_mutex_init(&fs->ctx_mu, NULL);
   pthread_mutex_init(&fs->ingest_mu, NULL);
   pthread_mutex_init(&fs->sw_mu, NULL);
@@ -201,9 +206,9 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
     snprintf(keep, sizeof keep, "events kept %lld h", (long long)(o->retention_ms / 3600000));
   else
     snprintf(keep, sizeof keep, "events kept forever");
-  ox_info("feature store: '%s', %" PRIu64 " entities with events; %s; %s%s%s%s",
-          o->dir, entities, l1desc, keep, fs->redis ? "; Redis " : "",
-          fs->redis ? o->redis : "", fs->pg ? "; PostgreSQL" : "");
+  ox_info("feature store: '%s', %" PRIu64 " entities with events; %s; %s%s%s%s%s", o->dir, entities,
+          l1desc, keep, fs->redis ? "; Redis " : "", fs->redis ? o->redis : "",
+          fs->events_to_redis ? " (rows, events)" : "", fs->pg ? "; PostgreSQL" : "");
   *out = fs;
   return 0;
 fail:
@@ -248,6 +253,10 @@ void ox_fstore_close(ox_fstore_t *fs) {
   pthread_mutex_destroy(&fs->fq_mu);
   pthread_cond_destroy(&fs->fq_cv);
   free(fs);
+}
+
+int ox_fstore_events_to_redis(const ox_fstore_t *fs) {
+  return fs->events_to_redis;
 }
 
 /* ---- metrics ---------------------------------------------------------------------------- */
@@ -357,6 +366,13 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
         "requests\n# TYPE onnxd_feature_l3_fetch_rows_total counter\n"
         "onnxd_feature_l3_fetch_rows_total %" PRIu64 "\n",
         LD(fs->fetch_rounds), LD(fs->fetch_wants));
+    if (fs->events_to_redis)
+      rc |= ox_buf_printf(
+          o,
+          "# HELP onnxd_feature_events_l3_failed_total Events stored in L2 whose append to "
+          "their Redis lists failed\n# TYPE onnxd_feature_events_l3_failed_total counter\n"
+          "onnxd_feature_events_l3_failed_total %" PRIu64 "\n",
+          LD(fs->events_l3_failed));
     static const char *const help[] = {
         "# HELP onnxd_feature_breaker_state L3 circuit breaker: 0 closed, 1 open, 2 half-open\n"
         "# TYPE onnxd_feature_breaker_state gauge\n",

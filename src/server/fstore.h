@@ -4,8 +4,11 @@
  *   L1   features/l1.h, in RAM, with a TTL: feature rows ("<table>:<key>") and each entity's
  *        recent event list ("~ev:<entity>", see below).
  *   L2   features/l2.h, LMDB in --feature-dir: rows, and every event of every entity.
- *   L3   features/l3_redis.h then features/l3_pg.h (each optional): rows only, read-through
- *        with the caller's deadline, written through by ox_fstore_row_put.
+ *   L3   features/l3_redis.h then features/l3_pg.h (each optional): rows, read-through with
+ *        the caller's deadline, written through by ox_fstore_row_put. With events_to_redis,
+ *        Redis also gets every ingested event, appended (RPUSH) to the list "ev:<entity>" as
+ *        its 24-byte record (ox_feat_event_encode), after the L2 commit: a copy for other
+ *        consumers, never read back here (L2 is the events' store of record).
  *   Bloom  features/bloom.h, "has this entity ever had an event": an entity never seen skips
  *        L1 and L2 entirely (a fraud stream is full of first-time cards). It is rebuilt at
  *        start-up from L2's entity index, so it stays exact across restarts. Deliberately not
@@ -69,6 +72,8 @@ typedef struct {
   int sync_none;        /* L2 without fsync (tests, tmpfs) */
   int64_t l3_cache_ms;  /* how long a row read from L3 is kept in L2 (0: not kept) */
   int64_t retention_ms; /* events older than this are purged from L2 (0: kept forever) */
+  int events_to_redis;  /* also append every ingested event to Redis list "ev:<entity>"
+                           (ox_fstore_ingest); needs redis, else ox_fstore_open fails */
 } ox_fstore_opts_t;
 
 typedef struct ox_fstore ox_fstore_t;
@@ -157,8 +162,17 @@ typedef struct {
 /* Appends events (validated by the caller) to every entity they name, in order, and returns
  * once they are committed and visible to ox_fstore_velocity. 0 or an error: OX_EINVALID (an
  * entity name empty or over OX_FSTORE_MAX_ENTITY bytes, or starting with '~': nothing is
- * stored), OX_EUNAVAILABLE (closing), an L2 error (some events may then be stored). */
-int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n);
+ * stored), OX_EUNAVAILABLE (closing), an L2 error (some events may then be stored).
+ * With events_to_redis, each committed chunk of events (up to 8192) is then appended to the
+ * Redis lists "ev:<entity>" of the entities it names, in the order given, in one pipelined
+ * round trip bounded by 1 s (and by the Redis client's command timeout); a Redis failure does
+ * not fail the call (L2 is the store of record): *l3_err (may be NULL) receives the first
+ * Redis error, 0 when every append succeeded or write-through is off, and the chunk's events
+ * are counted in onnxd_feature_events_l3_failed_total (some of them may be in Redis). */
+int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err);
+
+/* 1 when ox_fstore_ingest appends events to Redis (opts.events_to_redis), else 0. */
+int ox_fstore_events_to_redis(const ox_fstore_t *fs);
 
 /* The 8 velocity features (features/velocity.h, default_secs -1) of entity at t_ms, from its
  * stored events. 0 or an error (an L2 read failure). */

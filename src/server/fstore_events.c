@@ -181,6 +181,7 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
 /* ---- ingestion -------------------------------------------------------------------------- */
 
 #define CHUNK 8192 /* events per L2 commit: bounds the queue and the memory of one round */
+#define REDIS_APPEND_MS 1000 /* bound on one chunk's append to Redis (events_to_redis) */
 
 typedef struct {
   ox_slice_t name;
@@ -261,7 +262,44 @@ static int entity_events(const ox_fstore_event_t *evs, const pair_t *pairs, cons
   return 0;
 }
 
-static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n) {
+/* events_to_redis: appends the chunk's events (committed to L2) to the Redis lists
+ * "ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip. The commands are
+ * grouped by entity, each entity's events in chunk order (as posted, not sorted by ts). The
+ * keys and records are built in x->c; keys and values point into it. 0 or the first error. */
+static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
+                        const ent_t *ents, size_t nents, const pair_t *pairs, size_t npairs) {
+  if (npairs == 0) return 0;
+  size_t pl = strlen(FS_REDIS_EV_PREFIX), bytes = n * EVB;
+  for (size_t k = 0; k < nents; k++) bytes += pl + ents[k].name.len;
+  ox_slice_t *kv = malloc(2 * npairs * sizeof *kv); /* keys, then values */
+  x->c.len = 0;
+  if (!kv || ox_buf_reserve(&x->c, bytes)) { /* reserved whole: the slices stay valid */
+    free(kv);
+    return OX_ENOMEM;
+  }
+  unsigned char *recs = (unsigned char *)x->c.data;
+  for (size_t i = 0; i < n; i++) ox_feat_event_encode(&evs[i].ev, recs + i * EVB);
+  char *kp = x->c.data + n * EVB;
+  size_t m = 0;
+  for (size_t k = 0; k < nents; k++) {
+    ox_slice_t key = make_key(kp, FS_REDIS_EV_PREFIX, ents[k].name);
+    kp += key.len;
+    for (uint32_t p = ents[k].head; p; p = pairs[p - 1].next) {
+      kv[m] = key;
+      kv[npairs + m] = ox_slice((const char *)recs + pairs[p - 1].ev * EVB, EVB);
+      m++;
+    }
+  }
+  int rc = ox_l3_redis_rpush_many(fs->redis, kv, kv + npairs, m,
+                                  ox_breaker_now_ns() + REDIS_APPEND_MS * INT64_C(1000000));
+  free(kv);
+  return rc;
+}
+
+/* Stores one chunk in L2 and L1 (returns 0 or the L2 error) and then, with events_to_redis,
+ * appends it to Redis (*l3_err: 0 or the Redis error). */
+static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
+                        int *l3_err) {
   size_t npairs = 0;
   for (size_t i = 0; i < n; i++) npairs += evs[i].num_entities;
   size_t cap = 16;
@@ -364,13 +402,23 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
     pthread_mutex_unlock(&st->mu);
     free(e->saved);
   }
+  /* 5. with events_to_redis, the committed events to Redis (after L1, so readers are not kept
+   * on L2 while Redis answers) */
+  *l3_err = 0;
+  if (!rc && fs->events_to_redis) {
+    *l3_err = append_redis(fs, x, evs, n, ents, nents, pairs, npairs);
+    if (*l3_err) atomic_fetch_add_explicit(&fs->events_l3_failed, n, memory_order_relaxed);
+  }
   free(ents);
   free(pairs);
   if (!rc) atomic_fetch_add_explicit(&fs->events_ingested, n, memory_order_relaxed);
   return rc;
 }
 
-int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n) {
+int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err) {
+  int l3_dummy;
+  if (!l3_err) l3_err = &l3_dummy;
+  *l3_err = 0;
   for (size_t i = 0; i < n; i++) {
     if (evs[i].num_entities > OX_FSTORE_MAX_ENTITIES) return OX_EINVALID;
     for (size_t k = 0; k < evs[i].num_entities; k++) {
@@ -381,9 +429,14 @@ int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n) {
   fs_tctx_t *x = fs_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   int rc = 0;
+  /* The Redis appends happen under the ingestion lock too, so concurrent requests reach each
+   * Redis list in the order they were committed to L2. */
   pthread_mutex_lock(&fs->ingest_mu);
-  for (size_t i = 0; i < n && !rc; i += CHUNK)
-    rc = ingest_chunk(fs, x, evs + i, n - i < CHUNK ? n - i : CHUNK);
+  for (size_t i = 0; i < n && !rc; i += CHUNK) {
+    int e = 0;
+    rc = ingest_chunk(fs, x, evs + i, n - i < CHUNK ? n - i : CHUNK, &e);
+    if (e && !*l3_err) *l3_err = e;
+  }
   pthread_mutex_unlock(&fs->ingest_mu);
   return rc;
 }

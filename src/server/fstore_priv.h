@@ -45,7 +45,8 @@ struct ox_fstore {
   ox_l3_pg_t *pg;       /* NULL when not configured */
   int64_t ttl_ms;
   int64_t l3_cache_ms;
-  uint64_t id; /* tells this store's thread contexts from a previous store's */
+  int events_to_redis; /* ingestion appends events to Redis lists "ev:<entity>" (fs->redis set) */
+  uint64_t id;         /* tells this store's thread contexts from a previous store's */
   pthread_mutex_t ctx_mu;
   fs_tctx_t *ctxs;
   pthread_mutex_t ingest_mu;
@@ -56,6 +57,7 @@ struct ox_fstore {
   pthread_cond_t sw_cv;
   fs_tier_stats_t tiers[4]; /* by ox_tier_t */
   atomic_uint_fast64_t degraded, bloom_neg, bloom_pos, events_ingested, rows_put, l3_stale;
+  atomic_uint_fast64_t events_l3_failed; /* events whose append to Redis failed */
   /* the L3 fetcher (fstore_rows.c): a queue of fetches, one thread */
   pthread_mutex_t fq_mu;
   pthread_cond_t fq_cv;
@@ -74,6 +76,8 @@ struct ox_fstore {
 #define FS_L3COPY_PREFIX "~l3:"
 /* L1 key of an entity's event list: "~ev:<entity>". */
 #define FS_EV_PREFIX "~ev:"
+/* Redis list of an entity's events, with events_to_redis: "ev:<entity>". */
+#define FS_REDIS_EV_PREFIX "ev:"
 
 fs_tctx_t *fs_ctx(ox_fstore_t *fs);
 fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key);

@@ -12,7 +12,8 @@ and raw values, against dedicated servers with repositories of their own.
 - Remote tier (L3): a real redis-server started here on a free port. Healthy, slow (SIGSTOP),
   down (killed) and back: requests answer within the view's deadline with defaults flagged
   "features_degraded" (503 for a mandatory view), the breaker opens, and closes again by itself
-  once Redis is back.
+  once Redis is back. With --feature-events-to-redis, ingested events are appended to Redis
+  lists too, and a Redis failure costs the copy, not the ingest.
 """
 
 import http.client
@@ -20,14 +21,15 @@ import json
 import re
 import signal
 import struct
+import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
 
-from conftest import (ROOT, build_repo, dedicated_server, forget, keep_alive_checked,
-                      restart_checked, run_threads)
+from conftest import (ROOT, _server_binary, build_repo, dedicated_server, forget,
+                      keep_alive_checked, restart_checked, run_threads)
 
 sys.path.insert(0, str(ROOT / "tools" / "fraud"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -686,6 +688,111 @@ def test_fetched_rows_fill_in_a_view_with_velocity_and_several_rows(rfetch, redi
         assert d("onnxd_feature_l3_fetch_rows_total") == 1
     finally:
         cl.close()
+
+
+def fnv1a64(data):
+    """FNV-1a 64 of bytes: the merchant hash in stored events (ox_fstore_fnv1a64)."""
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def event_record(e):
+    """An event as onnxd stores it (ox_feat_event_encode): ts, amount, merchant hash."""
+    return struct.pack("<qdQ", e["ts"], e["amount"], fnv1a64(e["merchant_id"].encode()))
+
+
+@pytest.fixture(scope="module")
+def rev(server_factory, fv_repo, tmp_path_factory, redis):
+    """Events written through to Redis lists (--feature-events-to-redis)."""
+    d = tmp_path_factory.mktemp("fs-redis-events") / "store"
+    yield from dedicated_server(server_factory, fv_repo,
+                                ["--feature-dir", str(d), "--feature-sync", "none",
+                                 "--redis", redis.address, "--feature-events-to-redis", "1"],
+                                "features-redis-events")
+
+
+def test_events_written_through_to_redis_lists(rev, redis):
+    """Every ingested event is appended to "ev:<entity>" of each of its entities, as its
+    24-byte record, in order. With Redis stopped the events are still stored (L2 is the store of
+    record): the answer names the Redis error and the failure is counted."""
+    t = 1_770_000_000_000
+    ev = [{"ts": t - 3000, "user_id": "wt-u1", "card_id": "wt-c1", "merchant_id": "m1",
+           "amount": 10.5},
+          {"ts": t - 2000, "user_id": "wt-u2", "card_id": "wt-c1", "merchant_id": "m2",
+           "amount": 20.25},
+          {"ts": t - 1000, "user_id": "wt-u1", "card_id": "wt-c2", "merchant_id": "m3",
+           "amount": 7.0}]
+    lists = {"ev:user:wt-u1": [0, 2], "ev:user:wt-u2": [1], "ev:card:wt-c1": [0, 1],
+             "ev:card:wt-c2": [2]}
+    for key in lists:
+        redis.command("DEL", key)
+    cl = Client(rev)
+    try:
+        status, body = cl.events(ev)
+        assert status == 200, body
+        assert json.loads(body) == {"accepted": 3, "write_through": "ok"}
+        for key, idx in lists.items():
+            assert redis.command("LLEN", key) == b":%d" % len(idx), key
+            assert redis.lrange(key) == [event_record(ev[i]) for i in idx], key
+        m0 = cl.metrics()
+        assert metric(m0, "onnxd_feature_events_l3_failed_total") == 0
+
+        # Redis stopped: the events are stored all the same, the answer says what failed
+        late = [{"ts": t - 500, "user_id": "wt-u1", "card_id": "wt-c1", "merchant_id": "m1",
+                 "amount": 1.5},
+                {"ts": t - 400, "user_id": "wt-u3", "card_id": "wt-c3", "merchant_id": "m4",
+                 "amount": 2.0}]
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            status, body = cl.events(late)
+            dt = time.monotonic() - t0
+            assert status == 200, body
+            assert json.loads(body) == {"accepted": 2, "write_through": "timeout"}, body
+            assert dt < 1 + SLACK_S, dt  # bounded by the write-through deadline
+            # in L2 (and L1): the velocity features count them
+            status, doc, got, _ = cl.score("fv", {"user_id": "wt-u1", "card_id": "wt-c1", "ts": t,
+                                                  "return_features": True}, 1.0)
+            assert status == 200, doc
+            assert "features_degraded" not in doc["parameters"]
+            assert got[1:9].tolist() == [3, 3, 3, 19, 19, 19, 2, 0.5]  # e0, e2, late[0]
+            assert got[9:17].tolist() == [3, 3, 3, 32.25, 32.25, 32.25, 2, 0.5]  # e0, e1, late[0]
+            m1 = cl.metrics()
+            assert metric(m1, "onnxd_feature_events_l3_failed_total") == 2
+            assert (metric(m1, "onnxd_feature_events_ingested_total")
+                    - metric(m0, "onnxd_feature_events_ingested_total")) == 2
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+
+        # Redis back: appends succeed again (once the breaker lets calls through)
+        deadline = time.monotonic() + 10
+        n = 0
+        while True:
+            e = {"ts": t + n, "user_id": "wt-u4", "card_id": "wt-c4", "merchant_id": "m5",
+                 "amount": 3.0}
+            n += 1
+            status, body = cl.events([e])
+            assert status == 200, body
+            if json.loads(body)["write_through"] == "ok" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert json.loads(body) == {"accepted": 1, "write_through": "ok"}
+        assert redis.lrange("ev:user:wt-u4")[-1] == event_record(e)
+    finally:
+        cl.close()
+
+
+def test_events_to_redis_flag_needs_redis():
+    r = subprocess.run([str(_server_binary()), "--feature-events-to-redis", "1"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--feature-events-to-redis 1 needs --redis" in r.stderr, (
+        r.returncode, r.stderr)
+    r = subprocess.run([str(_server_binary()), "--feature-events-to-redis", "2"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--feature-events-to-redis must be an integer from 0 to 1" in (
+        r.stderr), r.stderr
 
 
 # ---------------------------------------------------------------------------- PostgreSQL (L3)

@@ -117,7 +117,9 @@ static void ingest_batch(ox_fstore_t *fs, size_t n) {
     ref[nref].ent = c;
     ref[nref++].ev = evs[i].ev;
   }
-  CHECK_INT(ox_fstore_ingest(fs, evs, n), 0);
+  int l3err = -1;
+  CHECK_INT(ox_fstore_ingest(fs, evs, n, &l3err), 0);
+  CHECK_INT(l3err, 0); /* no write-through configured: nothing to fail */
 }
 
 TEST(velocity_matches_definition_through_l1_and_l2) {
@@ -167,6 +169,20 @@ TEST(never_seen_entity_skips_l1_and_l2) {
   CHECK_INT(atomic_load(&fs->bloom_neg), 1);
   CHECK_INT(count(fs, OX_TIER_L1, FS_MISS) + count(fs, OX_TIER_L1, FS_HIT), l1);
   ox_fstore_close(fs);
+}
+
+TEST(events_to_redis_needs_redis) {
+  ox_fstore_opts_t o = {.dir = dir,
+                        .l1_bytes = 8 << 20,
+                        .bloom_items = 100,
+                        .max_readers = 16,
+                        .sync_none = 1,
+                        .events_to_redis = 1};
+  ox_fstore_t *fs = NULL;
+  char err[256] = "";
+  CHECK_INT(ox_fstore_open(&o, &fs, err, sizeof err), OX_EINVALID);
+  CHECK(fs == NULL);
+  CHECK(strstr(err, "--redis") != NULL);
 }
 
 TEST(rows_fall_through_promote_and_expire) {
@@ -272,5 +288,6 @@ static void teardown(void) {
 }
 
 TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
-          T(never_seen_entity_skips_l1_and_l2), T(rows_fall_through_promote_and_expire),
-          T(concurrent_readers_never_leave_stale_lists), T(teardown))
+          T(never_seen_entity_skips_l1_and_l2), T(events_to_redis_needs_redis),
+          T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
+          T(teardown))

@@ -889,6 +889,70 @@ TEST(redis_pipelined_writes_ttl_and_error_replies) {
   ox_l3_redis_destroy(r);
 }
 
+TEST(redis_rpush_many_appends_in_order_and_reports_wrongtype) {
+  if (!need_redis()) return;
+  ox_l3_redis_t *r = mk_redis(g.redis_port, 2, 3, 150);
+  redisContext *adm = redis_admin();
+  CHECK(adm != NULL);
+  if (!adm) goto out;
+  freeReplyObject(redisCommand(adm, "DEL l:a l:b l:str"));
+  /* two lists, interleaved, with binary values (24-byte records hold \0, \r, \n) */
+  enum { N = 300 };
+  static char vb[N][24];
+  ox_slice_t keys[N], vals[N];
+  for (int i = 0; i < N; i++) {
+    for (int b = 0; b < 24; b++) vb[i][b] = (char)(i * 31 + b * 7);
+    vb[i][5] = '\r';
+    vb[i][6] = '\n';
+    vb[i][7] = '\0';
+    keys[i] = i % 3 ? S("l:a") : S("l:b");
+    vals[i] = ox_slice(vb[i], sizeof vb[i]);
+  }
+  CHECK_INT(ox_l3_redis_rpush_many(r, keys, vals, N, in_ms(1000)), 0);
+  CHECK_INT(ox_l3_redis_rpush_many(r, keys, vals, 0, in_ms(1000)), 0); /* nothing to do */
+  const char *lists[] = {"l:a", "l:b"};
+  for (int l = 0; l < 2; l++) {
+    redisReply *rep = redisCommand(adm, "LRANGE %s 0 -1", lists[l]);
+    CHECK(rep && rep->type == REDIS_REPLY_ARRAY);
+    size_t k = 0;
+    int same = 1;
+    for (int i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i < N; i++) {
+      if ((i % 3 ? 0 : 1) != l) continue;
+      same &= k < rep->elements && rep->element[k]->type == REDIS_REPLY_STRING &&
+              rep->element[k]->len == 24 && memcmp(rep->element[k]->str, vb[i], 24) == 0;
+      k++;
+    }
+    CHECK(same);
+    CHECK(rep && rep->elements == k);
+    if (rep) freeReplyObject(rep);
+  }
+  /* a key holding a string: WRONGTYPE is an error, the other appends of the round still
+   * happen, the breaker does not count it and the connection is kept */
+  freeReplyObject(redisCommand(adm, "SET l:str x"));
+  ox_slice_t k3[] = {S("l:a"), S("l:str"), S("l:b")};
+  ox_slice_t v3[] = {S("tail-a"), S("nope"), S("tail-b")};
+  CHECK_INT(ox_l3_redis_rpush_many(r, k3, v3, 3, in_ms(1000)), OX_EINTERNAL);
+  redisReply *rep = redisCommand(adm, "LINDEX l:a -1");
+  CHECK(rep && rep->type == REDIS_REPLY_STRING && rep->len == 6 && !memcmp(rep->str, "tail-a", 6));
+  if (rep) freeReplyObject(rep);
+  rep = redisCommand(adm, "LLEN l:b");
+  CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == N / 3 + 1);
+  if (rep) freeReplyObject(rep);
+  ox_l3_redis_stats_t st;
+  ox_l3_redis_stats(r, &st);
+  CHECK_INT(st.breaker.failures, 0);
+  CHECK_INT(st.dropped, 0);
+  CHECK_INT(st.connects, 1);
+  /* and the connection still answers in step */
+  CHECK_INT(ox_l3_redis_rpush_many(r, k3, v3, 1, in_ms(1000)), 0);
+  /* a deadline already gone: no call */
+  CHECK_INT(ox_l3_redis_rpush_many(r, k3, v3, 1, now_ns() - 1), OX_ETIMEOUT);
+  freeReplyObject(redisCommand(adm, "DEL l:a l:b l:str"));
+  redisFree(adm);
+out:
+  ox_l3_redis_destroy(r);
+}
+
 typedef struct {
   ox_l3_redis_t *r;
   int deadline_ms, rc;
@@ -1448,6 +1512,7 @@ TEST_MAIN(T(breaker_opens_after_consecutive_failures), T(breaker_half_open_admit
           T(breaker_stale_outcomes_change_nothing), T(breaker_failure_ratio_window),
           T(breaker_threads_keep_counts), T(redis_read_through_and_write_through),
           T(redis_pipelined_writes_ttl_and_error_replies),
+          T(redis_rpush_many_appends_in_order_and_reports_wrongtype),
           T(redis_slow_server_deadline_and_pool_exhaustion),
           T(redis_down_breaker_opens_then_closes_by_itself), T(redis_blackhole_no_thread_pileup),
           T(pg_read_through_and_write_through), T(pg_bulk_load_csv),
