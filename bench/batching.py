@@ -72,18 +72,13 @@ def server_counters(port: int, model: str) -> dict | None:
     """onnxd's own counters for one model: /metrics (inference and execution counts, the
     microsecond histograms of HISTS) and /v2/models/{model}/stats (batch_stats, per-stage
     count/ns). Cumulative since start: the caller takes differences."""
-    text, stats = R.http_get(port, "/metrics"), R.http_get(port, f"/v2/models/{model}/stats")
-    if text is None or stats is None:
+    samples, stats = R.metric_samples(port), R.http_get(port, f"/v2/models/{model}/stats")
+    if samples is None or stats is None:
         return None
     out: dict = {"inference_count": 0, "exec_count": 0, "hist": {k: {} for k in HISTS}}
-    for line in text.decode(errors="replace").splitlines():
-        m = R._PROM.match(line)
-        if not m or line.startswith("#"):
-            continue
-        name, lab, val = m.group(1), dict(R._LABEL.findall(m.group(2) or "")), m.group(3)
+    for name, lab, v in samples:
         if lab.get("model") != model:
             continue
-        v = float(val)
         if name == "nv_inference_count":
             out["inference_count"] += v
         elif name == "nv_inference_exec_count":

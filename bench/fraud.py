@@ -165,19 +165,15 @@ def ingest(port: int, lines: list[str], batch: int = 10000) -> dict:
 # ---------------------------------------------------------------- counters
 
 def tier_counters(port: int) -> dict | None:
-    body = R.http_get(port, "/metrics")
-    if body is None:
+    samples = R.metric_samples(port)
+    if samples is None:
         return None
     out: dict = {}
-    for line in body.decode(errors="replace").splitlines():
-        m = R._PROM.match(line)
-        if not m:
-            continue
-        name, labels, val = m.group(1), dict(R._LABEL.findall(m.group(2) or "")), m.group(3)
+    for name, labels, val in samples:
         if name == "onnxd_feature_lookups_total":
-            out[f"{labels.get('tier')}_{labels.get('result')}"] = float(val)
+            out[f"{labels.get('tier')}_{labels.get('result')}"] = val
         elif name in ("onnxd_feature_degraded_total", "onnxd_feature_l3_stale_total"):
-            out[name.replace("onnxd_feature_", "")] = float(val)
+            out[name.replace("onnxd_feature_", "")] = val
     return out
 
 

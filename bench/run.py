@@ -819,6 +819,19 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> bytes | None:
 
 _PROM = re.compile(r'^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)\s*$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_samples(port: int) -> list[tuple[str, dict, float]] | None:
+    """The server's /metrics as (name, labels, value) samples; None when it does not answer."""
+    text = http_get(port, "/metrics")
+    if text is None:
+        return None
+    out = []
+    for line in text.decode(errors="replace").splitlines():
+        m = _PROM.match(line)
+        if m and not line.startswith("#"):
+            out.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
+    return out
 # ---------------------------------------------------------------- report
 
 def fmt_ms(v) -> str:

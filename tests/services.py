@@ -66,7 +66,23 @@ def _redis_bin():
                        "(scripts/setup.sh does)")
 
 
-class Redis:
+class _Service:
+    """`with` support for a server with start() and stop(): stopped on the way out, and on a
+    failed start too."""
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Redis(_Service):
     """A redis-server of our own on a free loopback port (no persistence).
 
     proc is the server's Popen (tests stop and kill it with signals); start() may be called
@@ -156,19 +172,8 @@ class Redis:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def __exit__(self, *exc):
-        self.stop()
-
-
-class Postgres:
+class Postgres(_Service):
     """A PostgreSQL server of our own on a free loopback port, in a directory under /tmp
     ($TMPDIR), superuser "onnxd", trust authentication, fsync off. As root it runs as the system
     user onnxd-test (PostgreSQL refuses root; created here if missing), the way
@@ -264,14 +269,3 @@ class Postgres:
             self._log.close()
             self._log = None
         shutil.rmtree(self.top, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()

@@ -65,9 +65,16 @@ static void fjob_error(fjob_t *j, int status, const char *msg) {
   if (ox_http_resp_error(&j->resp, status, msg)) j->resp.body.len = 0;
 }
 
-static void fjob_json(fjob_t *j, int status, ox_buf_t *b) {
+/* Answers 200 with the JSON in b (taken over), or 500 when building it ran out of memory (oom
+ * non-zero: b is freed). */
+static void fjob_json(fjob_t *j, ox_buf_t *b, int oom) {
+  if (oom) {
+    ox_buf_free(b);
+    fjob_error(j, 500, "out of memory");
+    return;
+  }
   ox_http_resp_free(&j->resp);
-  ox_http_resp_init(&j->resp, status);
+  ox_http_resp_init(&j->resp, 200);
   j->resp.body = *b;
   ox_buf_init(b);
 }
@@ -105,11 +112,7 @@ static void run_events(fjob_t *j) {
         e |= ox_buf_append_json_string(&b, wt, strlen(wt));
       }
       e |= ox_buf_puts(&b, "}");
-      if (e)
-        fjob_error(j, 500, "out of memory");
-      else
-        fjob_json(j, 200, &b);
-      ox_buf_free(&b);
+      fjob_json(j, &b, e);
     }
   }
   free(evs);
@@ -144,20 +147,10 @@ static void run_row_get(fjob_t *j, ox_slice_t key) {
     static const char *const names[] = {"none", "l1", "l2", "l3"};
     int e = row_head(&b, j);
     e |= ox_buf_puts(&b, ",\"values\":");
-    /* rows are little-endian float32: copy out, the buffer need not be aligned */
-    size_t nv = row.len / sizeof(float);
-    float *vals = malloc((nv ? nv : 1) * sizeof(float));
-    if (!vals)
-      e = 1;
-    else
-      memcpy(vals, row.data, nv * sizeof(float));
-    if (vals) e |= ox_tensor_json_encode(&b, OX_DT_FP32, vals, nv);
-    free(vals);
+    /* the row's float32 values, read in place (a buffer's start is malloc-aligned) */
+    e |= ox_tensor_json_encode(&b, OX_DT_FP32, row.data, row.len / sizeof(float));
     e |= ox_buf_printf(&b, ",\"tier\":\"%s\"}", names[tier]);
-    if (e)
-      fjob_error(j, 500, "out of memory");
-    else
-      fjob_json(j, 200, &b);
+    fjob_json(j, &b, e);
   }
   ox_buf_free(&b);
   ox_buf_free(&row);
@@ -232,11 +225,7 @@ static void run_row_put(fjob_t *j, ox_slice_t key) {
   const char *wt = l3err ? ox_strerror(l3err) : "ok";
   e |= ox_buf_append_json_string(&b, wt, strlen(wt));
   e |= ox_buf_puts(&b, "}");
-  if (e)
-    fjob_error(j, 500, "out of memory");
-  else
-    fjob_json(j, 200, &b);
-  ox_buf_free(&b);
+  fjob_json(j, &b, e);
 }
 
 /* ---- jobs ------------------------------------------------------------------------------- */

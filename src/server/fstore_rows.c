@@ -85,18 +85,31 @@ static fs_result_t l3_result(int rc) {
 
 /* ---- reads ------------------------------------------------------------------------------ */
 
+typedef struct {
+  ox_buf_t *out;
+  int rc; /* -1: no usable entry; else the answer: 0 (row appended), OX_ENOT_FOUND, OX_ENOMEM */
+} l1_row_t;
+
+/* An L1 row value (see l1_put_row) appended to the caller's buffer in place. */
+static void l1_row(void *arg, const void *val, size_t len) {
+  l1_row_t *r = arg;
+  const unsigned char *v = val;
+  if (len < 1) return;
+  r->rc = v[0] == 0 ? OX_ENOT_FOUND : ox_buf_append(r->out, v + 1, len - 1);
+}
+
 int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_t *tier,
                         ox_fstore_want_t *want) {
   fs_tctx_t *x = fs_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   *tier = OX_TIER_NONE;
   int64_t t0 = ox_breaker_now_ns();
-  int rc = fs_l1_get(fs, key, &x->a);
-  if (rc == 0 && x->a.len >= 1) {
+  l1_row_t lr = {out, -1};
+  int rc = ox_l1_view(fs->l1, key, fs_now_ms(), l1_row, &lr);
+  if (rc == 0 && lr.rc != -1) {
     fs_record(fs, OX_TIER_L1, FS_HIT, t0);
     *tier = OX_TIER_L1;
-    if (x->a.data[0] == 0) return OX_ENOT_FOUND;
-    return ox_buf_append(out, x->a.data + 1, x->a.len - 1);
+    return lr.rc;
   }
   fs_record(fs, OX_TIER_L1, FS_MISS, t0);
   uint64_t gen = atomic_load(&fs_stripe(fs, key)->gen);

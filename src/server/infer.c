@@ -48,6 +48,9 @@ typedef struct {
   int has_view;       /* the model input of the model's feature view was assembled */
   ox_fview_out_t view;
   ox_fview_fetch_t fetch; /* rows of the view only L3 has: asked for, then answered */
+  const ox_infer_input_t **by_model; /* request input per model input (parse_request) */
+  ox_tensor_in_t *tin;               /* model inputs being built; NULL until parsed */
+  size_t jlen;                       /* bytes of the JSON header in the body */
 } infer_job_t;
 
 static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
@@ -214,7 +217,8 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
 
 /* Worker: parse, validate and build the inputs. Returns 0 when the request is ready for the
  * batcher, else an HTTP status with the message in err. */
-static int prepare(infer_job_t *job, char *err) {
+/* Parses the request and matches its inputs to the model's (job->by_model; job->tin zeroed). */
+static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *err) {
   ox_model_t *m = job->model;
   const char *json = job->body.data;
   size_t jlen = job->body.len;
@@ -252,9 +256,6 @@ static int prepare(infer_job_t *job, char *err) {
   if (!by_model || !tin) return 500;
   memset(by_model, 0, sizeof(void *) * m->num_inputs);
   memset(tin, 0, sizeof *tin * m->num_inputs);
-  /* A feature view's input is assembled here, from the request's keys and raw values. */
-  const ox_feature_view_t *view =
-      state_of(m)->cfg.view.enabled ? &state_of(m)->cfg.view : NULL;
   for (size_t i = 0; i < req->num_inputs; i++) {
     const ox_infer_input_t *in = &req->inputs[i];
     size_t k = 0;
@@ -277,23 +278,45 @@ static int prepare(infer_job_t *job, char *err) {
       return 400;
     }
   }
-  for (size_t k = 0; k < m->num_inputs; k++) {
-    if (view && k == view->input_idx) {
-      int64_t deadline = (int64_t)job->t_recv + (int64_t)view->deadline_us * 1000;
-      int st = ox_fview_assemble(job->s->features, view, json, jlen, req, &job->arena, deadline,
-                                 &job->fetch, &job->view, err, ERRCAP);
-      if (st) return st;
-      if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
-        snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
-                 m->name, job->view.shape[0]);
-        return 400;
-      }
-      job->has_view = 1;
-      tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32, .rank = 2, .shape = job->view.shape,
-                                .count = job->view.count, .data = job->view.data,
-                                .nbytes = job->view.count * sizeof(float)};
-      continue;
+  job->by_model = by_model;
+  job->tin = tin;
+  job->jlen = jlen;
+  return 0;
+}
+
+/* Builds the model's inputs and the scheduler request. Runs twice for a request whose feature
+ * rows the L3 fetcher must bring (OX_FVIEW_FETCH the first time): the request is parsed once
+ * and the view is assembled before the other inputs, so the second run starts there. */
+static int prepare(infer_job_t *job, char *err) {
+  ox_model_t *m = job->model;
+  /* A feature view's input is assembled here, from the request's keys and raw values. */
+  const ox_feature_view_t *view =
+      state_of(m)->cfg.view.enabled ? &state_of(m)->cfg.view : NULL;
+  if (!job->tin) {
+    int st = parse_request(job, view, err);
+    if (st) return st;
+  }
+  ox_infer_request_t *req = &job->req;
+  const ox_infer_input_t **by_model = job->by_model;
+  ox_tensor_in_t *tin = job->tin;
+  if (view) {
+    size_t k = view->input_idx;
+    int64_t deadline = (int64_t)job->t_recv + (int64_t)view->deadline_us * 1000;
+    int st = ox_fview_assemble(job->s->features, view, job->body.data, job->jlen, req,
+                               &job->arena, deadline, &job->fetch, &job->view, err, ERRCAP);
+    if (st) return st;
+    if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
+      snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
+               m->name, job->view.shape[0]);
+      return 400;
     }
+    job->has_view = 1;
+    tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32, .rank = 2, .shape = job->view.shape,
+                              .count = job->view.count, .data = job->view.data,
+                              .nbytes = job->view.count * sizeof(float)};
+  }
+  for (size_t k = 0; k < m->num_inputs; k++) {
+    if (view && k == view->input_idx) continue;
     int st = build_input(job, by_model[k], &m->inputs[k], &tin[k], err);
     if (st) {
       if (st == 500 && !err[0]) snprintf(err, ERRCAP, "out of memory");
@@ -535,8 +558,7 @@ static void job_run(ox_job_t *j) {
   int status = prepare(job, err);
   if (status == OX_FVIEW_FETCH) {
     /* Rows only L3 has: the fetcher asks for them together with other requests' and runs this
-     * job again; this thread goes on with other work. The request's inputs are parsed again
-     * then (requests of views are small). */
+     * job again (prepare then goes on from the view); this thread goes on with other work. */
     job->fetch.f.done = fetch_done;
     if (ox_fstore_fetch(job->s->features, &job->fetch.f) == 0) return;
     job->fetch.answered = 1; /* refused (stopping): the wants hold their answers already */

@@ -423,18 +423,28 @@ def redis(tmp_path_factory):
     r.stop()
 
 
-@pytest.fixture(scope="module")
-def rsrv(server_factory, tmp_path_factory, redis):
-    root = tmp_path_factory.mktemp("fv-redis-repo")
-    repo = build_repo(root, {
+def store_server(server_factory, tmp_path_factory, repo, flags, name):
+    """Generator for a module fixture: a dedicated server with a fresh store of its own, plus
+    flags (the L3 backend among them)."""
+    d = tmp_path_factory.mktemp(name) / "store"
+    yield from dedicated_server(server_factory, repo,
+                                ["--feature-dir", str(d), "--feature-sync", "none", *flags], name)
+
+
+def rows_repo(tmp_path_factory, name):
+    """Models "rows" and "rows_m" (mandatory): the amount and 4 values of row profile:<user>."""
+    return build_repo(tmp_path_factory.mktemp(name), {
         "rows": {"model": identity_model(5, "rows", "x"), "config": {"feature_view": row_view(False)}},
         "rows_m": {"model": identity_model(5, "rows_m", "x"),
                    "config": {"feature_view": row_view(True)}},
     })
-    d = tmp_path_factory.mktemp("fs-redis") / "store"
-    yield from dedicated_server(server_factory, repo,
-                                ["--feature-dir", str(d), "--feature-sync", "none",
-                                 "--redis", f"127.0.0.1:{redis.port}"], "features-redis")
+
+
+@pytest.fixture(scope="module")
+def rsrv(server_factory, tmp_path_factory, redis):
+    repo = rows_repo(tmp_path_factory, "fv-redis-repo")
+    yield from store_server(server_factory, tmp_path_factory, repo,
+                            ["--redis", redis.address], "features-redis")
 
 
 def breaker_state(cl):
@@ -519,12 +529,9 @@ def rcopy(server_factory, tmp_path_factory, redis):
     root = tmp_path_factory.mktemp("fv-redis-copy-repo")
     repo = build_repo(root, {"rows": {"model": identity_model(5, "rows", "x"),
                                       "config": {"feature_view": row_view(False)}}})
-    d = tmp_path_factory.mktemp("fs-redis-copy") / "store"
-    yield from dedicated_server(server_factory, repo,
-                                ["--feature-dir", str(d), "--feature-sync", "none",
-                                 "--feature-l1-bytes", "0",
-                                 "--feature-l3-cache-ms", str(L3_COPY_MS),
-                                 "--redis", f"127.0.0.1:{redis.port}"], "features-redis-copy")
+    yield from store_server(server_factory, tmp_path_factory, repo,
+                            ["--redis", redis.address, "--feature-l1-bytes", "0",
+                             "--feature-l3-cache-ms", str(L3_COPY_MS)], "features-redis-copy")
 
 
 def test_l3_rows_kept_in_l2_expire_and_serve_stale_when_redis_fails(rcopy, redis):
@@ -602,11 +609,9 @@ def rfetch(server_factory, tmp_path_factory, redis):
                                       "config": {"feature_view": row_view(True)}},
                              "mixed": {"model": identity_model(13, "mixed", "x"),
                                        "config": {"feature_view": mixed}}})
-    d = tmp_path_factory.mktemp("fs-redis-fetch") / "store"
-    yield from dedicated_server(server_factory, repo,
-                                ["--feature-dir", str(d), "--feature-sync", "none",
-                                 "--feature-l1-bytes", "0", "--feature-l3-cache-ms", "0",
-                                 "--redis", f"127.0.0.1:{redis.port}"], "features-redis-fetch")
+    yield from store_server(server_factory, tmp_path_factory, repo,
+                            ["--redis", redis.address, "--feature-l1-bytes", "0",
+                             "--feature-l3-cache-ms", "0"], "features-redis-fetch")
 
 
 def test_concurrent_requests_share_l3_round_trips(rfetch, redis):
@@ -706,11 +711,9 @@ def event_record(e):
 @pytest.fixture(scope="module")
 def rev(server_factory, fv_repo, tmp_path_factory, redis):
     """Events written through to Redis lists (--feature-events-to-redis)."""
-    d = tmp_path_factory.mktemp("fs-redis-events") / "store"
-    yield from dedicated_server(server_factory, fv_repo,
-                                ["--feature-dir", str(d), "--feature-sync", "none",
-                                 "--redis", redis.address, "--feature-events-to-redis", "1"],
-                                "features-redis-events")
+    yield from store_server(server_factory, tmp_path_factory, fv_repo,
+                            ["--redis", redis.address, "--feature-events-to-redis", "1"],
+                            "features-redis-events")
 
 
 def test_events_written_through_to_redis_lists(rev, redis):
@@ -838,16 +841,9 @@ def pg():
 
 @pytest.fixture(scope="module")
 def psrv(server_factory, tmp_path_factory, pg):
-    root = tmp_path_factory.mktemp("fv-pg-repo")
-    repo = build_repo(root, {
-        "rows": {"model": identity_model(5, "rows", "x"), "config": {"feature_view": row_view(False)}},
-        "rows_m": {"model": identity_model(5, "rows_m", "x"),
-                   "config": {"feature_view": row_view(True)}},
-    })
-    d = tmp_path_factory.mktemp("fs-pg") / "store"
-    yield from dedicated_server(server_factory, repo,
-                                ["--feature-dir", str(d), "--feature-sync", "none",
-                                 "--postgres", pg.conninfo], "features-pg")
+    repo = rows_repo(tmp_path_factory, "fv-pg-repo")
+    yield from store_server(server_factory, tmp_path_factory, repo,
+                            ["--postgres", pg.conninfo], "features-pg")
 
 
 def test_postgres_slow_rows_degrade_within_the_deadline_and_recover(psrv, pg):
