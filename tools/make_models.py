@@ -158,12 +158,13 @@ def build_mobilenetv2(seed=20180113):
     return finish(graph), g.params
 
 
-def build_mlp16(seed=16):
+def build_mlp(name, sizes, seed):
+    """Fully connected layers sizes[0] -> ... -> sizes[-1] (ReLU between, Sigmoid at the end),
+    deterministic He-scaled random weights; input "input" [batch, sizes[0]], output "output"."""
     rng = np.random.default_rng(seed)
     g = GraphBuilder(rng)
     x = "input"
-    sizes = [16, 64, 32, 1]
-    acts = ["Relu", "Relu", "Sigmoid"]
+    acts = ["Relu"] * (len(sizes) - 2) + ["Sigmoid"]
     for li, (fin, fout, act) in enumerate(zip(sizes, sizes[1:], acts)):
         gain = 2.0 if act == "Relu" else 1.0
         w = rng.standard_normal((fout, fin), dtype=np.float32) * np.float32(np.sqrt(gain / fin))
@@ -172,13 +173,18 @@ def build_mlp16(seed=16):
                    f"fc{li}", alpha=1.0, beta=1.0, transB=1)
         x = g.node(act, [x], "output" if li == len(acts) - 1 else f"act{li}")
     graph = helper.make_graph(
-        g.nodes, "mlp16",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1])],
+        g.nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", sizes[0]])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", sizes[-1]])],
         initializer=g.inits,
     )
-    graph.doc_string = f"MLP 16-64-32-1 with deterministic random weights (seed {seed})."
+    graph.doc_string = (f"MLP {'-'.join(map(str, sizes))} with deterministic random weights "
+                        f"(seed {seed}).")
     return finish(graph), g.params
+
+
+def build_mlp16(seed=16):
+    return build_mlp("mlp16", [16, 64, 32, 1], seed)
 
 
 def build_mlp_medium(seed=1024):
@@ -186,26 +192,7 @@ def build_mlp_medium(seed=1024):
 
     Big enough that a run takes measurable time and that merging rows into one run pays off
     (the batching tests and benchmarks), small enough to build in a fraction of a second."""
-    rng = np.random.default_rng(seed)
-    g = GraphBuilder(rng)
-    x = "input"
-    sizes = [256, 1024, 1024, 1]
-    acts = ["Relu", "Relu", "Sigmoid"]
-    for li, (fin, fout, act) in enumerate(zip(sizes, sizes[1:], acts)):
-        gain = 2.0 if act == "Relu" else 1.0
-        w = rng.standard_normal((fout, fin), dtype=np.float32) * np.float32(np.sqrt(gain / fin))
-        b = (0.1 * rng.standard_normal(fout)).astype(np.float32)
-        x = g.node("Gemm", [x, g.init(f"fc{li}.weight", w), g.init(f"fc{li}.bias", b)],
-                   f"fc{li}", alpha=1.0, beta=1.0, transB=1)
-        x = g.node(act, [x], "output" if li == len(acts) - 1 else f"act{li}")
-    graph = helper.make_graph(
-        g.nodes, "mlp_medium",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 256])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1])],
-        initializer=g.inits,
-    )
-    graph.doc_string = f"MLP 256-1024-1024-1 with deterministic random weights (seed {seed})."
-    return finish(graph), g.params
+    return build_mlp("mlp_medium", [256, 1024, 1024, 1], seed)
 
 
 def finish(graph):
