@@ -40,6 +40,7 @@
 
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/flags.h"
 #include "features/bloom.h"
 #include "features/breaker.h"
 #include "features/l1.h"
@@ -54,66 +55,32 @@ typedef struct {
   const char *l2_dir, *json, *redis, *postgres;
 } opts_t;
 
-static const struct {
-  const char *name;
-  int is_str;
-  size_t offset;
-  long min, max;
-  const char *help;
-} k_flags[] = {
+static const ox_flag_t k_flags[] = {
 #define O(f) offsetof(opts_t, f)
-    {"keys", 0, O(keys), 1, 100000000, "L1 keys, Bloom items and L2 rows [100000]"},
-    {"gets", 0, O(gets), 1, 1000000000, "L1 gets per thread and Bloom checks [1000000]"},
-    {"value-bytes", 0, O(value_bytes), 1, 1 << 20, "L1, L2 and L3 value size [128]"},
-    {"entities", 0, O(entities), 1, 10000000, "L2 entities with events [2000]"},
-    {"l2-gets", 0, O(l2_gets), 1, 1000000000, "L2 row gets [200000]"},
-    {"scans", 0, O(scans), 1, 1000000000, "L2 24 h event scans [20000]"},
-    {"l2-dir", 1, O(l2_dir), 0, 0, "LMDB directory (created; default: a temporary one)"},
-    {"json", 1, O(json), 0, 0, "also write the results as JSON to this file"},
-    {"redis", 1, O(redis), 0, 0, "HOST:PORT: also time L3 Redis GETs (writes l3bench:* keys)"},
-    {"postgres", 1, O(postgres), 0, 0, "CONNINFO: also time L3 PostgreSQL gets (table features)"},
-    {"l3-keys", 0, O(l3_keys), 1, 100000000, "L3 rows written to each backend [10000]"},
-    {"l3-gets", 0, O(l3_gets), 1, 1000000000, "L3 gets per backend, one by one [20000]"},
+    {"keys", OX_FLAG_INT, O(keys), 1, 100000000, "L1 keys, Bloom items and L2 rows [100000]"},
+    {"gets", OX_FLAG_INT, O(gets), 1, 1000000000, "L1 gets per thread and Bloom checks [1000000]"},
+    {"value-bytes", OX_FLAG_INT, O(value_bytes), 1, 1 << 20, "L1, L2 and L3 value size [128]"},
+    {"entities", OX_FLAG_INT, O(entities), 1, 10000000, "L2 entities with events [2000]"},
+    {"l2-gets", OX_FLAG_INT, O(l2_gets), 1, 1000000000, "L2 row gets [200000]"},
+    {"scans", OX_FLAG_INT, O(scans), 1, 1000000000, "L2 24 h event scans [20000]"},
+    {"l2-dir", OX_FLAG_STR, O(l2_dir), 0, 0, "LMDB directory (created; default: a temporary one)"},
+    {"json", OX_FLAG_STR, O(json), 0, 0, "also write the results as JSON to this file"},
+    {"redis", OX_FLAG_STR, O(redis), 0, 0,
+     "HOST:PORT: also time L3 Redis GETs (writes l3bench:* keys)"},
+    {"postgres", OX_FLAG_STR, O(postgres), 0, 0,
+     "CONNINFO: also time L3 PostgreSQL gets (table features)"},
+    {"l3-keys", OX_FLAG_INT, O(l3_keys), 1, 100000000, "L3 rows written to each backend [10000]"},
+    {"l3-gets", OX_FLAG_INT, O(l3_gets), 1, 1000000000, "L3 gets per backend, one by one [20000]"},
 #undef O
 };
-#define NFLAGS (sizeof k_flags / sizeof k_flags[0])
 
-static int parse_flags(int argc, char **argv, opts_t *o) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      printf("usage: onnxd-feature-bench [--flag value | --flag=value]...\n\n");
-      for (size_t k = 0; k < NFLAGS; k++)
-        printf("  --%-12s %s\n", k_flags[k].name, k_flags[k].help);
-      exit(0);
-    }
-    const char *name = a + 2, *eq = strchr(name, '=');
-    size_t nlen = eq ? (size_t)(eq - name) : strlen(name), k = 0;
-    while (k < NFLAGS && strncmp(a, "--", 2) == 0 &&
-           !(strlen(k_flags[k].name) == nlen && !strncmp(k_flags[k].name, name, nlen)))
-      k++;
-    const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-    if (k == NFLAGS || !val) {
-      fprintf(stderr, "onnxd-feature-bench: bad argument '%s' (see --help)\n", a);
-      return -1;
-    }
-    char *p = (char *)o + k_flags[k].offset;
-    if (k_flags[k].is_str) {
-      *(const char **)p = val;
-      continue;
-    }
-    long v = 0;
-    const char *s = val;
-    for (; *s >= '0' && *s <= '9' && v < 1000000000000L; s++) v = v * 10 + (*s - '0');
-    if (*s || s == val || v < k_flags[k].min || v > k_flags[k].max) {
-      fprintf(stderr, "onnxd-feature-bench: --%s must be an integer from %ld to %ld\n",
-              k_flags[k].name, k_flags[k].min, k_flags[k].max);
-      return -1;
-    }
-    *(long *)p = v;
-  }
-  return 0;
-}
+static const ox_flags_spec_t k_spec = {
+    .prog = "onnxd-feature-bench",
+    .flags = k_flags,
+    .nflags = sizeof k_flags / sizeof k_flags[0],
+    .usage_head = "usage: onnxd-feature-bench [--flag value | --flag=value]...\n\n",
+    .name_width = 12,
+};
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -527,7 +494,9 @@ int main(int argc, char **argv) {
               .scans = 20000,
               .l3_keys = 10000,
               .l3_gets = 20000};
-  if (parse_flags(argc, argv, &o)) return 2;
+  int frc = ox_flags_parse(&k_spec, argc, argv, &o, stderr);
+  if (frc == OX_FLAGS_HELP) ox_flags_usage(&k_spec, NULL, stdout);
+  if (frc) return frc == OX_FLAGS_HELP ? 0 : 2;
   bkey_t *keys = make_keys(o.keys, "user:u"), *absent = make_keys(o.keys, "user:absent");
   bkey_t *l3keys = o.redis || o.postgres ? make_keys(o.l3_keys, "l3bench:u") : NULL;
   if (!keys || !absent || ((o.redis || o.postgres) && !l3keys)) return 1;

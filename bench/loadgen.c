@@ -47,6 +47,7 @@
 
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/flags.h"
 #include "loadgen_worker.h"
 
 #define MAX_HEADERS 64
@@ -55,145 +56,60 @@
 
 typedef struct {
   const char *url, *method, *path, *body, *body_lines, *idle_path, *json, *check_body;
-  const char *headers[MAX_HEADERS];
-  long nheaders;
+  ox_flag_list_t headers; /* --header values, in an array main provides */
   long connections, idle_connections, threads, expect_status, timeout_ms, requests;
   double duration, warmup, rate;
 } opts_t;
 
-typedef enum { F_STR, F_INT, F_DEC, F_HEADER } flag_type_t;
-
-static const struct {
-  const char *name;
-  flag_type_t type;
-  size_t offset;
-  double min, max;
-  const char *help;
-} k_flags[] = {
+static const ox_flag_t k_flags[] = {
 #define O(field) offsetof(opts_t, field)
-    {"url", F_STR, O(url), 0, 0, "server, HOST:PORT (also http://HOST:PORT, [IPv6]:PORT)"},
-    {"method", F_STR, O(method), 0, 0, "request method"},
-    {"path", F_STR, O(path), 0, 0, "request target"},
-    {"body", F_STR, O(body), 0, 0, "file holding the request body, sent as is (JSON or binary)"},
-    {"body-lines", F_STR, O(body_lines), 0, 0,
+    {"url", OX_FLAG_STR, O(url), 0, 0, "server, HOST:PORT (also http://HOST:PORT, [IPv6]:PORT)"},
+    {"method", OX_FLAG_STR, O(method), 0, 0, "request method"},
+    {"path", OX_FLAG_STR, O(path), 0, 0, "request target"},
+    {"body", OX_FLAG_STR, O(body), 0, 0,
+     "file holding the request body, sent as is (JSON or binary)"},
+    {"body-lines", OX_FLAG_STR, O(body_lines), 0, 0,
      "file of request bodies, one per line (instead of --body; LF or CRLF, no empty lines, at "
      "most 1000000 lines and 1 GiB); connection j of C (over all threads) starts at line j * N / C "
      "and takes the next line, wrapping, for each request it starts (a resend keeps its line)"},
-    {"header", F_HEADER, O(headers), 0, 0, "'Name: value' added to every request (repeatable)"},
-    {"connections", F_INT, O(connections), 1, 100000, "keep-alive connections sending load"},
-    {"duration", F_DEC, O(duration), 0.001, 1e6,
+    {"header", OX_FLAG_LIST, O(headers), 0, 0, "'Name: value' added to every request (repeatable)"},
+    {"connections", OX_FLAG_INT, O(connections), 1, 100000, "keep-alive connections sending load"},
+    {"duration", OX_FLAG_DEC, O(duration), 0.001, 1e6,
      "seconds measured (default 10 unless --requests is given)"},
-    {"requests", F_INT, O(requests), 1, 1e15, "stop after this many measured requests"},
-    {"warmup", F_DEC, O(warmup), 0, 1e6, "seconds of load before measuring (results dropped)"},
-    {"rate", F_DEC, O(rate), 0.001, 1e8,
+    {"requests", OX_FLAG_INT, O(requests), 1, 1e15, "stop after this many measured requests"},
+    {"warmup", OX_FLAG_DEC, O(warmup), 0, 1e6,
+     "seconds of load before measuring (results dropped)"},
+    {"rate", OX_FLAG_DEC, O(rate), 0.001, 1e8,
      "open loop at this many requests/s in total (default: closed loop)"},
-    {"expect-status", F_INT, O(expect_status), 100, 999, "other statuses count as errors"},
-    {"check-body", F_STR, O(check_body), 0, 0, "answers must contain this substring"},
-    {"idle-connections", F_INT, O(idle_connections), 0, 1000000,
+    {"expect-status", OX_FLAG_INT, O(expect_status), 100, 999, "other statuses count as errors"},
+    {"check-body", OX_FLAG_STR, O(check_body), 0, 0, "answers must contain this substring"},
+    {"idle-connections", OX_FLAG_INT, O(idle_connections), 0, 1000000,
      "extra connections that send one GET --idle-path, then stay open and idle"},
-    {"idle-path", F_STR, O(idle_path), 0, 0, "target of the idle connections' GET"},
-    {"threads", F_INT, O(threads), 1, 256, "load-generator threads (connections are split)"},
-    {"timeout-ms", F_INT, O(timeout_ms), 1, 86400000, "per connect and per request"},
-    {"json", F_STR, O(json), 0, 0, "write machine-readable results to this file"},
+    {"idle-path", OX_FLAG_STR, O(idle_path), 0, 0, "target of the idle connections' GET"},
+    {"threads", OX_FLAG_INT, O(threads), 1, 256, "load-generator threads (connections are split)"},
+    {"timeout-ms", OX_FLAG_INT, O(timeout_ms), 1, 86400000, "per connect and per request"},
+    {"json", OX_FLAG_STR, O(json), 0, 0, "write machine-readable results to this file"},
 #undef O
 };
-#define NFLAGS (sizeof k_flags / sizeof k_flags[0])
+
+static const ox_flags_spec_t k_spec = {
+    .prog = "onnxd-bench",
+    .flags = k_flags,
+    .nflags = sizeof k_flags / sizeof k_flags[0],
+    .usage_head = "usage: onnxd-bench [--flag value | --flag=value]...\n\n"
+                  "HTTP/1.1 load generator: closed loop, or open loop with --rate.\n\n",
+    .usage_tail =
+        "\ndefaults: --url 127.0.0.1:8000 --method POST --path /v2/models/mobilenetv2/infer\n"
+        "  --connections 10 --warmup 0 --expect-status 200 --idle-path /v2/health/ready\n"
+        "  --threads 1 --timeout-ms 30000\n",
+    .name_width = 18,
+};
 
 static atomic_int g_stop;
 
 static void on_sigint(int sig) {
   (void)sig;
   atomic_store(&g_stop, 1);
-}
-
-/* ---- flags -------------------------------------------------------------------------------- */
-
-static void usage(FILE *f) {
-  fprintf(f,
-          "usage: onnxd-bench [--flag value | --flag=value]...\n\n"
-          "HTTP/1.1 load generator: closed loop, or open loop with --rate.\n\n");
-  for (size_t i = 0; i < NFLAGS; i++)
-    fprintf(f, "  --%-18s %s\n", k_flags[i].name, k_flags[i].help);
-  fprintf(f,
-          "\ndefaults: --url 127.0.0.1:8000 --method POST --path /v2/models/mobilenetv2/infer\n"
-          "  --connections 10 --warmup 0 --expect-status 200 --idle-path /v2/health/ready\n"
-          "  --threads 1 --timeout-ms 30000\n");
-}
-
-/* Decimal "123" or "12.5": digits, at most one point, no sign or exponent. */
-static int parse_decimal(const char *s, double *out) {
-  double v = 0, scale = 0;
-  int digits = 0;
-  for (; *s; s++) {
-    if (*s == '.' && scale == 0) {
-      scale = 1;
-      continue;
-    }
-    if (*s < '0' || *s > '9') return -1;
-    if (++digits > 18) return -1;
-    v = v * 10 + (*s - '0');
-    if (scale) scale *= 10;
-  }
-  if (!digits) return -1;
-  *out = scale ? v / scale : v;
-  return 0;
-}
-
-static int parse_flags(int argc, char **argv, opts_t *o) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      exit(0);
-    }
-    if (strncmp(a, "--", 2) != 0) {
-      fprintf(stderr, "onnxd-bench: unexpected argument '%s' (see --help)\n", a);
-      return -1;
-    }
-    const char *name = a + 2, *eq = strchr(name, '=');
-    size_t nlen = eq ? (size_t)(eq - name) : strlen(name), k = 0;
-    while (k < NFLAGS &&
-           !(strlen(k_flags[k].name) == nlen && !strncmp(k_flags[k].name, name, nlen)))
-      k++;
-    if (k == NFLAGS) {
-      fprintf(stderr, "onnxd-bench: unknown flag '%.*s' (see --help)\n", (int)(nlen + 2), a);
-      return -1;
-    }
-    const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-    if (!val) {
-      fprintf(stderr, "onnxd-bench: flag --%s needs a value\n", k_flags[k].name);
-      return -1;
-    }
-    char *p = (char *)o + k_flags[k].offset;
-    double v = 0;
-    switch (k_flags[k].type) {
-      case F_STR:
-        *(const char **)p = val;
-        break;
-      case F_HEADER:
-        if (o->nheaders == MAX_HEADERS) {
-          fprintf(stderr, "onnxd-bench: at most %d --header flags\n", MAX_HEADERS);
-          return -1;
-        }
-        o->headers[o->nheaders++] = val;
-        break;
-      case F_INT:
-      case F_DEC:
-        if (parse_decimal(val, &v) || v < k_flags[k].min || v > k_flags[k].max ||
-            (k_flags[k].type == F_INT && v != (double)(long)v)) {
-          fprintf(stderr, "onnxd-bench: --%s must be %s from %g to %g, not '%s'\n", k_flags[k].name,
-                  k_flags[k].type == F_INT ? "an integer" : "a number", k_flags[k].min,
-                  k_flags[k].max, val);
-          return -1;
-        }
-        if (k_flags[k].type == F_INT)
-          *(long *)p = (long)v;
-        else
-          *(double *)p = v;
-        break;
-    }
-  }
-  return 0;
 }
 
 /* ---- the request -------------------------------------------------------------------------- */
@@ -227,10 +143,10 @@ static int parse_url(const char *url, char *host, size_t hcap, char *port, size_
   }
   if (hl == 0 || hl >= hcap) return -1;
   host[hl] = 0;
-  double pv;
-  if (parse_decimal(colon + 1, &pv) || pv < 1 || pv > 65535 || strchr(colon + 1, '.') ||
-      strlen(colon + 1) >= pcap)
-    return -1;
+  const char *d = colon + 1;
+  long pv = 0;
+  for (; *d >= '0' && *d <= '9' && pv <= 65535; d++) pv = pv * 10 + (*d - '0');
+  if (*d || d == colon + 1 || pv < 1 || pv > 65535 || strlen(colon + 1) >= pcap) return -1;
   strcpy(port, colon + 1);
   return 0;
 }
@@ -449,7 +365,11 @@ int main(int argc, char **argv) {
               .expect_status = 200,
               .timeout_ms = 30000,
               .duration = -1};
-  if (parse_flags(argc, argv, &o)) return 2;
+  const char *header_items[MAX_HEADERS];
+  o.headers = (ox_flag_list_t){header_items, 0, MAX_HEADERS};
+  int frc = ox_flags_parse(&k_spec, argc, argv, &o, stderr);
+  if (frc == OX_FLAGS_HELP) ox_flags_usage(&k_spec, NULL, stdout);
+  if (frc) return frc == OX_FLAGS_HELP ? 0 : 2;
   if (o.duration < 0 && !o.requests) o.duration = 10;
   if (o.threads > o.connections) {
     fprintf(stderr, "onnxd-bench: --threads cannot exceed --connections\n");
@@ -501,6 +421,23 @@ int main(int argc, char **argv) {
   cfg.addrlen = ai->ai_addrlen;
   freeaddrinfo(ai);
 
+  /* Arguments checked before anything is allocated, so every error exit leaves nothing behind. */
+  int has_host = 0;
+  for (size_t i = 0; i < o.headers.n; i++) {
+    const char *hdr = o.headers.items[i];
+    int h_host = 0, bad = check_header(hdr, &h_host);
+    if (bad) {
+      fprintf(stderr, "onnxd-bench: --header '%s': %s\n", hdr,
+              bad == -2 ? "framing headers are computed from the body" : "not 'Name: value'");
+      return 2;
+    }
+    has_host |= h_host;
+  }
+  if (o.check_body && !o.check_body[0]) {
+    fprintf(stderr, "onnxd-bench: --check-body must not be empty\n");
+    return 2;
+  }
+
   /* The bodies: one file read whole, and with --body-lines views of its lines. */
   if (o.body && o.body_lines) {
     fprintf(stderr, "onnxd-bench: --body and --body-lines exclude each other\n");
@@ -531,6 +468,10 @@ int main(int argc, char **argv) {
     int rc = ox_lg_body_lines(file, file_len, MAX_BODY_LINES, NULL, &nbodies, &bad);
     if (!rc && !(lines = malloc(nbodies * sizeof *lines))) rc = OX_ENOMEM;
     if (!rc) rc = ox_lg_body_lines(file, file_len, nbodies, lines, &nbodies, &bad);
+    if (rc) {
+      free(file);
+      if (lines != &one) free(lines);
+    }
     if (rc == OX_ENOMEM) {
       fprintf(stderr, "onnxd-bench: out of memory\n");
       return 1;
@@ -561,17 +502,9 @@ int main(int argc, char **argv) {
   ox_buf_init(&prefix);
   ox_buf_init(&idle);
   ox_lg_reqs_t reqs = {0};
-  int has_host = 0, rc = ox_buf_printf(&prefix, "%s %s HTTP/1.1\r\n", o.method, o.path);
-  for (long i = 0; i < o.nheaders && !rc; i++) {
-    int h_host = 0, bad = check_header(o.headers[i], &h_host);
-    if (bad) {
-      fprintf(stderr, "onnxd-bench: --header '%s': %s\n", o.headers[i],
-              bad == -2 ? "framing headers are computed from the body" : "not 'Name: value'");
-      return 2;
-    }
-    has_host |= h_host;
-    rc = ox_buf_printf(&prefix, "%s\r\n", o.headers[i]);
-  }
+  int rc = ox_buf_printf(&prefix, "%s %s HTTP/1.1\r\n", o.method, o.path);
+  for (size_t i = 0; i < o.headers.n && !rc; i++)
+    rc = ox_buf_printf(&prefix, "%s\r\n", o.headers.items[i]);
   if (!rc && !has_host) rc = ox_buf_printf(&prefix, "Host: %s\r\n", authority);
   int length_always = !strcmp(o.method, "POST") || !strcmp(o.method, "PUT");
   if (!rc) rc = ox_lg_reqs_create(&reqs, lines, nbodies, length_always);
@@ -591,8 +524,8 @@ int main(int argc, char **argv) {
   ox_lg_match_t match;
   if (o.check_body) {
     if (ox_lg_match_create(&match, o.check_body, strlen(o.check_body))) {
-      fprintf(stderr, "onnxd-bench: --check-body must not be empty\n");
-      return 2;
+      fprintf(stderr, "onnxd-bench: out of memory\n");
+      return 1;
     }
     cfg.match = &match;
   }

@@ -24,6 +24,7 @@
 
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/flags.h"
 #include "core/log.h"
 #include "loadgen_hist.h"
 #include "runtime/runtime.h"
@@ -34,107 +35,33 @@ typedef struct {
   double duration, warmup;
 } opts_t;
 
-typedef enum { F_STR, F_INT, F_DEC } flag_type_t;
-
-static const struct {
-  const char *name;
-  flag_type_t type;
-  size_t offset;
-  double min, max;
-  const char *help;
-} k_flags[] = {
+static const ox_flag_t k_flags[] = {
 #define O(field) offsetof(opts_t, field)
-    {"repo", F_STR, O(repo), 0, 0, "model repository: DIR/<model>/<version>/model.onnx"},
-    {"model", F_STR, O(model), 0, 0, "model name"},
-    {"version", F_STR, O(version), 0, 0, "model version (default: the highest)"},
-    {"threads", F_INT, O(threads), 1, 256, "threads calling Run (default: one per core)"},
-    {"intra-op-threads", F_INT, O(intra_op_threads), 1, 256,
+    {"repo", OX_FLAG_STR, O(repo), 0, 0, "model repository: DIR/<model>/<version>/model.onnx"},
+    {"model", OX_FLAG_STR, O(model), 0, 0, "model name"},
+    {"version", OX_FLAG_STR, O(version), 0, 0, "model version (default: the highest)"},
+    {"threads", OX_FLAG_INT, O(threads), 1, 256, "threads calling Run (default: one per core)"},
+    {"intra-op-threads", OX_FLAG_INT, O(intra_op_threads), 1, 256,
      "ONNX Runtime's global intra-op pool size (onnxd's default 1)"},
-    {"batch", F_INT, O(batch), 1, 1 << 20, "rows per run: every dynamic dimension is set to it"},
-    {"duration", F_DEC, O(duration), 0.001, 1e6, "seconds measured"},
-    {"warmup", F_DEC, O(warmup), 0, 1e6, "seconds of runs before measuring"},
-    {"json", F_STR, O(json), 0, 0, "write machine-readable results to this file"},
+    {"batch", OX_FLAG_INT, O(batch), 1, 1 << 20,
+     "rows per run: every dynamic dimension is set to it"},
+    {"duration", OX_FLAG_DEC, O(duration), 0.001, 1e6, "seconds measured"},
+    {"warmup", OX_FLAG_DEC, O(warmup), 0, 1e6, "seconds of runs before measuring"},
+    {"json", OX_FLAG_STR, O(json), 0, 0, "write machine-readable results to this file"},
 #undef O
 };
-#define NFLAGS (sizeof k_flags / sizeof k_flags[0])
 
-/* ---- flags -------------------------------------------------------------------------------- */
-
-static void usage(FILE *f) {
-  fprintf(f,
-          "usage: onnxd-ort-limit [--flag value | --flag=value]...\n\n"
-          "Runs a model in-process through onnxd's runtime adapter, no server: the "
-          "ceiling.\n\n");
-  for (size_t i = 0; i < NFLAGS; i++)
-    fprintf(f, "  --%-18s %s\n", k_flags[i].name, k_flags[i].help);
-  fprintf(f,
-          "\ndefaults: --repo ./models --model mobilenetv2 --intra-op-threads 1 --batch 1\n"
-          "  --duration 10 --warmup 1\n");
-}
-
-/* Decimal "123" or "12.5": digits, at most one point. */
-static int parse_decimal(const char *s, double *out) {
-  double v = 0, scale = 0;
-  int digits = 0;
-  for (; *s; s++) {
-    if (*s == '.' && scale == 0) {
-      scale = 1;
-      continue;
-    }
-    if (*s < '0' || *s > '9' || ++digits > 18) return -1;
-    v = v * 10 + (*s - '0');
-    if (scale) scale *= 10;
-  }
-  if (!digits) return -1;
-  *out = scale ? v / scale : v;
-  return 0;
-}
-
-static int parse_flags(int argc, char **argv, opts_t *o) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      exit(0);
-    }
-    if (strncmp(a, "--", 2) != 0) {
-      fprintf(stderr, "onnxd-ort-limit: unexpected argument '%s' (see --help)\n", a);
-      return -1;
-    }
-    const char *name = a + 2, *eq = strchr(name, '=');
-    size_t nlen = eq ? (size_t)(eq - name) : strlen(name), k = 0;
-    while (k < NFLAGS &&
-           !(strlen(k_flags[k].name) == nlen && !strncmp(k_flags[k].name, name, nlen)))
-      k++;
-    if (k == NFLAGS) {
-      fprintf(stderr, "onnxd-ort-limit: unknown flag '%.*s' (see --help)\n", (int)(nlen + 2), a);
-      return -1;
-    }
-    const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-    if (!val) {
-      fprintf(stderr, "onnxd-ort-limit: flag --%s needs a value\n", k_flags[k].name);
-      return -1;
-    }
-    char *p = (char *)o + k_flags[k].offset;
-    double v;
-    if (k_flags[k].type == F_STR) {
-      *(const char **)p = val;
-      continue;
-    }
-    if (parse_decimal(val, &v) || v < k_flags[k].min || v > k_flags[k].max ||
-        (k_flags[k].type == F_INT && v != (double)(long)v)) {
-      fprintf(stderr, "onnxd-ort-limit: --%s must be %s from %g to %g, not '%s'\n", k_flags[k].name,
-              k_flags[k].type == F_INT ? "an integer" : "a number", k_flags[k].min, k_flags[k].max,
-              val);
-      return -1;
-    }
-    if (k_flags[k].type == F_INT)
-      *(long *)p = (long)v;
-    else
-      *(double *)p = v;
-  }
-  return 0;
-}
+static const ox_flags_spec_t k_spec = {
+    .prog = "onnxd-ort-limit",
+    .flags = k_flags,
+    .nflags = sizeof k_flags / sizeof k_flags[0],
+    .usage_head = "usage: onnxd-ort-limit [--flag value | --flag=value]...\n\n"
+                  "Runs a model in-process through onnxd's runtime adapter, no server: the "
+                  "ceiling.\n\n",
+    .usage_tail = "\ndefaults: --repo ./models --model mobilenetv2 --intra-op-threads 1 --batch 1\n"
+                  "  --duration 10 --warmup 1\n",
+    .name_width = 18,
+};
 
 /* ---- inputs ------------------------------------------------------------------------------- */
 
@@ -290,7 +217,9 @@ int main(int argc, char **argv) {
               .batch = 1,
               .duration = 10,
               .warmup = 1};
-  if (parse_flags(argc, argv, &o)) return 2;
+  int frc = ox_flags_parse(&k_spec, argc, argv, &o, stderr);
+  if (frc == OX_FLAGS_HELP) ox_flags_usage(&k_spec, NULL, stdout);
+  if (frc) return frc == OX_FLAGS_HELP ? 0 : 2;
   ox_log_level = OX_LOG_WARN;
 
   char err[512];

@@ -20,6 +20,7 @@
 
 #include "core/bigbuf.h"
 #include "core/error.h"
+#include "core/flags.h"
 #include "core/log.h"
 #include "http/conn.h"
 #include "loop/loop.h"
@@ -52,140 +53,72 @@ typedef struct {
   long feature_events_to_redis;
   const char *postgres;
   const char *event_keys;
+  int version; /* --version came */
 } ox_options_t;
 
 static const char default_feature_dir[] = "./feature-store";
 
-typedef enum { OPT_STR, OPT_INT } opt_type_t;
-
-static const struct {
-  const char *name;
-  opt_type_t type;
-  size_t offset;
-  long min, max;
-  const char *help;
-} ox_flags[] = {
+static const ox_flag_t ox_flags[] = {
 #define O(field) offsetof(ox_options_t, field)
-    {"model-repository", OPT_STR, O(model_repository), 0, 0,
+    {"model-repository", OX_FLAG_STR, O(model_repository), 0, 0,
      "directory of models: DIR/<model>/<version>/model.onnx"},
-    {"host", OPT_STR, O(host), 0, 0, "address to listen on"},
-    {"http-port", OPT_INT, O(http_port), 0, 65535, "HTTP port (0: any free port, logged)"},
-    {"io-threads", OPT_INT, O(io_threads), 1, 64, "event-loop threads (connections, HTTP)"},
-    {"infer-threads", OPT_INT, O(infer_threads), 1, 256,
+    {"host", OX_FLAG_STR, O(host), 0, 0, "address to listen on"},
+    {"http-port", OX_FLAG_INT, O(http_port), 0, 65535, "HTTP port (0: any free port, logged)"},
+    {"io-threads", OX_FLAG_INT, O(io_threads), 1, 64, "event-loop threads (connections, HTTP)"},
+    {"infer-threads", OX_FLAG_INT, O(infer_threads), 1, 256,
      "worker threads: parse, run and encode inference requests"},
-    {"intra-op-threads", OPT_INT, O(intra_op_threads), 1, 256,
+    {"intra-op-threads", OX_FLAG_INT, O(intra_op_threads), 1, 256,
      "ONNX Runtime's global intra-op pool size (threads per Run, caller included)"},
-    {"max-body-bytes", OPT_INT, O(max_body_bytes), 1, 1L << 40,
+    {"max-body-bytes", OX_FLAG_INT, O(max_body_bytes), 1, 1L << 40,
      "largest request body; larger ones get 413 before any of it is read"},
-    {"max-connections", OPT_INT, O(max_connections), 1, 1000000,
+    {"max-connections", OX_FLAG_INT, O(max_connections), 1, 1000000,
      "open connections; further ones get 503 and are closed"},
-    {"max-queue", OPT_INT, O(max_queue), 1, 1000000,
+    {"max-queue", OX_FLAG_INT, O(max_queue), 1, 1000000,
      "inference requests waiting for a worker; beyond it 503 with Retry-After"},
-    {"request-timeout-ms", OPT_INT, O(request_timeout_ms), 1, 3600000,
+    {"request-timeout-ms", OX_FLAG_INT, O(request_timeout_ms), 1, 3600000,
      "time to receive a whole request (else 408) or to send a response"},
-    {"idle-timeout-ms", OPT_INT, O(idle_timeout_ms), 1, 86400000,
+    {"idle-timeout-ms", OX_FLAG_INT, O(idle_timeout_ms), 1, 86400000,
      "keep-alive connection with no request is closed after it"},
-    {"drain-timeout-ms", OPT_INT, O(drain_timeout_ms), 0, 3600000,
+    {"drain-timeout-ms", OX_FLAG_INT, O(drain_timeout_ms), 0, 3600000,
      "at SIGTERM, how long in-flight requests may take to finish"},
-    {"log-level", OPT_STR, O(log_level), 0, 0, "error, warn, info or debug"},
-    {"feature-dir", OPT_STR, O(feature_dir), 0, 0,
+    {"log-level", OX_FLAG_STR, O(log_level), 0, 0, "error, warn, info or debug"},
+    {"feature-dir", OX_FLAG_STR, O(feature_dir), 0, 0,
      "feature store (LMDB) directory; opened when given, or when a model has a feature_view"},
-    {"feature-l1-bytes", OPT_INT, O(feature_l1_bytes), 0, 1L << 40,
+    {"feature-l1-bytes", OX_FLAG_INT, O(feature_l1_bytes), 0, 1L << 40,
      "memory bound of the in-process feature cache (L1); 0 turns L1 off, else at least 1 MiB"},
-    {"feature-l1-ttl-ms", OPT_INT, O(feature_l1_ttl_ms), 0, 86400000,
+    {"feature-l1-ttl-ms", OX_FLAG_INT, O(feature_l1_ttl_ms), 0, 86400000,
      "L1 entries expire after this (0: never)"},
-    {"feature-l3-cache-ms", OPT_INT, O(feature_l3_cache_ms), 0, 7L * 86400000,
+    {"feature-l3-cache-ms", OX_FLAG_INT, O(feature_l3_cache_ms), 0, 7L * 86400000,
      "how long a row read from Redis/PostgreSQL is kept in L2 (0: not kept)"},
-    {"feature-retention-ms", OPT_INT, O(feature_retention_ms), 0, 100L * 365 * 86400000,
+    {"feature-retention-ms", OX_FLAG_INT, O(feature_retention_ms), 0, 100L * 365 * 86400000,
      "purge stored events older than this (Unix-ms ts), keeping each entity's newest; "
      "0: keep every event, else at least 86400000 (24 h)"},
-    {"feature-bloom-items", OPT_INT, O(feature_bloom_items), 1, 1000000000,
+    {"feature-bloom-items", OX_FLAG_INT, O(feature_bloom_items), 1, 1000000000,
      "entities the entity Bloom filter is sized for (1% false positives)"},
-    {"feature-sync", OPT_STR, O(feature_sync), 0, 0,
+    {"feature-sync", OX_FLAG_STR, O(feature_sync), 0, 0,
      "LMDB commits: data (fsync each commit) or none (no fsync: tests, tmpfs)"},
-    {"redis", OPT_STR, O(redis), 0, 0, "HOST:PORT of Redis holding feature rows (L3; optional)"},
-    {"feature-events-to-redis", OPT_INT, O(feature_events_to_redis), 0, 1,
+    {"redis", OX_FLAG_STR, O(redis), 0, 0,
+     "HOST:PORT of Redis holding feature rows (L3; optional)"},
+    {"feature-events-to-redis", OX_FLAG_INT, O(feature_events_to_redis), 0, 1,
      "also append every ingested event to Redis list ev:<entity> (needs --redis)"},
-    {"postgres", OPT_STR, O(postgres), 0, 0,
+    {"postgres", OX_FLAG_STR, O(postgres), 0, 0,
      "libpq conninfo of PostgreSQL holding feature rows (L3, after Redis; optional)"},
-    {"event-keys", OPT_STR, O(event_keys), 0, 0,
+    {"event-keys", OX_FLAG_STR, O(event_keys), 0, 0,
      "fields of POST /v1/events naming the entities an event belongs to (X_id: entity X:<v>)"},
+    {"help", OX_FLAG_HELP, 0, 0, 0, "this text"},
+    {"version", OX_FLAG_EXIT, O(version), 0, 0, "onnxd and ONNX Runtime versions"},
 #undef O
 };
 
-static void usage(FILE *f, const ox_options_t *d) {
-  fprintf(f, "usage: onnxd [--flag value | --flag=value]...\n\n"
-             "Serves ONNX models over the Open Inference Protocol (KServe v2) on HTTP/1.1.\n\n");
-  for (size_t i = 0; i < sizeof ox_flags / sizeof ox_flags[0]; i++) {
-    char def[64];
-    const char *p = (const char *)d + ox_flags[i].offset;
-    if (ox_flags[i].type == OPT_STR)
-      snprintf(def, sizeof def, "%s", **(const char *const *)p ? *(const char *const *)p : "none");
-    else snprintf(def, sizeof def, "%ld", *(const long *)p);
-    fprintf(f, "  --%-20s %s (default %s)\n", ox_flags[i].name, ox_flags[i].help, def);
-  }
-  fprintf(f, "  --%-20s %s\n  --%-20s %s\n", "help", "this text", "version",
-          "onnxd and ONNX Runtime versions");
-}
-
-/* Decimal digits only, no sign, overflow-checked. */
-static int parse_long(const char *s, long *out) {
-  long v = 0;
-  if (!*s) return -1;
-  for (; *s; s++) {
-    if (*s < '0' || *s > '9') return -1;
-    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v)) return -1;
-  }
-  *out = v;
-  return 0;
-}
-
-static int parse_flags(int argc, char **argv, ox_options_t *o) {
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      ox_options_t d = *o;
-      usage(stdout, &d);
-      exit(0);
-    }
-    if (!strcmp(a, "--version")) {
-      printf("onnxd %s (ONNX Runtime library %s, header API %d)\n", OX_VERSION,
-             ox_runtime_version(), ox_runtime_header_api());
-      exit(0);
-    }
-    if (strncmp(a, "--", 2) != 0) {
-      fprintf(stderr, "onnxd: unexpected argument '%s' (see --help)\n", a);
-      return -1;
-    }
-    const char *name = a + 2, *eq = strchr(name, '=');
-    size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-    size_t k = 0, nf = sizeof ox_flags / sizeof ox_flags[0];
-    while (k < nf && !(strlen(ox_flags[k].name) == nlen && !strncmp(ox_flags[k].name, name, nlen)))
-      k++;
-    if (k == nf) {
-      fprintf(stderr, "onnxd: unknown flag '%.*s' (see --help)\n", (int)(nlen + 2), a);
-      return -1;
-    }
-    const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-    if (!val) {
-      fprintf(stderr, "onnxd: flag --%s needs a value\n", ox_flags[k].name);
-      return -1;
-    }
-    char *p = (char *)o + ox_flags[k].offset;
-    if (ox_flags[k].type == OPT_STR) {
-      *(const char **)p = val;
-    } else {
-      long v;
-      if (parse_long(val, &v) || v < ox_flags[k].min || v > ox_flags[k].max) {
-        fprintf(stderr, "onnxd: --%s must be an integer from %ld to %ld, not '%s'\n",
-                ox_flags[k].name, ox_flags[k].min, ox_flags[k].max, val);
-        return -1;
-      }
-      *(long *)p = v;
-    }
-  }
-  return 0;
-}
+static const ox_flags_spec_t ox_flags_spec = {
+    .prog = "onnxd",
+    .flags = ox_flags,
+    .nflags = sizeof ox_flags / sizeof ox_flags[0],
+    .usage_head =
+        "usage: onnxd [--flag value | --flag=value]...\n\n"
+        "Serves ONNX models over the Open Inference Protocol (KServe v2) on HTTP/1.1.\n\n",
+    .name_width = 20,
+};
 
 typedef struct {
   ox_loop_t *loop;
@@ -256,7 +189,18 @@ int main(int argc, char **argv) {
       .postgres = "",
       .event_keys = "user_id,card_id",
   };
-  if (parse_flags(argc, argv, &o)) return 2;
+  const ox_options_t defaults = o;
+  int frc = ox_flags_parse(&ox_flags_spec, argc, argv, &o, stderr);
+  if (frc == OX_FLAGS_HELP) {
+    ox_flags_usage(&ox_flags_spec, &defaults, stdout);
+    return 0;
+  }
+  if (frc == OX_FLAGS_EXIT) { /* --version */
+    printf("onnxd %s (ONNX Runtime library %s, header API %d)\n", OX_VERSION,
+           ox_runtime_version(), ox_runtime_header_api());
+    return 0;
+  }
+  if (frc) return 2;
   if (ox_log_parse_level(o.log_level, &ox_log_level)) {
     fprintf(stderr, "onnxd: --log-level must be error, warn, info or debug\n");
     return 2;
