@@ -1,11 +1,11 @@
 /* l3_pg.c: see l3_pg.h.
  *
- * A call is: pg_begin (deadline, breaker, slot checkout, liveness check, connect if needed),
- * prepare the statement on this connection if it is the first use, PQsendQueryPrepared, flush
- * and read the results with poll() against the deadline, pg_end (breaker outcome, drop the
- * connection unless it is idle and healthy, check the slot in). Whether to drop is read from the
- * connection itself (PQstatus, PQtransactionStatus), so a timed-out statement that is still
- * running, a broken socket and an aborted COPY all end the same way.
+ * A call is: pg_begin (l3_pool: deadline, breaker, slot checkout; then liveness check, connect if
+ * needed), prepare the statement on this connection if it is the first use, PQsendQueryPrepared,
+ * flush and read the results with poll() against the deadline, pg_end (drop the connection unless
+ * it is idle and healthy; l3_pool: breaker outcome, check the slot in). Whether to drop is read
+ * from the connection itself (PQstatus, PQtransactionStatus), so a timed-out statement that is
+ * still running, a broken socket and an aborted COPY all end the same way.
  */
 #include "features/l3_pg.h"
 
@@ -13,15 +13,14 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "features/l3_pool.h"
 
-#define NS_PER_MS INT64_C(1000000)
 #define OID_TEXT 25
 #define OID_BYTEA 17
 
@@ -47,7 +46,7 @@ static const struct {
 };
 
 typedef struct {
-  _Alignas(64) atomic_int busy;
+  _Alignas(64) ox_l3_slot_t base;
   PGconn *c;         /* NULL when not connected */
   unsigned prepared; /* bit per ST_* prepared on c */
   ox_buf_t scratch;  /* mget's array literal; reused */
@@ -56,44 +55,18 @@ typedef struct {
 struct ox_l3_pg {
   char *conninfo, *table;
   char *sql[ST_COUNT];
-  int nslots, statement_timeout_ms;
-  int64_t connect_ns, command_ns;
-  ox_breaker_t *breaker;
-  pg_slot_t *slots;
-  _Atomic uint64_t connects, connect_failures, dropped, stale, exhausted;
+  int statement_timeout_ms;
+  ox_l3_pool_t pool; /* of pg_slot_t */
 };
 
-typedef struct {
-  pg_slot_t *slot;
-  int guarded; /* goes through the breaker */
-  ox_breaker_ticket_t ticket;
-  int64_t deadline;
-  int classified; /* an error result set outcome */
-  ox_breaker_outcome_t outcome;
-} pg_call_t;
+/* The call's state (l3_pool.h). An error result sets classified and outcome (pg_check). */
+typedef ox_l3_call_t pg_call_t;
 
-static inline void inc(_Atomic uint64_t *c) {
-  atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+static inline pg_slot_t *pg_slot(const pg_call_t *call) {
+  return call->slot;
 }
 
-/* ---- waiting ---------------------------------------------------------------------------- */
-
-/* As in l3_redis.c; *revents (may be NULL) receives what fired. */
-static int wait_fd(int fd, short events, int64_t deadline, short *revents) {
-  if (fd < 0) return -EBADF;
-  for (;;) {
-    int64_t left = deadline - ox_breaker_now_ns();
-    if (left <= 0) return OX_ETIMEOUT;
-    struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
-    struct pollfd p = {.fd = fd, .events = events};
-    int n = ppoll(&p, 1, &ts, NULL);
-    if (n > 0) {
-      if (revents) *revents = p.revents;
-      return (p.revents & POLLNVAL) ? -EBADF : 0;
-    }
-    if (n < 0 && errno != EINTR) return -errno;
-  }
-}
+/* ---- I/O -------------------------------------------------------------------------------- */
 
 /* Sends what libpq has buffered (non-blocking mode), reading input meanwhile as libpq asks. */
 static int pg_flush(PGconn *c, int64_t deadline) {
@@ -102,7 +75,7 @@ static int pg_flush(PGconn *c, int64_t deadline) {
     if (r == 0) return 0;
     if (r < 0) return -ECONNRESET;
     short ev = 0;
-    int rc = wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
+    int rc = ox_l3_wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
     if (rc) return rc;
     if ((ev & POLLIN) && !PQconsumeInput(c)) return -ECONNRESET;
   }
@@ -115,7 +88,7 @@ static int pg_results(PGconn *c, int64_t deadline, PGresult **first) {
   *first = NULL;
   for (;;) {
     while (PQisBusy(c)) {
-      int rc = wait_fd(PQsocket(c), POLLIN, deadline, NULL);
+      int rc = ox_l3_wait_fd(PQsocket(c), POLLIN, deadline, NULL);
       if (rc) return rc;
       if (!PQconsumeInput(c)) return -ECONNRESET;
     }
@@ -171,36 +144,11 @@ static int pg_check(pg_call_t *call, PGconn *c, const PGresult *res, ExecStatusT
 
 /* ---- pool ------------------------------------------------------------------------------- */
 
-static _Thread_local int pg_hint = -1;
-static atomic_uint pg_next_hint;
-
-static pg_slot_t *checkout(ox_l3_pg_t *pg) {
-  if (pg_hint < 0) pg_hint = (int)(atomic_fetch_add(&pg_next_hint, 1) % 1024);
-  for (int i = 0; i < pg->nslots; i++) {
-    pg_slot_t *s = &pg->slots[(pg_hint + i) % pg->nslots];
-    int free_ = 0;
-    if (atomic_load_explicit(&s->busy, memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_strong_explicit(&s->busy, &free_, 1, memory_order_acquire,
-                                                memory_order_relaxed))
-      return s;
-  }
-  return NULL;
-}
-
 static void pg_drop(pg_slot_t *s) {
   if (!s->c) return;
   PQfinish(s->c); /* non-blocking connection: the Terminate message is sent if it fits */
   s->c = NULL;
   s->prepared = 0;
-}
-
-/* Nothing arrives unprompted on our idle connections (no LISTEN, no SET after connect): a
- * readable one is the server closing it, its FATAL message followed by EOF. Reading the message
- * alone would leave libpq thinking the connection is fine until the next query fails, so a
- * readable idle connection is simply replaced. One zero-timeout poll. */
-static int pg_idle_ok(pg_slot_t *s) {
-  struct pollfd p = {.fd = PQsocket(s->c), .events = POLLIN};
-  return poll(&p, 1, 0) <= 0;
 }
 
 static void pg_notice(void *arg, const char *msg) {
@@ -213,8 +161,7 @@ static void pg_notice(void *arg, const char *msg) {
 /* ---- connecting ------------------------------------------------------------------------- */
 
 static int pg_connect(ox_l3_pg_t *pg, pg_slot_t *s, int64_t deadline) {
-  int64_t now = ox_breaker_now_ns();
-  if (now + pg->connect_ns < deadline) deadline = now + pg->connect_ns;
+  deadline = ox_l3_pool_connect_deadline(&pg->pool, deadline);
   /* Keywords before dbname are defaults conninfo may override (libpq keeps the last one). */
   const char *kw[] = {"application_name", "gssencmode", "dbname", NULL};
   const char *val[] = {"onnxd", "disable", pg->conninfo, NULL};
@@ -229,12 +176,12 @@ static int pg_connect(ox_l3_pg_t *pg, pg_slot_t *s, int64_t deadline) {
       rc = strstr(PQerrorMessage(c), "refused") ? -ECONNREFUSED : OX_EUNAVAILABLE;
       break;
     }
-    rc = wait_fd(PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, NULL);
+    rc = ox_l3_wait_fd(PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, NULL);
     if (!rc) st = PQconnectPoll(c);
   }
   if (!rc && PQsetnonblocking(c, 1) != 0) rc = OX_EINTERNAL;
   if (rc) {
-    inc(&pg->connect_failures);
+    ox_l3_count(&pg->pool.connect_failures);
     const char *m = PQerrorMessage(c);
     size_t n = strlen(m);
     while (n && m[n - 1] == '\n') n--;
@@ -256,13 +203,13 @@ static int pg_connect(ox_l3_pg_t *pg, pg_slot_t *s, int64_t deadline) {
     if (!rc) rc = pg_check(&tmp, c, res, PGRES_COMMAND_OK);
     PQclear(res);
     if (rc) {
-      inc(&pg->connect_failures);
+      ox_l3_count(&pg->pool.connect_failures);
       ox_warn("l3_pg: connect: setting statement_timeout: %s", ox_strerror(rc));
       pg_drop(s);
       return rc == OX_EINTERNAL ? OX_EUNAVAILABLE : rc;
     }
   }
-  inc(&pg->connects);
+  ox_l3_count(&pg->pool.connects);
   return 0;
 }
 
@@ -270,30 +217,21 @@ static int pg_connect(ox_l3_pg_t *pg, pg_slot_t *s, int64_t deadline) {
 
 static int pg_end(ox_l3_pg_t *pg, pg_call_t *call, int rc);
 
+/* guarded: through the breaker and capped by command_timeout (the admin calls are not). */
 static int pg_begin(ox_l3_pg_t *pg, int64_t deadline, int guarded, pg_call_t *call) {
-  int64_t now = ox_breaker_now_ns();
-  if (deadline <= now) return OX_ETIMEOUT;
-  memset(call, 0, sizeof *call);
-  call->guarded = guarded;
-  call->deadline = deadline;
-  if (guarded && now + pg->command_ns < deadline) call->deadline = now + pg->command_ns;
-  if (guarded) {
-    int rc = ox_breaker_allow(pg->breaker, now, &call->ticket);
-    if (rc) return rc;
-  }
-  call->slot = checkout(pg);
-  if (!call->slot) {
-    inc(&pg->exhausted);
-    if (guarded) ox_breaker_done(pg->breaker, &call->ticket, OX_BREAKER_IGNORED, now);
-    return OX_EUNAVAILABLE;
-  }
+  int rc = ox_l3_pool_begin(&pg->pool, deadline, guarded, call);
+  if (rc) return rc;
   pg_slot_t *s = call->slot;
-  if (s->c && !pg_idle_ok(s)) {
-    inc(&pg->stale);
+  /* Nothing arrives unprompted on our idle connections (no LISTEN, no SET after connect): a
+   * readable one is the server closing it, its FATAL message followed by EOF. Reading the message
+   * alone would leave libpq thinking the connection is fine until the next query fails, so a
+   * readable idle connection is simply replaced. */
+  if (s->c && !ox_l3_idle_ok(PQsocket(s->c))) {
+    ox_l3_count(&pg->pool.stale);
     pg_drop(s);
   }
   if (!s->c) {
-    int rc = pg_connect(pg, s, call->deadline);
+    rc = pg_connect(pg, s, call->deadline);
     if (rc) return pg_end(pg, call, rc);
   }
   return 0;
@@ -301,27 +239,14 @@ static int pg_begin(ox_l3_pg_t *pg, int64_t deadline, int guarded, pg_call_t *ca
 
 static int pg_end(ox_l3_pg_t *pg, pg_call_t *call, int rc) {
   pg_slot_t *s = call->slot;
-  ox_breaker_outcome_t o;
-  if (call->classified)
-    o = call->outcome;
-  else if (rc >= 0 || rc == OX_ENOT_FOUND)
-    o = OX_BREAKER_SUCCESS;
-  else if (rc == OX_ETIMEOUT)
-    o = OX_BREAKER_TIMEOUT;
-  else if (rc == OX_ENOMEM || rc == OX_EINVALID)
-    o = OX_BREAKER_IGNORED;
-  else
-    o = OX_BREAKER_FAILURE;
   /* Keep the connection only if it is idle and healthy: a statement still running (timeout), a
    * broken socket or a transaction left open all drop it. */
   if (s->c && (PQstatus(s->c) != CONNECTION_OK || PQtransactionStatus(s->c) != PQTRANS_IDLE ||
                PQisBusy(s->c))) {
-    inc(&pg->dropped);
+    ox_l3_count(&pg->pool.dropped);
     pg_drop(s);
   }
-  atomic_store_explicit(&s->busy, 0, memory_order_release);
-  if (call->guarded) ox_breaker_done(pg->breaker, &call->ticket, o, ox_breaker_now_ns());
-  return rc;
+  return ox_l3_pool_end(&pg->pool, call, rc);
 }
 
 static int pg_prepare(ox_l3_pg_t *pg, pg_call_t *call, int st) {
@@ -349,7 +274,7 @@ static int pg_run(ox_l3_pg_t *pg, pg_call_t *call, int st, const char *const *va
   int rc = pg_prepare(pg, call, st);
   if (rc) return rc;
   static const int binary[2] = {1, 1};
-  PGconn *c = call->slot->c;
+  PGconn *c = pg_slot(call)->c;
   if (!PQsendQueryPrepared(c, pg_stmts[st].name, pg_stmts[st].nparams, vals, lens,
                            lens ? binary : NULL, 1))
     return pg_send_err(c);
@@ -431,9 +356,9 @@ int ox_l3_pg_mget(ox_l3_pg_t *pg, const ox_slice_t *entities, size_t n, ox_buf_t
   int rc = pg_begin(pg, deadline_ns, 1, &call);
   if (rc) return rc;
   PGresult *res = NULL;
-  rc = array_literal(&call.slot->scratch, entities, n);
+  rc = array_literal(&pg_slot(&call)->scratch, entities, n);
   if (!rc) {
-    const char *v[1] = {call.slot->scratch.data};
+    const char *v[1] = {pg_slot(&call)->scratch.data};
     rc = pg_run(pg, &call, ST_MGET, v, NULL, PGRES_TUPLES_OK, &res);
   }
   if (!rc) rc = mget_collect(res, n, out, vals);
@@ -458,7 +383,7 @@ int ox_l3_pg_put(ox_l3_pg_t *pg, ox_slice_t entity, ox_slice_t value, int64_t de
 
 /* One simple-protocol query string on the call's connection; every result must be OK. */
 static int pg_simple(pg_call_t *call, const char *sql) {
-  PGconn *c = call->slot->c;
+  PGconn *c = pg_slot(call)->c;
   if (!PQsendQuery(c, sql)) return pg_send_err(c);
   int rc = pg_flush(c, call->deadline);
   PGresult *res = NULL;
@@ -494,7 +419,7 @@ static int copy_put(PGconn *c, const char *data, int n, int64_t deadline) {
     if (r == 1) return 0;
     if (r < 0) return PQstatus(c) == CONNECTION_BAD ? -ECONNRESET : OX_EINTERNAL;
     short ev = 0; /* r == 0: libpq's buffer is full */
-    int rc = wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
+    int rc = ox_l3_wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
     if (rc) return rc;
     if ((ev & POLLIN) && !PQconsumeInput(c)) return -ECONNRESET;
     if (PQflush(c) < 0) return -ECONNRESET;
@@ -517,7 +442,7 @@ int ox_l3_pg_load_csv(ox_l3_pg_t *pg, const char *path, int header, int64_t dead
     fclose(f);
     return rc;
   }
-  PGconn *c = call.slot->c;
+  PGconn *c = pg_slot(&call)->c;
   char sql[512];
   rc = pg_simple(&call,
                  "BEGIN; CREATE TEMP TABLE ox_l3_load (entity text, value bytea) ON COMMIT DROP");
@@ -556,7 +481,7 @@ int ox_l3_pg_load_csv(ox_l3_pg_t *pg, const char *path, int header, int64_t dead
     rc = pg_simple(&call, sql);
   }
   fclose(f);
-  if (rc && rc != OX_ETIMEOUT && call.slot->c)
+  if (rc && rc != OX_ETIMEOUT && pg_slot(&call)->c)
     ox_warn("l3_pg: load %s: %s", path, PQerrorMessage(c));
   return pg_end(pg, &call, rc); /* an open transaction (any error) drops the connection */
 }
@@ -588,15 +513,10 @@ int ox_l3_pg_create(const ox_l3_pg_opts_t *opts, ox_l3_pg_t **out) {
     return OX_EINVALID;
   ox_l3_pg_t *pg = calloc(1, sizeof *pg);
   if (!pg) return OX_ENOMEM;
-  pg->nslots = o.pool_size ? o.pool_size : 8;
-  pg->connect_ns = (o.connect_timeout_ms ? o.connect_timeout_ms : 1000) * NS_PER_MS;
-  pg->command_ns = (o.command_timeout_ms ? o.command_timeout_ms : 500) * NS_PER_MS;
   pg->statement_timeout_ms = o.statement_timeout_ms ? o.statement_timeout_ms : 1000;
   pg->conninfo = strdup(o.conninfo);
   pg->table = strdup(table);
-  pg->slots = aligned_alloc(64, sizeof(pg_slot_t) * (size_t)pg->nslots);
-  int rc = (!pg->conninfo || !pg->table || !pg->slots) ? OX_ENOMEM : 0;
-  if (pg->slots) memset(pg->slots, 0, sizeof(pg_slot_t) * (size_t)pg->nslots);
+  int rc = (!pg->conninfo || !pg->table) ? OX_ENOMEM : 0;
   for (int i = 0; !rc && i < ST_COUNT; i++) {
     const char *fmt = pg_stmts[i].fmt, *at = strstr(fmt, "@T");
     ox_buf_t b;
@@ -609,7 +529,10 @@ int ox_l3_pg_create(const ox_l3_pg_opts_t *opts, ox_l3_pg_t **out) {
     else
       pg->sql[i] = b.data;
   }
-  if (!rc) rc = ox_breaker_create(&o.breaker, &pg->breaker);
+  if (!rc)
+    rc = ox_l3_pool_init(&pg->pool, OX_L3_KIND_PG, sizeof(pg_slot_t), o.pool_size ? o.pool_size : 8,
+                         o.connect_timeout_ms ? o.connect_timeout_ms : 1000,
+                         o.command_timeout_ms ? o.command_timeout_ms : 500, &o.breaker);
   if (rc) {
     ox_l3_pg_destroy(pg);
     return rc;
@@ -620,29 +543,22 @@ int ox_l3_pg_create(const ox_l3_pg_opts_t *opts, ox_l3_pg_t **out) {
 
 void ox_l3_pg_destroy(ox_l3_pg_t *pg) {
   if (!pg) return;
-  for (int i = 0; pg->slots && i < pg->nslots; i++) {
-    pg_drop(&pg->slots[i]);
-    ox_buf_free(&pg->slots[i].scratch);
+  for (int i = 0; i < pg->pool.nslots; i++) {
+    pg_slot_t *s = ox_l3_pool_slot(&pg->pool, i);
+    pg_drop(s);
+    ox_buf_free(&s->scratch);
   }
-  free(pg->slots);
+  ox_l3_pool_fini(&pg->pool);
   for (int i = 0; i < ST_COUNT; i++) free(pg->sql[i]);
-  ox_breaker_destroy(pg->breaker);
   free(pg->conninfo);
   free(pg->table);
   free(pg);
 }
 
 ox_breaker_t *ox_l3_pg_breaker(ox_l3_pg_t *pg) {
-  return pg->breaker;
+  return pg->pool.breaker;
 }
 
 void ox_l3_pg_stats(ox_l3_pg_t *pg, ox_l3_pg_stats_t *out) {
-#define LD(f) atomic_load_explicit(&pg->f, memory_order_relaxed)
-  out->connects = LD(connects);
-  out->connect_failures = LD(connect_failures);
-  out->dropped = LD(dropped);
-  out->stale = LD(stale);
-  out->pool_exhausted = LD(exhausted);
-#undef LD
-  ox_breaker_stats(pg->breaker, &out->breaker);
+  ox_l3_pool_stats(&pg->pool, out);
 }

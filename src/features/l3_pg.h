@@ -13,7 +13,7 @@
  * statement_timeout, which every connection sets on connect. A statement the server cancels
  * (statement_timeout) returns OX_ETIMEOUT with the connection kept.
  *
- * Connections: a fixed pool, checked out lock-free exactly as in l3_redis.h (size it to the
+ * Connections: a fixed pool, checked out lock-free as in l3_redis.h (l3_pool.h; size it to the
  * calling threads; no free slot = OX_EUNAVAILABLE at once). Opened lazily; statements are
  * prepared on each connection on first use. Before use an idle connection is polled (zero
  * timeout); if the server closed it (restart, pg_terminate_backend) the slot reconnects instead of
@@ -39,6 +39,7 @@
 #include "core/buf.h"
 #include "core/slice.h"
 #include "features/breaker.h"
+#include "features/l3_pool.h"
 
 typedef struct {
   const char *conninfo;      /* required, e.g. "host=127.0.0.1 port=5432 dbname=x user=y" */
@@ -50,10 +51,8 @@ typedef struct {
   ox_breaker_opts_t breaker; /* zero fields take the breaker's defaults */
 } ox_l3_pg_opts_t;
 
-typedef struct {
-  uint64_t connects, connect_failures, dropped, stale, pool_exhausted; /* as in l3_redis.h */
-  ox_breaker_stats_t breaker;
-} ox_l3_pg_stats_t;
+/* connects, connect_failures, dropped, stale, pool_exhausted, breaker: see l3_pool.h. */
+typedef ox_l3_stats_t ox_l3_pg_stats_t;
 
 typedef struct ox_l3_pg ox_l3_pg_t;
 

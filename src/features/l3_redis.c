@@ -1,9 +1,10 @@
 /* l3_redis.c: see l3_redis.h.
  *
- * A call is: rd_begin (deadline check, breaker, slot checkout, liveness check, connect if
- * needed), build RESP into the slot's scratch buffer, rd_send, rd_recv per reply, rd_end (breaker
- * outcome, drop the connection when its state is unknown, check the slot back in). The slot's
- * connection and buffer belong to whoever holds its busy flag, so nothing below takes a lock.
+ * A call is: rd_begin (l3_pool: deadline check, breaker, slot checkout; then liveness check,
+ * connect if needed), build RESP into the slot's scratch buffer, rd_send, rd_recv per reply,
+ * rd_end (drop the connection when its state is unknown; l3_pool: breaker outcome, check the slot
+ * back in). The slot's connection and buffer belong to whoever holds its busy flag, so nothing
+ * below takes a lock.
  */
 #include "features/l3_redis.h"
 
@@ -11,92 +12,35 @@
 #include <hiredis/hiredis.h>
 #include <limits.h>
 #include <poll.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "core/error.h"
 #include "core/log.h"
-
-#define NS_PER_MS INT64_C(1000000)
+#include "features/l3_pool.h"
 
 typedef struct {
-  _Alignas(64) atomic_int busy; /* one cache line per slot: no false sharing between workers */
-  redisContext *c;              /* NULL when not connected */
-  ox_buf_t cmd;                 /* the request being built; reused */
+  _Alignas(64) ox_l3_slot_t base; /* one cache line per slot: no false sharing between workers */
+  redisContext *c;                /* NULL when not connected */
+  ox_buf_t cmd;                   /* the request being built; reused */
 } rd_slot_t;
 
 struct ox_l3_redis {
   char *host, *password;
-  int port, db, nslots;
-  int64_t connect_ns, command_ns;
-  ox_breaker_t *breaker;
-  rd_slot_t *slots;
-  _Atomic uint64_t connects, connect_failures, dropped, stale, exhausted;
+  int port, db;
+  ox_l3_pool_t pool; /* of rd_slot_t; every call is guarded by the breaker */
 };
 
-typedef struct {
-  rd_slot_t *slot;
-  ox_breaker_ticket_t ticket;
-  int64_t deadline; /* min(caller's deadline, start + command timeout) */
-  int reply_err;    /* an error reply was seen: its outcome is reply_outcome */
-  ox_breaker_outcome_t reply_outcome;
-} rd_call_t;
-
-static inline void inc(_Atomic uint64_t *c) {
-  atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-}
-
-/* ---- time and waiting ------------------------------------------------------------------ */
-
-/* Waits until fd is ready for events or the deadline passes: 0 (ready, or an error/hang-up the
- * next read or write will report), OX_ETIMEOUT or -errno. */
-static int wait_fd(int fd, short events, int64_t deadline) {
-  for (;;) {
-    int64_t left = deadline - ox_breaker_now_ns();
-    if (left <= 0) return OX_ETIMEOUT;
-    struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
-    struct pollfd p = {.fd = fd, .events = events};
-    int n = ppoll(&p, 1, &ts, NULL);
-    if (n > 0) return (p.revents & POLLNVAL) ? -EBADF : 0;
-    if (n < 0 && errno != EINTR) return -errno;
-  }
-}
+/* The call's state (l3_pool.h). A whole error reply sets classified and outcome. */
+typedef ox_l3_call_t rd_call_t;
 
 /* ---- pool ------------------------------------------------------------------------------- */
-
-static _Thread_local int rd_hint = -1;
-static atomic_uint rd_next_hint;
-
-static rd_slot_t *checkout(ox_l3_redis_t *r) {
-  if (rd_hint < 0) rd_hint = (int)(atomic_fetch_add(&rd_next_hint, 1) % 1024);
-  for (int i = 0; i < r->nslots; i++) {
-    rd_slot_t *s = &r->slots[(rd_hint + i) % r->nslots];
-    int free_ = 0;
-    if (atomic_load_explicit(&s->busy, memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_strong_explicit(&s->busy, &free_, 1, memory_order_acquire,
-                                                memory_order_relaxed))
-      return s;
-  }
-  return NULL;
-}
-
-static void checkin(rd_slot_t *s) {
-  atomic_store_explicit(&s->busy, 0, memory_order_release);
-}
 
 static void rd_drop(rd_slot_t *s) {
   if (!s->c) return;
   redisFree(s->c);
   s->c = NULL;
-}
-
-/* An idle connection must have nothing to read: Redis never speaks first, so readable means the
- * server closed it (or the stream is out of step). One poll() with a zero timeout. */
-static int rd_idle_ok(rd_slot_t *s) {
-  struct pollfd p = {.fd = s->c->fd, .events = POLLIN};
-  return poll(&p, 1, 0) <= 0;
 }
 
 /* ---- RESP requests ---------------------------------------------------------------------- */
@@ -162,7 +106,7 @@ static int rd_send(rd_slot_t *s, int64_t deadline) {
     } else if (n < 0 && errno == EINTR) {
       continue;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      int rc = wait_fd(s->c->fd, POLLOUT, deadline);
+      int rc = ox_l3_wait_fd(s->c->fd, POLLOUT, deadline, NULL);
       if (rc) return rc;
     } else {
       return n < 0 ? -errno : -EPIPE;
@@ -184,7 +128,7 @@ static int rd_recv(rd_slot_t *s, redisReply **out, int64_t deadline) {
       *out = rep;
       return 0;
     }
-    int rc = wait_fd(s->c->fd, POLLIN, deadline);
+    int rc = ox_l3_wait_fd(s->c->fd, POLLIN, deadline, NULL);
     if (rc) return rc;
     char buf[16384];
     ssize_t n = recv(s->c->fd, buf, sizeof buf, 0);
@@ -203,15 +147,15 @@ static int rd_recv(rd_slot_t *s, redisReply **out, int64_t deadline) {
  * configuration, not Redis's health. */
 static int rd_reply_error(rd_call_t *call, const redisReply *rep) {
   static const char *const busy[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"};
-  call->reply_err = 1;
+  call->classified = 1;
   for (size_t i = 0; i < sizeof busy / sizeof busy[0]; i++) {
     if (strncmp(rep->str, busy[i], strlen(busy[i])) == 0) {
-      call->reply_outcome = OX_BREAKER_FAILURE;
+      call->outcome = OX_BREAKER_FAILURE;
       return OX_EUNAVAILABLE;
     }
   }
   ox_debug("l3_redis: error reply: %.*s", (int)rep->len, rep->str);
-  call->reply_outcome = OX_BREAKER_IGNORED;
+  call->outcome = OX_BREAKER_IGNORED;
   return OX_EINTERNAL;
 }
 
@@ -242,8 +186,7 @@ static int rd_expect_ok(rd_slot_t *s, rd_call_t *call, size_t n, int64_t deadlin
 /* ---- connecting ------------------------------------------------------------------------- */
 
 static int rd_connect(ox_l3_redis_t *r, rd_slot_t *s, int64_t deadline) {
-  int64_t now = ox_breaker_now_ns();
-  if (now + r->connect_ns < deadline) deadline = now + r->connect_ns;
+  deadline = ox_l3_pool_connect_deadline(&r->pool, deadline);
   errno = 0;
   redisContext *c = redisConnectNonBlock(r->host, r->port);
   int rc = 0;
@@ -251,14 +194,14 @@ static int rd_connect(ox_l3_redis_t *r, rd_slot_t *s, int64_t deadline) {
   if (c->err) {
     rc = c->err == REDIS_ERR_IO && errno ? -errno : -ECONNREFUSED;
   } else {
-    rc = wait_fd(c->fd, POLLOUT, deadline);
+    rc = ox_l3_wait_fd(c->fd, POLLOUT, deadline, NULL);
     int err = 0;
     socklen_t len = sizeof err;
     if (!rc && getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) rc = -errno;
     if (!rc && err) rc = -err;
   }
   if (rc) {
-    inc(&r->connect_failures);
+    ox_l3_count(&r->pool.connect_failures);
     ox_warn("l3_redis: connect %s:%d: %s", r->host, r->port, c->err ? c->errstr : ox_strerror(rc));
     redisFree(c);
     return rc;
@@ -287,13 +230,13 @@ static int rd_connect(ox_l3_redis_t *r, rd_slot_t *s, int64_t deadline) {
   }
   s->cmd.len = 0;
   if (rc) {
-    inc(&r->connect_failures);
+    ox_l3_count(&r->pool.connect_failures);
     ox_warn("l3_redis: handshake with %s:%d: %s", r->host, r->port, ox_strerror(rc));
     rd_drop(s);
     /* A refused AUTH or SELECT is a configuration error; the breaker may as well open. */
     return rc == OX_EINTERNAL ? OX_EUNAVAILABLE : rc;
   }
-  inc(&r->connects);
+  ox_l3_count(&r->pool.connects);
   return 0;
 }
 
@@ -302,21 +245,11 @@ static int rd_connect(ox_l3_redis_t *r, rd_slot_t *s, int64_t deadline) {
 static int rd_end(ox_l3_redis_t *r, rd_call_t *call, int rc);
 
 static int rd_begin(ox_l3_redis_t *r, int64_t deadline, rd_call_t *call) {
-  int64_t now = ox_breaker_now_ns();
-  if (deadline <= now) return OX_ETIMEOUT;
-  memset(call, 0, sizeof *call);
-  call->deadline = now + r->command_ns < deadline ? now + r->command_ns : deadline;
-  int rc = ox_breaker_allow(r->breaker, now, &call->ticket);
+  int rc = ox_l3_pool_begin(&r->pool, deadline, 1, call);
   if (rc) return rc;
-  call->slot = checkout(r);
-  if (!call->slot) {
-    inc(&r->exhausted);
-    ox_breaker_done(r->breaker, &call->ticket, OX_BREAKER_IGNORED, now);
-    return OX_EUNAVAILABLE;
-  }
   rd_slot_t *s = call->slot;
-  if (s->c && !rd_idle_ok(s)) {
-    inc(&r->stale);
+  if (s->c && !ox_l3_idle_ok(s->c->fd)) { /* Redis never speaks first: the server closed it */
+    ox_l3_count(&r->pool.stale);
     rd_drop(s);
   }
   if (!s->c) {
@@ -327,33 +260,17 @@ static int rd_begin(ox_l3_redis_t *r, int64_t deadline, rd_call_t *call) {
   return 0;
 }
 
-/* Reports the outcome to the breaker, drops the connection if its state is unknown (timeout,
- * I/O or protocol error: a reply may still be on its way), checks the slot in. Returns rc. */
+/* Drops the connection if its state is unknown: any error not read from a whole reply (timeout,
+ * I/O or protocol error, or ENOMEM/EINVALID with a reply maybe half read: a reply may still be on
+ * its way). Then l3_pool reports the outcome to the breaker and checks the slot in. Returns rc. */
 static int rd_end(ox_l3_redis_t *r, rd_call_t *call, int rc) {
-  ox_breaker_outcome_t o;
-  int drop = 0;
-  if (call->reply_err) {
-    o = call->reply_outcome;
-  } else if (rc >= 0 || rc == OX_ENOT_FOUND) {
-    o = OX_BREAKER_SUCCESS;
-  } else if (rc == OX_ETIMEOUT) {
-    o = OX_BREAKER_TIMEOUT;
-    drop = 1;
-  } else if (rc == OX_ENOMEM || rc == OX_EINVALID) {
-    o = OX_BREAKER_IGNORED;
-    drop = 1; /* a reply may be half read */
-  } else {
-    o = OX_BREAKER_FAILURE;
-    drop = 1;
+  rd_slot_t *s = call->slot;
+  if (!call->classified && rc < 0 && rc != OX_ENOT_FOUND && s->c) {
+    ox_l3_count(&r->pool.dropped);
+    rd_drop(s);
   }
-  if (drop && call->slot->c) {
-    inc(&r->dropped);
-    rd_drop(call->slot);
-  }
-  call->slot->cmd.len = 0;
-  checkin(call->slot);
-  ox_breaker_done(r->breaker, &call->ticket, o, ox_breaker_now_ns());
-  return rc;
+  s->cmd.len = 0;
+  return ox_l3_pool_end(&r->pool, call, rc);
 }
 
 int ox_l3_redis_get(ox_l3_redis_t *r, ox_slice_t key, ox_buf_t *out, int64_t deadline_ns) {
@@ -371,8 +288,8 @@ int ox_l3_redis_get(ox_l3_redis_t *r, ox_slice_t key, ox_buf_t *out, int64_t dea
     if (rep->type == REDIS_REPLY_STRING) {
       rc = ox_buf_append(out, rep->str, rep->len);
       if (rc) { /* the reply was read whole: the connection is fine */
-        call.reply_err = 1;
-        call.reply_outcome = OX_BREAKER_IGNORED;
+        call.classified = 1;
+        call.outcome = OX_BREAKER_IGNORED;
       }
     } else if (rep->type == REDIS_REPLY_NIL) {
       rc = OX_ENOT_FOUND;
@@ -434,8 +351,8 @@ int ox_l3_redis_mget(ox_l3_redis_t *r, const ox_slice_t *keys, size_t n, ox_buf_
     } else {
       rc = mget_collect(rep, n, out, vals);
       if (rc < 0) { /* whole reply read: keep the connection */
-        call.reply_err = 1;
-        call.reply_outcome = OX_BREAKER_IGNORED;
+        call.classified = 1;
+        call.outcome = OX_BREAKER_IGNORED;
       }
     }
   }
@@ -488,15 +405,14 @@ int ox_l3_redis_create(const ox_l3_redis_opts_t *opts, ox_l3_redis_t **out) {
   if (!r) return OX_ENOMEM;
   r->port = o.port ? o.port : 6379;
   r->db = o.db;
-  r->nslots = o.pool_size ? o.pool_size : 8;
-  r->connect_ns = (o.connect_timeout_ms ? o.connect_timeout_ms : 200) * NS_PER_MS;
-  r->command_ns = (o.command_timeout_ms ? o.command_timeout_ms : 200) * NS_PER_MS;
   r->host = strdup(o.host ? o.host : "127.0.0.1");
   r->password = o.password ? strdup(o.password) : NULL;
-  r->slots = aligned_alloc(64, sizeof(rd_slot_t) * (size_t)r->nslots);
-  int rc = (!r->host || (o.password && !r->password) || !r->slots) ? OX_ENOMEM : 0;
-  if (r->slots) memset(r->slots, 0, sizeof(rd_slot_t) * (size_t)r->nslots);
-  if (!rc) rc = ox_breaker_create(&o.breaker, &r->breaker);
+  int rc = (!r->host || (o.password && !r->password)) ? OX_ENOMEM : 0;
+  if (!rc)
+    rc = ox_l3_pool_init(&r->pool, OX_L3_KIND_REDIS, sizeof(rd_slot_t),
+                         o.pool_size ? o.pool_size : 8,
+                         o.connect_timeout_ms ? o.connect_timeout_ms : 200,
+                         o.command_timeout_ms ? o.command_timeout_ms : 200, &o.breaker);
   if (rc) {
     ox_l3_redis_destroy(r);
     return rc;
@@ -507,28 +423,21 @@ int ox_l3_redis_create(const ox_l3_redis_opts_t *opts, ox_l3_redis_t **out) {
 
 void ox_l3_redis_destroy(ox_l3_redis_t *r) {
   if (!r) return;
-  for (int i = 0; r->slots && i < r->nslots; i++) {
-    rd_drop(&r->slots[i]);
-    ox_buf_free(&r->slots[i].cmd);
+  for (int i = 0; i < r->pool.nslots; i++) {
+    rd_slot_t *s = ox_l3_pool_slot(&r->pool, i);
+    rd_drop(s);
+    ox_buf_free(&s->cmd);
   }
-  free(r->slots);
-  ox_breaker_destroy(r->breaker);
+  ox_l3_pool_fini(&r->pool);
   free(r->host);
   free(r->password);
   free(r);
 }
 
 ox_breaker_t *ox_l3_redis_breaker(ox_l3_redis_t *r) {
-  return r->breaker;
+  return r->pool.breaker;
 }
 
 void ox_l3_redis_stats(ox_l3_redis_t *r, ox_l3_redis_stats_t *out) {
-#define LD(f) atomic_load_explicit(&r->f, memory_order_relaxed)
-  out->connects = LD(connects);
-  out->connect_failures = LD(connect_failures);
-  out->dropped = LD(dropped);
-  out->stale = LD(stale);
-  out->pool_exhausted = LD(exhausted);
-#undef LD
-  ox_breaker_stats(r->breaker, &out->breaker);
+  ox_l3_pool_stats(&r->pool, out);
 }

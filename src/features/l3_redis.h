@@ -10,13 +10,13 @@
  * the network, and after the cool-down the next call probes Redis and closes the breaker when it
  * answers.
  *
- * Connections: a fixed pool of pool_size slots, checked out without a lock (an atomic flag per
- * slot; each thread starts scanning at its own slot, so with pool_size >= the number of calling
- * threads every thread keeps "its" connection). No slot free means OX_EUNAVAILABLE at once rather
- * than a queue: size the pool to the worker count. Connections open lazily, on first use. A slot's
- * idle connection is checked with a zero-timeout poll before use: Redis never speaks unprompted,
- * so a readable idle socket is a closed (restarted) server and the slot reconnects instead of
- * failing the call.
+ * Connections: a fixed pool of pool_size slots, checked out without a lock (l3_pool.h: an atomic
+ * flag per slot; each thread starts scanning at its own slot, so with pool_size >= the number of
+ * calling threads every thread keeps "its" connection). No slot free means OX_EUNAVAILABLE at once
+ * rather than a queue: size the pool to the worker count. Connections open lazily, on first use. A
+ * slot's idle connection is checked with a zero-timeout poll before use: Redis never speaks
+ * unprompted, so a readable idle socket is a closed (restarted) server and the slot reconnects
+ * instead of failing the call.
  *
  * Writes use send(MSG_NOSIGNAL): no SIGPIPE from a server that went away. hiredis 0.14 is used
  * for connecting and for its reply parser; the I/O loop is ours, because redisSetTimeout's
@@ -37,6 +37,7 @@
 #include "core/buf.h"
 #include "core/slice.h"
 #include "features/breaker.h"
+#include "features/l3_pool.h"
 
 typedef struct {
   const char *host;          /* numeric address or name (resolved at each connect); "127.0.0.1" */
@@ -49,14 +50,8 @@ typedef struct {
   ox_breaker_opts_t breaker; /* zero fields take the breaker's defaults */
 } ox_l3_redis_opts_t;
 
-typedef struct {
-  uint64_t connects;         /* connections established (handshake done) */
-  uint64_t connect_failures; /* attempts that failed or timed out */
-  uint64_t dropped;          /* connections closed after an error or a timeout */
-  uint64_t stale;            /* idle connections found closed by the server on checkout */
-  uint64_t pool_exhausted;   /* calls refused: every slot busy */
-  ox_breaker_stats_t breaker;
-} ox_l3_redis_stats_t;
+/* connects, connect_failures, dropped, stale, pool_exhausted, breaker: see l3_pool.h. */
+typedef ox_l3_stats_t ox_l3_redis_stats_t;
 
 typedef struct ox_l3_redis ox_l3_redis_t;
 
