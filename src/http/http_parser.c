@@ -458,6 +458,15 @@ static inline int is_qdtext(unsigned char c) {
          (c >= 0x5d && c <= 0x7e) || c >= 0x80;
 }
 
+/* The byte after a chunk size or an extension value (token or quoted-string): ';' starts
+ * another extension, BWS must lead to one, CR ends the line. Returns the next state, or -1. */
+static inline int after_size_or_value(unsigned char c) {
+  if (c == ';') return CS_EXT_BWS_NAME;
+  if (c == '\r') return CS_SIZE_LF;
+  if (is_ows(c)) return CS_BWS_SEMI;
+  return -1;
+}
+
 int ox_http_chunked_decode(ox_http_chunked_t *d, const char *in, size_t in_len, char *out,
                            size_t *consumed, size_t *produced, const char **why) {
   size_t i = 0, o = 0;
@@ -526,15 +535,13 @@ int ox_http_chunked_decode(ox_http_chunked_t *d, const char *in, size_t in_len, 
             w = "chunk size overflow";
             goto fail;
           }
-        } else if (c == '\r') {
-          d->state = CS_SIZE_LF;
-        } else if (c == ';') {
-          d->state = CS_EXT_BWS_NAME;
-        } else if (is_ows(c)) {
-          d->state = CS_BWS_SEMI;
         } else {
-          w = "bad chunk size";
-          goto fail;
+          int next = after_size_or_value(c);
+          if (next < 0) {
+            w = "bad chunk size";
+            goto fail;
+          }
+          d->state = next;
         }
         break;
       }
@@ -589,19 +596,6 @@ int ox_http_chunked_decode(ox_http_chunked_t *d, const char *in, size_t in_len, 
           goto fail;
         }
         break;
-      case CS_EXT_TOKEN:
-        if (is_tchar(c)) break;
-        if (c == ';')
-          d->state = CS_EXT_BWS_NAME;
-        else if (c == '\r')
-          d->state = CS_SIZE_LF;
-        else if (is_ows(c))
-          d->state = CS_BWS_SEMI;
-        else {
-          w = "bad chunk extension";
-          goto fail;
-        }
-        break;
       case CS_EXT_QUOTED:
         if (c == '"')
           d->state = CS_EXT_AFTER_Q;
@@ -620,18 +614,18 @@ int ox_http_chunked_decode(ox_http_chunked_t *d, const char *in, size_t in_len, 
           goto fail;
         }
         break;
-      case CS_EXT_AFTER_Q:
-        if (c == ';')
-          d->state = CS_EXT_BWS_NAME;
-        else if (c == '\r')
-          d->state = CS_SIZE_LF;
-        else if (is_ows(c))
-          d->state = CS_BWS_SEMI;
-        else {
+      case CS_EXT_TOKEN:
+        if (is_tchar(c)) break;
+        __attribute__((fallthrough)); /* the token has ended: as after a quoted-string */
+      case CS_EXT_AFTER_Q: {
+        int next = after_size_or_value(c);
+        if (next < 0) {
           w = "bad chunk extension";
           goto fail;
         }
+        d->state = next;
         break;
+      }
       case CS_SIZE_LF:
         if (c != '\n') {
           w = "bare CR in chunk size line";

@@ -81,32 +81,21 @@ typedef struct {
   char msg[160];
 } ox_pending_t;
 
-static void ox_vfmt(char *err, size_t errcap, const char *fmt, va_list ap)
-    __attribute__((format(printf, 3, 0)));
-static void ox_vfmt(char *err, size_t errcap, const char *fmt, va_list ap) {
-  if (err && errcap) vsnprintf(err, errcap, fmt, ap);
-}
-
 static int ox_errf(char *err, size_t errcap, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int ox_errf(char *err, size_t errcap, int rc, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  ox_vfmt(err, errcap, fmt, ap);
-  va_end(ap);
+  if (err && errcap) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errcap, fmt, ap);
+    va_end(ap);
+  }
   return rc;
 }
 
-/* A semantic error: message into the caller's err, code returned. */
-static int ox_sem(ox_parser_t *ps, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int ox_sem(ox_parser_t *ps, int rc, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  ox_vfmt(ps->err, ps->errcap, fmt, ap);
-  va_end(ap);
-  return rc;
-}
+/* A semantic error: message into the caller's err, code returned. A macro only so that the
+ * format is still checked (ox_errf's attribute) without a second variadic wrapper. */
+#define ox_sem(ps, rc, ...) ox_errf((ps)->err, (ps)->errcap, (rc), __VA_ARGS__)
 
 static void ox_pend(ox_pending_t *pe, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -259,6 +248,21 @@ static int ox_take_name(ox_parser_t *ps, ox_slice_t raw, int escaped, ox_slice_t
   return 0;
 }
 
+/* The start of a member of an input or output object, the cursor at the value of key k: a key
+ * not in known (a set of OX_BIT) is skipped; a repeated one is held in *pe and skipped (the
+ * first value stays, for the message). Returns 1 when the value is the caller's to read, 0 when
+ * it was skipped, or a syntax error. */
+static int ox_io_member(ox_json_t *js, ox_pending_t *pe, unsigned known, unsigned *seen,
+                        ox_key_t k) {
+  if (!(known & OX_BIT(k))) return ox_json_skip(js, OX_D_IO);
+  if (*seen & OX_BIT(k)) {
+    ox_pend(pe, OX_EINVALID, "duplicate key '%s'", ox_key_names[k]);
+    return ox_json_skip(js, OX_D_IO);
+  }
+  *seen |= OX_BIT(k);
+  return 1;
+}
+
 /* "name": a string, else pending error. */
 static int ox_name_field(ox_parser_t *ps, ox_pending_t *pe, ox_slice_t *name, int *has_name) {
   ox_json_t *js = &ps->js;
@@ -366,20 +370,12 @@ static int ox_input(ox_parser_t *ps, size_t idx, ox_infer_input_t *in) {
   unsigned seen = 0;
   ox_key_t k;
   js->p++;
+  const unsigned known = OX_BIT(OX_K_NAME) | OX_BIT(OX_K_SHAPE) | OX_BIT(OX_K_DATATYPE) |
+                         OX_BIT(OX_K_DATA) | OX_BIT(OX_K_PARAMETERS);
   while ((rc = ox_obj_next(js, &first, &k)) > 0) {
-    if (k != OX_K_NAME && k != OX_K_SHAPE && k != OX_K_DATATYPE && k != OX_K_DATA &&
-        k != OX_K_PARAMETERS) {
-      rc = ox_json_skip(js, OX_D_IO);
-      if (rc < 0) return rc;
-      continue;
-    }
-    if (seen & OX_BIT(k)) { /* reported; the first value stays, for the message */
-      ox_pend(&pe, OX_EINVALID, "duplicate key '%s'", ox_key_names[k]);
-      rc = ox_json_skip(js, OX_D_IO);
-      if (rc < 0) return rc;
-      continue;
-    }
-    seen |= OX_BIT(k);
+    rc = ox_io_member(js, &pe, known, &seen, k);
+    if (rc < 0) return rc;
+    if (rc == 0) continue;
     char c = ox_peek(js);
     switch (k) {
       case OX_K_NAME:
@@ -449,17 +445,26 @@ static int ox_input(ox_parser_t *ps, size_t idx, ox_infer_input_t *in) {
   return 0;
 }
 
-/* Makes room for element n of an arena array holding *cap (at most OX_MAX_IO), doubling.
- * Returns the array (moved if it grew) or NULL when out of memory. */
-static void *ox_grow(ox_arena_t *arena, void *arr, size_t n, size_t *cap, size_t elem) {
-  if (n < *cap) return arr;
-  size_t ncap = *cap ? *cap * 2 : 4;
-  if (ncap > OX_MAX_IO) ncap = OX_MAX_IO;
-  void *na = ox_arena_alloc(arena, ncap * elem);
-  if (!na) return NULL;
-  if (n) memcpy(na, arr, n * elem);
-  *cap = ncap;
-  return na;
+/* Opens element n of "inputs" or "outputs" (what), the cursor at it: there are at most
+ * OX_MAX_IO, each an object. Makes room in the arena array arr holding *cap elements of elem
+ * bytes (doubling; moved if it grows) and zeroes element n. Returns 0 with the array in *grown,
+ * or an error. */
+static int ox_list_slot(ox_parser_t *ps, const char *what, void *arr, size_t n, size_t *cap,
+                        size_t elem, void **grown) {
+  if (n == OX_MAX_IO) return ox_sem(ps, OX_EINVALID, "too many %s (at most %d)", what, OX_MAX_IO);
+  if (ox_peek(&ps->js) != '{') return ox_sem(ps, OX_EINVALID, "%s[%zu] must be an object", what, n);
+  if (n == *cap) {
+    size_t ncap = *cap ? *cap * 2 : 4;
+    if (ncap > OX_MAX_IO) ncap = OX_MAX_IO;
+    void *na = ox_arena_alloc(ps->arena, ncap * elem);
+    if (!na) return ox_sem(ps, OX_ENOMEM, "out of memory");
+    if (n) memcpy(na, arr, n * elem);
+    *cap = ncap;
+    arr = na;
+  }
+  memset((char *)arr + n * elem, 0, elem);
+  *grown = arr;
+  return 0;
 }
 
 /* Merge sort of names by (length, bytes), then neighbours compared: O(n log n) comparisons
@@ -494,17 +499,12 @@ static int ox_inputs(ox_parser_t *ps) {
   int first = 1, rc;
   js->p++;
   while ((rc = ox_arr_next(js, &first)) > 0) {
-    if (req->num_inputs == OX_MAX_IO)
-      return ox_sem(ps, OX_EINVALID, "too many inputs (at most %d)", OX_MAX_IO);
-    if (ox_peek(js) != '{')
-      return ox_sem(ps, OX_EINVALID, "inputs[%zu] must be an object", req->num_inputs);
-    void *grown =
-        ox_grow(ps->arena, req->inputs, req->num_inputs, &ps->inputs_cap, sizeof *req->inputs);
-    if (!grown) return ox_sem(ps, OX_ENOMEM, "out of memory");
+    void *grown;
+    rc = ox_list_slot(ps, "inputs", req->inputs, req->num_inputs, &ps->inputs_cap,
+                      sizeof *req->inputs, &grown);
+    if (rc < 0) return rc;
     req->inputs = grown;
-    ox_infer_input_t *in = &req->inputs[req->num_inputs];
-    memset(in, 0, sizeof *in);
-    rc = ox_input(ps, req->num_inputs, in);
+    rc = ox_input(ps, req->num_inputs, &req->inputs[req->num_inputs]);
     if (rc < 0) return rc;
     req->num_inputs++;
   }
@@ -547,18 +547,9 @@ static int ox_output(ox_parser_t *ps, size_t idx, ox_infer_output_t *out) {
   ox_key_t k;
   js->p++;
   while ((rc = ox_obj_next(js, &first, &k)) > 0) {
-    if (k != OX_K_NAME && k != OX_K_PARAMETERS) {
-      rc = ox_json_skip(js, OX_D_IO);
-      if (rc < 0) return rc;
-      continue;
-    }
-    if (seen & OX_BIT(k)) { /* reported; the first value stays, for the message */
-      ox_pend(&pe, OX_EINVALID, "duplicate key '%s'", ox_key_names[k]);
-      rc = ox_json_skip(js, OX_D_IO);
-      if (rc < 0) return rc;
-      continue;
-    }
-    seen |= OX_BIT(k);
+    rc = ox_io_member(js, &pe, OX_BIT(OX_K_NAME) | OX_BIT(OX_K_PARAMETERS), &seen, k);
+    if (rc < 0) return rc;
+    if (rc == 0) continue;
     if (k == OX_K_NAME) {
       rc = ox_name_field(ps, &pe, &out->name, &has_name);
     } else if (ox_peek(js) == '{') {
@@ -584,16 +575,12 @@ static int ox_outputs(ox_parser_t *ps) {
   int first = 1, rc;
   js->p++;
   while ((rc = ox_arr_next(js, &first)) > 0) {
-    if (req->num_outputs == OX_MAX_IO)
-      return ox_sem(ps, OX_EINVALID, "too many outputs (at most %d)", OX_MAX_IO);
-    if (ox_peek(js) != '{')
-      return ox_sem(ps, OX_EINVALID, "outputs[%zu] must be an object", req->num_outputs);
-    void *grown =
-        ox_grow(ps->arena, req->outputs, req->num_outputs, &ps->outputs_cap, sizeof *req->outputs);
-    if (!grown) return ox_sem(ps, OX_ENOMEM, "out of memory");
+    void *grown;
+    rc = ox_list_slot(ps, "outputs", req->outputs, req->num_outputs, &ps->outputs_cap,
+                      sizeof *req->outputs, &grown);
+    if (rc < 0) return rc;
     req->outputs = grown;
     ox_infer_output_t *out = &req->outputs[req->num_outputs];
-    memset(out, 0, sizeof *out);
     out->binary_data = -1;
     rc = ox_output(ps, req->num_outputs, out);
     if (rc < 0) return rc;

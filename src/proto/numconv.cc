@@ -199,30 +199,33 @@ const char kDigitPairs[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
+/* 10^0 .. 10^19: every power of ten below 2^64, for the digit counts of count_digits and
+ * layout. */
+const uint64_t kPow10Table[20] = {1ULL,
+                                  10ULL,
+                                  100ULL,
+                                  1000ULL,
+                                  10000ULL,
+                                  100000ULL,
+                                  1000000ULL,
+                                  10000000ULL,
+                                  100000000ULL,
+                                  1000000000ULL,
+                                  10000000000ULL,
+                                  100000000000ULL,
+                                  1000000000000ULL,
+                                  10000000000000ULL,
+                                  100000000000000ULL,
+                                  1000000000000000ULL,
+                                  10000000000000000ULL,
+                                  100000000000000000ULL,
+                                  1000000000000000000ULL,
+                                  10000000000000000000ULL};
+
 inline int count_digits(uint64_t v) {
-  static const uint64_t kPow10[20] = {1ULL,
-                                      10ULL,
-                                      100ULL,
-                                      1000ULL,
-                                      10000ULL,
-                                      100000ULL,
-                                      1000000ULL,
-                                      10000000ULL,
-                                      100000000ULL,
-                                      1000000000ULL,
-                                      10000000000ULL,
-                                      100000000000ULL,
-                                      1000000000000ULL,
-                                      10000000000000ULL,
-                                      100000000000000ULL,
-                                      1000000000000000ULL,
-                                      10000000000000000ULL,
-                                      100000000000000000ULL,
-                                      1000000000000000000ULL,
-                                      10000000000000000000ULL};
   int bits = 64 - __builtin_clzll(v | 1);
   int k = (bits * 1233) >> 12;  // floor(bits * log10(2)), an underestimate by at most one
-  return k + (v >= kPow10[k]);
+  return k + (v >= kPow10Table[k]);
 }
 
 /* x < 10^8 as eight ASCII digits in a register, most significant first in memory order
@@ -243,25 +246,6 @@ inline void store8(char *o, uint64_t w) {
 }
 
 const uint64_t kAsciiZeros = 0x3030303030303030ULL;
-
-const uint64_t kPow10Table[18] = {1ULL,
-                                  10ULL,
-                                  100ULL,
-                                  1000ULL,
-                                  10000ULL,
-                                  100000ULL,
-                                  1000000ULL,
-                                  10000000ULL,
-                                  100000000ULL,
-                                  1000000000ULL,
-                                  10000000000ULL,
-                                  100000000000ULL,
-                                  1000000000000ULL,
-                                  10000000000000ULL,
-                                  100000000000000ULL,
-                                  1000000000000000ULL,
-                                  10000000000000000ULL,
-                                  100000000000000000ULL};
 
 /* Lays out significand * 10^exponent (significand < 10^MaxDigits and without trailing zeros,
  * as dragonbox returns it) the way ECMA-262 Number::toString does.

@@ -183,6 +183,11 @@ static int ox_tj_fail(ox_tj_dec_t *d, int code, const char *fmt, ...) {
   return code;
 }
 
+/* A syntax error in the array's structure, at p. */
+static int ox_tj_bad_json(ox_tj_dec_t *d, const char *p, const char *what) {
+  return ox_tj_fail(d, OX_EINVALID, "invalid JSON at byte %zu: %s", (size_t)(p - d->begin), what);
+}
+
 /* The error for a token that is not a valid element of the datatype. */
 static int ox_tj_bad_element(ox_tj_dec_t *d, const char *p, uint64_t i) {
   char tok[48];
@@ -404,9 +409,7 @@ int ox_tensor_json_decode(ox_slice_t json, ox_dtype_t dtype, uint64_t count, voi
       p++;
       if (--depth == 0) {
         p = ox_tj_ws(p, end);
-        if (p != end)
-          return ox_tj_fail(&d, OX_EINVALID, "invalid JSON at byte %zu: text after the array",
-                            (size_t)(p - d.begin));
+        if (p != end) return ox_tj_bad_json(&d, p, "text after the array");
         if (i != count)
           return ox_tj_fail(&d, OX_EINVALID, "expected %" PRIu64 " elements, got %" PRIu64, count,
                             i);
@@ -414,14 +417,10 @@ int ox_tensor_json_decode(ox_slice_t json, ox_dtype_t dtype, uint64_t count, voi
       }
     }
     if (p == end) break;
-    if (*p != ',')
-      return ox_tj_fail(&d, OX_EINVALID, "invalid JSON at byte %zu: expected ',' or ']'",
-                        (size_t)(p - d.begin));
+    if (*p != ',') return ox_tj_bad_json(&d, p, "expected ',' or ']'");
     p = ox_tj_ws(p + 1, end);
     if (p == end) break;
-    if (*p == ']')
-      return ox_tj_fail(&d, OX_EINVALID, "invalid JSON at byte %zu: ']' after ','",
-                        (size_t)(p - d.begin));
+    if (*p == ']') return ox_tj_bad_json(&d, p, "']' after ','");
   }
   return ox_tj_fail(&d, OX_EINVALID, "invalid JSON: data ends inside an array");
 }

@@ -709,6 +709,38 @@ TEST(chunked_extensions) {
   CHECK_CHUNKED_ERR("5;a \r\nhello\r\n0\r\n\r\n", OX_EINVALID);
 }
 
+/* After a chunk size, a token value and a quoted value the same bytes may follow (';', BWS
+ * leading to ';', CR), one transition shared by the three states; only the message differs. */
+TEST(chunked_after_size_or_value) {
+  static const char *const ok[] = {"5;a\r\n",         "5 ;a\r\n",         "5\t;a\r\n",
+                                   "5;a=b;c\r\n",     "5;a=b ;c\r\n",     "5;a=b\t;c\r\n",
+                                   "5;a=\"x\";c\r\n", "5;a=\"x\" ;c\r\n", "5;a=\"x\"\r\n"};
+  char buf[64];
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+    snprintf(buf, sizeof buf, "%shello\r\n0\r\n\r\n", ok[i]);
+    CHECK_INT(chunked(buf), 0);
+    CHECK_INT(g_produced, 5);
+  }
+  static const struct {
+    const char *in, *why;
+  } bad[] = {
+      {"5=a\r\n", "bad chunk size"},
+      {"5\"\r\n", "bad chunk size"},
+      {"5 \r\n", "bad chunk extension"},
+      {"5;a=b=\r\n", "bad chunk extension"},
+      {"5;a=b \r\n", "bad chunk extension"},
+      {"5;a=b\"\r\n", "bad chunk extension"},
+      {"5;a=\"x\"=\r\n", "bad chunk extension"},
+      {"5;a=\"x\" \r\n", "bad chunk extension"},
+      {"5;a=\"x\"\"\r\n", "bad chunk extension"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(buf, sizeof buf, "%shello\r\n0\r\n\r\n", bad[i].in);
+    CHECK_CHUNKED_ERR(buf, OX_EINVALID);
+    CHECK_STR(g_why, bad[i].why);
+  }
+}
+
 TEST(chunked_size_junk) {
   CHECK_CHUNKED_ERR("0x10\r\n0123456789abcdef\r\n0\r\n\r\n", OX_EINVALID);
   CHECK_STR(g_why, "bad chunk size");
@@ -1042,9 +1074,10 @@ TEST_MAIN(T(limits_default_values), T(head_get_no_body), T(head_no_headers_and_e
           T(head_bad_request_line), T(head_bad_version), T(head_request_line_too_long),
           T(head_header_line_too_long), T(head_header_block_too_large), T(head_too_many_headers),
           T(head_incremental_byte_by_byte), T(head_incremental_errors_stable), T(head_guard_page),
-          T(chunked_simple), T(chunked_hex_sizes), T(chunked_extensions), T(chunked_size_junk),
-          T(chunked_size_overflow), T(chunked_extension_too_long), T(chunked_missing_final_chunk),
-          T(chunked_bad_crlf), T(chunked_too_many_chunks), T(chunked_above_body_limit),
-          T(chunked_trailers), T(chunked_trailer_limits), T(chunked_pipelined_rest),
-          T(chunked_in_place), T(chunked_byte_by_byte), T(chunked_split_anywhere),
-          T(chunked_limits_across_calls), T(chunked_guard_page), T(chunked_error_sticky))
+          T(chunked_simple), T(chunked_hex_sizes), T(chunked_extensions),
+          T(chunked_after_size_or_value), T(chunked_size_junk), T(chunked_size_overflow),
+          T(chunked_extension_too_long), T(chunked_missing_final_chunk), T(chunked_bad_crlf),
+          T(chunked_too_many_chunks), T(chunked_above_body_limit), T(chunked_trailers),
+          T(chunked_trailer_limits), T(chunked_pipelined_rest), T(chunked_in_place),
+          T(chunked_byte_by_byte), T(chunked_split_anywhere), T(chunked_limits_across_calls),
+          T(chunked_guard_page), T(chunked_error_sticky))
