@@ -11,7 +11,7 @@ than once. Redis(d) with a directory of the caller's (a pytest tmp_path) leaves 
 alone; without one it makes and removes its own under $TMPDIR.
 
 PostgreSQL refuses to run as root: as root the server runs as the system user onnxd-test
-(created with useradd if missing), the way tests/unit/l3_test.c runs it. Nobody else's servers
+(created with useradd if missing), the way tests/unit/l3_pg_test.c runs it. Nobody else's servers
 are touched: only processes started here are stopped, by their Popen handle.
 """
 
@@ -177,7 +177,7 @@ class Postgres(_Service):
     """A PostgreSQL server of our own on a free loopback port, in a directory under /tmp
     ($TMPDIR), superuser "onnxd", trust authentication, fsync off. As root it runs as the system
     user onnxd-test (PostgreSQL refuses root; created here if missing), the way
-    tests/unit/l3_test.c runs it. top is that directory (free for the caller's files too)."""
+    tests/unit/l3_pg_test.c runs it. top is that directory (free for the caller's files too)."""
 
     USER = "onnxd-test"
 
