@@ -57,7 +57,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
 
 .PHONY: all setup deps models run test test-unit test-fuzz test-integration test-conformance \
-        bench fuzz format format-check clean
+        bench soak fuzz format format-check clean
 BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit) \
              $(if $(wildcard bench/feature_bench.c),$(B)/onnxd-feature-bench)
 all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
@@ -132,6 +132,12 @@ test: .stamp-setup
 bench: .stamp-setup
 	@$(MAKE) --no-print-directory all models
 	$(PY) bench/run.py $(if $(QUICK),--quick)
+
+# soak (not in `make test`): 30 minutes of mixed traffic, Redis restarted and paused midway;
+# fails on memory growth or a failed good request. MINUTES=N for another length.
+soak: .stamp-setup
+	@$(MAKE) --no-print-directory all models
+	$(PY) tests/soak/run_soak.py $(if $(MINUTES),--minutes $(MINUTES))
 
 # libFuzzer builds (clang) for finding new inputs: make fuzz FUZZER=fuzz_http SECONDS=60
 fuzz: $(LIB_C)
