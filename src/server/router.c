@@ -11,6 +11,11 @@
  *   GET  /metrics                                 Prometheus text
  *   POST /v1/events                               ingest events (feature store, events.c)
  *   GET|PUT /v1/features/{table}/{key}            read or store a feature row (events.c)
+ *
+ * Admin endpoints (the mutating ones: POST /v1/events, PUT /v1/features) pass admin_gate:
+ * with --admin-port they are served only on the admin listener (404 on the public one, as if
+ * absent), and with --admin-token-file they need the bearer token. The admin listener serves
+ * /v1/... and /v2/health/... only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,10 +37,14 @@ long ox_url_decode_segment(ox_slice_t seg, char *out) {
       for (int k = 1; k <= 2; k++) {
         char h = seg.ptr[i + (size_t)k];
         v <<= 4;
-        if (h >= '0' && h <= '9') v |= h - '0';
-        else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
-        else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
-        else return -1;
+        if (h >= '0' && h <= '9')
+          v |= h - '0';
+        else if (h >= 'a' && h <= 'f')
+          v |= h - 'a' + 10;
+        else if (h >= 'A' && h <= 'F')
+          v |= h - 'A' + 10;
+        else
+          return -1;
       }
       if (v == 0 || v == '/') return -1;
       out[o++] = (char)v;
@@ -45,6 +54,52 @@ long ox_url_decode_segment(ox_slice_t seg, char *out) {
     }
   }
   return (long)o;
+}
+
+/* a == the expected token t (NUL-terminated, tlen bytes), in time that depends only on tlen. */
+static int token_equal(ox_slice_t a, const char *t, size_t tlen) {
+  unsigned char d = a.len != tlen;
+  for (size_t i = 0; i < tlen; i++) d |= (unsigned char)((i < a.len ? a.ptr[i] : 0) ^ t[i]);
+  return d == 0;
+}
+
+/* The checks of an admin endpoint. Returns 1 when the request may go on; otherwise it has been
+ * answered (body freed): 404 on the public listener when admin endpoints have a listener of
+ * their own, 401 with WWW-Authenticate when the bearer token is missing, 403 when wrong. */
+static int admin_gate(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                      ox_http_body_t *body) {
+  if (s->admin_split && ox_conn_tag(c) != OX_LISTENER_ADMIN) {
+    ox_http_body_free(body);
+    ox_conn_respond_error(c, 404,
+                          "no such endpoint on this port (admin endpoints are served "
+                          "on the admin port)");
+    return 0;
+  }
+  if (!s->admin_token) return 1;
+  ox_slice_t v = ox_http_header(head, "Authorization");
+  static const char scheme[] = "Bearer ";
+  size_t sl = sizeof scheme - 1;
+  ox_slice_t tok = ox_slice(NULL, 0);
+  if (v.ptr && v.len > sl && ox_slice_eq_nocase(ox_slice(v.ptr, sl - 1), "Bearer") &&
+      v.ptr[sl - 1] == ' ') {
+    tok = ox_slice(v.ptr + sl, v.len - sl);
+    while (tok.len && tok.ptr[0] == ' ') tok = ox_slice(tok.ptr + 1, tok.len - 1);
+  }
+  if (!tok.len) {
+    ox_http_body_free(body);
+    ox_http_resp_t r;
+    ox_http_resp_init(&r, 401);
+    ox_http_resp_error(&r, 401, "this endpoint needs Authorization: Bearer <admin token>");
+    ox_buf_puts(&r.extra_headers, "WWW-Authenticate: Bearer realm=\"onnxd-admin\"\r\n");
+    ox_conn_respond(c, &r);
+    return 0;
+  }
+  if (!token_equal(tok, s->admin_token, s->admin_token_len)) {
+    ox_http_body_free(body);
+    ox_conn_respond_error(c, 403, "wrong admin token");
+    return 0;
+  }
+  return 1;
 }
 
 static void respond_json(ox_conn_t *c, int status, ox_buf_t *body) {
@@ -113,7 +168,9 @@ static void server_metadata(ox_conn_t *c) {
 
 static ox_metrics_model_t metrics_view(ox_model_t *m) {
   ox_model_state_t *st = m->app;
-  return (ox_metrics_model_t){.model = m->name, .version = m->version, .stats = &st->stats,
+  return (ox_metrics_model_t){.model = m->name,
+                              .version = m->version,
+                              .stats = &st->stats,
                               .pending = st->batcher ? ox_batcher_pending(st->batcher) : 0};
 }
 
@@ -150,6 +207,20 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
   }
   for (size_t i = 0; i < s->num_models; i++) v[i] = metrics_view(s->models[i]);
   int rc = ox_metrics_render(&b, v, s->num_models, ox_http_open_connections());
+  if (!rc)
+    rc = ox_buf_printf(
+        &b,
+        "# HELP onnxd_inflight_body_bytes Request body bytes reserved plus response bytes "
+        "waiting for slow readers (--max-inflight-bytes)\n"
+        "# TYPE onnxd_inflight_body_bytes gauge\nonnxd_inflight_body_bytes %zu\n"
+        "# HELP onnxd_inflight_refused_total Requests refused 503 because the in-flight budget "
+        "was full\n# TYPE onnxd_inflight_refused_total counter\nonnxd_inflight_refused_total "
+        "%llu\n"
+        "# HELP onnxd_idle_evictions_total Idle keep-alive connections closed to make room at "
+        "--max-connections\n# TYPE onnxd_idle_evictions_total counter\n"
+        "onnxd_idle_evictions_total %llu\n",
+        ox_http_inflight_bytes(), (unsigned long long)ox_http_inflight_refusals(),
+        (unsigned long long)ox_http_idle_evictions());
   if (!rc && s->features) rc = ox_fstore_metrics(s->features, &b);
   free(v);
   if (rc) {
@@ -202,6 +273,9 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
   int is_get = ox_slice_eq(head->method, "GET") || ox_slice_eq(head->method, "HEAD");
   int is_post = ox_slice_eq(head->method, "POST");
   int allow_post = 0; /* which method the matched endpoint takes, for 405's Allow */
+  if (ox_conn_tag(c) == OX_LISTENER_ADMIN && !(nseg >= 1 && ox_slice_eq(seg[0], "v1")) &&
+      !(nseg == 3 && ox_slice_eq(seg[0], "v2") && ox_slice_eq(seg[1], "health")))
+    goto not_found; /* the admin listener serves the admin endpoints and health only */
   if (nseg == 1 && ox_slice_eq(seg[0], "metrics")) {
     if (!is_get) goto bad_method;
     ox_http_body_free(body);
@@ -212,6 +286,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (nseg == 2 && ox_slice_eq(seg[1], "events")) {
       allow_post = 1;
       if (!is_post) goto bad_method;
+      if (!admin_gate(s, c, head, body)) return;
       ox_server_events(s, c, body);
       return;
     }
@@ -234,6 +309,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
         ox_conn_respond_error(c, 400, "bad feature row address: /v1/features/{table}/{key}");
         return;
       }
+      if (is_put && !admin_gate(s, c, head, body)) return;
       ox_server_feature_row(s, c, is_put, ox_slice(table, (size_t)tl), ox_slice(key, (size_t)kl),
                             body);
       return;
@@ -261,8 +337,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
       respond_empty(c, 200);
       return;
     }
-    if (ox_slice_eq(seg[2], "ready"))
-      {
+    if (ox_slice_eq(seg[2], "ready")) {
       respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
       return;
     }
@@ -280,8 +355,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
             ch == '_' || ch == '.' || ch == '-'))
         goto bad_name;
     }
-    if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.'))
-      goto bad_name;
+    if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.')) goto bad_name;
     size_t k = 3;
     ox_slice_t version = ox_slice("", 0);
     if (nseg >= 5 && ox_slice_eq(seg[3], "versions")) {
@@ -292,31 +366,30 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
       k = 5;
     }
     ox_slice_t action = k < nseg ? seg[k] : ox_slice("", 0);
-    if (k + 1 < nseg || (k < nseg && !ox_slice_eq(action, "ready") &&
-                         !ox_slice_eq(action, "infer") && !ox_slice_eq(action, "config") &&
-                         !ox_slice_eq(action, "stats")))
+    if (k + 1 < nseg ||
+        (k < nseg && !ox_slice_eq(action, "ready") && !ox_slice_eq(action, "infer") &&
+         !ox_slice_eq(action, "config") && !ox_slice_eq(action, "stats")))
       goto not_found;
     ox_model_t *m = NULL;
     if (ox_repo_find(s->repo, ox_slice(name, (size_t)nl), version, &m) != 0) {
       ox_http_body_free(body);
       int64_t vs[1];
-      if (version.len && ox_repo_versions(s->repo, ox_slice(name, (size_t)nl), vs, 1))
-        {
-      ox_conn_respond_error(c, 404, "unknown version of the model");
-      return;
-    }
+      if (version.len && ox_repo_versions(s->repo, ox_slice(name, (size_t)nl), vs, 1)) {
+        ox_conn_respond_error(c, 404, "unknown version of the model");
+        return;
+      }
       {
-      ox_conn_respond_error(c, 404, "unknown model");
-      return;
-    }
+        ox_conn_respond_error(c, 404, "unknown model");
+        return;
+      }
     }
     if (k == nseg) {
       if (!is_get) goto bad_method;
       ox_http_body_free(body);
       {
-      model_metadata(s, c, m);
-      return;
-    }
+        model_metadata(s, c, m);
+        return;
+      }
     }
     if (ox_slice_eq(action, "ready")) {
       if (!is_get) goto bad_method;
@@ -334,8 +407,10 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (ox_slice_eq(action, "stats")) {
       if (!is_get) goto bad_method;
       ox_http_body_free(body);
-      if (version.len) stats_json(s, c, NULL, m);
-      else stats_json(s, c, m->name, NULL);
+      if (version.len)
+        stats_json(s, c, NULL, m);
+      else
+        stats_json(s, c, m->name, NULL);
       return;
     }
     allow_post = 1;
@@ -343,9 +418,9 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (atomic_load(&s->draining)) {
       ox_http_body_free(body);
       {
-      ox_conn_respond_error(c, 503, "server is shutting down");
-      return;
-    }
+        ox_conn_respond_error(c, 503, "server is shutting down");
+        return;
+      }
     }
     ox_server_infer(s, c, m, head, body);
     return;
@@ -362,7 +437,7 @@ bad_name:
   ox_http_body_free(body);
   ox_conn_respond_error(c, 400, "invalid model name");
   return;
-bad_method: {
+bad_method : {
   ox_http_body_free(body);
   ox_http_resp_t r;
   ox_http_resp_init(&r, 405);

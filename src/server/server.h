@@ -25,22 +25,33 @@ typedef struct {
   ox_model_config_t cfg;
   ox_batcher_t *batcher;
   ox_model_stats_t stats;
-  int unavailable;         /* config or warm-up failed: not ready, inference refused */
+  int unavailable; /* config or warm-up failed: not ready, inference refused */
   char reason[256];
 } ox_model_state_t;
 
 typedef struct {
-  ox_repo_t *repo;        /* borrowed */
-  ox_pool_t *pool;        /* borrowed */
-  const char *repo_dir;   /* borrowed */
+  ox_repo_t *repo;      /* borrowed */
+  ox_pool_t *pool;      /* borrowed */
+  const char *repo_dir; /* borrowed */
   int infer_threads;
-  ox_model_t **models;    /* every loaded model version, by name then version (owned array) */
+  ox_model_t **models; /* every loaded model version, by name then version (owned array) */
   size_t num_models;
   atomic_int draining;    /* set at SIGTERM: readiness false, new inference refused (503) */
   atomic_long inflight;   /* inference requests accepted and not yet answered */
   ox_fstore_t *features;  /* borrowed; NULL when the feature store is not open */
   const char *event_keys; /* borrowed: comma-separated event fields naming entities */
+  /* Protection of the admin (mutating) endpoints, checked at routing (router.c):
+   * admin_token: borrowed, NUL-terminated; when set, those endpoints need
+   * "Authorization: Bearer <token>" (missing: 401, wrong: 403; compared in constant time).
+   * admin_split: set with --admin-port: those endpoints are served only on connections of the
+   * OX_LISTENER_ADMIN listener (404 elsewhere), which serves nothing else but health. */
+  const char *admin_token;
+  size_t admin_token_len;
+  int admin_split;
 } ox_server_t;
+
+/* Listener tags (ox_http_config_t.tag): which listener accepted a connection. */
+enum { OX_LISTENER_PUBLIC = 0, OX_LISTENER_ADMIN = 1 };
 
 /* Reads each model's config.json, creates its scheduler and runs its warm-up. A model whose
  * configuration or warm-up fails stays listed but unavailable (logged). 0 or OX_ENOMEM. */
@@ -53,8 +64,7 @@ void ox_server_terminate_runs(ox_server_t *s);
 void ox_server_abort(void *app, ox_conn_t *c, void *request);
 
 /* The ox_http_handler_t for the server (app is an ox_server_t*). */
-void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
-                      ox_http_body_t *body);
+void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head, ox_http_body_t *body);
 
 /* Runs an inference job on a worker (see infer.c). Takes ownership of body. */
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
