@@ -37,14 +37,10 @@ long ox_url_decode_segment(ox_slice_t seg, char *out) {
       for (int k = 1; k <= 2; k++) {
         char h = seg.ptr[i + (size_t)k];
         v <<= 4;
-        if (h >= '0' && h <= '9')
-          v |= h - '0';
-        else if (h >= 'a' && h <= 'f')
-          v |= h - 'a' + 10;
-        else if (h >= 'A' && h <= 'F')
-          v |= h - 'A' + 10;
-        else
-          return -1;
+        if (h >= '0' && h <= '9') v |= h - '0';
+        else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
+        else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
+        else return -1;
       }
       if (v == 0 || v == '/') return -1;
       out[o++] = (char)v;
@@ -168,9 +164,7 @@ static void server_metadata(ox_conn_t *c) {
 
 static ox_metrics_model_t metrics_view(ox_model_t *m) {
   ox_model_state_t *st = m->app;
-  return (ox_metrics_model_t){.model = m->name,
-                              .version = m->version,
-                              .stats = &st->stats,
+  return (ox_metrics_model_t){.model = m->name, .version = m->version, .stats = &st->stats,
                               .pending = st->batcher ? ox_batcher_pending(st->batcher) : 0};
 }
 
@@ -337,7 +331,8 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
       respond_empty(c, 200);
       return;
     }
-    if (ox_slice_eq(seg[2], "ready")) {
+    if (ox_slice_eq(seg[2], "ready"))
+      {
       respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
       return;
     }
@@ -355,7 +350,8 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
             ch == '_' || ch == '.' || ch == '-'))
         goto bad_name;
     }
-    if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.')) goto bad_name;
+    if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.'))
+      goto bad_name;
     size_t k = 3;
     ox_slice_t version = ox_slice("", 0);
     if (nseg >= 5 && ox_slice_eq(seg[3], "versions")) {
@@ -366,30 +362,31 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
       k = 5;
     }
     ox_slice_t action = k < nseg ? seg[k] : ox_slice("", 0);
-    if (k + 1 < nseg ||
-        (k < nseg && !ox_slice_eq(action, "ready") && !ox_slice_eq(action, "infer") &&
-         !ox_slice_eq(action, "config") && !ox_slice_eq(action, "stats")))
+    if (k + 1 < nseg || (k < nseg && !ox_slice_eq(action, "ready") &&
+                         !ox_slice_eq(action, "infer") && !ox_slice_eq(action, "config") &&
+                         !ox_slice_eq(action, "stats")))
       goto not_found;
     ox_model_t *m = NULL;
     if (ox_repo_find(s->repo, ox_slice(name, (size_t)nl), version, &m) != 0) {
       ox_http_body_free(body);
       int64_t vs[1];
-      if (version.len && ox_repo_versions(s->repo, ox_slice(name, (size_t)nl), vs, 1)) {
-        ox_conn_respond_error(c, 404, "unknown version of the model");
-        return;
-      }
+      if (version.len && ox_repo_versions(s->repo, ox_slice(name, (size_t)nl), vs, 1))
+        {
+      ox_conn_respond_error(c, 404, "unknown version of the model");
+      return;
+    }
       {
-        ox_conn_respond_error(c, 404, "unknown model");
-        return;
-      }
+      ox_conn_respond_error(c, 404, "unknown model");
+      return;
+    }
     }
     if (k == nseg) {
       if (!is_get) goto bad_method;
       ox_http_body_free(body);
       {
-        model_metadata(s, c, m);
-        return;
-      }
+      model_metadata(s, c, m);
+      return;
+    }
     }
     if (ox_slice_eq(action, "ready")) {
       if (!is_get) goto bad_method;
@@ -407,10 +404,8 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (ox_slice_eq(action, "stats")) {
       if (!is_get) goto bad_method;
       ox_http_body_free(body);
-      if (version.len)
-        stats_json(s, c, NULL, m);
-      else
-        stats_json(s, c, m->name, NULL);
+      if (version.len) stats_json(s, c, NULL, m);
+      else stats_json(s, c, m->name, NULL);
       return;
     }
     allow_post = 1;
@@ -418,9 +413,9 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (atomic_load(&s->draining)) {
       ox_http_body_free(body);
       {
-        ox_conn_respond_error(c, 503, "server is shutting down");
-        return;
-      }
+      ox_conn_respond_error(c, 503, "server is shutting down");
+      return;
+    }
     }
     ox_server_infer(s, c, m, head, body);
     return;
@@ -437,7 +432,7 @@ bad_name:
   ox_http_body_free(body);
   ox_conn_respond_error(c, 400, "invalid model name");
   return;
-bad_method : {
+bad_method: {
   ox_http_body_free(body);
   ox_http_resp_t r;
   ox_http_resp_init(&r, 405);

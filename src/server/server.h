@@ -25,16 +25,16 @@ typedef struct {
   ox_model_config_t cfg;
   ox_batcher_t *batcher;
   ox_model_stats_t stats;
-  int unavailable; /* config or warm-up failed: not ready, inference refused */
+  int unavailable;         /* config or warm-up failed: not ready, inference refused */
   char reason[256];
 } ox_model_state_t;
 
 typedef struct {
-  ox_repo_t *repo;      /* borrowed */
-  ox_pool_t *pool;      /* borrowed */
-  const char *repo_dir; /* borrowed */
+  ox_repo_t *repo;        /* borrowed */
+  ox_pool_t *pool;        /* borrowed */
+  const char *repo_dir;   /* borrowed */
   int infer_threads;
-  ox_model_t **models; /* every loaded model version, by name then version (owned array) */
+  ox_model_t **models;    /* every loaded model version, by name then version (owned array) */
   size_t num_models;
   atomic_int draining;    /* set at SIGTERM: readiness false, new inference refused (503) */
   atomic_long inflight;   /* inference requests accepted and not yet answered */
@@ -64,7 +64,8 @@ void ox_server_terminate_runs(ox_server_t *s);
 void ox_server_abort(void *app, ox_conn_t *c, void *request);
 
 /* The ox_http_handler_t for the server (app is an ox_server_t*). */
-void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head, ox_http_body_t *body);
+void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
+                      ox_http_body_t *body);
 
 /* Runs an inference job on a worker (see infer.c). Takes ownership of body. */
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
