@@ -14,7 +14,7 @@ import pytest
 
 import rawhttp
 from conftest import build_repo, free_port, metric_value, slow_model_bytes, wait_until
-from oip import good_request, serves_on_new_connection
+from oip import INFER_FP32, fp32_input, good_request, infer_json, serves_on_new_connection
 
 MIB = 1 << 20
 
@@ -166,27 +166,28 @@ def plain_server(server_factory, small_repo):
 
 
 def test_half_close_answered(plain_server):
-    """Complete requests followed by shutdown(SHUT_WR) are all answered, then the server
-    closes."""
+    """Complete requests followed by shutdown(SHUT_WR) are all answered (inference runs on a
+    worker, so the FIN arrives while the request is held), then the server closes."""
     port = plain_server.port
+    infer = rawhttp.build_request("POST", INFER_FP32, infer_json([fp32_input()]),
+                                  ["Content-Type: application/json"])
     c = rawhttp.RawConn(port)
     try:
-        c.send(rawhttp.build_request("GET", "/v2/health/ready"))
+        c.send(infer)
         c.sock.shutdown(socket.SHUT_WR)
         r, _ = c.read_final()
         assert r.status == 200, r
+        assert r.json()["outputs"][0]["data"] == [1.0, 2.5, -3.0]
         assert c.closed_by_peer(timeout=3)
     finally:
         c.close()
     c = rawhttp.RawConn(port)
-    try:  # two pipelined requests, then the half-close
-        c.send(rawhttp.build_request("GET", "/v2/health/live") +
-               rawhttp.build_request("GET", "/v2/models/identity_fp32"))
+    try:  # pipelined requests, then the half-close
+        c.send(infer + rawhttp.build_request("GET", "/v2/models/identity_fp32") + infer)
         c.sock.shutdown(socket.SHUT_WR)
-        r1, _ = c.read_final()
-        r2, _ = c.read_final()
-        assert r1.status == 200 and r2.status == 200, (r1, r2)
-        assert r2.json()["name"] == "identity_fp32"
+        rs = [c.read_final()[0] for _ in range(3)]
+        assert [r.status for r in rs] == [200, 200, 200], rs
+        assert rs[1].json()["name"] == "identity_fp32"
         assert c.closed_by_peer(timeout=3)
     finally:
         c.close()
