@@ -3,9 +3,11 @@
  * Start-up: parse flags (one declarative table drives parsing, --help and the README), create
  * the ONNX Runtime environment, load the model repository, start the inference workers and one
  * event loop per I/O thread, each with its own listening socket on the same port.
- * Shutdown (SIGTERM/SIGINT): readiness turns false, listeners stop accepting, idle connections
- * close, requests in flight finish (up to --drain-timeout-ms), then everything is freed and
- * the process exits 0.
+ * Shutdown (SIGTERM, SIGINT or SIGQUIT): readiness turns false (503; listeners keep accepting
+ * so that probes get that answer), new inference is refused (503), idle connections close and
+ * every response carries Connection: close, requests in flight finish (up to
+ * --drain-timeout-ms), then everything is freed and the process exits 0. SIGHUP, SIGUSR1 and
+ * SIGUSR2 are logged and ignored.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -53,6 +55,10 @@ typedef struct {
   long feature_events_to_redis;
   const char *postgres;
   const char *event_keys;
+  long max_inflight_bytes;
+  const char *admin_token_file;
+  long admin_port;
+  const char *admin_host;
   int version; /* --version came */
 } ox_options_t;
 
@@ -72,15 +78,17 @@ static const ox_flag_t ox_flags[] = {
     {"max-body-bytes", OX_FLAG_INT, O(max_body_bytes), 1, 1L << 40,
      "largest request body; larger ones get 413 before any of it is read"},
     {"max-connections", OX_FLAG_INT, O(max_connections), 1, 1000000,
-     "open connections; further ones get 503 and are closed"},
+     "open connections; at the cap the connection idle longest between keep-alive requests is "
+     "closed to make room, else the new one gets 503 and is closed"},
     {"max-queue", OX_FLAG_INT, O(max_queue), 1, 1000000,
      "inference requests waiting for a worker; beyond it 503 with Retry-After"},
     {"request-timeout-ms", OX_FLAG_INT, O(request_timeout_ms), 1, 3600000,
-     "time to receive a whole request (else 408) or to send a response"},
+     "time to receive a whole request (else 408; a new connection's first one counts from the "
+     "accept, a silent one is closed) or to send a response"},
     {"idle-timeout-ms", OX_FLAG_INT, O(idle_timeout_ms), 1, 86400000,
-     "keep-alive connection with no request is closed after it"},
+     "keep-alive connection with no request after its last response is closed after it"},
     {"drain-timeout-ms", OX_FLAG_INT, O(drain_timeout_ms), 0, 3600000,
-     "at SIGTERM, how long in-flight requests may take to finish"},
+     "at SIGTERM, SIGINT or SIGQUIT, how long in-flight requests may take to finish"},
     {"log-level", OX_FLAG_STR, O(log_level), 0, 0, "error, warn, info or debug"},
     {"feature-dir", OX_FLAG_STR, O(feature_dir), 0, 0,
      "feature store (LMDB) directory; opened when given, or when a model has a feature_view"},
@@ -105,6 +113,17 @@ static const ox_flag_t ox_flags[] = {
      "libpq conninfo of PostgreSQL holding feature rows (L3, after Redis; optional)"},
     {"event-keys", OX_FLAG_STR, O(event_keys), 0, 0,
      "fields of POST /v1/events naming the entities an event belongs to (X_id: entity X:<v>)"},
+    {"max-inflight-bytes", OX_FLAG_INT, O(max_inflight_bytes), 0, 1L << 50,
+     "budget for request bodies being received or held plus responses waiting for slow readers; "
+     "a body that does not fit gets 503 + Retry-After before it is read (0: a quarter of "
+     "physical memory, at least --max-body-bytes)"},
+    {"admin-token-file", OX_FLAG_STR, O(admin_token_file), 0, 0,
+     "file whose first line is a token: POST /v1/events and PUT /v1/features then need "
+     "Authorization: Bearer <token> (else 401, or 403 if wrong)"},
+    {"admin-port", OX_FLAG_INT, O(admin_port), 0, 65535,
+     "port of a separate listener that alone serves POST /v1/events and PUT /v1/features "
+     "(404 on --http-port), plus health; 0: none"},
+    {"admin-host", OX_FLAG_STR, O(admin_host), 0, 0, "address of the --admin-port listener"},
     {"help", OX_FLAG_HELP, 0, 0, 0, "this text"},
     {"version", OX_FLAG_EXIT, O(version), 0, 0, "onnxd and ONNX Runtime versions"},
 #undef O
@@ -134,10 +153,54 @@ static void *io_main(void *arg) {
   return NULL;
 }
 
+/* Drain: the listener keeps accepting, so that readiness probes see 503 rather than a refused
+ * connection; idle connections close and every response carries Connection: close. */
 static void io_drain(ox_loop_t *loop, ox_task_t *task) {
   io_thread_t *t = (io_thread_t *)((char *)task - offsetof(io_thread_t, drain_task));
-  ox_http_listener_stop_accepting(t->listener);
   ox_http_listener_drain(t->listener);
+}
+
+/* Reads the admin token: the file's first line (without CR/LF), 1 to 4095 bytes. 0 or -1 with a
+ * message on stderr. */
+static int read_admin_token(const char *path, char *out, size_t cap) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "onnxd: --admin-token-file %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  size_t n = 0;
+  int ch;
+  while ((ch = fgetc(f)) != EOF && ch != '\n' && ch != '\r' && n + 1 < cap) out[n++] = (char)ch;
+  int too_long = n + 1 >= cap && ch != EOF && ch != '\n' && ch != '\r';
+  fclose(f);
+  out[n] = 0;
+  if (n == 0 || too_long) {
+    fprintf(stderr,
+            "onnxd: --admin-token-file %s: the first line must hold the token (1 to "
+            "%zu bytes)\n",
+            path, cap - 1);
+    return -1;
+  }
+  return 0;
+}
+
+static const char *signal_name(int sig) {
+  switch (sig) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGUSR2:
+      return "SIGUSR2";
+    default:
+      return "signal";
+  }
 }
 
 /* Comma-separated names of [A-Za-z0-9_.-] (1 to 63 bytes), at most OX_FSTORE_MAX_ENTITIES. */
@@ -188,6 +251,8 @@ int main(int argc, char **argv) {
       .redis = "",
       .postgres = "",
       .event_keys = "user_id,card_id",
+      .admin_token_file = "",
+      .admin_host = "127.0.0.1",
   };
   const ox_options_t defaults = o;
   int frc = ox_flags_parse(&ox_flags_spec, argc, argv, &o, stderr);
@@ -229,6 +294,19 @@ int main(int argc, char **argv) {
                     "digits, '_', '.' or '-'\n", OX_FSTORE_MAX_ENTITIES);
     return 2;
   }
+  static char admin_token[4096];
+  if (o.admin_token_file[0] &&
+      read_admin_token(o.admin_token_file, admin_token, sizeof admin_token))
+    return 2;
+  if (o.admin_port && o.admin_port == o.http_port) {
+    fprintf(stderr, "onnxd: --admin-port must differ from --http-port\n");
+    return 2;
+  }
+  if (o.max_inflight_bytes == 0) { /* a quarter of physical memory, at least one largest body */
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    o.max_inflight_bytes = pages > 0 && psize > 0 ? pages / 4 * psize : 1L << 30;
+    if (o.max_inflight_bytes < o.max_body_bytes) o.max_inflight_bytes = o.max_body_bytes;
+  }
   struct stat st;
   if (stat(o.model_repository, &st) != 0 || !S_ISDIR(st.st_mode)) {
     fprintf(stderr, "onnxd: model repository '%s' is not a readable directory\n",
@@ -242,12 +320,14 @@ int main(int argc, char **argv) {
    * 65.6k -> 83.0k req/s with per-thread arenas, MobileNetV2 JSON peak RSS 139 -> 145 MB
    * (bench/run.py --quick --only main, 2026-11-27). */
 
-  /* Signals: SIGPIPE ignored; SIGTERM/SIGINT blocked in every thread and taken by sigwait. */
+  /* Signals: SIGPIPE ignored; the ones operators send (TERM, INT, QUIT, HUP, USR1, USR2) are
+   * blocked in every thread and taken by sigwait below: TERM, INT and QUIT drain, the others
+   * are logged and ignored. */
   signal(SIGPIPE, SIG_IGN);
   sigset_t sigs;
   sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
+  static const int handled[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++) sigaddset(&sigs, handled[i]);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
   char err[512];
@@ -301,6 +381,9 @@ int main(int argc, char **argv) {
   }
   server.features = features;
   server.event_keys = o.event_keys;
+  server.admin_token = admin_token[0] ? admin_token : NULL;
+  server.admin_token_len = strlen(admin_token);
+  server.admin_split = o.admin_port != 0;
 
   ox_http_config_t cfg;
   ox_http_limits_default(&cfg.limits);
@@ -308,18 +391,29 @@ int main(int argc, char **argv) {
   cfg.request_timeout_ms = (uint32_t)o.request_timeout_ms;
   cfg.idle_timeout_ms = (uint32_t)o.idle_timeout_ms;
   cfg.max_connections = (uint32_t)o.max_connections;
+  cfg.max_inflight_bytes = (size_t)o.max_inflight_bytes;
+  cfg.tag = OX_LISTENER_PUBLIC;
   cfg.handler = ox_server_handle;
   cfg.on_abort = ox_server_abort;
   cfg.app = &server;
 
-  int nio = (int)o.io_threads;
+  /* The admin listener (--admin-port) gets a loop and thread of its own, after the public ones. */
+  ox_http_config_t admin_cfg = cfg;
+  admin_cfg.tag = OX_LISTENER_ADMIN;
+  int npublic = (int)o.io_threads;
+  int nio = npublic + (o.admin_port != 0);
   io_thread_t *io = calloc((size_t)nio, sizeof *io);
-  uint16_t port = (uint16_t)o.http_port;
+  uint16_t port = (uint16_t)o.http_port, admin_port = (uint16_t)o.admin_port;
   for (int i = 0; io && i < nio; i++) {
+    int is_admin = i >= npublic;
     rc = ox_loop_create(&io[i].loop);
-    if (!rc) rc = ox_http_listener_create(io[i].loop, o.host, &port, &cfg, &io[i].listener);
+    if (!rc)
+      rc = ox_http_listener_create(io[i].loop, is_admin ? o.admin_host : o.host,
+                                   is_admin ? &admin_port : &port, is_admin ? &admin_cfg : &cfg,
+                                   &io[i].listener);
     if (rc) {
-      fprintf(stderr, "onnxd: cannot listen on %s:%ld: %s\n", o.host, o.http_port,
+      fprintf(stderr, "onnxd: cannot listen on %s:%ld: %s\n", is_admin ? o.admin_host : o.host,
+              is_admin ? o.admin_port : o.http_port,
               rc == OX_EINVALID ? "bad host address" : ox_strerror(rc));
       return 1;
     }
@@ -328,10 +422,19 @@ int main(int argc, char **argv) {
   ox_info("onnxd %s listening on %s:%u: %zu models, %ld I/O threads, %ld inference threads, "
           "ONNX Runtime %s", OX_VERSION, o.host, (unsigned)port, ox_repo_num_models(repo),
           o.io_threads, o.infer_threads, ox_runtime_version());
+  if (o.admin_port) ox_info("admin endpoints on %s:%u only", o.admin_host, (unsigned)admin_port);
+  if (server.admin_token) ox_info("admin endpoints need the bearer token of --admin-token-file");
 
   int sig = 0;
-  sigwait(&sigs, &sig);
-  ox_info("%s: draining (up to %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", o.drain_timeout_ms);
+  for (;;) {
+    if (sigwait(&sigs, &sig) != 0) continue;
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) break;
+    if (sig == SIGHUP)
+      ox_info("SIGHUP: ignored (reserved for re-reading the model repository)");
+    else
+      ox_info("%s: ignored", signal_name(sig));
+  }
+  ox_info("%s: draining (up to %ld ms)", signal_name(sig), o.drain_timeout_ms);
   atomic_store(&server.draining, 1);
   for (int i = 0; i < nio; i++) {
     io[i].drain_task.fn = io_drain;

@@ -5,6 +5,9 @@
  * into the body buffer), APP (the application holds the request; not reading), WRITE (writing a
  * response), LINGER (response written, write side shut, draining input briefly before close so
  * the client sees the response rather than a reset).
+ *
+ * Half-close: a FIN while a request is held is probed (conn_peer_eof); a client that only shut
+ * its write side gets its complete requests answered, then the connection closes.
  */
 #include "http/conn.h"
 
@@ -40,23 +43,27 @@ struct ox_conn {
   ox_loop_t *loop;
   ox_conn_t *prev, *next; /* listener's open list, or its zombie list once closed */
   int state;
-  int held;               /* the application holds a request: it will call ox_conn_respond */
-  void *app_request;      /* the application's object for the held request (on_abort) */
+  int held;          /* the application holds a request: it will call ox_conn_respond */
+  void *app_request; /* the application's object for the held request (on_abort) */
   int keep_alive;
-  char *in;               /* head and pipelined bytes (malloc) */
+  int peer_eof;         /* the client shut its write side (FIN): answer what is complete, close */
+  uint32_t served;      /* responses completed on this connection (0: a new connection) */
+  uint64_t idle_since;  /* ms: when it last became idle (eviction at the connection cap) */
+  size_t resp_reserved; /* bytes of an unsent response counted in the in-flight budget */
+  char *in;             /* head and pipelined bytes (malloc) */
   size_t in_len, in_cap;
-  size_t head_len;        /* bytes of the current request's head at in[0] */
-  size_t in_next;         /* in[in_next..in_len) are bytes after the current request */
+  size_t head_len; /* bytes of the current request's head at in[0] */
+  size_t in_next;  /* in[in_next..in_len) are bytes after the current request */
   ox_http_request_t req;
   ox_http_body_t body;
-  uint64_t body_want;     /* Content-Length */
+  uint64_t body_want; /* Content-Length */
   ox_http_chunked_t chunk;
-  uint64_t deadline;      /* ms; 0 = none */
+  uint64_t deadline; /* ms; 0 = none */
   /* writing */
   ox_http_resp_t resp;
   char hdr[768];
   struct iovec wiov[8];
-  struct iovec *wv;       /* wiov, or a malloc'd array for many segments */
+  struct iovec *wv; /* wiov, or a malloc'd array for many segments */
   int wv_cnt, wv_pos;
   int close_after;
 };
@@ -65,15 +72,43 @@ struct ox_http_listener {
   ox_io_t io;
   ox_loop_t *loop;
   const ox_http_config_t *cfg;
-  ox_conn_t *conns;       /* open connections */
-  ox_conn_t *zombies;     /* closed, to free after the current event batch */
+  ox_conn_t *conns;   /* open connections */
+  ox_conn_t *zombies; /* closed, to free after the current event batch */
   int draining;
 };
 
 static atomic_size_t ox_open_conns;
-static atomic_size_t ox_busy; /* requests held by the application or being written */
+static atomic_size_t ox_busy;     /* requests held by the application or being written */
+static atomic_size_t ox_inflight; /* body bytes reserved + unsent response bytes */
+static atomic_uint_fast64_t ox_inflight_refusals;
+static atomic_uint_fast64_t ox_idle_evictions;
 
-size_t ox_http_open_connections(void) { return atomic_load(&ox_open_conns); }
+size_t ox_http_open_connections(void) {
+  return atomic_load(&ox_open_conns);
+}
+size_t ox_http_inflight_bytes(void) {
+  return atomic_load_explicit(&ox_inflight, memory_order_relaxed);
+}
+uint64_t ox_http_inflight_refusals(void) {
+  return atomic_load(&ox_inflight_refusals);
+}
+uint64_t ox_http_idle_evictions(void) {
+  return atomic_load(&ox_idle_evictions);
+}
+
+/* Reserves n bytes of the in-flight budget max: 0, or -1 (nothing reserved) if it would pass. */
+static int inflight_reserve(size_t max, size_t n) {
+  size_t cur = atomic_load_explicit(&ox_inflight, memory_order_relaxed);
+  do {
+    if (n > max || cur > max - n) return -1;
+  } while (!atomic_compare_exchange_weak_explicit(&ox_inflight, &cur, cur + n, memory_order_relaxed,
+                                                  memory_order_relaxed));
+  return 0;
+}
+
+static void inflight_release(size_t n) {
+  if (n) atomic_fetch_sub_explicit(&ox_inflight, n, memory_order_relaxed);
+}
 
 static void conn_on_io(ox_loop_t *loop, ox_io_t *io, uint32_t events);
 static void conn_close(ox_conn_t *c);
@@ -85,24 +120,42 @@ static void conn_send_error(ox_conn_t *c, int status, const char *msg);
 
 const char *ox_http_reason(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 417:
+      return "Expectation Failed";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Unknown";
   }
 }
 
@@ -116,8 +169,8 @@ int ox_http_resp_error(ox_http_resp_t *r, int status, const char *msg) {
   r->status = status;
   r->content_type = "application/json";
   r->body.len = 0;
-  if (ox_buf_puts(&r->body, "{\"error\":") || ox_buf_append_json_string(&r->body, msg, strlen(msg)) ||
-      ox_buf_puts(&r->body, "}"))
+  if (ox_buf_puts(&r->body, "{\"error\":") ||
+      ox_buf_append_json_string(&r->body, msg, strlen(msg)) || ox_buf_puts(&r->body, "}"))
     return OX_ENOMEM;
   if (status == 503 && ox_buf_puts(&r->extra_headers, "Retry-After: 1\r\n")) return OX_ENOMEM;
   return 0;
@@ -148,13 +201,27 @@ static char *body_block(size_t total, size_t *mapped) {
 }
 
 void ox_http_body_free(ox_http_body_t *b) {
-  if (b->mapped) ox_bigbuf_free(b->base, b->mapped);
-  else free(b->base);
+  inflight_release(b->reserved);
+  if (b->mapped)
+    ox_bigbuf_free(b->base, b->mapped);
+  else
+    free(b->base);
   memset(b, 0, sizeof *b);
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* listener */
+
+/* The listener's idle keep-alive connection that has been idle longest (served a request,
+ * nothing buffered, nothing to send), or NULL. A scan, but only at the connection cap. */
+static ox_conn_t *listener_oldest_idle(ox_http_listener_t *l) {
+  ox_conn_t *best = NULL;
+  for (ox_conn_t *c = l->conns; c; c = c->next)
+    if (c->state == ST_HEAD && c->in_len == 0 && c->served &&
+        (!best || c->idle_since < best->idle_since))
+      best = c;
+  return best;
+}
 
 static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
   ox_http_listener_t *l = io->data;
@@ -162,11 +229,16 @@ static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
     int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
-        ox_warn("accept: %s", strerror(errno));
+      if (errno != EAGAIN && errno != EWOULDBLOCK) ox_warn("accept: %s", strerror(errno));
       return;
     }
-    if (atomic_load(&ox_open_conns) >= l->cfg->max_connections || l->draining) {
+    ox_conn_t *victim;
+    if (atomic_load(&ox_open_conns) >= l->cfg->max_connections &&
+        (victim = listener_oldest_idle(l)) != NULL) {
+      conn_close(victim); /* at the cap: the oldest idle keep-alive connection makes room */
+      atomic_fetch_add(&ox_idle_evictions, 1);
+    }
+    if (atomic_load(&ox_open_conns) >= l->cfg->max_connections) {
 #define OX_BUSY_BODY "{\"error\":\"too many open connections\"}"
       static const char busy[] =
           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -188,7 +260,9 @@ static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
     c->l = l;
     c->loop = loop;
     c->state = ST_HEAD;
-    c->deadline = ox_loop_now_ms(loop) + l->cfg->idle_timeout_ms;
+    /* A new connection must deliver its first request within the request timeout; the idle
+     * timeout only applies between the requests of a keep-alive connection. */
+    c->deadline = ox_loop_now_ms(loop) + l->cfg->request_timeout_ms;
     if (ox_loop_add(loop, &c->io, EPOLLIN | EPOLLRDHUP)) {
       close(fd);
       free(c);
@@ -209,8 +283,10 @@ static void listener_tick(ox_http_listener_t *l) {
     if (c->deadline && now >= c->deadline) {
       switch (c->state) {
         case ST_HEAD:
-          if (c->in_len == 0) conn_close(c); /* idle keep-alive */
-          else conn_send_error(c, 408, "request not received in time");
+          if (c->in_len == 0)
+            conn_close(c); /* silent new or idle keep-alive connection */
+          else
+            conn_send_error(c, 408, "request not received in time");
           break;
         case ST_BODY:
         case ST_CHUNKED:
@@ -218,7 +294,7 @@ static void listener_tick(ox_http_listener_t *l) {
           ox_http_body_free(&c->body);
           conn_send_error(c, 408, "request body not received in time");
           break;
-        case ST_WRITE:  /* the client stopped reading */
+        case ST_WRITE: /* the client stopped reading */
         case ST_LINGER:
           conn_close(c);
           break;
@@ -241,12 +317,14 @@ static void listener_after(ox_loop_t *loop, void *data) {
   }
 }
 
-static void listener_tick_cb(ox_loop_t *loop, void *data) { listener_tick(data); }
+static void listener_tick_cb(ox_loop_t *loop, void *data) {
+  listener_tick(data);
+}
 
 int ox_http_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
                             const ox_http_config_t *cfg, ox_http_listener_t **out) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
   struct addrinfo *ai = NULL;
   char portstr[8];
   snprintf(portstr, sizeof portstr, "%u", (unsigned)*port);
@@ -292,7 +370,6 @@ int ox_http_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
   return 0;
 }
 
-
 void ox_http_listener_stop_accepting(ox_http_listener_t *l) {
   if (l->io.fd >= 0) {
     ox_loop_remove(l->loop, &l->io);
@@ -311,7 +388,9 @@ void ox_http_listener_drain(ox_http_listener_t *l) {
   }
 }
 
-size_t ox_http_busy(void) { return atomic_load(&ox_busy); }
+size_t ox_http_busy(void) {
+  return atomic_load(&ox_busy);
+}
 
 void ox_http_listener_destroy(ox_http_listener_t *l) {
   if (!l) return;
@@ -323,21 +402,33 @@ void ox_http_listener_destroy(ox_http_listener_t *l) {
   free(l);
 }
 
-ox_loop_t *ox_conn_loop(const ox_conn_t *c) { return c->loop; }
-void ox_conn_set_request(ox_conn_t *c, void *request) { c->app_request = request; }
-int ox_conn_closed(const ox_conn_t *c) { return c->state == ST_CLOSED; }
+ox_loop_t *ox_conn_loop(const ox_conn_t *c) {
+  return c->loop;
+}
+void ox_conn_set_request(ox_conn_t *c, void *request) {
+  c->app_request = request;
+}
+int ox_conn_closed(const ox_conn_t *c) {
+  return c->state == ST_CLOSED;
+}
+int ox_conn_tag(const ox_conn_t *c) {
+  return c->l->cfg->tag;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* connection life */
 
 static void conn_set_events(ox_conn_t *c, uint32_t ev) {
+  if (c->peer_eof) ev &= ~(uint32_t)EPOLLRDHUP; /* level-triggered: it would fire forever */
   if (c->state != ST_CLOSED) ox_loop_modify(c->loop, &c->io, ev);
 }
 
 static void conn_unlink(ox_conn_t *c) {
   ox_http_listener_t *l = c->l;
-  if (c->prev) c->prev->next = c->next;
-  else l->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    l->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
 }
@@ -354,6 +445,8 @@ static void conn_close(ox_conn_t *c) {
   c->state = ST_CLOSED;
   atomic_fetch_sub(&ox_open_conns, 1);
   conn_unlink(c);
+  inflight_release(c->resp_reserved);
+  c->resp_reserved = 0;
   ox_http_resp_free(&c->resp);
   if (c->wv != c->wiov) free(c->wv);
   c->wv = NULL;
@@ -398,8 +491,8 @@ static void conn_start_write(ox_conn_t *c) {
   for (int i = 0; i < r->iovcnt; i++) body_len += r->iov[i].iov_len;
   int n = snprintf(c->hdr, sizeof c->hdr,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s", r->status,
-                   ox_http_reason(r->status), r->content_type ? r->content_type : "application/json",
-                   body_len,
+                   ox_http_reason(r->status),
+                   r->content_type ? r->content_type : "application/json", body_len,
                    r->close ? "Connection: close\r\n"
                             : (c->req.minor_version == 0 ? "Connection: keep-alive\r\n" : ""));
   if (n < 0 || (size_t)n >= sizeof c->hdr) n = 0;
@@ -439,6 +532,12 @@ static void conn_write(ox_conn_t *c) {
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (!c->resp_reserved) { /* a slow reader: count what waits in the in-flight gauge */
+          size_t left = 0;
+          for (int i = c->wv_pos; i < c->wv_cnt; i++) left += c->wv[i].iov_len;
+          c->resp_reserved = left ? left : 1;
+          atomic_fetch_add_explicit(&ox_inflight, c->resp_reserved, memory_order_relaxed);
+        }
         conn_set_events(c, EPOLLOUT | EPOLLRDHUP);
         return;
       }
@@ -463,6 +562,9 @@ static void conn_write(ox_conn_t *c) {
   }
   /* Done. */
   atomic_fetch_sub(&ox_busy, 1);
+  inflight_release(c->resp_reserved);
+  c->resp_reserved = 0;
+  c->served++;
   ox_http_resp_free(&c->resp);
   if (c->wv != c->wiov) free(c->wv);
   c->wv = NULL;
@@ -484,6 +586,7 @@ static void conn_write(ox_conn_t *c) {
     c->in_cap = 0;
   }
   c->state = ST_HEAD;
+  c->idle_since = ox_loop_now_ms(c->loop);
   c->deadline = ox_loop_now_ms(c->loop) +
                 (c->in_len ? c->l->cfg->request_timeout_ms : c->l->cfg->idle_timeout_ms);
   conn_set_events(c, EPOLLIN | EPOLLRDHUP);
@@ -563,6 +666,13 @@ static size_t conn_binary_offset(const ox_conn_t *c) {
   return (size_t)n;
 }
 
+/* The in-flight budget has no room for this request's body: 503 with Retry-After, close. */
+static void conn_refuse_budget(ox_conn_t *c) {
+  atomic_fetch_add(&ox_inflight_refusals, 1);
+  ox_http_body_free(&c->body);
+  conn_send_error(c, 503, "server busy: request bodies in flight use the memory budget; retry");
+}
+
 static void conn_feed_chunked(ox_conn_t *c) {
   size_t avail = c->in_len - c->in_next;
   if (avail == 0) return;
@@ -574,16 +684,26 @@ static void conn_feed_chunked(ox_conn_t *c) {
       return;
     }
     while (newcap < need) newcap *= 2;
+    if (newcap > c->body.cap &&
+        inflight_reserve(c->l->cfg->max_inflight_bytes, newcap - c->body.cap)) {
+      conn_refuse_budget(c);
+      return;
+    }
+    size_t grown = newcap > c->body.cap ? newcap - c->body.cap : 0;
     ox_http_body_t old = c->body;
     size_t pad = old.base ? (size_t)(old.data - old.base) : 0;
     size_t mapped;
     char *base = body_block(newcap + pad, &mapped);
     if (!base) {
+      inflight_release(grown);
       conn_send_error(c, 500, "out of memory");
       return;
     }
     if (old.len) memcpy(base + pad, old.data, old.len);
+    size_t reserved = old.reserved + grown;
+    old.reserved = 0;
     ox_http_body_free(&old);
+    c->body.reserved = reserved;
     c->body.base = base;
     c->body.data = base + pad;
     c->body.cap = mapped ? mapped - pad : newcap;
@@ -657,10 +777,16 @@ static void conn_process_input(ox_conn_t *c) {
     if (c->req.expect_continue && have == 0) conn_send_continue(c);
     memset(&c->chunk, 0, sizeof c->chunk);
     c->chunk.max_body = c->l->cfg->limits.max_body;
+    if (inflight_reserve(c->l->cfg->max_inflight_bytes, 4096)) {
+      conn_refuse_budget(c);
+      return;
+    }
     if (conn_alloc_body(c, 4096, conn_binary_offset(c))) {
+      inflight_release(4096);
       conn_send_error(c, 500, "out of memory");
       return;
     }
+    c->body.reserved = 4096;
     c->state = ST_CHUNKED;
     conn_feed_chunked(c);
     return;
@@ -670,10 +796,17 @@ static void conn_process_input(ox_conn_t *c) {
     conn_dispatch(c);
     return;
   }
+  /* Reserve the whole body in the in-flight budget before reading any of it. */
+  if (inflight_reserve(c->l->cfg->max_inflight_bytes, (size_t)c->body_want)) {
+    conn_refuse_budget(c);
+    return;
+  }
   if (conn_alloc_body(c, (size_t)c->body_want, conn_binary_offset(c))) {
+    inflight_release((size_t)c->body_want);
     conn_send_error(c, 500, "out of memory");
     return;
   }
+  c->body.reserved = (size_t)c->body_want;
   size_t take = have < c->body_want ? have : (size_t)c->body_want;
   memcpy(c->body.data, c->in + c->in_next, take);
   c->body.len = take;
@@ -733,7 +866,8 @@ static void conn_on_readable(ox_conn_t *c) {
         return;
       }
     } else if (c->state == ST_HEAD) {
-      if (c->in_len == 0)
+      if (c->in_len == 0 && c->served) /* a keep-alive request begins (a new connection's
+                                        * deadline runs from the accept) */
         c->deadline = ox_loop_now_ms(c->loop) + c->l->cfg->request_timeout_ms;
       c->in_len += (size_t)r;
       conn_process_input(c);
@@ -747,6 +881,27 @@ static void conn_on_readable(ox_conn_t *c) {
   }
 }
 
+/* The client's FIN arrived while a request is held or a response is being written. TCP cannot
+ * tell a half-close (shutdown(SHUT_WR): the client still reads) from a full close, so probe:
+ * an HTTP/1.1 client gets an interim "100 Continue" (RFC 9110 15.2: any HTTP/1.1 client must
+ * accept 1xx responses before the final one). A client that has closed its socket answers the
+ * probe with a reset, which arrives as EPOLLERR: conn_close then runs on_abort and queued work
+ * is dropped. A half-closed client reads the probe and, later, its response; the connection
+ * then answers whatever complete requests it has and closes at end of input. HTTP/1.0 clients
+ * may not be sent 1xx: their request is answered. */
+static void conn_peer_eof(ox_conn_t *c) {
+  c->peer_eof = 1;
+  if (c->state == ST_APP && c->req.minor_version == 1) {
+    static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    ssize_t w = send(c->io.fd, probe, sizeof probe - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      conn_close(c);
+      return;
+    }
+  }
+  conn_set_events(c, c->state == ST_WRITE ? EPOLLOUT : 0); /* errors are always reported */
+}
+
 static void conn_on_io(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
   ox_conn_t *c = io->data;
   if (c->state == ST_CLOSED) return;
@@ -755,13 +910,15 @@ static void conn_on_io(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
     return;
   }
   if (c->state == ST_APP) {
-    /* Not reading while the application holds the request. A peer that hangs up meanwhile
-     * has abandoned it (as nginx's 499): close, so queued work for it is dropped. */
-    if (events & EPOLLRDHUP) conn_close(c);
+    /* Not reading while the application holds the request. */
+    if (events & EPOLLRDHUP) conn_peer_eof(c);
     return;
   }
-  if (events & EPOLLOUT && c->state == ST_WRITE) {
-    conn_write(c);
+  if (c->state == ST_WRITE) {
+    if (events & EPOLLOUT)
+      conn_write(c);
+    else if (events & EPOLLRDHUP)
+      conn_peer_eof(c);
     return;
   }
   if (events & (EPOLLIN | EPOLLRDHUP)) conn_on_readable(c);

@@ -29,13 +29,15 @@
 typedef struct ox_conn ox_conn_t;
 typedef struct ox_http_listener ox_http_listener_t;
 
-/* A request body: owned by whoever holds it; free with ox_http_body_free. */
+/* A request body: owned by whoever holds it; free with ox_http_body_free, which also gives its
+ * reservation back to the in-flight budget (any thread). */
 typedef struct {
-  char *base;    /* the block (ox_http_body_free releases it) */
-  char *data;    /* body bytes start here (inside base) */
+  char *base; /* the block (ox_http_body_free releases it) */
+  char *data; /* body bytes start here (inside base) */
   size_t len;
-  size_t cap;    /* usable bytes from data */
-  size_t mapped; /* > 0: base is an ox_bigbuf mapping of this size, else malloc'd */
+  size_t cap;      /* usable bytes from data */
+  size_t mapped;   /* > 0: base is an ox_bigbuf mapping of this size, else malloc'd */
+  size_t reserved; /* bytes of the in-flight budget this body holds */
 } ox_http_body_t;
 void ox_http_body_free(ox_http_body_t *b);
 
@@ -43,13 +45,13 @@ void ox_http_body_free(ox_http_body_t *b);
  * standard headers. Ownership passes to the connection in ox_conn_respond. */
 typedef struct ox_http_resp {
   int status;
-  const char *content_type;  /* static string, e.g. "application/json" */
-  ox_buf_t extra_headers;    /* owned: complete "Name: value\r\n" lines, may be empty */
-  ox_buf_t body;             /* owned: first body segment */
-  struct iovec *iov;         /* owned (malloc) array of further body segments, may be NULL */
+  const char *content_type; /* static string, e.g. "application/json" */
+  ox_buf_t extra_headers;   /* owned: complete "Name: value\r\n" lines, may be empty */
+  ox_buf_t body;            /* owned: first body segment */
+  struct iovec *iov;        /* owned (malloc) array of further body segments, may be NULL */
   int iovcnt;
-  int close;                 /* close the connection after this response */
-  void (*release)(void *arg);/* called once when the response is written or dropped */
+  int close;                  /* close the connection after this response */
+  void (*release)(void *arg); /* called once when the response is written or dropped */
   void *release_arg;
 } ox_http_resp_t;
 
@@ -73,8 +75,20 @@ typedef void (*ox_http_handler_t)(void *app, ox_conn_t *c, const ox_http_request
 typedef struct {
   ox_http_limits_t limits;
   uint32_t request_timeout_ms; /* whole head+body must arrive within it: 408 (default 10 s) */
-  uint32_t idle_timeout_ms;    /* keep-alive connection with no request: closed (default 300 s) */
-  uint32_t max_connections;    /* over it, new connections get 503 and are closed */
+  /* A new connection must deliver its first request head within request_timeout_ms (silent
+   * ones are closed); idle_timeout_ms applies only between the requests of a keep-alive
+   * connection. */
+  uint32_t idle_timeout_ms; /* keep-alive connection with no request: closed (default 300 s) */
+  /* At the cap, the listener's idle keep-alive connection idle longest is closed to make room;
+   * only when it has none, the new connection gets 503 and is closed. The count is global, the
+   * eviction per listener (each I/O thread evicts among its own connections). */
+  uint32_t max_connections;
+  /* Budget (all listeners) for request body bytes being received or held by the application,
+   * plus response bytes waiting for slow readers. A Content-Length body is reserved whole when
+   * its head is complete; a chunked body as its buffer grows. A request whose body does not fit
+   * gets 503 + Retry-After and the connection closes, before its body is read. */
+  size_t max_inflight_bytes;
+  int tag; /* the application's label for this listener's connections (ox_conn_tag) */
   ox_http_handler_t handler;
   /* Called (loop thread) when the connection of a request the application holds closes
    * before ox_conn_respond: the client is gone. request is what ox_conn_set_request stored.
@@ -91,7 +105,8 @@ int ox_http_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
 /* Stops accepting (closes the listening socket); existing connections go on. */
 void ox_http_listener_stop_accepting(ox_http_listener_t *l);
 /* Drain mode: idle keep-alive connections are closed, and every further response carries
- * Connection: close. */
+ * Connection: close. The listener keeps accepting (so that readiness probes get an answer,
+ * which the application makes 503) until it is destroyed. */
 void ox_http_listener_drain(ox_http_listener_t *l);
 /* Number of connections (all listeners) with a request held by the application or a response
  * being written. */
@@ -102,6 +117,12 @@ void ox_http_listener_destroy(ox_http_listener_t *l);
 
 /* Global count of open connections (all listeners). */
 size_t ox_http_open_connections(void);
+/* Bytes counted in the in-flight budget now (all listeners; see max_inflight_bytes). */
+size_t ox_http_inflight_bytes(void);
+/* Requests refused (503) because the in-flight budget was full, since start. */
+uint64_t ox_http_inflight_refusals(void);
+/* Idle keep-alive connections closed to make room at the connection cap, since start. */
+uint64_t ox_http_idle_evictions(void);
 
 /* Sends the response for the request currently held (see ox_http_handler_t); takes ownership
  * of *resp (its fields are zeroed). Loop thread only. */
@@ -114,5 +135,7 @@ void ox_conn_respond_error(ox_conn_t *c, int status, const char *msg);
 ox_loop_t *ox_conn_loop(const ox_conn_t *c);
 /* 1 if the client is gone (the response will be dropped). */
 int ox_conn_closed(const ox_conn_t *c);
+/* The tag of the listener that accepted the connection (ox_http_config_t.tag). */
+int ox_conn_tag(const ox_conn_t *c);
 
 #endif

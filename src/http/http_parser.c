@@ -121,6 +121,30 @@ static int check_target_form(const char *t, size_t n) {
   return memchr(t, ':', n) != NULL;
 }
 
+/* Length of an "http://" or "https://" prefix at t[0..n) (scheme case-insensitive), else 0. */
+static size_t http_scheme_len(const char *t, size_t n) {
+  static const char k[] = "https://";
+  size_t i = 0;
+  for (; i < 4; i++)
+    if (i >= n || lower((unsigned char)t[i]) != k[i]) return 0;
+  if (i < n && lower((unsigned char)t[i]) == 's') i++;
+  if (n - i < 3 || memcmp(t + i, "://", 3)) return 0;
+  return i + 3;
+}
+
+/* RFC 9112 3.2.2: absolute-form "http://authority[/path][?query]". Sets authority and path
+ * (path "/" when the target has none); query was set by the caller. 0 or -1 (empty authority,
+ * or userinfo, which RFC 9110 4.2.4 forbids). */
+static int split_absolute_form(ox_http_request_t *req, size_t scheme_len) {
+  const char *t = req->target.ptr, *end = req->path.ptr + req->path.len;
+  const char *a = t + scheme_len, *p = a;
+  while (p < end && *p != '/') p++;
+  if (p == a || memchr(a, '@', (size_t)(p - a))) return -1;
+  req->authority = ox_slice(a, (size_t)(p - a));
+  req->path = p < end ? ox_slice(p, (size_t)(end - p)) : ox_slice("/", 1);
+  return 0;
+}
+
 static int parse_request_line(head_parse_t *hp, ox_http_request_t *req) {
   const char *buf = hp->buf;
   size_t ls = hp->pos;
@@ -169,6 +193,9 @@ static int parse_request_line(head_parse_t *hp, ox_http_request_t *req) {
     req->path = req->target;
     req->query = ox_slice(buf + hp->pos, 0);
   }
+  size_t scheme_len = http_scheme_len(req->target.ptr, req->target.len);
+  if (scheme_len && split_absolute_form(req, scheme_len))
+    FAIL(hp, OX_EINVALID, "bad authority in absolute-form request-target");
   hp->pos++;
 
   /* "HTTP/1." ("0" / "1") CRLF, nothing else */
@@ -366,7 +393,7 @@ int ox_http_parse_head(const char *buf, size_t len, const ox_http_limits_t *lim,
   head_parse_t hp = {.buf = buf, .len = len, .lim = lim};
   hp.max_headers = lim->max_headers < OX_HTTP_MAX_HEADERS ? lim->max_headers : OX_HTTP_MAX_HEADERS;
 
-  req->method = req->target = req->path = req->query = ox_slice(buf, 0);
+  req->method = req->target = req->path = req->query = req->authority = ox_slice(buf, 0);
   req->minor_version = 0;
   req->num_headers = 0;
   req->chunked = req->has_content_length = req->keep_alive = req->expect_continue = 0;

@@ -34,21 +34,25 @@ typedef struct {
 } ox_http_header_t;
 
 typedef struct {
-  ox_slice_t method;   /* token, e.g. "GET" */
-  ox_slice_t target;   /* request-target as sent */
-  ox_slice_t path;     /* target before '?' */
-  ox_slice_t query;    /* after '?', empty if none */
-  int minor_version;   /* HTTP/1.x: 0 or 1 (other versions: OX_EINVALID, "HTTP/2.0": 505 is not
-                          needed; reject as 400) */
+  ox_slice_t method;    /* token, e.g. "GET" */
+  ox_slice_t target;    /* request-target as sent */
+  ox_slice_t path;      /* target before '?'; for the absolute-form (RFC 9112 3.2.2,
+                           "http[s]://authority/path?query") the path after the authority ("/" if
+                           none: then it points at a static string, not into the buffer) */
+  ox_slice_t authority; /* absolute-form only: host[:port] of the target, which takes the Host
+                          header's place (its value is then ignored); else empty */
+  ox_slice_t query;     /* after '?', empty if none */
+  int minor_version;    /* HTTP/1.x: 0 or 1 (other versions: OX_EINVALID, "HTTP/2.0": 505 is not
+                           needed; reject as 400) */
   ox_http_header_t headers[OX_HTTP_MAX_HEADERS];
   size_t num_headers;
   /* Derived framing, filled on success: */
-  int chunked;              /* Transfer-Encoding: chunked (exactly, case-insensitive) */
-  int has_content_length;   /* a valid single Content-Length header was present */
-  uint64_t content_length;  /* its value (0 if absent and not chunked) */
-  int keep_alive;           /* 1.1 default keep-alive unless "Connection: close"; 1.0 default
-                               close unless "Connection: keep-alive" (token list, any case) */
-  int expect_continue;      /* "Expect: 100-continue" (case-insensitive) */
+  int chunked;             /* Transfer-Encoding: chunked (exactly, case-insensitive) */
+  int has_content_length;  /* a valid single Content-Length header was present */
+  uint64_t content_length; /* its value (0 if absent and not chunked) */
+  int keep_alive;          /* 1.1 default keep-alive unless "Connection: close"; 1.0 default
+                              close unless "Connection: keep-alive" (token list, any case) */
+  int expect_continue;     /* "Expect: 100-continue" (case-insensitive) */
 } ox_http_request_t;
 
 /* Parses a request head (request line, headers, empty line) at buf[0..len).
@@ -72,13 +76,13 @@ ox_slice_t ox_http_header(const ox_http_request_t *req, const char *name);
 
 /* Chunked transfer-coding decoder state. Zero-initialise, then set max_body. */
 typedef struct {
-  uint64_t max_body;    /* decoded total above it: OX_ETOO_LARGE */
-  uint64_t total;       /* decoded bytes so far */
-  uint64_t remaining;   /* bytes left in the current chunk's data */
-  uint32_t chunks;      /* chunks seen; over 65536: OX_EINVALID */
-  uint32_t line_len;    /* bytes of the current size/trailer line so far (extension <= 1 KiB) */
-  int state;            /* internal */
-  int done;             /* set when the last chunk and trailers have been consumed */
+  uint64_t max_body;  /* decoded total above it: OX_ETOO_LARGE */
+  uint64_t total;     /* decoded bytes so far */
+  uint64_t remaining; /* bytes left in the current chunk's data */
+  uint32_t chunks;    /* chunks seen; over 65536: OX_EINVALID */
+  uint32_t line_len;  /* bytes of the current size/trailer line so far (extension <= 1 KiB) */
+  int state;          /* internal */
+  int done;           /* set when the last chunk and trailers have been consumed */
 } ox_http_chunked_t;
 
 /* Decodes chunked input in[0..in_len) into out, which has room for at least in_len bytes

@@ -11,6 +11,11 @@
  *   GET  /metrics                                 Prometheus text
  *   POST /v1/events                               ingest events (feature store, events.c)
  *   GET|PUT /v1/features/{table}/{key}            read or store a feature row (events.c)
+ *
+ * Admin endpoints (the mutating ones: POST /v1/events, PUT /v1/features) pass admin_gate:
+ * with --admin-port they are served only on the admin listener (404 on the public one, as if
+ * absent), and with --admin-token-file they need the bearer token. The admin listener serves
+ * /v1/... and /v2/health/... only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +50,52 @@ long ox_url_decode_segment(ox_slice_t seg, char *out) {
     }
   }
   return (long)o;
+}
+
+/* a == the expected token t (NUL-terminated, tlen bytes), in time that depends only on tlen. */
+static int token_equal(ox_slice_t a, const char *t, size_t tlen) {
+  unsigned char d = a.len != tlen;
+  for (size_t i = 0; i < tlen; i++) d |= (unsigned char)((i < a.len ? a.ptr[i] : 0) ^ t[i]);
+  return d == 0;
+}
+
+/* The checks of an admin endpoint. Returns 1 when the request may go on; otherwise it has been
+ * answered (body freed): 404 on the public listener when admin endpoints have a listener of
+ * their own, 401 with WWW-Authenticate when the bearer token is missing, 403 when wrong. */
+static int admin_gate(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                      ox_http_body_t *body) {
+  if (s->admin_split && ox_conn_tag(c) != OX_LISTENER_ADMIN) {
+    ox_http_body_free(body);
+    ox_conn_respond_error(c, 404,
+                          "no such endpoint on this port (admin endpoints are served "
+                          "on the admin port)");
+    return 0;
+  }
+  if (!s->admin_token) return 1;
+  ox_slice_t v = ox_http_header(head, "Authorization");
+  static const char scheme[] = "Bearer ";
+  size_t sl = sizeof scheme - 1;
+  ox_slice_t tok = ox_slice(NULL, 0);
+  if (v.ptr && v.len > sl && ox_slice_eq_nocase(ox_slice(v.ptr, sl - 1), "Bearer") &&
+      v.ptr[sl - 1] == ' ') {
+    tok = ox_slice(v.ptr + sl, v.len - sl);
+    while (tok.len && tok.ptr[0] == ' ') tok = ox_slice(tok.ptr + 1, tok.len - 1);
+  }
+  if (!tok.len) {
+    ox_http_body_free(body);
+    ox_http_resp_t r;
+    ox_http_resp_init(&r, 401);
+    ox_http_resp_error(&r, 401, "this endpoint needs Authorization: Bearer <admin token>");
+    ox_buf_puts(&r.extra_headers, "WWW-Authenticate: Bearer realm=\"onnxd-admin\"\r\n");
+    ox_conn_respond(c, &r);
+    return 0;
+  }
+  if (!token_equal(tok, s->admin_token, s->admin_token_len)) {
+    ox_http_body_free(body);
+    ox_conn_respond_error(c, 403, "wrong admin token");
+    return 0;
+  }
+  return 1;
 }
 
 static void respond_json(ox_conn_t *c, int status, ox_buf_t *body) {
@@ -150,6 +201,20 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
   }
   for (size_t i = 0; i < s->num_models; i++) v[i] = metrics_view(s->models[i]);
   int rc = ox_metrics_render(&b, v, s->num_models, ox_http_open_connections());
+  if (!rc)
+    rc = ox_buf_printf(
+        &b,
+        "# HELP onnxd_inflight_body_bytes Request body bytes reserved plus response bytes "
+        "waiting for slow readers (--max-inflight-bytes)\n"
+        "# TYPE onnxd_inflight_body_bytes gauge\nonnxd_inflight_body_bytes %zu\n"
+        "# HELP onnxd_inflight_refused_total Requests refused 503 because the in-flight budget "
+        "was full\n# TYPE onnxd_inflight_refused_total counter\nonnxd_inflight_refused_total "
+        "%llu\n"
+        "# HELP onnxd_idle_evictions_total Idle keep-alive connections closed to make room at "
+        "--max-connections\n# TYPE onnxd_idle_evictions_total counter\n"
+        "onnxd_idle_evictions_total %llu\n",
+        ox_http_inflight_bytes(), (unsigned long long)ox_http_inflight_refusals(),
+        (unsigned long long)ox_http_idle_evictions());
   if (!rc && s->features) rc = ox_fstore_metrics(s->features, &b);
   free(v);
   if (rc) {
@@ -202,6 +267,9 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
   int is_get = ox_slice_eq(head->method, "GET") || ox_slice_eq(head->method, "HEAD");
   int is_post = ox_slice_eq(head->method, "POST");
   int allow_post = 0; /* which method the matched endpoint takes, for 405's Allow */
+  if (ox_conn_tag(c) == OX_LISTENER_ADMIN && !(nseg >= 1 && ox_slice_eq(seg[0], "v1")) &&
+      !(nseg == 3 && ox_slice_eq(seg[0], "v2") && ox_slice_eq(seg[1], "health")))
+    goto not_found; /* the admin listener serves the admin endpoints and health only */
   if (nseg == 1 && ox_slice_eq(seg[0], "metrics")) {
     if (!is_get) goto bad_method;
     ox_http_body_free(body);
@@ -212,6 +280,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (nseg == 2 && ox_slice_eq(seg[1], "events")) {
       allow_post = 1;
       if (!is_post) goto bad_method;
+      if (!admin_gate(s, c, head, body)) return;
       ox_server_events(s, c, body);
       return;
     }
@@ -234,6 +303,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
         ox_conn_respond_error(c, 400, "bad feature row address: /v1/features/{table}/{key}");
         return;
       }
+      if (is_put && !admin_gate(s, c, head, body)) return;
       ox_server_feature_row(s, c, is_put, ox_slice(table, (size_t)tl), ox_slice(key, (size_t)kl),
                             body);
       return;

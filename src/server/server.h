@@ -40,7 +40,18 @@ typedef struct {
   atomic_long inflight;   /* inference requests accepted and not yet answered */
   ox_fstore_t *features;  /* borrowed; NULL when the feature store is not open */
   const char *event_keys; /* borrowed: comma-separated event fields naming entities */
+  /* Protection of the admin (mutating) endpoints, checked at routing (router.c):
+   * admin_token: borrowed, NUL-terminated; when set, those endpoints need
+   * "Authorization: Bearer <token>" (missing: 401, wrong: 403; compared in constant time).
+   * admin_split: set with --admin-port: those endpoints are served only on connections of the
+   * OX_LISTENER_ADMIN listener (404 elsewhere), which serves nothing else but health. */
+  const char *admin_token;
+  size_t admin_token_len;
+  int admin_split;
 } ox_server_t;
+
+/* Listener tags (ox_http_config_t.tag): which listener accepted a connection. */
+enum { OX_LISTENER_PUBLIC = 0, OX_LISTENER_ADMIN = 1 };
 
 /* Reads each model's config.json, creates its scheduler and runs its warm-up. A model whose
  * configuration or warm-up fails stays listed but unavailable (logged). 0 or OX_ENOMEM. */

@@ -152,13 +152,31 @@ static void check_request(const char *buf, size_t len, int r, const ox_http_limi
     unsigned char c = (unsigned char)req->target.ptr[i];
     REQUIRE(c > 0x20 && c < 0x7f);
   }
-  REQUIRE(req->path.ptr == req->target.ptr && req->path.len <= req->target.len);
-  if (req->path.len < req->target.len) {
-    REQUIRE(req->target.ptr[req->path.len] == '?');
-    REQUIRE(req->query.ptr == req->path.ptr + req->path.len + 1);
-    REQUIRE(req->query.len == req->target.len - req->path.len - 1);
-  } else {
-    REQUIRE(req->query.len == 0);
+  /* The path starts the target (origin-form), or follows the authority of an absolute-form
+   * target ("http[s]://authority", then the path, or a static "/" when there is none). */
+  const char *pstart = req->target.ptr, *tend = req->target.ptr + req->target.len;
+  if (req->authority.len) {
+    REQUIRE(req->authority.ptr > req->target.ptr &&
+            req->authority.ptr + req->authority.len <= tend);
+    REQUIRE(memcmp(req->authority.ptr - 3, "://", 3) == 0);
+    REQUIRE(!memchr(req->authority.ptr, '/', req->authority.len));
+    REQUIRE(!memchr(req->authority.ptr, '@', req->authority.len));
+    pstart = req->authority.ptr + req->authority.len;
+    if (req->path.len == 1 && req->path.ptr[0] == '/' && !(pstart < tend && *pstart == '/')) {
+      REQUIRE(pstart == tend || *pstart == '?');
+      REQUIRE(pstart == tend ? req->query.len == 0 : req->query.ptr == pstart + 1);
+      pstart = NULL; /* the static "/" */
+    }
+  }
+  if (pstart) {
+    REQUIRE(req->path.ptr == pstart && req->path.len <= (size_t)(tend - pstart));
+    if (req->path.ptr + req->path.len < tend) {
+      REQUIRE(req->path.ptr[req->path.len] == '?');
+      REQUIRE(req->query.ptr == req->path.ptr + req->path.len + 1);
+      REQUIRE(req->query.ptr + req->query.len == tend);
+    } else {
+      REQUIRE(req->query.len == 0);
+    }
   }
   REQUIRE(req->num_headers <= lim->max_headers && req->num_headers <= OX_HTTP_MAX_HEADERS);
   for (size_t h = 0; h < req->num_headers; h++) {

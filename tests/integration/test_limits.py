@@ -155,14 +155,17 @@ def test_connection_cap(capped_server):
     conns = [rawhttp.RawConn(port) for _ in range(MAX_CONNS)]
     extra = []
     try:
-        for c in conns:  # all accepted and served, then idle
+        for c in conns:  # all accepted and served, then each with a request in progress
             c.request("GET", "/v2/health/live")
             assert c.read_response().status == 200
+            c.send(b"GET /v2/health/live HTTP/1.1\r\n")  # (idle ones would be evicted)
         for _ in range(3):
             x = rawhttp.RawConn(port)
             extra.append(x)
             assert _refused(x), "connection beyond the cap was served"
         for c in conns:  # the 8 still work
+            c.send(b"Host: x\r\n\r\n")
+            assert c.read_response().status == 200
             good_request(c)
         conns.pop().close()  # room for one more
         deadline = time.monotonic() + 3

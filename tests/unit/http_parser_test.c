@@ -260,6 +260,39 @@ TEST(head_target_forms) {
   CHECK(parse("M-SEARCH /%41~!$&'()*+,;=:@ HTTP/1.1\r\n\r\n") > 0);
 }
 
+/* RFC 9112 3.2.2: an absolute-form target is routed by its path; its authority replaces Host. */
+TEST(head_absolute_form) {
+  CHECK(parse("GET http://h:8000/v2/health/ready?a=b HTTP/1.1\r\nHost: other\r\n\r\n") > 0);
+  CHECK(slice_is(g_req.authority, "h:8000"));
+  CHECK(slice_is(g_req.path, "/v2/health/ready"));
+  CHECK(slice_is(g_req.query, "a=b"));
+  CHECK(parse("GET HTTP://example.com HTTP/1.1\r\n\r\n") > 0);
+  CHECK(slice_is(g_req.authority, "example.com"));
+  CHECK(slice_is(g_req.path, "/"));
+  CHECK(parse("GET https://[::1]:8443/v2?x HTTP/1.1\r\n\r\n") > 0);
+  CHECK(slice_is(g_req.authority, "[::1]:8443"));
+  CHECK(slice_is(g_req.path, "/v2"));
+  CHECK(slice_is(g_req.query, "x"));
+  CHECK(parse("GET http://h?q HTTP/1.1\r\n\r\n") > 0);
+  CHECK(slice_is(g_req.path, "/"));
+  CHECK(slice_is(g_req.query, "q"));
+  CHECK(parse("GET /v2 HTTP/1.1\r\n\r\n") > 0);
+  CHECK(g_req.authority.len == 0);
+  CHECK_HEAD_ERR(parse("GET http:///v2 HTTP/1.1\r\n\r\n"), OX_EINVALID);
+  CHECK_HEAD_ERR(parse("GET http://user@h/v2 HTTP/1.1\r\n\r\n"), OX_EINVALID);
+  /* other schemes stay opaque: the router refuses them (400) */
+  CHECK(parse("GET ftp://h/v2 HTTP/1.1\r\n\r\n") > 0);
+  CHECK(slice_is(g_req.path, "ftp://h/v2"));
+  /* the head split at every byte: need-more until the end, then the same result */
+  static const char whole[] = "GET http://h:1/v2/health/live HTTP/1.1\r\nHost: h\r\n\r\n";
+  ox_http_limits_t lim;
+  ox_http_limits_default(&lim);
+  for (size_t n = 0; n + 1 < sizeof whole - 1; n++)
+    CHECK_INT(parse_n(whole, n, &lim), OX_ENEED_MORE);
+  CHECK_INT(parse_n(whole, sizeof whole - 1, &lim), (long long)(sizeof whole - 1));
+  CHECK(slice_is(g_req.path, "/v2/health/live"));
+}
+
 TEST(head_leading_crlf_once) {
   const char *s = "\r\nGET / HTTP/1.1\r\n\r\n";
   CHECK_INT(parse(s), strlen(s));
@@ -1065,14 +1098,15 @@ TEST(chunked_error_sticky) {
 TEST_MAIN(T(limits_default_values), T(head_get_no_body), T(head_no_headers_and_empty_query),
           T(head_post_content_length), T(head_content_length_max_uint64), T(head_chunked),
           T(head_value_trimming_and_bytes), T(head_header_lookup), T(head_pipelined),
-          T(head_keep_alive_rules), T(head_expect), T(head_target_forms), T(head_leading_crlf_once),
-          T(head_cl_and_te), T(head_cl_duplicate), T(head_cl_empty), T(head_cl_signed),
-          T(head_cl_non_decimal), T(head_cl_list), T(head_cl_overflow), T(head_cl_above_body_limit),
-          T(head_te_not_exactly_chunked), T(head_te_duplicated), T(head_te_unknown_coding),
-          T(head_te_http10), T(head_obs_fold), T(head_bare_cr), T(head_bare_lf),
-          T(head_nul_and_control_bytes), T(head_space_before_colon), T(head_bad_field_names),
-          T(head_bad_request_line), T(head_bad_version), T(head_request_line_too_long),
-          T(head_header_line_too_long), T(head_header_block_too_large), T(head_too_many_headers),
+          T(head_keep_alive_rules), T(head_expect), T(head_target_forms), T(head_absolute_form),
+          T(head_leading_crlf_once), T(head_cl_and_te), T(head_cl_duplicate), T(head_cl_empty),
+          T(head_cl_signed), T(head_cl_non_decimal), T(head_cl_list), T(head_cl_overflow),
+          T(head_cl_above_body_limit), T(head_te_not_exactly_chunked), T(head_te_duplicated),
+          T(head_te_unknown_coding), T(head_te_http10), T(head_obs_fold), T(head_bare_cr),
+          T(head_bare_lf), T(head_nul_and_control_bytes), T(head_space_before_colon),
+          T(head_bad_field_names), T(head_bad_request_line), T(head_bad_version),
+          T(head_request_line_too_long), T(head_header_line_too_long),
+          T(head_header_block_too_large), T(head_too_many_headers),
           T(head_incremental_byte_by_byte), T(head_incremental_errors_stable), T(head_guard_page),
           T(chunked_simple), T(chunked_hex_sizes), T(chunked_extensions),
           T(chunked_after_size_or_value), T(chunked_size_junk), T(chunked_size_overflow),
