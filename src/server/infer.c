@@ -50,7 +50,6 @@ typedef struct {
   ox_fview_fetch_t fetch; /* rows of the view only L3 has: asked for, then answered */
   const ox_infer_input_t **by_model; /* request input per model input (parse_request) */
   ox_tensor_in_t *tin;               /* model inputs being built; NULL until parsed */
-  size_t jlen;                       /* bytes of the JSON header in the body */
 } infer_job_t;
 
 static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
@@ -280,7 +279,6 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
   }
   job->by_model = by_model;
   job->tin = tin;
-  job->jlen = jlen;
   return 0;
 }
 
@@ -302,8 +300,8 @@ static int prepare(infer_job_t *job, char *err) {
   if (view) {
     size_t k = view->input_idx;
     int64_t deadline = (int64_t)job->t_recv + (int64_t)view->deadline_us * 1000;
-    int st = ox_fview_assemble(job->s->features, view, job->body.data, job->jlen, req,
-                               &job->arena, deadline, &job->fetch, &job->view, err, ERRCAP);
+    int st = ox_fview_assemble(job->s->features, view, req, &job->arena, deadline, &job->fetch,
+                               &job->view, err, ERRCAP);
     if (st) return st;
     if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
       snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
