@@ -42,7 +42,7 @@ static int labels(ox_buf_t *o, const ox_metrics_model_t *m) {
 }
 
 typedef enum { F_SUCCESS, F_FAIL, F_ICOUNT, F_ECOUNT, F_REQ_US, F_QUEUE_US, F_IN_US, F_INFER_US,
-               F_OUT_US, F_PENDING } field_t;
+               F_OUT_US, F_PENDING, F_GONE_UNPARSED } field_t;
 
 static uint64_t field(const ox_metrics_model_t *m, field_t f) {
   const ox_model_stats_t *s = m->stats;
@@ -56,6 +56,7 @@ static uint64_t field(const ox_metrics_model_t *m, field_t f) {
     case F_IN_US: return LD(s->compute_input.ns) / 1000;
     case F_INFER_US: return LD(s->compute_infer.ns) / 1000;
     case F_OUT_US: return LD(s->compute_output.ns) / 1000;
+    case F_GONE_UNPARSED: return LD(s->gone_unparsed);
     case F_PENDING: return m->pending;
   }
   return 0;
@@ -103,6 +104,7 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
       {"nv_inference_compute_infer_duration_us", "counter", "Cumulative model run time", F_INFER_US},
       {"nv_inference_compute_output_duration_us", "counter", "Cumulative time producing outputs", F_OUT_US},
       {"nv_inference_pending_request_count", "gauge", "Requests waiting to run", F_PENDING},
+      {"onnxd_inference_client_gone_unparsed_total", "counter", "Requests dropped without parsing: the client closed the connection before a worker started on them", F_GONE_UNPARSED},
   };
   int rc = 0;
   for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {

@@ -469,14 +469,14 @@ static int ox_list_slot(ox_parser_t *ps, const char *what, void *arr, size_t n, 
 
 /* Merge sort of names by (length, bytes), then neighbours compared: O(n log n) comparisons
  * whatever the names, where comparing all pairs would let 256 long equal-length names cost
- * 32,640 long memcmps. Returns the index in names of a duplicate, or -1. */
+ * 32,640 long memcmps. tmp has room for n names. Returns the index in names (sorted on
+ * return) of a duplicate, or -1. */
 static int ox_slice_cmp(ox_slice_t a, ox_slice_t b) {
   if (a.len != b.len) return a.len < b.len ? -1 : 1;
   return a.len ? memcmp(a.ptr, b.ptr, a.len) : 0;
 }
 
-static long ox_find_duplicate(ox_slice_t *names, size_t n) {
-  ox_slice_t tmp[OX_MAX_IO];
+static long ox_find_duplicate(ox_slice_t *names, ox_slice_t *tmp, size_t n) {
   for (size_t w = 1; w < n; w *= 2) {
     for (size_t lo = 0; lo < n; lo += 2 * w) {
       size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
@@ -589,29 +589,100 @@ static int ox_outputs(ox_parser_t *ps) {
   return rc;
 }
 
-/* The request's "parameters": binary_data_output (boolean), timeout (non-negative integer). */
+/* A parameter named twice (after unescaping) in the request's "parameters": sorts copies of
+ * the keys (arena scratch), so any number of parameters costs O(n log n). */
+static int ox_params_unique(ox_parser_t *ps) {
+  ox_infer_request_t *req = ps->req;
+  if (req->num_params < 2) return 0;
+  ox_slice_t *keys = ox_arena_alloc(ps->arena, 2 * req->num_params * sizeof *keys);
+  if (!keys) return ox_sem(ps, OX_ENOMEM, "out of memory");
+  for (size_t i = 0; i < req->num_params; i++) keys[i] = req->params[i].key;
+  long dup = ox_find_duplicate(keys, keys + req->num_params, req->num_params);
+  char q[OX_ERR_NAME_MAX + 4];
+  if (dup >= 0) return ox_sem(ps, OX_EINVALID, "duplicate parameter '%s'", ox_quote(q, keys[dup]));
+  return 0;
+}
+
+/* The value of a request parameter other than the two read here, the cursor at it: a string's
+ * contents (unescaped into the arena if needed), else the raw text of the value. */
+static int ox_param_value(ox_parser_t *ps, ox_infer_param_t *pm) {
+  ox_json_t *js = &ps->js;
+  const char *start = js->p;
+  char c = ox_peek(js);
+  if (c == '"') {
+    ox_slice_t raw;
+    int escaped, rc = ox_json_string(js, &raw, &escaped);
+    if (rc < 0) return rc;
+    pm->kind = OX_PARAM_STRING;
+    return ox_take_name(ps, raw, escaped, &pm->value);
+  }
+  pm->kind = c == '-' || (c >= '0' && c <= '9') ? OX_PARAM_NUMBER
+             : c == 't' || c == 'f'             ? OX_PARAM_BOOL
+             : c == 'n'                         ? OX_PARAM_NULL
+                                                : OX_PARAM_OTHER;
+  int rc = ox_json_skip(js, OX_D_LIST);
+  if (rc < 0) return rc;
+  pm->value = ox_slice(start, (size_t)(js->p - start));
+  return 0;
+}
+
+/* The request's "parameters": every member kept in req->params; binary_data_output (boolean)
+ * and timeout (non-negative integer) also read into their fields. */
 static int ox_request_params(ox_parser_t *ps) {
   ox_json_t *js = &ps->js;
   ox_infer_request_t *req = ps->req;
   int first = 1, rc;
-  unsigned seen = 0;
-  ox_key_t k;
+  size_t cap = 0;
   js->p++;
-  while ((rc = ox_obj_next(js, &first, &k)) > 0) {
-    if (k != OX_K_BINARY_DATA_OUTPUT && k != OX_K_TIMEOUT) {
-      rc = ox_json_skip(js, OX_D_LIST);
-      if (rc < 0) return rc;
-      continue;
+  for (;;) {
+    /* The key is needed unescaped (it is kept), so the member is opened here rather than
+     * by ox_obj_next, which only classifies it. */
+    ox_json_ws(js);
+    if (js->p == js->end) return ox_json_fail(js, "unexpected end of text");
+    if (*js->p == '}') {
+      js->p++;
+      break;
     }
-    if (seen & OX_BIT(k))
-      return ox_sem(ps, OX_EINVALID, "duplicate parameter '%s'", ox_key_names[k]);
-    seen |= OX_BIT(k);
+    if (!first) {
+      if (*js->p != ',') return ox_json_fail(js, "expected ',' or '}'");
+      js->p++;
+      ox_json_ws(js);
+    }
+    first = 0;
+    if (js->p == js->end || *js->p != '"') return ox_json_fail(js, "expected a string key");
+    ox_slice_t raw;
+    int escaped;
+    rc = ox_json_string(js, &raw, &escaped);
+    if (rc < 0) return rc;
+    ox_json_ws(js);
+    if (js->p == js->end || *js->p != ':') return ox_json_fail(js, "expected ':'");
+    js->p++;
+    ox_json_ws(js);
+    if (js->p == js->end) return ox_json_fail(js, "unexpected end of text");
+
+    if (req->num_params == OX_MAX_PARAMS)
+      return ox_sem(ps, OX_EINVALID, "too many request parameters (at most %d)", OX_MAX_PARAMS);
+    if (req->num_params == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      ox_infer_param_t *np = ox_arena_alloc(ps->arena, ncap * sizeof *np);
+      if (!np) return ox_sem(ps, OX_ENOMEM, "out of memory");
+      if (cap) memcpy(np, req->params, cap * sizeof *np);
+      req->params = np;
+      cap = ncap;
+    }
+    ox_infer_param_t *pm = &req->params[req->num_params];
+    rc = ox_take_name(ps, raw, escaped, &pm->key);
+    if (rc < 0) return rc;
+    ox_key_t k = ox_key_lookup(pm->key, 0);
+    const char *start = js->p;
     if (k == OX_K_BINARY_DATA_OUTPUT) {
       rc = ox_bool_value(js, OX_D_LIST, &req->binary_data_output);
       if (rc < 0) return rc;
       if (req->binary_data_output < 0)
         return ox_sem(ps, OX_EINVALID, "parameter 'binary_data_output' must be a boolean");
-    } else {
+      pm->kind = OX_PARAM_BOOL;
+      pm->value = ox_slice(start, (size_t)(js->p - start));
+    } else if (k == OX_K_TIMEOUT) {
       ox_uint_kind_t kind;
       rc = ox_uint_value(js, OX_D_LIST, &req->timeout_us, &kind);
       if (rc < 0) return rc;
@@ -619,9 +690,16 @@ static int ox_request_params(ox_parser_t *ps) {
         return ox_sem(ps, OX_EINVALID, "parameter 'timeout' must be a non-negative integer");
       if (kind == OX_U_TOO_BIG) return ox_sem(ps, OX_EOVERFLOW, "parameter 'timeout' is too large");
       req->has_timeout = 1;
+      pm->kind = OX_PARAM_NUMBER;
+      pm->value = ox_slice(start, (size_t)(js->p - start));
+    } else {
+      rc = ox_param_value(ps, pm);
+      if (rc < 0) return rc;
     }
+    req->num_params++;
   }
-  return rc;
+  if (!req->num_params) req->params = NULL;
+  return ox_params_unique(ps);
 }
 
 static int ox_request(ox_parser_t *ps) {
@@ -676,13 +754,13 @@ static int ox_request(ox_parser_t *ps) {
   /* An empty "inputs" is valid here: a model may take no inputs (ONNX's test_constant). The
    * caller checks the inputs against the model. */
 
-  ox_slice_t names[OX_MAX_IO];
+  ox_slice_t names[OX_MAX_IO], tmp[OX_MAX_IO];
   char q[OX_ERR_NAME_MAX + 4];
   for (size_t i = 0; i < req->num_inputs; i++) names[i] = req->inputs[i].name;
-  long dup = ox_find_duplicate(names, req->num_inputs);
+  long dup = ox_find_duplicate(names, tmp, req->num_inputs);
   if (dup >= 0) return ox_sem(ps, OX_EINVALID, "duplicate input '%s'", ox_quote(q, names[dup]));
   for (size_t i = 0; i < req->num_outputs; i++) names[i] = req->outputs[i].name;
-  dup = ox_find_duplicate(names, req->num_outputs);
+  dup = ox_find_duplicate(names, tmp, req->num_outputs);
   if (dup >= 0) return ox_sem(ps, OX_EINVALID, "duplicate output '%s'", ox_quote(q, names[dup]));
   return 0;
 }
@@ -753,4 +831,11 @@ int ox_infer_request_split_binary(ox_infer_request_t *req, const char *bin, size
                    "sum to %zu)",
                    (size_t)(bin_len - off), (size_t)off);
   return 0;
+}
+
+/* See infer_req.h. */
+const ox_infer_param_t *ox_infer_request_param(const ox_infer_request_t *req, const char *name) {
+  for (size_t i = 0; i < req->num_params; i++)
+    if (ox_slice_eq(req->params[i].key, name)) return &req->params[i];
+  return NULL;
 }

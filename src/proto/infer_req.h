@@ -19,6 +19,7 @@
 
 #define OX_MAX_RANK 16
 #define OX_MAX_IO 256       /* inputs or outputs per request */
+#define OX_MAX_PARAMS 65536 /* members of the request's "parameters" (more: invalid) */
 #define OX_JSON_MAX_DEPTH 64
 
 typedef struct {
@@ -38,6 +39,26 @@ typedef struct {
   int binary_data;              /* parameters.binary_data: -1 absent, 0 false, 1 true */
 } ox_infer_output_t;
 
+/* The kind of a request parameter's value. */
+typedef enum {
+  OX_PARAM_STRING,
+  OX_PARAM_NUMBER,
+  OX_PARAM_BOOL,
+  OX_PARAM_NULL,
+  OX_PARAM_OTHER /* an object or an array */
+} ox_param_kind_t;
+
+/* One member of the request's top-level "parameters" object, kept for the stages after the
+ * parse (a feature view reads its keys and raw values from them) so that none of them walks
+ * the JSON again. */
+typedef struct {
+  ox_slice_t key;   /* unescaped (arena copy if it had escapes, else borrowed) */
+  ox_slice_t value; /* STRING: its unescaped contents (as key); other kinds: the raw JSON
+                       text of the value (a number token, true/false, null, or the whole
+                       object or array) */
+  ox_param_kind_t kind;
+} ox_infer_param_t;
+
 typedef struct {
   ox_slice_t id_json;           /* raw JSON text of "id" (a string token with quotes), or NULL */
   ox_infer_input_t *inputs;     /* arena-owned array */
@@ -47,12 +68,20 @@ typedef struct {
   int binary_data_output;       /* parameters.binary_data_output: -1 absent, 0, 1 */
   int has_timeout;              /* parameters.timeout (microseconds, Triton's) */
   uint64_t timeout_us;
+  ox_infer_param_t *params; /* every request parameter, in request order (arena-owned);
+                               NULL/0 when "parameters" is absent or empty */
+  size_t num_params;
 } ox_infer_request_t;
+
+/* The request parameter named name (NUL-terminated), or NULL. Linear in num_params. */
+const ox_infer_param_t *ox_infer_request_param(const ox_infer_request_t *req, const char *name);
 
 /* Parses json[0..len) as an inference request. Arrays are allocated in arena; slices borrow
  * json (or the arena). Unknown top-level keys and unknown parameters are ignored, as Triton
  * does; duplicate keys that matter ("inputs", "name", "shape", "datatype", "data", ...) are
- * invalid; an input or output name appearing twice is invalid.
+ * invalid; an input or output name appearing twice is invalid. Every member of the request's
+ * "parameters" is kept in req->params (at most OX_MAX_PARAMS); a parameter named twice (after
+ * unescaping) is invalid, whatever its name: no "first one wins".
  * Returns 0, OX_EINVALID / OX_EDEPTH / OX_EOVERFLOW (message in err, naming the input, e.g.
  * "input 'x': shape has a negative dimension"), or OX_ENOMEM. err has room for errcap bytes and
  * is always NUL-terminated on error. */

@@ -458,8 +458,11 @@ static inline char *ox_tj_put_i64(char *o, int64_t v) {
   return ox_tj_put_u64(o, (uint64_t)v);
 }
 
+/* Non-finite values as JSON strings, the protobuf JSON mapping's spelling: the answer stays
+ * valid JSON for strict parsers, the value survives exactly (sign of infinities included), and
+ * numpy reads the strings back as floats (tritonclient's as_numpy: np.array(data, float32)). */
 static inline char *ox_tj_put_special(char *o, int nan, int neg) {
-  const char *s = nan ? "NaN" : neg ? "-Infinity" : "Infinity";
+  const char *s = nan ? "\"NaN\"" : neg ? "\"-Infinity\"" : "\"Infinity\"";
   size_t n = strlen(s);
   memcpy(o, s, n);
   return o + n;

@@ -36,7 +36,9 @@ int ox_tensor_json_decode(ox_slice_t json, ox_dtype_t dtype, uint64_t count, voi
  * bytes are escaped as \u00XX). FP16/BF16/FP32: shortest text that reads back as the same
  * float32 (FP16/BF16 widened exactly to float32 first); FP64 shortest for double. Integral
  * values print without exponent when short ("1", "-3"), others as dragonbox gives them.
- * NaN and infinities print as NaN, Infinity, -Infinity (what Python's json reads).
+ * NaN and infinities print as the JSON strings "NaN", "Infinity", "-Infinity" (the protobuf
+ * JSON mapping's form: strict parsers accept the answer; numpy converts the strings back, so
+ * tritonclient's as_numpy returns the exact values). Bare NaN/Infinity tokens are not JSON.
  * Returns 0 or OX_ENOMEM. */
 int ox_tensor_json_encode(ox_buf_t *out, ox_dtype_t dtype, const void *data, uint64_t count);
 

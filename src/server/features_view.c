@@ -8,103 +8,8 @@
 #include <time.h>
 
 #include "core/error.h"
-#include "proto/json.h"
 #include "proto/numconv.h"
 #include "proto/tensor_json.h"
-
-#define MAX_PARAMS 64
-
-typedef struct {
-  ox_slice_t key;
-  ox_slice_t val; /* string: its unescaped contents; number/bool: the token */
-  char type;      /* 's' string, 'n' number, 'b' boolean, 'o' anything else */
-} fparam_t;
-
-typedef struct {
-  fparam_t p[MAX_PARAMS];
-  size_t n;
-} fparams_t;
-
-/* Contents of the string token at the cursor, unescaped into the arena when needed. */
-static int take_string(ox_json_t *js, ox_arena_t *a, ox_slice_t *out) {
-  ox_slice_t s;
-  int esc;
-  if (ox_json_string(js, &s, &esc)) return OX_EINVALID;
-  if (esc) {
-    char *buf = ox_arena_alloc(a, s.len + 1);
-    if (!buf) return OX_ENOMEM;
-    long n = ox_json_unescape(s.ptr, s.len, buf);
-    if (n < 0) return OX_EINVALID;
-    s = ox_slice(buf, (size_t)n);
-  }
-  *out = s;
-  return 0;
-}
-
-/* The members of the request's top-level "parameters" object (the JSON is known valid). */
-static int scan_params(const char *json, size_t len, ox_arena_t *a, fparams_t *ps) {
-  ox_json_t js;
-  ox_json_init(&js, json, len);
-  ps->n = 0;
-  ox_json_ws(&js);
-  if (js.p >= js.end || *js.p != '{') return OX_EINVALID;
-  js.p++;
-  for (;;) {
-    ox_json_ws(&js);
-    if (js.p >= js.end) return OX_EINVALID;
-    if (*js.p == '}') return 0;
-    if (*js.p == ',') {
-      js.p++;
-      ox_json_ws(&js);
-    }
-    ox_slice_t key;
-    int rc = take_string(&js, a, &key);
-    if (rc) return rc;
-    ox_json_ws(&js);
-    js.p++; /* ':' */
-    ox_json_ws(&js);
-    if (!ox_slice_eq(key, "parameters") || *js.p != '{') {
-      if (ox_json_skip(&js, 1)) return OX_EINVALID;
-      continue;
-    }
-    js.p++;
-    for (;;) {
-      ox_json_ws(&js);
-      if (js.p >= js.end) return OX_EINVALID;
-      if (*js.p == '}') {
-        js.p++;
-        break;
-      }
-      if (*js.p == ',') {
-        js.p++;
-        ox_json_ws(&js);
-      }
-      fparam_t pm;
-      if ((rc = take_string(&js, a, &pm.key))) return rc;
-      ox_json_ws(&js);
-      js.p++;
-      ox_json_ws(&js);
-      const char *start = js.p;
-      char c = *js.p;
-      if (c == '"') {
-        pm.type = 's';
-        rc = take_string(&js, a, &pm.val);
-      } else {
-        pm.type = c == '-' || (c >= '0' && c <= '9') ? 'n' : c == 't' || c == 'f' ? 'b' : 'o';
-        rc = ox_json_skip(&js, 2);
-        pm.val = ox_slice(start, (size_t)(js.p - start));
-      }
-      if (rc) return rc;
-      if (ps->n < MAX_PARAMS) ps->p[ps->n++] = pm;
-    }
-  }
-}
-
-static const fparam_t *param(const fparams_t *ps, const char *name) {
-  for (size_t i = 0; i < ps->n; i++)
-    if (ox_slice_eq(ps->p[i].key, name)) return &ps->p[i];
-  return NULL;
-}
 
 int ox_fview_takes_input(const ox_feature_view_t *v, ox_slice_t name) {
   for (size_t i = 0; i < v->num_cols; i++)
@@ -174,29 +79,30 @@ static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, ui
 }
 
 /* The value of key parameter name as text (a string, or an integer's digits). */
-static int key_param(const fparams_t *ps, const char *name, ox_slice_t *out, char *err,
+static int key_param(const ox_infer_request_t *req, const char *name, ox_slice_t *out, char *err,
                      size_t errcap) {
-  const fparam_t *p = param(ps, name);
-  int ok = p && ((p->type == 's' && p->val.len > 0) ||
-                 (p->type == 'n' && !memchr(p->val.ptr, '.', p->val.len) &&
-                  !memchr(p->val.ptr, 'e', p->val.len) && !memchr(p->val.ptr, 'E', p->val.len)));
+  const ox_infer_param_t *p = ox_infer_request_param(req, name);
+  int ok =
+      p && ((p->kind == OX_PARAM_STRING && p->value.len > 0) ||
+            (p->kind == OX_PARAM_NUMBER && !memchr(p->value.ptr, '.', p->value.len) &&
+             !memchr(p->value.ptr, 'e', p->value.len) && !memchr(p->value.ptr, 'E', p->value.len)));
   if (!ok) {
     snprintf(err, errcap, "parameter '%s' (a feature key) is %s: send it as a non-empty string",
              name, p ? "not a string or an integer" : "missing");
     return 400;
   }
-  if (p->val.len > OX_FSTORE_MAX_ID || memchr(p->val.ptr, 0, p->val.len)) {
+  if (p->value.len > OX_FSTORE_MAX_ID || memchr(p->value.ptr, 0, p->value.len)) {
     snprintf(err, errcap, "parameter '%s' (a feature key) is longer than %d bytes or holds NUL",
              name, OX_FSTORE_MAX_ID);
     return 400;
   }
-  *out = p->val;
+  *out = p->value;
   return 0;
 }
 
 /* Request time: parameter "ts" (integer ms since the epoch), else the wall clock. */
-static int request_ts(const fparams_t *ps, int64_t *t, char *err, size_t errcap) {
-  const fparam_t *p = param(ps, "ts");
+static int request_ts(const ox_infer_request_t *req, int64_t *t, char *err, size_t errcap) {
+  const ox_infer_param_t *p = ox_infer_request_param(req, "ts");
   if (!p) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -205,10 +111,10 @@ static int request_ts(const fparams_t *ps, int64_t *t, char *err, size_t errcap)
   }
   int64_t v = 0;
   size_t i = 0;
-  int neg = p->type == 'n' && p->val.len && p->val.ptr[0] == '-';
-  int ok = p->type == 'n' && p->val.len > (size_t)neg;
-  for (i = (size_t)neg; ok && i < p->val.len; i++) {
-    char c = p->val.ptr[i];
+  int neg = p->kind == OX_PARAM_NUMBER && p->value.len && p->value.ptr[0] == '-';
+  int ok = p->kind == OX_PARAM_NUMBER && p->value.len > (size_t)neg;
+  for (i = (size_t)neg; ok && i < p->value.len; i++) {
+    char c = p->value.ptr[i];
     ok = c >= '0' && c <= '9' && !__builtin_mul_overflow(v, 10, &v) &&
          !__builtin_add_overflow(v, neg ? -(c - '0') : c - '0', &v);
   }
@@ -274,23 +180,17 @@ static int fill_fetched(ox_fstore_t *fs, const ox_feature_view_t *v, ox_fview_fe
   return finish(fs, v, fx->data, fx->rows, fx->degraded, fx->why, out, err, errcap);
 }
 
-int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *json, size_t jlen,
-                      const ox_infer_request_t *req, ox_arena_t *arena, int64_t deadline_ns,
-                      ox_fview_fetch_t *fx, ox_fview_out_t *out, char *err, size_t errcap) {
+int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_request_t *req,
+                      ox_arena_t *arena, int64_t deadline_ns, ox_fview_fetch_t *fx,
+                      ox_fview_out_t *out, char *err, size_t errcap) {
   memset(out, 0, sizeof *out);
   if (fx && fx->answered && fx->data) return fill_fetched(fs, v, fx, out, err, errcap);
-  fparams_t *ps = ox_arena_alloc(arena, sizeof *ps);
   float **raw = ox_arena_alloc(arena, sizeof(float *) * v->num_cols);
   uint64_t *raw_n = ox_arena_alloc(arena, sizeof(uint64_t) * v->num_cols);
-  if (!ps || !raw || !raw_n) return 500;
-  int rc = scan_params(json, jlen, arena, ps);
-  if (rc == OX_ENOMEM) return 500;
-  if (rc) {
-    snprintf(err, errcap, "bad request parameters");
-    return 400;
-  }
-  const fparam_t *rf = param(ps, "return_features");
-  out->return_features = rf && rf->type == 'b' && ox_slice_eq(rf->val, "true");
+  if (!raw || !raw_n) return 500;
+  int rc;
+  const ox_infer_param_t *rf = ox_infer_request_param(req, "return_features");
+  out->return_features = rf && rf->kind == OX_PARAM_BOOL && ox_slice_eq(rf->value, "true");
 
   /* Raw columns first: they decide the number of rows. */
   uint64_t rows = 1;
@@ -304,9 +204,10 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *j
       int st = raw_input(in, arena, &raw[c], &raw_n[c], err, errcap);
       if (st) return st;
     } else {
-      const fparam_t *p = param(ps, col->name);
+      const ox_infer_param_t *p = ox_infer_request_param(req, col->name);
       double d;
-      if (!p || p->type != 'n' || ox_parse_f64(p->val.ptr, p->val.len, &d) != p->val.len) {
+      if (!p || p->kind != OX_PARAM_NUMBER ||
+          ox_parse_f64(p->value.ptr, p->value.len, &d) != p->value.len) {
         snprintf(err, errcap,
                  "raw feature '%s' is missing: send it as an input or as a number "
                  "parameter",
@@ -328,7 +229,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *j
   int64_t t = 0;
   int need_t = 0;
   for (size_t c = 0; c < v->num_cols; c++) need_t |= v->cols[c].kind == OX_FCOL_VELOCITY;
-  if (need_t && (rc = request_ts(ps, &t, err, errcap))) return rc;
+  if (need_t && (rc = request_ts(req, &t, err, errcap))) return rc;
   if (rows > 1u << 20) {
     snprintf(err, errcap, "too many rows (%" PRIu64 ")", rows);
     return 400;
@@ -358,7 +259,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *j
       continue;
     }
     ox_slice_t value;
-    if ((rc = key_param(ps, col->name, &value, err, errcap))) {
+    if ((rc = key_param(req, col->name, &value, err, errcap))) {
       ox_buf_free(&rowbuf);
       return rc;
     }

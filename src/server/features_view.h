@@ -60,15 +60,16 @@ typedef struct {
 
 #define OX_FVIEW_FETCH 1 /* ox_fview_assemble: rows must be fetched first */
 
-/* Assembles the view's input for one request. json[0..jlen) is the request's JSON header
- * (already parsed into req: it is valid JSON); memory comes from arena. fs may be NULL only
+/* Assembles the view's input for one request, parsed into req (borrowed: its keys and raw
+ * values are read from req->params, every request parameter, however many; the JSON is not
+ * walked again); memory comes from arena. fs may be NULL only
  * for a view without velocity and row columns. deadline_ns (CLOCK_MONOTONIC) bounds the
  * remote lookups. fetch: NULL reads L3 synchronously; else see ox_fview_fetch_t. Returns 0,
  * OX_FVIEW_FETCH, or an HTTP status (400 bad or missing keys and raw values, 503 a mandatory
  * view degraded, 500 out of memory) with a message in err. */
-int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const char *json, size_t jlen,
-                      const ox_infer_request_t *req, ox_arena_t *arena, int64_t deadline_ns,
-                      ox_fview_fetch_t *fetch, ox_fview_out_t *out, char *err, size_t errcap);
+int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_request_t *req,
+                      ox_arena_t *arena, int64_t deadline_ns, ox_fview_fetch_t *fetch,
+                      ox_fview_out_t *out, char *err, size_t errcap);
 
 /* Frees what the wants of fetch hold. NULL allowed. */
 void ox_fview_fetch_release(ox_fview_fetch_t *fetch);

@@ -50,7 +50,6 @@ typedef struct {
   ox_fview_fetch_t fetch; /* rows of the view only L3 has: asked for, then answered */
   const ox_infer_input_t **by_model; /* request input per model input (parse_request) */
   ox_tensor_in_t *tin;               /* model inputs being built; NULL until parsed */
-  size_t jlen;                       /* bytes of the JSON header in the body */
 } infer_job_t;
 
 static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
@@ -280,7 +279,6 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
   }
   job->by_model = by_model;
   job->tin = tin;
-  job->jlen = jlen;
   return 0;
 }
 
@@ -302,8 +300,8 @@ static int prepare(infer_job_t *job, char *err) {
   if (view) {
     size_t k = view->input_idx;
     int64_t deadline = (int64_t)job->t_recv + (int64_t)view->deadline_us * 1000;
-    int st = ox_fview_assemble(job->s->features, view, job->body.data, job->jlen, req,
-                               &job->arena, deadline, &job->fetch, &job->view, err, ERRCAP);
+    int st = ox_fview_assemble(job->s->features, view, req, &job->arena, deadline, &job->fetch,
+                               &job->view, err, ERRCAP);
     if (st) return st;
     if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
       snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
@@ -371,9 +369,14 @@ static int prepare(infer_job_t *job, char *err) {
   sr->out_idx = out_idx;
   sr->n_out = n_out;
   sr->rows = rows;
-  /* Triton: a timeout of 0 means "not set", so the model default applies. */
+  /* Triton: a timeout of 0 means "not set", so the model default applies. A timeout too
+   * large for the clock (up to 2^64-1 us is valid) saturates: a deadline that never comes. */
   uint64_t timeout_us = req->has_timeout && req->timeout_us ? req->timeout_us : st->cfg.sched.default_timeout_us;
-  sr->deadline_ns = timeout_us ? job->t_recv + timeout_us * 1000u : 0;
+  uint64_t deadline = 0;
+  if (timeout_us && (__builtin_mul_overflow(timeout_us, 1000u, &deadline) ||
+                     __builtin_add_overflow(deadline, job->t_recv, &deadline)))
+    deadline = UINT64_MAX;
+  sr->deadline_ns = deadline;
   sr->outs = calloc(n_out + 1, sizeof *sr->outs);
   if (!sr->outs) return 500;
   return 0;
@@ -555,6 +558,16 @@ static void job_run(ox_job_t *j) {
   err[0] = 0;
   ox_http_resp_init(&job->resp, 200);
   ox_model_state_t *st = state_of(job->model);
+  if (!job->tin && atomic_load(&job->sreq.cancelled)) {
+    /* The client hung up while the job waited for a worker: nobody will read the answer, so
+     * the body is not parsed at all (the connection drops the 499). */
+    ox_batcher_unreserve(st->batcher);
+    atomic_fetch_add_explicit(&st->stats.gone_unparsed, 1, memory_order_relaxed);
+    record_stats(job, 0, ox_mono_ns());
+    job_fail(job, 499, "client closed the connection");
+    job_post(job);
+    return;
+  }
   int status = prepare(job, err);
   if (status == OX_FVIEW_FETCH) {
     /* Rows only L3 has: the fetcher asks for them together with other requests' and runs this
@@ -607,7 +620,14 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
     return;
   }
   ox_slice_t ihcl = ox_http_header(head, "Inference-Header-Content-Length");
-  size_t hlen = 0;
+  size_t hlen = 0, n_ihcl = 0;
+  for (size_t i = 0; i < head->num_headers; i++)
+    n_ihcl += ox_slice_eq_nocase(head->headers[i].name, "Inference-Header-Content-Length");
+  if (n_ihcl > 1) { /* as with Content-Length: no guessing which one frames the body */
+    ox_http_body_free(body);
+    ox_conn_respond_error(c, 400, "Inference-Header-Content-Length appears more than once");
+    return;
+  }
   if (ihcl.ptr) {
     int ok = ihcl.len > 0 && ihcl.len <= 19;
     for (size_t i = 0; ok && i < ihcl.len; i++) {

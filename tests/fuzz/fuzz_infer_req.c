@@ -11,7 +11,11 @@
  *     and accepts invalid JSON only inside "data" arrays (skipped by structure alone; the
  *     tensor decoder parses them strictly): with every data slice valid, the text is valid;
  *   - a successful split_binary tiles the binary section exactly, in input order;
- *   - ox_json_unescape accepts exactly the string contents the scanner accepts.
+ *   - ox_json_unescape accepts exactly the string contents the scanner accepts;
+ *   - parse + decode, as the server runs them: when the parse succeeds and every input's
+ *     "data" decodes (proto/tensor_json.h) to its shape's element count, the text is valid
+ *     JSON; so the whole input with its NUL never gets that far (a NUL passes the request
+ *     parser only inside a "data" array, which it skips by structure; the decoder refuses it).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +25,7 @@
 #include "core/error.h"
 #include "proto/infer_req.h"
 #include "proto/json.h"
+#include "proto/tensor_json.h"
 
 #define REQUIRE(c)     \
   do {                 \
@@ -136,6 +141,23 @@ static void check_unescape(const char *s, size_t n) {
   free(out);
 }
 
+/* 1 when every input's "data" decodes as the server decodes it (infer.c's build_input: the
+ * element count bounded by the text first); inputs without "data" (binary) are left out. */
+static int all_data_decodes(const ox_infer_request_t *req, ox_arena_t *arena) {
+  for (size_t i = 0; i < req->num_inputs; i++) {
+    const ox_infer_input_t *in = &req->inputs[i];
+    if (!in->data_json.ptr) continue;
+    if (in->count > in->data_json.len) return 0;
+    size_t esz = in->dtype == OX_DT_BYTES ? sizeof(ox_slice_t) : ox_dtype_size(in->dtype);
+    void *buf = ox_arena_alloc_aligned(arena, (size_t)in->count * esz + 1, 64);
+    REQUIRE(buf);
+    char err[256];
+    if (ox_tensor_json_decode(in->data_json, in->dtype, in->count, buf, arena, err, sizeof err))
+      return 0;
+  }
+  return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *nul = memchr(data, 0, size);
   size_t jlen = nul ? (size_t)(nul - (const char *)data) : size;
@@ -162,6 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (ox_json_validate(&dj) != 0) data_valid = 0;
     }
     REQUIRE(valid_json || !data_valid);
+    REQUIRE(valid_json || !all_data_decodes(&req, &arena));
     check_request(&req, json, jlen);
     size_t blen = nul ? size - jlen - 1 : 0;
     char *bin = blen ? malloc(blen) : NULL;
@@ -181,10 +204,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   ox_arena_free(&arena);
 
-  /* The whole input with its NUL is never a valid request. */
+  /* The whole input with its NUL is never a valid request once its data is decoded too. */
   if (nul) {
     ox_arena_init(&arena);
-    REQUIRE(ox_infer_request_parse((const char *)data, size, &arena, &req, err, sizeof err) < 0);
+    REQUIRE(ox_infer_request_parse((const char *)data, size, &arena, &req, err, sizeof err) < 0 ||
+            !all_data_decodes(&req, &arena));
     ox_arena_free(&arena);
   }
   check_unescape(json, jlen);

@@ -211,6 +211,27 @@ def test_rows_of_several_amounts_and_parameter_raw(cl):
     assert status == 200 and got is None and "parameters" not in doc
 
 
+def test_key_parameter_after_100_others_is_found(cl):
+    """Issue 9 finding 13: the view read only the first 64 request parameters, so a user_id
+    after them was reported missing. Now every parameter counts, and a parameter named twice
+    is a 400 (no "first one wins")."""
+    ts = 1_800_000_100_000
+    status, body = cl.events([{"ts": ts - 2000, "user_id": "many_u", "card_id": "many_c",
+                               "merchant_id": "m", "amount": 4.5}])
+    assert status == 200, body
+    params = {f"pad{i}": i for i in range(100)}
+    params.update({"user_id": "many_u", "card_id": "many_c", "ts": ts, "return_features": True})
+    status, doc, got, _ = cl.score("fv", params, 1.0)
+    assert status == 200, doc
+    assert got[1:9].tolist() == [1, 1, 1, 4.5, 4.5, 4.5, 1, 2.0]  # the user's one event, 2 s ago
+    # the same key twice: refused, whichever value would have won
+    text = ('{"inputs":[{"name":"amount","shape":[1],"datatype":"FP32","data":[1]}],'
+            '"parameters":{"user_id":"many_u","card_id":"many_c","user_id":"other"}}')
+    status, data = cl.call("POST", "/v2/models/fv/infer", text)
+    assert status == 400, data
+    assert "duplicate parameter 'user_id'" in json.loads(data)["error"]
+
+
 @pytest.mark.parametrize("params,inputs,fragment", [
     ({"card_id": "c", "ts": 1}, None, "parameter 'user_id'"),
     ({"user_id": "u", "card_id": "c", "ts": 1.5}, None, "parameter 'ts'"),

@@ -215,7 +215,7 @@ TEST(unknown_keys_ignored) {
   CHECK_INT(parseq("{'model_name':'m','x':[1,{'y':[true,false,null]}],'inputs':[{'name':'x',"
                    "'shape':[1],'datatype':'FP32','data':[1],'extra':{'deep':[[[]]]},"
                    "'extra':1}],'outputs':[{'name':'o','junk':'j','parameters':{'z':{}}}],"
-                   "'x':2,'id':'i','parameters':{'q':[],'q':[]}}"),
+                   "'x':2,'id':'i','parameters':{'q':[],'r':[]}}"),
             0);
   CHECK_INT(R.num_inputs, 1);
   CHECK_INT(R.num_outputs, 1);
@@ -943,6 +943,117 @@ TEST(allocation_failure) {
   CHECK(slice_is(R.outputs[19].name, "o\n19"));
 }
 
+/* ---- request parameters: kept for later stages, each named once -------------------------- */
+
+/* Issue 9 finding 13: every request parameter is kept, in order, with its kind and value, so
+ * that the feature view reads them without a second walk of the JSON and without a cap. */
+TEST(request_params_kept) {
+  const char *s = Q("{'inputs':[" IN_X
+                    "],'parameters':{'user_id':'u\\u0031','ts':-17,"
+                    "'return_features':true,'n':null,'o':{'a':[1]},'timeout':5,"
+                    "'binary_data_output':false,'k\\u0065y':'','f':1.5e3}}");
+  CHECK_INT(parse(s), 0);
+  CHECK_INT(R.num_params, 9);
+  const struct {
+    const char *key, *value;
+    ox_param_kind_t kind;
+  } want[] = {{"user_id", "u1", OX_PARAM_STRING},
+              {"ts", "-17", OX_PARAM_NUMBER},
+              {"return_features", "true", OX_PARAM_BOOL},
+              {"n", "null", OX_PARAM_NULL},
+              {"o", "{\"a\":[1]}", OX_PARAM_OTHER},
+              {"timeout", "5", OX_PARAM_NUMBER},
+              {"binary_data_output", "false", OX_PARAM_BOOL},
+              {"key", "", OX_PARAM_STRING},
+              {"f", "1.5e3", OX_PARAM_NUMBER}};
+  for (size_t i = 0; i < 9 && i < R.num_params; i++) {
+    CHECK(slice_is(R.params[i].key, want[i].key));
+    CHECK(R.params[i].value.ptr && ox_slice_eq(R.params[i].value, want[i].value));
+    CHECK_INT(R.params[i].kind, want[i].kind);
+  }
+  CHECK(inside(R.params[1].key, s, strlen(s)));    /* no escapes: borrowed */
+  CHECK(!inside(R.params[0].value, s, strlen(s))); /* unescaped into the arena */
+  CHECK_INT(R.has_timeout, 1);
+  CHECK_INT(R.timeout_us, 5);
+  CHECK_INT(R.binary_data_output, 0);
+  CHECK(ox_infer_request_param(&R, "user_id") == &R.params[0]);
+  CHECK(ox_infer_request_param(&R, "key") == &R.params[7]);
+  CHECK(ox_infer_request_param(&R, "user") == NULL);
+  CHECK_INT(parseq("{'inputs':[" IN_X "],'parameters':{}}"), 0);
+  CHECK_INT(R.num_params, 0);
+  CHECK(R.params == NULL);
+  CHECK(ox_infer_request_param(&R, "x") == NULL);
+  CHECK_INT(parseq("{'inputs':[" IN_X "]}"), 0);
+  CHECK_INT(R.num_params, 0);
+}
+
+/* A key after 100 others (the feature view's old cap was 64) and any number up to the limit;
+ * one more is refused with a message, not dropped. */
+TEST(request_params_many) {
+  static char buf[1 << 21];
+  size_t n = (size_t)snprintf(buf, sizeof buf, "{\"inputs\":[%s],\"parameters\":{", Q(IN_X));
+  for (int i = 0; i < OX_MAX_PARAMS - 1; i++)
+    n += (size_t)snprintf(buf + n, sizeof buf - n, "\"p%d\":%d,", i, i);
+  size_t at_limit = n;
+  n += (size_t)snprintf(buf + n, sizeof buf - n, "\"user_id\":\"u9\"}}");
+  CHECK_INT(parse_n(buf, n), 0);
+  CHECK_INT(R.num_params, OX_MAX_PARAMS);
+  const ox_infer_param_t *p = ox_infer_request_param(&R, "user_id");
+  CHECK(p && p == &R.params[OX_MAX_PARAMS - 1] && slice_is(p->value, "u9"));
+  CHECK(slice_is(R.params[100].key, "p100") && slice_is(R.params[100].value, "100"));
+  n = at_limit + (size_t)snprintf(buf + at_limit, sizeof buf - at_limit, "\"x\":1,\"user_id\":1}}");
+  CHECK_ERR(parse_n(buf, n), OX_EINVALID, "too many request parameters (at most 65536)");
+}
+
+/* Issue 9 item 14: a request parameter named twice is refused, whatever its name and however
+ * its key is spelled; no "first one wins". */
+TEST(request_params_duplicate) {
+  CHECK_ERR(parseq("{'inputs':[" IN_X "],'parameters':{'user_id':'a','x':1,'user_id':'b'}}"),
+            OX_EINVALID, "duplicate parameter 'user_id'");
+  CHECK_ERR(parseq("{'inputs':[" IN_X "],'parameters':{'user_id':'a','user\\u005fid':'b'}}"),
+            OX_EINVALID, "duplicate parameter 'user_id'");
+  CHECK_ERR(parseq("{'inputs':[" IN_X "],'parameters':{'q':[],'q':{}}}"), OX_EINVALID,
+            "duplicate parameter 'q'");
+  CHECK_ERR(parseq("{'inputs':[" IN_X "],'parameters':{'binary_data_output':true,"
+                   "'binary_data_output':true}}"),
+            OX_EINVALID, "duplicate parameter 'binary_data_output'");
+  /* the same name in an input's or output's parameters is another object: fine */
+  CHECK_INT(parseq("{'inputs':[{'name':'x','shape':[1],'datatype':'FP32','data':[1],"
+                   "'parameters':{'user_id':1}}],'parameters':{'user_id':'a'}}"),
+            0);
+  /* a syntax error later in the text still wins */
+  CHECK_ERR(parseq("{'inputs':[" IN_X "],'parameters':{'a':1,'a':2},'x':}"), OX_EINVALID,
+            "malformed JSON");
+}
+
+/* Parameters under allocation failure: the array grows and escaped keys and values are
+ * copied; every failure is a clean OX_ENOMEM. */
+TEST(request_params_allocation_failure) {
+  static char buf[1 << 14];
+  size_t n = (size_t)snprintf(buf, sizeof buf, "{\"inputs\":[%s],\"parameters\":{", Q(IN_X));
+  for (int i = 0; i < 40; i++)
+    n += (size_t)snprintf(buf + n, sizeof buf - n, "%s\"k\\u00e9%d\":\"v\\n%d\"", i ? "," : "", i,
+                          i);
+  snprintf(buf + n, sizeof buf - n, "}}");
+  int failures = 0, rc;
+  for (long k = 1;; k++) {
+    ox_arena_fail_after = k;
+    rc = parse(buf);
+    if (rc == 0) break;
+    CHECK_INT(rc, OX_ENOMEM);
+    failures++;
+    if (k > 1000) break;
+  }
+  ox_arena_fail_after = 0;
+  CHECK_INT(rc, 0);
+  CHECK(failures >= 5);
+  CHECK_INT(R.num_params, 40);
+  CHECK(slice_is(R.params[39].key,
+                 "k\xC3\xA9"
+                 "39") &&
+        slice_is(R.params[39].value, "v\n39"));
+}
+
 /* ---- ox_json_unescape and the scanner ------------------------------------------------------ */
 
 static long unesc(const char *s, char *out) { return ox_json_unescape(s, strlen(s), out); }
@@ -1044,4 +1155,6 @@ TEST_MAIN(T(minimal_flat), T(nested_data_any_key_order), T(triton_full_request),
           T(unknown_datatype), T(bad_shapes), T(duplicate_names), T(duplicate_keys), T(bad_values),
           T(trailing_garbage), T(invalid_json_anywhere), T(syntax_error_wins_over_semantic),
           T(depth_limit), T(million_brackets), T(large_data_scan), T(guard_page),
-          T(messages_bounded_and_clean), T(allocation_failure), T(unescape), T(scanner_numbers))
+          T(messages_bounded_and_clean), T(allocation_failure), T(request_params_kept),
+          T(request_params_many), T(request_params_duplicate), T(request_params_allocation_failure),
+          T(unescape), T(scanner_numbers))

@@ -14,6 +14,7 @@
 #include "core/arena.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "proto/json.h"
 #include "proto/numconv.h"
 #include "proto/tensor_json.h"
 #include "test.h"
@@ -382,9 +383,9 @@ TEST(fp32_round_trip) {
   CHECK_STR(err, "element 0: 3.4028235677973367e38 out of range for FP32");
   CHECK_INT(dec("[1, -1e39]", OX_DT_FP32, 2, v), OX_EINVALID);
   CHECK_STR(err, "element 1: -1e39 out of range for FP32");
-  /* specials encode as Python's json module writes them */
+  /* specials encode as JSON strings (see nonfinite_outputs_are_valid_json) */
   float sp[3] = {NAN, INFINITY, -INFINITY};
-  CHECK_STR(enc(OX_DT_FP32, sp, 3), "[NaN,Infinity,-Infinity]");
+  CHECK_STR(enc(OX_DT_FP32, sp, 3), "[\"NaN\",\"Infinity\",\"-Infinity\"]");
 }
 
 TEST(fp64_round_trip) {
@@ -402,7 +403,7 @@ TEST(fp64_round_trip) {
   CHECK_INT(dec("[1e309]", OX_DT_FP64, 1, v), OX_EINVALID);
   CHECK_STR(err, "element 0: 1e309 out of range for FP64");
   double sp[3] = {-NAN, INFINITY, -INFINITY};
-  CHECK_STR(enc(OX_DT_FP64, sp, 3), "[NaN,Infinity,-Infinity]");
+  CHECK_STR(enc(OX_DT_FP64, sp, 3), "[\"NaN\",\"Infinity\",\"-Infinity\"]");
 }
 
 TEST(fp16_round_trip) {
@@ -425,7 +426,7 @@ TEST(fp16_round_trip) {
   CHECK_INT(dec("[1, 1e10]", OX_DT_FP16, 2, h), OX_EINVALID);
   CHECK_STR(err, "element 1: 1e10 out of range for FP16");
   uint16_t sp[3] = {0x7e00, 0x7c00, 0xfc00};
-  CHECK_STR(enc(OX_DT_FP16, sp, 3), "[NaN,Infinity,-Infinity]");
+  CHECK_STR(enc(OX_DT_FP16, sp, 3), "[\"NaN\",\"Infinity\",\"-Infinity\"]");
   /* every finite half survives encode + decode */
   static uint16_t all[65536], back[65536];
   uint64_t n = 0;
@@ -942,6 +943,36 @@ TEST(guard_page) {
   munmap(mem, (size_t)pg * 2);
 }
 
+/* Issue 9 finding 2: a model output holding NaN or an infinity must not make the answer invalid
+ * JSON. Every float type encodes them as the strings "NaN", "Infinity", "-Infinity", between
+ * ordinary numbers, and the whole array passes the strict JSON validator. */
+TEST(nonfinite_outputs_are_valid_json) {
+  const char *want = "[1,\"NaN\",\"Infinity\",-2,\"-Infinity\",\"NaN\"]";
+  float f32[6] = {1, NAN, INFINITY, -2, -INFINITY, -NAN};
+  double f64[6] = {1, NAN, INFINITY, -2, -INFINITY, -NAN};
+  uint16_t f16[6] = {0x3c00, 0x7e00, 0x7c00, 0xc000, 0xfc00, 0xfe01};
+  uint16_t bf16[6] = {0x3f80, 0x7fc0, 0x7f80, 0xc000, 0xff80, 0xffc1};
+  struct {
+    ox_dtype_t dt;
+    const void *v;
+  } cases[] = {{OX_DT_FP32, f32}, {OX_DT_FP64, f64}, {OX_DT_FP16, f16}, {OX_DT_BF16, bf16}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *text = enc(cases[i].dt, cases[i].v, 6);
+    CHECK_STR(text, want);
+    ox_json_t js;
+    ox_json_init(&js, text, strlen(text));
+    CHECK_INT(ox_json_validate(&js), 0);
+  }
+  /* the worst case per element ("-Infinity" quoted) stays inside the reserved bound */
+  static float many[4096];
+  for (size_t i = 0; i < 4096; i++) many[i] = -INFINITY;
+  ox_buf_t b;
+  ox_buf_init(&b);
+  CHECK_INT(ox_tensor_json_encode(&b, OX_DT_FP32, many, 4096), 0);
+  CHECK_INT(b.len, 2 + 4096 * 12 - 1);
+  ox_buf_free(&b);
+}
+
 TEST_MAIN(T(numconv_shortest_known_values), T(numconv_parse_grammar),
           T(numconv_random_doubles_shortest_and_exact), T(numconv_random_floats_shortest_and_exact),
           T(numconv_parse_f32_correctly_rounded), T(numconv_parse_random_decimals),
@@ -950,4 +981,5 @@ TEST_MAIN(T(numconv_shortest_known_values), T(numconv_parse_grammar),
           T(bool_round_trip_and_rejections), T(bytes_round_trip), T(bytes_rejections),
           T(float_rejections), T(structure_and_counts), T(depth_limit),
           T(error_buffer_small_or_absent), T(encode_appends_and_empty),
-          T(encode_bound_covers_worst_case), T(random_round_trip_bitwise), T(guard_page))
+          T(encode_bound_covers_worst_case), T(nonfinite_outputs_are_valid_json),
+          T(random_round_trip_bitwise), T(guard_page))
