@@ -100,7 +100,7 @@ static const ox_flag_t ox_flags[] = {
     {"redis", OX_FLAG_STR, O(redis), 0, 0,
      "HOST:PORT of Redis holding feature rows (L3; optional)"},
     {"feature-events-to-redis", OX_FLAG_INT, O(feature_events_to_redis), 0, 1,
-     "also append every ingested event to Redis list ev:<entity> (needs --redis)"},
+     "also append every ingested event to Redis list ~ev:<entity> (needs --redis)"},
     {"postgres", OX_FLAG_STR, O(postgres), 0, 0,
      "libpq conninfo of PostgreSQL holding feature rows (L3, after Redis; optional)"},
     {"event-keys", OX_FLAG_STR, O(event_keys), 0, 0,

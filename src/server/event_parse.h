@@ -4,8 +4,9 @@
  * event objects. An event has "ts" (integer ms), "amount" (finite number), "merchant_id" and
  * every key field (a non-empty string of at most OX_FSTORE_MAX_ID bytes, or an integer taken
  * as its digits); other fields are skipped (validated as JSON). Each key field X_id gives the
- * event the entity "X:<value>"; merchant_id becomes FNV-1a 64 of its text. Bounded: at most
- * OX_EVENTS_MAX events, nesting as proto/json.h allows, numbers checked for overflow.
+ * event the entity "X:<value>"; merchant_id becomes SipHash-2-4 of its text under the store's
+ * merchant key (ox_fstore_merchant_hash). Bounded: at most OX_EVENTS_MAX events, nesting as
+ * proto/json.h allows, numbers checked for overflow.
  */
 #ifndef OX_SERVER_EVENT_PARSE_H
 #define OX_SERVER_EVENT_PARSE_H
@@ -22,6 +23,9 @@ typedef struct {
   size_t lens[OX_FSTORE_MAX_ENTITIES];
   size_t etype_lens[OX_FSTORE_MAX_ENTITIES]; /* their entity type: the name without "_id" */
   size_t n;
+  /* the store's merchant key (ox_fstore_merchant_key), borrowed; NULL (as set by
+   * ox_event_keys_parse) means the all-zero key, for tests without a store only */
+  const ox_siphash_key_t *merchant_key;
 } ox_event_keys_t;
 
 /* Splits a comma-separated list of key fields ("user_id,card_id"; borrowed, must outlive k)

@@ -5,11 +5,12 @@
  *         "amount": 12.5, ...}       (other fields are ignored)
  *      Every event is appended to each entity its key fields name (--event-keys, by default
  *      user_id and card_id: entities "user:<user_id>" and "card:<card_id>") with payload
- *      (ts, amount, FNV-1a 64 of the merchant_id text). All lines are validated before
+ *      (ts, amount, merchant: the store's keyed hash of the merchant_id text, see
+ *      ox_fstore_merchant_hash). All lines are validated before
  *      anything is stored: a bad one is a 400 naming its line (array: element) number, and
  *      nothing of the request is applied. The answer, {"accepted": n}, comes once the events
  *      are committed, so the next inference sees them. With --feature-events-to-redis the
- *      events are then appended to Redis lists "ev:<entity>" too, and the answer says how that
+ *      events are then appended to Redis lists "~ev:<entity>" too, and the answer says how that
  *      went: {"accepted": n, "write_through": "ok" | "<error>"}; a Redis failure does not fail
  *      the request (the events are stored).
  *   PUT /v1/features/{table}/{key}   body: a JSON array of numbers, stored as float32 row
@@ -84,6 +85,7 @@ static void fjob_json(fjob_t *j, ox_buf_t *b, int oom) {
 static void run_events(fjob_t *j) {
   ox_event_keys_t keys;
   ox_event_keys_parse(j->s->event_keys ? j->s->event_keys : "user_id,card_id", &keys);
+  keys.merchant_key = ox_fstore_merchant_key(j->s->features);
   ox_arena_t arena;
   ox_arena_init(&arena);
   ox_fstore_event_t *evs = NULL;

@@ -6,7 +6,7 @@
  *   L2   features/l2.h, LMDB in --feature-dir: rows, and every event of every entity.
  *   L3   features/l3_redis.h then features/l3_pg.h (each optional): rows, read-through with
  *        the caller's deadline, written through by ox_fstore_row_put. With events_to_redis,
- *        Redis also gets every ingested event, appended (RPUSH) to the list "ev:<entity>" as
+ *        Redis also gets every ingested event, appended (RPUSH) to the list "~ev:<entity>" as
  *        its 24-byte record (ox_feat_event_encode), after the L2 commit: a copy for other
  *        consumers, never read back here (L2 is the events' store of record).
  *   Bloom  features/bloom.h, "has this entity ever had an event": an entity never seen skips
@@ -38,7 +38,8 @@
  * since <= t - 24h + 1. Ingestion updates those L1 lists in place after its L2 commit, so a
  * score right after an ingest still hits L1.
  *
- * Consistency between readers that fill L1 from L2/L3 and writers: keys hash to one of 1024
+ * Consistency between readers that fill L1 from L2/L3 and writers: keys hash (SipHash-2-4 under
+ * the per-process key, so clients cannot pile their keys onto one stripe) to one of 1024
  * stripes, each a mutex and a generation. Writers bump the generation (under the mutex) around
  * their writes; a reader notes the generation before reading the lower tier and promotes only
  * if it is unchanged, under the mutex. So a promotion never puts back a value older than a
@@ -57,6 +58,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/siphash.h"
 #include "core/slice.h"
 #include "features/velocity.h"
 
@@ -72,7 +74,7 @@ typedef struct {
   int sync_none;        /* L2 without fsync (tests, tmpfs) */
   int64_t l3_cache_ms;  /* how long a row read from L3 is kept in L2 (0: not kept) */
   int64_t retention_ms; /* events older than this are purged from L2 (0: kept forever) */
-  int events_to_redis;  /* also append every ingested event to Redis list "ev:<entity>"
+  int events_to_redis;  /* also append every ingested event to Redis list "~ev:<entity>"
                            (ox_fstore_ingest); needs redis, else ox_fstore_open fails */
 } ox_fstore_opts_t;
 
@@ -164,7 +166,7 @@ typedef struct {
  * entity name empty or over OX_FSTORE_MAX_ENTITY bytes, or starting with '~': nothing is
  * stored), OX_EUNAVAILABLE (closing), an L2 error (some events may then be stored).
  * With events_to_redis, each committed chunk of events (up to 8192) is then appended to the
- * Redis lists "ev:<entity>" of the entities it names, in the order given, in one pipelined
+ * Redis lists "~ev:<entity>" of the entities it names, in the order given, in one pipelined
  * round trip bounded by 1 s (and by the Redis client's command timeout); a Redis failure does
  * not fail the call (L2 is the store of record): *l3_err (may be NULL) receives the first
  * Redis error, 0 when every append succeeded or write-through is off, and the chunk's events
@@ -187,7 +189,14 @@ void ox_fstore_count_degraded(ox_fstore_t *fs);
  * breakers). 0 or OX_ENOMEM. */
 int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *out);
 
-/* The restart-stable 64-bit hash of merchant ids in stored events: FNV-1a 64 of the bytes. */
-uint64_t ox_fstore_fnv1a64(const void *p, size_t n);
+/* The merchant identity stored in events: SipHash-2-4 of the merchant_id's bytes under the
+ * store's merchant key. The key is 16 random bytes created with the store and kept in L2 (row
+ * "~meta:merchant_key"), so the value is stable across restarts and the same for every process
+ * that opens the store; without the key a client cannot make two merchant ids collide except by
+ * chance (2^-64 per pair). A store written before the key existed (merchants as unkeyed FNV-1a
+ * 64) is refused by ox_fstore_open with a message saying so. */
+uint64_t ox_fstore_merchant_hash(const ox_fstore_t *fs, const void *p, size_t n);
+/* The store's merchant key (borrowed, valid until ox_fstore_close). */
+const ox_siphash_key_t *ox_fstore_merchant_key(const ox_fstore_t *fs);
 
 #endif

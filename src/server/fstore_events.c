@@ -263,7 +263,7 @@ static int entity_events(const ox_fstore_event_t *evs, const pair_t *pairs, cons
 }
 
 /* events_to_redis: appends the chunk's events (committed to L2) to the Redis lists
- * "ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip. The commands are
+ * "~ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip. The commands are
  * grouped by entity, each entity's events in chunk order (as posted, not sorted by ts). The
  * keys and records are built in x->c; keys and values point into it. 0 or the first error. */
 static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
@@ -314,10 +314,11 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
     return OX_ENOMEM;
   }
   size_t nents = 0, np = 0;
+  const ox_siphash_key_t *hkey = ox_siphash_process_key(); /* clients choose the names */
   for (size_t i = 0; i < n; i++) {
     for (size_t k = 0; k < evs[i].num_entities; k++) {
       ox_slice_t name = evs[i].entities[k];
-      size_t h = (size_t)ox_fstore_fnv1a64(name.ptr, name.len) & (cap - 1);
+      size_t h = (size_t)ox_siphash(name.ptr, name.len, hkey) & (cap - 1);
       while (slots[h] && !(ents[slots[h] - 1].name.len == name.len &&
                            !memcmp(ents[slots[h] - 1].name.ptr, name.ptr, name.len)))
         h = (h + 1) & (cap - 1);

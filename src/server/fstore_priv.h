@@ -45,8 +45,9 @@ struct ox_fstore {
   ox_l3_pg_t *pg;       /* NULL when not configured */
   int64_t ttl_ms;
   int64_t l3_cache_ms;
-  int events_to_redis; /* ingestion appends events to Redis lists "ev:<entity>" (fs->redis set) */
-  uint64_t id;         /* tells this store's thread contexts from a previous store's */
+  int events_to_redis; /* ingestion appends events to Redis lists "~ev:<entity>" (fs->redis set) */
+  ox_siphash_key_t merchant_key; /* the store's secret for merchant identities (fstore.h) */
+  uint64_t id;                   /* tells this store's thread contexts from a previous store's */
   pthread_mutex_t ctx_mu;
   fs_tctx_t *ctxs;
   pthread_mutex_t ingest_mu;
@@ -74,10 +75,14 @@ struct ox_fstore {
 #define FS_LAST_PREFIX "~last:"
 /* L2 key of a copy of an L3 row: "~l3:<key>", value = 8-byte fetch time (wall-clock ms) + row. */
 #define FS_L3COPY_PREFIX "~l3:"
+/* L2 row holding the store's merchant key (16 random bytes, created with the store). */
+#define FS_MERCHANT_KEY_ROW "~meta:merchant_key"
 /* L1 key of an entity's event list: "~ev:<entity>". */
 #define FS_EV_PREFIX "~ev:"
-/* Redis list of an entity's events, with events_to_redis: "ev:<entity>". */
-#define FS_REDIS_EV_PREFIX "ev:"
+/* Redis list of an entity's events, with events_to_redis: "~ev:<entity>". Rows share Redis's
+ * key space as "<table>:<key>", and table names are letters, digits, '_', '.' and '-' only
+ * (events.c), so no row key can start with '~': internal keys live apart from rows. */
+#define FS_REDIS_EV_PREFIX "~ev:"
 
 fs_tctx_t *fs_ctx(ox_fstore_t *fs);
 fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key);

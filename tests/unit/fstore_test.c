@@ -283,6 +283,79 @@ static void setup(void) {
   }
 }
 
+/* ---- the merchant identity: a keyed hash under a secret kept in the store ---------------- */
+
+static ox_fstore_t *open_dir(const char *d, int *rc, char *err, size_t errcap) {
+  ox_fstore_opts_t o = {
+      .dir = d, .l1_bytes = 1 << 20, .bloom_items = 100, .max_readers = 8, .sync_none = 1};
+  ox_fstore_t *fs = NULL;
+  *rc = ox_fstore_open(&o, &fs, err, errcap);
+  return fs;
+}
+
+static uint64_t fnv1a64(const char *s) { /* the old, unkeyed merchant hash */
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return h;
+}
+
+TEST(merchant_identity_is_keyed_per_store_and_stable) {
+  char d1[] = "/tmp/onnxd-fstore-mk-XXXXXX", d2[] = "/tmp/onnxd-fstore-mk-XXXXXX";
+  CHECK(mkdtemp(d1) && mkdtemp(d2));
+  char err[400] = "";
+  int rc;
+  ox_fstore_t *a = open_dir(d1, &rc, err, sizeof err);
+  CHECK_INT(rc, 0);
+  ox_fstore_t *b = open_dir(d2, &rc, err, sizeof err);
+  CHECK_INT(rc, 0);
+  if (a && b) {
+    uint64_t ha = ox_fstore_merchant_hash(a, "m1", 2), hb = ox_fstore_merchant_hash(b, "m1", 2);
+    CHECK(ha != fnv1a64("m1") && hb != fnv1a64("m1"));
+    CHECK(ha != hb); /* each store has its own secret */
+    CHECK(ha == ox_siphash("m1", 2, ox_fstore_merchant_key(a)));
+    CHECK(ox_fstore_merchant_hash(a, "m2", 2) != ha);
+    /* an event in the store: the key survives a reopen */
+    ox_fstore_event_t ev = {.ev = {.ts_ms = 1000, .amount = 1, .merchant = ha}, .num_entities = 1};
+    ev.entities[0] = OX_SLICE_LIT("user:mk");
+    CHECK_INT(ox_fstore_ingest(a, &ev, 1, NULL), 0);
+    ox_fstore_close(a);
+    a = open_dir(d1, &rc, err, sizeof err);
+    CHECK_INT(rc, 0);
+    if (a) CHECK(ox_fstore_merchant_hash(a, "m1", 2) == ha);
+  }
+  ox_fstore_close(a);
+  ox_fstore_close(b);
+  nftw(d1, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  nftw(d2, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TEST(store_with_fnv_merchants_is_refused) {
+  /* a store as an older onnxd left it: events and the entity index, no merchant key */
+  char d[] = "/tmp/onnxd-fstore-old-XXXXXX";
+  CHECK(mkdtemp(d) != NULL);
+  ox_l2_opts_t lo = {.map_size = 64 << 20, .max_readers = 4, .queue_max_ops = 1024,
+                     .sync = OX_L2_SYNC_NONE};
+  ox_l2_t *l2 = NULL;
+  CHECK_INT(ox_l2_open(d, &lo, &l2), 0);
+  if (l2) {
+    unsigned char rec[OX_FEAT_EVENT_BYTES];
+    ox_feat_event_encode(&(ox_feat_event_t){.ts_ms = 5, .amount = 1, .merchant = fnv1a64("m1")},
+                         rec);
+    CHECK_INT(ox_l2_append_event(l2, OX_SLICE_LIT("user:old"), 5, rec, sizeof rec), 0);
+    CHECK_INT(ox_l2_append_event(l2, OX_SLICE_LIT(FS_INDEX_ENTITY), 5, "user:old", 8), 0);
+    CHECK_INT(ox_l2_flush(l2), 0);
+    ox_l2_close(l2);
+  }
+  char err[400] = "";
+  int rc;
+  ox_fstore_t *fs = open_dir(d, &rc, err, sizeof err);
+  CHECK(fs == NULL);
+  CHECK_INT(rc, OX_EINVALID);
+  CHECK(strstr(err, "older onnxd") && strstr(err, "FNV-1a") && strstr(err, d));
+  ox_fstore_close(fs);
+  nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void teardown(void) {
   nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -290,4 +363,5 @@ static void teardown(void) {
 TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
           T(never_seen_entity_skips_l1_and_l2), T(events_to_redis_needs_redis),
           T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
+          T(merchant_identity_is_keyed_per_store_and_stable), T(store_with_fnv_merchants_is_refused),
           T(teardown))
