@@ -333,8 +333,8 @@ TEST(store_with_fnv_merchants_is_refused) {
   /* a store as an older onnxd left it: events and the entity index, no merchant key */
   char d[] = "/tmp/onnxd-fstore-old-XXXXXX";
   CHECK(mkdtemp(d) != NULL);
-  ox_l2_opts_t lo = {.map_size = 64 << 20, .max_readers = 4, .queue_max_ops = 1024,
-                     .sync = OX_L2_SYNC_NONE};
+  ox_l2_opts_t lo = {
+      .map_size = 64 << 20, .max_readers = 4, .queue_max_ops = 1024, .sync = OX_L2_SYNC_NONE};
   ox_l2_t *l2 = NULL;
   CHECK_INT(ox_l2_open(d, &lo, &l2), 0);
   if (l2) {
@@ -363,5 +363,5 @@ static void teardown(void) {
 TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
           T(never_seen_entity_skips_l1_and_l2), T(events_to_redis_needs_redis),
           T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
-          T(merchant_identity_is_keyed_per_store_and_stable), T(store_with_fnv_merchants_is_refused),
-          T(teardown))
+          T(merchant_identity_is_keyed_per_store_and_stable),
+          T(store_with_fnv_merchants_is_refused), T(teardown))

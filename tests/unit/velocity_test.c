@@ -181,13 +181,14 @@ TEST(test_distinct_slots_are_keyed) {
   /* 20,000 merchants, 5 repeats each, in a heap-allocated set: exact count */
   enum { NM = 20000, REP = 5 };
   ox_feat_event_t *ev = malloc(sizeof *ev * NM * REP);
-  for (size_t i = 0; i < NM * REP; i++) ev[i] = E(T_NOW - 1000 + (int64_t)(i / 1000), 1, (i % NM) * 0x10000);
+  for (size_t i = 0; i < NM * REP; i++)
+    ev[i] = E(T_NOW - 1000 + (int64_t)(i / 1000), 1, (i % NM) * 0x10000);
   float f[8];
   CHECK_INT(ox_feat_velocity(ev, NM * REP, T_NOW, -1.0f, f), 0);
   CHECK(f[DM24] == (float)NM);
   free(ev);
 }
 
-TEST_MAIN(T(test_distinct_slots_are_keyed), T(test_names), T(test_empty), T(test_window_edges), T(test_secs_since_last),
-          T(test_sum_order_and_rounding), T(test_distinct_merchants), T(test_invalid_and_extremes),
-          T(test_event_record))
+TEST_MAIN(T(test_distinct_slots_are_keyed), T(test_names), T(test_empty), T(test_window_edges),
+          T(test_secs_since_last), T(test_sum_order_and_rounding), T(test_distinct_merchants),
+          T(test_invalid_and_extremes), T(test_event_record))
