@@ -113,8 +113,8 @@ static int parse_event(ox_json_t *js, ox_arena_t *a, const ox_event_keys_t *keys
       ox_json_number_t n;
       double d;
       if (ox_json_number(js, &n) || ox_parse_f64(n.text.ptr, n.text.len, &d) != n.text.len ||
-          !__builtin_isfinite(d)) {
-        snprintf(why, cap, "'amount' must be a finite number");
+          !__builtin_isfinite(d) || d > OX_EVENT_MAX_AMOUNT || d < -OX_EVENT_MAX_AMOUNT) {
+        snprintf(why, cap, "'amount' must be a finite number from -1e12 to 1e12");
         return -1;
       }
       ev->ev.amount = d;

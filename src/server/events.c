@@ -18,6 +18,9 @@
  *      {"table", "key", "width", "write_through": "ok" | "none" | "<error>"}
  *   GET /v1/features/{table}/{key}   {"table", "key", "values": [...], "tier": "l1|l2|l3"},
  *      or 404; 503 when a tier that might hold it is down.
+ *   Both: table of letters, digits, '_', '.' and '-' (at most 63 bytes: it can never start
+ *   with '~', which marks the store's internal keys), key of 1 to 200 bytes of valid UTF-8
+ *   (after percent-decoding); anything else is a 400.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -27,6 +30,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "features/breaker.h"
 #include "proto/json.h"
 #include "proto/numconv.h"
@@ -315,6 +319,12 @@ void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t tab
     ox_conn_respond_error(c, 400,
                 "bad feature row address: /v1/features/{table}/{key}, table of letters, "
                 "digits, '_', '.' or '-' (at most 63), key of 1 to 200 bytes");
+    return;
+  }
+  if (!ox_utf8_valid(key.ptr, key.len)) {
+    ox_http_body_free(body);
+    free(j);
+    ox_conn_respond_error(c, 400, "bad feature row address: the key must be valid UTF-8");
     return;
   }
   memcpy(j->table, table.ptr, table.len);

@@ -312,6 +312,10 @@ void ox_fstore_count_degraded(ox_fstore_t *fs) {
   atomic_fetch_add_explicit(&fs->degraded, 1, memory_order_relaxed);
 }
 
+void ox_fstore_count_nonfinite(ox_fstore_t *fs, uint64_t n) {
+  atomic_fetch_add_explicit(&fs->nonfinite, n, memory_order_relaxed);
+}
+
 #define LD(x) ((uint64_t)atomic_load_explicit(&(x), memory_order_relaxed))
 
 static int breaker_lines(ox_buf_t *o, const char *backend, ox_breaker_t *b, int part) {
@@ -402,6 +406,12 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
       LD(fs->degraded), LD(fs->bloom_neg), LD(fs->bloom_pos), LD(fs->events_ingested),
       LD(fs->rows_put), LD(fs->l3_stale), l1.bytes, l1.entries, l1.evictions, l1.expirations, l2.committed,
       l2.failed, l2.purged);
+  rc |= ox_buf_printf(o,
+                      "# HELP onnxd_feature_nonfinite_total Features that were not finite "
+                      "(stored before ingestion refused such values) and were replaced by "
+                      "defaults\n# TYPE onnxd_feature_nonfinite_total counter\n"
+                      "onnxd_feature_nonfinite_total %" PRIu64 "\n",
+                      LD(fs->nonfinite));
   if (fs->redis || fs->pg) {
     rc |= ox_buf_printf(
         o,

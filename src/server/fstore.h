@@ -185,6 +185,9 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t_ms,
 
 /* Counts one inference request whose features fell back to defaults (a tier failed). */
 void ox_fstore_count_degraded(ox_fstore_t *fs);
+/* Counts n features that were not finite and were replaced by defaults before reaching a model
+ * (onnxd_feature_nonfinite_total). */
+void ox_fstore_count_nonfinite(ox_fstore_t *fs, uint64_t n);
 /* Appends the store's Prometheus text (lookups and latency per tier, Bloom, L1 and L2 state,
  * breakers). 0 or OX_ENOMEM. */
 int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *out);

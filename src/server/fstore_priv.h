@@ -59,6 +59,7 @@ struct ox_fstore {
   fs_tier_stats_t tiers[4]; /* by ox_tier_t */
   atomic_uint_fast64_t degraded, bloom_neg, bloom_pos, events_ingested, rows_put, l3_stale;
   atomic_uint_fast64_t events_l3_failed; /* events whose append to Redis failed */
+  atomic_uint_fast64_t nonfinite;        /* features replaced because not finite */
   /* the L3 fetcher (fstore_rows.c): a queue of fetches, one thread */
   pthread_mutex_t fq_mu;
   pthread_cond_t fq_cv;
