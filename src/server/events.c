@@ -12,7 +12,9 @@
  *      are committed, so the next inference sees them. With --feature-events-to-redis the
  *      events are then appended to Redis lists "~ev:<entity>" too, and the answer says how that
  *      went: {"accepted": n, "write_through": "ok" | "<error>"}; a Redis failure does not fail
- *      the request (the events are stored).
+ *      the request (the events are stored). An entity may hold at most
+ *      --feature-max-events-per-entity-24h events in any 24 h window: a request that would
+ *      take one over is refused whole with 429 naming the entity (nothing of it is stored).
  *   PUT /v1/features/{table}/{key}   body: a JSON array of numbers, stored as float32 row
  *      "table:key" in L1 and L2 and written through to Redis/PostgreSQL when configured.
  *      {"table", "key", "width", "write_through": "ok" | "none" | "<error>"}
@@ -103,7 +105,16 @@ static void run_events(fjob_t *j) {
   } else {
     int l3err = 0;
     rc = ox_fstore_ingest(j->s->features, evs, n, &l3err);
-    if (rc) {
+    if (rc == OX_EQUOTA) {
+      char ent[OX_FSTORE_MAX_ENTITY + 1];
+      uint64_t cap = ox_fstore_quota_entity(j->s->features, ent, sizeof ent);
+      snprintf(err, sizeof err,
+               "entity '%s' would hold more than %" PRIu64
+               " events in a 24 h window (--feature-max-events-per-entity-24h); no event of "
+               "this request was stored",
+               ent, cap);
+      fjob_error(j, 429, err);
+    } else if (rc) {
       ox_warn("POST /v1/events: storing %zu events failed: %s", n, ox_strerror(rc));
       snprintf(err, sizeof err, "storing the events failed (%s); some may be stored",
                ox_strerror(rc));

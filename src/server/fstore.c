@@ -191,6 +191,7 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
   fs->ttl_ms = o->l1_ttl_ms;
   fs->l3_cache_ms = o->l3_cache_ms;
   fs->events_to_redis = o->events_to_redis;
+  fs->max_events_24h = o->max_events_24h;
   pthread_mutex_init(&fs->ctx_mu, NULL);
   pthread_mutex_init(&fs->ingest_mu, NULL);
   pthread_mutex_init(&fs->sw_mu, NULL);

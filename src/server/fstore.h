@@ -76,6 +76,8 @@ typedef struct {
   int64_t retention_ms; /* events older than this are purged from L2 (0: kept forever) */
   int events_to_redis;  /* also append every ingested event to Redis list "~ev:<entity>"
                            (ox_fstore_ingest); needs redis, else ox_fstore_open fails */
+  uint64_t max_events_24h; /* most events one entity may hold in any 24 h window (ingestion
+                              refuses more: see ox_fstore_ingest); 0: no cap (tests) */
 } ox_fstore_opts_t;
 
 typedef struct ox_fstore ox_fstore_t;
@@ -172,12 +174,26 @@ typedef struct {
  * Redis error, 0 when every append succeeded or write-through is off, and the chunk's events
  * are counted in onnxd_feature_events_l3_failed_total (some of them may be in Redis). */
 int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err);
+/* The per-entity cap (opts.max_events_24h): before anything is stored, ox_fstore_ingest checks,
+ * for every entity the events name, that no 24 h window (t - 24h < ts <= t) containing one of
+ * the new events would hold more than max_events_24h events, stored and new together. If one
+ * would, nothing of the call is stored and it returns OX_EQUOTA; ox_fstore_quota_entity then
+ * names the (first) entity, on the same thread, until its next ingest, and returns the cap.
+ * The check reads the
+ * entity's stored event times within 24 h of the new events (at most about twice the cap per
+ * distinct new-event day). */
+uint64_t ox_fstore_quota_entity(ox_fstore_t *fs, char *out, size_t cap);
 
 /* 1 when ox_fstore_ingest appends events to Redis (opts.events_to_redis), else 0. */
 int ox_fstore_events_to_redis(const ox_fstore_t *fs);
 
 /* The 8 velocity features (features/velocity.h, default_secs -1) of entity at t_ms, from its
- * stored events. 0 or an error (an L2 read failure). */
+ * stored events. 0 or an error (an L2 read failure).
+ * Bounded work: the events read are those with t - 24h < ts <= t (at most the cap, by the
+ * ingestion check) and, read ahead so that the list can be cached for later requests, those
+ * after t up to t + 24h and at most cap of them; an entity with more events beyond that is
+ * answered from L2 (the list is then not cached). So one call decodes and processes at most
+ * 2 x cap + 1 events (see velocity.h for the cost per event). */
 int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t_ms,
                        float out[OX_FEAT_VELOCITY_N]);
 

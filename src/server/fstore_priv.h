@@ -35,6 +35,7 @@ typedef struct fs_tctx {
   ox_buf_t a, b, c;     /* scratch: L1 copies, L2 scans, values being built */
   ox_feat_event_t *evs; /* decoded events for ox_feat_velocity */
   size_t evcap;
+  char quota_entity[OX_FSTORE_MAX_ENTITY + 1]; /* the entity of the last OX_EQUOTA */
 } fs_tctx_t;
 
 struct ox_fstore {
@@ -45,6 +46,7 @@ struct ox_fstore {
   ox_l3_pg_t *pg;       /* NULL when not configured */
   int64_t ttl_ms;
   int64_t l3_cache_ms;
+  uint64_t max_events_24h; /* per-entity cap (fstore.h), 0: none */
   int events_to_redis; /* ingestion appends events to Redis lists "~ev:<entity>" (fs->redis set) */
   ox_siphash_key_t merchant_key; /* the store's secret for merchant identities (fstore.h) */
   uint64_t id;                   /* tells this store's thread contexts from a previous store's */

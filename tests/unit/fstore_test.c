@@ -356,6 +356,117 @@ TEST(store_with_fnv_merchants_is_refused) {
   nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* ---- the per-entity cap: any 24 h window, all or nothing --------------------------------- */
+
+static ox_fstore_t *open_capped(const char *d, uint64_t cap, size_t l1_bytes) {
+  ox_fstore_opts_t o = {.dir = d,
+                        .l1_bytes = l1_bytes,
+                        .bloom_items = 100,
+                        .max_readers = 8,
+                        .sync_none = 1,
+                        .max_events_24h = cap};
+  ox_fstore_t *fs = NULL;
+  char err[400] = "";
+  CHECK_INT(ox_fstore_open(&o, &fs, err, sizeof err), 0);
+  return fs;
+}
+
+#define T0 1700000000000LL
+#define DAY 86400000LL
+
+static int ingest_one(ox_fstore_t *fs, const char *ent, const char *other, int64_t ts) {
+  ox_fstore_event_t ev = {.ev = {.ts_ms = ts, .amount = 1, .merchant = (uint64_t)ts},
+                          .num_entities = other ? 2 : 1};
+  ev.entities[0] = ox_slice(ent, strlen(ent));
+  if (other) ev.entities[1] = ox_slice(other, strlen(other));
+  return ox_fstore_ingest(fs, &ev, 1, NULL);
+}
+
+TEST(cap_refuses_the_whole_request) {
+  char d[] = "/tmp/onnxd-fstore-cap-XXXXXX";
+  CHECK(mkdtemp(d) != NULL);
+  ox_fstore_t *fs = open_capped(d, 100, 1 << 20);
+  if (!fs) return;
+  ox_fstore_event_t evs[101];
+  for (int i = 0; i < 101; i++) {
+    evs[i] =
+        (ox_fstore_event_t){.ev = {.ts_ms = T0 + i, .amount = 1, .merchant = 1}, .num_entities = 1};
+    evs[i].entities[0] = OX_SLICE_LIT("user:cap");
+  }
+  /* 101 in one request: refused, nothing stored */
+  CHECK_INT(ox_fstore_ingest(fs, evs, 101, NULL), OX_EQUOTA);
+  char ent[300];
+  CHECK_INT(ox_fstore_quota_entity(fs, ent, sizeof ent), 100);
+  CHECK_STR(ent, "user:cap");
+  float f[8];
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:cap"), T0 + 1000, f), 0);
+  CHECK(f[2] == 0.0f);
+  /* 100: accepted */
+  CHECK_INT(ox_fstore_ingest(fs, evs, 100, NULL), 0);
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:cap"), T0 + 1000, f), 0);
+  CHECK(f[2] == 100.0f);
+  /* one more in the window, with another entity: refused whole (the other one gets nothing) */
+  CHECK_INT(ingest_one(fs, "card:other", "user:cap", T0 + 500), OX_EQUOTA);
+  CHECK_INT(ox_fstore_quota_entity(fs, ent, sizeof ent), 100);
+  CHECK_STR(ent, "user:cap");
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("card:other"), T0 + 1000, f), 0);
+  CHECK(f[2] == 0.0f && f[7] == -1.0f);
+  /* backfill: a window ending at a later stored event would hold 101 */
+  CHECK_INT(ingest_one(fs, "user:cap", NULL, T0 - 1), OX_EQUOTA);
+  /* outside every full window: accepted */
+  CHECK_INT(ingest_one(fs, "user:cap", NULL, T0 - DAY), 0);
+  CHECK_INT(ingest_one(fs, "user:cap", NULL, T0 + 99 + DAY), 0);
+  CHECK_INT(ingest_one(fs, "user:cap", "card:other", T0 + 2 * DAY), 0);
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("card:other"), T0 + 2 * DAY, f), 0);
+  CHECK(f[2] == 1.0f);
+  /* extreme times do not overflow the check */
+  CHECK_INT(ingest_one(fs, "user:edge", NULL, INT64_MAX), 0);
+  CHECK_INT(ingest_one(fs, "user:edge", NULL, INT64_MIN), 0);
+  ox_fstore_close(fs);
+  nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Far-future events are read ahead only up to t + 24h and the cap: the answer stays exact, and
+ * such a list is not cached (it would be wrong for later requests). */
+TEST(velocity_reads_a_bounded_look_ahead) {
+  char d[] = "/tmp/onnxd-fstore-ahead-XXXXXX";
+  CHECK(mkdtemp(d) != NULL);
+  ox_fstore_t *fs = open_capped(d, 50, 1 << 20);
+  if (!fs) return;
+  ox_feat_event_t want_evs[8 * 50];
+  size_t nw = 0;
+  for (int day = 0; day < 8; day++) {
+    ox_fstore_event_t evs[50];
+    for (int i = 0; i < 50; i++) {
+      evs[i] = (ox_fstore_event_t){
+          .ev = {.ts_ms = T0 + day * 2 * DAY + i, .amount = 0.5 + i, .merchant = (uint64_t)i % 7},
+          .num_entities = 1};
+      evs[i].entities[0] = OX_SLICE_LIT("user:ahead");
+      want_evs[nw++] = evs[i].ev;
+    }
+    CHECK_INT(ox_fstore_ingest(fs, evs, 50, NULL), 0);
+  }
+  for (int k = 0; k < 3; k++) {
+    int64_t t = T0 + 2 * DAY + 40; /* inside the second day's burst */
+    float got[8], want[8];
+    uint64_t l1hit = count(fs, OX_TIER_L1, FS_HIT);
+    CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:ahead"), t, got), 0);
+    CHECK_INT(ox_feat_velocity(want_evs, nw, t, -1.0f, want), 0);
+    CHECK_MEM(got, want, sizeof got);
+    CHECK_INT(count(fs, OX_TIER_L1, FS_HIT), l1hit); /* never served from L1 */
+  }
+  /* the last burst has nothing after it: cached as usual */
+  int64_t t = T0 + 14 * DAY + 49;
+  float f[8];
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:ahead"), t, f), 0);
+  uint64_t l1hit = count(fs, OX_TIER_L1, FS_HIT);
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:ahead"), t, f), 0);
+  CHECK_INT(count(fs, OX_TIER_L1, FS_HIT), l1hit + 1);
+  CHECK(f[2] == 50.0f);
+  ox_fstore_close(fs);
+  nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void teardown(void) {
   nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -364,4 +475,5 @@ TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
           T(never_seen_entity_skips_l1_and_l2), T(events_to_redis_needs_redis),
           T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
           T(merchant_identity_is_keyed_per_store_and_stable),
-          T(store_with_fnv_merchants_is_refused), T(teardown))
+          T(store_with_fnv_merchants_is_refused), T(cap_refuses_the_whole_request),
+          T(velocity_reads_a_bounded_look_ahead), T(teardown))
