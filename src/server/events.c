@@ -19,7 +19,8 @@
  *      "table:key" in L1 and L2 and written through to Redis/PostgreSQL when configured.
  *      {"table", "key", "width", "write_through": "ok" | "none" | "<error>"}
  *   GET /v1/features/{table}/{key}   {"table", "key", "values": [...], "tier": "l1|l2|l3"},
- *      or 404; 503 when a tier that might hold it is down.
+ *      or 404; 503 when a tier that might hold it is down. A value that is not finite (only
+ *      another writer of Redis/PostgreSQL can store one: PUT refuses them) is null.
  *   Both: table of letters, digits, '_', '.' and '-' (at most 63 bytes: it can never start
  *   with '~', which marks the store's internal keys), key of 1 to 200 bytes of valid UTF-8
  *   (after percent-decoding); anything else is a 400.
@@ -146,6 +147,29 @@ static int row_head(ox_buf_t *b, const fjob_t *j) {
   return rc;
 }
 
+/* A row's values as a JSON array: a value that is not finite (stored by another writer of an
+ * L3 backend: PUT refuses them) is null, so the answer stays JSON for strict parsers. */
+static int row_values_json(ox_buf_t *b, const float *v, size_t n) {
+  size_t i = 0;
+  while (i < n && __builtin_isfinite(v[i])) i++;
+  if (i == n) return ox_tensor_json_encode(b, OX_DT_FP32, v, n); /* the common case */
+  int e = ox_buf_puts(b, "[");
+  for (i = 0; i < n && !e; i++) {
+    if (i) e |= ox_buf_puts(b, ",");
+    if (!__builtin_isfinite(v[i])) {
+      e |= ox_buf_puts(b, "null");
+      continue;
+    }
+    size_t at = b->len; /* one value as "[x]", then its brackets dropped */
+    e |= ox_tensor_json_encode(b, OX_DT_FP32, &v[i], 1);
+    if (!e) {
+      memmove(b->data + at, b->data + at + 1, b->len - at - 2);
+      b->len -= 2;
+    }
+  }
+  return e | ox_buf_puts(b, "]");
+}
+
 static void run_row_get(fjob_t *j, ox_slice_t key) {
   ox_buf_t row, b;
   ox_buf_init(&row);
@@ -165,7 +189,7 @@ static void run_row_get(fjob_t *j, ox_slice_t key) {
     int e = row_head(&b, j);
     e |= ox_buf_puts(&b, ",\"values\":");
     /* the row's float32 values, read in place (a buffer's start is malloc-aligned) */
-    e |= ox_tensor_json_encode(&b, OX_DT_FP32, row.data, row.len / sizeof(float));
+    e |= row_values_json(&b, (const float *)row.data, row.len / sizeof(float));
     e |= ox_buf_printf(&b, ",\"tier\":\"%s\"}", names[tier]);
     fjob_json(j, &b, e);
   }
