@@ -50,6 +50,7 @@ typedef struct {
   long feature_l3_cache_ms;
   long feature_retention_ms;
   long feature_bloom_items;
+  long feature_max_events_24h;
   const char *feature_sync;
   const char *redis;
   long feature_events_to_redis;
@@ -103,12 +104,15 @@ static const ox_flag_t ox_flags[] = {
      "0: keep every event, else at least 86400000 (24 h)"},
     {"feature-bloom-items", OX_FLAG_INT, O(feature_bloom_items), 1, 1000000000,
      "entities the entity Bloom filter is sized for (1% false positives)"},
+    {"feature-max-events-per-entity-24h", OX_FLAG_INT, O(feature_max_events_24h), 1, 100000000,
+     "most events one entity may hold in any 24 h window; an ingest that would exceed it is "
+     "refused whole (429)"},
     {"feature-sync", OX_FLAG_STR, O(feature_sync), 0, 0,
      "LMDB commits: data (fsync each commit) or none (no fsync: tests, tmpfs)"},
     {"redis", OX_FLAG_STR, O(redis), 0, 0,
      "HOST:PORT of Redis holding feature rows (L3; optional)"},
     {"feature-events-to-redis", OX_FLAG_INT, O(feature_events_to_redis), 0, 1,
-     "also append every ingested event to Redis list ev:<entity> (needs --redis)"},
+     "also append every ingested event to Redis list ~ev:<entity> (needs --redis)"},
     {"postgres", OX_FLAG_STR, O(postgres), 0, 0,
      "libpq conninfo of PostgreSQL holding feature rows (L3, after Redis; optional)"},
     {"event-keys", OX_FLAG_STR, O(event_keys), 0, 0,
@@ -247,6 +251,7 @@ int main(int argc, char **argv) {
       .feature_l1_ttl_ms = 60000,
       .feature_l3_cache_ms = 600000,
       .feature_bloom_items = 4000000,
+      .feature_max_events_24h = 100000,
       .feature_sync = "data",
       .redis = "",
       .postgres = "",
@@ -373,7 +378,8 @@ int main(int argc, char **argv) {
                            .sync_none = !strcmp(o.feature_sync, "none"),
                            .l3_cache_ms = o.feature_l3_cache_ms,
                            .retention_ms = o.feature_retention_ms,
-                           .events_to_redis = (int)o.feature_events_to_redis};
+                           .events_to_redis = (int)o.feature_events_to_redis,
+                           .max_events_24h = (uint64_t)o.feature_max_events_24h};
     if (ox_fstore_open(&fo, &features, err, sizeof err)) {
       fprintf(stderr, "onnxd: %s\n", err);
       return 1;

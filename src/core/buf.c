@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "core/utf8.h"
 
 int ox_buf_reserve(ox_buf_t *b, size_t extra) {
   size_t need;
@@ -69,8 +70,20 @@ int ox_buf_append_json_string(ox_buf_t *b, const char *s, size_t n) {
           *o++ = 'u'; *o++ = '0'; *o++ = '0';
           *o++ = hex[c >> 4]; *o++ = hex[c & 15];
       }
-    } else {
+    } else if (c < 0x80) {
       *o++ = (char)c;
+    } else {
+      /* a well-formed sequence is copied; any other byte becomes U+FFFD (6 bytes, the same
+       * worst case as \u00XX), so the answer is valid UTF-8 whatever the input */
+      size_t k = ox_utf8_seq((const unsigned char *)s + i, n - i);
+      if (k) {
+        memcpy(o, s + i, k);
+        o += k;
+        i += k - 1;
+      } else {
+        memcpy(o, "\\ufffd", 6);
+        o += 6;
+      }
     }
   }
   *o++ = '"';

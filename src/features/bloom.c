@@ -9,13 +9,13 @@
 #include <stdlib.h>
 
 #include "core/error.h"
-#include "features/hash.h"
+#include "core/siphash.h"
 
 struct ox_bloom {
   int64_t window_ms, span_ms;
   unsigned gens, slots, k;
-  uint64_t m, words; /* bits and 64-bit words per generation */
-  uint64_t seed;
+  uint64_t m, words;    /* bits and 64-bit words per generation */
+  ox_siphash_key_t key; /* secret per filter */
   pthread_mutex_t rotate_lock;
   _Atomic int64_t tag[OX_BLOOM_MAX_GENERATIONS + 1];
   _Atomic uint64_t *bits; /* slots * words */
@@ -45,7 +45,7 @@ int ox_bloom_create(int64_t window_ms, unsigned generations, uint64_t expected_i
   b->m = words * 64;
   long k = lround((double)b->m / n * M_LN2);
   b->k = k < 1 ? 1 : k > OX_BLOOM_MAX_K ? OX_BLOOM_MAX_K : (unsigned)k;
-  b->seed = ox_feat_random_seed();
+  if (ox_siphash_random_key(&b->key)) b->key = *ox_siphash_process_key();
   size_t bytes = (size_t)(slots * words * 8);
   b->bits = aligned_alloc(64, (bytes + 63) & ~(size_t)63); /* C11: size a multiple of align */
   if (!b->bits) {
@@ -88,8 +88,10 @@ static inline unsigned slot_of(const ox_bloom_t *b, int64_t epoch) {
 
 /* The k bit positions of key: double hashing, each reduced to [0, m) by multiply-shift. */
 static inline void positions(const ox_bloom_t *b, ox_slice_t key, uint64_t *pos) {
-  uint64_t h1 = ox_feat_hash64(key.ptr, key.len, b->seed);
-  uint64_t h2 = ox_feat_rehash(h1) | 1;
+  uint64_t h1 = ox_siphash(key.ptr, key.len, &b->key);
+  /* h1 is already unpredictable without the key: a fixed odd-multiplier mix of its rotation
+   * is enough for the second hash */
+  uint64_t h2 = (((h1 << 32) | (h1 >> 32)) * 0x9e3779b97f4a7c15ULL) | 1;
   for (unsigned i = 0; i < b->k; i++, h1 += h2) pos[i] = (uint64_t)(((__uint128_t)h1 * b->m) >> 64);
 }
 

@@ -23,8 +23,9 @@
  * generations only lowers the total: the rate of check is <= p as long as the items added in the
  * checked span (the last W + S ms at most) number <= n, however they are spread (n items spread
  * evenly over W give far less: about G * rate(n/(G-1))). Memory: (G+1) * m / 8 bytes.
- * Positions come from double hashing (h1 + i*h2) of one 64-bit keyed hash (features/hash.h,
- * random seed per filter), reduced to [0, m) by multiply-shift.
+ * Positions come from double hashing (h1 + i*h2) of one 64-bit keyed hash (SipHash-2-4,
+ * core/siphash.h, random key per filter: crafted ids cannot be aimed at false positives), reduced
+ * to [0, m) by multiply-shift.
  *
  * Times are caller-supplied ms >= 0 on a clock all callers share. Callers whose clocks disagree
  * by less than S see the documented window; an add whose generation has already been reused (its

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "features/hash.h"
+#include "core/siphash.h"
 
 typedef struct entry {
   struct entry *next;          /* hash chain */
@@ -39,7 +39,7 @@ typedef struct {
 struct ox_l1 {
   shard_t *shards;
   unsigned shard_bits;
-  uint64_t seed;
+  ox_siphash_key_t key; /* secret per map: clients choose keys, not their shards or chains */
 };
 
 #define INITIAL_BUCKETS 16
@@ -162,7 +162,7 @@ int ox_l1_create(size_t mem_bytes, unsigned shards, ox_l1_t **out) {
   ox_l1_t *c = calloc(1, sizeof *c);
   if (!c) return OX_ENOMEM;
   c->shard_bits = bits;
-  c->seed = ox_feat_random_seed();
+  if (ox_siphash_random_key(&c->key)) c->key = *ox_siphash_process_key();
   c->shards = aligned_alloc(64, sizeof(shard_t) * shards);
   if (!c->shards) {
     free(c);
@@ -231,7 +231,7 @@ static void reclaim_expired(shard_t *s, uint64_t h, ox_slice_t key, int64_t now_
  * NULL) or lends it to fn. */
 static int lookup(ox_l1_t *c, ox_slice_t key, int64_t now_ms, void *out, size_t cap, size_t *len,
                   ox_l1_view_fn fn, void *arg) {
-  uint64_t h = ox_feat_hash64(key.ptr, key.len, c->seed);
+  uint64_t h = ox_siphash(key.ptr, key.len, &c->key);
   shard_t *s = shard_of(c, h);
   pthread_rwlock_rdlock(&s->lock);
   entry_t *e = find(s, h, key);
@@ -280,7 +280,7 @@ int ox_l1_put(ox_l1_t *c, ox_slice_t key, const void *val, size_t len, int64_t t
   int64_t expire = INT64_MAX;
   if (ttl_ms != OX_L1_NO_TTL && __builtin_add_overflow(now_ms, ttl_ms, &expire)) return OX_EINVALID;
   size_t cost = OX_L1_ENTRY_COST(key.len, len);
-  uint64_t h = ox_feat_hash64(key.ptr, key.len, c->seed);
+  uint64_t h = ox_siphash(key.ptr, key.len, &c->key);
   shard_t *s = shard_of(c, h);
   /* The bucket array never shrinks below INITIAL_BUCKETS, so an entry that does not fit next to
    * that never will: refuse it before allocating anything. */
@@ -329,7 +329,7 @@ int ox_l1_put(ox_l1_t *c, ox_slice_t key, const void *val, size_t len, int64_t t
 
 int ox_l1_del(ox_l1_t *c, ox_slice_t key) {
   if (!c) return OX_ENOT_FOUND;
-  uint64_t h = ox_feat_hash64(key.ptr, key.len, c->seed);
+  uint64_t h = ox_siphash(key.ptr, key.len, &c->key);
   shard_t *s = shard_of(c, h);
   entry_t *freelist = NULL;
   pthread_rwlock_wrlock(&s->lock);

@@ -6,10 +6,11 @@
  * copies the value out (or lends it to a callback) and allocates nothing.
  *
  * Design
- * - Shards: a power-of-two count (64 by default), chosen by the top bits of a seeded 64-bit
- *   hash; each has its own rwlock (writer-preferring, so a stream of readers cannot starve a
- *   put), chained bucket array (grown x2 at load factor 1) and memory budget
- *   mem_bytes / shards. There is no global lock.
+ * - Shards: a power-of-two count (64 by default), chosen by the top bits of a keyed 64-bit
+ *   hash (SipHash-2-4, core/siphash.h, under a random key per map: clients choose keys but
+ *   cannot aim them at one shard or chain); each has its own rwlock (writer-preferring, so a
+ *   stream of readers cannot starve a put), chained bucket array (grown x2 at load factor 1)
+ *   and memory budget mem_bytes / shards. There is no global lock.
  * - Memory bound: every entry is charged OX_L1_ENTRY_COST(klen, vlen) bytes (header, key, value
  *   and glibc malloc's chunk rounding), and bucket arrays 8 bytes per bucket. A put that would
  *   take its shard over budget first reclaims expired entries and evicts others, so the bytes

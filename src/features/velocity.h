@@ -51,6 +51,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/siphash.h"
+
 #define OX_FEAT_VELOCITY_N 8
 #define OX_FEAT_EVENT_BYTES 24 /* encoded size of one event */
 
@@ -65,16 +67,25 @@ extern const char *const ox_feat_velocity_names[OX_FEAT_VELOCITY_N];
 typedef struct {
   int64_t ts_ms;
   double amount;
-  uint64_t merchant; /* merchant id or a hash of it */
+  uint64_t merchant; /* merchant identity: the store's keyed hash of merchant_id (fstore.h) */
 } ox_feat_event_t;
 
 /* Computes the 8 features defined above into out[0..8). events[0..n) must be in event order
  * (ts non-decreasing; equal ts in insertion order). May be NULL when n is 0.
  * Allocates nothing when at most 256 events fall in the 24h window (the distinct-merchant set
  * lives on the stack); above that it mallocs a set and frees it before returning.
+ * Work: one pass over events[0..n) (a few ns each), plus, per event in the 24 h window, one
+ * SipHash-2-4 of its merchant (about 20 ns) and a probe of a set at load <= 1/2 whose slots a
+ * client cannot aim (1.5 to 2.5 slots on average), and 16 bytes of set memory. The caller
+ * bounds n: the feature store caps what one entity holds in any 24 h window (fstore.h).
  * Returns 0; OX_EINVALID (ts decreasing somewhere: out is left untouched); OX_ENOMEM. */
 int ox_feat_velocity(const ox_feat_event_t *events, size_t n, int64_t t_ms, float default_secs,
                      float out[OX_FEAT_VELOCITY_N]);
+
+/* The start slot of merchant in a distinct-merchant set of `slots` slots (a power of two)
+ * under key: the low bits of SipHash-2-4 of the merchant value. ox_feat_velocity uses
+ * ox_siphash_process_key(); exposed so that tests can show the slots depend on the secret. */
+size_t ox_feat_distinct_slot(uint64_t merchant, const ox_siphash_key_t *key, size_t slots);
 
 /* The event record stored as an L2 event payload: 24 bytes, little-endian: ts_ms as int64,
  * amount as the binary64 bit pattern, merchant as uint64. (In Python:

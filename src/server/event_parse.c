@@ -12,6 +12,7 @@
 
 void ox_event_keys_parse(const char *spec, ox_event_keys_t *k) {
   k->n = 0;
+  k->merchant_key = NULL;
   const char *p = spec ? spec : "";
   while (*p && k->n < OX_FSTORE_MAX_ENTITIES) {
     const char *e = strchr(p, ',');
@@ -49,6 +50,8 @@ static int id_value(ox_json_t *js, ox_arena_t *a, ox_slice_t *out) {
   *out = n.text;
   return 0;
 }
+
+static const ox_siphash_key_t zero; /* ox_event_keys_t.merchant_key NULL: tests only */
 
 /* Parses one event object at the cursor into ev (entities built in the arena). Returns 0,
  * OX_ENOMEM, or -1 with the reason in why. */
@@ -110,8 +113,8 @@ static int parse_event(ox_json_t *js, ox_arena_t *a, const ox_event_keys_t *keys
       ox_json_number_t n;
       double d;
       if (ox_json_number(js, &n) || ox_parse_f64(n.text.ptr, n.text.len, &d) != n.text.len ||
-          !__builtin_isfinite(d)) {
-        snprintf(why, cap, "'amount' must be a finite number");
+          !__builtin_isfinite(d) || d > OX_EVENT_MAX_AMOUNT || d < -OX_EVENT_MAX_AMOUNT) {
+        snprintf(why, cap, "'amount' must be a finite number from -1e12 to 1e12");
         return -1;
       }
       ev->ev.amount = d;
@@ -123,7 +126,7 @@ static int parse_event(ox_json_t *js, ox_arena_t *a, const ox_event_keys_t *keys
         snprintf(why, cap, "'merchant_id' must be a non-empty string or an integer");
         return -1;
       }
-      ev->ev.merchant = ox_fstore_fnv1a64(m.ptr, m.len);
+      ev->ev.merchant = ox_siphash(m.ptr, m.len, keys->merchant_key ? keys->merchant_key : &zero);
     } else {
       int rc = id_value(js, a, &ids[ki]);
       if (rc == OX_ENOMEM) return rc;

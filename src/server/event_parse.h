@@ -1,11 +1,13 @@
 /* event_parse.h: the body of POST /v1/events, parsed and validated (pure: no I/O, no store).
  *
  * The body is JSON lines (one event object a line; blank lines allowed) or one JSON array of
- * event objects. An event has "ts" (integer ms), "amount" (finite number), "merchant_id" and
- * every key field (a non-empty string of at most OX_FSTORE_MAX_ID bytes, or an integer taken
- * as its digits); other fields are skipped (validated as JSON). Each key field X_id gives the
- * event the entity "X:<value>"; merchant_id becomes FNV-1a 64 of its text. Bounded: at most
- * OX_EVENTS_MAX events, nesting as proto/json.h allows, numbers checked for overflow.
+ * event objects. An event has "ts" (integer ms), "amount" (a number from -OX_EVENT_MAX_AMOUNT to
+ * OX_EVENT_MAX_AMOUNT: finite, and small enough that no window's sum can leave float32's range),
+ * "merchant_id" and every key field (a non-empty string of at most OX_FSTORE_MAX_ID bytes, or an
+ * integer taken as its digits); other fields are skipped (validated as JSON). Each key field X_id
+ * gives the event the entity "X:<value>"; merchant_id becomes SipHash-2-4 of its text under the
+ * store's merchant key (ox_fstore_merchant_hash). Bounded: at most OX_EVENTS_MAX events, nesting as
+ * proto/json.h allows, numbers checked for overflow.
  */
 #ifndef OX_SERVER_EVENT_PARSE_H
 #define OX_SERVER_EVENT_PARSE_H
@@ -16,12 +18,19 @@
 #include "server/fstore.h"
 
 #define OX_EVENTS_MAX 100000 /* events per request */
+/* Largest |amount| of an event. A 24 h window holds at most the per-entity cap (fstore.h, at
+ * most 2^32) of events, so its sum stays below 2^32 * 1e12 ~ 4.3e21, far inside float32's
+ * range (3.4e38): a velocity feature can never become infinite. */
+#define OX_EVENT_MAX_AMOUNT 1e12
 
 typedef struct {
   const char *names[OX_FSTORE_MAX_ENTITIES]; /* event fields naming entities ("user_id") */
   size_t lens[OX_FSTORE_MAX_ENTITIES];
   size_t etype_lens[OX_FSTORE_MAX_ENTITIES]; /* their entity type: the name without "_id" */
   size_t n;
+  /* the store's merchant key (ox_fstore_merchant_key), borrowed; NULL (as set by
+   * ox_event_keys_parse) means the all-zero key, for tests without a store only */
+  const ox_siphash_key_t *merchant_key;
 } ox_event_keys_t;
 
 /* Splits a comma-separated list of key fields ("user_id,card_id"; borrowed, must outlive k)

@@ -5,18 +5,25 @@
  *         "amount": 12.5, ...}       (other fields are ignored)
  *      Every event is appended to each entity its key fields name (--event-keys, by default
  *      user_id and card_id: entities "user:<user_id>" and "card:<card_id>") with payload
- *      (ts, amount, FNV-1a 64 of the merchant_id text). All lines are validated before
+ *      (ts, amount, merchant: the store's keyed hash of the merchant_id text, see
+ *      ox_fstore_merchant_hash). All lines are validated before
  *      anything is stored: a bad one is a 400 naming its line (array: element) number, and
  *      nothing of the request is applied. The answer, {"accepted": n}, comes once the events
  *      are committed, so the next inference sees them. With --feature-events-to-redis the
- *      events are then appended to Redis lists "ev:<entity>" too, and the answer says how that
+ *      events are then appended to Redis lists "~ev:<entity>" too, and the answer says how that
  *      went: {"accepted": n, "write_through": "ok" | "<error>"}; a Redis failure does not fail
- *      the request (the events are stored).
+ *      the request (the events are stored). An entity may hold at most
+ *      --feature-max-events-per-entity-24h events in any 24 h window: a request that would
+ *      take one over is refused whole with 429 naming the entity (nothing of it is stored).
  *   PUT /v1/features/{table}/{key}   body: a JSON array of numbers, stored as float32 row
  *      "table:key" in L1 and L2 and written through to Redis/PostgreSQL when configured.
  *      {"table", "key", "width", "write_through": "ok" | "none" | "<error>"}
  *   GET /v1/features/{table}/{key}   {"table", "key", "values": [...], "tier": "l1|l2|l3"},
- *      or 404; 503 when a tier that might hold it is down.
+ *      or 404; 503 when a tier that might hold it is down. A value that is not finite (only
+ *      another writer of Redis/PostgreSQL can store one: PUT refuses them) is null.
+ *   Both: table of letters, digits, '_', '.' and '-' (at most 63 bytes: it can never start
+ *   with '~', which marks the store's internal keys), key of 1 to 200 bytes of valid UTF-8
+ *   (after percent-decoding); anything else is a 400.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,6 +33,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "features/breaker.h"
 #include "proto/json.h"
 #include "proto/numconv.h"
@@ -84,6 +92,7 @@ static void fjob_json(fjob_t *j, ox_buf_t *b, int oom) {
 static void run_events(fjob_t *j) {
   ox_event_keys_t keys;
   ox_event_keys_parse(j->s->event_keys ? j->s->event_keys : "user_id,card_id", &keys);
+  keys.merchant_key = ox_fstore_merchant_key(j->s->features);
   ox_arena_t arena;
   ox_arena_init(&arena);
   ox_fstore_event_t *evs = NULL;
@@ -97,7 +106,16 @@ static void run_events(fjob_t *j) {
   } else {
     int l3err = 0;
     rc = ox_fstore_ingest(j->s->features, evs, n, &l3err);
-    if (rc) {
+    if (rc == OX_EQUOTA) {
+      char ent[OX_FSTORE_MAX_ENTITY + 1];
+      uint64_t cap = ox_fstore_quota_entity(j->s->features, ent, sizeof ent);
+      snprintf(err, sizeof err,
+               "entity '%s' would hold more than %" PRIu64
+               " events in a 24 h window (--feature-max-events-per-entity-24h); no event of "
+               "this request was stored",
+               ent, cap);
+      fjob_error(j, 429, err);
+    } else if (rc) {
       ox_warn("POST /v1/events: storing %zu events failed: %s", n, ox_strerror(rc));
       snprintf(err, sizeof err, "storing the events failed (%s); some may be stored",
                ox_strerror(rc));
@@ -129,6 +147,29 @@ static int row_head(ox_buf_t *b, const fjob_t *j) {
   return rc;
 }
 
+/* A row's values as a JSON array: a value that is not finite (stored by another writer of an
+ * L3 backend: PUT refuses them) is null, so the answer stays JSON for strict parsers. */
+static int row_values_json(ox_buf_t *b, const float *v, size_t n) {
+  size_t i = 0;
+  while (i < n && __builtin_isfinite(v[i])) i++;
+  if (i == n) return ox_tensor_json_encode(b, OX_DT_FP32, v, n); /* the common case */
+  int e = ox_buf_puts(b, "[");
+  for (i = 0; i < n && !e; i++) {
+    if (i) e |= ox_buf_puts(b, ",");
+    if (!__builtin_isfinite(v[i])) {
+      e |= ox_buf_puts(b, "null");
+      continue;
+    }
+    size_t at = b->len; /* one value as "[x]", then its brackets dropped */
+    e |= ox_tensor_json_encode(b, OX_DT_FP32, &v[i], 1);
+    if (!e) {
+      memmove(b->data + at, b->data + at + 1, b->len - at - 2);
+      b->len -= 2;
+    }
+  }
+  return e | ox_buf_puts(b, "]");
+}
+
 static void run_row_get(fjob_t *j, ox_slice_t key) {
   ox_buf_t row, b;
   ox_buf_init(&row);
@@ -148,7 +189,7 @@ static void run_row_get(fjob_t *j, ox_slice_t key) {
     int e = row_head(&b, j);
     e |= ox_buf_puts(&b, ",\"values\":");
     /* the row's float32 values, read in place (a buffer's start is malloc-aligned) */
-    e |= ox_tensor_json_encode(&b, OX_DT_FP32, row.data, row.len / sizeof(float));
+    e |= row_values_json(&b, (const float *)row.data, row.len / sizeof(float));
     e |= ox_buf_printf(&b, ",\"tier\":\"%s\"}", names[tier]);
     fjob_json(j, &b, e);
   }
@@ -313,6 +354,12 @@ void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t tab
     ox_conn_respond_error(c, 400,
                 "bad feature row address: /v1/features/{table}/{key}, table of letters, "
                 "digits, '_', '.' or '-' (at most 63), key of 1 to 200 bytes");
+    return;
+  }
+  if (!ox_utf8_valid(key.ptr, key.len)) {
+    ox_http_body_free(body);
+    free(j);
+    ox_conn_respond_error(c, 400, "bad feature row address: the key must be valid UTF-8");
     return;
   }
   memcpy(j->table, table.ptr, table.len);

@@ -73,6 +73,14 @@ static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, ui
         break;
     }
   }
+  for (uint64_t i = 0; i < count; i++)
+    if (!__builtin_isfinite(f[i])) {
+      snprintf(err, errcap,
+               "input '%.*s' (a raw feature): value %" PRIu64
+               " is not finite or outside float32's range",
+               nl, in->name.ptr, i);
+      return 400;
+    }
   *vals = f;
   *n = count;
   return 0;
@@ -147,12 +155,45 @@ static void row_fill(const ox_fcol_t *col, float *dst, int rc, const void *val, 
   }
 }
 
-/* The end of an assembly: 503 for a degraded mandatory view, else the output. */
+/* The last guard before the model and any JSON answer: a feature that is not finite (a stored
+ * row or event written before ingestion refused such values, or a row an L3 writer stored) is
+ * replaced by its column's default (velocity: 0, secs_since_last -1; raw: 0), counted, and
+ * flags the result degraded. Raw values were checked on the way in. Returns how many. */
+static uint64_t replace_nonfinite(const ox_feature_view_t *v, float *data, uint64_t rows, char *why,
+                                  size_t whycap) {
+  uint64_t bad = 0;
+  uint32_t off = 0;
+  for (size_t c = 0; c < v->num_cols; off += v->cols[c].width, c++) {
+    const ox_fcol_t *col = &v->cols[c];
+    for (uint64_t r = 0; r < rows; r++)
+      for (uint32_t j = 0; j < col->width; j++) {
+        float *x = &data[r * v->width + off + j];
+        if (__builtin_isfinite(*x)) continue;
+        *x = col->kind == OX_FCOL_ROW                  ? col->dflt
+             : col->kind == OX_FCOL_VELOCITY && j == 7 ? -1.0f
+                                                       : 0.0f;
+        if (!bad++ && !why[0])
+          snprintf(why, whycap, "feature %u of column %zu is not finite (replaced by its default)",
+                   (unsigned)j, c);
+      }
+  }
+  return bad;
+}
+
+/* The end of an assembly: 503 for a degraded mandatory view, else the output (non-finite values
+ * replaced). why has room for 160 bytes. */
 static int finish(ox_fstore_t *fs, const ox_feature_view_t *v, float *data, uint64_t rows,
-                  int degraded, const char *why, ox_fview_out_t *out, char *err, size_t errcap) {
+                  int degraded, char *why, ox_fview_out_t *out, char *err, size_t errcap) {
   if (degraded && v->mandatory) {
     snprintf(err, errcap, "a mandatory feature is unavailable (%s)", why);
     return 503;
+  }
+  /* after the mandatory check: a bad stored value is answered with defaults, flagged, not
+   * turned into a 503 for as long as it stays stored */
+  uint64_t bad = replace_nonfinite(v, data, rows, why, 160);
+  if (bad) {
+    degraded = 1;
+    if (fs) ox_fstore_count_nonfinite(fs, bad);
   }
   if (degraded && fs) ox_fstore_count_degraded(fs);
   out->data = data;
@@ -212,6 +253,10 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
                  "raw feature '%s' is missing: send it as an input or as a number "
                  "parameter",
                  col->name);
+        return 400;
+      }
+      if (!__builtin_isfinite((float)d)) {
+        snprintf(err, errcap, "raw feature '%s' is outside float32's range", col->name);
         return 400;
       }
       raw[c] = ox_arena_alloc(arena, sizeof(float));

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/siphash.h"
 #include "features/breaker.h"
 #include "server/fstore_priv.h"
 
@@ -17,18 +18,17 @@ static atomic_uint_fast64_t fs_ids = 1;
 static _Thread_local fs_tctx_t *tl_ctx;
 static _Thread_local uint64_t tl_id;
 
-uint64_t ox_fstore_fnv1a64(const void *p, size_t n) {
-  const unsigned char *s = p;
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= s[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
+uint64_t ox_fstore_merchant_hash(const ox_fstore_t *fs, const void *p, size_t n) {
+  return ox_siphash(p, n, &fs->merchant_key);
+}
+
+const ox_siphash_key_t *ox_fstore_merchant_key(const ox_fstore_t *fs) {
+  return &fs->merchant_key;
 }
 
 fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key) {
-  return &fs->stripes[ox_fstore_fnv1a64(l1key.ptr, l1key.len) & (FS_STRIPES - 1)];
+  return &fs->stripes[ox_siphash(l1key.ptr, l1key.len, ox_siphash_process_key()) &
+                      (FS_STRIPES - 1)];
 }
 
 int64_t fs_now_ms(void) {
@@ -134,6 +134,52 @@ static int open_pg(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t
   return 0;
 }
 
+/* The store's merchant key (see fstore.h): read from L2, or created in a store without events.
+ * A store with events but no key was written with the old unkeyed FNV-1a merchant hash: it is
+ * refused, since its merchant identities cannot be converted. */
+static int merchant_key_load(ox_fstore_t *fs, const char *dir, uint64_t entities, char *err,
+                             size_t errcap) {
+  ox_l2_reader_t *r = NULL;
+  int rc = ox_l2_reader_open(fs->l2, &r);
+  if (rc) {
+    snprintf(err, errcap, "cannot read the feature store: %s", ox_strerror(rc));
+    return rc;
+  }
+  unsigned char k[OX_SIPHASH_KEY_BYTES];
+  size_t len = 0;
+  rc = ox_l2_get_row_copy(r, OX_SLICE_LIT(FS_MERCHANT_KEY_ROW), k, sizeof k, &len);
+  ox_l2_reader_close(r);
+  if (rc == 0 && len == sizeof k) {
+    fs->merchant_key = ox_siphash_key_from_bytes(k);
+    return 0;
+  }
+  if (rc != OX_ENOT_FOUND) {
+    snprintf(err, errcap, "the feature store's merchant key is unreadable: %s",
+             rc ? ox_strerror(rc) : "wrong size");
+    return rc ? rc : OX_EINTERNAL;
+  }
+  if (entities) {
+    snprintf(err, errcap,
+             "the feature store '%.200s' was written by an older onnxd (merchant ids stored as "
+             "unkeyed FNV-1a hashes, which clients can forge); its events cannot be converted: "
+             "move the directory away and ingest the events again",
+             dir);
+    return OX_EINVALID;
+  }
+  if ((rc = ox_random_bytes(k, sizeof k))) {
+    snprintf(err, errcap, "no random source for the merchant key: %s", ox_strerror(rc));
+    return rc;
+  }
+  rc = ox_l2_put_row(fs->l2, OX_SLICE_LIT(FS_MERCHANT_KEY_ROW), k, sizeof k);
+  if (!rc) rc = ox_l2_flush(fs->l2);
+  if (rc) {
+    snprintf(err, errcap, "cannot store the merchant key: %s", ox_strerror(rc));
+    return rc;
+  }
+  fs->merchant_key = ox_siphash_key_from_bytes(k);
+  return 0;
+}
+
 int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size_t errcap) {
   if (o->events_to_redis && !(o->redis && o->redis[0])) {
     snprintf(err, errcap, "appending events to Redis needs a Redis server (--redis HOST:PORT)");
@@ -145,6 +191,7 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
   fs->ttl_ms = o->l1_ttl_ms;
   fs->l3_cache_ms = o->l3_cache_ms;
   fs->events_to_redis = o->events_to_redis;
+  fs->max_events_24h = o->max_events_24h;
   pthread_mutex_init(&fs->ctx_mu, NULL);
   pthread_mutex_init(&fs->ingest_mu, NULL);
   pthread_mutex_init(&fs->sw_mu, NULL);
@@ -186,6 +233,7 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
     snprintf(err, errcap, "cannot read the feature store's entity index: %s", ox_strerror(rc));
     goto fail;
   }
+  if ((rc = merchant_key_load(fs, o->dir, entities, err, errcap))) goto fail;
   if (pthread_create(&fs->sweeper, NULL, sweeper_main, fs)) {
     rc = OX_ENOMEM;
     snprintf(err, errcap, "cannot start the L1 sweeper thread");
@@ -263,6 +311,10 @@ int ox_fstore_events_to_redis(const ox_fstore_t *fs) {
 
 void ox_fstore_count_degraded(ox_fstore_t *fs) {
   atomic_fetch_add_explicit(&fs->degraded, 1, memory_order_relaxed);
+}
+
+void ox_fstore_count_nonfinite(ox_fstore_t *fs, uint64_t n) {
+  atomic_fetch_add_explicit(&fs->nonfinite, n, memory_order_relaxed);
 }
 
 #define LD(x) ((uint64_t)atomic_load_explicit(&(x), memory_order_relaxed))
@@ -355,6 +407,12 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
       LD(fs->degraded), LD(fs->bloom_neg), LD(fs->bloom_pos), LD(fs->events_ingested),
       LD(fs->rows_put), LD(fs->l3_stale), l1.bytes, l1.entries, l1.evictions, l1.expirations, l2.committed,
       l2.failed, l2.purged);
+  rc |= ox_buf_printf(o,
+                      "# HELP onnxd_feature_nonfinite_total Features that were not finite "
+                      "(stored before ingestion refused such values) and were replaced by "
+                      "defaults\n# TYPE onnxd_feature_nonfinite_total counter\n"
+                      "onnxd_feature_nonfinite_total %" PRIu64 "\n",
+                      LD(fs->nonfinite));
   if (fs->redis || fs->pg) {
     rc |= ox_buf_printf(
         o,

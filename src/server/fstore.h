@@ -6,7 +6,7 @@
  *   L2   features/l2.h, LMDB in --feature-dir: rows, and every event of every entity.
  *   L3   features/l3_redis.h then features/l3_pg.h (each optional): rows, read-through with
  *        the caller's deadline, written through by ox_fstore_row_put. With events_to_redis,
- *        Redis also gets every ingested event, appended (RPUSH) to the list "ev:<entity>" as
+ *        Redis also gets every ingested event, appended (RPUSH) to the list "~ev:<entity>" as
  *        its 24-byte record (ox_feat_event_encode), after the L2 commit: a copy for other
  *        consumers, never read back here (L2 is the events' store of record).
  *   Bloom  features/bloom.h, "has this entity ever had an event": an entity never seen skips
@@ -38,7 +38,8 @@
  * since <= t - 24h + 1. Ingestion updates those L1 lists in place after its L2 commit, so a
  * score right after an ingest still hits L1.
  *
- * Consistency between readers that fill L1 from L2/L3 and writers: keys hash to one of 1024
+ * Consistency between readers that fill L1 from L2/L3 and writers: keys hash (SipHash-2-4 under
+ * the per-process key, so clients cannot pile their keys onto one stripe) to one of 1024
  * stripes, each a mutex and a generation. Writers bump the generation (under the mutex) around
  * their writes; a reader notes the generation before reading the lower tier and promotes only
  * if it is unchanged, under the mutex. So a promotion never puts back a value older than a
@@ -57,6 +58,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/siphash.h"
 #include "core/slice.h"
 #include "features/velocity.h"
 
@@ -72,8 +74,10 @@ typedef struct {
   int sync_none;        /* L2 without fsync (tests, tmpfs) */
   int64_t l3_cache_ms;  /* how long a row read from L3 is kept in L2 (0: not kept) */
   int64_t retention_ms; /* events older than this are purged from L2 (0: kept forever) */
-  int events_to_redis;  /* also append every ingested event to Redis list "ev:<entity>"
+  int events_to_redis;  /* also append every ingested event to Redis list "~ev:<entity>"
                            (ox_fstore_ingest); needs redis, else ox_fstore_open fails */
+  uint64_t max_events_24h; /* most events one entity may hold in any 24 h window (ingestion
+                              refuses more: see ox_fstore_ingest); 0: no cap (tests) */
 } ox_fstore_opts_t;
 
 typedef struct ox_fstore ox_fstore_t;
@@ -164,18 +168,32 @@ typedef struct {
  * entity name empty or over OX_FSTORE_MAX_ENTITY bytes, or starting with '~': nothing is
  * stored), OX_EUNAVAILABLE (closing), an L2 error (some events may then be stored).
  * With events_to_redis, each committed chunk of events (up to 8192) is then appended to the
- * Redis lists "ev:<entity>" of the entities it names, in the order given, in one pipelined
+ * Redis lists "~ev:<entity>" of the entities it names, in the order given, in one pipelined
  * round trip bounded by 1 s (and by the Redis client's command timeout); a Redis failure does
  * not fail the call (L2 is the store of record): *l3_err (may be NULL) receives the first
  * Redis error, 0 when every append succeeded or write-through is off, and the chunk's events
  * are counted in onnxd_feature_events_l3_failed_total (some of them may be in Redis). */
 int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err);
+/* The per-entity cap (opts.max_events_24h): before anything is stored, ox_fstore_ingest checks,
+ * for every entity the events name, that no 24 h window (t - 24h < ts <= t) containing one of
+ * the new events would hold more than max_events_24h events, stored and new together. If one
+ * would, nothing of the call is stored and it returns OX_EQUOTA; ox_fstore_quota_entity then
+ * names the (first) entity, on the same thread, until its next ingest, and returns the cap.
+ * The check reads the
+ * entity's stored event times within 24 h of the new events (at most about twice the cap per
+ * distinct new-event day). */
+uint64_t ox_fstore_quota_entity(ox_fstore_t *fs, char *out, size_t cap);
 
 /* 1 when ox_fstore_ingest appends events to Redis (opts.events_to_redis), else 0. */
 int ox_fstore_events_to_redis(const ox_fstore_t *fs);
 
 /* The 8 velocity features (features/velocity.h, default_secs -1) of entity at t_ms, from its
- * stored events. 0 or an error (an L2 read failure). */
+ * stored events. 0 or an error (an L2 read failure).
+ * Bounded work: the events read are those with t - 24h < ts <= t (at most the cap, by the
+ * ingestion check) and, read ahead so that the list can be cached for later requests, those
+ * after t up to t + 24h and at most cap of them; an entity with more events beyond that is
+ * answered from L2 (the list is then not cached). So one call decodes and processes at most
+ * 2 x cap + 1 events (see velocity.h for the cost per event). */
 int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t_ms,
                        float out[OX_FEAT_VELOCITY_N]);
 
@@ -183,11 +201,21 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t_ms,
 
 /* Counts one inference request whose features fell back to defaults (a tier failed). */
 void ox_fstore_count_degraded(ox_fstore_t *fs);
+/* Counts n features that were not finite and were replaced by defaults before reaching a model
+ * (onnxd_feature_nonfinite_total). */
+void ox_fstore_count_nonfinite(ox_fstore_t *fs, uint64_t n);
 /* Appends the store's Prometheus text (lookups and latency per tier, Bloom, L1 and L2 state,
  * breakers). 0 or OX_ENOMEM. */
 int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *out);
 
-/* The restart-stable 64-bit hash of merchant ids in stored events: FNV-1a 64 of the bytes. */
-uint64_t ox_fstore_fnv1a64(const void *p, size_t n);
+/* The merchant identity stored in events: SipHash-2-4 of the merchant_id's bytes under the
+ * store's merchant key. The key is 16 random bytes created with the store and kept in L2 (row
+ * "~meta:merchant_key"), so the value is stable across restarts and the same for every process
+ * that opens the store; without the key a client cannot make two merchant ids collide except by
+ * chance (2^-64 per pair). A store written before the key existed (merchants as unkeyed FNV-1a
+ * 64) is refused by ox_fstore_open with a message saying so. */
+uint64_t ox_fstore_merchant_hash(const ox_fstore_t *fs, const void *p, size_t n);
+/* The store's merchant key (borrowed, valid until ox_fstore_close). */
+const ox_siphash_key_t *ox_fstore_merchant_key(const ox_fstore_t *fs);
 
 #endif

@@ -9,6 +9,7 @@
  * is `before`, which enters ox_feat_velocity as one extra event outside every window (it only
  * sets secs_since_last).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,10 @@ static int list_velocity(fs_tctx_t *x, const unsigned char *list, size_t len, in
 typedef struct {
   ox_buf_t *b;
   int rc;
+  int64_t t;          /* the request time */
+  uint64_t ahead;     /* events read after t */
+  uint64_t max_ahead; /* stop after this many events after t (0: no limit) */
+  int truncated;      /* stopped early: the list lacks later events */
 } scan_ctx_t;
 
 static int scan_append(void *arg, const ox_l2_event_t *ev) {
@@ -78,6 +83,13 @@ static int scan_append(void *arg, const ox_l2_event_t *ev) {
   if (ev->payload.len != EVB) {
     c->rc = OX_EINTERNAL; /* not an event record of ours */
     return 1;
+  }
+  if (ev->ts_ms > c->t) { /* read ahead for later requests, within bounds */
+    if ((c->max_ahead && c->ahead >= c->max_ahead) || ev->ts_ms - c->t > W24) {
+      c->truncated = 1;
+      return 1;
+    }
+    c->ahead++;
   }
   c->rc = ox_buf_append(c->b, ev->payload.ptr, EVB);
   return c->rc;
@@ -103,20 +115,24 @@ static int read_last(ox_l2_reader_t *r, ox_slice_t entity, int64_t *last) {
 
 /* Builds entity's event list for a request at t from L2, in one snapshot, into b: every event
  * with ts >= t - 24h + 1 (future ones too, so the list serves later requests), and `before`.
+ * The events after t are read only up to t + 24h and max_ahead of them (0: no limit): past
+ * that *truncated is set, the list is right for t only and must not be cached.
  * before is only needed when no listed event is <= t; it is then the last-ts row when that is
  * older than the window, else (events only after t) found by a scan below the window. When a
  * listed event is <= t, every request the list may serve (t' >= t) has one too, and before
  * stays INT64_MIN. *found: the entity has any event. */
-static int fill_from_l2(fs_tctx_t *x, ox_slice_t entity, int64_t t, ox_buf_t *b, int *found) {
+static int fill_from_l2(fs_tctx_t *x, ox_slice_t entity, int64_t t, uint64_t max_ahead, ox_buf_t *b,
+                        int *found, int *truncated) {
   int64_t since = window_lo(t), before = INT64_MIN, last = 0;
   b->len = 0;
   if (ox_buf_reserve(b, HDR)) return OX_ENOMEM;
   b->len = HDR;
   int rc = ox_l2_read_begin(x->r);
   if (rc) return rc;
-  scan_ctx_t sc = {b, 0};
+  scan_ctx_t sc = {.b = b, .t = t, .max_ahead = max_ahead};
   int n = ox_l2_scan_events(x->r, entity, since, INT64_MAX, scan_append, &sc);
   if (n >= 0 && sc.rc) n = sc.rc;
+  *truncated = sc.truncated;
   int has_last = n >= 0 ? read_last(x->r, entity, &last) : 0;
   if (n < 0 || has_last < 0) {
     ox_l2_read_end(x->r);
@@ -165,11 +181,12 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
   fs_stripe_t *st = fs_stripe(fs, key);
   uint64_t gen = atomic_load(&st->gen);
   t0 = ox_breaker_now_ns();
-  int found = 0;
-  rc = fill_from_l2(x, entity, t, &x->a, &found);
+  int found = 0, truncated = 0;
+  rc = fill_from_l2(x, entity, t, fs->max_events_24h, &x->a, &found, &truncated);
   fs_record(fs, OX_TIER_L2, rc ? FS_ERROR : found ? FS_HIT : FS_MISS, t0);
   if (rc) return rc;
   rc = list_velocity(x, (const unsigned char *)x->a.data, x->a.len, t, out);
+  if (truncated) return rc; /* right for t only: not for L1 */
   pthread_mutex_lock(&st->mu);
   if (atomic_load(&st->gen) == gen &&
       ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, fs_now_ms()))
@@ -263,7 +280,7 @@ static int entity_events(const ox_fstore_event_t *evs, const pair_t *pairs, cons
 }
 
 /* events_to_redis: appends the chunk's events (committed to L2) to the Redis lists
- * "ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip. The commands are
+ * "~ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip. The commands are
  * grouped by entity, each entity's events in chunk order (as posted, not sorted by ts). The
  * keys and records are built in x->c; keys and values point into it. 0 or the first error. */
 static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
@@ -314,10 +331,11 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
     return OX_ENOMEM;
   }
   size_t nents = 0, np = 0;
+  const ox_siphash_key_t *hkey = ox_siphash_process_key(); /* clients choose the names */
   for (size_t i = 0; i < n; i++) {
     for (size_t k = 0; k < evs[i].num_entities; k++) {
       ox_slice_t name = evs[i].entities[k];
-      size_t h = (size_t)ox_fstore_fnv1a64(name.ptr, name.len) & (cap - 1);
+      size_t h = (size_t)ox_siphash(name.ptr, name.len, hkey) & (cap - 1);
       while (slots[h] && !(ents[slots[h] - 1].name.len == name.len &&
                            !memcmp(ents[slots[h] - 1].name.ptr, name.ptr, name.len)))
         h = (h + 1) & (cap - 1);
@@ -415,6 +433,116 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
   return rc;
 }
 
+/* ---- the per-entity cap (fstore.h) ----------------------------------------------------- */
+
+typedef struct {
+  ox_slice_t name;
+  int64_t ts;
+} cap_pair_t;
+
+typedef struct {
+  int64_t ts;
+  int fresh; /* one of the request's events */
+} cap_ev_t;
+
+static int cap_pair_cmp(const void *pa, const void *pb) {
+  const cap_pair_t *a = pa, *b = pb;
+  size_t l = a->name.len < b->name.len ? a->name.len : b->name.len;
+  int c = memcmp(a->name.ptr, b->name.ptr, l);
+  if (c) return c;
+  if (a->name.len != b->name.len) return a->name.len < b->name.len ? -1 : 1;
+  return a->ts < b->ts ? -1 : a->ts > b->ts;
+}
+
+static int scan_ts(void *arg, const ox_l2_event_t *ev) {
+  return ox_buf_append(arg, &ev->ts_ms, sizeof ev->ts_ms);
+}
+
+/* For b <= a: b is in the 24 h window ending at a (a - b < 24h, without overflow). */
+static int in_24h(int64_t a, int64_t b) {
+  int64_t d;
+  return !__builtin_sub_overflow(a, b, &d) && d < W24;
+}
+
+static int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+
+/* One entity: its new event times nt[0..m) (sorted). Reads the stored times within 24 h of
+ * them and checks every window ending at an event, that holds a new one. 1: over the cap. */
+static int cap_entity(ox_fstore_t *fs, fs_tctx_t *x, ox_slice_t name, const cap_pair_t *nt,
+                      size_t m) {
+  x->c.len = 0;
+  int rc = 0;
+  for (size_t i = 0; i < m && !rc;) { /* merged ranges [ts - 24h + 1, ts + 24h - 1] */
+    int64_t lo = sat_add(nt[i].ts, -W24 + 1), hi = sat_add(nt[i].ts, W24 - 1);
+    for (i++; i < m && sat_add(nt[i].ts, -W24 + 1) <= hi; i++) hi = sat_add(nt[i].ts, W24 - 1);
+    int k = ox_l2_scan_events(x->r, name, lo, hi, scan_ts, &x->c);
+    if (k < 0) rc = k;
+  }
+  if (rc) return rc;
+  size_t ne = x->c.len / sizeof(int64_t), total = ne + m;
+  cap_ev_t *all = malloc(total * sizeof *all);
+  if (!all) return OX_ENOMEM;
+  const char *old = x->c.data;
+  for (size_t i = 0, j = 0, k = 0; k < total; k++) { /* merge: stored times are sorted too */
+    int64_t ots = 0;
+    if (i < ne) memcpy(&ots, old + i * sizeof ots, sizeof ots);
+    if (j == m || (i < ne && ots <= nt[j].ts)) {
+      all[k] = (cap_ev_t){ots, 0};
+      i++;
+    } else {
+      all[k] = (cap_ev_t){nt[j++].ts, 1};
+    }
+  }
+  size_t lo = 0, fresh = 0;
+  int over = 0;
+  for (size_t k = 0; k < total && !over; k++) { /* window (all[k].ts - 24h, all[k].ts] */
+    fresh += all[k].fresh;
+    while (!in_24h(all[k].ts, all[lo].ts)) fresh -= all[lo++].fresh;
+    over = fresh && k - lo + 1 > fs->max_events_24h;
+  }
+  free(all);
+  return over;
+}
+
+/* Checks the cap for every entity of evs (under ingest_mu). 0, OX_EQUOTA (x->quota_entity
+ * names the entity), or an error. */
+static int check_cap(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n) {
+  if (!fs->max_events_24h) return 0;
+  size_t np = 0;
+  for (size_t i = 0; i < n; i++) np += evs[i].num_entities;
+  cap_pair_t *p = malloc((np ? np : 1) * sizeof *p);
+  if (!p) return OX_ENOMEM;
+  np = 0;
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < evs[i].num_entities; k++)
+      p[np++] = (cap_pair_t){evs[i].entities[k], evs[i].ev.ts_ms};
+  qsort(p, np, sizeof *p, cap_pair_cmp); /* by entity, then ts: no hash of client names */
+  int rc = ox_l2_read_begin(x->r);
+  for (size_t i = 0, j; i < np && !rc; i = j) {
+    for (j = i + 1; j < np && p[j].name.len == p[i].name.len &&
+                    !memcmp(p[j].name.ptr, p[i].name.ptr, p[i].name.len);
+         j++) {
+    }
+    rc = cap_entity(fs, x, p[i].name, p + i, j - i);
+    if (rc == 1) {
+      snprintf(x->quota_entity, sizeof x->quota_entity, "%.*s", (int)p[i].name.len, p[i].name.ptr);
+      rc = OX_EQUOTA;
+    }
+  }
+  ox_l2_read_end(x->r);
+  free(p);
+  return rc;
+}
+
+uint64_t ox_fstore_quota_entity(ox_fstore_t *fs, char *out, size_t cap) {
+  fs_tctx_t *x = fs_ctx(fs);
+  snprintf(out, cap, "%s", x ? x->quota_entity : "");
+  return fs->max_events_24h;
+}
+
 int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err) {
   int l3_dummy;
   if (!l3_err) l3_err = &l3_dummy;
@@ -432,6 +560,8 @@ int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, in
   /* The Redis appends happen under the ingestion lock too, so concurrent requests reach each
    * Redis list in the order they were committed to L2. */
   pthread_mutex_lock(&fs->ingest_mu);
+  x->quota_entity[0] = 0;
+  rc = check_cap(fs, x, evs, n); /* nothing is stored when an entity would exceed its cap */
   for (size_t i = 0; i < n && !rc; i += CHUNK) {
     int e = 0;
     rc = ingest_chunk(fs, x, evs + i, n - i < CHUNK ? n - i : CHUNK, &e);

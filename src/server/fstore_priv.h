@@ -35,6 +35,7 @@ typedef struct fs_tctx {
   ox_buf_t a, b, c;     /* scratch: L1 copies, L2 scans, values being built */
   ox_feat_event_t *evs; /* decoded events for ox_feat_velocity */
   size_t evcap;
+  char quota_entity[OX_FSTORE_MAX_ENTITY + 1]; /* the entity of the last OX_EQUOTA */
 } fs_tctx_t;
 
 struct ox_fstore {
@@ -45,8 +46,10 @@ struct ox_fstore {
   ox_l3_pg_t *pg;       /* NULL when not configured */
   int64_t ttl_ms;
   int64_t l3_cache_ms;
-  int events_to_redis; /* ingestion appends events to Redis lists "ev:<entity>" (fs->redis set) */
-  uint64_t id;         /* tells this store's thread contexts from a previous store's */
+  uint64_t max_events_24h; /* per-entity cap (fstore.h), 0: none */
+  int events_to_redis; /* ingestion appends events to Redis lists "~ev:<entity>" (fs->redis set) */
+  ox_siphash_key_t merchant_key; /* the store's secret for merchant identities (fstore.h) */
+  uint64_t id;                   /* tells this store's thread contexts from a previous store's */
   pthread_mutex_t ctx_mu;
   fs_tctx_t *ctxs;
   pthread_mutex_t ingest_mu;
@@ -58,6 +61,7 @@ struct ox_fstore {
   fs_tier_stats_t tiers[4]; /* by ox_tier_t */
   atomic_uint_fast64_t degraded, bloom_neg, bloom_pos, events_ingested, rows_put, l3_stale;
   atomic_uint_fast64_t events_l3_failed; /* events whose append to Redis failed */
+  atomic_uint_fast64_t nonfinite;        /* features replaced because not finite */
   /* the L3 fetcher (fstore_rows.c): a queue of fetches, one thread */
   pthread_mutex_t fq_mu;
   pthread_cond_t fq_cv;
@@ -74,10 +78,14 @@ struct ox_fstore {
 #define FS_LAST_PREFIX "~last:"
 /* L2 key of a copy of an L3 row: "~l3:<key>", value = 8-byte fetch time (wall-clock ms) + row. */
 #define FS_L3COPY_PREFIX "~l3:"
+/* L2 row holding the store's merchant key (16 random bytes, created with the store). */
+#define FS_MERCHANT_KEY_ROW "~meta:merchant_key"
 /* L1 key of an entity's event list: "~ev:<entity>". */
 #define FS_EV_PREFIX "~ev:"
-/* Redis list of an entity's events, with events_to_redis: "ev:<entity>". */
-#define FS_REDIS_EV_PREFIX "ev:"
+/* Redis list of an entity's events, with events_to_redis: "~ev:<entity>". Rows share Redis's
+ * key space as "<table>:<key>", and table names are letters, digits, '_', '.' and '-' only
+ * (events.c), so no row key can start with '~': internal keys live apart from rows. */
+#define FS_REDIS_EV_PREFIX "~ev:"
 
 fs_tctx_t *fs_ctx(ox_fstore_t *fs);
 fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key);

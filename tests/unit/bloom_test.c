@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "features/bloom.h"
-#include "features/hash.h"
+#include "core/siphash.h"
 #include "test.h"
 
 static ox_slice_t key_of(char *buf, size_t cap, const char *prefix, uint64_t i) {
@@ -144,13 +144,14 @@ TEST(test_check_add) {
 }
 
 TEST(test_hash) {
+  ox_siphash_key_t k42 = {42, 0}, k7 = {7, 0}, k8 = {8, 0};
   /* every length reads exactly its bytes: place the input flush against the end of a heap
    * block (ASan reports any overread) */
   uint64_t seen[65];
   for (size_t n = 0; n <= 64; n++) {
     unsigned char *p = malloc(n ? n : 1);
     for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 7 + 1);
-    seen[n] = ox_feat_hash64(p, n, 42);
+    seen[n] = ox_siphash(p, n, &k42);
     free(p);
   }
   int dup = 0;
@@ -159,15 +160,15 @@ TEST(test_hash) {
   CHECK_INT(dup, 0);
   /* flipping any one input bit changes about half the output bits */
   unsigned char buf[24] = "user:u1234567890abcdef";
-  uint64_t h0 = ox_feat_hash64(buf, sizeof buf, 7), flips = 0;
+  uint64_t h0 = ox_siphash(buf, sizeof buf, &k7), flips = 0;
   for (size_t bit = 0; bit < sizeof buf * 8; bit++) {
     buf[bit / 8] ^= (unsigned char)(1u << (bit % 8));
-    flips += (uint64_t)__builtin_popcountll(h0 ^ ox_feat_hash64(buf, sizeof buf, 7));
+    flips += (uint64_t)__builtin_popcountll(h0 ^ ox_siphash(buf, sizeof buf, &k7));
     buf[bit / 8] ^= (unsigned char)(1u << (bit % 8));
   }
   double avg = (double)flips / (sizeof buf * 8);
   CHECK(avg > 28 && avg < 36);
-  CHECK(ox_feat_hash64(buf, sizeof buf, 7) != ox_feat_hash64(buf, sizeof buf, 8));
+  CHECK(ox_siphash(buf, sizeof buf, &k7) != ox_siphash(buf, sizeof buf, &k8));
 }
 
 /* ---- threads: adds publish an index; checkers verify every published key is present ------- */

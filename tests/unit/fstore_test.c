@@ -9,6 +9,7 @@
 #include "server/fstore.h"
 
 #include <ftw.h>
+#include <time.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,223 @@ static void setup(void) {
   }
 }
 
+/* ---- the merchant identity: a keyed hash under a secret kept in the store ---------------- */
+
+static ox_fstore_t *open_dir(const char *d, int *rc, char *err, size_t errcap) {
+  ox_fstore_opts_t o = {
+      .dir = d, .l1_bytes = 1 << 20, .bloom_items = 100, .max_readers = 8, .sync_none = 1};
+  ox_fstore_t *fs = NULL;
+  *rc = ox_fstore_open(&o, &fs, err, errcap);
+  return fs;
+}
+
+static uint64_t fnv1a64(const char *s) { /* the old, unkeyed merchant hash */
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return h;
+}
+
+TEST(merchant_identity_is_keyed_per_store_and_stable) {
+  char d1[] = "/tmp/onnxd-fstore-mk-XXXXXX", d2[] = "/tmp/onnxd-fstore-mk-XXXXXX";
+  CHECK(mkdtemp(d1) && mkdtemp(d2));
+  char err[400] = "";
+  int rc;
+  ox_fstore_t *a = open_dir(d1, &rc, err, sizeof err);
+  CHECK_INT(rc, 0);
+  ox_fstore_t *b = open_dir(d2, &rc, err, sizeof err);
+  CHECK_INT(rc, 0);
+  if (a && b) {
+    uint64_t ha = ox_fstore_merchant_hash(a, "m1", 2), hb = ox_fstore_merchant_hash(b, "m1", 2);
+    CHECK(ha != fnv1a64("m1") && hb != fnv1a64("m1"));
+    CHECK(ha != hb); /* each store has its own secret */
+    CHECK(ha == ox_siphash("m1", 2, ox_fstore_merchant_key(a)));
+    CHECK(ox_fstore_merchant_hash(a, "m2", 2) != ha);
+    /* an event in the store: the key survives a reopen */
+    ox_fstore_event_t ev = {.ev = {.ts_ms = 1000, .amount = 1, .merchant = ha}, .num_entities = 1};
+    ev.entities[0] = OX_SLICE_LIT("user:mk");
+    CHECK_INT(ox_fstore_ingest(a, &ev, 1, NULL), 0);
+    ox_fstore_close(a);
+    a = open_dir(d1, &rc, err, sizeof err);
+    CHECK_INT(rc, 0);
+    if (a) CHECK(ox_fstore_merchant_hash(a, "m1", 2) == ha);
+  }
+  ox_fstore_close(a);
+  ox_fstore_close(b);
+  nftw(d1, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  nftw(d2, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TEST(store_with_fnv_merchants_is_refused) {
+  /* a store as an older onnxd left it: events and the entity index, no merchant key */
+  char d[] = "/tmp/onnxd-fstore-old-XXXXXX";
+  CHECK(mkdtemp(d) != NULL);
+  ox_l2_opts_t lo = {
+      .map_size = 64 << 20, .max_readers = 4, .queue_max_ops = 1024, .sync = OX_L2_SYNC_NONE};
+  ox_l2_t *l2 = NULL;
+  CHECK_INT(ox_l2_open(d, &lo, &l2), 0);
+  if (l2) {
+    unsigned char rec[OX_FEAT_EVENT_BYTES];
+    ox_feat_event_encode(&(ox_feat_event_t){.ts_ms = 5, .amount = 1, .merchant = fnv1a64("m1")},
+                         rec);
+    CHECK_INT(ox_l2_append_event(l2, OX_SLICE_LIT("user:old"), 5, rec, sizeof rec), 0);
+    CHECK_INT(ox_l2_append_event(l2, OX_SLICE_LIT(FS_INDEX_ENTITY), 5, "user:old", 8), 0);
+    CHECK_INT(ox_l2_flush(l2), 0);
+    ox_l2_close(l2);
+  }
+  char err[400] = "";
+  int rc;
+  ox_fstore_t *fs = open_dir(d, &rc, err, sizeof err);
+  CHECK(fs == NULL);
+  CHECK_INT(rc, OX_EINVALID);
+  CHECK(strstr(err, "older onnxd") && strstr(err, "FNV-1a") && strstr(err, d));
+  ox_fstore_close(fs);
+  nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- the per-entity cap: any 24 h window, all or nothing --------------------------------- */
+
+static ox_fstore_t *open_capped(const char *d, uint64_t cap, size_t l1_bytes) {
+  ox_fstore_opts_t o = {.dir = d,
+                        .l1_bytes = l1_bytes,
+                        .bloom_items = 100,
+                        .max_readers = 8,
+                        .sync_none = 1,
+                        .max_events_24h = cap};
+  ox_fstore_t *fs = NULL;
+  char err[400] = "";
+  CHECK_INT(ox_fstore_open(&o, &fs, err, sizeof err), 0);
+  return fs;
+}
+
+#define T0 1700000000000LL
+#define DAY 86400000LL
+
+static int ingest_one(ox_fstore_t *fs, const char *ent, const char *other, int64_t ts) {
+  ox_fstore_event_t ev = {.ev = {.ts_ms = ts, .amount = 1, .merchant = (uint64_t)ts},
+                          .num_entities = other ? 2 : 1};
+  ev.entities[0] = ox_slice(ent, strlen(ent));
+  if (other) ev.entities[1] = ox_slice(other, strlen(other));
+  return ox_fstore_ingest(fs, &ev, 1, NULL);
+}
+
+TEST(cap_refuses_the_whole_request) {
+  char d[] = "/tmp/onnxd-fstore-cap-XXXXXX";
+  CHECK(mkdtemp(d) != NULL);
+  ox_fstore_t *fs = open_capped(d, 100, 1 << 20);
+  if (!fs) return;
+  ox_fstore_event_t evs[101];
+  for (int i = 0; i < 101; i++) {
+    evs[i] =
+        (ox_fstore_event_t){.ev = {.ts_ms = T0 + i, .amount = 1, .merchant = 1}, .num_entities = 1};
+    evs[i].entities[0] = OX_SLICE_LIT("user:cap");
+  }
+  /* 101 in one request: refused, nothing stored */
+  CHECK_INT(ox_fstore_ingest(fs, evs, 101, NULL), OX_EQUOTA);
+  char ent[300];
+  CHECK_INT(ox_fstore_quota_entity(fs, ent, sizeof ent), 100);
+  CHECK_STR(ent, "user:cap");
+  float f[8];
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:cap"), T0 + 1000, f), 0);
+  CHECK(f[2] == 0.0f);
+  /* 100: accepted */
+  CHECK_INT(ox_fstore_ingest(fs, evs, 100, NULL), 0);
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:cap"), T0 + 1000, f), 0);
+  CHECK(f[2] == 100.0f);
+  /* one more in the window, with another entity: refused whole (the other one gets nothing) */
+  CHECK_INT(ingest_one(fs, "card:other", "user:cap", T0 + 500), OX_EQUOTA);
+  CHECK_INT(ox_fstore_quota_entity(fs, ent, sizeof ent), 100);
+  CHECK_STR(ent, "user:cap");
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("card:other"), T0 + 1000, f), 0);
+  CHECK(f[2] == 0.0f && f[7] == -1.0f);
+  /* backfill: a window ending at a later stored event would hold 101 */
+  CHECK_INT(ingest_one(fs, "user:cap", NULL, T0 - 1), OX_EQUOTA);
+  /* outside every full window: accepted */
+  CHECK_INT(ingest_one(fs, "user:cap", NULL, T0 - DAY), 0);
+  CHECK_INT(ingest_one(fs, "user:cap", NULL, T0 + 99 + DAY), 0);
+  CHECK_INT(ingest_one(fs, "user:cap", "card:other", T0 + 2 * DAY), 0);
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("card:other"), T0 + 2 * DAY, f), 0);
+  CHECK(f[2] == 1.0f);
+  /* extreme times do not overflow the check */
+  CHECK_INT(ingest_one(fs, "user:edge", NULL, INT64_MAX), 0);
+  CHECK_INT(ingest_one(fs, "user:edge", NULL, INT64_MIN), 0);
+  ox_fstore_close(fs);
+  nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Far-future events are read ahead only up to t + 24h and the cap: the answer stays exact, and
+ * such a list is not cached (it would be wrong for later requests). */
+TEST(velocity_reads_a_bounded_look_ahead) {
+  char d[] = "/tmp/onnxd-fstore-ahead-XXXXXX";
+  CHECK(mkdtemp(d) != NULL);
+  ox_fstore_t *fs = open_capped(d, 50, 1 << 20);
+  if (!fs) return;
+  ox_feat_event_t want_evs[8 * 50];
+  size_t nw = 0;
+  for (int day = 0; day < 8; day++) {
+    ox_fstore_event_t evs[50];
+    for (int i = 0; i < 50; i++) {
+      evs[i] = (ox_fstore_event_t){
+          .ev = {.ts_ms = T0 + day * 2 * DAY + i, .amount = 0.5 + i, .merchant = (uint64_t)i % 7},
+          .num_entities = 1};
+      evs[i].entities[0] = OX_SLICE_LIT("user:ahead");
+      want_evs[nw++] = evs[i].ev;
+    }
+    CHECK_INT(ox_fstore_ingest(fs, evs, 50, NULL), 0);
+  }
+  for (int k = 0; k < 3; k++) {
+    int64_t t = T0 + 2 * DAY + 40; /* inside the second day's burst */
+    float got[8], want[8];
+    uint64_t l1hit = count(fs, OX_TIER_L1, FS_HIT);
+    CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:ahead"), t, got), 0);
+    CHECK_INT(ox_feat_velocity(want_evs, nw, t, -1.0f, want), 0);
+    CHECK_MEM(got, want, sizeof got);
+    CHECK_INT(count(fs, OX_TIER_L1, FS_HIT), l1hit); /* never served from L1 */
+  }
+  /* the last burst has nothing after it: cached as usual */
+  int64_t t = T0 + 14 * DAY + 49;
+  float f[8];
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:ahead"), t, f), 0);
+  uint64_t l1hit = count(fs, OX_TIER_L1, FS_HIT);
+  CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:ahead"), t, f), 0);
+  CHECK_INT(count(fs, OX_TIER_L1, FS_HIT), l1hit + 1);
+  CHECK(f[2] == 50.0f);
+  ox_fstore_close(fs);
+  nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* One score of an entity at its cap, all merchants distinct, from L2 then L1: well within the
+ * README's bound (at most 2 x cap + 1 events, a few hundred ns each: 20,000 events here, so
+ * about 10 ms at most; 1 s allowed for sanitizers and a loaded machine). */
+TEST(score_at_the_cap_is_bounded) {
+  enum { CAP = 20000 };
+  char d[] = "/tmp/onnxd-fstore-bound-XXXXXX";
+  CHECK(mkdtemp(d) != NULL);
+  ox_fstore_t *fs = open_capped(d, CAP, 64 << 20);
+  if (!fs) return;
+  ox_fstore_event_t *evs = calloc(CAP, sizeof *evs);
+  for (size_t i = 0; i < CAP; i++) {
+    evs[i] = (ox_fstore_event_t){
+        .ev = {.ts_ms = T0 + (int64_t)i * 4000, .amount = 1e12, .merchant = rnd()},
+        .num_entities = 1};
+    evs[i].entities[0] = OX_SLICE_LIT("user:full");
+  }
+  CHECK_INT(ox_fstore_ingest(fs, evs, CAP, NULL), 0);
+  CHECK_INT(ingest_one(fs, "user:full", NULL, T0 + CAP * 4000LL), OX_EQUOTA);
+  for (int k = 0; k < 2; k++) {
+    float f[8];
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:full"), T0 + CAP * 4000LL, f), 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    CHECK(ms < 1000);
+    CHECK(f[2] == (float)CAP && f[6] == (float)CAP && f[5] == (float)(CAP * 1e12));
+  }
+  free(evs);
+  ox_fstore_close(fs);
+  nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void teardown(void) {
   nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -290,4 +508,6 @@ static void teardown(void) {
 TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
           T(never_seen_entity_skips_l1_and_l2), T(events_to_redis_needs_redis),
           T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
-          T(teardown))
+          T(merchant_identity_is_keyed_per_store_and_stable),
+          T(store_with_fnv_merchants_is_refused), T(cap_refuses_the_whole_request),
+          T(velocity_reads_a_bounded_look_ahead), T(score_at_the_cap_is_bounded), T(teardown))

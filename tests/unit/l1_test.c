@@ -275,5 +275,33 @@ TEST(test_threads) {
   ox_l1_destroy(c);
 }
 
-TEST_MAIN(T(test_basic), T(test_bad_arguments), T(test_ttl), T(test_eviction_bound),
-          T(test_clock_keeps_hot_key), T(test_too_large), T(test_threads))
+/* Keys built to collide under the old unkeyed-in-effect hash (a wyhash-style mix whose first
+ * 16-byte round multiplies by (first 8 bytes ^ 0xe7037ed1a0b428db): zero for such keys, which
+ * erased the seed and left bytes 8..15 unread): with SipHash under a secret they spread over
+ * the shards like any keys. The old hash put all 20,000 in one shard (1/64 of the budget), so
+ * most were evicted at once. */
+TEST(test_crafted_keys_spread_over_shards) {
+  ox_l1_t *c = NULL;
+  CHECK_INT(ox_l1_create(64 << 20, 64, &c), 0);
+  if (!c) return;
+  enum { N = 20000 };
+  for (uint64_t i = 0; i < N; i++) {
+    unsigned char k[32];
+    uint64_t p1 = 0xe7037ed1a0b428dbULL;
+    for (int b = 0; b < 8; b++) {
+      k[b] = (unsigned char)(p1 >> (8 * b));
+      k[8 + b] = (unsigned char)(i >> (8 * b));
+    }
+    memset(k + 16, 'x', 16);
+    CHECK_INT(ox_l1_put(c, ox_slice((const char *)k, sizeof k), "v", 1, 0, 0), 0);
+  }
+  ox_l1_stats_t st;
+  ox_l1_stats(c, &st);
+  CHECK_INT(st.evictions, 0);
+  CHECK_INT(st.entries, N);
+  ox_l1_destroy(c);
+}
+
+TEST_MAIN(T(test_crafted_keys_spread_over_shards), T(test_basic), T(test_bad_arguments),
+          T(test_ttl), T(test_eviction_bound), T(test_clock_keeps_hot_key), T(test_too_large),
+          T(test_threads))

@@ -166,6 +166,29 @@ TEST(test_event_record) {
   CHECK_INT(ox_feat_event_decode(b, 23, &back), OX_EINVALID);
 }
 
-TEST_MAIN(T(test_names), T(test_empty), T(test_window_edges), T(test_secs_since_last),
-          T(test_sum_order_and_rounding), T(test_distinct_merchants), T(test_invalid_and_extremes),
-          T(test_event_record))
+/* The distinct-merchant set's slots come from a secret: the same merchants land in different
+ * slot patterns under two keys (an attacker who does not know the key cannot aim a run), and
+ * the count is right whatever the key (all merchants in one probe run included). */
+TEST(test_distinct_slots_are_keyed) {
+  ox_siphash_key_t k1 = {1, 2}, k2 = {3, 4};
+  size_t same = 0;
+  for (uint64_t m = 1; m <= 1000; m++)
+    same += ox_feat_distinct_slot(m, &k1, 4096) == ox_feat_distinct_slot(m, &k2, 4096);
+  CHECK(same < 20); /* about 1000/4096 expected by chance */
+  /* the slot is SipHash of the value: not the old fixed mix, not the value's own low bits */
+  CHECK(ox_feat_distinct_slot(12345, &k1, 1u << 20) ==
+        (size_t)(ox_siphash_u64(12345, &k1) & ((1u << 20) - 1)));
+  /* 20,000 merchants, 5 repeats each, in a heap-allocated set: exact count */
+  enum { NM = 20000, REP = 5 };
+  ox_feat_event_t *ev = malloc(sizeof *ev * NM * REP);
+  for (size_t i = 0; i < NM * REP; i++)
+    ev[i] = E(T_NOW - 1000 + (int64_t)(i / 1000), 1, (i % NM) * 0x10000);
+  float f[8];
+  CHECK_INT(ox_feat_velocity(ev, NM * REP, T_NOW, -1.0f, f), 0);
+  CHECK(f[DM24] == (float)NM);
+  free(ev);
+}
+
+TEST_MAIN(T(test_distinct_slots_are_keyed), T(test_names), T(test_empty), T(test_window_edges),
+          T(test_secs_since_last), T(test_sum_order_and_rounding), T(test_distinct_merchants),
+          T(test_invalid_and_extremes), T(test_event_record))
