@@ -11,30 +11,30 @@
 #define OX_ERR_BASE 10000
 
 /* X(NAME, http_status, message) */
-#define OX_ERR_MAP(X)                                          \
-  X(NEED_MORE, 0, "need more bytes")                           \
-  X(INVALID, 400, "invalid input")                             \
-  X(NOMEM, 500, "out of memory")                               \
-  X(TOO_LARGE, 413, "too large")                               \
-  X(URI_TOO_LONG, 414, "request line too long")                \
-  X(HEADERS_TOO_LARGE, 431, "request header fields too large") \
-  X(NOT_IMPLEMENTED, 501, "not implemented")                   \
-  X(NOT_FOUND, 404, "not found")                               \
-  X(METHOD, 405, "method not allowed")                         \
-  X(UNAVAILABLE, 503, "service unavailable")                   \
-  X(TIMEOUT, 408, "timeout")                                   \
-  X(INTERNAL, 500, "internal error")                           \
-  X(DEPTH, 400, "nesting too deep")                            \
-  X(OVERFLOW, 400, "size overflow")                            \
-  X(RUNTIME, 500, "inference runtime error")                   \
-  X(PENDING, 0, "answer pending")                              \
+#define OX_ERR_MAP(X)                                                                 \
+  X(NEED_MORE, 0, "need more bytes")                                                  \
+  X(INVALID, 400, "invalid input")                                                    \
+  X(NOMEM, 500, "out of memory")                                                      \
+  X(TOO_LARGE, 413, "too large")                                                      \
+  X(URI_TOO_LONG, 414, "request line too long")                                       \
+  X(HEADERS_TOO_LARGE, 431, "request header fields too large")                        \
+  X(NOT_IMPLEMENTED, 501, "not implemented")                                          \
+  X(NOT_FOUND, 404, "not found")                                                      \
+  X(METHOD, 405, "method not allowed")                                                \
+  X(UNAVAILABLE, 503, "service unavailable")                                          \
+  X(TIMEOUT, 408, "timeout")                                                          \
+  X(INTERNAL, 500, "internal error")                                                   \
+  X(DEPTH, 400, "nesting too deep")                                                   \
+  X(OVERFLOW, 400, "size overflow")                                                   \
+  X(RUNTIME, 500, "inference runtime error")                                          \
+  X(PENDING, 0, "answer pending")                                                     \
   X(STORE_FULL, 507, "store full")
 
 enum ox_err_index {
 #define OX_ERR_IDX(name, status, msg) OX_ERRIDX_##name,
   OX_ERR_MAP(OX_ERR_IDX)
 #undef OX_ERR_IDX
-      OX_ERRIDX_COUNT_
+  OX_ERRIDX_COUNT_
 };
 
 enum {
