@@ -3,7 +3,9 @@
  * The body is JSON lines (one event object a line; blank lines allowed) or one JSON array of
  * event objects. An event has "ts" (integer ms), "amount" (finite number), "merchant_id" and
  * every key field (a non-empty string of at most OX_FSTORE_MAX_ID bytes, or an integer taken
- * as its digits); other fields are skipped (validated as JSON). Each key field X_id gives the
+ * as its digits); "event_id" is optional (a string of 1 to OX_FSTORE_MAX_EVENT_ID bytes, no
+ * control characters: the event's idempotency key, see ox_fstore_ingest); other fields are
+ * skipped (validated as JSON). Each key field X_id gives the
  * event the entity "X:<value>"; merchant_id becomes FNV-1a 64 of its text. Bounded: at most
  * OX_EVENTS_MAX events, nesting as proto/json.h allows, numbers checked for overflow.
  */

@@ -118,7 +118,7 @@ static void ingest_batch(ox_fstore_t *fs, size_t n) {
     ref[nref++].ev = evs[i].ev;
   }
   int l3err = -1;
-  CHECK_INT(ox_fstore_ingest(fs, evs, n, &l3err), 0);
+  CHECK_INT(ox_fstore_ingest(fs, evs, n, &l3err, NULL), 0);
   CHECK_INT(l3err, 0); /* no write-through configured: nothing to fail */
 }
 
