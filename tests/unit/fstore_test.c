@@ -171,6 +171,42 @@ TEST(never_seen_entity_skips_l1_and_l2) {
   ox_fstore_close(fs);
 }
 
+/* Events with an id: one already stored, or earlier in the same call, is skipped and counted;
+ * the call's events are one commit, remembered across a reopen. */
+TEST(event_ids_deduplicate) {
+  ox_fstore_t *fs = open_store(0);
+  ox_slice_t ent = OX_SLICE_LIT("user:dedup");
+  ox_fstore_event_t evs[5];
+  const char *ids[5] = {"a", "b", "a", "", "c"};
+  for (int i = 0; i < 5; i++) {
+    evs[i] = (ox_fstore_event_t){.ev = {.ts_ms = 1000 + i, .amount = 1.0}, .num_entities = 1};
+    evs[i].entities[0] = ent;
+    evs[i].id = ox_slice(ids[i], strlen(ids[i]));
+  }
+  size_t dups = 99;
+  CHECK_INT(ox_fstore_ingest(fs, evs, 4, NULL, &dups), 0); /* a b a (none) */
+  CHECK_INT(dups, 1);
+  float out[8];
+  CHECK_INT(ox_fstore_velocity(fs, ent, 2000, out), 0);
+  CHECK(out[0] == 3.0f);
+  CHECK_INT(ox_fstore_ingest(fs, evs, 5, NULL, &dups), 0); /* all known but c, and the one
+                                                              without an id */
+  CHECK_INT(dups, 3);
+  CHECK_INT(ox_fstore_velocity(fs, ent, 2000, out), 0);
+  CHECK(out[0] == 5.0f);
+  ox_fstore_close(fs);
+  fs = open_store(0);
+  CHECK_INT(ox_fstore_ingest(fs, evs + 4, 1, NULL, &dups), 0); /* c, after a reopen */
+  CHECK_INT(dups, 1);
+  CHECK_INT(ox_fstore_velocity(fs, ent, 2000, out), 0);
+  CHECK(out[0] == 5.0f);
+  char big[OX_FSTORE_MAX_EVENT_ID + 1];
+  memset(big, 'x', sizeof big);
+  evs[0].id = ox_slice(big, sizeof big);
+  CHECK_INT(ox_fstore_ingest(fs, evs, 1, NULL, &dups), OX_EINVALID);
+  ox_fstore_close(fs);
+}
+
 TEST(events_to_redis_needs_redis) {
   ox_fstore_opts_t o = {.dir = dir,
                         .l1_bytes = 8 << 20,
@@ -288,6 +324,6 @@ static void teardown(void) {
 }
 
 TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
-          T(never_seen_entity_skips_l1_and_l2), T(events_to_redis_needs_redis),
-          T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
-          T(teardown))
+          T(never_seen_entity_skips_l1_and_l2), T(event_ids_deduplicate),
+          T(events_to_redis_needs_redis), T(rows_fall_through_promote_and_expire),
+          T(concurrent_readers_never_leave_stale_lists), T(teardown))
