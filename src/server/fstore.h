@@ -181,11 +181,12 @@ typedef struct {
  * bytes), OX_ESTORE_FULL (the store would exceed max_bytes), OX_EUNAVAILABLE (closing), OX_ENOMEM,
  * or another L2 error.
  * With events_to_redis, the committed events are then appended to the Redis lists
- * "ev:<entity>" of the entities they name, in the order given, in one pipelined round trip
- * bounded by 1 s per 8192 events (and by the Redis client's command timeout); a Redis failure
- * does not fail the call (L2 is the store of record): *l3_err (may be NULL) receives the Redis
- * error, 0 when every append succeeded or write-through is off, and the events are counted in
- * onnxd_feature_events_l3_failed_total (some of them may be in Redis). */
+ * "ev:<entity>" of the entities they name, in the order given, in one pipelined round trip per
+ * 8192 events, each bounded by 1 s (and by the Redis client's command timeout); a Redis
+ * failure does not fail the call (L2 is the store of record): *l3_err (may be NULL) receives
+ * the first Redis error, 0 when every append succeeded or write-through is off, and the events
+ * of a failed round trip are counted in onnxd_feature_events_l3_failed_total (some of them may
+ * be in Redis). */
 int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err,
                      size_t *duplicates);
 

@@ -183,8 +183,8 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
 
 _Static_assert(OX_FSTORE_MAX_EVENT_ID == OX_L2_MAX_ID, "event ids are L2 idempotency keys");
 
-#define REDIS_CHUNK 8192     /* events_to_redis: the append is given REDIS_APPEND_MS per this */
-#define REDIS_APPEND_MS 1000 /* many events (a request's events are one round trip) */
+#define REDIS_CHUNK 8192     /* events_to_redis: events per pipelined round trip */
+#define REDIS_APPEND_MS 1000 /* bound on one round trip's appends */
 
 typedef struct {
   ox_slice_t name;
@@ -265,39 +265,61 @@ static int entity_events(const ox_fstore_event_t *evs, const pair_t *pairs, cons
   return 0;
 }
 
-/* events_to_redis: appends the chunk's events (committed to L2) to the Redis lists
- * "ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip. The commands are
- * grouped by entity, each entity's events in chunk order (as posted, not sorted by ts). The
- * keys and records are built in x->c; keys and values point into it. 0 or the first error. */
+/* events_to_redis: appends the request's events (committed to L2) to the Redis lists
+ * "ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip per REDIS_CHUNK
+ * events (each bounded by REDIS_APPEND_MS). The commands of a round are grouped by entity, each
+ * entity's events in request order (as posted, not sorted by ts). The keys and records are
+ * built in x->c; keys and values point into it. Returns 0 or the first error; *failed gets the
+ * number of events of the rounds that failed. */
 static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
-                        const ent_t *ents, size_t nents, const pair_t *pairs, size_t npairs) {
+                        const ent_t *ents, size_t nents, const pair_t *pairs, size_t npairs,
+                        size_t *failed) {
+  *failed = 0;
   if (npairs == 0) return 0;
   size_t pl = strlen(FS_REDIS_EV_PREFIX), bytes = n * EVB;
   for (size_t k = 0; k < nents; k++) bytes += pl + ents[k].name.len;
-  ox_slice_t *kv = malloc(2 * npairs * sizeof *kv); /* keys, then values */
+  size_t round = (size_t)REDIS_CHUNK * OX_FSTORE_MAX_ENTITIES; /* at most, pairs of a round */
+  if (round > npairs) round = npairs;
+  ox_slice_t *kv = malloc(2 * round * sizeof *kv); /* keys, then values */
+  ox_slice_t *keys = malloc(nents * sizeof *keys);
+  uint32_t *cur = malloc(nents * sizeof *cur); /* each entity's next pair */
   x->c.len = 0;
-  if (!kv || ox_buf_reserve(&x->c, bytes)) { /* reserved whole: the slices stay valid */
+  if (!kv || !keys || !cur || ox_buf_reserve(&x->c, bytes)) { /* reserved whole: the slices
+                                                                  stay valid */
     free(kv);
+    free(keys);
+    free(cur);
     return OX_ENOMEM;
   }
   unsigned char *recs = (unsigned char *)x->c.data;
   for (size_t i = 0; i < n; i++) ox_feat_event_encode(&evs[i].ev, recs + i * EVB);
   char *kp = x->c.data + n * EVB;
-  size_t m = 0;
   for (size_t k = 0; k < nents; k++) {
-    ox_slice_t key = make_key(kp, FS_REDIS_EV_PREFIX, ents[k].name);
-    kp += key.len;
-    for (uint32_t p = ents[k].head; p; p = pairs[p - 1].next) {
-      kv[m] = key;
-      kv[npairs + m] = ox_slice((const char *)recs + pairs[p - 1].ev * EVB, EVB);
-      m++;
+    keys[k] = make_key(kp, FS_REDIS_EV_PREFIX, ents[k].name);
+    kp += keys[k].len;
+    cur[k] = ents[k].head;
+  }
+  int first = 0;
+  for (size_t lo = 0; lo < n; lo += REDIS_CHUNK) {
+    size_t hi = n - lo < REDIS_CHUNK ? n : lo + REDIS_CHUNK, m = 0;
+    for (size_t k = 0; k < nents; k++) /* pairs are in event order: take those below hi */
+      for (; cur[k] && pairs[cur[k] - 1].ev < hi; cur[k] = pairs[cur[k] - 1].next) {
+        kv[m] = keys[k];
+        kv[round + m] = ox_slice((const char *)recs + pairs[cur[k] - 1].ev * EVB, EVB);
+        m++;
+      }
+    if (!m) continue;
+    int rc = ox_l3_redis_rpush_many(fs->redis, kv, kv + round, m,
+                                    ox_breaker_now_ns() + REDIS_APPEND_MS * INT64_C(1000000));
+    if (rc) {
+      *failed += hi - lo;
+      if (!first) first = rc;
     }
   }
-  int64_t ms = REDIS_APPEND_MS * (int64_t)(1 + n / REDIS_CHUNK);
-  int rc = ox_l3_redis_rpush_many(fs->redis, kv, kv + npairs, m,
-                                  ox_breaker_now_ns() + ms * INT64_C(1000000));
   free(kv);
-  return rc;
+  free(keys);
+  free(cur);
+  return first;
 }
 
 /* Stores a request's events in L2 (one transaction: all or nothing) and L1 (returns 0 or the L2
@@ -416,8 +438,9 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
    * on L2 while Redis answers) */
   *l3_err = 0;
   if (!rc && fs->events_to_redis) {
-    *l3_err = append_redis(fs, x, evs, n, ents, nents, pairs, npairs);
-    if (*l3_err) atomic_fetch_add_explicit(&fs->events_l3_failed, n, memory_order_relaxed);
+    size_t failed = 0;
+    *l3_err = append_redis(fs, x, evs, n, ents, nents, pairs, npairs, &failed);
+    if (failed) atomic_fetch_add_explicit(&fs->events_l3_failed, failed, memory_order_relaxed);
   }
   free(ents);
   free(pairs);
