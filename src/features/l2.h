@@ -141,7 +141,7 @@ int ox_l2_purge_before(ox_l2_t *l2, int64_t cutoff_ms);
 
 /* Waits until every operation queued before this call has been committed (or failed).
  * Returns 0 if all operations since the previous flush succeeded, else the first error
- * (e.g. OX_ETOO_LARGE when the map is full). Never refused for a full queue. */
+ * (e.g. OX_ESTORE_FULL when the map is full at map_size). Never refused for a full queue. */
 int ox_l2_flush(ox_l2_t *l2);
 
 void ox_l2_stats(ox_l2_t *l2, ox_l2_stats_t *out);
