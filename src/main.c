@@ -52,6 +52,7 @@ typedef struct {
   long feature_bloom_items;
   long feature_max_events_24h;
   const char *feature_sync;
+  long feature_store_max_bytes;
   const char *redis;
   long feature_events_to_redis;
   const char *postgres;
@@ -108,7 +109,10 @@ static const ox_flag_t ox_flags[] = {
      "most events one entity may hold in any 24 h window; an ingest that would exceed it is "
      "refused whole (429)"},
     {"feature-sync", OX_FLAG_STR, O(feature_sync), 0, 0,
-     "LMDB commits: data (fsync each commit) or none (no fsync: tests, tmpfs)"},
+     "LMDB commits: data (fsync data and meta each commit: an acknowledged write survives "
+     "power loss) or none (no fsync: tests, tmpfs)"},
+    {"feature-store-max-bytes", OX_FLAG_INT, O(feature_store_max_bytes), 1L << 20, 1L << 44,
+     "maximum size of the feature store (LMDB); it grows up to this, then writes get 507"},
     {"redis", OX_FLAG_STR, O(redis), 0, 0,
      "HOST:PORT of Redis holding feature rows (L3; optional)"},
     {"feature-events-to-redis", OX_FLAG_INT, O(feature_events_to_redis), 0, 1,
@@ -253,6 +257,7 @@ int main(int argc, char **argv) {
       .feature_bloom_items = 4000000,
       .feature_max_events_24h = 100000,
       .feature_sync = "data",
+      .feature_store_max_bytes = 4L << 30,
       .redis = "",
       .postgres = "",
       .event_keys = "user_id,card_id",
@@ -376,6 +381,7 @@ int main(int argc, char **argv) {
                            .postgres = o.postgres,
                            .l3_pool = (int)o.infer_threads + 2,
                            .sync_none = !strcmp(o.feature_sync, "none"),
+                           .max_bytes = (size_t)o.feature_store_max_bytes,
                            .l3_cache_ms = o.feature_l3_cache_ms,
                            .retention_ms = o.feature_retention_ms,
                            .events_to_redis = (int)o.feature_events_to_redis,

@@ -28,7 +28,8 @@
   X(OVERFLOW, 400, "size overflow")                            \
   X(RUNTIME, 500, "inference runtime error")                   \
   X(PENDING, 0, "answer pending")                              \
-  X(QUOTA, 429, "quota exceeded")
+  X(QUOTA, 429, "quota exceeded")                              \
+  X(STORE_FULL, 507, "store full")
 
 enum ox_err_index {
 #define OX_ERR_IDX(name, status, msg) OX_ERRIDX_##name,

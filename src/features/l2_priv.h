@@ -10,7 +10,8 @@
 
 #include "features/l2.h"
 
-typedef enum { OP_PUT, OP_DEL, OP_EVENT, OP_PURGE, OP_BARRIER } op_kind_t;
+/* Kinds from OP_PURGE on are "urgent": each ends the batch it is in. */
+typedef enum { OP_PUT, OP_DEL, OP_EVENT, OP_PURGE, OP_BARRIER, OP_GROUP, OP_ID } op_kind_t;
 
 typedef struct barrier {
   int done, rc;
@@ -21,14 +22,26 @@ typedef struct op {
   op_kind_t kind;
   int64_t ts;          /* OP_PURGE: the cutoff */
   uint32_t klen, vlen; /* OP_EVENT: klen covers prefix, entity and ts; the writer adds seq */
-  barrier_t *barrier;  /* OP_BARRIER: lives on the flushing thread's stack */
-  char data[];         /* key, then value */
+  barrier_t *barrier;  /* OP_BARRIER, OP_GROUP: lives on the waiting thread's stack */
+  const struct ox_l2_group *group; /* OP_GROUP: the caller's, borrowed until the barrier */
+  char data[];                     /* key, then value */
 } op_t;
+
+/* A group's records, packed: kind (1 byte: OP_PUT, OP_EVENT or OP_ID), klen and vlen (4 bytes
+ * each, native order), key, value. For OP_EVENT the key is as in op_t (no seq); for OP_ID the
+ * key is the id and the value the 8-byte big-endian ms. */
+#define L2_REC_HDR 9
+struct ox_l2_group {
+  char *data;
+  size_t len, cap, n;
+};
 
 struct ox_l2 {
   MDB_env *env;
-  MDB_dbi rows, events;
+  MDB_dbi rows, events, ids;
   ox_l2_opts_t o;
+  pthread_rwlock_t maplock; /* shared by read snapshots, exclusive for a remap (growth) */
+  atomic_size_t mapsize;    /* the map's current size */
   pthread_t writer;
   pthread_mutex_t lock;
   pthread_cond_t wake; /* writer waits for work */
@@ -47,6 +60,9 @@ struct ox_l2 {
 
 /* Logs a failed LMDB call (except MDB_NOTFOUND) and maps its code: see l2.h. 0 stays 0. */
 int ox_l2_map_err(int rc, const char *what);
+/* Grows the map (doubling, at most o.map_size); the writer thread only, between
+ * transactions. 0, or OX_ESTORE_FULL when it is already at map_size, or an error. */
+int ox_l2_grow(ox_l2_t *l2);
 /* The writer thread's body (l2_writer.c); arg is the ox_l2_t. */
 void *ox_l2_writer_main(void *arg);
 

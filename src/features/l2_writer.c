@@ -6,11 +6,18 @@
  * only when it may be asleep with nothing to do (queue was empty), when a batch is full, or for
  * a barrier or purge, so a busy producer does not pay a futex wake per write. Barriers (flush)
  * and purges end a batch: a barrier is answered after the transaction before it commits, a
- * purge runs in its own chunked transactions after it. */
+ * purge runs in its own chunked transactions after it. A group (ox_l2_commit) ends a batch too
+ * and runs in a transaction of its own after it, so its result is its own.
+ *
+ * Growth: a transaction that fails with MDB_MAP_FULL is aborted (LMDB leaves it unusable), the
+ * map doubled (ox_l2_grow) and the transaction applied again from the start, until it fits or
+ * the map is at map_size (OX_ESTORE_FULL). Every transaction is built from data the writer
+ * still holds (the batch's ops, the group, the purge's cutoff), so applying it again is exact. */
 #include <stdlib.h>
 #include <time.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "features/l2_priv.h"
 
 #define PURGE_CHUNK 10000 /* deletions per purge transaction */
@@ -25,7 +32,8 @@ static int64_t clock_ms(clockid_t id) {
 
 static int enqueue(ox_l2_t *l2, op_t *op) {
   pthread_mutex_lock(&l2->lock);
-  if (op->kind != OP_BARRIER && (l2->stopping || l2->queued >= l2->o.queue_max_ops)) {
+  if (op->kind != OP_BARRIER && op->kind != OP_GROUP &&
+      (l2->stopping || l2->queued >= l2->o.queue_max_ops)) {
     l2->st.rejected++;
     pthread_mutex_unlock(&l2->lock);
     free(op);
@@ -38,7 +46,7 @@ static int enqueue(ox_l2_t *l2, op_t *op) {
   else
     l2->head = op;
   l2->tail = op;
-  if (op->kind != OP_BARRIER) {
+  if (op->kind != OP_BARRIER && op->kind != OP_GROUP) {
     l2->queued++;
     l2->st.enqueued++;
   }
@@ -96,6 +104,100 @@ int ox_l2_purge_before(ox_l2_t *l2, int64_t cutoff_ms) {
   return enqueue(l2, op);
 }
 
+/* ---- groups ------------------------------------------------------------------------------- */
+
+int ox_l2_group_create(ox_l2_group_t **out) {
+  *out = calloc(1, sizeof **out);
+  return *out ? 0 : OX_ENOMEM;
+}
+
+void ox_l2_group_destroy(ox_l2_group_t *g) {
+  if (!g) return;
+  free(g->data);
+  free(g);
+}
+
+size_t ox_l2_group_len(const ox_l2_group_t *g) {
+  return g->n;
+}
+
+/* Appends a record with room for klen + vlen bytes; returns its key's address or NULL. */
+static char *group_rec(ox_l2_group_t *g, op_kind_t kind, size_t klen, size_t vlen) {
+  size_t need = L2_REC_HDR + klen + vlen;
+  if (g->cap - g->len < need) {
+    size_t cap = g->cap ? g->cap : 4096;
+    while (cap - g->len < need) {
+      if (cap > SIZE_MAX / 2) return NULL;
+      cap *= 2;
+    }
+    char *d = realloc(g->data, cap);
+    if (!d) return NULL;
+    g->data = d;
+    g->cap = cap;
+  }
+  char *p = g->data + g->len;
+  uint32_t kl = (uint32_t)klen, vl = (uint32_t)vlen;
+  p[0] = (char)kind;
+  memcpy(p + 1, &kl, 4);
+  memcpy(p + 5, &vl, 4);
+  g->len += need;
+  g->n++;
+  return p + L2_REC_HDR;
+}
+
+int ox_l2_group_put_row(ox_l2_group_t *g, ox_slice_t key, const void *val, size_t len) {
+  if (key.len == 0) return OX_EINVALID;
+  if (key.len > OX_L2_MAX_KEY || len > OX_L2_MAX_VALUE) return OX_ETOO_LARGE;
+  char *p = group_rec(g, OP_PUT, key.len, len);
+  if (!p) return OX_ENOMEM;
+  memcpy(p, key.ptr, key.len);
+  if (len) memcpy(p + key.len, val, len);
+  return 0;
+}
+
+int ox_l2_group_append_event(ox_l2_group_t *g, ox_slice_t entity, int64_t ts_ms,
+                             const void *payload, size_t len) {
+  if (entity.len == 0) return OX_EINVALID;
+  if (entity.len > OX_L2_MAX_ENTITY || len > OX_L2_MAX_VALUE) return OX_ETOO_LARGE;
+  size_t klen = entity.len + L2_KEY_EXTRA - 4;
+  char *p = group_rec(g, OP_EVENT, klen, len);
+  if (!p) return OX_ENOMEM;
+  l2_event_key(p, entity, ts_ms);
+  if (len) memcpy(p + klen, payload, len);
+  return 0;
+}
+
+int ox_l2_group_put_id(ox_l2_group_t *g, ox_slice_t id, int64_t until_ms) {
+  if (id.len == 0) return OX_EINVALID;
+  if (id.len > OX_L2_MAX_ID) return OX_ETOO_LARGE;
+  char *p = group_rec(g, OP_ID, id.len, 8);
+  if (!p) return OX_ENOMEM;
+  memcpy(p, id.ptr, id.len);
+  l2_put_be(p + id.len, (uint64_t)until_ms ^ (1ULL << 63), 8);
+  return 0;
+}
+
+int ox_l2_commit(ox_l2_t *l2, const ox_l2_group_t *g) {
+  if (g->n == 0) return 0;
+  barrier_t b = {0, 0};
+  op_t *op = op_new(OP_GROUP, 0, 0);
+  if (!op) return OX_ENOMEM;
+  op->barrier = &b;
+  op->group = g;
+  pthread_mutex_lock(&l2->lock);
+  int stopping = l2->stopping;
+  pthread_mutex_unlock(&l2->lock);
+  if (stopping) {
+    free(op);
+    return OX_EUNAVAILABLE;
+  }
+  enqueue(l2, op); /* like a barrier, never refused: the writer commits it before stopping */
+  pthread_mutex_lock(&l2->lock);
+  while (!b.done) pthread_cond_wait(&l2->done, &l2->lock);
+  pthread_mutex_unlock(&l2->lock);
+  return b.rc;
+}
+
 int ox_l2_flush(ox_l2_t *l2) {
   barrier_t b = {0, 0};
   op_t *op = op_new(OP_BARRIER, 0, 0);
@@ -117,9 +219,16 @@ void ox_l2_stats(ox_l2_t *l2, ox_l2_stats_t *out) {
 
 /* ---- the writer --------------------------------------------------------------------------- */
 
+/* One write as the writer applies it: a queued op's fields or a group's record. */
+typedef struct {
+  op_kind_t kind;
+  uint32_t klen, vlen;
+  const char *data; /* key, then value */
+} rec_t;
+
 /* Stores one event: its seq is one more than the last stored event's with the same entity and
  * ts (this transaction's earlier puts included), else 0. */
-static int put_event(ox_l2_t *l2, MDB_txn *txn, MDB_cursor *cur, const op_t *op) {
+static int put_event(ox_l2_t *l2, MDB_txn *txn, MDB_cursor *cur, const rec_t *op) {
   char k[OX_L2_MAX_KEY];
   memcpy(k, op->data, op->klen);
   l2_put_be(k + op->klen, UINT32_MAX, 4);
@@ -139,36 +248,82 @@ static int put_event(ox_l2_t *l2, MDB_txn *txn, MDB_cursor *cur, const op_t *op)
   return ox_l2_map_err(mdb_put(txn, l2->events, &key, &val, MDB_NOOVERWRITE), "event put");
 }
 
-/* Applies the data operations of a batch in one transaction. Returns 0 or the first error (the
- * transaction is then aborted: none of the batch is stored). */
-static int apply_batch(ox_l2_t *l2, const op_t *ops) {
+/* Stores idempotency key id (the op's key) with the big-endian ms in its value, in both orders
+ * (see l2.h); an id already stored fails with OX_EINVALID. */
+static int put_id(ox_l2_t *l2, MDB_txn *txn, const rec_t *op) {
+  char k[1 + 8 + OX_L2_MAX_ID];
+  k[0] = 'i';
+  memcpy(k + 1, op->data, op->klen);
+  MDB_val key = {1 + op->klen, k}, val = {8, (void *)(op->data + op->klen)};
+  int rc = mdb_put(txn, l2->ids, &key, &val, MDB_NOOVERWRITE);
+  if (rc == MDB_KEYEXIST) return OX_EINVALID;
+  if (rc) return ox_l2_map_err(rc, "id put");
+  k[0] = 't';
+  memcpy(k + 1, op->data + op->klen, 8);
+  memcpy(k + 9, op->data, op->klen);
+  key = (MDB_val){9 + op->klen, k};
+  val = (MDB_val){0, ""};
+  return ox_l2_map_err(mdb_put(txn, l2->ids, &key, &val, 0), "id time put");
+}
+
+/* Applies one data operation (OP_PUT, OP_DEL, OP_EVENT, OP_ID) in txn; *cur is the events
+ * cursor, opened on first use. */
+static int apply_op(ox_l2_t *l2, MDB_txn *txn, MDB_cursor **cur, const rec_t *op) {
+  MDB_val k = {op->klen, (void *)op->data}, v = {op->vlen, (void *)(op->data + op->klen)};
+  int rc = 0;
+  switch (op->kind) {
+    case OP_PUT:
+      return ox_l2_map_err(mdb_put(txn, l2->rows, &k, &v, 0), "row put");
+    case OP_DEL:
+      rc = ox_l2_map_err(mdb_del(txn, l2->rows, &k, NULL), "row del");
+      return rc == OX_ENOT_FOUND ? 0 : rc;
+    case OP_EVENT:
+      if (!*cur) rc = ox_l2_map_err(mdb_cursor_open(txn, l2->events, cur), "cursor open");
+      return rc ? rc : put_event(l2, txn, *cur, op);
+    case OP_ID:
+      return put_id(l2, txn, op);
+    default:
+      return 0; /* barriers, purges and groups are handled around the transaction */
+  }
+}
+
+/* Applies the data operations of a batch (the list ops), or the group g, in one transaction.
+ * Returns 0 or the first error (the transaction is then aborted: none of it is stored). */
+static int apply_txn(ox_l2_t *l2, const op_t *ops, const ox_l2_group_t *g) {
   MDB_txn *txn;
   MDB_cursor *cur = NULL;
   int rc = ox_l2_map_err(mdb_txn_begin(l2->env, NULL, 0, &txn), "write txn begin");
   if (rc) return rc;
+  for (size_t off = 0; g && off < g->len && !rc;) { /* the group's packed records */
+    const char *p = g->data + off;
+    rec_t r = {.kind = (op_kind_t)p[0], .data = p + L2_REC_HDR};
+    memcpy(&r.klen, p + 1, 4);
+    memcpy(&r.vlen, p + 5, 4);
+    rc = apply_op(l2, txn, &cur, &r);
+    off += L2_REC_HDR + (size_t)r.klen + r.vlen;
+  }
   for (const op_t *op = ops; op && !rc; op = op->next) {
-    MDB_val k = {op->klen, (void *)op->data}, v = {op->vlen, (void *)(op->data + op->klen)};
-    switch (op->kind) {
-      case OP_PUT:
-        rc = ox_l2_map_err(mdb_put(txn, l2->rows, &k, &v, 0), "row put");
-        break;
-      case OP_DEL:
-        rc = ox_l2_map_err(mdb_del(txn, l2->rows, &k, NULL), "row del");
-        if (rc == OX_ENOT_FOUND) rc = 0;
-        break;
-      case OP_EVENT:
-        if (!cur) rc = ox_l2_map_err(mdb_cursor_open(txn, l2->events, &cur), "cursor open");
-        if (!rc) rc = put_event(l2, txn, cur, op);
-        break;
-      default:
-        break; /* barriers and purges are handled around the transaction */
-    }
+    rec_t r = {op->kind, op->klen, op->vlen, op->data};
+    rc = apply_op(l2, txn, &cur, &r);
   }
   if (rc) {
     mdb_txn_abort(txn); /* also frees the write cursor */
     return rc;
   }
   return ox_l2_map_err(mdb_txn_commit(txn), "commit");
+}
+
+/* apply_txn, growing the map and applying again while it is full (see the top). */
+static int apply_growing(ox_l2_t *l2, const op_t *ops, const ox_l2_group_t *g) {
+  int rc;
+  while ((rc = apply_txn(l2, ops, g)) == OX_ESTORE_FULL) {
+    int grc = ox_l2_grow(l2);
+    if (grc) {
+      if (grc == OX_ESTORE_FULL) ox_warn("l2: store full: a write of the maximum size refused");
+      return grc == OX_ESTORE_FULL ? rc : grc;
+    }
+  }
+  return rc;
 }
 
 /* Moves the cursor to the first key after every key of the entity whose prefix (u16 length and
@@ -251,6 +406,64 @@ static int purge_run(ox_l2_t *l2, int64_t cutoff, uint64_t *deleted) {
   }
 }
 
+/* Forgets the idempotency keys whose time is below cutoff: walks the "t" keys in time order,
+ * deleting each with its "i" key, at most PURGE_CHUNK per transaction. The cursor seeks the
+ * first "t" key again after each deletion: only its own operations move it. */
+static int purge_ids(ox_l2_t *l2, int64_t cutoff) {
+  char end[9];
+  end[0] = 't';
+  l2_put_be(end + 1, (uint64_t)cutoff ^ (1ULL << 63), 8);
+  for (;;) {
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = ox_l2_map_err(mdb_txn_begin(l2->env, NULL, 0, &txn), "id purge txn begin");
+    if (rc) return rc;
+    rc = mdb_cursor_open(txn, l2->ids, &cur);
+    size_t n = 0;
+    while (rc == 0 && n < PURGE_CHUNK) {
+      MDB_val k = {1, "t"}, v;
+      rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+      if (rc) break;
+      if (k.mv_size < 9 || memcmp(k.mv_data, end, 9) >= 0) { /* the rest is newer */
+        rc = MDB_NOTFOUND;
+        break;
+      }
+      char ik[1 + OX_L2_MAX_ID];
+      size_t il = k.mv_size - 9;
+      int has_i = il >= 1 && il <= OX_L2_MAX_ID;
+      if (has_i) {
+        ik[0] = 'i';
+        memcpy(ik + 1, (const char *)k.mv_data + 9, il);
+      }
+      rc = mdb_cursor_del(cur, 0);
+      if (!rc && has_i) {
+        k = (MDB_val){1 + il, ik};
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+        if (!rc) rc = mdb_cursor_del(cur, 0);
+        if (rc == MDB_NOTFOUND) rc = 0;
+      }
+      n++;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+      mdb_txn_abort(txn);
+      return ox_l2_map_err(rc, "id purge");
+    }
+    rc = ox_l2_map_err(mdb_txn_commit(txn), "id purge commit");
+    if (rc || n < PURGE_CHUNK) return rc;
+  }
+}
+
+/* The whole purge (events, then ids), growing the map while it is full: deletions copy pages
+ * too. Purging again with the same cutoff is harmless, so a retry is exact. */
+static int purge_all(ox_l2_t *l2, int64_t cutoff, uint64_t *deleted) {
+  int rc;
+  for (;;) {
+    rc = purge_run(l2, cutoff, deleted);
+    if (!rc) rc = purge_ids(l2, cutoff);
+    if (rc != OX_ESTORE_FULL || ox_l2_grow(l2) != 0) return rc;
+  }
+}
+
 static void deadline_ts(struct timespec *ts, int64_t mono_ms) {
   ts->tv_sec = (time_t)(mono_ms / 1000);
   ts->tv_nsec = (long)(mono_ms % 1000) * 1000000;
@@ -295,7 +508,7 @@ void *ox_l2_writer_main(void *arg) {
       if (!l2->head) l2->tail = NULL;
       last->next = NULL;
       for (op_t *op = batch; op; op = op->next) {
-        if (op->kind != OP_BARRIER) l2->queued--;
+        if (op->kind != OP_BARRIER && op->kind != OP_GROUP) l2->queued--;
         if (op->kind >= OP_PURGE) l2->urgent--;
         if (op->kind < OP_PURGE) ndata++;
         if (op->kind == OP_PURGE) { /* at most one per batch; the later cutoff covers both */
@@ -306,9 +519,13 @@ void *ox_l2_writer_main(void *arg) {
     }
     pthread_mutex_unlock(&l2->lock);
 
-    int rc = ndata ? apply_batch(l2, batch) : 0;
+    int rc = ndata ? apply_growing(l2, batch, NULL) : 0;
     uint64_t purged = 0;
-    int prc = cutoff != INT64_MIN ? purge_run(l2, cutoff, &purged) : 0;
+    int prc = cutoff != INT64_MIN ? purge_all(l2, cutoff, &purged) : 0;
+    op_t *group = NULL; /* a group ends its batch: it is the last op */
+    for (op_t *op = batch; op; op = op->next)
+      if (op->kind == OP_GROUP) group = op;
+    int grc = group ? apply_growing(l2, NULL, group->group) : 0;
 
     pthread_mutex_lock(&l2->lock);
     if (ndata) {
@@ -324,6 +541,15 @@ void *ox_l2_writer_main(void *arg) {
         l2->st.committed++;
     }
     l2->st.purged += purged;
+    if (group) {
+      if (grc)
+        l2->st.failed += group->group->n;
+      else
+        l2->st.committed += group->group->n, l2->st.batches++;
+      group->barrier->rc = grc; /* its own result, not reported to flush */
+      group->barrier->done = 1;
+      pthread_cond_broadcast(&l2->done);
+    }
     if (!l2->first_err) l2->first_err = rc ? rc : prc;
     for (op_t *op = batch; op; op = op->next) {
       if (op->kind != OP_BARRIER) continue;

@@ -154,6 +154,8 @@ const char *ox_http_reason(int status) {
       return "Service Unavailable";
     case 504:
       return "Gateway Timeout";
+    case 507:
+      return "Insufficient Storage";
     default:
       return "Unknown";
   }

@@ -52,12 +52,31 @@ static int id_value(ox_json_t *js, ox_arena_t *a, ox_slice_t *out) {
 }
 
 static const ox_siphash_key_t zero; /* ox_event_keys_t.merchant_key NULL: tests only */
+/* An event_id: a JSON string (unescaped into the arena if needed) of 1..OX_FSTORE_MAX_EVENT_ID
+ * bytes with no control characters (so it can be logged and echoed as is). */
+static int event_id(ox_json_t *js, ox_arena_t *a, ox_slice_t *out) {
+  ox_slice_t s;
+  int esc;
+  if (js->p >= js->end || *js->p != '"' || ox_json_string(js, &s, &esc)) return -1;
+  if (esc) {
+    char *buf = ox_arena_alloc(a, s.len + 1);
+    if (!buf) return OX_ENOMEM;
+    long n = ox_json_unescape(s.ptr, s.len, buf);
+    if (n < 0) return -1;
+    s = ox_slice(buf, (size_t)n);
+  }
+  if (!s.len || s.len > OX_FSTORE_MAX_EVENT_ID) return -1;
+  for (size_t i = 0; i < s.len; i++)
+    if ((unsigned char)s.ptr[i] < 0x20 || s.ptr[i] == 0x7f) return -1;
+  *out = s;
+  return 0;
+}
 
 /* Parses one event object at the cursor into ev (entities built in the arena). Returns 0,
  * OX_ENOMEM, or -1 with the reason in why. */
 static int parse_event(ox_json_t *js, ox_arena_t *a, const ox_event_keys_t *keys,
                        ox_fstore_event_t *ev, char *why, size_t cap) {
-  enum { SEEN_TS = 1, SEEN_AMOUNT = 2, SEEN_MERCHANT = 4 };
+  enum { SEEN_TS = 1, SEEN_AMOUNT = 2, SEEN_MERCHANT = 4, SEEN_EVENT_ID = 8 };
   unsigned seen = 0, seen_keys = 0;
   ox_slice_t ids[OX_FSTORE_MAX_ENTITIES];
   memset(ev, 0, sizeof *ev);
@@ -93,6 +112,8 @@ static int parse_event(ox_json_t *js, ox_arena_t *a, const ox_event_keys_t *keys
         bit = SEEN_AMOUNT;
       else if (ox_slice_eq(key, "merchant_id"))
         bit = SEEN_MERCHANT;
+      else if (ox_slice_eq(key, "event_id"))
+        bit = SEEN_EVENT_ID;
       for (size_t i = 0; i < keys->n && !bit; i++)
         if (key.len == keys->lens[i] && !memcmp(key.ptr, keys->names[i], key.len)) ki = i;
     }
@@ -118,6 +139,15 @@ static int parse_event(ox_json_t *js, ox_arena_t *a, const ox_event_keys_t *keys
         return -1;
       }
       ev->ev.amount = d;
+    } else if (bit == SEEN_EVENT_ID) {
+      int rc = event_id(js, a, &ev->id);
+      if (rc == OX_ENOMEM) return rc;
+      if (rc) {
+        snprintf(why, cap,
+                 "'event_id' must be a string of 1 to %d bytes without control characters",
+                 OX_FSTORE_MAX_EVENT_ID);
+        return -1;
+      }
     } else if (bit == SEEN_MERCHANT) {
       ox_slice_t m;
       int rc = id_value(js, a, &m);

@@ -4,7 +4,9 @@
  * event objects. An event has "ts" (integer ms), "amount" (a number from -OX_EVENT_MAX_AMOUNT to
  * OX_EVENT_MAX_AMOUNT: finite, and small enough that no window's sum can leave float32's range),
  * "merchant_id" and every key field (a non-empty string of at most OX_FSTORE_MAX_ID bytes, or an
- * integer taken as its digits); other fields are skipped (validated as JSON). Each key field X_id
+ * integer taken as its digits); "event_id" is optional (a string of 1 to OX_FSTORE_MAX_EVENT_ID
+ * bytes, no control characters: the event's idempotency key, see ox_fstore_ingest); other fields
+ * are skipped (validated as JSON). Each key field X_id
  * gives the event the entity "X:<value>"; merchant_id becomes SipHash-2-4 of its text under the
  * store's merchant key (ox_fstore_merchant_hash). Bounded: at most OX_EVENTS_MAX events, nesting as
  * proto/json.h allows, numbers checked for overflow.

@@ -8,13 +8,21 @@
  *      (ts, amount, merchant: the store's keyed hash of the merchant_id text, see
  *      ox_fstore_merchant_hash). All lines are validated before
  *      anything is stored: a bad one is a 400 naming its line (array: element) number, and
- *      nothing of the request is applied. The answer, {"accepted": n}, comes once the events
- *      are committed, so the next inference sees them. With --feature-events-to-redis the
- *      events are then appended to Redis lists "~ev:<entity>" too, and the answer says how that
- *      went: {"accepted": n, "write_through": "ok" | "<error>"}; a Redis failure does not fail
- *      the request (the events are stored). An entity may hold at most
- *      --feature-max-events-per-entity-24h events in any 24 h window: a request that would
- *      take one over is refused whole with 429 naming the entity (nothing of it is stored).
+ *      nothing of the request is applied. The request is stored in one transaction: all of it
+ *      or, on any error or crash, none of it. An event may carry "event_id" (a string of 1 to
+ *      128 bytes): an event whose id is already stored, or repeated in the request, is not
+ *      stored again (ids are remembered at least as long as --feature-retention-ms keeps
+ *      events), so a client may retry a request whose answer it did not get. The answer,
+ *      {"accepted": n, "duplicates": d} (stored, and skipped as duplicates), comes once the
+ *      events are committed (and fsynced, unless --feature-sync none), so the next inference
+ *      sees them. A store that would grow past --feature-store-max-bytes answers 507
+ *      {"error": "feature store full: ..."} with nothing stored; scoring goes on. An entity
+ *      may hold at most --feature-max-events-per-entity-24h events in any 24 h window: a
+ *      request that would take one over is refused whole with 429 naming the entity (nothing
+ *      of it is stored). With --feature-events-to-redis the events are then appended to Redis
+ *      lists "~ev:<entity>" too, and the answer says how that went: {"accepted": n,
+ *      "duplicates": d, "write_through": "ok" | "<error>"}; a Redis failure does not fail the
+ *      request (the events are stored).
  *   PUT /v1/features/{table}/{key}   body: a JSON array of numbers, stored as float32 row
  *      "table:key" in L1 and L2 and written through to Redis/PostgreSQL when configured.
  *      {"table", "key", "width", "write_through": "ok" | "none" | "<error>"}
@@ -105,7 +113,8 @@ static void run_events(fjob_t *j) {
     fjob_error(j, 400, err);
   } else {
     int l3err = 0;
-    rc = ox_fstore_ingest(j->s->features, evs, n, &l3err);
+      size_t dups = 0;
+    rc = ox_fstore_ingest(j->s->features, evs, n, &l3err, &dups);
     if (rc == OX_EQUOTA) {
       char ent[OX_FSTORE_MAX_ENTITY + 1];
       uint64_t cap = ox_fstore_quota_entity(j->s->features, ent, sizeof ent);
@@ -115,15 +124,26 @@ static void run_events(fjob_t *j) {
                "this request was stored",
                ent, cap);
       fjob_error(j, 429, err);
+    } else if (rc == OX_ESTORE_FULL) {
+      uint64_t used, cap;
+      ox_fstore_usage(j->s->features, &used, &cap);
+      ox_warn("POST /v1/events: %zu events refused: the feature store is full", n);
+      snprintf(err, sizeof err,
+               "feature store full: %zu events would not fit in its maximum size of %" PRIu64
+               " bytes (--feature-store-max-bytes; %" PRIu64
+               " in use); nothing of this request was stored",
+               n, cap, used);
+      fjob_error(j, 507, err);
     } else if (rc) {
       ox_warn("POST /v1/events: storing %zu events failed: %s", n, ox_strerror(rc));
-      snprintf(err, sizeof err, "storing the events failed (%s); some may be stored",
+      snprintf(err, sizeof err,
+               "storing the events failed (%s); nothing of this request was stored",
                ox_strerror(rc));
       fjob_error(j, rc == OX_EUNAVAILABLE ? 503 : 500, err);
     } else {
       ox_buf_t b;
       ox_buf_init(&b);
-      int e = ox_buf_printf(&b, "{\"accepted\":%zu", n);
+      int e = ox_buf_printf(&b, "{\"accepted\":%zu,\"duplicates\":%zu", n - dups, dups);
       if (ox_fstore_events_to_redis(j->s->features)) {
         const char *wt = l3err ? ox_strerror(l3err) : "ok";
         e |= ox_buf_puts(&b, ",\"write_through\":");
@@ -255,8 +275,11 @@ static void run_row_put(fjob_t *j, ox_slice_t key) {
   free(vals);
   if (rc) {
     char err[200];
-    snprintf(err, sizeof err, "storing the feature row failed: %s", ox_strerror(rc));
-    fjob_error(j, 503, err);
+    snprintf(err, sizeof err, "%s: %s",
+             rc == OX_ESTORE_FULL ? "feature store full (--feature-store-max-bytes)"
+                                  : "storing the feature row failed",
+             ox_strerror(rc));
+    fjob_error(j, rc == OX_ESTORE_FULL ? 507 : 503, err);
     return;
   }
   ox_buf_t b;

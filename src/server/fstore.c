@@ -215,7 +215,7 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
     snprintf(err, errcap, "cannot create the entity Bloom filter: %s", ox_strerror(rc));
     goto fail;
   }
-  ox_l2_opts_t lo = {.map_size = (size_t)4 << 30,
+  ox_l2_opts_t lo = {.map_size = o->max_bytes ? o->max_bytes : (size_t)4 << 30,
                      .max_readers = o->max_readers,
                      .queue_max_ops = 1 << 20,
                      .retention_ms = o->retention_ms,
@@ -405,8 +405,26 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
       "# TYPE onnxd_feature_l2_purged_total counter\n"
       "onnxd_feature_l2_purged_total %" PRIu64 "\n",
       LD(fs->degraded), LD(fs->bloom_neg), LD(fs->bloom_pos), LD(fs->events_ingested),
-      LD(fs->rows_put), LD(fs->l3_stale), l1.bytes, l1.entries, l1.evictions, l1.expirations, l2.committed,
-      l2.failed, l2.purged);
+      LD(fs->rows_put), LD(fs->l3_stale), l1.bytes, l1.entries, l1.evictions, l1.expirations,
+      l2.committed, l2.failed, l2.purged);
+  uint64_t used, map, max;
+  ox_l2_usage(fs->l2, &used, &map, &max); /* under the map's read lock: safe during growth */
+  rc |= ox_buf_printf(o,
+                      "# HELP onnxd_feature_store_used_bytes Bytes of the L2 store file in use "
+                      "(pages up to the last one used)\n"
+                      "# TYPE onnxd_feature_store_used_bytes gauge\n"
+                      "onnxd_feature_store_used_bytes %" PRIu64
+                      "\n"
+                      "# HELP onnxd_feature_store_capacity_bytes Size the L2 store may grow to "
+                      "(--feature-store-max-bytes)\n"
+                      "# TYPE onnxd_feature_store_capacity_bytes gauge\n"
+                      "onnxd_feature_store_capacity_bytes %" PRIu64
+                      "\n"
+                      "# HELP onnxd_feature_store_map_bytes The L2 store's current memory map "
+                      "(grows by doubling up to the capacity)\n"
+                      "# TYPE onnxd_feature_store_map_bytes gauge\n"
+                      "onnxd_feature_store_map_bytes %" PRIu64 "\n",
+                      used, max, map);
   rc |= ox_buf_printf(o,
                       "# HELP onnxd_feature_nonfinite_total Features that were not finite "
                       "(stored before ingestion refused such values) and were replaced by "
@@ -445,4 +463,9 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
     }
   }
   return rc ? OX_ENOMEM : 0;
+}
+
+void ox_fstore_usage(ox_fstore_t *fs, uint64_t *used, uint64_t *capacity) {
+  uint64_t map;
+  ox_l2_usage(fs->l2, used, &map, capacity);
 }

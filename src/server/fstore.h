@@ -71,7 +71,9 @@ typedef struct {
   const char *redis;    /* "HOST:PORT" or NULL/"" */
   const char *postgres; /* libpq conninfo or NULL/"" */
   int l3_pool;          /* connections per L3 backend (the worker count) */
-  int sync_none;        /* L2 without fsync (tests, tmpfs) */
+  int sync_none;        /* L2 without fsync (tests, tmpfs); else every commit is fsynced */
+  size_t max_bytes;     /* L2's maximum size (its map grows up to it; full: OX_ESTORE_FULL)
+                           [4 GiB] */
   int64_t l3_cache_ms;  /* how long a row read from L3 is kept in L2 (0: not kept) */
   int64_t retention_ms; /* events older than this are purged from L2 (0: kept forever) */
   int events_to_redis;  /* also append every ingested event to Redis list "~ev:<entity>"
@@ -157,23 +159,43 @@ int ox_fstore_row_put(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t l
 #define OX_FSTORE_MAX_ENTITY 256 /* bytes of an entity name ("user:u1") */
 #define OX_FSTORE_MAX_ID 180     /* bytes of the id in it: type names are at most 63 bytes */
 
+#define OX_FSTORE_MAX_EVENT_ID 128 /* bytes of an event id (= OX_L2_MAX_ID) */
+
 typedef struct {
   ox_feat_event_t ev;                          /* ts, amount, merchant hash */
+  ox_slice_t id;                               /* optional idempotency key (event_id, see
+                                                  ox_fstore_ingest; len 0: none), borrowed */
   ox_slice_t entities[OX_FSTORE_MAX_ENTITIES]; /* borrowed for the call */
   size_t num_entities;
 } ox_fstore_event_t;
 
 /* Appends events (validated by the caller) to every entity they name, in order, and returns
- * once they are committed and visible to ox_fstore_velocity. 0 or an error: OX_EINVALID (an
- * entity name empty or over OX_FSTORE_MAX_ENTITY bytes, or starting with '~': nothing is
- * stored), OX_EUNAVAILABLE (closing), an L2 error (some events may then be stored).
- * With events_to_redis, each committed chunk of events (up to 8192) is then appended to the
- * Redis lists "~ev:<entity>" of the entities it names, in the order given, in one pipelined
- * round trip bounded by 1 s (and by the Redis client's command timeout); a Redis failure does
- * not fail the call (L2 is the store of record): *l3_err (may be NULL) receives the first
- * Redis error, 0 when every append succeeded or write-through is off, and the chunk's events
- * are counted in onnxd_feature_events_l3_failed_total (some of them may be in Redis). */
-int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err);
+ * once they are committed and visible to ox_fstore_velocity. The whole call is ONE L2
+ * transaction (ox_l2_commit): all of its events are stored or none, across a crash too, and a
+ * commit that returned survives kill -9 (and power loss, unless sync_none).
+ * Idempotency: an event with an id that is already stored, or that an earlier event of the
+ * same call carries, is not stored; *duplicates (may be NULL) receives how many were skipped.
+ * Ids are stored with the events and remembered until the retention purge forgets them: an
+ * id's time is the later of the ingestion's wall-clock ms and the event's ts, and the purge
+ * forgets ids whose time is below its cutoff, so an id outlives every event of it that the
+ * purge deletes (without retention, ids are kept forever, like events). Lookups go through
+ * LMDB's B-tree and one sort per call (no hash of client bytes).
+ * Returns 0 or an error, with nothing of the call stored: OX_EINVALID (an entity name empty or
+ * over OX_FSTORE_MAX_ENTITY bytes or starting with '~', an id over OX_FSTORE_MAX_EVENT_ID
+ * bytes), OX_ESTORE_FULL (the store would exceed max_bytes), OX_EUNAVAILABLE (closing), OX_ENOMEM,
+ * or another L2 error.
+ * With events_to_redis, the committed events are then appended to the Redis lists
+ * "~ev:<entity>" of the entities they name, in the order given, in one pipelined round trip per
+ * 8192 events, each bounded by 1 s (and by the Redis client's command timeout); a Redis
+ * failure does not fail the call (L2 is the store of record): *l3_err (may be NULL) receives
+ * the first Redis error, 0 when every append succeeded or write-through is off, and the events
+ * of a failed round trip are counted in onnxd_feature_events_l3_failed_total (some of them may
+ * be in Redis). */
+int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err,
+                     size_t *duplicates);
+
+/* The L2 store's size: *used bytes in use, *capacity its maximum (max_bytes). */
+void ox_fstore_usage(ox_fstore_t *fs, uint64_t *used, uint64_t *capacity);
 /* The per-entity cap (opts.max_events_24h): before anything is stored, ox_fstore_ingest checks,
  * for every entity the events name, that no 24 h window (t - 24h < ts <= t) containing one of
  * the new events would hold more than max_events_24h events, stored and new together. If one

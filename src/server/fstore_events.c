@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -197,8 +198,10 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
 
 /* ---- ingestion -------------------------------------------------------------------------- */
 
-#define CHUNK 8192 /* events per L2 commit: bounds the queue and the memory of one round */
-#define REDIS_APPEND_MS 1000 /* bound on one chunk's append to Redis (events_to_redis) */
+_Static_assert(OX_FSTORE_MAX_EVENT_ID == OX_L2_MAX_ID, "event ids are L2 idempotency keys");
+
+#define REDIS_CHUNK 8192     /* events_to_redis: events per pipelined round trip */
+#define REDIS_APPEND_MS 1000 /* bound on one round trip's appends */
 
 typedef struct {
   ox_slice_t name;
@@ -279,44 +282,68 @@ static int entity_events(const ox_fstore_event_t *evs, const pair_t *pairs, cons
   return 0;
 }
 
-/* events_to_redis: appends the chunk's events (committed to L2) to the Redis lists
- * "~ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip. The commands are
- * grouped by entity, each entity's events in chunk order (as posted, not sorted by ts). The
- * keys and records are built in x->c; keys and values point into it. 0 or the first error. */
+/* events_to_redis: appends the request's events (committed to L2) to the Redis lists
+ * "~ev:<entity>", one RPUSH per (event, entity), pipelined in one round trip per REDIS_CHUNK
+ * events (each bounded by REDIS_APPEND_MS). The commands of a round are grouped by entity, each
+ * entity's events in request order (as posted, not sorted by ts). The keys and records are
+ * built in x->c; keys and values point into it. Returns 0 or the first error; *failed gets the
+ * number of events of the rounds that failed. */
 static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
-                        const ent_t *ents, size_t nents, const pair_t *pairs, size_t npairs) {
+                        const ent_t *ents, size_t nents, const pair_t *pairs, size_t npairs,
+                        size_t *failed) {
+  *failed = 0;
   if (npairs == 0) return 0;
   size_t pl = strlen(FS_REDIS_EV_PREFIX), bytes = n * EVB;
   for (size_t k = 0; k < nents; k++) bytes += pl + ents[k].name.len;
-  ox_slice_t *kv = malloc(2 * npairs * sizeof *kv); /* keys, then values */
+  size_t round = (size_t)REDIS_CHUNK * OX_FSTORE_MAX_ENTITIES; /* at most, pairs of a round */
+  if (round > npairs) round = npairs;
+  ox_slice_t *kv = malloc(2 * round * sizeof *kv); /* keys, then values */
+  ox_slice_t *keys = malloc(nents * sizeof *keys);
+  uint32_t *cur = malloc(nents * sizeof *cur); /* each entity's next pair */
   x->c.len = 0;
-  if (!kv || ox_buf_reserve(&x->c, bytes)) { /* reserved whole: the slices stay valid */
+  if (!kv || !keys || !cur || ox_buf_reserve(&x->c, bytes)) { /* reserved whole: the slices
+                                                                  stay valid */
     free(kv);
+    free(keys);
+    free(cur);
     return OX_ENOMEM;
   }
   unsigned char *recs = (unsigned char *)x->c.data;
   for (size_t i = 0; i < n; i++) ox_feat_event_encode(&evs[i].ev, recs + i * EVB);
   char *kp = x->c.data + n * EVB;
-  size_t m = 0;
   for (size_t k = 0; k < nents; k++) {
-    ox_slice_t key = make_key(kp, FS_REDIS_EV_PREFIX, ents[k].name);
-    kp += key.len;
-    for (uint32_t p = ents[k].head; p; p = pairs[p - 1].next) {
-      kv[m] = key;
-      kv[npairs + m] = ox_slice((const char *)recs + pairs[p - 1].ev * EVB, EVB);
-      m++;
+    keys[k] = make_key(kp, FS_REDIS_EV_PREFIX, ents[k].name);
+    kp += keys[k].len;
+    cur[k] = ents[k].head;
+  }
+  int first = 0;
+  for (size_t lo = 0; lo < n; lo += REDIS_CHUNK) {
+    size_t hi = n - lo < REDIS_CHUNK ? n : lo + REDIS_CHUNK, m = 0;
+    for (size_t k = 0; k < nents; k++) /* pairs are in event order: take those below hi */
+      for (; cur[k] && pairs[cur[k] - 1].ev < hi; cur[k] = pairs[cur[k] - 1].next) {
+        kv[m] = keys[k];
+        kv[round + m] = ox_slice((const char *)recs + pairs[cur[k] - 1].ev * EVB, EVB);
+        m++;
+      }
+    if (!m) continue;
+    int rc = ox_l3_redis_rpush_many(fs->redis, kv, kv + round, m,
+                                    ox_breaker_now_ns() + REDIS_APPEND_MS * INT64_C(1000000));
+    if (rc) {
+      *failed += hi - lo;
+      if (!first) first = rc;
     }
   }
-  int rc = ox_l3_redis_rpush_many(fs->redis, kv, kv + npairs, m,
-                                  ox_breaker_now_ns() + REDIS_APPEND_MS * INT64_C(1000000));
   free(kv);
-  return rc;
+  free(keys);
+  free(cur);
+  return first;
 }
 
-/* Stores one chunk in L2 and L1 (returns 0 or the L2 error) and then, with events_to_redis,
- * appends it to Redis (*l3_err: 0 or the Redis error). */
+/* Stores a request's events in L2 (one transaction: all or nothing) and L1 (returns 0 or the L2
+ * error) and then, with events_to_redis, appends them to Redis (*l3_err: 0 or the Redis error).
+ * Events with an id record it, remembered until max(now_ms, their ts) (see fstore.h). */
 static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
-                        int *l3_err) {
+                        int64_t now_ms, int *l3_err) {
   size_t npairs = 0;
   for (size_t i = 0; i < n; i++) npairs += evs[i].num_entities;
   size_t cap = 16;
@@ -382,26 +409,31 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
     ox_l1_del(fs->l1, key);
     pthread_mutex_unlock(&st->mu);
   }
-  /* 3. write and commit: events, last-ts rows, the index of new entities */
+  /* 3. write and commit, in one transaction: events, ids, last-ts rows, the index of new
+   * entities */
+  ox_l2_group_t *g = NULL;
+  if (!rc) rc = ox_l2_group_create(&g);
   for (size_t i = 0; i < n && !rc; i++) {
     unsigned char payload[EVB];
     ox_feat_event_encode(&evs[i].ev, payload);
     for (size_t k = 0; k < evs[i].num_entities && !rc; k++)
-      rc = ox_l2_append_event(fs->l2, evs[i].entities[k], evs[i].ev.ts_ms, payload, EVB);
+      rc = ox_l2_group_append_event(g, evs[i].entities[k], evs[i].ev.ts_ms, payload, EVB);
+    if (!rc && evs[i].id.len)
+      rc = ox_l2_group_put_id(g, evs[i].id, evs[i].ev.ts_ms > now_ms ? evs[i].ev.ts_ms : now_ms);
   }
   for (size_t k = 0; k < nents && !rc; k++) {
     ent_t *e = &ents[k];
     if (!e->has_last || e->max_ts > e->old_last) {
       unsigned char v[8];
       wr64(v, e->max_ts);
-      rc = ox_l2_put_row(fs->l2, make_key(kb, FS_LAST_PREFIX, e->name), v, 8);
+      rc = ox_l2_group_put_row(g, make_key(kb, FS_LAST_PREFIX, e->name), v, 8);
     }
     if (!rc && !e->has_last)
-      rc = ox_l2_append_event(fs->l2, OX_SLICE_LIT(FS_INDEX_ENTITY), e->first_ts, e->name.ptr,
-                              e->name.len);
+      rc = ox_l2_group_append_event(g, OX_SLICE_LIT(FS_INDEX_ENTITY), e->first_ts, e->name.ptr,
+                                    e->name.len);
   }
-  int frc = ox_l2_flush(fs->l2);
-  if (!rc) rc = frc;
+  if (!rc) rc = ox_l2_commit(fs->l2, g);
+  ox_l2_group_destroy(g);
   /* 4. new entities into the Bloom filter; the L1 lists back, with the new events */
   for (size_t k = 0; k < nents; k++) {
     ent_t *e = &ents[k];
@@ -424,8 +456,9 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
    * on L2 while Redis answers) */
   *l3_err = 0;
   if (!rc && fs->events_to_redis) {
-    *l3_err = append_redis(fs, x, evs, n, ents, nents, pairs, npairs);
-    if (*l3_err) atomic_fetch_add_explicit(&fs->events_l3_failed, n, memory_order_relaxed);
+    size_t failed = 0;
+    *l3_err = append_redis(fs, x, evs, n, ents, nents, pairs, npairs, &failed);
+    if (failed) atomic_fetch_add_explicit(&fs->events_l3_failed, failed, memory_order_relaxed);
   }
   free(ents);
   free(pairs);
@@ -543,12 +576,71 @@ uint64_t ox_fstore_quota_entity(ox_fstore_t *fs, char *out, size_t cap) {
   return fs->max_events_24h;
 }
 
-int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err) {
+/* ---- ingestion ------------------------------------------------------------------------ */
+
+typedef struct {
+  const ox_fstore_event_t *evs;
+} id_sort_t;
+
+/* Orders event indexes by id bytes, then by index (so the first of equal ids comes first). */
+static int id_cmp(const void *a, const void *b, void *arg) {
+  const ox_fstore_event_t *evs = ((const id_sort_t *)arg)->evs;
+  uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+  ox_slice_t x = evs[i].id, y = evs[j].id;
+  int c = memcmp(x.ptr, y.ptr, x.len < y.len ? x.len : y.len);
+  if (c) return c;
+  if (x.len != y.len) return x.len < y.len ? -1 : 1;
+  return i < j ? -1 : i > j;
+}
+
+/* Marks in drop[] the events whose id an earlier event of the call carries, or that L2 has
+ * already stored; returns how many (>= 0) or an error. Caller holds ingest_mu, so no other
+ * ingestion stores ids in between. */
+static long find_duplicates(fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
+                            unsigned char *drop) {
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) m += evs[i].id.len > 0;
+  if (!m) return 0;
+  uint32_t *idx = malloc(m * sizeof *idx);
+  if (!idx) return OX_ENOMEM;
+  m = 0;
+  for (size_t i = 0; i < n; i++)
+    if (evs[i].id.len) idx[m++] = (uint32_t)i;
+  id_sort_t arg = {evs};
+  qsort_r(idx, m, sizeof *idx, id_cmp, &arg);
+  long dups = 0;
+  int brc = ox_l2_read_begin(x->r), rc = brc; /* one snapshot for every lookup */
+  for (size_t j = 0; j < m && !rc; j++) {
+    ox_slice_t id = evs[idx[j]].id, prev = j ? evs[idx[j - 1]].id : id;
+    if (j > 0 && prev.len == id.len && !memcmp(prev.ptr, id.ptr, id.len)) {
+      drop[idx[j]] = 1;
+      dups++;
+      continue;
+    }
+    int r = ox_l2_has_id(x->r, id);
+    if (r < 0) rc = r;
+    if (r > 0) {
+      drop[idx[j]] = 1;
+      dups++;
+    }
+  }
+  if (!brc) ox_l2_read_end(x->r);
+  free(idx);
+  return rc ? rc : dups;
+}
+
+int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err,
+                     size_t *duplicates) {
   int l3_dummy;
+  size_t dup_dummy;
   if (!l3_err) l3_err = &l3_dummy;
+  if (!duplicates) duplicates = &dup_dummy;
   *l3_err = 0;
+  *duplicates = 0;
+  if (n > UINT32_MAX / 2) return OX_ETOO_LARGE;
   for (size_t i = 0; i < n; i++) {
     if (evs[i].num_entities > OX_FSTORE_MAX_ENTITIES) return OX_EINVALID;
+    if (evs[i].id.len > OX_FSTORE_MAX_EVENT_ID) return OX_EINVALID;
     for (size_t k = 0; k < evs[i].num_entities; k++) {
       ox_slice_t e = evs[i].entities[k];
       if (!e.len || e.len > OX_FSTORE_MAX_ENTITY || e.ptr[0] == '~') return OX_EINVALID;
@@ -556,18 +648,35 @@ int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, in
   }
   fs_tctx_t *x = fs_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
-  int rc = 0;
-  /* The Redis appends happen under the ingestion lock too, so concurrent requests reach each
-   * Redis list in the order they were committed to L2. */
+  unsigned char *drop = calloc(n ? n : 1, 1);
+  if (!drop) return OX_ENOMEM;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+  /* One request, one transaction. The Redis appends happen under the ingestion lock too, so
+   * concurrent requests reach each Redis list in the order they were committed to L2. */
   pthread_mutex_lock(&fs->ingest_mu);
-  x->quota_entity[0] = 0;
-  rc = check_cap(fs, x, evs, n); /* nothing is stored when an entity would exceed its cap */
-  for (size_t i = 0; i < n && !rc; i += CHUNK) {
-    int e = 0;
-    rc = ingest_chunk(fs, x, evs + i, n - i < CHUNK ? n - i : CHUNK, &e);
-    if (e && !*l3_err) *l3_err = e;
+  long dups = find_duplicates(x, evs, n, drop);
+  int rc = dups < 0 ? (int)dups : 0;
+  const ox_fstore_event_t *use = evs;
+  ox_fstore_event_t *kept = NULL;
+  size_t nk = n;
+  if (dups > 0) {
+    nk = n - (size_t)dups;
+    kept = malloc((nk ? nk : 1) * sizeof *kept);
+    if (!kept) rc = OX_ENOMEM;
+    for (size_t i = 0, k = 0; kept && i < n; i++)
+      if (!drop[i]) kept[k++] = evs[i];
+    use = kept;
   }
+  x->quota_entity[0] = 0;
+  /* nothing is stored when an entity would exceed its cap (duplicates do not count) */
+  if (!rc && nk) rc = check_cap(fs, x, use, nk);
+  if (!rc && nk) rc = ingest_chunk(fs, x, use, nk, now_ms, l3_err);
   pthread_mutex_unlock(&fs->ingest_mu);
+  free(kept);
+  free(drop);
+  if (!rc) *duplicates = (size_t)dups;
   return rc;
 }
 

@@ -4,7 +4,8 @@
  * it; the key fields are user_id and card_id. Beyond "no crash", the harness checks:
  *   - the result is 0, OX_EINVALID or OX_ENOMEM, with a non-empty message on OX_EINVALID;
  *   - on success: at least one event, each with exactly the entities "user:<id>" and
- *     "card:<id>" (ids of 1 to OX_FSTORE_MAX_ID bytes), a finite amount;
+ *     "card:<id>" (ids of 1 to OX_FSTORE_MAX_ID bytes), a finite amount, and an event_id that
+ *     is absent or 1 to OX_FSTORE_MAX_EVENT_ID bytes without control characters;
  *   - parsing is deterministic: a second parse gives bitwise the same events.
  */
 #include <math.h>
@@ -50,12 +51,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       REQUIRE(has_prefix(ev[i].entities[0], "user:"));
       REQUIRE(has_prefix(ev[i].entities[1], "card:"));
       REQUIRE(isfinite(ev[i].ev.amount));
+      REQUIRE(ev[i].id.len <= OX_FSTORE_MAX_EVENT_ID);
+      for (size_t j = 0; j < ev[i].id.len; j++)
+        REQUIRE((unsigned char)ev[i].id.ptr[j] >= 0x20 && ev[i].id.ptr[j] != 0x7f);
     }
     int rc2 = ox_events_parse(size ? body : NULL, size, &keys, &b, &ev2, &n2, err, sizeof err);
     REQUIRE(rc2 == 0 && n2 == n);
     for (size_t i = 0; i < n; i++) {
       REQUIRE(ev[i].ev.ts_ms == ev2[i].ev.ts_ms && ev[i].ev.merchant == ev2[i].ev.merchant);
       REQUIRE(!memcmp(&ev[i].ev.amount, &ev2[i].ev.amount, sizeof(double)));
+      REQUIRE(ev[i].id.len == ev2[i].id.len &&
+              (!ev[i].id.len || !memcmp(ev[i].id.ptr, ev2[i].id.ptr, ev[i].id.len)));
       for (int k = 0; k < 2; k++)
         REQUIRE(ev[i].entities[k].len == ev2[i].entities[k].len &&
                 !memcmp(ev[i].entities[k].ptr, ev2[i].entities[k].ptr, ev[i].entities[k].len));

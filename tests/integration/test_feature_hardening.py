@@ -136,7 +136,7 @@ def test_row_keys_cannot_reach_internal_redis_keys(cl, redis):  # noqa: F811
     assert status == 200, body
     status, body = cl.events([ev("ns-u", "ns-c", T - 1000)])
     assert status == 200, body
-    assert strict(body) == {"accepted": 1, "write_through": "ok"}
+    assert strict(body) == {"accepted": 1, "duplicates": 0, "write_through": "ok"}
     assert len(redis.lrange("~ev:user:ns-u")) == 1
     assert redis.command("GET", "ev:user:ns-u").startswith(b"$8")  # the row, intact
     for table in ("~ev", "%7Eev", "ev%3Auser"):

@@ -172,7 +172,7 @@ def test_online_features_equal_offline_bit_for_bit(cl):
     for i in range(0, n_ingest, 600):
         status, body = cl.events(events[i:i + 600])
         assert status == 200, body
-        assert json.loads(body) == {"accepted": len(events[i:i + 600])}
+        assert json.loads(body) == {"accepted": len(events[i:i + 600]), "duplicates": 0}
     bad = []
     for i in range(n_ingest, len(events)):
         e = events[i]
@@ -300,7 +300,7 @@ def test_bad_event_line_is_400_and_nothing_is_stored(cl):
     # a JSON array is fine too, extra fields are ignored, integer ids are their digits
     status, data = cl.call("POST", "/v1/events", [{**good, "label": 1, "x": {"y": [1]}},
                                                   {**good, "user_id": 42}])
-    assert status == 200 and json.loads(data) == {"accepted": 2}
+    assert status == 200 and json.loads(data) == {"accepted": 2, "duplicates": 0}
     status, doc, got, _ = cl.score("fv", {"user_id": 42, "card_id": "bad-c1",
                                           "ts": good["ts"] + 1, "return_features": True}, 1.0)
     assert got[1:9].tolist() == [1, 1, 1, 5, 5, 5, 1, np.float32(0.001)]
@@ -772,7 +772,7 @@ def test_events_written_through_to_redis_lists(rev, redis):
     try:
         status, body = cl.events(ev)
         assert status == 200, body
-        assert json.loads(body) == {"accepted": 3, "write_through": "ok"}
+        assert json.loads(body) == {"accepted": 3, "duplicates": 0, "write_through": "ok"}
         for key, idx in lists.items():
             assert redis.command("LLEN", key) == b":%d" % len(idx), key
             recs = redis.lrange(key)
@@ -793,7 +793,7 @@ def test_events_written_through_to_redis_lists(rev, redis):
             status, body = cl.events(late)
             dt = time.monotonic() - t0
             assert status == 200, body
-            assert json.loads(body) == {"accepted": 2, "write_through": "timeout"}, body
+            assert json.loads(body) == {"accepted": 2, "duplicates": 0, "write_through": "timeout"}, body
             assert dt < 1 + SLACK_S, dt  # bounded by the write-through deadline
             # in L2 (and L1): the velocity features count them
             status, doc, got, _ = cl.score("fv", {"user_id": "wt-u1", "card_id": "wt-c1", "ts": t,
@@ -821,7 +821,7 @@ def test_events_written_through_to_redis_lists(rev, redis):
             if json.loads(body)["write_through"] == "ok" or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        assert json.loads(body) == {"accepted": 1, "write_through": "ok"}
+        assert json.loads(body) == {"accepted": 1, "duplicates": 0, "write_through": "ok"}
         mids.check(e, redis.lrange("~ev:user:wt-u4")[-1])
     finally:
         cl.close()

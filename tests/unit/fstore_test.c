@@ -119,7 +119,7 @@ static void ingest_batch(ox_fstore_t *fs, size_t n) {
     ref[nref++].ev = evs[i].ev;
   }
   int l3err = -1;
-  CHECK_INT(ox_fstore_ingest(fs, evs, n, &l3err), 0);
+  CHECK_INT(ox_fstore_ingest(fs, evs, n, &l3err, NULL), 0);
   CHECK_INT(l3err, 0); /* no write-through configured: nothing to fail */
 }
 
@@ -169,6 +169,42 @@ TEST(never_seen_entity_skips_l1_and_l2) {
   CHECK(out[7] == -1.0f);
   CHECK_INT(atomic_load(&fs->bloom_neg), 1);
   CHECK_INT(count(fs, OX_TIER_L1, FS_MISS) + count(fs, OX_TIER_L1, FS_HIT), l1);
+  ox_fstore_close(fs);
+}
+
+/* Events with an id: one already stored, or earlier in the same call, is skipped and counted;
+ * the call's events are one commit, remembered across a reopen. */
+TEST(event_ids_deduplicate) {
+  ox_fstore_t *fs = open_store(0);
+  ox_slice_t ent = OX_SLICE_LIT("user:dedup");
+  ox_fstore_event_t evs[5];
+  const char *ids[5] = {"a", "b", "a", "", "c"};
+  for (int i = 0; i < 5; i++) {
+    evs[i] = (ox_fstore_event_t){.ev = {.ts_ms = 1000 + i, .amount = 1.0}, .num_entities = 1};
+    evs[i].entities[0] = ent;
+    evs[i].id = ox_slice(ids[i], strlen(ids[i]));
+  }
+  size_t dups = 99;
+  CHECK_INT(ox_fstore_ingest(fs, evs, 4, NULL, &dups), 0); /* a b a (none) */
+  CHECK_INT(dups, 1);
+  float out[8];
+  CHECK_INT(ox_fstore_velocity(fs, ent, 2000, out), 0);
+  CHECK(out[0] == 3.0f);
+  CHECK_INT(ox_fstore_ingest(fs, evs, 5, NULL, &dups), 0); /* all known but c, and the one
+                                                              without an id */
+  CHECK_INT(dups, 3);
+  CHECK_INT(ox_fstore_velocity(fs, ent, 2000, out), 0);
+  CHECK(out[0] == 5.0f);
+  ox_fstore_close(fs);
+  fs = open_store(0);
+  CHECK_INT(ox_fstore_ingest(fs, evs + 4, 1, NULL, &dups), 0); /* c, after a reopen */
+  CHECK_INT(dups, 1);
+  CHECK_INT(ox_fstore_velocity(fs, ent, 2000, out), 0);
+  CHECK(out[0] == 5.0f);
+  char big[OX_FSTORE_MAX_EVENT_ID + 1];
+  memset(big, 'x', sizeof big);
+  evs[0].id = ox_slice(big, sizeof big);
+  CHECK_INT(ox_fstore_ingest(fs, evs, 1, NULL, &dups), OX_EINVALID);
   ox_fstore_close(fs);
 }
 
@@ -318,7 +354,7 @@ TEST(merchant_identity_is_keyed_per_store_and_stable) {
     /* an event in the store: the key survives a reopen */
     ox_fstore_event_t ev = {.ev = {.ts_ms = 1000, .amount = 1, .merchant = ha}, .num_entities = 1};
     ev.entities[0] = OX_SLICE_LIT("user:mk");
-    CHECK_INT(ox_fstore_ingest(a, &ev, 1, NULL), 0);
+    CHECK_INT(ox_fstore_ingest(a, &ev, 1, NULL, NULL), 0);
     ox_fstore_close(a);
     a = open_dir(d1, &rc, err, sizeof err);
     CHECK_INT(rc, 0);
@@ -380,7 +416,7 @@ static int ingest_one(ox_fstore_t *fs, const char *ent, const char *other, int64
                           .num_entities = other ? 2 : 1};
   ev.entities[0] = ox_slice(ent, strlen(ent));
   if (other) ev.entities[1] = ox_slice(other, strlen(other));
-  return ox_fstore_ingest(fs, &ev, 1, NULL);
+  return ox_fstore_ingest(fs, &ev, 1, NULL, NULL);
 }
 
 TEST(cap_refuses_the_whole_request) {
@@ -395,7 +431,7 @@ TEST(cap_refuses_the_whole_request) {
     evs[i].entities[0] = OX_SLICE_LIT("user:cap");
   }
   /* 101 in one request: refused, nothing stored */
-  CHECK_INT(ox_fstore_ingest(fs, evs, 101, NULL), OX_EQUOTA);
+  CHECK_INT(ox_fstore_ingest(fs, evs, 101, NULL, NULL), OX_EQUOTA);
   char ent[300];
   CHECK_INT(ox_fstore_quota_entity(fs, ent, sizeof ent), 100);
   CHECK_STR(ent, "user:cap");
@@ -403,7 +439,7 @@ TEST(cap_refuses_the_whole_request) {
   CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:cap"), T0 + 1000, f), 0);
   CHECK(f[2] == 0.0f);
   /* 100: accepted */
-  CHECK_INT(ox_fstore_ingest(fs, evs, 100, NULL), 0);
+  CHECK_INT(ox_fstore_ingest(fs, evs, 100, NULL, NULL), 0);
   CHECK_INT(ox_fstore_velocity(fs, OX_SLICE_LIT("user:cap"), T0 + 1000, f), 0);
   CHECK(f[2] == 100.0f);
   /* one more in the window, with another entity: refused whole (the other one gets nothing) */
@@ -445,7 +481,7 @@ TEST(velocity_reads_a_bounded_look_ahead) {
       evs[i].entities[0] = OX_SLICE_LIT("user:ahead");
       want_evs[nw++] = evs[i].ev;
     }
-    CHECK_INT(ox_fstore_ingest(fs, evs, 50, NULL), 0);
+    CHECK_INT(ox_fstore_ingest(fs, evs, 50, NULL, NULL), 0);
   }
   for (int k = 0; k < 3; k++) {
     int64_t t = T0 + 2 * DAY + 40; /* inside the second day's burst */
@@ -484,7 +520,7 @@ TEST(score_at_the_cap_is_bounded) {
         .num_entities = 1};
     evs[i].entities[0] = OX_SLICE_LIT("user:full");
   }
-  CHECK_INT(ox_fstore_ingest(fs, evs, CAP, NULL), 0);
+  CHECK_INT(ox_fstore_ingest(fs, evs, CAP, NULL, NULL), 0);
   CHECK_INT(ingest_one(fs, "user:full", NULL, T0 + CAP * 4000LL), OX_EQUOTA);
   for (int k = 0; k < 2; k++) {
     float f[8];
@@ -506,7 +542,8 @@ static void teardown(void) {
 }
 
 TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
-          T(never_seen_entity_skips_l1_and_l2), T(events_to_redis_needs_redis),
+          T(never_seen_entity_skips_l1_and_l2), T(event_ids_deduplicate),
+          T(events_to_redis_needs_redis),
           T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
           T(merchant_identity_is_keyed_per_store_and_stable),
           T(store_with_fnv_merchants_is_refused), T(cap_refuses_the_whole_request),

@@ -6,7 +6,10 @@
  * flush, reader slots (the last one refused, none lost under load), purges (each entity's
  * newest old event kept as its anchor, also among equal times; '~' entities untouched; prefix
  * entities independent; exact counts across chunk boundaries; a repeated purge deletes nothing;
- * periodic by retention while writes keep coming), and velocity features from a 24 h scan. */
+ * periodic by retention while writes keep coming), and velocity features from a 24 h scan.
+ * Groups (ox_l2_commit): all or nothing when the map cannot hold them, the map growing up to
+ * its maximum for one that fits, usage reported; idempotency keys stored with a group, a
+ * repeated one failing its whole group, and forgotten by a purge past their time. */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -315,6 +318,7 @@ TEST(test_queue_full) {
 TEST(test_map_full) {
   ox_l2_opts_t o = k_fast;
   o.map_size = 256 << 10;
+  o.map_initial = 128 << 10; /* it grows once, then is full */
   ox_l2_t *l2 = open_fresh(&o);
   if (!l2) return;
   CHECK_INT(ox_l2_put_row(l2, S("first"), "kept", 4), 0);
@@ -325,7 +329,7 @@ TEST(test_map_full) {
     snprintf(k, sizeof k, "big%d", i);
     CHECK_INT(ox_l2_put_row(l2, S(k), v, sizeof v), 0);
   }
-  CHECK_INT(ox_l2_flush(l2), OX_ETOO_LARGE); /* MDB_MAP_FULL, reported once */
+  CHECK_INT(ox_l2_flush(l2), OX_ESTORE_FULL); /* MDB_MAP_FULL at map_size, reported once */
   CHECK_INT(ox_l2_flush(l2), 0);
   ox_l2_stats_t st;
   ox_l2_stats(l2, &st);
@@ -703,8 +707,119 @@ TEST(test_velocity_from_scan) {
   close_and_remove(l2);
 }
 
+static int row_exists(ox_l2_t *l2, const char *key) {
+  ox_l2_reader_t *r = NULL;
+  if (ox_l2_reader_open(l2, &r)) return -1;
+  char out[8];
+  size_t len;
+  int rc = ox_l2_get_row_copy(r, S(key), out, sizeof out, &len);
+  ox_l2_reader_close(r);
+  return rc == OX_ENOT_FOUND ? 0 : rc == 0 || rc == OX_ETOO_LARGE ? 1 : rc;
+}
+
+TEST(test_group_grows_then_full) {
+  ox_l2_opts_t o = k_fast;
+  o.map_size = 4 << 20;
+  o.map_initial = 256 << 10;
+  ox_l2_t *l2 = open_fresh(&o);
+  if (!l2) return;
+  uint64_t used, map, max;
+  ox_l2_usage(l2, &used, &map, &max);
+  CHECK_INT(map, 256 << 10);
+  CHECK_INT(max, 4 << 20);
+  CHECK(used > 0 && used <= map);
+  static char v[100000];
+  ox_l2_group_t *g = NULL;
+  CHECK_INT(ox_l2_group_create(&g), 0);
+  if (!g) return;
+  /* 1.5 MB in one group: the map doubles (256K -> 512K -> 1M -> 2M) until it fits */
+  for (int i = 0; i < 15; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "a%d", i);
+    CHECK_INT(ox_l2_group_put_row(g, S(k), v, sizeof v), 0);
+  }
+  CHECK_INT(ox_l2_group_len(g), 15);
+  CHECK_INT(ox_l2_commit(l2, g), 0);
+  CHECK_INT(row_exists(l2, "a0"), 1);
+  CHECK_INT(row_exists(l2, "a14"), 1);
+  ox_l2_usage(l2, &used, &map, &max);
+  CHECK_INT(map, 2 << 20);
+  CHECK(used > 1500000);
+  ox_l2_group_destroy(g);
+  /* 3 MB more cannot fit in 4 MiB: refused whole, the map at its maximum */
+  CHECK_INT(ox_l2_group_create(&g), 0);
+  for (int i = 0; i < 30; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "b%d", i);
+    CHECK_INT(ox_l2_group_put_row(g, S(k), v, sizeof v), 0);
+    CHECK_INT(ox_l2_group_append_event(g, S("user:1"), 1000 + i, "e", 1), 0);
+  }
+  CHECK_INT(ox_l2_commit(l2, g), OX_ESTORE_FULL);
+  ox_l2_group_destroy(g);
+  CHECK_INT(row_exists(l2, "b0"), 0);
+  CHECK_INT(row_exists(l2, "b29"), 0);
+  ox_l2_reader_t *r = NULL;
+  CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+  collect_t c = {.n = 0};
+  CHECK_INT(ox_l2_scan_events(r, S("user:1"), INT64_MIN, INT64_MAX, collect, &c), 0);
+  ox_l2_reader_close(r);
+  ox_l2_usage(l2, &used, &map, &max);
+  CHECK_INT(map, 4 << 20);
+  /* what fits still does, and flush is not disturbed by the group's error */
+  CHECK_INT(ox_l2_put_row(l2, S("small"), "x", 1), 0);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(row_exists(l2, "small"), 1);
+  CHECK_INT(row_exists(l2, "a7"), 1);
+  close_and_remove(l2);
+}
+
+TEST(test_group_ids) {
+  ox_l2_t *l2 = open_fresh(NULL);
+  if (!l2) return;
+  ox_l2_group_t *g = NULL;
+  CHECK_INT(ox_l2_group_create(&g), 0);
+  if (!g) return;
+  CHECK_INT(ox_l2_group_put_id(g, S(""), 5), OX_EINVALID);
+  char longid[OX_L2_MAX_ID + 2];
+  memset(longid, 'x', sizeof longid - 1);
+  longid[sizeof longid - 1] = 0;
+  CHECK_INT(ox_l2_group_put_id(g, S(longid), 5), OX_ETOO_LARGE);
+  CHECK_INT(ox_l2_group_len(g), 0);
+  CHECK_INT(ox_l2_commit(l2, g), 0); /* empty: nothing to do */
+  CHECK_INT(ox_l2_group_put_id(g, S("ev-1"), 5000), 0);
+  CHECK_INT(ox_l2_group_put_id(g, S("ev-2"), 9000), 0);
+  CHECK_INT(ox_l2_group_put_row(g, S("r1"), "1", 1), 0);
+  CHECK_INT(ox_l2_commit(l2, g), 0);
+  ox_l2_group_destroy(g);
+  ox_l2_reader_t *r = NULL;
+  CHECK_INT(ox_l2_reader_open(l2, &r), 0);
+  CHECK_INT(ox_l2_has_id(r, S("ev-1")), 1);
+  CHECK_INT(ox_l2_has_id(r, S("ev-2")), 1);
+  CHECK_INT(ox_l2_has_id(r, S("ev-3")), 0);
+  CHECK_INT(ox_l2_has_id(r, S("ev-")), 0);
+  /* a group repeating a stored id fails whole */
+  CHECK_INT(ox_l2_group_create(&g), 0);
+  CHECK_INT(ox_l2_group_put_row(g, S("r2"), "2", 1), 0);
+  CHECK_INT(ox_l2_group_put_id(g, S("ev-3"), 5000), 0);
+  CHECK_INT(ox_l2_group_put_id(g, S("ev-1"), 5000), 0);
+  CHECK_INT(ox_l2_commit(l2, g), OX_EINVALID);
+  ox_l2_group_destroy(g);
+  CHECK_INT(row_exists(l2, "r2"), 0);
+  CHECK_INT(ox_l2_has_id(r, S("ev-3")), 0);
+  /* a purge forgets the ids whose time is below the cutoff, and only those */
+  CHECK_INT(ox_l2_purge_before(l2, 6000), 0);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(ox_l2_has_id(r, S("ev-1")), 0);
+  CHECK_INT(ox_l2_has_id(r, S("ev-2")), 1);
+  CHECK_INT(ox_l2_purge_before(l2, 9001), 0);
+  CHECK_INT(ox_l2_flush(l2), 0);
+  CHECK_INT(ox_l2_has_id(r, S("ev-2")), 0);
+  ox_l2_reader_close(r);
+  close_and_remove(l2);
+}
+
 TEST_MAIN(T(test_rows), T(test_events), T(test_restart), T(test_batched_writer), T(test_queue_full),
           T(test_map_full), T(test_readers), T(test_purge_anchor), T(test_purge_all_old),
           T(test_purge_equal_ts), T(test_purge_reserved), T(test_purge_prefix_entities),
           T(test_purge_chunks), T(test_purge_chunk_edges), T(test_periodic_purge),
-          T(test_velocity_from_scan))
+          T(test_velocity_from_scan), T(test_group_grows_then_full), T(test_group_ids))
