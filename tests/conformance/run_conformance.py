@@ -568,8 +568,15 @@ class Num(str):
     """A JSON number token, kept as text so parsing is exact."""
 
 
+NONFINITE_STRINGS = ("NaN", "Infinity", "-Infinity")
+
+
+def _bare_constant(tok):
+    raise ValueError("bare %s token in a JSON answer (not JSON)" % tok)
+
+
 def json_loads_exact(text):
-    return json.loads(text, parse_int=Num, parse_float=Num, parse_constant=Num)
+    return json.loads(text, parse_int=Num, parse_float=Num, parse_constant=_bare_constant)
 
 
 def f32_exact(tokens):
@@ -629,6 +636,10 @@ def tensor_from_json(wire, shape, data):
             if not isinstance(e, bool):
                 raise ValueError("BOOL element %r is not true/false" % (e,))
         return Tensor(wire, shape, np.array(flat, dtype=np.bool_).reshape(shape))
+    if wire in ("FP16", "BF16", "FP32", "FP64"):
+        # onnxd's documented spelling of non-finite outputs in JSON (valid JSON, unlike bare
+        # NaN/Infinity tokens): exactly these three strings, nothing else.
+        flat = [Num(e) if not isinstance(e, Num) and e in NONFINITE_STRINGS else e for e in flat]
     for e in flat:
         if not isinstance(e, Num):
             raise ValueError("element %r is not a number" % (e,))

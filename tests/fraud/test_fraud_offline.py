@@ -330,7 +330,8 @@ def velocity_harness(tmp_path_factory):
     exe = str(tmp_path_factory.mktemp("harness") / "velocity_harness")
     subprocess.run([cc, "-O2", "-std=gnu11", "-D_GNU_SOURCE", "-I", os.path.join(ROOT, "src"),
                     "-o", exe, os.path.join(os.path.dirname(__file__), "velocity_harness.c"),
-                    VELOCITY_C, os.path.join(ROOT, "src", "core", "error.c")],
+                    VELOCITY_C, os.path.join(ROOT, "src", "core", "error.c"),
+                    os.path.join(ROOT, "src", "core", "siphash.c")],
                    check=True, capture_output=True)
     return exe
 
