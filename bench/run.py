@@ -18,7 +18,7 @@ peers are what users write first, the tuned ones what a team that profiles ends 
                ProcessPoolExecutor of `cores` processes (JSON only)
   go           bench/peers/go: net/http + encoding/json + onnxruntime_go, built here (default)
   go-fast      bench/peers/go-fast: net/http + goccy/go-json + pooled buffers, one session per
-               core x 1 intra-op thread, GOGC 400, built here (tuned; see its main.go)
+               core x 1 intra-op thread, GOMAXPROCS 2 x cores, built here (tuned; see main.go)
   kserve       bench/peers/kserve: KServe's Python ModelServer with an ONNX Runtime predictor,
                REST v2, workers = cores, in its own venv build/bench/venv-kserve (made here
                from bench/peers/kserve/requirements.txt)
@@ -1229,7 +1229,7 @@ def write_markdown(results: dict, head, rows) -> str:
         f"{pk.get('orjson', '?')} + numpy, no Pydantic, uvicorn ({m['cores']} workers, uvloop + "
         f"httptools); go-fast = net/http + goccy/go-json {v.get('go_json', '?')} (the fastest "
         f"[]float32 decoder measured), pooled buffers, {m['cores']} sessions x 1 intra-op "
-        f"thread, GOGC 400. kserve = KServe {v.get('kserve_packages', {}).get('kserve', '?')} "
+        f"thread, GOMAXPROCS 2x cores. kserve = KServe {v.get('kserve_packages', {}).get('kserve', '?')} "
         f"ModelServer ({m['cores']} workers) with an ONNX Runtime predictor, REST v2. "
         f"nginx (HTTP floor) = nginx {v.get('nginx', '?')}, {m['cores']} workers, a fixed "
         f"mlp16 response to S3's load. "

@@ -1,6 +1,6 @@
 // go-fast-peer: the Go peer as a team that profiles it would write it. Same protocol and models
 // as bench/peers/go (net/http, github.com/yalue/onnxruntime_go, KServe v2 JSON and the binary
-// tensor data extension); what changes, each choice measured on this repository's S1 body:
+// tensor data extension); what changes, each choice measured:
 //
 //   - JSON decoding: github.com/goccy/go-json, the fastest of the candidates that decode into
 //     []float32 (decode_test.go; `go test -run x -bench Decode -benchmem -benchtime 40x`, 2-core
@@ -19,11 +19,14 @@
 //     each, inter-op 1, spinning off; a request takes a free session from a channel, so busy
 //     Run threads = cores (the go peer shares one session with a cores-wide intra-op pool).
 //
-//   - GOMAXPROCS = cores (Go's default; the load generator shares the cores, more is worse),
-//     GOGC 400 (--gogc): with the pools above the heap barely grows, and a higher GOGC keeps the
-//     collector off the 3 MB body buffers' pages. Quick S1/S3 runs with GOGC 100, 400 and off
-//     (with GOMEMLIMIT 512 MiB) were within noise of each other on the shared machine; 400 keeps
-//     memory bounded without a limit.
+//   - GOMAXPROCS = 2 x cores (--gomaxprocs), GOGC 100 (--gogc). Likely why more Ps help: a cgo
+//     call (Run) keeps its P until the scheduler hands it off (after ~20 us), so with
+//     GOMAXPROCS = cores the short mlp16 Runs occupy every P while connections wait. Quick runs on this 2-core machine
+//     (build/onnxd-bench, 2 s warm-up + 6 s, shared with other jobs: numbers are noisy), req/s:
+//     GOMAXPROCS 2: S1 51.0-64.5, S3 11,681-14,422; GOMAXPROCS 4: S1 45.7-59.3, S3
+//     16,442-17,487; GOMAXPROCS 1: S1 35.0, S3 7,701. With the pools above there is little
+//     garbage, and GOGC barely matters: GOGC 100: S1 54.2, S3 10,956; 400: S1 52.3, S3 10,376;
+//     off with GOMEMLIMIT 512 MiB: S1 49.5, S3 10,212 (GOMAXPROCS 2); so Go's default stays.
 //
 //     cd bench/peers/go-fast && go build -o ../../../build/peers/go-fast-peer .
 //     build/peers/go-fast-peer --model-repository models --port 8004 \
@@ -417,9 +420,11 @@ func main() {
 	port := flag.Int("port", 8004, "HTTP port")
 	lib := flag.String("ort-lib", "deps/ort/lib/libonnxruntime.so.1", "ONNX Runtime shared library")
 	sessions := flag.Int("sessions", runtime.NumCPU(), "sessions per model (1 intra-op thread each)")
-	gogc := flag.Int("gogc", 400, "garbage collector target percentage (GOGC; -1: off)")
+	gogc := flag.Int("gogc", 100, "garbage collector target percentage (GOGC; -1: off)")
+	procs := flag.Int("gomaxprocs", 2*runtime.NumCPU(), "GOMAXPROCS")
 	flag.Parse()
 	debug.SetGCPercent(*gogc)
+	runtime.GOMAXPROCS(*procs)
 
 	ort.SetSharedLibraryPath(*lib)
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
