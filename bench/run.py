@@ -111,7 +111,7 @@ GO_PEERS = {"go": ("bench/peers/go", "go-peer"), "go-fast": ("bench/peers/go-fas
 # The HTTP floor's fixed answer: onnxd's own response to S3's request (mlp16, JSON), byte for byte
 # in form, so the floor writes as many bytes as onnxd does.
 FLOOR_RESPONSE = ('{"model_name":"mlp16","model_version":"1","outputs":[{"name":"output",'
-                  '"datatype":"FP32","shape":[1,1],"data":[0.59918278]}]}')
+                  '"datatype":"FP32","shape":[1,1],"data":[0.5991828]}]}')
 SCENARIOS = {
     "S1": dict(model="mobilenetv2", body="mobilenetv2.json", conns=10, idle=0,
                check='"data":[', title="MobileNetV2 JSON, 10 conn"),
@@ -310,7 +310,7 @@ def versions() -> dict:
     ng = nginx_binary()
     if ng:
         r = subprocess.run([ng, "-v"], capture_output=True, text=True)
-        v["nginx"] = (r.stderr or r.stdout).strip().replace("nginx version: ", "")
+        v["nginx"] = (r.stderr or r.stdout).strip().replace("nginx version: nginx/", "")
     v["cc"] = _run_text(["cc", "--version"]).splitlines()[0] if shutil.which("cc") else ""
     return v
 
