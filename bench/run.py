@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """bench/run.py: onnxd side by side with the services it replaces, on loopback.
 
-    make bench              # ~18 minutes: 5 s warm-up + 20 s per scenario, onnxd S1-S3 x3,
-                            # then the batching rows (~3.5 min), then the fraud rows (~4 min)
-    make bench QUICK=1      # ~6 minutes: 2 s warm-up + 6 s, one run each
+    make bench              # ~25 minutes: 5 s warm-up + 20 s per scenario, onnxd S1-S3 x3,
+                            # ceiling samples between servers, then the batching rows
+                            # (~3.5 min), then the fraud rows (~4 min); the first run also
+                            # builds the Go peers, makes KServe's venv and installs nginx
+    make bench QUICK=1      # ~9 minutes: 2 s warm-up + 6 s, one run each
     .venv/bin/python bench/run.py [--quick] [--servers onnxd,go] [--scenarios S1,S3]
     .venv/bin/python bench/run.py --quick --only batching    # just the batching table (~1.5 min)
     .venv/bin/python bench/run.py --quick --only fraud       # just the fraud rows (~1.5 min)
@@ -1388,9 +1390,9 @@ def main() -> int:
     ap.add_argument("--scenarios", help="comma-separated subset of S1,S2,S3,S4")
     ap.add_argument("--runs", type=int, help="onnxd runs per S1-S3 (default: 3 if the full run "
                     "fits --budget, else 1; 1 with --quick)")
-    ap.add_argument("--budget", type=float, default=630,
+    ap.add_argument("--budget", type=float, default=1100,
                     help="seconds the server comparison (without the batching rows, ~3.5 min "
-                    "more) may take with 3 onnxd runs (default 630)")
+                    "more) may take with 3 onnxd runs (default 1100)")
     ap.add_argument("--only", choices=["main", "batching", "fraud"],
                     help="main: only the server comparison (S1-S4, ceilings); batching: only the "
                     "batching table (B1-B4, onnxd with batching off and on; no chart); fraud: "
