@@ -110,8 +110,8 @@ KSERVE_VENV = WORK / "venv-kserve"
 KSERVE_REQ = ROOT / "bench" / "peers" / "kserve" / "requirements.txt"
 LABELS = {"nginx": "nginx (HTTP floor)"}
 GO_PEERS = {"go": ("bench/peers/go", "go-peer"), "go-fast": ("bench/peers/go-fast", "go-fast-peer")}
-# The HTTP floor's fixed answer: onnxd's own response to S3's request (mlp16, JSON), byte for byte
-# in form, so the floor writes as many bytes as onnxd does.
+# The HTTP floor's fixed answer: onnxd's own response to S3's request (mlp16, JSON), byte for
+# byte, so the floor writes as many bytes as onnxd does.
 FLOOR_RESPONSE = ('{"model_name":"mlp16","model_version":"1","outputs":[{"name":"output",'
                   '"datatype":"FP32","shape":[1,1],"data":[0.5991828]}]}')
 SCENARIOS = {
@@ -1296,7 +1296,7 @@ def draw_chart(results: dict, png: Path) -> str | None:
             c = results["servers"][n].get("cold_start_s")
             if c:
                 v_cold.append(c)
-            f.write(f'{i} "{n}" {c if c else "NaN"} {colors.get(n, 0x888888)}\n')
+            f.write(f'{i} "{LABELS.get(n, n)}" {c if c else "NaN"} {colors.get(n, 0x888888)}\n')
 
     def yr(vals):  # log-scale range with head room for the key and the value labels
         if not vals:
@@ -1308,7 +1308,7 @@ def draw_chart(results: dict, png: Path) -> str | None:
     w = 1.0 / (ncol + 1)  # bar width in a clustered histogram with gap 1
 
     def bars(fname, fmt_big, fmt_small):
-        p = [f"'{d}/{fname}' using {i + 2}:xtic(1) title '{n}' lc rgb '#{colors.get(n, 0x888888):06x}'"
+        p = [f"'{d}/{fname}' using {i + 2}:xtic(1) title '{LABELS.get(n, n)}' lc rgb '#{colors.get(n, 0x888888):06x}'"
              for i, n in enumerate(servers)]
         p += [f"'{d}/{fname}' using ($0 + ({i} - {(ncol - 1) / 2}) * {w}):{i + 2}:"
               f"(${i + 2} >= 100 ? sprintf('{fmt_big}', ${i + 2}) : sprintf('{fmt_small}', ${i + 2}))"
