@@ -43,44 +43,46 @@ ox_siphash_key_t ox_siphash_key_from_bytes(const unsigned char p[OX_SIPHASH_KEY_
   return (ox_siphash_key_t){le64(p), le64(p + 8)};
 }
 
+/* SipHash-2-4's state: initialisation, one compression of a word (2 rounds), finalisation
+ * (4 rounds). Shared by the byte-string and the one-word entry points. */
+typedef struct {
+  uint64_t v0, v1, v2, v3;
+} sip_t;
+
+static inline sip_t sip_init(const ox_siphash_key_t *key) {
+  return (sip_t){key->k0 ^ 0x736f6d6570736575ULL, key->k1 ^ 0x646f72616e646f6dULL,
+                 key->k0 ^ 0x6c7967656e657261ULL, key->k1 ^ 0x7465646279746573ULL};
+}
+
+static inline void sip_compress(sip_t *s, uint64_t m) {
+  s->v3 ^= m;
+  SIPROUND(s->v0, s->v1, s->v2, s->v3);
+  SIPROUND(s->v0, s->v1, s->v2, s->v3);
+  s->v0 ^= m;
+}
+
+static inline uint64_t sip_finish(sip_t *s) {
+  s->v2 ^= 0xff;
+  for (int r = 0; r < 4; r++) SIPROUND(s->v0, s->v1, s->v2, s->v3);
+  return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
+}
+
 uint64_t ox_siphash(const void *data, size_t n, const ox_siphash_key_t *key) {
   const unsigned char *p = data;
-  uint64_t v0 = key->k0 ^ 0x736f6d6570736575ULL, v1 = key->k1 ^ 0x646f72616e646f6dULL,
-           v2 = key->k0 ^ 0x6c7967656e657261ULL, v3 = key->k1 ^ 0x7465646279746573ULL;
+  sip_t s = sip_init(key);
   size_t whole = n & ~(size_t)7;
-  for (size_t i = 0; i < whole; i += 8) {
-    uint64_t m = le64(p + i);
-    v3 ^= m;
-    SIPROUND(v0, v1, v2, v3);
-    SIPROUND(v0, v1, v2, v3);
-    v0 ^= m;
-  }
-  uint64_t b = (uint64_t)n << 56;
+  for (size_t i = 0; i < whole; i += 8) sip_compress(&s, le64(p + i));
+  uint64_t b = (uint64_t)n << 56; /* the last block: the length's low byte, then the tail */
   for (size_t i = 0; i < (n & 7); i++) b |= (uint64_t)p[whole + i] << (8 * i);
-  v3 ^= b;
-  SIPROUND(v0, v1, v2, v3);
-  SIPROUND(v0, v1, v2, v3);
-  v0 ^= b;
-  v2 ^= 0xff;
-  for (int r = 0; r < 4; r++) SIPROUND(v0, v1, v2, v3);
-  return v0 ^ v1 ^ v2 ^ v3;
+  sip_compress(&s, b);
+  return sip_finish(&s);
 }
 
 uint64_t ox_siphash_u64(uint64_t m, const ox_siphash_key_t *key) {
-  uint64_t v0 = key->k0 ^ 0x736f6d6570736575ULL, v1 = key->k1 ^ 0x646f72616e646f6dULL,
-           v2 = key->k0 ^ 0x6c7967656e657261ULL, v3 = key->k1 ^ 0x7465646279746573ULL;
-  v3 ^= m;
-  SIPROUND(v0, v1, v2, v3);
-  SIPROUND(v0, v1, v2, v3);
-  v0 ^= m;
-  uint64_t b = (uint64_t)8 << 56;
-  v3 ^= b;
-  SIPROUND(v0, v1, v2, v3);
-  SIPROUND(v0, v1, v2, v3);
-  v0 ^= b;
-  v2 ^= 0xff;
-  for (int r = 0; r < 4; r++) SIPROUND(v0, v1, v2, v3);
-  return v0 ^ v1 ^ v2 ^ v3;
+  sip_t s = sip_init(key);
+  sip_compress(&s, m);
+  sip_compress(&s, (uint64_t)8 << 56); /* the last block of an 8-byte message */
+  return sip_finish(&s);
 }
 
 int ox_random_bytes(void *out, size_t n) {
