@@ -31,15 +31,11 @@ fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key) {
                       (FS_STRIPES - 1)];
 }
 
-int64_t fs_now_ms(void) {
-  return ox_breaker_now_ns() / 1000000;
-}
-
 void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns) {
   if (tier == OX_TIER_L1 && !fs->l1) return; /* disabled: no lookups to count */
   fs_tier_stats_t *t = &fs->tiers[tier];
   atomic_fetch_add_explicit(&t->result[res], 1, memory_order_relaxed);
-  int64_t d = ox_breaker_now_ns() - t0_ns;
+  int64_t d = ox_mono_ns() - t0_ns;
   ox_hist_record_us(&t->us, d > 0 ? (uint64_t)d / 1000 : 0);
 }
 
@@ -67,7 +63,7 @@ int fs_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out) {
   size_t len = 0;
   if (!out->cap && ox_buf_reserve(out, 4096)) return OX_ENOMEM;
   for (;;) {
-    int rc = ox_l1_get(fs->l1, key, fs_now_ms(), out->data, out->cap, &len);
+    int rc = ox_l1_get(fs->l1, key, ox_mono_ms(), out->data, out->cap, &len);
     if (rc == OX_ETOO_LARGE) {
       out->len = 0;
       if (ox_buf_reserve(out, len)) return OX_ENOMEM;
@@ -90,7 +86,7 @@ static void *sweeper_main(void *arg) {
     pthread_cond_timedwait(&fs->sw_cv, &fs->sw_mu, &ts);
     if (fs->sw_stop) break;
     pthread_mutex_unlock(&fs->sw_mu);
-    ox_l1_sweep(fs->l1, fs_now_ms(), 256);
+    ox_l1_sweep(fs->l1, ox_mono_ms(), 256);
     pthread_mutex_lock(&fs->sw_mu);
   }
   pthread_mutex_unlock(&fs->sw_mu);
@@ -128,7 +124,7 @@ static int open_pg(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t
   }
   /* The table is created if missing; a server that is down now is not fatal (reads then fail
    * over to defaults, and the breaker takes it back when it answers). */
-  rc = ox_l3_pg_ensure_schema(fs->pg, ox_breaker_now_ns() + 2000 * INT64_C(1000000));
+  rc = ox_l3_pg_ensure_schema(fs->pg, ox_mono_ns() + 2000 * INT64_C(1000000));
   if (rc)
     ox_warn("feature store: PostgreSQL schema check failed: %s (continuing)", ox_strerror(rc));
   return 0;

@@ -172,7 +172,7 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
   if (!x) return OX_EUNAVAILABLE;
   char kb[16 + OX_FSTORE_MAX_ENTITY];
   ox_slice_t key = make_key(kb, FS_EV_PREFIX, entity);
-  int64_t t0 = ox_breaker_now_ns();
+  int64_t t0 = ox_mono_ns();
   int rc = fs_l1_get(fs, key, &x->a);
   if (rc == 0 && list_valid(&x->a) && rd64(x->a.data) <= window_lo(t)) {
     fs_record(fs, OX_TIER_L1, FS_HIT, t0);
@@ -181,7 +181,7 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
   fs_record(fs, OX_TIER_L1, FS_MISS, t0);
   fs_stripe_t *st = fs_stripe(fs, key);
   uint64_t gen = atomic_load(&st->gen);
-  t0 = ox_breaker_now_ns();
+  t0 = ox_mono_ns();
   int found = 0, truncated = 0;
   rc = fill_from_l2(x, entity, t, fs->max_events_24h, &x->a, &found, &truncated);
   fs_record(fs, OX_TIER_L2, rc ? FS_ERROR : found ? FS_HIT : FS_MISS, t0);
@@ -190,7 +190,7 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
   if (truncated) return rc; /* right for t only: not for L1 */
   pthread_mutex_lock(&st->mu);
   if (atomic_load(&st->gen) == gen &&
-      ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, fs_now_ms()))
+      ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, ox_mono_ms()))
     ox_l1_del(fs->l1, key);
   pthread_mutex_unlock(&st->mu);
   return rc;
@@ -327,7 +327,7 @@ static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
       }
     if (!m) continue;
     int rc = ox_l3_redis_rpush_many(fs->redis, kv, kv + round, m,
-                                    ox_breaker_now_ns() + REDIS_APPEND_MS * INT64_C(1000000));
+                                    ox_mono_ns() + REDIS_APPEND_MS * INT64_C(1000000));
     if (rc) {
       *failed += hi - lo;
       if (!first) first = rc;
@@ -447,7 +447,7 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
       put = 1;
     pthread_mutex_lock(&st->mu);
     atomic_fetch_add(&st->gen, 1);
-    if (!put || ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, fs_now_ms()))
+    if (!put || ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, ox_mono_ms()))
       ox_l1_del(fs->l1, key);
     pthread_mutex_unlock(&st->mu);
     free(e->saved);
@@ -650,9 +650,7 @@ int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, in
   if (!x) return OX_EUNAVAILABLE;
   unsigned char *drop = calloc(n ? n : 1, 1);
   if (!drop) return OX_ENOMEM;
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+  int64_t now_ms = ox_wall_ms();
   /* One request, one transaction. The Redis appends happen under the ingestion lock too, so
    * concurrent requests reach each Redis list in the order they were committed to L2. */
   pthread_mutex_lock(&fs->ingest_mu);

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "core/clock.h"
 #include "features/bloom.h"
 #include "features/l1.h"
 #include "features/l2.h"
@@ -89,7 +90,6 @@ struct ox_fstore {
 
 fs_tctx_t *fs_ctx(ox_fstore_t *fs);
 fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key);
-int64_t fs_now_ms(void);
 /* Copies key's L1 value into out (grown as needed). 0, OX_ENOT_FOUND or OX_ENOMEM. */
 int fs_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out);
 void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns);

@@ -19,14 +19,8 @@ static void l1_put_row(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t 
   tmp->len = 0;
   unsigned char flag = (unsigned char)present;
   if (ox_buf_append(tmp, &flag, 1) || (len && ox_buf_append(tmp, val, len))) return;
-  if (ox_l1_put(fs->l1, key, tmp->data, tmp->len, fs->ttl_ms, fs_now_ms()))
+  if (ox_l1_put(fs->l1, key, tmp->data, tmp->len, fs->ttl_ms, ox_mono_ms()))
     ox_l1_del(fs->l1, key); /* too large for L1: at least nothing stale stays */
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The L2 key of key's L3 copy in kb (OX_L2_MAX_KEY + 1 bytes); empty when it would not fit. */
@@ -49,7 +43,7 @@ static void promote_row(ox_fstore_t *fs, fs_tctx_t *x, ox_slice_t key, uint64_t 
   ox_slice_t ck = copy != COPY_KEEP ? l3copy_key(kb, key) : ox_slice(kb, 0);
   if (copy == COPY_PUT && ck.len) {
     unsigned char hdr[8];
-    int64_t now = wall_ms();
+    int64_t now = ox_wall_ms();
     for (int i = 0; i < 8; i++) hdr[i] = (unsigned char)((uint64_t)now >> (8 * i));
     x->c.len = 0;
     if (ox_buf_append(&x->c, hdr, 8) || (len && ox_buf_append(&x->c, val, len))) ck.len = 0;
@@ -103,9 +97,9 @@ int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_
   fs_tctx_t *x = fs_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   *tier = OX_TIER_NONE;
-  int64_t t0 = ox_breaker_now_ns();
+  int64_t t0 = ox_mono_ns();
   l1_row_t lr = {out, -1};
-  int rc = ox_l1_view(fs->l1, key, fs_now_ms(), l1_row, &lr);
+  int rc = ox_l1_view(fs->l1, key, ox_mono_ms(), l1_row, &lr);
   if (rc == 0 && lr.rc != -1) {
     fs_record(fs, OX_TIER_L1, FS_HIT, t0);
     *tier = OX_TIER_L1;
@@ -114,7 +108,7 @@ int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_
   fs_record(fs, OX_TIER_L1, FS_MISS, t0);
   uint64_t gen = atomic_load(&fs_stripe(fs, key)->gen);
 
-  t0 = ox_breaker_now_ns();
+  t0 = ox_mono_ns();
   size_t start = out->len;
   row_copy_t rcp = {out, 0};
   int l2rc = ox_l2_get_row(x->r, key, row_copy, &rcp);
@@ -149,7 +143,7 @@ int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_
     int64_t fetched = 0;
     for (int i = 0; have && i < 8; i++)
       fetched |= (int64_t)((uint64_t)(unsigned char)want->stale_.data[i] << (8 * i));
-    int64_t now = wall_ms();
+    int64_t now = ox_wall_ms();
     int fresh = have && now - fetched < fs->l3_cache_ms && now >= fetched;
     fs_record(fs, OX_TIER_L2, fresh ? FS_HIT : crc == 0 || crc == OX_ENOT_FOUND ? FS_MISS : FS_ERROR,
               t0);
@@ -201,7 +195,7 @@ static void l3_resolve(ox_fstore_t *fs, fs_tctx_t *x, ox_fstore_want_t **ws, siz
   ox_slice_t keys[FETCH_MAX_WANTS], vals[FETCH_MAX_WANTS];
   size_t idx[FETCH_MAX_WANTS];
   int err[FETCH_MAX_WANTS], found[FETCH_MAX_WANTS];
-  int64_t t0 = ox_breaker_now_ns(), deadline = INT64_MAX;
+  int64_t t0 = ox_mono_ns(), deadline = INT64_MAX;
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     found[i] = 0;
@@ -217,7 +211,7 @@ static void l3_resolve(ox_fstore_t *fs, fs_tctx_t *x, ox_fstore_want_t **ws, siz
   }
   for (int backend = 0; backend < 2 && m; backend++) {
     if (backend == 0 ? !fs->redis : !fs->pg) continue;
-    if (ox_breaker_now_ns() >= deadline) {
+    if (ox_mono_ns() >= deadline) {
       for (size_t j = 0; j < m; j++)
         if (!err[idx[j]]) err[idx[j]] = OX_ETIMEOUT;
       break;

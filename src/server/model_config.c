@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "proto/json.h"
 #include "proto/numconv.h"
 
@@ -150,12 +151,7 @@ static int cfg_float(cfg_parser_t *p, const char *key, float *out) {
 /* Names of tables and key parameters: [A-Za-z0-9_.-]+, so "table:key" and the server's own
  * "~..." keys never collide. */
 static int cfg_ident_ok(const char *s) {
-  if (!*s) return 0;
-  for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-          *s == '_' || *s == '.' || *s == '-'))
-      return 0;
-  return 1;
+  return *s && ox_name_valid(s, strlen(s));
 }
 
 enum { FK_RAW = 1, FK_VELOCITY = 2, FK_ROW = 4, FK_TABLE = 8, FK_WIDTH = 16, FK_DEFAULT = 32 };
