@@ -45,7 +45,6 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "core/utf8.h"
-#include "features/breaker.h"
 #include "proto/json.h"
 #include "proto/numconv.h"
 #include "proto/tensor_json.h"

@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "features/breaker.h"
-#include "server/fstore_priv.h"
+#include "features/fstore_priv.h"
 
 #define FETCH_MAX_WANTS 256 /* rows one fetcher round asks L3 for (one MGET per backend) */
 
@@ -48,7 +48,7 @@ static void promote_row(ox_fstore_t *fs, fs_tctx_t *x, ox_slice_t key, uint64_t 
     x->c.len = 0;
     if (ox_buf_append(&x->c, hdr, 8) || (len && ox_buf_append(&x->c, val, len))) ck.len = 0;
   }
-  fs_stripe_t *st = fs_stripe(fs, key);
+  fs_stripe_t *st = ox_fstore_stripe(fs, key);
   pthread_mutex_lock(&st->mu);
   if (atomic_load(&st->gen) == gen) {
     /* a full L2 queue drops the copy: it is only a cache */
@@ -76,7 +76,6 @@ static fs_result_t l3_result(int rc) {
   return FS_ERROR;
 }
 
-
 /* ---- reads ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -94,19 +93,19 @@ static void l1_row(void *arg, const void *val, size_t len) {
 
 int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_t *tier,
                         ox_fstore_want_t *want) {
-  fs_tctx_t *x = fs_ctx(fs);
+  fs_tctx_t *x = ox_fstore_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   *tier = OX_TIER_NONE;
   int64_t t0 = ox_mono_ns();
   l1_row_t lr = {out, -1};
   int rc = ox_l1_view(fs->l1, key, ox_mono_ms(), l1_row, &lr);
   if (rc == 0 && lr.rc != -1) {
-    fs_record(fs, OX_TIER_L1, FS_HIT, t0);
+    ox_fstore_record(fs, OX_TIER_L1, FS_HIT, t0);
     *tier = OX_TIER_L1;
     return lr.rc;
   }
-  fs_record(fs, OX_TIER_L1, FS_MISS, t0);
-  uint64_t gen = atomic_load(&fs_stripe(fs, key)->gen);
+  ox_fstore_record(fs, OX_TIER_L1, FS_MISS, t0);
+  uint64_t gen = atomic_load(&ox_fstore_stripe(fs, key)->gen);
 
   t0 = ox_mono_ns();
   size_t start = out->len;
@@ -116,8 +115,11 @@ int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_
   /* L2 is one lookup in the metrics: its own rows, then (below) its copies of L3 rows */
   int copies = l2rc == OX_ENOT_FOUND && (fs->redis || fs->pg) && fs->l3_cache_ms > 0;
   if (!copies)
-    fs_record(fs, OX_TIER_L2, l2rc == 0 ? FS_HIT : l2rc == OX_ENOT_FOUND ? FS_MISS : FS_ERROR,
-              t0);
+    ox_fstore_record(fs, OX_TIER_L2,
+                     l2rc == 0               ? FS_HIT
+                     : l2rc == OX_ENOT_FOUND ? FS_MISS
+                                             : FS_ERROR,
+                     t0);
   if (l2rc == 0) {
     *tier = OX_TIER_L2;
     promote_row(fs, x, key, gen, out->data + start, out->len - start, 1, COPY_KEEP);
@@ -145,8 +147,11 @@ int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_
       fetched |= (int64_t)((uint64_t)(unsigned char)want->stale_.data[i] << (8 * i));
     int64_t now = ox_wall_ms();
     int fresh = have && now - fetched < fs->l3_cache_ms && now >= fetched;
-    fs_record(fs, OX_TIER_L2, fresh ? FS_HIT : crc == 0 || crc == OX_ENOT_FOUND ? FS_MISS : FS_ERROR,
-              t0);
+    ox_fstore_record(fs, OX_TIER_L2,
+                     fresh                              ? FS_HIT
+                     : crc == 0 || crc == OX_ENOT_FOUND ? FS_MISS
+                                                        : FS_ERROR,
+                     t0);
     if (fresh) {
       *tier = OX_TIER_L2;
       rc = ox_buf_append(out, want->stale_.data + 8, want->stale_.len - 8);
@@ -237,7 +242,7 @@ static void l3_resolve(ox_fstore_t *fs, fs_tctx_t *x, ox_fstore_want_t **ws, siz
     m = left;
   }
   for (size_t i = 0; i < n; i++) {
-    fs_record(fs, OX_TIER_L3, l3_result(found[i] ? 0 : err[i] ? err[i] : OX_ENOT_FOUND), t0);
+    ox_fstore_record(fs, OX_TIER_L3, l3_result(found[i] ? 0 : err[i] ? err[i] : OX_ENOT_FOUND), t0);
     want_finish(fs, x, ws[i], found[i], found[i] ? 0 : err[i]);
   }
 }
@@ -247,7 +252,7 @@ int ox_fstore_row_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, int64_t de
   ox_fstore_want_t w;
   int rc = ox_fstore_row_local(fs, key, out, tier, &w);
   if (rc != OX_EPENDING) return rc;
-  fs_tctx_t *x = fs_ctx(fs); /* row_local succeeded in getting it */
+  fs_tctx_t *x = ox_fstore_ctx(fs); /* row_local succeeded in getting it */
   ox_fstore_want_t *ws = &w;
   w.deadline_ = deadline_ns;
   l3_resolve(fs, x, &ws, 1, &x->a);
@@ -291,13 +296,13 @@ int ox_fstore_fetch(ox_fstore_t *fs, ox_fstore_fetch_t *f) {
     pthread_cond_signal(&fs->fq_cv);
   }
   pthread_mutex_unlock(&fs->fq_mu);
-  if (!ok) fetch_refuse(fs, fs_ctx(fs), f);
+  if (!ok) fetch_refuse(fs, ox_fstore_ctx(fs), f);
   return ok ? 0 : OX_EUNAVAILABLE;
 }
 
 static void *fetcher_main(void *arg) {
   ox_fstore_t *fs = arg;
-  fs_tctx_t *x = fs_ctx(fs); /* NULL (no reader slot): every fetch is refused */
+  fs_tctx_t *x = ox_fstore_ctx(fs); /* NULL (no reader slot): every fetch is refused */
   ox_fstore_want_t *ws[FETCH_MAX_WANTS];
   ox_buf_t tmp;
   ox_buf_init(&tmp);
@@ -340,7 +345,7 @@ static void *fetcher_main(void *arg) {
   return NULL;
 }
 
-int fs_fetcher_start(ox_fstore_t *fs) {
+int ox_fstore_fetcher_start(ox_fstore_t *fs) {
   if (!fs->redis && !fs->pg) return 0;
   if (pthread_create(&fs->fq_thread, NULL, fetcher_main, fs)) return OX_ENOMEM;
   fs->fq_started = 1;
@@ -361,10 +366,10 @@ void ox_fstore_stop_fetcher(ox_fstore_t *fs) {
 
 int ox_fstore_row_put(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t len,
                       int64_t deadline_ns, int *l3_err) {
-  fs_tctx_t *x = fs_ctx(fs);
+  fs_tctx_t *x = ox_fstore_ctx(fs);
   *l3_err = 0;
   if (!x) return OX_EUNAVAILABLE;
-  fs_stripe_t *st = fs_stripe(fs, key);
+  fs_stripe_t *st = ox_fstore_stripe(fs, key);
   /* Queued under the stripe lock: a reader's promotion of an older value is either queued
    * before this write or sees the new generation and gives up. */
   pthread_mutex_lock(&st->mu);
@@ -392,4 +397,3 @@ int ox_fstore_row_put(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t l
   }
   return 0;
 }
-
