@@ -388,7 +388,7 @@ static int bench_l3(const opts_t *o, const l3_backend_t *be, const bkey_t *keys,
   *stage = "writing rows";
   for (long i = 0; i < o->l3_keys && !rc; i++) {
     l3_value(val, vb, i);
-    rc = be->put(be->h, KS(&keys[i]), ox_slice(val, vb), ox_breaker_now_ns() + L3_DEADLINE_NS);
+    rc = be->put(be->h, KS(&keys[i]), ox_slice(val, vb), ox_mono_ns() + L3_DEADLINE_NS);
   }
   static ox_lg_hist_t h;
   ox_lg_hist_init(&h);
@@ -398,7 +398,7 @@ static int bench_l3(const opts_t *o, const l3_backend_t *be, const bkey_t *keys,
   for (long i = 0; i < o->l3_gets && !rc; i++) {
     long n = (long)(rng(&x) % (uint64_t)o->l3_keys);
     out.len = 0; /* reused: no allocation once it has grown */
-    int64_t deadline = ox_breaker_now_ns() + L3_DEADLINE_NS;
+    int64_t deadline = ox_mono_ns() + L3_DEADLINE_NS;
     uint64_t t0 = now_ns();
     int g = be->get(be->h, KS(&keys[n]), &out, deadline);
     ox_lg_hist_record(&h, now_ns() - t0);
@@ -464,13 +464,13 @@ static int run_l3(const opts_t *o, int i, const bkey_t *keys, l3_res_t *res) {
     be = (l3_backend_t){pg, pg_put, pg_get};
     if (!rc) {
       stage = "creating the table";
-      rc = ox_l3_pg_ensure_schema(pg, ox_breaker_now_ns() + admin_ns);
+      rc = ox_l3_pg_ensure_schema(pg, ox_mono_ns() + admin_ns);
     }
     if (!rc) {
       rc = bench_l3(o, &be, keys, res, &stage);
       /* The rows go again, even after an error (best effort: the server may be the problem). */
       int dr = ox_l3_pg_exec(pg, "DELETE FROM features WHERE entity LIKE 'l3bench:%'",
-                             ox_breaker_now_ns() + admin_ns);
+                             ox_mono_ns() + admin_ns);
       if (dr && !rc)
         fprintf(stderr, "onnxd-feature-bench: L3 postgres: deleting the rows: %s\n",
                 ox_strerror(dr));

@@ -21,9 +21,12 @@
 #include <unistd.h>
 
 #include "core/bigbuf.h"
+#include "core/clock.h"
+#include "core/container.h"
 #include "core/error.h"
 #include "core/flags.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "http/conn.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
@@ -164,7 +167,7 @@ static void *io_main(void *arg) {
 /* Drain: the listener keeps accepting, so that readiness probes see 503 rather than a refused
  * connection; idle connections close and every response carries Connection: close. */
 static void io_drain(ox_loop_t *loop, ox_task_t *task) {
-  io_thread_t *t = (io_thread_t *)((char *)task - offsetof(io_thread_t, drain_task));
+  io_thread_t *t = ox_container_of(task, io_thread_t, drain_task);
   ox_http_listener_drain(t->listener);
 }
 
@@ -221,9 +224,7 @@ static int check_event_keys(const char *s) {
       if (!*s) return 0;
       continue;
     }
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-          *s == '_' || *s == '.' || *s == '-'))
-      return -1;
+    if (!ox_name_char(*s)) return -1;
     len++;
   }
 }
@@ -452,8 +453,9 @@ int main(int argc, char **argv) {
     io[i].drain_task.fn = io_drain;
     ox_loop_post(io[i].loop, &io[i].drain_task);
   }
-  uint64_t deadline = ox_now_ms() + (uint64_t)o.drain_timeout_ms;
-  while ((atomic_load(&server.inflight) > 0 || ox_http_busy() > 0) && ox_now_ms() < deadline)
+  uint64_t deadline = (uint64_t)ox_mono_ms() + (uint64_t)o.drain_timeout_ms;
+  while ((atomic_load(&server.inflight) > 0 || ox_http_busy() > 0) &&
+         (uint64_t)ox_mono_ms() < deadline)
     sleep_ms(5);
   if (atomic_load(&server.inflight) > 0) {
     ox_warn("drain deadline passed with %ld requests in flight: terminating runs",

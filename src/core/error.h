@@ -2,7 +2,7 @@
  *
  * Functions return int: 0 (or a non-negative count) on success, a negative code otherwise.
  * System call failures are returned as -errno; project codes live below OX_ERR_BASE so the
- * two never collide. OX_EAGAIN_INPUT ("need more bytes") is distinct from every "invalid"
+ * two never collide. OX_ENEED_MORE ("need more bytes") is distinct from every "invalid"
  * code, as picohttpparser's -2 is distinct from its -1.
  */
 #ifndef OX_CORE_ERROR_H

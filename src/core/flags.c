@@ -1,38 +1,34 @@
 /* flags.c: the table-driven command-line parser of flags.h. */
 #include "core/flags.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/text.h"
 
 /* Decimal digits only, no sign, overflow-checked. */
 static int parse_long(const char *s, long *out) {
-  long v = 0;
-  if (!*s) return -1;
-  for (; *s; s++) {
-    if (*s < '0' || *s > '9') return -1;
-    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s - '0', &v)) return -1;
-  }
-  *out = v;
+  uint64_t v;
+  if (ox_dec_u64(s, strlen(s), LONG_MAX, &v)) return -1;
+  *out = (long)v;
   return 0;
 }
 
 /* Decimal "123" or "12.5": digits, at most one point, no sign or exponent. At most 18 digits,
  * so the digits are summed exactly before the one division by the scale. */
 static int parse_decimal(const char *s, double *out) {
-  double v = 0, scale = 0;
-  int digits = 0;
-  for (; *s; s++) {
-    if (*s == '.' && scale == 0) {
-      scale = 1;
-      continue;
-    }
-    if (*s < '0' || *s > '9' || ++digits > 18) return -1;
-    v = v * 10 + (*s - '0');
-    if (scale) scale *= 10;
-  }
-  if (!digits) return -1;
-  *out = scale ? v / scale : v;
+  size_t n = strlen(s), fd = 0;
+  uint64_t v, frac = 0, scale = 1;
+  int ovf, point;
+  size_t k = ox_dec_prefix(s, n, &v, &ovf), id = k;
+  if ((point = k < n && s[k] == '.'))
+    k += 1 + (fd = ox_dec_prefix(s + k + 1, n - k - 1, &frac, &ovf));
+  if (k != n || id + fd == 0 || id + fd > 18) return -1;
+  for (size_t i = 0; i < fd; i++) scale *= 10;
+  v = v * scale + frac; /* below 10^18: exact */
+  *out = point ? (double)v / (double)scale : (double)v;
   return 0;
 }
 

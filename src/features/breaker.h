@@ -14,7 +14,7 @@
  * slow call that started before the breaker opened) is counted but changes no state. A probe
  * whose outcome is never reported stops blocking other probes after one cool-down.
  *
- * Time is CLOCK_MONOTONIC nanoseconds passed in by the caller (ox_breaker_now_ns()), which keeps
+ * Time is CLOCK_MONOTONIC nanoseconds passed in by the caller (ox_mono_ns()), which keeps
  * the state machine testable without sleeping. The feature tiers use the same clock for their
  * absolute deadlines.
  */
@@ -23,6 +23,8 @@
 
 #include <stdint.h>
 #include <time.h>
+
+#include "core/clock.h"
 
 typedef struct {
   int failures;         /* consecutive failures/timeouts that open it; 0 = 5, < 0 = never */
@@ -59,12 +61,6 @@ typedef struct {
 } ox_breaker_stats_t;
 
 typedef struct ox_breaker ox_breaker_t;
-
-static inline int64_t ox_breaker_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Creates a closed breaker. opts may be NULL (all defaults); zero fields take the defaults above.
  * 0, OX_EINVALID (negative cool-down/window, ratio outside [0, 1]) or OX_ENOMEM. Owned: free with

@@ -16,17 +16,12 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "features/l2_priv.h"
 
 #define PURGE_CHUNK 10000 /* deletions per purge transaction */
-
-static int64_t clock_ms(clockid_t id) {
-  struct timespec ts;
-  clock_gettime(id, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- queue -------------------------------------------------------------------------------- */
 
@@ -472,11 +467,11 @@ static void deadline_ts(struct timespec *ts, int64_t mono_ms) {
 void *ox_l2_writer_main(void *arg) {
   ox_l2_t *l2 = arg;
   const int64_t never = INT64_MAX;
-  int64_t next_purge = l2->o.retention_ms > 0 ? clock_ms(CLOCK_MONOTONIC) : never; /* at once */
+  int64_t next_purge = l2->o.retention_ms > 0 ? ox_mono_ms() : never; /* at once */
   struct timespec ts;
   pthread_mutex_lock(&l2->lock);
   for (;;) {
-    while (!l2->head && !l2->stopping && clock_ms(CLOCK_MONOTONIC) < next_purge) {
+    while (!l2->head && !l2->stopping && ox_mono_ms() < next_purge) {
       if (next_purge == never) {
         pthread_cond_wait(&l2->wake, &l2->lock);
       } else {
@@ -489,16 +484,16 @@ void *ox_l2_writer_main(void *arg) {
     op_t *batch = NULL;
     size_t ndata = 0;
     int explicit_purge = 0;
-    if (clock_ms(CLOCK_MONOTONIC) >= next_purge) { /* periodic purge due (even under load) */
-      cutoff = clock_ms(CLOCK_REALTIME) - l2->o.retention_ms;
-      next_purge = clock_ms(CLOCK_MONOTONIC) + l2->o.purge_every_ms;
+    if (ox_mono_ms() >= next_purge) { /* periodic purge due (even under load) */
+      cutoff = ox_wall_ms() - l2->o.retention_ms;
+      next_purge = ox_mono_ms() + l2->o.purge_every_ms;
     }
     if (l2->head) {
       /* linger for a fuller batch, unless stopping or someone waits on a barrier/purge */
-      int64_t until = clock_ms(CLOCK_MONOTONIC) + l2->o.batch_wait_ms;
+      int64_t until = ox_mono_ms() + l2->o.batch_wait_ms;
       deadline_ts(&ts, until);
       while (!l2->stopping && !l2->urgent && l2->queued < l2->o.batch_max_ops &&
-             clock_ms(CLOCK_MONOTONIC) < until)
+             ox_mono_ms() < until)
         pthread_cond_timedwait(&l2->wake, &l2->lock, &ts);
       op_t *last = l2->head;
       for (size_t n = 1; n < l2->o.batch_max_ops && last->kind < OP_PURGE && last->next; n++)

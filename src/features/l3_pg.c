@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "features/l3_pool.h"
 
 #define OID_TEXT 25
@@ -427,9 +428,10 @@ static int copy_put(PGconn *c, const char *data, int n, int64_t deadline) {
 }
 
 static uint64_t parse_u64(const char *s) {
-  uint64_t v = 0;
-  for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (uint64_t)(*s - '0');
-  return v;
+  uint64_t v;
+  int ovf;
+  ox_dec_prefix(s, strlen(s), &v, &ovf);
+  return ovf ? UINT64_MAX : v;
 }
 
 int ox_l3_pg_load_csv(ox_l3_pg_t *pg, const char *path, int header, int64_t deadline_ns,

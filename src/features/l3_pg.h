@@ -4,7 +4,7 @@
  * COPY, behind a circuit breaker.
  *
  * Deadlines: every call takes the caller's deadline (absolute CLOCK_MONOTONIC ns, the clock of
- * ox_breaker_now_ns()). Connections are non-blocking (PQconnectStartParams/PQconnectPoll,
+ * ox_mono_ns()). Connections are non-blocking (PQconnectStartParams/PQconnectPoll,
  * PQsetnonblocking) and every wait is a poll() on the connection's socket bounded by the time
  * left, so a call never blocks past min(deadline, start + command_timeout_ms); connecting is
  * bounded by connect_timeout_ms as well. A call that runs out of time drops its connection (libpq

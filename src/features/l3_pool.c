@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 #define NS_PER_MS INT64_C(1000000)
@@ -61,7 +62,7 @@ static void checkin(void *slot) {
 /* ---- calls ------------------------------------------------------------------------------ */
 
 int ox_l3_pool_begin(ox_l3_pool_t *p, int64_t deadline, int guarded, ox_l3_call_t *call) {
-  int64_t now = ox_breaker_now_ns();
+  int64_t now = ox_mono_ns();
   if (deadline <= now) return OX_ETIMEOUT;
   memset(call, 0, sizeof *call);
   call->guarded = guarded;
@@ -93,12 +94,12 @@ int ox_l3_pool_end(ox_l3_pool_t *p, ox_l3_call_t *call, int rc) {
   else
     o = OX_BREAKER_FAILURE;
   checkin(call->slot);
-  if (call->guarded) ox_breaker_done(p->breaker, &call->ticket, o, ox_breaker_now_ns());
+  if (call->guarded) ox_breaker_done(p->breaker, &call->ticket, o, ox_mono_ns());
   return rc;
 }
 
 int64_t ox_l3_pool_connect_deadline(const ox_l3_pool_t *p, int64_t deadline) {
-  int64_t now = ox_breaker_now_ns();
+  int64_t now = ox_mono_ns();
   return now + p->connect_ns < deadline ? now + p->connect_ns : deadline;
 }
 
@@ -118,7 +119,7 @@ void ox_l3_pool_stats(const ox_l3_pool_t *p, ox_l3_stats_t *out) {
 int ox_l3_wait_fd(int fd, short events, int64_t deadline, short *revents) {
   if (fd < 0) return -EBADF;
   for (;;) {
-    int64_t left = deadline - ox_breaker_now_ns();
+    int64_t left = deadline - ox_mono_ns();
     if (left <= 0) return OX_ETIMEOUT;
     struct timespec ts = {.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
     struct pollfd pfd = {.fd = fd, .events = events};

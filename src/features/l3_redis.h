@@ -3,7 +3,7 @@
  * (RPUSH: the feature store's raw events), behind a circuit breaker.
  *
  * Every call takes the caller's deadline (absolute CLOCK_MONOTONIC ns, the clock of
- * ox_breaker_now_ns()) and never blocks past it, nor past now + command_timeout_ms: sockets are
+ * ox_mono_ns()) and never blocks past it, nor past now + command_timeout_ms: sockets are
  * non-blocking and every wait is a poll() bounded by the time left, connecting included. A call
  * that times out drops its connection (its reply may still arrive); the next call on that slot
  * reconnects. When the breaker is open, calls fail in well under a microsecond without touching

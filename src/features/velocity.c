@@ -4,7 +4,7 @@
  * merchants: an open-addressing set (linear probing, 0 as the empty mark, merchant 0 tracked by
  * a flag, load at most 1/2), on the stack for small windows. Its start slots are SipHash-2-4 of
  * the stored merchant value under the per-process secret (core/siphash.h): the merchant value
- * is itself a keyed hash of the client's merchant_id (server/fstore.h), but it is persisted and
+ * is itself a keyed hash of the client's merchant_id (features/fstore.h), but it is persisted and
  * may be seen by other consumers (Redis lists), so the slots are keyed again with a secret that
  * never leaves the process. Without the key a client cannot make merchants share probe runs,
  * so a probe visits about 1.5 (hit) to 2.5 (miss) slots on average at load 1/2. */

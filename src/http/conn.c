@@ -28,6 +28,7 @@
 #include "core/bigbuf.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "metrics/metrics.h"
 
 #define OX_CONN_IN_INITIAL 4096
@@ -660,11 +661,7 @@ static int conn_alloc_body(ox_conn_t *c, size_t cap, size_t align_off) {
 static size_t conn_binary_offset(const ox_conn_t *c) {
   ox_slice_t v = ox_http_header(&c->req, "Inference-Header-Content-Length");
   uint64_t n = 0;
-  if (!v.ptr || v.len == 0 || v.len > 19) return 0;
-  for (size_t i = 0; i < v.len; i++) {
-    if (v.ptr[i] < '0' || v.ptr[i] > '9') return 0;
-    n = n * 10 + (uint64_t)(v.ptr[i] - '0');
-  }
+  if (!v.ptr || v.len > 19 || ox_dec_u64(v.ptr, v.len, UINT64_MAX, &n)) return 0;
   return (size_t)n;
 }
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/text.h"
 
 /* ---- character classes ----------------------------------------------------------------- */
 
@@ -227,14 +228,14 @@ static int parse_request_line(head_parse_t *hp, ox_http_request_t *req) {
 /* Content-Length = 1*DIGIT, fitting in uint64. */
 static int parse_content_length(head_parse_t *hp, const char *v, size_t n, uint64_t *out) {
   if (n == 0) FAIL(hp, OX_EINVALID, "empty Content-Length");
-  uint64_t x = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)v[i];
-    if (c == ',') FAIL(hp, OX_EINVALID, "Content-Length list");
-    if (c < '0' || c > '9') FAIL(hp, OX_EINVALID, "bad Content-Length");
-    if (__builtin_mul_overflow(x, 10, &x) || __builtin_add_overflow(x, (uint64_t)(c - '0'), &x))
-      FAIL(hp, OX_EINVALID, "Content-Length overflow");
-  }
+  uint64_t x;
+  int ovf;
+  size_t k = ox_dec_prefix(v, n, &x, &ovf);
+  /* The first failure in reading order, as a byte-by-byte loop would see it: an overflow
+   * within the digits comes before the non-digit after them. */
+  if (ovf) FAIL(hp, OX_EINVALID, "Content-Length overflow");
+  if (k < n && v[k] == ',') FAIL(hp, OX_EINVALID, "Content-Length list");
+  if (k < n) FAIL(hp, OX_EINVALID, "bad Content-Length");
   *out = x;
   return 0;
 }

@@ -1,6 +1,7 @@
 /* loop.c: see loop.h. epoll in level-triggered mode; an eventfd carries wake-ups from other
  * threads, and a mutex-protected FIFO carries their tasks. The tick is driven by the
  * epoll_wait timeout, so an idle loop wakes only tick_ms apart. */
+#include "core/clock.h"
 #include "loop/loop.h"
 
 #include <errno.h>
@@ -33,12 +34,6 @@ void ox_loop_set_after(ox_loop_t *loop, void (*after)(ox_loop_t *, void *), void
   loop->after_data = data;
 }
 
-uint64_t ox_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 uint64_t ox_loop_now_ms(const ox_loop_t *loop) { return loop->now_ms; }
 
 static void ox_loop_run_tasks(ox_loop_t *loop) {
@@ -65,7 +60,7 @@ void ox_loop_set_tick(ox_loop_t *loop, int tick_ms, void (*tick)(ox_loop_t *, vo
   loop->tick_ms = tick_ms;
   loop->tick = tick;
   loop->tick_data = data;
-  loop->next_tick = ox_now_ms() + (uint64_t)tick_ms;
+  loop->next_tick = (uint64_t)ox_mono_ms() + (uint64_t)tick_ms;
 }
 
 void ox_loop_run_pending(ox_loop_t *loop) { ox_loop_run_tasks(loop); }
@@ -84,7 +79,7 @@ int ox_loop_create(ox_loop_t **out) {
   }
   pthread_mutex_init(&loop->lock, NULL);
   loop->wake = (ox_io_t){.fd = efd, .cb = ox_loop_on_wake};
-  loop->now_ms = ox_now_ms();
+  loop->now_ms = (uint64_t)ox_mono_ms();
   int rc = ox_loop_add(loop, &loop->wake, EPOLLIN);
   if (rc) {
     ox_loop_destroy(loop);
@@ -157,7 +152,7 @@ int ox_loop_run(ox_loop_t *loop) {
       if (errno == EINTR) continue;
       return -errno;
     }
-    loop->now_ms = ox_now_ms();
+    loop->now_ms = (uint64_t)ox_mono_ms();
     for (int i = 0; i < n; i++) {
       ox_io_t *io = evs[i].data.ptr;
       io->cb(loop, io, evs[i].events);

@@ -56,6 +56,5 @@ void ox_loop_post(ox_loop_t *loop, ox_task_t *task);
 
 /* Milliseconds of CLOCK_MONOTONIC, cached per loop iteration. */
 uint64_t ox_loop_now_ms(const ox_loop_t *loop);
-uint64_t ox_now_ms(void);
 
 #endif

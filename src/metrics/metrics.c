@@ -11,27 +11,6 @@
 
 ox_process_stats_t ox_process_stats;
 
-static const uint64_t ox_us_bounds[OX_HIST_US_BUCKETS] = {
-    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
-    1000000, 2500000, 5000000, 10000000, 30000000};
-static const uint64_t ox_batch_bounds[OX_HIST_BATCH_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256,
-                                                                512};
-
-static void hist_record(ox_hist_t *h, const uint64_t *bounds, size_t nb, uint64_t v) {
-  size_t i = 0;
-  while (i < nb && v > bounds[i]) i++;
-  atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&h->sum, v, memory_order_relaxed);
-}
-
-void ox_hist_record_us(ox_hist_t *h, uint64_t us) {
-  hist_record(h, ox_us_bounds, OX_HIST_US_BUCKETS, us);
-}
-void ox_hist_record_batch(ox_hist_t *h, uint64_t rows) {
-  hist_record(h, ox_batch_bounds, OX_HIST_BATCH_BUCKETS, rows);
-}
-
 #define LD(x) ((uint64_t)atomic_load_explicit(&(x), memory_order_relaxed))
 
 static int labels(ox_buf_t *o, const ox_metrics_model_t *m) {
@@ -118,17 +97,18 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
   }
 #define H(name, help, member, b, nb) \
   rc |= hist(o, name, help, ms, n, offsetof(ox_model_stats_t, member), b, nb)
-  H("onnxd_request_duration_us", "Request duration, receipt to response (microseconds)",
-    request_us, ox_us_bounds, OX_HIST_US_BUCKETS);
-  H("onnxd_queue_duration_us", "Time in the queue (microseconds)", queue_us, ox_us_bounds,
+  H("onnxd_request_duration_us", "Request duration, receipt to response (microseconds)", request_us,
+    ox_hist_us_bounds, OX_HIST_US_BUCKETS);
+  H("onnxd_queue_duration_us", "Time in the queue (microseconds)", queue_us, ox_hist_us_bounds,
     OX_HIST_US_BUCKETS);
   H("onnxd_compute_input_duration_us", "Input preparation: parse, validate, build tensors, merge",
-    input_us, ox_us_bounds, OX_HIST_US_BUCKETS);
-  H("onnxd_compute_infer_duration_us", "Model run time (microseconds)", infer_us, ox_us_bounds,
+    input_us, ox_hist_us_bounds, OX_HIST_US_BUCKETS);
+  H("onnxd_compute_infer_duration_us", "Model run time (microseconds)", infer_us, ox_hist_us_bounds,
     OX_HIST_US_BUCKETS);
   H("onnxd_compute_output_duration_us", "Output split and encoding (microseconds)", output_us,
-    ox_us_bounds, OX_HIST_US_BUCKETS);
-  H("onnxd_batch_size", "Rows per model run", batch_size, ox_batch_bounds, OX_HIST_BATCH_BUCKETS);
+    ox_hist_us_bounds, OX_HIST_US_BUCKETS);
+  H("onnxd_batch_size", "Rows per model run", batch_size, ox_hist_batch_bounds,
+    OX_HIST_BATCH_BUCKETS);
 #undef H
   rc |= ox_buf_printf(o,
                       "# HELP onnxd_open_connections Open client connections\n"
@@ -159,22 +139,6 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
                       "# TYPE process_cpu_seconds_total counter\n"
                       "process_cpu_seconds_total %.6f\n",
                       rss * sysconf(_SC_PAGESIZE), cpu);
-  return rc ? OX_ENOMEM : 0;
-}
-
-int ox_metrics_hist_us(ox_buf_t *o, const char *name, const char *labels, const ox_hist_t *h) {
-  uint64_t cum = 0;
-  int rc = 0;
-  for (size_t i = 0; i <= OX_HIST_US_BUCKETS; i++) {
-    cum += LD(h->bucket[i]);
-    if (i < OX_HIST_US_BUCKETS)
-      rc |= ox_buf_printf(o, "%s_bucket{%s,le=\"%" PRIu64 "\"} %" PRIu64 "\n", name, labels,
-                          ox_us_bounds[i], cum);
-    else
-      rc |= ox_buf_printf(o, "%s_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n", name, labels, cum);
-  }
-  rc |= ox_buf_printf(o, "%s_sum{%s} %" PRIu64 "\n%s_count{%s} %" PRIu64 "\n", name, labels,
-                      LD(h->sum), name, labels, cum);
   return rc ? OX_ENOMEM : 0;
 }
 

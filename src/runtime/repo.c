@@ -27,6 +27,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "runtime/rt_priv.h"
 
 #define OX_REPO_MODEL_FILE "model.onnx"
@@ -63,24 +64,14 @@ typedef struct {
 
 static int ox_repo_valid_name(const char *s, size_t n) {
   if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.')) return 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-          c == '.' || c == '-'))
-      return 0;
-  }
-  return 1;
+  return ox_name_valid(s, n);
 }
 
 /* Positive decimal integer, no sign, no leading zero, at most INT64_MAX. 0 or -1. */
 static int ox_repo_parse_version(const char *s, size_t n, int64_t *out) {
-  if (n == 0 || s[0] == '0') return -1;
-  int64_t v = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] < '0' || s[i] > '9') return -1;
-    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, s[i] - '0', &v)) return -1;
-  }
-  *out = v;
+  uint64_t v;
+  if (n == 0 || s[0] == '0' || ox_dec_u64(s, n, INT64_MAX, &v)) return -1;
+  *out = (int64_t)v;
   return 0;
 }
 

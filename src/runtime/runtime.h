@@ -6,9 +6,10 @@
  * created with DisablePerSessionThreads, so the whole process has one intra-op pool.
  *
  * Repository layout: DIR/<model>/<version>/model.onnx, version a positive decimal integer,
- * model names [A-Za-z0-9_.-]+ (not "." or ".."), optional DIR/<model>/config.json (read by
- * later features; not parsed here). Model files are opened only when they are regular files
- * whose real path lies inside the repository (no symlink escapes).
+ * model names [A-Za-z0-9_.-]+ (not "." or ".."), optional DIR/<model>/config.json (not read
+ * here: server/model_config.c parses it, server/models.c runs its warm-up). Model files are
+ * opened only when they are regular files whose real path lies inside the repository (no
+ * symlink escapes).
  *
  * Thread safety: after ox_repo_open returns, the repository is read-only; ox_model_run may be
  * called concurrently from any number of threads on the same model (ORT sessions allow it).

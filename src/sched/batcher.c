@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
+#include "core/container.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -41,12 +43,6 @@ struct ox_batcher {
   int kick_queued;
   atomic_int stopping;    /* shutdown past the drain deadline: run nothing more */
 };
-
-uint64_t ox_mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* timer thread */
@@ -484,7 +480,7 @@ static void drain(ox_batcher_t *b, int finished_run) {
 }
 
 static void kick_run(ox_job_t *j) {
-  ox_batcher_t *b = (ox_batcher_t *)((char *)j - offsetof(ox_batcher_t, kick));
+  ox_batcher_t *b = ox_container_of(j, ox_batcher_t, kick);
   pthread_mutex_lock(&b->lock);
   b->kick_queued = 0;
   pthread_mutex_unlock(&b->lock);
@@ -492,7 +488,7 @@ static void kick_run(ox_job_t *j) {
 }
 
 static void kick_cancel(ox_job_t *j) {
-  ox_batcher_t *b = (ox_batcher_t *)((char *)j - offsetof(ox_batcher_t, kick));
+  ox_batcher_t *b = ox_container_of(j, ox_batcher_t, kick);
   pthread_mutex_lock(&b->lock);
   b->kick_queued = 0;
   pthread_mutex_unlock(&b->lock);

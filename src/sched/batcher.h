@@ -95,6 +95,4 @@ const ox_sched_config_t *ox_batcher_config(const ox_batcher_t *b);
 int ox_batch_timer_start(void);
 void ox_batch_timer_stop(void);
 
-uint64_t ox_mono_ns(void);
-
 #endif

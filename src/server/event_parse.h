@@ -17,7 +17,7 @@
 #include <stddef.h>
 
 #include "core/arena.h"
-#include "server/fstore.h"
+#include "features/fstore.h"
 
 #define OX_EVENTS_MAX 100000 /* events per request */
 /* Largest |amount| of an event. A 24 h window holds at most the per-entity cap (fstore.h, at

@@ -39,10 +39,12 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/clock.h"
+#include "core/container.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/utf8.h"
-#include "features/breaker.h"
 #include "proto/json.h"
 #include "proto/numconv.h"
 #include "proto/tensor_json.h"
@@ -68,7 +70,7 @@ typedef struct {
 } fjob_t;
 
 static void fjob_done(ox_loop_t *loop, ox_task_t *t) {
-  fjob_t *j = (fjob_t *)((char *)t - offsetof(fjob_t, done));
+  fjob_t *j = ox_container_of(t, fjob_t, done);
   atomic_fetch_sub(&j->s->inflight, 1);
   ox_conn_respond(j->conn, &j->resp);
   ox_http_body_free(&j->body);
@@ -195,7 +197,7 @@ static void run_row_get(fjob_t *j, ox_slice_t key) {
   ox_buf_init(&row);
   ox_buf_init(&b);
   ox_tier_t tier;
-  int64_t deadline = ox_breaker_now_ns() + ROW_GET_DEADLINE_MS * INT64_C(1000000);
+  int64_t deadline = ox_mono_ns() + ROW_GET_DEADLINE_MS * INT64_C(1000000);
   int rc = ox_fstore_row_get(j->s->features, key, &row, deadline, &tier);
   if (rc == OX_ENOT_FOUND) {
     fjob_error(j, 404, "no such feature row");
@@ -270,7 +272,7 @@ static void run_row_put(fjob_t *j, ox_slice_t key) {
     return;
   }
   int l3err = 0;
-  int64_t deadline = ox_breaker_now_ns() + ROW_PUT_DEADLINE_MS * INT64_C(1000000);
+  int64_t deadline = ox_mono_ns() + ROW_PUT_DEADLINE_MS * INT64_C(1000000);
   int rc = ox_fstore_row_put(j->s->features, key, vals, n * sizeof(float), deadline, &l3err);
   free(vals);
   if (rc) {
@@ -365,12 +367,8 @@ void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t tab
     ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
-  int ok = table.len > 0 && table.len <= 63 && key.len > 0 && key.len <= 200;
-  for (size_t i = 0; ok && i < table.len; i++) {
-    char ch = table.ptr[i];
-    ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-         ch == '_' || ch == '.' || ch == '-';
-  }
+  int ok = table.len > 0 && table.len <= 63 && key.len > 0 && key.len <= 200 &&
+           ox_name_valid(table.ptr, table.len);
   if (!ok) {
     ox_http_body_free(body);
     free(j);

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "proto/numconv.h"
 #include "proto/tensor_json.h"
 
@@ -112,21 +114,11 @@ static int key_param(const ox_infer_request_t *req, const char *name, ox_slice_t
 static int request_ts(const ox_infer_request_t *req, int64_t *t, char *err, size_t errcap) {
   const ox_infer_param_t *p = ox_infer_request_param(req, "ts");
   if (!p) {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    *t = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    *t = ox_wall_ms();
     return 0;
   }
   int64_t v = 0;
-  size_t i = 0;
-  int neg = p->kind == OX_PARAM_NUMBER && p->value.len && p->value.ptr[0] == '-';
-  int ok = p->kind == OX_PARAM_NUMBER && p->value.len > (size_t)neg;
-  for (i = (size_t)neg; ok && i < p->value.len; i++) {
-    char c = p->value.ptr[i];
-    ok = c >= '0' && c <= '9' && !__builtin_mul_overflow(v, 10, &v) &&
-         !__builtin_add_overflow(v, neg ? -(c - '0') : c - '0', &v);
-  }
-  if (!ok) {
+  if (p->kind != OX_PARAM_NUMBER || ox_dec_i64(p->value.ptr, p->value.len, &v)) {
     snprintf(err, errcap, "parameter 'ts' must be an integer number of milliseconds");
     return 400;
   }

@@ -28,8 +28,8 @@
 #include <stdint.h>
 
 #include "core/arena.h"
+#include "features/fstore.h"
 #include "proto/infer_req.h"
-#include "server/fstore.h"
 #include "server/model_config.h"
 
 typedef struct {

@@ -20,8 +20,11 @@
 #include <time.h>
 
 #include "core/arena.h"
+#include "core/clock.h"
+#include "core/container.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "proto/infer_req.h"
 #include "proto/tensor_json.h"
 #include "server/features_view.h"
@@ -67,7 +70,7 @@ static void job_free(void *arg) {
 
 /* Loop thread: hand the finished response to the connection. */
 static void job_done(ox_loop_t *loop, ox_task_t *t) {
-  infer_job_t *job = (infer_job_t *)((char *)t - offsetof(infer_job_t, done));
+  infer_job_t *job = ox_container_of(t, infer_job_t, done);
   atomic_fetch_sub(&job->s->inflight, 1);
   ox_http_resp_t resp = job->resp;
   memset(&job->resp, 0, sizeof job->resp);
@@ -501,11 +504,7 @@ static void record_stats(infer_job_t *job, int ok, uint64_t t_end) {
     ox_stat_add(&s->by_batch[bi].compute_infer, infer);
     ox_stat_add(&s->by_batch[bi].compute_output, output);
   }
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  atomic_store_explicit(&s->last_inference_ms,
-                        (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u,
-                        memory_order_relaxed);
+  atomic_store_explicit(&s->last_inference_ms, (uint64_t)ox_wall_ms(), memory_order_relaxed);
 }
 
 static void job_post(infer_job_t *job) {
@@ -514,7 +513,7 @@ static void job_post(infer_job_t *job) {
 
 /* Batcher callback (worker or timer thread): the request ran or failed. */
 static void sreq_done(ox_sched_req_t *sr) {
-  infer_job_t *job = (infer_job_t *)((char *)sr - offsetof(infer_job_t, sreq));
+  infer_job_t *job = ox_container_of(sr, infer_job_t, sreq);
   int status = sr->status;
   char err[ERRCAP];
   if (!status) {
@@ -547,7 +546,7 @@ static void job_cancel(ox_job_t *j);
 /* Fetcher thread: the view's L3 rows are answered; the job runs again (its prepare then uses
  * them), ahead of new requests. */
 static void fetch_done(ox_fstore_fetch_t *f) {
-  infer_job_t *job = (infer_job_t *)((char *)f - offsetof(infer_job_t, fetch.f));
+  infer_job_t *job = ox_container_of(f, infer_job_t, fetch.f);
   job->fetch.answered = 1;
   if (ox_pool_submit_front(job->s->pool, &job->job)) job_cancel(&job->job);
 }
@@ -629,11 +628,9 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
     return;
   }
   if (ihcl.ptr) {
-    int ok = ihcl.len > 0 && ihcl.len <= 19;
-    for (size_t i = 0; ok && i < ihcl.len; i++) {
-      ok = ihcl.ptr[i] >= '0' && ihcl.ptr[i] <= '9';
-      hlen = hlen * 10 + (size_t)(ihcl.ptr[i] - '0');
-    }
+    uint64_t v = 0;
+    int ok = ihcl.len <= 19 && !ox_dec_u64(ihcl.ptr, ihcl.len, SIZE_MAX, &v);
+    hlen = (size_t)v;
     if (!ok) {
       ox_http_body_free(body);
       ox_conn_respond_error(c, 400, "Inference-Header-Content-Length must be a decimal byte count");

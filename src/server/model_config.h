@@ -39,6 +39,7 @@
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
 
+/* One "model_warmup" entry, as parsed (run by server/models.c when the model is loaded). */
 typedef struct {
   char name[64];
   uint32_t batch_size;
@@ -94,9 +95,6 @@ typedef struct {
 int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_threads,
                          ox_model_config_t *cfg, char *err, size_t errcap);
 void ox_model_config_free(ox_model_config_t *cfg);
-/* Runs the warm-up requests. 0, or an error with a reason in err. */
-int ox_model_config_warmup(const char *repo_dir, ox_model_t *m, const ox_model_config_t *cfg,
-                           char *err, size_t errcap);
 /* Appends the effective configuration as JSON (GET /v2/models/{m}/config). */
 int ox_model_config_json(ox_buf_t *out, const ox_model_t *m, const ox_model_config_t *cfg);
 

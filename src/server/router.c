@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "server/server.h"
 
 #define OX_MAX_SEGMENTS 8
@@ -344,12 +345,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     if (seg[2].len == 0 || seg[2].len >= OX_MAX_SEGMENT) goto not_found;
     long nl = ox_url_decode_segment(seg[2], name);
     if (nl <= 0) goto bad_name;
-    for (long i = 0; i < nl; i++) {
-      char ch = name[i];
-      if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-            ch == '_' || ch == '.' || ch == '-'))
-        goto bad_name;
-    }
+    if (!ox_name_valid(name, (size_t)nl)) goto bad_name;
     if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.'))
       goto bad_name;
     size_t k = 3;

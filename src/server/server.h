@@ -10,12 +10,12 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "features/fstore.h"
 #include "http/conn.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
 #include "sched/pool.h"
-#include "server/fstore.h"
 #include "server/model_config.h"
 
 #define OX_VERSION "0.1.0"

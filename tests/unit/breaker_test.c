@@ -12,7 +12,7 @@
 #define MS INT64_C(1000000)
 
 static int64_t now_ns(void) {
-  return ox_breaker_now_ns();
+  return ox_mono_ns();
 }
 
 #define T0 INT64_C(1000000000000)

@@ -1,4 +1,4 @@
-/* fstore_test.c: the server's feature store (server/fstore.h) on a real LMDB directory, no L3.
+/* fstore_test.c: the feature store (features/fstore.h) on a real LMDB directory, no L3.
  *
  * Velocity reads are held against features/velocity.h computed from every event of the entity
  * kept here in memory (the definition, no cache), for random streams that interleave ingests
@@ -6,7 +6,7 @@
  * out-of-order events; across a close and reopen (the Bloom filter rebuilt from the index,
  * lists refilled from L2); which tier answered is read from the store's counters.
  */
-#include "server/fstore.h"
+#include "features/fstore.h"
 
 #include <ftw.h>
 #include <time.h>
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "server/fstore_priv.h"
+#include "features/fstore_priv.h"
 #include "test.h"
 
 static char dir_tmpl[] = "/tmp/onnxd-fstore-XXXXXX";

@@ -50,7 +50,7 @@
 #define MS INT64_C(1000000)
 
 static int64_t now_ns(void) {
-  return ox_breaker_now_ns();
+  return ox_mono_ns();
 }
 static int64_t in_ms(int ms) {
   return now_ns() + ms * MS;

@@ -1,5 +1,7 @@
-/* fstore.h: the server's feature store: the tiers of features/ wired together for request-time
- * lookups (feature rows and velocity features) and for ingestion (events, rows).
+/* fstore.h: the feature store: the tiers of features/ wired together for request-time lookups
+ * (feature rows and velocity features) and for ingestion (events, rows). It depends on core/
+ * only; the HTTP face of events and rows (server/events.c) and the assembly of a model's
+ * feature view (server/features_view.c) are the server's and call the functions below.
  *
  *   L1   features/l1.h, in RAM, with a TTL: feature rows ("<table>:<key>") and each entity's
  *        recent event list ("~ev:<entity>", see below).
@@ -51,8 +53,8 @@
  * Threads: every function may be called from any worker thread, concurrently, except open and
  * close. Ingestion is serialized by one mutex (LMDB has one writer anyway).
  */
-#ifndef OX_SERVER_FSTORE_H
-#define OX_SERVER_FSTORE_H
+#ifndef OX_FEATURES_FSTORE_H
+#define OX_FEATURES_FSTORE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 /* fstore.c: the tiers wired together: lifecycle, per-thread L2 readers, metrics. Rows (reads,
  * writes, the L3 fetcher) are in fstore_rows.c, event lists (velocity reads and ingestion) in
  * fstore_events.c. See fstore.h. */
-#include "server/fstore.h"
+#include "features/fstore.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -12,7 +12,7 @@
 #include "core/log.h"
 #include "core/siphash.h"
 #include "features/breaker.h"
-#include "server/fstore_priv.h"
+#include "features/fstore_priv.h"
 
 static atomic_uint_fast64_t fs_ids = 1;
 static _Thread_local fs_tctx_t *tl_ctx;
@@ -26,24 +26,20 @@ const ox_siphash_key_t *ox_fstore_merchant_key(const ox_fstore_t *fs) {
   return &fs->merchant_key;
 }
 
-fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key) {
+fs_stripe_t *ox_fstore_stripe(ox_fstore_t *fs, ox_slice_t l1key) {
   return &fs->stripes[ox_siphash(l1key.ptr, l1key.len, ox_siphash_process_key()) &
                       (FS_STRIPES - 1)];
 }
 
-int64_t fs_now_ms(void) {
-  return ox_breaker_now_ns() / 1000000;
-}
-
-void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns) {
+void ox_fstore_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns) {
   if (tier == OX_TIER_L1 && !fs->l1) return; /* disabled: no lookups to count */
   fs_tier_stats_t *t = &fs->tiers[tier];
   atomic_fetch_add_explicit(&t->result[res], 1, memory_order_relaxed);
-  int64_t d = ox_breaker_now_ns() - t0_ns;
+  int64_t d = ox_mono_ns() - t0_ns;
   ox_hist_record_us(&t->us, d > 0 ? (uint64_t)d / 1000 : 0);
 }
 
-fs_tctx_t *fs_ctx(ox_fstore_t *fs) {
+fs_tctx_t *ox_fstore_ctx(ox_fstore_t *fs) {
   if (tl_ctx && tl_id == fs->id) return tl_ctx;
   fs_tctx_t *x = calloc(1, sizeof *x);
   if (!x) return NULL;
@@ -63,11 +59,11 @@ fs_tctx_t *fs_ctx(ox_fstore_t *fs) {
   return x;
 }
 
-int fs_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out) {
+int ox_fstore_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out) {
   size_t len = 0;
   if (!out->cap && ox_buf_reserve(out, 4096)) return OX_ENOMEM;
   for (;;) {
-    int rc = ox_l1_get(fs->l1, key, fs_now_ms(), out->data, out->cap, &len);
+    int rc = ox_l1_get(fs->l1, key, ox_mono_ms(), out->data, out->cap, &len);
     if (rc == OX_ETOO_LARGE) {
       out->len = 0;
       if (ox_buf_reserve(out, len)) return OX_ENOMEM;
@@ -90,7 +86,7 @@ static void *sweeper_main(void *arg) {
     pthread_cond_timedwait(&fs->sw_cv, &fs->sw_mu, &ts);
     if (fs->sw_stop) break;
     pthread_mutex_unlock(&fs->sw_mu);
-    ox_l1_sweep(fs->l1, fs_now_ms(), 256);
+    ox_l1_sweep(fs->l1, ox_mono_ms(), 256);
     pthread_mutex_lock(&fs->sw_mu);
   }
   pthread_mutex_unlock(&fs->sw_mu);
@@ -128,7 +124,7 @@ static int open_pg(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t
   }
   /* The table is created if missing; a server that is down now is not fatal (reads then fail
    * over to defaults, and the breaker takes it back when it answers). */
-  rc = ox_l3_pg_ensure_schema(fs->pg, ox_breaker_now_ns() + 2000 * INT64_C(1000000));
+  rc = ox_l3_pg_ensure_schema(fs->pg, ox_mono_ns() + 2000 * INT64_C(1000000));
   if (rc)
     ox_warn("feature store: PostgreSQL schema check failed: %s (continuing)", ox_strerror(rc));
   return 0;
@@ -228,7 +224,7 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
   if (o->redis && o->redis[0] && (rc = open_redis(fs, o, err, errcap))) goto fail;
   if (o->postgres && o->postgres[0] && (rc = open_pg(fs, o, err, errcap))) goto fail;
   uint64_t entities = 0;
-  rc = fs_bloom_rebuild(fs, &entities);
+  rc = ox_fstore_bloom_rebuild(fs, &entities);
   if (rc) {
     snprintf(err, errcap, "cannot read the feature store's entity index: %s", ox_strerror(rc));
     goto fail;
@@ -240,7 +236,7 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
     goto fail;
   }
   fs->sweeper_started = 1;
-  if ((rc = fs_fetcher_start(fs))) {
+  if ((rc = ox_fstore_fetcher_start(fs))) {
     snprintf(err, errcap, "cannot start the L3 fetcher thread");
     goto fail;
   }
@@ -349,7 +345,7 @@ int ox_fstore_metrics(ox_fstore_t *fs, ox_buf_t *o) {
   for (int t = 1; t <= 3; t++) {
     char lab[32];
     snprintf(lab, sizeof lab, "tier=\"%s\"", tiers[t]);
-    rc |= ox_metrics_hist_us(o, "onnxd_feature_lookup_duration_us", lab, &fs->tiers[t].us);
+    rc |= ox_hist_render_us(o, "onnxd_feature_lookup_duration_us", lab, &fs->tiers[t].us);
   }
   ox_l1_stats_t l1;
   ox_l1_stats(fs->l1, &l1);

@@ -1,18 +1,21 @@
-/* fstore_priv.h: the feature store's internals, shared by fstore.c (lifecycle, rows, metrics)
- * and fstore_events.c (event lists, velocity, ingestion). Not for other files. */
-#ifndef OX_SERVER_FSTORE_PRIV_H
-#define OX_SERVER_FSTORE_PRIV_H
+/* fstore_priv.h: the feature store's internals, shared by fstore.c (lifecycle, metrics),
+ * fstore_rows.c (rows, the L3 fetcher) and fstore_events.c (event lists, velocity, ingestion).
+ * Not for other files (the unit test excepted). Functions shared between those files carry the
+ * ox_fstore_ prefix like the public ones but are declared only here. */
+#ifndef OX_FEATURES_FSTORE_PRIV_H
+#define OX_FEATURES_FSTORE_PRIV_H
 
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "core/clock.h"
+#include "core/hist.h"
 #include "features/bloom.h"
+#include "features/fstore.h"
 #include "features/l1.h"
 #include "features/l2.h"
 #include "features/l3_pg.h"
 #include "features/l3_redis.h"
-#include "metrics/metrics.h"
-#include "server/fstore.h"
 
 #define FS_STRIPES 1024
 
@@ -83,19 +86,19 @@ struct ox_fstore {
 /* L1 key of an entity's event list: "~ev:<entity>". */
 #define FS_EV_PREFIX "~ev:"
 /* Redis list of an entity's events, with events_to_redis: "~ev:<entity>". Rows share Redis's
- * key space as "<table>:<key>", and table names are letters, digits, '_', '.' and '-' only
- * (events.c), so no row key can start with '~': internal keys live apart from rows. */
+ * key space as "<table>:<key>", and table names are names of core/text.h (letters, digits, '_',
+ * '.' and '-', checked by server/events.c and server/model_config.c), so no row key can start
+ * with '~': internal keys live apart from rows. */
 #define FS_REDIS_EV_PREFIX "~ev:"
 
-fs_tctx_t *fs_ctx(ox_fstore_t *fs);
-fs_stripe_t *fs_stripe(ox_fstore_t *fs, ox_slice_t l1key);
-int64_t fs_now_ms(void);
+fs_tctx_t *ox_fstore_ctx(ox_fstore_t *fs);
+fs_stripe_t *ox_fstore_stripe(ox_fstore_t *fs, ox_slice_t l1key);
 /* Copies key's L1 value into out (grown as needed). 0, OX_ENOT_FOUND or OX_ENOMEM. */
-int fs_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out);
-void fs_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns);
+int ox_fstore_l1_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out);
+void ox_fstore_record(ox_fstore_t *fs, ox_tier_t tier, fs_result_t res, int64_t t0_ns);
 /* Starts the L3 fetcher thread when an L3 backend is configured. 0 or OX_ENOMEM. */
-int fs_fetcher_start(ox_fstore_t *fs);
+int ox_fstore_fetcher_start(ox_fstore_t *fs);
 /* Adds every indexed entity to the Bloom filter (start-up). */
-int fs_bloom_rebuild(ox_fstore_t *fs, uint64_t *entities);
+int ox_fstore_bloom_rebuild(ox_fstore_t *fs, uint64_t *entities);
 
 #endif

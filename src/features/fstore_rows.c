@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "features/breaker.h"
-#include "server/fstore_priv.h"
+#include "features/fstore_priv.h"
 
 #define FETCH_MAX_WANTS 256 /* rows one fetcher round asks L3 for (one MGET per backend) */
 
@@ -19,14 +19,8 @@ static void l1_put_row(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t 
   tmp->len = 0;
   unsigned char flag = (unsigned char)present;
   if (ox_buf_append(tmp, &flag, 1) || (len && ox_buf_append(tmp, val, len))) return;
-  if (ox_l1_put(fs->l1, key, tmp->data, tmp->len, fs->ttl_ms, fs_now_ms()))
+  if (ox_l1_put(fs->l1, key, tmp->data, tmp->len, fs->ttl_ms, ox_mono_ms()))
     ox_l1_del(fs->l1, key); /* too large for L1: at least nothing stale stays */
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The L2 key of key's L3 copy in kb (OX_L2_MAX_KEY + 1 bytes); empty when it would not fit. */
@@ -49,12 +43,12 @@ static void promote_row(ox_fstore_t *fs, fs_tctx_t *x, ox_slice_t key, uint64_t 
   ox_slice_t ck = copy != COPY_KEEP ? l3copy_key(kb, key) : ox_slice(kb, 0);
   if (copy == COPY_PUT && ck.len) {
     unsigned char hdr[8];
-    int64_t now = wall_ms();
+    int64_t now = ox_wall_ms();
     for (int i = 0; i < 8; i++) hdr[i] = (unsigned char)((uint64_t)now >> (8 * i));
     x->c.len = 0;
     if (ox_buf_append(&x->c, hdr, 8) || (len && ox_buf_append(&x->c, val, len))) ck.len = 0;
   }
-  fs_stripe_t *st = fs_stripe(fs, key);
+  fs_stripe_t *st = ox_fstore_stripe(fs, key);
   pthread_mutex_lock(&st->mu);
   if (atomic_load(&st->gen) == gen) {
     /* a full L2 queue drops the copy: it is only a cache */
@@ -82,7 +76,6 @@ static fs_result_t l3_result(int rc) {
   return FS_ERROR;
 }
 
-
 /* ---- reads ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -100,21 +93,21 @@ static void l1_row(void *arg, const void *val, size_t len) {
 
 int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_t *tier,
                         ox_fstore_want_t *want) {
-  fs_tctx_t *x = fs_ctx(fs);
+  fs_tctx_t *x = ox_fstore_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   *tier = OX_TIER_NONE;
-  int64_t t0 = ox_breaker_now_ns();
+  int64_t t0 = ox_mono_ns();
   l1_row_t lr = {out, -1};
-  int rc = ox_l1_view(fs->l1, key, fs_now_ms(), l1_row, &lr);
+  int rc = ox_l1_view(fs->l1, key, ox_mono_ms(), l1_row, &lr);
   if (rc == 0 && lr.rc != -1) {
-    fs_record(fs, OX_TIER_L1, FS_HIT, t0);
+    ox_fstore_record(fs, OX_TIER_L1, FS_HIT, t0);
     *tier = OX_TIER_L1;
     return lr.rc;
   }
-  fs_record(fs, OX_TIER_L1, FS_MISS, t0);
-  uint64_t gen = atomic_load(&fs_stripe(fs, key)->gen);
+  ox_fstore_record(fs, OX_TIER_L1, FS_MISS, t0);
+  uint64_t gen = atomic_load(&ox_fstore_stripe(fs, key)->gen);
 
-  t0 = ox_breaker_now_ns();
+  t0 = ox_mono_ns();
   size_t start = out->len;
   row_copy_t rcp = {out, 0};
   int l2rc = ox_l2_get_row(x->r, key, row_copy, &rcp);
@@ -122,8 +115,11 @@ int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_
   /* L2 is one lookup in the metrics: its own rows, then (below) its copies of L3 rows */
   int copies = l2rc == OX_ENOT_FOUND && (fs->redis || fs->pg) && fs->l3_cache_ms > 0;
   if (!copies)
-    fs_record(fs, OX_TIER_L2, l2rc == 0 ? FS_HIT : l2rc == OX_ENOT_FOUND ? FS_MISS : FS_ERROR,
-              t0);
+    ox_fstore_record(fs, OX_TIER_L2,
+                     l2rc == 0               ? FS_HIT
+                     : l2rc == OX_ENOT_FOUND ? FS_MISS
+                                             : FS_ERROR,
+                     t0);
   if (l2rc == 0) {
     *tier = OX_TIER_L2;
     promote_row(fs, x, key, gen, out->data + start, out->len - start, 1, COPY_KEEP);
@@ -149,10 +145,13 @@ int ox_fstore_row_local(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, ox_tier_
     int64_t fetched = 0;
     for (int i = 0; have && i < 8; i++)
       fetched |= (int64_t)((uint64_t)(unsigned char)want->stale_.data[i] << (8 * i));
-    int64_t now = wall_ms();
+    int64_t now = ox_wall_ms();
     int fresh = have && now - fetched < fs->l3_cache_ms && now >= fetched;
-    fs_record(fs, OX_TIER_L2, fresh ? FS_HIT : crc == 0 || crc == OX_ENOT_FOUND ? FS_MISS : FS_ERROR,
-              t0);
+    ox_fstore_record(fs, OX_TIER_L2,
+                     fresh                              ? FS_HIT
+                     : crc == 0 || crc == OX_ENOT_FOUND ? FS_MISS
+                                                        : FS_ERROR,
+                     t0);
     if (fresh) {
       *tier = OX_TIER_L2;
       rc = ox_buf_append(out, want->stale_.data + 8, want->stale_.len - 8);
@@ -201,7 +200,7 @@ static void l3_resolve(ox_fstore_t *fs, fs_tctx_t *x, ox_fstore_want_t **ws, siz
   ox_slice_t keys[FETCH_MAX_WANTS], vals[FETCH_MAX_WANTS];
   size_t idx[FETCH_MAX_WANTS];
   int err[FETCH_MAX_WANTS], found[FETCH_MAX_WANTS];
-  int64_t t0 = ox_breaker_now_ns(), deadline = INT64_MAX;
+  int64_t t0 = ox_mono_ns(), deadline = INT64_MAX;
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     found[i] = 0;
@@ -217,7 +216,7 @@ static void l3_resolve(ox_fstore_t *fs, fs_tctx_t *x, ox_fstore_want_t **ws, siz
   }
   for (int backend = 0; backend < 2 && m; backend++) {
     if (backend == 0 ? !fs->redis : !fs->pg) continue;
-    if (ox_breaker_now_ns() >= deadline) {
+    if (ox_mono_ns() >= deadline) {
       for (size_t j = 0; j < m; j++)
         if (!err[idx[j]]) err[idx[j]] = OX_ETIMEOUT;
       break;
@@ -243,7 +242,7 @@ static void l3_resolve(ox_fstore_t *fs, fs_tctx_t *x, ox_fstore_want_t **ws, siz
     m = left;
   }
   for (size_t i = 0; i < n; i++) {
-    fs_record(fs, OX_TIER_L3, l3_result(found[i] ? 0 : err[i] ? err[i] : OX_ENOT_FOUND), t0);
+    ox_fstore_record(fs, OX_TIER_L3, l3_result(found[i] ? 0 : err[i] ? err[i] : OX_ENOT_FOUND), t0);
     want_finish(fs, x, ws[i], found[i], found[i] ? 0 : err[i]);
   }
 }
@@ -253,7 +252,7 @@ int ox_fstore_row_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, int64_t de
   ox_fstore_want_t w;
   int rc = ox_fstore_row_local(fs, key, out, tier, &w);
   if (rc != OX_EPENDING) return rc;
-  fs_tctx_t *x = fs_ctx(fs); /* row_local succeeded in getting it */
+  fs_tctx_t *x = ox_fstore_ctx(fs); /* row_local succeeded in getting it */
   ox_fstore_want_t *ws = &w;
   w.deadline_ = deadline_ns;
   l3_resolve(fs, x, &ws, 1, &x->a);
@@ -297,13 +296,13 @@ int ox_fstore_fetch(ox_fstore_t *fs, ox_fstore_fetch_t *f) {
     pthread_cond_signal(&fs->fq_cv);
   }
   pthread_mutex_unlock(&fs->fq_mu);
-  if (!ok) fetch_refuse(fs, fs_ctx(fs), f);
+  if (!ok) fetch_refuse(fs, ox_fstore_ctx(fs), f);
   return ok ? 0 : OX_EUNAVAILABLE;
 }
 
 static void *fetcher_main(void *arg) {
   ox_fstore_t *fs = arg;
-  fs_tctx_t *x = fs_ctx(fs); /* NULL (no reader slot): every fetch is refused */
+  fs_tctx_t *x = ox_fstore_ctx(fs); /* NULL (no reader slot): every fetch is refused */
   ox_fstore_want_t *ws[FETCH_MAX_WANTS];
   ox_buf_t tmp;
   ox_buf_init(&tmp);
@@ -346,7 +345,7 @@ static void *fetcher_main(void *arg) {
   return NULL;
 }
 
-int fs_fetcher_start(ox_fstore_t *fs) {
+int ox_fstore_fetcher_start(ox_fstore_t *fs) {
   if (!fs->redis && !fs->pg) return 0;
   if (pthread_create(&fs->fq_thread, NULL, fetcher_main, fs)) return OX_ENOMEM;
   fs->fq_started = 1;
@@ -367,10 +366,10 @@ void ox_fstore_stop_fetcher(ox_fstore_t *fs) {
 
 int ox_fstore_row_put(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t len,
                       int64_t deadline_ns, int *l3_err) {
-  fs_tctx_t *x = fs_ctx(fs);
+  fs_tctx_t *x = ox_fstore_ctx(fs);
   *l3_err = 0;
   if (!x) return OX_EUNAVAILABLE;
-  fs_stripe_t *st = fs_stripe(fs, key);
+  fs_stripe_t *st = ox_fstore_stripe(fs, key);
   /* Queued under the stripe lock: a reader's promotion of an older value is either queued
    * before this write or sees the new generation and gives up. */
   pthread_mutex_lock(&st->mu);
@@ -398,4 +397,3 @@ int ox_fstore_row_put(ox_fstore_t *fs, ox_slice_t key, const void *val, size_t l
   }
   return 0;
 }
-

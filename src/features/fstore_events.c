@@ -17,7 +17,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "features/breaker.h"
-#include "server/fstore_priv.h"
+#include "features/fstore_priv.h"
 
 #define W24 ((int64_t)OX_FEAT_W_24H)
 #define HDR 16
@@ -168,29 +168,29 @@ int ox_fstore_velocity(ox_fstore_t *fs, ox_slice_t entity, int64_t t,
     return 0;
   }
   atomic_fetch_add_explicit(&fs->bloom_pos, 1, memory_order_relaxed);
-  fs_tctx_t *x = fs_ctx(fs);
+  fs_tctx_t *x = ox_fstore_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   char kb[16 + OX_FSTORE_MAX_ENTITY];
   ox_slice_t key = make_key(kb, FS_EV_PREFIX, entity);
-  int64_t t0 = ox_breaker_now_ns();
-  int rc = fs_l1_get(fs, key, &x->a);
+  int64_t t0 = ox_mono_ns();
+  int rc = ox_fstore_l1_get(fs, key, &x->a);
   if (rc == 0 && list_valid(&x->a) && rd64(x->a.data) <= window_lo(t)) {
-    fs_record(fs, OX_TIER_L1, FS_HIT, t0);
+    ox_fstore_record(fs, OX_TIER_L1, FS_HIT, t0);
     return list_velocity(x, (const unsigned char *)x->a.data, x->a.len, t, out);
   }
-  fs_record(fs, OX_TIER_L1, FS_MISS, t0);
-  fs_stripe_t *st = fs_stripe(fs, key);
+  ox_fstore_record(fs, OX_TIER_L1, FS_MISS, t0);
+  fs_stripe_t *st = ox_fstore_stripe(fs, key);
   uint64_t gen = atomic_load(&st->gen);
-  t0 = ox_breaker_now_ns();
+  t0 = ox_mono_ns();
   int found = 0, truncated = 0;
   rc = fill_from_l2(x, entity, t, fs->max_events_24h, &x->a, &found, &truncated);
-  fs_record(fs, OX_TIER_L2, rc ? FS_ERROR : found ? FS_HIT : FS_MISS, t0);
+  ox_fstore_record(fs, OX_TIER_L2, rc ? FS_ERROR : found ? FS_HIT : FS_MISS, t0);
   if (rc) return rc;
   rc = list_velocity(x, (const unsigned char *)x->a.data, x->a.len, t, out);
   if (truncated) return rc; /* right for t only: not for L1 */
   pthread_mutex_lock(&st->mu);
   if (atomic_load(&st->gen) == gen &&
-      ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, fs_now_ms()))
+      ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, ox_mono_ms()))
     ox_l1_del(fs->l1, key);
   pthread_mutex_unlock(&st->mu);
   return rc;
@@ -327,7 +327,7 @@ static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
       }
     if (!m) continue;
     int rc = ox_l3_redis_rpush_many(fs->redis, kv, kv + round, m,
-                                    ox_breaker_now_ns() + REDIS_APPEND_MS * INT64_C(1000000));
+                                    ox_mono_ns() + REDIS_APPEND_MS * INT64_C(1000000));
     if (rc) {
       *failed += hi - lo;
       if (!first) first = rc;
@@ -396,10 +396,10 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
   char kb[16 + OX_FSTORE_MAX_ENTITY];
   for (size_t k = 0; k < nents && !rc; k++) {
     ox_slice_t key = make_key(kb, FS_EV_PREFIX, ents[k].name);
-    fs_stripe_t *st = fs_stripe(fs, key);
+    fs_stripe_t *st = ox_fstore_stripe(fs, key);
     pthread_mutex_lock(&st->mu);
     atomic_fetch_add(&st->gen, 1);
-    if (fs_l1_get(fs, key, &x->a) == 0 && list_valid(&x->a)) {
+    if (ox_fstore_l1_get(fs, key, &x->a) == 0 && list_valid(&x->a)) {
       ents[k].saved = malloc(x->a.len);
       if (ents[k].saved) {
         memcpy(ents[k].saved, x->a.data, x->a.len);
@@ -439,7 +439,7 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
     ent_t *e = &ents[k];
     if (!rc && !e->has_last) ox_bloom_add(fs->bloom, e->name, 0);
     ox_slice_t key = make_key(kb, FS_EV_PREFIX, e->name);
-    fs_stripe_t *st = fs_stripe(fs, key);
+    fs_stripe_t *st = ox_fstore_stripe(fs, key);
     int put = 0;
     if (!rc && e->saved && entity_events(evs, pairs, e, &x->b) == 0 &&
         merge_list(&x->a, e->saved, e->saved_len, (const unsigned char *)x->b.data,
@@ -447,7 +447,7 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
       put = 1;
     pthread_mutex_lock(&st->mu);
     atomic_fetch_add(&st->gen, 1);
-    if (!put || ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, fs_now_ms()))
+    if (!put || ox_l1_put(fs->l1, key, x->a.data, x->a.len, fs->ttl_ms, ox_mono_ms()))
       ox_l1_del(fs->l1, key);
     pthread_mutex_unlock(&st->mu);
     free(e->saved);
@@ -571,7 +571,7 @@ static int check_cap(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs
 }
 
 uint64_t ox_fstore_quota_entity(ox_fstore_t *fs, char *out, size_t cap) {
-  fs_tctx_t *x = fs_ctx(fs);
+  fs_tctx_t *x = ox_fstore_ctx(fs);
   snprintf(out, cap, "%s", x ? x->quota_entity : "");
   return fs->max_events_24h;
 }
@@ -646,13 +646,11 @@ int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, in
       if (!e.len || e.len > OX_FSTORE_MAX_ENTITY || e.ptr[0] == '~') return OX_EINVALID;
     }
   }
-  fs_tctx_t *x = fs_ctx(fs);
+  fs_tctx_t *x = ox_fstore_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   unsigned char *drop = calloc(n ? n : 1, 1);
   if (!drop) return OX_ENOMEM;
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+  int64_t now_ms = ox_wall_ms();
   /* One request, one transaction. The Redis appends happen under the ingestion lock too, so
    * concurrent requests reach each Redis list in the order they were committed to L2. */
   pthread_mutex_lock(&fs->ingest_mu);
@@ -687,7 +685,7 @@ static int index_add(void *arg, const ox_l2_event_t *ev) {
   return 0;
 }
 
-int fs_bloom_rebuild(ox_fstore_t *fs, uint64_t *entities) {
+int ox_fstore_bloom_rebuild(ox_fstore_t *fs, uint64_t *entities) {
   ox_l2_reader_t *r = NULL;
   int rc = ox_l2_reader_open(fs->l2, &r);
   if (rc) return rc;
