@@ -452,7 +452,9 @@ static void conn_close(ox_conn_t *c) {
   ox_http_resp_free(&c->resp);
   if (c->wv != c->wiov) free(c->wv);
   c->wv = NULL;
-  ox_http_body_free(&c->body);
+  /* A held request's body is the application's to read until ox_conn_respond, which frees it
+   * (a worker may still be parsing it). */
+  if (!was_held) ox_http_body_free(&c->body);
   free(c->in);
   c->in = NULL;
   if (!was_held) {
@@ -596,6 +598,7 @@ static void conn_write(ox_conn_t *c) {
 }
 
 void ox_conn_respond(ox_conn_t *c, ox_http_resp_t *resp) {
+  ox_http_body_free(&c->body); /* the request ends: its body goes, on every path */
   c->held = 0;
   c->app_request = NULL;
   atomic_fetch_sub(&ox_busy, 1);
@@ -634,9 +637,7 @@ static void conn_dispatch(ox_conn_t *c) {
   c->deadline = 0;
   atomic_fetch_add(&ox_busy, 1);
   conn_set_events(c, EPOLLRDHUP);
-  ox_http_body_t body = c->body;
-  memset(&c->body, 0, sizeof c->body);
-  c->l->cfg->handler(c->l->cfg->app, c, &c->req, &body);
+  c->l->cfg->handler(c->l->cfg->app, c, &c->req, &c->body);
 }
 
 /* Allocates the body buffer so that data + align_off is 64-byte aligned. */
@@ -656,16 +657,10 @@ static int conn_alloc_body(ox_conn_t *c, size_t cap, size_t align_off) {
   return 0;
 }
 
-/* Offset in the body where the binary part starts, when announced (else 0). */
-static size_t conn_binary_offset(const ox_conn_t *c) {
-  ox_slice_t v = ox_http_header(&c->req, "Inference-Header-Content-Length");
-  uint64_t n = 0;
-  if (!v.ptr || v.len == 0 || v.len > 19) return 0;
-  for (size_t i = 0; i < v.len; i++) {
-    if (v.ptr[i] < '0' || v.ptr[i] > '9') return 0;
-    n = n * 10 + (uint64_t)(v.ptr[i] - '0');
-  }
-  return (size_t)n;
+/* Offset in the body that the application wants 64-byte aligned (body_align_offset). */
+static size_t conn_align_offset(const ox_conn_t *c) {
+  const ox_http_config_t *cfg = c->l->cfg;
+  return cfg->body_align_offset ? cfg->body_align_offset(cfg->app, &c->req) : 0;
 }
 
 /* The in-flight budget has no room for this request's body: 503 with Retry-After, close. */
@@ -783,7 +778,7 @@ static void conn_process_input(ox_conn_t *c) {
       conn_refuse_budget(c);
       return;
     }
-    if (conn_alloc_body(c, 4096, conn_binary_offset(c))) {
+    if (conn_alloc_body(c, 4096, conn_align_offset(c))) {
       inflight_release(4096);
       conn_send_error(c, 500, "out of memory");
       return;
@@ -803,7 +798,7 @@ static void conn_process_input(ox_conn_t *c) {
     conn_refuse_budget(c);
     return;
   }
-  if (conn_alloc_body(c, (size_t)c->body_want, conn_binary_offset(c))) {
+  if (conn_alloc_body(c, (size_t)c->body_want, conn_align_offset(c))) {
     inflight_release((size_t)c->body_want);
     conn_send_error(c, 500, "out of memory");
     return;

@@ -61,7 +61,7 @@ typedef struct {
   ox_server_t *s;
   ox_conn_t *conn;
   fjob_kind_t kind;
-  ox_http_body_t body;
+  ox_slice_t body; /* borrowed from the connection until ox_conn_respond */
   char table[256], key[256];
   size_t tlen, klen;
   ox_http_resp_t resp;
@@ -71,7 +71,6 @@ static void fjob_done(ox_loop_t *loop, ox_task_t *t) {
   fjob_t *j = (fjob_t *)((char *)t - offsetof(fjob_t, done));
   atomic_fetch_sub(&j->s->inflight, 1);
   ox_conn_respond(j->conn, &j->resp);
-  ox_http_body_free(&j->body);
   free(j);
 }
 
@@ -106,14 +105,14 @@ static void run_events(fjob_t *j) {
   ox_fstore_event_t *evs = NULL;
   size_t n = 0;
   char err[400];
-  int rc = ox_events_parse(j->body.data, j->body.len, &keys, &arena, &evs, &n, err, sizeof err);
+  int rc = ox_events_parse(j->body.ptr, j->body.len, &keys, &arena, &evs, &n, err, sizeof err);
   if (rc == OX_ENOMEM) {
     fjob_error(j, 500, "out of memory");
   } else if (rc) {
     fjob_error(j, 400, err);
   } else {
     int l3err = 0;
-      size_t dups = 0;
+    size_t dups = 0;
     rc = ox_fstore_ingest(j->s->features, evs, n, &l3err, &dups);
     if (rc == OX_EQUOTA) {
       char ent[OX_FSTORE_MAX_ENTITY + 1];
@@ -219,7 +218,7 @@ static void run_row_get(fjob_t *j, ox_slice_t key) {
 
 static void run_row_put(fjob_t *j, ox_slice_t key) {
   ox_json_t js;
-  ox_json_init(&js, j->body.data ? j->body.data : "", j->body.len);
+  ox_json_init(&js, j->body.ptr ? j->body.ptr : "", j->body.len);
   float *vals = malloc(MAX_ROW_VALUES * sizeof(float));
   size_t n = 0;
   const char *bad = NULL;
@@ -305,7 +304,6 @@ static void fjob_run(ox_job_t *job) {
     run_row_get(j, ox_slice(key, (size_t)kl));
   else
     run_row_put(j, ox_slice(key, (size_t)kl));
-  ox_http_body_free(&j->body);
   ox_loop_post(ox_conn_loop(j->conn), &j->done);
 }
 
@@ -315,17 +313,15 @@ static void fjob_cancel(ox_job_t *job) {
   ox_loop_post(ox_conn_loop(j->conn), &j->done);
 }
 
-static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body) {
+static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_slice_t body) {
   if (!s->features) {
-    ox_http_body_free(body);
     free(j);
     ox_conn_respond_error(c, 404,
-                "the feature store is not enabled: start onnxd with --feature-dir, or "
-                "serve a model with a feature_view");
+                          "the feature store is not enabled: start onnxd with --feature-dir, or "
+                          "serve a model with a feature_view");
     return;
   }
   if (atomic_load(&s->draining)) {
-    ox_http_body_free(body);
     free(j);
     ox_conn_respond_error(c, 503, "server is shutting down");
     return;
@@ -335,21 +331,18 @@ static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body
   j->done.fn = fjob_done;
   j->s = s;
   j->conn = c;
-  j->body = *body;
-  memset(body, 0, sizeof *body);
+  j->body = body;
   atomic_fetch_add(&s->inflight, 1);
   if (ox_pool_submit(s->pool, &j->job) != 0) {
     atomic_fetch_sub(&s->inflight, 1);
-    ox_http_body_free(&j->body);
     free(j);
     ox_conn_respond_error(c, 503, "server is overloaded: the worker queue is full; retry later");
   }
 }
 
-void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body) {
+void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_slice_t body) {
   fjob_t *j = calloc(1, sizeof *j);
   if (!j) {
-    ox_http_body_free(body);
     ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
@@ -358,10 +351,9 @@ void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body) {
 }
 
 void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
-                           ox_http_body_t *body) {
+                           ox_slice_t body) {
   fjob_t *j = calloc(1, sizeof *j);
   if (!j) {
-    ox_http_body_free(body);
     ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
@@ -372,15 +364,13 @@ void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t tab
          ch == '_' || ch == '.' || ch == '-';
   }
   if (!ok) {
-    ox_http_body_free(body);
     free(j);
     ox_conn_respond_error(c, 400,
-                "bad feature row address: /v1/features/{table}/{key}, table of letters, "
-                "digits, '_', '.' or '-' (at most 63), key of 1 to 200 bytes");
+                          "bad feature row address: /v1/features/{table}/{key}, table of letters, "
+                          "digits, '_', '.' or '-' (at most 63), key of 1 to 200 bytes");
     return;
   }
   if (!ox_utf8_valid(key.ptr, key.len)) {
-    ox_http_body_free(body);
     free(j);
     ox_conn_respond_error(c, 400, "bad feature row address: the key must be valid UTF-8");
     return;

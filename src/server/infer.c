@@ -22,6 +22,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "proto/binary_ext.h"
 #include "proto/infer_req.h"
 #include "proto/tensor_json.h"
 #include "server/features_view.h"
@@ -35,24 +36,25 @@ typedef struct {
   ox_server_t *s;
   ox_conn_t *conn;
   ox_model_t *model;
-  ox_http_body_t body;
-  int has_ihcl;
-  size_t ihcl;
+  ox_slice_t body;     /* borrowed from the connection until ox_conn_respond (job_done) */
+  ox_binext_t framing; /* binary tensor extension: where the JSON header ends */
   ox_arena_t arena;
   ox_http_resp_t resp;
   ox_infer_request_t req;
-  int *binary;        /* per requested output: binary extension or JSON */
+  int *binary; /* per requested output: binary extension or JSON */
   ox_sched_req_t sreq;
   uint64_t t_recv;    /* ns, when the request was complete */
   ox_buf_t bytes_out; /* serialized BYTES outputs for the binary extension */
   int has_view;       /* the model input of the model's feature view was assembled */
   ox_fview_out_t view;
-  ox_fview_fetch_t fetch; /* rows of the view only L3 has: asked for, then answered */
+  ox_fview_fetch_t fetch;            /* rows of the view only L3 has: asked for, then answered */
   const ox_infer_input_t **by_model; /* request input per model input (parse_request) */
   ox_tensor_in_t *tin;               /* model inputs being built; NULL until parsed */
 } infer_job_t;
 
-static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
+static ox_model_state_t *state_of(ox_model_t *m) {
+  return m->app;
+}
 
 static void job_free(void *arg) {
   infer_job_t *job = arg;
@@ -60,7 +62,6 @@ static void job_free(void *arg) {
   free(job->sreq.outs);
   ox_buf_free(&job->bytes_out);
   ox_fview_fetch_release(&job->fetch);
-  ox_http_body_free(&job->body);
   ox_arena_free(&job->arena);
   free(job);
 }
@@ -144,18 +145,22 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   if (in->has_binary) {
     if (in->dtype == OX_DT_BYTES) {
       if (in->count > in->binary.len / 4) {
-        snprintf(err, ERRCAP, "input " NAMEFMT ": %" PRIu64 " BYTES elements need more than "
-                 "binary_data_size %zu bytes", NAMEARG(in->name), in->count, in->binary.len);
+        snprintf(err, ERRCAP,
+                 "input " NAMEFMT ": %" PRIu64
+                 " BYTES elements need more than "
+                 "binary_data_size %zu bytes",
+                 NAMEARG(in->name), in->count, in->binary.len);
         return 400;
       }
       ox_slice_t *sl = ox_arena_alloc(&job->arena, (size_t)in->count * sizeof *sl + 1);
       if (!sl) return 500;
       int rc = split_bytes(in->binary, in->count, sl);
       if (rc) {
-        snprintf(err, ERRCAP, rc == -1 ? "input " NAMEFMT ": a BYTES length prefix runs past its "
-                                         "binary data"
-                                       : "input " NAMEFMT ": bytes left over after %" PRIu64
-                                         " BYTES elements",
+        snprintf(err, ERRCAP,
+                 rc == -1 ? "input " NAMEFMT
+                            ": a BYTES length prefix runs past its "
+                            "binary data"
+                          : "input " NAMEFMT ": bytes left over after %" PRIu64 " BYTES elements",
                  NAMEARG(in->name), in->count);
         return 400;
       }
@@ -164,10 +169,12 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
     }
     uint64_t nbytes;
     if (__builtin_mul_overflow(in->count, (uint64_t)esz, &nbytes) || nbytes != in->binary.len) {
-      snprintf(err, ERRCAP, "input " NAMEFMT ": binary_data_size is %zu bytes, but shape %s of %s "
-               "needs %" PRIu64, NAMEARG(in->name), in->binary.len,
-               fmt_shape(s1, sizeof s1, in->shape, in->rank), ox_dtype_name(in->dtype),
-               in->count * (uint64_t)esz);
+      snprintf(err, ERRCAP,
+               "input " NAMEFMT
+               ": binary_data_size is %zu bytes, but shape %s of %s "
+               "needs %" PRIu64,
+               NAMEARG(in->name), in->binary.len, fmt_shape(s1, sizeof s1, in->shape, in->rank),
+               ox_dtype_name(in->dtype), in->count * (uint64_t)esz);
       return 400;
     }
     const char *data = in->binary.ptr;
@@ -188,13 +195,15 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   }
   /* Every element takes at least one byte of JSON text: bounds what we allocate. */
   if (in->count > in->data_json.len) {
-    snprintf(err, ERRCAP, "input " NAMEFMT ": shape %s has %" PRIu64 " elements, more than the "
-             "data holds", NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
-             in->count);
+    snprintf(err, ERRCAP,
+             "input " NAMEFMT ": shape %s has %" PRIu64
+             " elements, more than the "
+             "data holds",
+             NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank), in->count);
     return 400;
   }
-  size_t nbytes = in->dtype == OX_DT_BYTES ? (size_t)in->count * sizeof(ox_slice_t)
-                                           : (size_t)in->count * esz;
+  size_t nbytes =
+      in->dtype == OX_DT_BYTES ? (size_t)in->count * sizeof(ox_slice_t) : (size_t)in->count * esz;
   void *buf = ox_arena_alloc_aligned(&job->arena, nbytes ? nbytes : 1, 64);
   if (!buf) return 500;
   char derr[256];
@@ -219,38 +228,34 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
 /* Parses the request and matches its inputs to the model's (job->by_model; job->tin zeroed). */
 static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *err) {
   ox_model_t *m = job->model;
-  const char *json = job->body.data;
-  size_t jlen = job->body.len;
-  if (job->has_ihcl) {
-    if (job->ihcl > job->body.len) {
-      snprintf(err, ERRCAP, "Inference-Header-Content-Length (%zu) is larger than the body (%zu)",
-               job->ihcl, job->body.len);
-      return 400;
-    }
-    jlen = job->ihcl;
-  }
-  if (jlen == 0 || !json) {
+  ox_slice_t json, bin;
+  if (ox_binext_split(&job->framing, job->body, &json, &bin, err, ERRCAP)) return 400;
+  if (json.len == 0 || !json.ptr) {
     snprintf(err, ERRCAP, "empty request body");
     return 400;
   }
   ox_infer_request_t *req = &job->req;
-  int rc = ox_infer_request_parse(json, jlen, &job->arena, req, err, ERRCAP);
+  int rc = ox_infer_request_parse(json.ptr, json.len, &job->arena, req, err, ERRCAP);
   if (rc == OX_ENOMEM) return 500;
   if (rc) return 400;
-  if (job->has_ihcl) {
-    rc = ox_infer_request_split_binary(req, json + jlen, job->body.len - jlen, err, ERRCAP);
+  if (job->framing.present) {
+    rc = ox_infer_request_split_binary(req, bin.ptr, bin.len, err, ERRCAP);
     if (rc) return rc == OX_ENOMEM ? 500 : 400;
   } else {
     for (size_t i = 0; i < req->num_inputs; i++) {
       if (req->inputs[i].has_binary) {
-        snprintf(err, ERRCAP, "input " NAMEFMT " has binary_data_size but the request has no "
-                 "Inference-Header-Content-Length header", NAMEARG(req->inputs[i].name));
+        snprintf(err, ERRCAP,
+                 "input " NAMEFMT
+                 " has binary_data_size but the request has no "
+                 "Inference-Header-Content-Length header",
+                 NAMEARG(req->inputs[i].name));
         return 400;
       }
     }
   }
   /* Match request inputs to the model's, in the model's order. */
-  const ox_infer_input_t **by_model = ox_arena_alloc(&job->arena, sizeof(void *) * (m->num_inputs + 1));
+  const ox_infer_input_t **by_model =
+      ox_arena_alloc(&job->arena, sizeof(void *) * (m->num_inputs + 1));
   ox_tensor_in_t *tin = ox_arena_alloc(&job->arena, sizeof *tin * (m->num_inputs + 1));
   if (!by_model || !tin) return 500;
   memset(by_model, 0, sizeof(void *) * m->num_inputs);
@@ -265,8 +270,10 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
       return 400;
     }
     if (view && k == view->input_idx) {
-      snprintf(err, ERRCAP, "input '%s' of model '%s' is assembled by the server (feature_view): "
-               "send the keys and raw values instead", m->inputs[k].name, m->name);
+      snprintf(err, ERRCAP,
+               "input '%s' of model '%s' is assembled by the server (feature_view): "
+               "send the keys and raw values instead",
+               m->inputs[k].name, m->name);
       return 400;
     }
     by_model[k] = in;
@@ -288,8 +295,7 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
 static int prepare(infer_job_t *job, char *err) {
   ox_model_t *m = job->model;
   /* A feature view's input is assembled here, from the request's keys and raw values. */
-  const ox_feature_view_t *view =
-      state_of(m)->cfg.view.enabled ? &state_of(m)->cfg.view : NULL;
+  const ox_feature_view_t *view = state_of(m)->cfg.view.enabled ? &state_of(m)->cfg.view : NULL;
   if (!job->tin) {
     int st = parse_request(job, view, err);
     if (st) return st;
@@ -309,8 +315,11 @@ static int prepare(infer_job_t *job, char *err) {
       return 400;
     }
     job->has_view = 1;
-    tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32, .rank = 2, .shape = job->view.shape,
-                              .count = job->view.count, .data = job->view.data,
+    tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32,
+                              .rank = 2,
+                              .shape = job->view.shape,
+                              .count = job->view.count,
+                              .data = job->view.data,
                               .nbytes = job->view.count * sizeof(float)};
   }
   for (size_t k = 0; k < m->num_inputs; k++) {
@@ -350,9 +359,11 @@ static int prepare(infer_job_t *job, char *err) {
   if (st->cfg.sched.max_batch_size > 0) {
     for (size_t k = 1; k < m->num_inputs; k++) {
       if (tin[k].rank < 1 || (uint64_t)tin[k].shape[0] != rows) {
-        snprintf(err, ERRCAP, "input '%s': batch dimension %" PRId64 " differs from input '%s''s "
-                 "%" PRIu64, m->inputs[k].name, tin[k].rank ? tin[k].shape[0] : 0,
-                 m->inputs[0].name, rows);
+        snprintf(err, ERRCAP,
+                 "input '%s': batch dimension %" PRId64
+                 " differs from input '%s''s "
+                 "%" PRIu64,
+                 m->inputs[k].name, tin[k].rank ? tin[k].shape[0] : 0, m->inputs[0].name, rows);
         return 400;
       }
     }
@@ -371,7 +382,8 @@ static int prepare(infer_job_t *job, char *err) {
   sr->rows = rows;
   /* Triton: a timeout of 0 means "not set", so the model default applies. A timeout too
    * large for the clock (up to 2^64-1 us is valid) saturates: a deadline that never comes. */
-  uint64_t timeout_us = req->has_timeout && req->timeout_us ? req->timeout_us : st->cfg.sched.default_timeout_us;
+  uint64_t timeout_us =
+      req->has_timeout && req->timeout_us ? req->timeout_us : st->cfg.sched.default_timeout_us;
   uint64_t deadline = 0;
   if (timeout_us && (__builtin_mul_overflow(timeout_us, 1000u, &deadline) ||
                      __builtin_add_overflow(deadline, job->t_recv, &deadline)))
@@ -405,7 +417,8 @@ static int encode(infer_job_t *job) {
     rc |= ox_buf_puts(b, j ? ",{\"name\":" : "{\"name\":");
     rc |= ox_buf_append_json_string(b, name, strlen(name));
     rc |= ox_buf_printf(b, ",\"datatype\":\"%s\",\"shape\":[", ox_dtype_name(o->dtype));
-    for (int d = 0; d < o->rank; d++) rc |= ox_buf_printf(b, d ? ",%" PRId64 : "%" PRId64, o->shape[d]);
+    for (int d = 0; d < o->rank; d++)
+      rc |= ox_buf_printf(b, d ? ",%" PRId64 : "%" PRId64, o->shape[d]);
     rc |= ox_buf_puts(b, "]");
     if (job->binary[j]) {
       size_t size = o->nbytes;
@@ -418,8 +431,8 @@ static int encode(infer_job_t *job) {
       n_bin++;
     } else {
       rc |= ox_buf_puts(b, ",\"data\":");
-      rc |= ox_tensor_json_encode(b, o->dtype, o->dtype == OX_DT_BYTES ? (const void *)o->strings
-                                                                       : o->data, o->count);
+      rc |= ox_tensor_json_encode(
+          b, o->dtype, o->dtype == OX_DT_BYTES ? (const void *)o->strings : o->data, o->count);
       rc |= ox_buf_puts(b, "}");
     }
   }
@@ -518,15 +531,8 @@ static void sreq_done(ox_sched_req_t *sr) {
   int status = sr->status;
   char err[ERRCAP];
   if (!status) {
-    /* The inputs are consumed: give the request body back now rather than after the write
-     * (the id is the one thing still needed from it). */
-    if (job->req.id_json.ptr) {
-      char *id = ox_arena_strndup(&job->arena, job->req.id_json.ptr, job->req.id_json.len);
-      if (id) job->req.id_json.ptr = id;
-      else status = 500;
-    }
-    ox_http_body_free(&job->body);
-    if (!status) status = encode(job);
+    /* The id is read from the body, which the connection frees once it has the response. */
+    status = encode(job);
     if (status) snprintf(err, sizeof err, "out of memory");
   } else {
     snprintf(err, sizeof err, "%s", sr->err);
@@ -598,7 +604,9 @@ static void job_cancel(ox_job_t *j) {
   job_post(job);
 }
 
-static void record_fail_fast(ox_model_state_t *st) { ox_stat_add(&st->stats.fail, 0); }
+static void record_fail_fast(ox_model_state_t *st) {
+  ox_stat_add(&st->stats.fail, 0);
+}
 
 void ox_server_abort(void *app, ox_conn_t *c, void *request) {
   infer_job_t *job = request; /* feature store jobs (events.c) register no request */
@@ -606,43 +614,33 @@ void ox_server_abort(void *app, ox_conn_t *c, void *request) {
 }
 
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
-                     ox_http_body_t *body) {
+                     ox_slice_t body) {
   ox_model_state_t *st = state_of(m);
   if (st->unavailable) {
-    ox_http_body_free(body);
     ox_conn_respond_error(c, 503, "model is not available: its configuration or warm-up failed");
     return;
   }
   ox_slice_t enc = ox_http_header(head, "Content-Encoding");
   if (enc.ptr && !ox_slice_eq_nocase(enc, "identity")) {
-    ox_http_body_free(body);
     ox_conn_respond_error(c, 415, "Content-Encoding is not supported; send the body uncompressed");
     return;
   }
-  ox_slice_t ihcl = ox_http_header(head, "Inference-Header-Content-Length");
-  size_t hlen = 0, n_ihcl = 0;
+  /* The binary extension's framing: every value of its header (two are already too many). */
+  ox_slice_t ihcl[2];
+  size_t n_ihcl = 0;
   for (size_t i = 0; i < head->num_headers; i++)
-    n_ihcl += ox_slice_eq_nocase(head->headers[i].name, "Inference-Header-Content-Length");
-  if (n_ihcl > 1) { /* as with Content-Length: no guessing which one frames the body */
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 400, "Inference-Header-Content-Length appears more than once");
+    if (ox_slice_eq_nocase(head->headers[i].name, "Inference-Header-Content-Length")) {
+      if (n_ihcl < 2) ihcl[n_ihcl] = head->headers[i].value;
+      n_ihcl++;
+    }
+  ox_binext_t framing;
+  const char *why = NULL;
+  if (ox_binext_parse(ihcl, n_ihcl < 2 ? n_ihcl : 2, &framing, &why)) {
+    ox_conn_respond_error(c, 400, why);
     return;
-  }
-  if (ihcl.ptr) {
-    int ok = ihcl.len > 0 && ihcl.len <= 19;
-    for (size_t i = 0; ok && i < ihcl.len; i++) {
-      ok = ihcl.ptr[i] >= '0' && ihcl.ptr[i] <= '9';
-      hlen = hlen * 10 + (size_t)(ihcl.ptr[i] - '0');
-    }
-    if (!ok) {
-      ox_http_body_free(body);
-      ox_conn_respond_error(c, 400, "Inference-Header-Content-Length must be a decimal byte count");
-      return;
-    }
   }
   /* Backpressure before any parsing: a full model queue is refused at once. */
   if (ox_batcher_reserve(st->batcher) != 0) {
-    ox_http_body_free(body);
     record_fail_fast(st);
     ox_conn_respond_error(c, 503, "model queue is full; retry later");
     return;
@@ -650,7 +648,6 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
   infer_job_t *job = calloc(1, sizeof *job);
   if (!job) {
     ox_batcher_unreserve(st->batcher);
-    ox_http_body_free(body);
     ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
@@ -661,10 +658,8 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
   job->s = s;
   job->conn = c;
   job->model = m;
-  job->body = *body;
-  memset(body, 0, sizeof *body);
-  job->has_ihcl = ihcl.ptr != NULL;
-  job->ihcl = hlen;
+  job->body = body;
+  job->framing = framing;
   ox_arena_init(&job->arena);
   atomic_fetch_add(&s->inflight, 1);
   ox_conn_set_request(c, job);
@@ -676,4 +671,9 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
     record_fail_fast(st);
     ox_conn_respond_error(c, 503, "server is overloaded: inference queue is full; retry later");
   }
+}
+
+size_t ox_server_body_align_offset(void *app, const ox_http_request_t *head) {
+  (void)app;
+  return ox_binext_align_offset(ox_http_header(head, "Inference-Header-Content-Length"));
 }
