@@ -161,6 +161,42 @@ const char *ox_http_reason(int status) {
   }
 }
 
+int ox_http_status_of(int err) {
+  switch (err) {
+    case OX_EINVALID:
+    case OX_EDEPTH:
+    case OX_EOVERFLOW:
+      return 400;
+    case OX_ENOT_FOUND:
+      return 404;
+    case OX_EMETHOD:
+      return 405;
+    case OX_ETIMEOUT:
+      return 408;
+    case OX_ETOO_LARGE:
+      return 413;
+    case OX_EURI_TOO_LONG:
+      return 414;
+    case OX_EUNSUPPORTED:
+      return 415;
+    case OX_EQUOTA:
+      return 429;
+    case OX_EHEADERS_TOO_LARGE:
+      return 431;
+    case OX_ECANCELLED:
+      return 499;
+    case OX_ENOT_IMPLEMENTED:
+      return 501;
+    case OX_EUNAVAILABLE:
+    case OX_EDEADLINE:
+      return 503;
+    case OX_ESTORE_FULL:
+      return 507;
+    default:
+      return 500; /* out of memory, internal, runtime, system errors */
+  }
+}
+
 void ox_http_resp_init(ox_http_resp_t *r, int status) {
   memset(r, 0, sizeof *r);
   r->status = status;
@@ -746,7 +782,7 @@ static void conn_process_input(ox_conn_t *c) {
     return;
   }
   if (rc < 0) {
-    int status = ox_err_status(rc);
+    int status = ox_http_status_of(rc);
     const char *msg = why ? why : ox_strerror(rc);
     if (rc == OX_ETOO_LARGE) msg = "request body larger than the server's limit";
     conn_send_error(c, status, msg);

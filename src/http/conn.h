@@ -66,6 +66,11 @@ void ox_http_resp_init(ox_http_resp_t *r, int status);
 int ox_http_resp_error(ox_http_resp_t *r, int status, const char *msg);
 /* Drops everything r owns (runs release). */
 void ox_http_resp_free(ox_http_resp_t *r);
+/* The HTTP front end's one mapping from an error code (core/error.h, or -errno) to the status
+ * that answers it: 400 invalid input, 404 not found, 413/414/431 limits, 415 unsupported
+ * encoding, 429 quota, 499 client gone (logged, never sent), 503 unavailable or deadline
+ * expired (ox_http_resp_error adds Retry-After to every 503), 507 store full, 500 otherwise. */
+int ox_http_status_of(int err);
 /* Reason phrase for a status code. */
 const char *ox_http_reason(int status);
 

@@ -56,6 +56,16 @@ static ox_model_state_t *state_of(ox_model_t *m) {
   return m->app;
 }
 
+/* A failure of the server's own (logged), not of the request or of load. */
+static int is_fault(int err) {
+  return err == OX_ENOMEM || err == OX_EINTERNAL || err == OX_ERUNTIME;
+}
+
+/* Answers the request now with error code err (loop thread). */
+static void respond_err(ox_conn_t *c, int err, const char *msg) {
+  ox_conn_respond_error(c, ox_http_status_of(err), msg);
+}
+
 static void job_free(void *arg) {
   infer_job_t *job = arg;
   ox_batch_release(job->sreq.batch);
@@ -79,7 +89,9 @@ static void job_done(ox_loop_t *loop, ox_task_t *t) {
   ox_conn_respond(job->conn, &resp);
 }
 
-static void job_fail(infer_job_t *job, int status, const char *msg) {
+/* The request failed with error code err: its HTTP answer. */
+static void job_fail(infer_job_t *job, int err, const char *msg) {
+  int status = ox_http_status_of(err);
   ox_http_resp_free(&job->resp);
   ox_http_resp_init(&job->resp, status);
   if (ox_http_resp_error(&job->resp, status, msg)) job->resp.body.len = 0;
@@ -117,14 +129,14 @@ static int split_bytes(ox_slice_t bin, uint64_t count, ox_slice_t *out) {
   return pos == bin.len ? 0 : -2;
 }
 
-/* Builds the run input for one request input. Returns 0 or an HTTP status (msg in err). */
+/* Builds the run input for one request input. Returns 0 or an error code (msg in err). */
 static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_tensor_info_t *info,
                        ox_tensor_in_t *t, char *err) {
   char s1[160], s2[160];
   if (in->dtype != info->dtype) {
     snprintf(err, ERRCAP, "input " NAMEFMT ": datatype %s does not match the model's %s",
              NAMEARG(in->name), ox_dtype_name(in->dtype), ox_dtype_name(info->dtype));
-    return 400;
+    return OX_EINVALID;
   }
   if (info->rank >= 0) {
     int bad = in->rank != info->rank;
@@ -134,7 +146,7 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
       snprintf(err, ERRCAP, "input " NAMEFMT ": shape %s does not match the model's %s",
                NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
                fmt_shape(s2, sizeof s2, info->dims, info->rank));
-      return 400;
+      return OX_EINVALID;
     }
   }
   t->dtype = in->dtype;
@@ -150,10 +162,10 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
                  " BYTES elements need more than "
                  "binary_data_size %zu bytes",
                  NAMEARG(in->name), in->count, in->binary.len);
-        return 400;
+        return OX_EINVALID;
       }
       ox_slice_t *sl = ox_arena_alloc(&job->arena, (size_t)in->count * sizeof *sl + 1);
-      if (!sl) return 500;
+      if (!sl) return OX_ENOMEM;
       int rc = split_bytes(in->binary, in->count, sl);
       if (rc) {
         snprintf(err, ERRCAP,
@@ -162,7 +174,7 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
                             "binary data"
                           : "input " NAMEFMT ": bytes left over after %" PRIu64 " BYTES elements",
                  NAMEARG(in->name), in->count);
-        return 400;
+        return OX_EINVALID;
       }
       t->strings = sl;
       return 0;
@@ -175,13 +187,13 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
                "needs %" PRIu64,
                NAMEARG(in->name), in->binary.len, fmt_shape(s1, sizeof s1, in->shape, in->rank),
                ox_dtype_name(in->dtype), in->count * (uint64_t)esz);
-      return 400;
+      return OX_EINVALID;
     }
     const char *data = in->binary.ptr;
     if ((uintptr_t)data % (esz ? esz : 1)) {
       /* Misaligned (follows an odd-sized input): one copy into aligned memory. */
       char *copy = ox_arena_alloc_aligned(&job->arena, nbytes ? nbytes : 1, 64);
-      if (!copy) return 500;
+      if (!copy) return OX_ENOMEM;
       memcpy(copy, data, nbytes);
       data = copy;
     }
@@ -191,7 +203,7 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   }
   if (!in->data_json.ptr) {
     snprintf(err, ERRCAP, "input " NAMEFMT " has no data", NAMEARG(in->name));
-    return 400;
+    return OX_EINVALID;
   }
   /* Every element takes at least one byte of JSON text: bounds what we allocate. */
   if (in->count > in->data_json.len) {
@@ -200,19 +212,19 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
              " elements, more than the "
              "data holds",
              NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank), in->count);
-    return 400;
+    return OX_EINVALID;
   }
   size_t nbytes =
       in->dtype == OX_DT_BYTES ? (size_t)in->count * sizeof(ox_slice_t) : (size_t)in->count * esz;
   void *buf = ox_arena_alloc_aligned(&job->arena, nbytes ? nbytes : 1, 64);
-  if (!buf) return 500;
+  if (!buf) return OX_ENOMEM;
   char derr[256];
   int rc = ox_tensor_json_decode(in->data_json, in->dtype, in->count, buf, &job->arena, derr,
                                  sizeof derr);
-  if (rc == OX_ENOMEM) return 500;
+  if (rc == OX_ENOMEM) return OX_ENOMEM;
   if (rc) {
     snprintf(err, ERRCAP, "input " NAMEFMT ": %s", NAMEARG(in->name), derr);
-    return 400;
+    return OX_EINVALID;
   }
   if (in->dtype == OX_DT_BYTES) {
     t->strings = buf;
@@ -223,24 +235,22 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   return 0;
 }
 
-/* Worker: parse, validate and build the inputs. Returns 0 when the request is ready for the
- * batcher, else an HTTP status with the message in err. */
-/* Parses the request and matches its inputs to the model's (job->by_model; job->tin zeroed). */
+/* Worker: parses the request and matches its inputs to the model's (job->by_model; job->tin
+ * zeroed). Returns 0 or an error code with the message in err. */
 static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *err) {
   ox_model_t *m = job->model;
   ox_slice_t json, bin;
-  if (ox_binext_split(&job->framing, job->body, &json, &bin, err, ERRCAP)) return 400;
+  if (ox_binext_split(&job->framing, job->body, &json, &bin, err, ERRCAP)) return OX_EINVALID;
   if (json.len == 0 || !json.ptr) {
     snprintf(err, ERRCAP, "empty request body");
-    return 400;
+    return OX_EINVALID;
   }
   ox_infer_request_t *req = &job->req;
   int rc = ox_infer_request_parse(json.ptr, json.len, &job->arena, req, err, ERRCAP);
-  if (rc == OX_ENOMEM) return 500;
-  if (rc) return 400;
+  if (rc) return rc; /* OX_EINVALID, OX_EDEPTH, OX_EOVERFLOW or OX_ENOMEM */
   if (job->framing.present) {
     rc = ox_infer_request_split_binary(req, bin.ptr, bin.len, err, ERRCAP);
-    if (rc) return rc == OX_ENOMEM ? 500 : 400;
+    if (rc) return rc == OX_ENOMEM ? OX_ENOMEM : OX_EINVALID;
   } else {
     for (size_t i = 0; i < req->num_inputs; i++) {
       if (req->inputs[i].has_binary) {
@@ -249,7 +259,7 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
                  " has binary_data_size but the request has no "
                  "Inference-Header-Content-Length header",
                  NAMEARG(req->inputs[i].name));
-        return 400;
+        return OX_EINVALID;
       }
     }
   }
@@ -257,7 +267,7 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
   const ox_infer_input_t **by_model =
       ox_arena_alloc(&job->arena, sizeof(void *) * (m->num_inputs + 1));
   ox_tensor_in_t *tin = ox_arena_alloc(&job->arena, sizeof *tin * (m->num_inputs + 1));
-  if (!by_model || !tin) return 500;
+  if (!by_model || !tin) return OX_ENOMEM;
   memset(by_model, 0, sizeof(void *) * m->num_inputs);
   memset(tin, 0, sizeof *tin * m->num_inputs);
   for (size_t i = 0; i < req->num_inputs; i++) {
@@ -267,21 +277,21 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
     if (k == m->num_inputs) {
       if (view && ox_fview_takes_input(view, in->name)) continue;
       snprintf(err, ERRCAP, "unknown input " NAMEFMT " for model '%s'", NAMEARG(in->name), m->name);
-      return 400;
+      return OX_EINVALID;
     }
     if (view && k == view->input_idx) {
       snprintf(err, ERRCAP,
                "input '%s' of model '%s' is assembled by the server (feature_view): "
                "send the keys and raw values instead",
                m->inputs[k].name, m->name);
-      return 400;
+      return OX_EINVALID;
     }
     by_model[k] = in;
   }
   for (size_t k = 0; k < m->num_inputs; k++) {
     if (!by_model[k] && !(view && k == view->input_idx)) {
       snprintf(err, ERRCAP, "missing input '%s' for model '%s'", m->inputs[k].name, m->name);
-      return 400;
+      return OX_EINVALID;
     }
   }
   job->by_model = by_model;
@@ -312,7 +322,7 @@ static int prepare(infer_job_t *job, char *err) {
     if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
       snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
                m->name, job->view.shape[0]);
-      return 400;
+      return OX_EINVALID;
     }
     job->has_view = 1;
     tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32,
@@ -326,7 +336,7 @@ static int prepare(infer_job_t *job, char *err) {
     if (view && k == view->input_idx) continue;
     int st = build_input(job, by_model[k], &m->inputs[k], &tin[k], err);
     if (st) {
-      if (st == 500 && !err[0]) snprintf(err, ERRCAP, "out of memory");
+      if (st == OX_ENOMEM && !err[0]) snprintf(err, ERRCAP, "out of memory");
       return st;
     }
   }
@@ -334,7 +344,7 @@ static int prepare(infer_job_t *job, char *err) {
   size_t n_out = req->num_outputs ? req->num_outputs : m->num_outputs;
   size_t *out_idx = ox_arena_alloc(&job->arena, sizeof(size_t) * (n_out + 1));
   job->binary = ox_arena_alloc(&job->arena, sizeof(int) * (n_out + 1));
-  if (!out_idx || !job->binary) return 500;
+  if (!out_idx || !job->binary) return OX_ENOMEM;
   int bin_default = req->binary_data_output == 1;
   for (size_t j = 0; j < n_out; j++) {
     if (!req->num_outputs) {
@@ -347,7 +357,7 @@ static int prepare(infer_job_t *job, char *err) {
     while (k < m->num_outputs && !ox_slice_eq(o->name, m->outputs[k].name)) k++;
     if (k == m->num_outputs) {
       snprintf(err, ERRCAP, "unknown output " NAMEFMT " for model '%s'", NAMEARG(o->name), m->name);
-      return 400;
+      return OX_EINVALID;
     }
     out_idx[j] = k;
     job->binary[j] = o->binary_data >= 0 ? o->binary_data : bin_default;
@@ -364,7 +374,7 @@ static int prepare(infer_job_t *job, char *err) {
                  " differs from input '%s''s "
                  "%" PRIu64,
                  m->inputs[k].name, tin[k].rank ? tin[k].shape[0] : 0, m->inputs[0].name, rows);
-        return 400;
+        return OX_EINVALID;
       }
     }
   }
@@ -372,7 +382,7 @@ static int prepare(infer_job_t *job, char *err) {
       rows > st->cfg.sched.max_batch_size) {
     snprintf(err, ERRCAP, "batch size %" PRIu64 " exceeds the model's max_batch_size %u", rows,
              st->cfg.sched.max_batch_size);
-    return 400;
+    return OX_EINVALID;
   }
   ox_sched_req_t *sr = &job->sreq;
   sr->model = m;
@@ -390,11 +400,11 @@ static int prepare(infer_job_t *job, char *err) {
     deadline = UINT64_MAX;
   sr->deadline_ns = deadline;
   sr->outs = calloc(n_out + 1, sizeof *sr->outs);
-  if (!sr->outs) return 500;
+  if (!sr->outs) return OX_ENOMEM;
   return 0;
 }
 
-/* Worker: encode the response of a finished run into job->resp. Returns 0 or an HTTP status. */
+/* Worker: encode the response of a finished run into job->resp. Returns 0 or OX_ENOMEM. */
 static int encode(infer_job_t *job) {
   ox_model_t *m = job->model;
   ox_sched_req_t *sr = &job->sreq;
@@ -449,7 +459,7 @@ static int encode(infer_job_t *job) {
     rc |= ox_buf_puts(b, "}");
   }
   rc |= ox_buf_puts(b, "}");
-  if (rc) return 500;
+  if (rc) return OX_ENOMEM;
   if (n_bin == 0) {
     /* Everything is in the text: give the run's output memory back now. */
     ox_batch_release(sr->batch);
@@ -457,9 +467,9 @@ static int encode(infer_job_t *job) {
     return 0;
   }
   /* Binary outputs: segments after the JSON header, from ORT's memory (BYTES serialized). */
-  if (bytes_total && ox_buf_reserve(&job->bytes_out, bytes_total)) return 500;
+  if (bytes_total && ox_buf_reserve(&job->bytes_out, bytes_total)) return OX_ENOMEM;
   job->resp.iov = calloc(n_bin, sizeof(struct iovec));
-  if (!job->resp.iov) return 500;
+  if (!job->resp.iov) return OX_ENOMEM;
   for (size_t j = 0; j < n_out; j++) {
     if (!job->binary[j]) continue;
     ox_tensor_out_t *o = &sr->outs[j];
@@ -482,7 +492,7 @@ static int encode(infer_job_t *job) {
   }
   job->resp.content_type = "application/octet-stream";
   if (ox_buf_printf(&job->resp.extra_headers, "Inference-Header-Content-Length: %zu\r\n", b->len))
-    return 500;
+    return OX_ENOMEM;
   return 0;
 }
 
@@ -539,7 +549,7 @@ static void sreq_done(ox_sched_req_t *sr) {
   }
   record_stats(job, status == 0, ox_mono_ns());
   if (status) {
-    if (status >= 500 && status != 503) ox_warn("infer %s: %s", job->model->name, err);
+    if (is_fault(status)) ox_warn("infer %s: %s", job->model->name, err);
     job_fail(job, status, err);
   } else {
     job->resp.release = job_free;
@@ -570,7 +580,7 @@ static void job_run(ox_job_t *j) {
     ox_batcher_unreserve(st->batcher);
     atomic_fetch_add_explicit(&st->stats.gone_unparsed, 1, memory_order_relaxed);
     record_stats(job, 0, ox_mono_ns());
-    job_fail(job, 499, "client closed the connection");
+    job_fail(job, OX_ECANCELLED, "client closed the connection");
     job_post(job);
     return;
   }
@@ -590,8 +600,9 @@ static void job_run(ox_job_t *j) {
     return;
   }
   ox_batcher_unreserve(st->batcher);
-  if (!err[0]) snprintf(err, sizeof err, "%s", status == 500 ? "out of memory" : "bad request");
-  if (status >= 500 && status != 503) ox_warn("infer %s: %s", job->model->name, err);
+  if (!err[0])
+    snprintf(err, sizeof err, "%s", status == OX_ENOMEM ? "out of memory" : "bad request");
+  if (is_fault(status)) ox_warn("infer %s: %s", job->model->name, err);
   record_stats(job, 0, ox_mono_ns());
   job_fail(job, status, err);
   job_post(job);
@@ -600,7 +611,7 @@ static void job_run(ox_job_t *j) {
 static void job_cancel(ox_job_t *j) {
   infer_job_t *job = (infer_job_t *)j;
   ox_batcher_unreserve(state_of(job->model)->batcher);
-  job_fail(job, 503, "server is shutting down");
+  job_fail(job, OX_EUNAVAILABLE, "server is shutting down");
   job_post(job);
 }
 
@@ -617,12 +628,13 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
                      ox_slice_t body) {
   ox_model_state_t *st = state_of(m);
   if (st->unavailable) {
-    ox_conn_respond_error(c, 503, "model is not available: its configuration or warm-up failed");
+    respond_err(c, OX_EUNAVAILABLE, "model is not available: its configuration or warm-up failed");
     return;
   }
   ox_slice_t enc = ox_http_header(head, "Content-Encoding");
   if (enc.ptr && !ox_slice_eq_nocase(enc, "identity")) {
-    ox_conn_respond_error(c, 415, "Content-Encoding is not supported; send the body uncompressed");
+    respond_err(c, OX_EUNSUPPORTED,
+                "Content-Encoding is not supported; send the body uncompressed");
     return;
   }
   /* The binary extension's framing: every value of its header (two are already too many). */
@@ -636,19 +648,19 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
   ox_binext_t framing;
   const char *why = NULL;
   if (ox_binext_parse(ihcl, n_ihcl < 2 ? n_ihcl : 2, &framing, &why)) {
-    ox_conn_respond_error(c, 400, why);
+    respond_err(c, OX_EINVALID, why);
     return;
   }
   /* Backpressure before any parsing: a full model queue is refused at once. */
   if (ox_batcher_reserve(st->batcher) != 0) {
     record_fail_fast(st);
-    ox_conn_respond_error(c, 503, "model queue is full; retry later");
+    respond_err(c, OX_EUNAVAILABLE, "model queue is full; retry later");
     return;
   }
   infer_job_t *job = calloc(1, sizeof *job);
   if (!job) {
     ox_batcher_unreserve(st->batcher);
-    ox_conn_respond_error(c, 500, "out of memory");
+    respond_err(c, OX_ENOMEM, "out of memory");
     return;
   }
   job->t_recv = ox_mono_ns();
@@ -669,7 +681,7 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
     ox_conn_set_request(c, NULL);
     job_free(job);
     record_fail_fast(st);
-    ox_conn_respond_error(c, 503, "server is overloaded: inference queue is full; retry later");
+    respond_err(c, OX_EUNAVAILABLE, "server is overloaded: inference queue is full; retry later");
   }
 }
 
