@@ -407,6 +407,7 @@ int main(int argc, char **argv) {
   cfg.max_inflight_bytes = (size_t)o.max_inflight_bytes;
   cfg.tag = OX_LISTENER_PUBLIC;
   cfg.handler = ox_server_handle;
+  cfg.body_align_offset = ox_server_body_align_offset;
   cfg.on_abort = ox_server_abort;
   cfg.app = &server;
 

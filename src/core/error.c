@@ -1,14 +1,13 @@
-/* error.c: names, messages and HTTP statuses of onnxd's error codes (see error.h). */
+/* error.c: names and messages of onnxd's error codes (see error.h). */
 #include "core/error.h"
 
 #include <string.h>
 
 static const struct {
   const char *name;
-  int status;
   const char *msg;
 } ox_err_table[] = {
-#define OX_ERR_ROW(name, status, msg) {"OX_E" #name, status, msg},
+#define OX_ERR_ROW(name, msg) {"OX_E" #name, msg},
     OX_ERR_MAP(OX_ERR_ROW)
 #undef OX_ERR_ROW
 };
@@ -34,10 +33,4 @@ const char *ox_strerror(int err) {
   if (idx >= 0) return ox_err_table[idx].msg;
   if (err < 0) return strerror(-err);
   return "success";
-}
-
-int ox_err_status(int err) {
-  int idx = ox_err_index_of(err);
-  if (idx >= 0 && ox_err_table[idx].status) return ox_err_table[idx].status;
-  return 500;
 }

@@ -28,7 +28,6 @@
 #include "core/bigbuf.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/text.h"
 #include "metrics/metrics.h"
 
 #define OX_CONN_IN_INITIAL 4096
@@ -159,6 +158,42 @@ const char *ox_http_reason(int status) {
       return "Insufficient Storage";
     default:
       return "Unknown";
+  }
+}
+
+int ox_http_status_of(int err) {
+  switch (err) {
+    case OX_EINVALID:
+    case OX_EDEPTH:
+    case OX_EOVERFLOW:
+      return 400;
+    case OX_ENOT_FOUND:
+      return 404;
+    case OX_EMETHOD:
+      return 405;
+    case OX_ETIMEOUT:
+      return 408;
+    case OX_ETOO_LARGE:
+      return 413;
+    case OX_EURI_TOO_LONG:
+      return 414;
+    case OX_EUNSUPPORTED:
+      return 415;
+    case OX_EQUOTA:
+      return 429;
+    case OX_EHEADERS_TOO_LARGE:
+      return 431;
+    case OX_ECANCELLED:
+      return 499;
+    case OX_ENOT_IMPLEMENTED:
+      return 501;
+    case OX_EUNAVAILABLE:
+    case OX_EDEADLINE:
+      return 503;
+    case OX_ESTORE_FULL:
+      return 507;
+    default:
+      return 500; /* out of memory, internal, runtime, system errors */
   }
 }
 
@@ -453,7 +488,9 @@ static void conn_close(ox_conn_t *c) {
   ox_http_resp_free(&c->resp);
   if (c->wv != c->wiov) free(c->wv);
   c->wv = NULL;
-  ox_http_body_free(&c->body);
+  /* A held request's body is the application's to read until ox_conn_respond, which frees it
+   * (a worker may still be parsing it). */
+  if (!was_held) ox_http_body_free(&c->body);
   free(c->in);
   c->in = NULL;
   if (!was_held) {
@@ -597,6 +634,7 @@ static void conn_write(ox_conn_t *c) {
 }
 
 void ox_conn_respond(ox_conn_t *c, ox_http_resp_t *resp) {
+  ox_http_body_free(&c->body); /* the request ends: its body goes, on every path */
   c->held = 0;
   c->app_request = NULL;
   atomic_fetch_sub(&ox_busy, 1);
@@ -635,9 +673,7 @@ static void conn_dispatch(ox_conn_t *c) {
   c->deadline = 0;
   atomic_fetch_add(&ox_busy, 1);
   conn_set_events(c, EPOLLRDHUP);
-  ox_http_body_t body = c->body;
-  memset(&c->body, 0, sizeof c->body);
-  c->l->cfg->handler(c->l->cfg->app, c, &c->req, &body);
+  c->l->cfg->handler(c->l->cfg->app, c, &c->req, &c->body);
 }
 
 /* Allocates the body buffer so that data + align_off is 64-byte aligned. */
@@ -657,12 +693,10 @@ static int conn_alloc_body(ox_conn_t *c, size_t cap, size_t align_off) {
   return 0;
 }
 
-/* Offset in the body where the binary part starts, when announced (else 0). */
-static size_t conn_binary_offset(const ox_conn_t *c) {
-  ox_slice_t v = ox_http_header(&c->req, "Inference-Header-Content-Length");
-  uint64_t n = 0;
-  if (!v.ptr || v.len > 19 || ox_dec_u64(v.ptr, v.len, UINT64_MAX, &n)) return 0;
-  return (size_t)n;
+/* Offset in the body that the application wants 64-byte aligned (body_align_offset). */
+static size_t conn_align_offset(const ox_conn_t *c) {
+  const ox_http_config_t *cfg = c->l->cfg;
+  return cfg->body_align_offset ? cfg->body_align_offset(cfg->app, &c->req) : 0;
 }
 
 /* The in-flight budget has no room for this request's body: 503 with Retry-After, close. */
@@ -748,7 +782,7 @@ static void conn_process_input(ox_conn_t *c) {
     return;
   }
   if (rc < 0) {
-    int status = ox_err_status(rc);
+    int status = ox_http_status_of(rc);
     const char *msg = why ? why : ox_strerror(rc);
     if (rc == OX_ETOO_LARGE) msg = "request body larger than the server's limit";
     conn_send_error(c, status, msg);
@@ -780,7 +814,7 @@ static void conn_process_input(ox_conn_t *c) {
       conn_refuse_budget(c);
       return;
     }
-    if (conn_alloc_body(c, 4096, conn_binary_offset(c))) {
+    if (conn_alloc_body(c, 4096, conn_align_offset(c))) {
       inflight_release(4096);
       conn_send_error(c, 500, "out of memory");
       return;
@@ -800,7 +834,7 @@ static void conn_process_input(ox_conn_t *c) {
     conn_refuse_budget(c);
     return;
   }
-  if (conn_alloc_body(c, (size_t)c->body_want, conn_binary_offset(c))) {
+  if (conn_alloc_body(c, (size_t)c->body_want, conn_align_offset(c))) {
     inflight_release((size_t)c->body_want);
     conn_send_error(c, 500, "out of memory");
     return;

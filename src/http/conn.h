@@ -5,9 +5,11 @@
  * (SO_REUSEPORT) and loop. A connection handles one request at a time: while the application
  * holds a request, the connection stops reading, so pipelined requests wait in the kernel and
  * responses leave in request order. The body is read straight into one buffer that the
- * application then owns (no copy for Content-Length bodies; chunked bodies are decoded into it),
- * placed so that the binary section of an inference request (after Inference-Header-Content-Length
- * bytes) starts 64-byte aligned: tensors can point into it. Responses are written with writev
+ * application reads in place (no copy for Content-Length bodies; chunked bodies are decoded into
+ * it), placed so that the offset the application names (body_align_offset: for an inference
+ * request, where its binary section starts) is 64-byte aligned: tensors can point into it. The
+ * body belongs to the request: the connection frees it once, in ox_conn_respond, whatever the
+ * path (the application never frees it). Responses are written with writev
  * from the segments the application provides (e.g. ONNX Runtime's output memory), released only
  * when written or when the connection dies.
  *
@@ -29,8 +31,9 @@
 typedef struct ox_conn ox_conn_t;
 typedef struct ox_http_listener ox_http_listener_t;
 
-/* A request body: owned by whoever holds it; free with ox_http_body_free, which also gives its
- * reservation back to the in-flight budget (any thread). */
+/* A request body. The connection owns it: it is handed to the application borrowed (valid until
+ * ox_conn_respond, which frees it) and freed by the connection on every other path.
+ * ox_http_body_free also gives its reservation back to the in-flight budget (any thread). */
 typedef struct {
   char *base; /* the block (ox_http_body_free releases it) */
   char *data; /* body bytes start here (inside base) */
@@ -39,6 +42,7 @@ typedef struct {
   size_t mapped;   /* > 0: base is an ox_bigbuf mapping of this size, else malloc'd */
   size_t reserved; /* bytes of the in-flight budget this body holds */
 } ox_http_body_t;
+/* For the connection (the owner) only. */
 void ox_http_body_free(ox_http_body_t *b);
 
 /* A response. The connection adds the status line, Content-Length, Connection and Date-less
@@ -62,15 +66,20 @@ void ox_http_resp_init(ox_http_resp_t *r, int status);
 int ox_http_resp_error(ox_http_resp_t *r, int status, const char *msg);
 /* Drops everything r owns (runs release). */
 void ox_http_resp_free(ox_http_resp_t *r);
+/* The HTTP front end's one mapping from an error code (core/error.h, or -errno) to the status
+ * that answers it: 400 invalid input, 404 not found, 413/414/431 limits, 415 unsupported
+ * encoding, 429 quota, 499 client gone (logged, never sent), 503 unavailable or deadline
+ * expired (ox_http_resp_error adds Retry-After to every 503), 507 store full, 500 otherwise. */
+int ox_http_status_of(int err);
 /* Reason phrase for a status code. */
 const char *ox_http_reason(int status);
 
-/* The application's request callback, on the loop thread. head's slices are valid until
- * ox_conn_respond is called. body is handed over (the callee owns it; zeroed when the request
- * has no body). The application must call ox_conn_respond exactly once for every call, now or
- * later, even if the client has gone away meanwhile. */
+/* The application's request callback, on the loop thread. head's slices and body (zeroed when
+ * the request has none) are borrowed: valid, from any thread, until ox_conn_respond is called;
+ * the connection frees the body then. The application must call ox_conn_respond exactly once
+ * for every call, now or later, even if the client has gone away meanwhile. */
 typedef void (*ox_http_handler_t)(void *app, ox_conn_t *c, const ox_http_request_t *head,
-                                  ox_http_body_t *body);
+                                  const ox_http_body_t *body);
 
 typedef struct {
   ox_http_limits_t limits;
@@ -90,6 +99,10 @@ typedef struct {
   size_t max_inflight_bytes;
   int tag; /* the application's label for this listener's connections (ox_conn_tag) */
   ox_http_handler_t handler;
+  /* Body placement (may be NULL): called (loop thread) when a request head with a body is
+   * complete, before the body buffer is allocated; returns the offset in the body that must be
+   * 64-byte aligned (0: the start). Any value is safe (taken modulo 64). */
+  size_t (*body_align_offset)(void *app, const ox_http_request_t *head);
   /* Called (loop thread) when the connection of a request the application holds closes
    * before ox_conn_respond: the client is gone. request is what ox_conn_set_request stored.
    * ox_conn_respond must still be called. May be NULL. */

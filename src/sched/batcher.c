@@ -34,14 +34,14 @@ struct ox_batcher {
   atomic_size_t queued;
   atomic_size_t admitted; /* reserved + queued */
   uint32_t running;
-  ox_run_ctl_t **ctls;    /* instance_count slots: runs in progress */
+  ox_run_ctl_t **ctls; /* instance_count slots: runs in progress */
   /* timer */
   struct ox_batcher *tnext;
   int in_timer;
-  uint64_t wake_ns;       /* when the timer should look again; 0 = nothing to wait for */
-  ox_job_t kick;          /* pool job that forms and runs a batch */
+  uint64_t wake_ns; /* when the timer should look again; 0 = nothing to wait for */
+  ox_job_t kick;    /* pool job that forms and runs a batch */
   int kick_queued;
-  atomic_int stopping;    /* shutdown past the drain deadline: run nothing more */
+  atomic_int stopping; /* shutdown past the drain deadline: run nothing more */
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -277,7 +277,7 @@ static void run_batch(ox_batcher_t *b, ox_sched_req_t *first, size_t n) {
   int status = 0;
   uint64_t total_rows = 0;
   if (!reqs) {
-    status = 500;
+    status = OX_ENOMEM;
     snprintf(err, sizeof err, "out of memory");
     goto fail_nolist;
   }
@@ -359,9 +359,9 @@ static void run_batch(ox_batcher_t *b, ox_sched_req_t *first, size_t n) {
   free(bufs);
   bufs = NULL;
   if (rc) {
-    status = rc == OX_EINVALID ? 400 : 500;
+    status = rc == OX_EINVALID ? OX_EINVALID : OX_ERUNTIME;
     if (atomic_load(&b->stopping)) {
-      status = 503;
+      status = OX_EUNAVAILABLE;
       snprintf(err, sizeof err, "server is shutting down");
     }
     free(batch->outs);
@@ -373,8 +373,9 @@ static void run_batch(ox_batcher_t *b, ox_sched_req_t *first, size_t n) {
   for (size_t j = 0; j < n_out && n > 1; j++) {
     const ox_tensor_out_t *o = &batch->outs[j];
     if (o->rank < 1 || (uint64_t)o->shape[0] != total_rows) {
-      status = 500;
-      snprintf(err, sizeof err, "output '%s' cannot be split by rows", m->outputs[first->out_idx[j]].name);
+      status = OX_EINTERNAL;
+      snprintf(err, sizeof err, "output '%s' cannot be split by rows",
+               m->outputs[first->out_idx[j]].name);
       for (size_t k = 0; k < n_out; k++) ox_tensor_out_release(&batch->outs[k]);
       free(batch->outs);
       free(batch);
@@ -420,7 +421,7 @@ static void run_batch(ox_batcher_t *b, ox_sched_req_t *first, size_t n) {
   if (reqs != stack_reqs) free(reqs);
   return;
 oom:
-  status = 500;
+  status = OX_ENOMEM;
   snprintf(err, sizeof err, "out of memory");
 fail:
   if (bufs) {
@@ -450,9 +451,12 @@ fail_nolist:
 static void fail_list(ox_batcher_t *b, ox_sched_req_t *failed, uint64_t now) {
   while (failed) {
     ox_sched_req_t *n = failed->next;
-    if (atomic_load(&failed->cancelled)) fail_req(failed, 499, "client closed the connection");
-    else if (atomic_load(&b->stopping)) fail_req(failed, 503, "server is shutting down");
-    else fail_req(failed, 503, "request timeout expired before the model ran");
+    if (atomic_load(&failed->cancelled))
+      fail_req(failed, OX_ECANCELLED, "client closed the connection");
+    else if (atomic_load(&b->stopping))
+      fail_req(failed, OX_EUNAVAILABLE, "server is shutting down");
+    else
+      fail_req(failed, OX_EDEADLINE, "request timeout expired before the model ran");
     failed = n;
   }
   (void)now;
@@ -545,7 +549,7 @@ void ox_batcher_destroy(ox_batcher_t *b) {
   b->head = b->tail = NULL;
   while (r) {
     ox_sched_req_t *n = r->next;
-    fail_req(r, 503, "server is shutting down");
+    fail_req(r, OX_EUNAVAILABLE, "server is shutting down");
     r = n;
   }
   pthread_mutex_destroy(&b->lock);
@@ -565,7 +569,9 @@ int ox_batcher_reserve(ox_batcher_t *b) {
   return 0;
 }
 
-void ox_batcher_unreserve(ox_batcher_t *b) { atomic_fetch_sub(&b->admitted, 1); }
+void ox_batcher_unreserve(ox_batcher_t *b) {
+  atomic_fetch_sub(&b->admitted, 1);
+}
 
 void ox_batcher_enqueue(ox_batcher_t *b, ox_sched_req_t *req) {
   req->t_enqueue = ox_mono_ns();
@@ -573,8 +579,10 @@ void ox_batcher_enqueue(ox_batcher_t *b, ox_sched_req_t *req) {
   req->batch = NULL;
   req->first_in_batch = 0;
   pthread_mutex_lock(&b->lock);
-  if (b->tail) b->tail->next = req;
-  else b->head = req;
+  if (b->tail)
+    b->tail->next = req;
+  else
+    b->head = req;
   b->tail = req;
   atomic_fetch_add(&b->queued, 1);
   pthread_mutex_unlock(&b->lock);
@@ -597,6 +605,10 @@ void ox_batcher_terminate_runs(ox_batcher_t *b) {
   pthread_mutex_unlock(&b->lock);
 }
 
-size_t ox_batcher_pending(const ox_batcher_t *b) { return atomic_load(&b->queued); }
+size_t ox_batcher_pending(const ox_batcher_t *b) {
+  return atomic_load(&b->queued);
+}
 
-const ox_sched_config_t *ox_batcher_config(const ox_batcher_t *b) { return &b->cfg; }
+const ox_sched_config_t *ox_batcher_config(const ox_batcher_t *b) {
+  return &b->cfg;
+}

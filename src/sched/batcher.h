@@ -29,13 +29,13 @@
 #define OX_MAX_PREFERRED 8
 
 typedef struct {
-  uint32_t max_batch_size;           /* rows per run; 0 or 1 = no merging */
-  uint64_t max_queue_delay_us;       /* how long a batch may wait to grow */
+  uint32_t max_batch_size;     /* rows per run; 0 or 1 = no merging */
+  uint64_t max_queue_delay_us; /* how long a batch may wait to grow */
   uint32_t preferred_batch_size[OX_MAX_PREFERRED];
   size_t num_preferred;
-  uint32_t max_queue_size;           /* requests waiting; 0 = unbounded (the pool's cap rules) */
-  uint64_t default_timeout_us;       /* 0 = none */
-  uint32_t instance_count;           /* concurrent runs of this model; >= 1 */
+  uint32_t max_queue_size;     /* requests waiting; 0 = unbounded (the pool's cap rules) */
+  uint64_t default_timeout_us; /* 0 = none */
+  uint32_t instance_count;     /* concurrent runs of this model; >= 1 */
 } ox_sched_config_t;
 
 typedef struct ox_batch ox_batch_t;
@@ -43,22 +43,22 @@ typedef struct ox_batch ox_batch_t;
 /* One inference request as the batcher sees it. Owned by the caller (the infer handler),
  * which must keep it and the input memory alive until done is called. */
 typedef struct ox_sched_req {
-  struct ox_sched_req *next;         /* batcher's queue link */
+  struct ox_sched_req *next; /* batcher's queue link */
   ox_model_t *model;
-  const ox_tensor_in_t *inputs;      /* model->num_inputs, model order */
-  const size_t *out_idx;             /* requested outputs (model indices) */
+  const ox_tensor_in_t *inputs; /* model->num_inputs, model order */
+  const size_t *out_idx;        /* requested outputs (model indices) */
   size_t n_out;
-  uint64_t rows;                     /* dimension 0 of the inputs (1 if rank 0) */
-  uint64_t deadline_ns;              /* CLOCK_MONOTONIC; 0 = none */
-  atomic_int cancelled;              /* set from any thread when the client is gone */
+  uint64_t rows;        /* dimension 0 of the inputs (1 if rank 0) */
+  uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = none */
+  atomic_int cancelled; /* set from any thread when the client is gone */
   /* Results, valid in done(): */
-  int status;                        /* 0, or an HTTP status (message in err) */
+  int status; /* 0, or an OX_E* code (message in err) */
   char err[256];
-  ox_tensor_out_t *outs;             /* n_out outputs (views for merged batches); caller-provided */
-  ox_batch_t *batch;                 /* holds shared output memory: ox_batch_release when done */
+  ox_tensor_out_t *outs; /* n_out outputs (views for merged batches); caller-provided */
+  ox_batch_t *batch;     /* holds shared output memory: ox_batch_release when done */
   uint64_t t_enqueue, t_start, t_infer, t_output, t_end; /* ns timestamps for statistics */
-  uint32_t batch_rows;               /* rows of the run this request was part of */
-  int first_in_batch;                /* this request records the run's own statistics */
+  uint32_t batch_rows; /* rows of the run this request was part of */
+  int first_in_batch;  /* this request records the run's own statistics */
   /* Called on a worker thread, once, when the request ran or failed. */
   void (*done)(struct ox_sched_req *req);
 } ox_sched_req_t;
@@ -69,7 +69,7 @@ typedef struct ox_batcher ox_batcher_t;
  * OX_ENOMEM. */
 int ox_batcher_create(ox_model_t *m, const ox_sched_config_t *cfg, ox_pool_t *pool,
                       ox_batcher_t **out);
-/* Completes every queued request with 503 and frees (after the pool has stopped). */
+/* Completes every queued request with OX_EUNAVAILABLE and frees (after the pool has stopped). */
 void ox_batcher_destroy(ox_batcher_t *b);
 /* 1 when a new request should be refused at once (queue at max_queue_size). Lock-free. */
 int ox_batcher_full(const ox_batcher_t *b);
@@ -83,8 +83,8 @@ void ox_batcher_unreserve(ox_batcher_t *b);
 void ox_batcher_enqueue(ox_batcher_t *b, ox_sched_req_t *req);
 /* Releases a request's share of its batch's output memory (any thread). NULL is fine. */
 void ox_batch_release(ox_batch_t *batch);
-/* Asks every run in progress to stop and fails everything queued, now and later, with 503
- * (shutdown after the drain deadline). */
+/* Asks every run in progress to stop and fails everything queued, now and later, with
+ * OX_EUNAVAILABLE (shutdown after the drain deadline). */
 void ox_batcher_terminate_runs(ox_batcher_t *b);
 /* Requests waiting in the queue (approximate, lock-free). */
 size_t ox_batcher_pending(const ox_batcher_t *b);

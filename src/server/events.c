@@ -63,21 +63,27 @@ typedef struct {
   ox_server_t *s;
   ox_conn_t *conn;
   fjob_kind_t kind;
-  ox_http_body_t body;
+  ox_slice_t body; /* borrowed from the connection until ox_conn_respond */
   char table[256], key[256];
   size_t tlen, klen;
   ox_http_resp_t resp;
 } fjob_t;
 
+/* Answers the request now with error code err (loop thread). */
+static void respond_err(ox_conn_t *c, int err, const char *msg) {
+  ox_conn_respond_error(c, ox_http_status_of(err), msg);
+}
+
 static void fjob_done(ox_loop_t *loop, ox_task_t *t) {
   fjob_t *j = ox_container_of(t, fjob_t, done);
   atomic_fetch_sub(&j->s->inflight, 1);
   ox_conn_respond(j->conn, &j->resp);
-  ox_http_body_free(&j->body);
   free(j);
 }
 
-static void fjob_error(fjob_t *j, int status, const char *msg) {
+/* The job failed with error code err: its HTTP answer. */
+static void fjob_error(fjob_t *j, int err, const char *msg) {
+  int status = ox_http_status_of(err);
   ox_http_resp_free(&j->resp);
   ox_http_resp_init(&j->resp, status);
   if (ox_http_resp_error(&j->resp, status, msg)) j->resp.body.len = 0;
@@ -88,7 +94,7 @@ static void fjob_error(fjob_t *j, int status, const char *msg) {
 static void fjob_json(fjob_t *j, ox_buf_t *b, int oom) {
   if (oom) {
     ox_buf_free(b);
-    fjob_error(j, 500, "out of memory");
+    fjob_error(j, OX_ENOMEM, "out of memory");
     return;
   }
   ox_http_resp_free(&j->resp);
@@ -108,14 +114,14 @@ static void run_events(fjob_t *j) {
   ox_fstore_event_t *evs = NULL;
   size_t n = 0;
   char err[400];
-  int rc = ox_events_parse(j->body.data, j->body.len, &keys, &arena, &evs, &n, err, sizeof err);
+  int rc = ox_events_parse(j->body.ptr, j->body.len, &keys, &arena, &evs, &n, err, sizeof err);
   if (rc == OX_ENOMEM) {
-    fjob_error(j, 500, "out of memory");
+    fjob_error(j, OX_ENOMEM, "out of memory");
   } else if (rc) {
-    fjob_error(j, 400, err);
+    fjob_error(j, OX_EINVALID, err);
   } else {
     int l3err = 0;
-      size_t dups = 0;
+    size_t dups = 0;
     rc = ox_fstore_ingest(j->s->features, evs, n, &l3err, &dups);
     if (rc == OX_EQUOTA) {
       char ent[OX_FSTORE_MAX_ENTITY + 1];
@@ -125,7 +131,7 @@ static void run_events(fjob_t *j) {
                " events in a 24 h window (--feature-max-events-per-entity-24h); no event of "
                "this request was stored",
                ent, cap);
-      fjob_error(j, 429, err);
+      fjob_error(j, OX_EQUOTA, err);
     } else if (rc == OX_ESTORE_FULL) {
       uint64_t used, cap;
       ox_fstore_usage(j->s->features, &used, &cap);
@@ -135,13 +141,13 @@ static void run_events(fjob_t *j) {
                " bytes (--feature-store-max-bytes; %" PRIu64
                " in use); nothing of this request was stored",
                n, cap, used);
-      fjob_error(j, 507, err);
+      fjob_error(j, OX_ESTORE_FULL, err);
     } else if (rc) {
       ox_warn("POST /v1/events: storing %zu events failed: %s", n, ox_strerror(rc));
       snprintf(err, sizeof err,
                "storing the events failed (%s); nothing of this request was stored",
                ox_strerror(rc));
-      fjob_error(j, rc == OX_EUNAVAILABLE ? 503 : 500, err);
+      fjob_error(j, rc == OX_EUNAVAILABLE ? OX_EUNAVAILABLE : OX_EINTERNAL, err);
     } else {
       ox_buf_t b;
       ox_buf_init(&b);
@@ -200,12 +206,12 @@ static void run_row_get(fjob_t *j, ox_slice_t key) {
   int64_t deadline = ox_mono_ns() + ROW_GET_DEADLINE_MS * INT64_C(1000000);
   int rc = ox_fstore_row_get(j->s->features, key, &row, deadline, &tier);
   if (rc == OX_ENOT_FOUND) {
-    fjob_error(j, 404, "no such feature row");
+    fjob_error(j, OX_ENOT_FOUND, "no such feature row");
   } else if (rc) {
     char err[200];
     snprintf(err, sizeof err, "the feature row could not be read: %s",
              rc == OX_ETIMEOUT ? "a tier missed the deadline" : ox_strerror(rc));
-    fjob_error(j, rc == OX_ENOMEM ? 500 : 503, err);
+    fjob_error(j, rc == OX_ENOMEM ? OX_ENOMEM : OX_EUNAVAILABLE, err);
   } else {
     static const char *const names[] = {"none", "l1", "l2", "l3"};
     int e = row_head(&b, j);
@@ -221,12 +227,12 @@ static void run_row_get(fjob_t *j, ox_slice_t key) {
 
 static void run_row_put(fjob_t *j, ox_slice_t key) {
   ox_json_t js;
-  ox_json_init(&js, j->body.data ? j->body.data : "", j->body.len);
+  ox_json_init(&js, j->body.ptr ? j->body.ptr : "", j->body.len);
   float *vals = malloc(MAX_ROW_VALUES * sizeof(float));
   size_t n = 0;
   const char *bad = NULL;
   if (!vals) {
-    fjob_error(j, 500, "out of memory");
+    fjob_error(j, OX_ENOMEM, "out of memory");
     return;
   }
   ox_json_ws(&js);
@@ -267,7 +273,7 @@ static void run_row_put(fjob_t *j, ox_slice_t key) {
   ox_json_ws(&js);
   if (!bad && js.p != js.end) bad = "unexpected text after the JSON array";
   if (bad) {
-    fjob_error(j, 400, bad);
+    fjob_error(j, OX_EINVALID, bad);
     free(vals);
     return;
   }
@@ -281,7 +287,7 @@ static void run_row_put(fjob_t *j, ox_slice_t key) {
              rc == OX_ESTORE_FULL ? "feature store full (--feature-store-max-bytes)"
                                   : "storing the feature row failed",
              ox_strerror(rc));
-    fjob_error(j, rc == OX_ESTORE_FULL ? 507 : 503, err);
+    fjob_error(j, rc == OX_ESTORE_FULL ? OX_ESTORE_FULL : OX_EUNAVAILABLE, err);
     return;
   }
   ox_buf_t b;
@@ -307,29 +313,26 @@ static void fjob_run(ox_job_t *job) {
     run_row_get(j, ox_slice(key, (size_t)kl));
   else
     run_row_put(j, ox_slice(key, (size_t)kl));
-  ox_http_body_free(&j->body);
   ox_loop_post(ox_conn_loop(j->conn), &j->done);
 }
 
 static void fjob_cancel(ox_job_t *job) {
   fjob_t *j = (fjob_t *)job;
-  fjob_error(j, 503, "server is shutting down");
+  fjob_error(j, OX_EUNAVAILABLE, "server is shutting down");
   ox_loop_post(ox_conn_loop(j->conn), &j->done);
 }
 
-static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body) {
+static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_slice_t body) {
   if (!s->features) {
-    ox_http_body_free(body);
     free(j);
-    ox_conn_respond_error(c, 404,
+    respond_err(c, OX_ENOT_FOUND,
                 "the feature store is not enabled: start onnxd with --feature-dir, or "
                 "serve a model with a feature_view");
     return;
   }
   if (atomic_load(&s->draining)) {
-    ox_http_body_free(body);
     free(j);
-    ox_conn_respond_error(c, 503, "server is shutting down");
+    respond_err(c, OX_EUNAVAILABLE, "server is shutting down");
     return;
   }
   j->job.run = fjob_run;
@@ -337,22 +340,19 @@ static void submit(ox_server_t *s, ox_conn_t *c, fjob_t *j, ox_http_body_t *body
   j->done.fn = fjob_done;
   j->s = s;
   j->conn = c;
-  j->body = *body;
-  memset(body, 0, sizeof *body);
+  j->body = body;
   atomic_fetch_add(&s->inflight, 1);
   if (ox_pool_submit(s->pool, &j->job) != 0) {
     atomic_fetch_sub(&s->inflight, 1);
-    ox_http_body_free(&j->body);
     free(j);
-    ox_conn_respond_error(c, 503, "server is overloaded: the worker queue is full; retry later");
+    respond_err(c, OX_EUNAVAILABLE, "server is overloaded: the worker queue is full; retry later");
   }
 }
 
-void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body) {
+void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_slice_t body) {
   fjob_t *j = calloc(1, sizeof *j);
   if (!j) {
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 500, "out of memory");
+    respond_err(c, OX_ENOMEM, "out of memory");
     return;
   }
   j->kind = FJ_EVENTS;
@@ -360,27 +360,24 @@ void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body) {
 }
 
 void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
-                           ox_http_body_t *body) {
+                           ox_slice_t body) {
   fjob_t *j = calloc(1, sizeof *j);
   if (!j) {
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 500, "out of memory");
+    respond_err(c, OX_ENOMEM, "out of memory");
     return;
   }
   int ok = table.len > 0 && table.len <= 63 && key.len > 0 && key.len <= 200 &&
            ox_name_valid(table.ptr, table.len);
   if (!ok) {
-    ox_http_body_free(body);
     free(j);
-    ox_conn_respond_error(c, 400,
+    respond_err(c, OX_EINVALID,
                 "bad feature row address: /v1/features/{table}/{key}, table of letters, "
                 "digits, '_', '.' or '-' (at most 63), key of 1 to 200 bytes");
     return;
   }
   if (!ox_utf8_valid(key.ptr, key.len)) {
-    ox_http_body_free(body);
     free(j);
-    ox_conn_respond_error(c, 400, "bad feature row address: the key must be valid UTF-8");
+    respond_err(c, OX_EINVALID, "bad feature row address: the key must be valid UTF-8");
     return;
   }
   memcpy(j->table, table.ptr, table.len);

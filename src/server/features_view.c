@@ -19,7 +19,7 @@ int ox_fview_takes_input(const ox_feature_view_t *v, ox_slice_t name) {
   return 0;
 }
 
-/* A raw input's values as floats. Returns 0 or 400 with err. */
+/* A raw input's values as floats. Returns 0, OX_EINVALID with err, or OX_ENOMEM. */
 static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, uint64_t *n,
                      char *err, size_t errcap) {
   int nl = (int)(in->name.len > 100 ? 100 : in->name.len);
@@ -27,14 +27,14 @@ static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, ui
       in->dtype != OX_DT_INT64) {
     snprintf(err, errcap, "input '%.*s' (a raw feature) must be FP32, FP64, INT32 or INT64", nl,
              in->name.ptr);
-    return 400;
+    return OX_EINVALID;
   }
   if (in->rank > 2 || (in->rank == 2 && in->shape[1] != 1) || in->count == 0) {
     snprintf(err, errcap,
              "input '%.*s' (a raw feature) must have shape [N], [N,1] or [1] with "
              "N >= 1",
              nl, in->name.ptr);
-    return 400;
+    return OX_EINVALID;
   }
   size_t esz = ox_dtype_size(in->dtype);
   uint64_t count = in->count;
@@ -43,20 +43,20 @@ static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, ui
     snprintf(err, errcap,
              "input '%.*s' (a raw feature): its data does not hold %" PRIu64 " %s values", nl,
              in->name.ptr, count, ox_dtype_name(in->dtype));
-    return 400;
+    return OX_EINVALID;
   }
   void *buf = ox_arena_alloc_aligned(a, (size_t)count * 8, 8);
   float *f = ox_arena_alloc_aligned(a, (size_t)count * sizeof(float), 64);
-  if (!buf || !f) return 500;
+  if (!buf || !f) return OX_ENOMEM;
   if (in->has_binary) {
     memcpy(buf, in->binary.ptr, in->binary.len);
   } else {
     char derr[200];
     int rc = ox_tensor_json_decode(in->data_json, in->dtype, count, buf, a, derr, sizeof derr);
-    if (rc == OX_ENOMEM) return 500;
+    if (rc == OX_ENOMEM) return OX_ENOMEM;
     if (rc) {
       snprintf(err, errcap, "input '%.*s': %s", nl, in->name.ptr, derr);
-      return 400;
+      return OX_EINVALID;
     }
   }
   for (uint64_t i = 0; i < count; i++) {
@@ -81,7 +81,7 @@ static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, ui
                "input '%.*s' (a raw feature): value %" PRIu64
                " is not finite or outside float32's range",
                nl, in->name.ptr, i);
-      return 400;
+      return OX_EINVALID;
     }
   *vals = f;
   *n = count;
@@ -99,12 +99,12 @@ static int key_param(const ox_infer_request_t *req, const char *name, ox_slice_t
   if (!ok) {
     snprintf(err, errcap, "parameter '%s' (a feature key) is %s: send it as a non-empty string",
              name, p ? "not a string or an integer" : "missing");
-    return 400;
+    return OX_EINVALID;
   }
   if (p->value.len > OX_FSTORE_MAX_ID || memchr(p->value.ptr, 0, p->value.len)) {
     snprintf(err, errcap, "parameter '%s' (a feature key) is longer than %d bytes or holds NUL",
              name, OX_FSTORE_MAX_ID);
-    return 400;
+    return OX_EINVALID;
   }
   *out = p->value;
   return 0;
@@ -120,7 +120,7 @@ static int request_ts(const ox_infer_request_t *req, int64_t *t, char *err, size
   int64_t v = 0;
   if (p->kind != OX_PARAM_NUMBER || ox_dec_i64(p->value.ptr, p->value.len, &v)) {
     snprintf(err, errcap, "parameter 'ts' must be an integer number of milliseconds");
-    return 400;
+    return OX_EINVALID;
   }
   *t = v;
   return 0;
@@ -172,16 +172,16 @@ static uint64_t replace_nonfinite(const ox_feature_view_t *v, float *data, uint6
   return bad;
 }
 
-/* The end of an assembly: 503 for a degraded mandatory view, else the output (non-finite values
- * replaced). why has room for 160 bytes. */
+/* The end of an assembly: OX_EUNAVAILABLE for a degraded mandatory view, else the output
+ * (non-finite values replaced). why has room for 160 bytes. */
 static int finish(ox_fstore_t *fs, const ox_feature_view_t *v, float *data, uint64_t rows,
                   int degraded, char *why, ox_fview_out_t *out, char *err, size_t errcap) {
   if (degraded && v->mandatory) {
     snprintf(err, errcap, "a mandatory feature is unavailable (%s)", why);
-    return 503;
+    return OX_EUNAVAILABLE;
   }
   /* after the mandatory check: a bad stored value is answered with defaults, flagged, not
-   * turned into a 503 for as long as it stays stored */
+   * turned into a refusal for as long as it stays stored */
   uint64_t bad = replace_nonfinite(v, data, rows, why, 160);
   if (bad) {
     degraded = 1;
@@ -220,7 +220,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
   if (fx && fx->answered && fx->data) return fill_fetched(fs, v, fx, out, err, errcap);
   float **raw = ox_arena_alloc(arena, sizeof(float *) * v->num_cols);
   uint64_t *raw_n = ox_arena_alloc(arena, sizeof(uint64_t) * v->num_cols);
-  if (!raw || !raw_n) return 500;
+  if (!raw || !raw_n) return OX_ENOMEM;
   int rc;
   const ox_infer_param_t *rf = ox_infer_request_param(req, "return_features");
   out->return_features = rf && rf->kind == OX_PARAM_BOOL && ox_slice_eq(rf->value, "true");
@@ -245,21 +245,21 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
                  "raw feature '%s' is missing: send it as an input or as a number "
                  "parameter",
                  col->name);
-        return 400;
+        return OX_EINVALID;
       }
       if (!__builtin_isfinite((float)d)) {
         snprintf(err, errcap, "raw feature '%s' is outside float32's range", col->name);
-        return 400;
+        return OX_EINVALID;
       }
       raw[c] = ox_arena_alloc(arena, sizeof(float));
-      if (!raw[c]) return 500;
+      if (!raw[c]) return OX_ENOMEM;
       raw[c][0] = (float)d;
       raw_n[c] = 1;
     }
     if (raw_n[c] > 1 && rows > 1 && raw_n[c] != rows) {
       snprintf(err, errcap, "raw feature '%s' has %" PRIu64 " values, another has %" PRIu64,
                col->name, raw_n[c], rows);
-      return 400;
+      return OX_EINVALID;
     }
     if (raw_n[c] > rows) rows = raw_n[c];
   }
@@ -269,11 +269,11 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
   if (need_t && (rc = request_ts(req, &t, err, errcap))) return rc;
   if (rows > 1u << 20) {
     snprintf(err, errcap, "too many rows (%" PRIu64 ")", rows);
-    return 400;
+    return OX_EINVALID;
   }
   uint32_t w = v->width;
   float *data = ox_arena_alloc_aligned(arena, (size_t)rows * w * sizeof(float), 64);
-  if (!data) return 500;
+  if (!data) return OX_ENOMEM;
 
   ox_buf_t rowbuf;
   ox_buf_init(&rowbuf);
@@ -284,7 +284,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
     fx->f.wants = ox_arena_alloc(arena, sizeof *fx->f.wants * v->num_cols);
     fx->col = ox_arena_alloc(arena, sizeof *fx->col * v->num_cols);
     fx->off = ox_arena_alloc(arena, sizeof *fx->off * v->num_cols);
-    if (!fx->f.wants || !fx->col || !fx->off) return 500;
+    if (!fx->f.wants || !fx->col || !fx->off) return OX_ENOMEM;
     fx->f.n = 0;
     fx->f.deadline_ns = deadline_ns;
   }
@@ -323,7 +323,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
           if (!kc) {
             ox_fstore_want_free(want);
             ox_buf_free(&rowbuf);
-            return 500;
+            return OX_ENOMEM;
           }
           memcpy(kc, key, (size_t)n);
           want->key = ox_slice(kc, (size_t)n);
@@ -336,7 +336,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
       }
       if (rc == OX_ENOMEM) {
         ox_buf_free(&rowbuf);
-        return 500;
+        return OX_ENOMEM;
       }
       row_fill(col, dst, rc, rowbuf.data, rowbuf.len, ks, &degraded, why, sizeof why);
     }

@@ -19,7 +19,7 @@
  * Rows: N = the longest raw input (others must have 1 or N values), 1 when there is none; key
  * features are the same on every row. A tier that fails or misses the deadline gives its
  * defaults (velocity: zeros and secs_since_last -1; rows: x) and flags the result degraded;
- * a "mandatory" view answers 503 instead.
+ * a "mandatory" view is refused instead (OX_EUNAVAILABLE: 503 over HTTP).
  */
 #ifndef OX_SERVER_FEATURES_VIEW_H
 #define OX_SERVER_FEATURES_VIEW_H
@@ -65,8 +65,8 @@ typedef struct {
  * walked again); memory comes from arena. fs may be NULL only
  * for a view without velocity and row columns. deadline_ns (CLOCK_MONOTONIC) bounds the
  * remote lookups. fetch: NULL reads L3 synchronously; else see ox_fview_fetch_t. Returns 0,
- * OX_FVIEW_FETCH, or an HTTP status (400 bad or missing keys and raw values, 503 a mandatory
- * view degraded, 500 out of memory) with a message in err. */
+ * OX_FVIEW_FETCH, or an error code (OX_EINVALID bad or missing keys and raw values,
+ * OX_EUNAVAILABLE a mandatory view degraded, OX_ENOMEM) with a message in err. */
 int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_request_t *req,
                       ox_arena_t *arena, int64_t deadline_ns, ox_fview_fetch_t *fetch,
                       ox_fview_out_t *out, char *err, size_t errcap);

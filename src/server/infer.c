@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "proto/binary_ext.h"
 #include "proto/infer_req.h"
 #include "proto/tensor_json.h"
 #include "server/features_view.h"
@@ -38,24 +39,35 @@ typedef struct {
   ox_server_t *s;
   ox_conn_t *conn;
   ox_model_t *model;
-  ox_http_body_t body;
-  int has_ihcl;
-  size_t ihcl;
+  ox_slice_t body;     /* borrowed from the connection until ox_conn_respond (job_done) */
+  ox_binext_t framing; /* binary tensor extension: where the JSON header ends */
   ox_arena_t arena;
   ox_http_resp_t resp;
   ox_infer_request_t req;
-  int *binary;        /* per requested output: binary extension or JSON */
+  int *binary; /* per requested output: binary extension or JSON */
   ox_sched_req_t sreq;
   uint64_t t_recv;    /* ns, when the request was complete */
   ox_buf_t bytes_out; /* serialized BYTES outputs for the binary extension */
   int has_view;       /* the model input of the model's feature view was assembled */
   ox_fview_out_t view;
-  ox_fview_fetch_t fetch; /* rows of the view only L3 has: asked for, then answered */
+  ox_fview_fetch_t fetch;            /* rows of the view only L3 has: asked for, then answered */
   const ox_infer_input_t **by_model; /* request input per model input (parse_request) */
   ox_tensor_in_t *tin;               /* model inputs being built; NULL until parsed */
 } infer_job_t;
 
-static ox_model_state_t *state_of(ox_model_t *m) { return m->app; }
+static ox_model_state_t *state_of(ox_model_t *m) {
+  return m->app;
+}
+
+/* A failure of the server's own (logged), not of the request or of load. */
+static int is_fault(int err) {
+  return err == OX_ENOMEM || err == OX_EINTERNAL || err == OX_ERUNTIME;
+}
+
+/* Answers the request now with error code err (loop thread). */
+static void respond_err(ox_conn_t *c, int err, const char *msg) {
+  ox_conn_respond_error(c, ox_http_status_of(err), msg);
+}
 
 static void job_free(void *arg) {
   infer_job_t *job = arg;
@@ -63,7 +75,6 @@ static void job_free(void *arg) {
   free(job->sreq.outs);
   ox_buf_free(&job->bytes_out);
   ox_fview_fetch_release(&job->fetch);
-  ox_http_body_free(&job->body);
   ox_arena_free(&job->arena);
   free(job);
 }
@@ -81,7 +92,9 @@ static void job_done(ox_loop_t *loop, ox_task_t *t) {
   ox_conn_respond(job->conn, &resp);
 }
 
-static void job_fail(infer_job_t *job, int status, const char *msg) {
+/* The request failed with error code err: its HTTP answer. */
+static void job_fail(infer_job_t *job, int err, const char *msg) {
+  int status = ox_http_status_of(err);
   ox_http_resp_free(&job->resp);
   ox_http_resp_init(&job->resp, status);
   if (ox_http_resp_error(&job->resp, status, msg)) job->resp.body.len = 0;
@@ -119,14 +132,14 @@ static int split_bytes(ox_slice_t bin, uint64_t count, ox_slice_t *out) {
   return pos == bin.len ? 0 : -2;
 }
 
-/* Builds the run input for one request input. Returns 0 or an HTTP status (msg in err). */
+/* Builds the run input for one request input. Returns 0 or an error code (msg in err). */
 static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_tensor_info_t *info,
                        ox_tensor_in_t *t, char *err) {
   char s1[160], s2[160];
   if (in->dtype != info->dtype) {
     snprintf(err, ERRCAP, "input " NAMEFMT ": datatype %s does not match the model's %s",
              NAMEARG(in->name), ox_dtype_name(in->dtype), ox_dtype_name(info->dtype));
-    return 400;
+    return OX_EINVALID;
   }
   if (info->rank >= 0) {
     int bad = in->rank != info->rank;
@@ -136,7 +149,7 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
       snprintf(err, ERRCAP, "input " NAMEFMT ": shape %s does not match the model's %s",
                NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
                fmt_shape(s2, sizeof s2, info->dims, info->rank));
-      return 400;
+      return OX_EINVALID;
     }
   }
   t->dtype = in->dtype;
@@ -147,37 +160,43 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   if (in->has_binary) {
     if (in->dtype == OX_DT_BYTES) {
       if (in->count > in->binary.len / 4) {
-        snprintf(err, ERRCAP, "input " NAMEFMT ": %" PRIu64 " BYTES elements need more than "
-                 "binary_data_size %zu bytes", NAMEARG(in->name), in->count, in->binary.len);
-        return 400;
+        snprintf(err, ERRCAP,
+                 "input " NAMEFMT ": %" PRIu64
+                 " BYTES elements need more than "
+                 "binary_data_size %zu bytes",
+                 NAMEARG(in->name), in->count, in->binary.len);
+        return OX_EINVALID;
       }
       ox_slice_t *sl = ox_arena_alloc(&job->arena, (size_t)in->count * sizeof *sl + 1);
-      if (!sl) return 500;
+      if (!sl) return OX_ENOMEM;
       int rc = split_bytes(in->binary, in->count, sl);
       if (rc) {
-        snprintf(err, ERRCAP, rc == -1 ? "input " NAMEFMT ": a BYTES length prefix runs past its "
-                                         "binary data"
-                                       : "input " NAMEFMT ": bytes left over after %" PRIu64
-                                         " BYTES elements",
+        snprintf(err, ERRCAP,
+                 rc == -1 ? "input " NAMEFMT
+                            ": a BYTES length prefix runs past its "
+                            "binary data"
+                          : "input " NAMEFMT ": bytes left over after %" PRIu64 " BYTES elements",
                  NAMEARG(in->name), in->count);
-        return 400;
+        return OX_EINVALID;
       }
       t->strings = sl;
       return 0;
     }
     uint64_t nbytes;
     if (__builtin_mul_overflow(in->count, (uint64_t)esz, &nbytes) || nbytes != in->binary.len) {
-      snprintf(err, ERRCAP, "input " NAMEFMT ": binary_data_size is %zu bytes, but shape %s of %s "
-               "needs %" PRIu64, NAMEARG(in->name), in->binary.len,
-               fmt_shape(s1, sizeof s1, in->shape, in->rank), ox_dtype_name(in->dtype),
-               in->count * (uint64_t)esz);
-      return 400;
+      snprintf(err, ERRCAP,
+               "input " NAMEFMT
+               ": binary_data_size is %zu bytes, but shape %s of %s "
+               "needs %" PRIu64,
+               NAMEARG(in->name), in->binary.len, fmt_shape(s1, sizeof s1, in->shape, in->rank),
+               ox_dtype_name(in->dtype), in->count * (uint64_t)esz);
+      return OX_EINVALID;
     }
     const char *data = in->binary.ptr;
     if ((uintptr_t)data % (esz ? esz : 1)) {
       /* Misaligned (follows an odd-sized input): one copy into aligned memory. */
       char *copy = ox_arena_alloc_aligned(&job->arena, nbytes ? nbytes : 1, 64);
-      if (!copy) return 500;
+      if (!copy) return OX_ENOMEM;
       memcpy(copy, data, nbytes);
       data = copy;
     }
@@ -187,26 +206,28 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   }
   if (!in->data_json.ptr) {
     snprintf(err, ERRCAP, "input " NAMEFMT " has no data", NAMEARG(in->name));
-    return 400;
+    return OX_EINVALID;
   }
   /* Every element takes at least one byte of JSON text: bounds what we allocate. */
   if (in->count > in->data_json.len) {
-    snprintf(err, ERRCAP, "input " NAMEFMT ": shape %s has %" PRIu64 " elements, more than the "
-             "data holds", NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
-             in->count);
-    return 400;
+    snprintf(err, ERRCAP,
+             "input " NAMEFMT ": shape %s has %" PRIu64
+             " elements, more than the "
+             "data holds",
+             NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank), in->count);
+    return OX_EINVALID;
   }
-  size_t nbytes = in->dtype == OX_DT_BYTES ? (size_t)in->count * sizeof(ox_slice_t)
-                                           : (size_t)in->count * esz;
+  size_t nbytes =
+      in->dtype == OX_DT_BYTES ? (size_t)in->count * sizeof(ox_slice_t) : (size_t)in->count * esz;
   void *buf = ox_arena_alloc_aligned(&job->arena, nbytes ? nbytes : 1, 64);
-  if (!buf) return 500;
+  if (!buf) return OX_ENOMEM;
   char derr[256];
   int rc = ox_tensor_json_decode(in->data_json, in->dtype, in->count, buf, &job->arena, derr,
                                  sizeof derr);
-  if (rc == OX_ENOMEM) return 500;
+  if (rc == OX_ENOMEM) return OX_ENOMEM;
   if (rc) {
     snprintf(err, ERRCAP, "input " NAMEFMT ": %s", NAMEARG(in->name), derr);
-    return 400;
+    return OX_EINVALID;
   }
   if (in->dtype == OX_DT_BYTES) {
     t->strings = buf;
@@ -217,45 +238,39 @@ static int build_input(infer_job_t *job, const ox_infer_input_t *in, const ox_te
   return 0;
 }
 
-/* Worker: parse, validate and build the inputs. Returns 0 when the request is ready for the
- * batcher, else an HTTP status with the message in err. */
-/* Parses the request and matches its inputs to the model's (job->by_model; job->tin zeroed). */
+/* Worker: parses the request and matches its inputs to the model's (job->by_model; job->tin
+ * zeroed). Returns 0 or an error code with the message in err. */
 static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *err) {
   ox_model_t *m = job->model;
-  const char *json = job->body.data;
-  size_t jlen = job->body.len;
-  if (job->has_ihcl) {
-    if (job->ihcl > job->body.len) {
-      snprintf(err, ERRCAP, "Inference-Header-Content-Length (%zu) is larger than the body (%zu)",
-               job->ihcl, job->body.len);
-      return 400;
-    }
-    jlen = job->ihcl;
-  }
-  if (jlen == 0 || !json) {
+  ox_slice_t json, bin;
+  if (ox_binext_split(&job->framing, job->body, &json, &bin, err, ERRCAP)) return OX_EINVALID;
+  if (json.len == 0 || !json.ptr) {
     snprintf(err, ERRCAP, "empty request body");
-    return 400;
+    return OX_EINVALID;
   }
   ox_infer_request_t *req = &job->req;
-  int rc = ox_infer_request_parse(json, jlen, &job->arena, req, err, ERRCAP);
-  if (rc == OX_ENOMEM) return 500;
-  if (rc) return 400;
-  if (job->has_ihcl) {
-    rc = ox_infer_request_split_binary(req, json + jlen, job->body.len - jlen, err, ERRCAP);
-    if (rc) return rc == OX_ENOMEM ? 500 : 400;
+  int rc = ox_infer_request_parse(json.ptr, json.len, &job->arena, req, err, ERRCAP);
+  if (rc) return rc; /* OX_EINVALID, OX_EDEPTH, OX_EOVERFLOW or OX_ENOMEM */
+  if (job->framing.present) {
+    rc = ox_infer_request_split_binary(req, bin.ptr, bin.len, err, ERRCAP);
+    if (rc) return rc == OX_ENOMEM ? OX_ENOMEM : OX_EINVALID;
   } else {
     for (size_t i = 0; i < req->num_inputs; i++) {
       if (req->inputs[i].has_binary) {
-        snprintf(err, ERRCAP, "input " NAMEFMT " has binary_data_size but the request has no "
-                 "Inference-Header-Content-Length header", NAMEARG(req->inputs[i].name));
-        return 400;
+        snprintf(err, ERRCAP,
+                 "input " NAMEFMT
+                 " has binary_data_size but the request has no "
+                 "Inference-Header-Content-Length header",
+                 NAMEARG(req->inputs[i].name));
+        return OX_EINVALID;
       }
     }
   }
   /* Match request inputs to the model's, in the model's order. */
-  const ox_infer_input_t **by_model = ox_arena_alloc(&job->arena, sizeof(void *) * (m->num_inputs + 1));
+  const ox_infer_input_t **by_model =
+      ox_arena_alloc(&job->arena, sizeof(void *) * (m->num_inputs + 1));
   ox_tensor_in_t *tin = ox_arena_alloc(&job->arena, sizeof *tin * (m->num_inputs + 1));
-  if (!by_model || !tin) return 500;
+  if (!by_model || !tin) return OX_ENOMEM;
   memset(by_model, 0, sizeof(void *) * m->num_inputs);
   memset(tin, 0, sizeof *tin * m->num_inputs);
   for (size_t i = 0; i < req->num_inputs; i++) {
@@ -265,19 +280,21 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
     if (k == m->num_inputs) {
       if (view && ox_fview_takes_input(view, in->name)) continue;
       snprintf(err, ERRCAP, "unknown input " NAMEFMT " for model '%s'", NAMEARG(in->name), m->name);
-      return 400;
+      return OX_EINVALID;
     }
     if (view && k == view->input_idx) {
-      snprintf(err, ERRCAP, "input '%s' of model '%s' is assembled by the server (feature_view): "
-               "send the keys and raw values instead", m->inputs[k].name, m->name);
-      return 400;
+      snprintf(err, ERRCAP,
+               "input '%s' of model '%s' is assembled by the server (feature_view): "
+               "send the keys and raw values instead",
+               m->inputs[k].name, m->name);
+      return OX_EINVALID;
     }
     by_model[k] = in;
   }
   for (size_t k = 0; k < m->num_inputs; k++) {
     if (!by_model[k] && !(view && k == view->input_idx)) {
       snprintf(err, ERRCAP, "missing input '%s' for model '%s'", m->inputs[k].name, m->name);
-      return 400;
+      return OX_EINVALID;
     }
   }
   job->by_model = by_model;
@@ -291,8 +308,7 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
 static int prepare(infer_job_t *job, char *err) {
   ox_model_t *m = job->model;
   /* A feature view's input is assembled here, from the request's keys and raw values. */
-  const ox_feature_view_t *view =
-      state_of(m)->cfg.view.enabled ? &state_of(m)->cfg.view : NULL;
+  const ox_feature_view_t *view = state_of(m)->cfg.view.enabled ? &state_of(m)->cfg.view : NULL;
   if (!job->tin) {
     int st = parse_request(job, view, err);
     if (st) return st;
@@ -309,18 +325,21 @@ static int prepare(infer_job_t *job, char *err) {
     if (m->inputs[k].dims[0] == 1 && job->view.shape[0] != 1) {
       snprintf(err, ERRCAP, "model '%s' takes one row of features, the request has %" PRId64,
                m->name, job->view.shape[0]);
-      return 400;
+      return OX_EINVALID;
     }
     job->has_view = 1;
-    tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32, .rank = 2, .shape = job->view.shape,
-                              .count = job->view.count, .data = job->view.data,
+    tin[k] = (ox_tensor_in_t){.dtype = OX_DT_FP32,
+                              .rank = 2,
+                              .shape = job->view.shape,
+                              .count = job->view.count,
+                              .data = job->view.data,
                               .nbytes = job->view.count * sizeof(float)};
   }
   for (size_t k = 0; k < m->num_inputs; k++) {
     if (view && k == view->input_idx) continue;
     int st = build_input(job, by_model[k], &m->inputs[k], &tin[k], err);
     if (st) {
-      if (st == 500 && !err[0]) snprintf(err, ERRCAP, "out of memory");
+      if (st == OX_ENOMEM && !err[0]) snprintf(err, ERRCAP, "out of memory");
       return st;
     }
   }
@@ -328,7 +347,7 @@ static int prepare(infer_job_t *job, char *err) {
   size_t n_out = req->num_outputs ? req->num_outputs : m->num_outputs;
   size_t *out_idx = ox_arena_alloc(&job->arena, sizeof(size_t) * (n_out + 1));
   job->binary = ox_arena_alloc(&job->arena, sizeof(int) * (n_out + 1));
-  if (!out_idx || !job->binary) return 500;
+  if (!out_idx || !job->binary) return OX_ENOMEM;
   int bin_default = req->binary_data_output == 1;
   for (size_t j = 0; j < n_out; j++) {
     if (!req->num_outputs) {
@@ -341,7 +360,7 @@ static int prepare(infer_job_t *job, char *err) {
     while (k < m->num_outputs && !ox_slice_eq(o->name, m->outputs[k].name)) k++;
     if (k == m->num_outputs) {
       snprintf(err, ERRCAP, "unknown output " NAMEFMT " for model '%s'", NAMEARG(o->name), m->name);
-      return 400;
+      return OX_EINVALID;
     }
     out_idx[j] = k;
     job->binary[j] = o->binary_data >= 0 ? o->binary_data : bin_default;
@@ -353,10 +372,12 @@ static int prepare(infer_job_t *job, char *err) {
   if (st->cfg.sched.max_batch_size > 0) {
     for (size_t k = 1; k < m->num_inputs; k++) {
       if (tin[k].rank < 1 || (uint64_t)tin[k].shape[0] != rows) {
-        snprintf(err, ERRCAP, "input '%s': batch dimension %" PRId64 " differs from input '%s''s "
-                 "%" PRIu64, m->inputs[k].name, tin[k].rank ? tin[k].shape[0] : 0,
-                 m->inputs[0].name, rows);
-        return 400;
+        snprintf(err, ERRCAP,
+                 "input '%s': batch dimension %" PRId64
+                 " differs from input '%s''s "
+                 "%" PRIu64,
+                 m->inputs[k].name, tin[k].rank ? tin[k].shape[0] : 0, m->inputs[0].name, rows);
+        return OX_EINVALID;
       }
     }
   }
@@ -364,7 +385,7 @@ static int prepare(infer_job_t *job, char *err) {
       rows > st->cfg.sched.max_batch_size) {
     snprintf(err, ERRCAP, "batch size %" PRIu64 " exceeds the model's max_batch_size %u", rows,
              st->cfg.sched.max_batch_size);
-    return 400;
+    return OX_EINVALID;
   }
   ox_sched_req_t *sr = &job->sreq;
   sr->model = m;
@@ -374,18 +395,19 @@ static int prepare(infer_job_t *job, char *err) {
   sr->rows = rows;
   /* Triton: a timeout of 0 means "not set", so the model default applies. A timeout too
    * large for the clock (up to 2^64-1 us is valid) saturates: a deadline that never comes. */
-  uint64_t timeout_us = req->has_timeout && req->timeout_us ? req->timeout_us : st->cfg.sched.default_timeout_us;
+  uint64_t timeout_us =
+      req->has_timeout && req->timeout_us ? req->timeout_us : st->cfg.sched.default_timeout_us;
   uint64_t deadline = 0;
   if (timeout_us && (__builtin_mul_overflow(timeout_us, 1000u, &deadline) ||
                      __builtin_add_overflow(deadline, job->t_recv, &deadline)))
     deadline = UINT64_MAX;
   sr->deadline_ns = deadline;
   sr->outs = calloc(n_out + 1, sizeof *sr->outs);
-  if (!sr->outs) return 500;
+  if (!sr->outs) return OX_ENOMEM;
   return 0;
 }
 
-/* Worker: encode the response of a finished run into job->resp. Returns 0 or an HTTP status. */
+/* Worker: encode the response of a finished run into job->resp. Returns 0 or OX_ENOMEM. */
 static int encode(infer_job_t *job) {
   ox_model_t *m = job->model;
   ox_sched_req_t *sr = &job->sreq;
@@ -408,7 +430,8 @@ static int encode(infer_job_t *job) {
     rc |= ox_buf_puts(b, j ? ",{\"name\":" : "{\"name\":");
     rc |= ox_buf_append_json_string(b, name, strlen(name));
     rc |= ox_buf_printf(b, ",\"datatype\":\"%s\",\"shape\":[", ox_dtype_name(o->dtype));
-    for (int d = 0; d < o->rank; d++) rc |= ox_buf_printf(b, d ? ",%" PRId64 : "%" PRId64, o->shape[d]);
+    for (int d = 0; d < o->rank; d++)
+      rc |= ox_buf_printf(b, d ? ",%" PRId64 : "%" PRId64, o->shape[d]);
     rc |= ox_buf_puts(b, "]");
     if (job->binary[j]) {
       size_t size = o->nbytes;
@@ -421,8 +444,8 @@ static int encode(infer_job_t *job) {
       n_bin++;
     } else {
       rc |= ox_buf_puts(b, ",\"data\":");
-      rc |= ox_tensor_json_encode(b, o->dtype, o->dtype == OX_DT_BYTES ? (const void *)o->strings
-                                                                       : o->data, o->count);
+      rc |= ox_tensor_json_encode(
+          b, o->dtype, o->dtype == OX_DT_BYTES ? (const void *)o->strings : o->data, o->count);
       rc |= ox_buf_puts(b, "}");
     }
   }
@@ -439,7 +462,7 @@ static int encode(infer_job_t *job) {
     rc |= ox_buf_puts(b, "}");
   }
   rc |= ox_buf_puts(b, "}");
-  if (rc) return 500;
+  if (rc) return OX_ENOMEM;
   if (n_bin == 0) {
     /* Everything is in the text: give the run's output memory back now. */
     ox_batch_release(sr->batch);
@@ -447,9 +470,9 @@ static int encode(infer_job_t *job) {
     return 0;
   }
   /* Binary outputs: segments after the JSON header, from ORT's memory (BYTES serialized). */
-  if (bytes_total && ox_buf_reserve(&job->bytes_out, bytes_total)) return 500;
+  if (bytes_total && ox_buf_reserve(&job->bytes_out, bytes_total)) return OX_ENOMEM;
   job->resp.iov = calloc(n_bin, sizeof(struct iovec));
-  if (!job->resp.iov) return 500;
+  if (!job->resp.iov) return OX_ENOMEM;
   for (size_t j = 0; j < n_out; j++) {
     if (!job->binary[j]) continue;
     ox_tensor_out_t *o = &sr->outs[j];
@@ -472,7 +495,7 @@ static int encode(infer_job_t *job) {
   }
   job->resp.content_type = "application/octet-stream";
   if (ox_buf_printf(&job->resp.extra_headers, "Inference-Header-Content-Length: %zu\r\n", b->len))
-    return 500;
+    return OX_ENOMEM;
   return 0;
 }
 
@@ -517,22 +540,15 @@ static void sreq_done(ox_sched_req_t *sr) {
   int status = sr->status;
   char err[ERRCAP];
   if (!status) {
-    /* The inputs are consumed: give the request body back now rather than after the write
-     * (the id is the one thing still needed from it). */
-    if (job->req.id_json.ptr) {
-      char *id = ox_arena_strndup(&job->arena, job->req.id_json.ptr, job->req.id_json.len);
-      if (id) job->req.id_json.ptr = id;
-      else status = 500;
-    }
-    ox_http_body_free(&job->body);
-    if (!status) status = encode(job);
+    /* The id is read from the body, which the connection frees once it has the response. */
+    status = encode(job);
     if (status) snprintf(err, sizeof err, "out of memory");
   } else {
     snprintf(err, sizeof err, "%s", sr->err);
   }
   record_stats(job, status == 0, ox_mono_ns());
   if (status) {
-    if (status >= 500 && status != 503) ox_warn("infer %s: %s", job->model->name, err);
+    if (is_fault(status)) ox_warn("infer %s: %s", job->model->name, err);
     job_fail(job, status, err);
   } else {
     job->resp.release = job_free;
@@ -563,7 +579,7 @@ static void job_run(ox_job_t *j) {
     ox_batcher_unreserve(st->batcher);
     atomic_fetch_add_explicit(&st->stats.gone_unparsed, 1, memory_order_relaxed);
     record_stats(job, 0, ox_mono_ns());
-    job_fail(job, 499, "client closed the connection");
+    job_fail(job, OX_ECANCELLED, "client closed the connection");
     job_post(job);
     return;
   }
@@ -583,8 +599,9 @@ static void job_run(ox_job_t *j) {
     return;
   }
   ox_batcher_unreserve(st->batcher);
-  if (!err[0]) snprintf(err, sizeof err, "%s", status == 500 ? "out of memory" : "bad request");
-  if (status >= 500 && status != 503) ox_warn("infer %s: %s", job->model->name, err);
+  if (!err[0])
+    snprintf(err, sizeof err, "%s", status == OX_ENOMEM ? "out of memory" : "bad request");
+  if (is_fault(status)) ox_warn("infer %s: %s", job->model->name, err);
   record_stats(job, 0, ox_mono_ns());
   job_fail(job, status, err);
   job_post(job);
@@ -593,11 +610,13 @@ static void job_run(ox_job_t *j) {
 static void job_cancel(ox_job_t *j) {
   infer_job_t *job = (infer_job_t *)j;
   ox_batcher_unreserve(state_of(job->model)->batcher);
-  job_fail(job, 503, "server is shutting down");
+  job_fail(job, OX_EUNAVAILABLE, "server is shutting down");
   job_post(job);
 }
 
-static void record_fail_fast(ox_model_state_t *st) { ox_stat_add(&st->stats.fail, 0); }
+static void record_fail_fast(ox_model_state_t *st) {
+  ox_stat_add(&st->stats.fail, 0);
+}
 
 void ox_server_abort(void *app, ox_conn_t *c, void *request) {
   infer_job_t *job = request; /* feature store jobs (events.c) register no request */
@@ -605,50 +624,42 @@ void ox_server_abort(void *app, ox_conn_t *c, void *request) {
 }
 
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
-                     ox_http_body_t *body) {
+                     ox_slice_t body) {
   ox_model_state_t *st = state_of(m);
   if (st->unavailable) {
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 503, "model is not available: its configuration or warm-up failed");
+    respond_err(c, OX_EUNAVAILABLE, "model is not available: its configuration or warm-up failed");
     return;
   }
   ox_slice_t enc = ox_http_header(head, "Content-Encoding");
   if (enc.ptr && !ox_slice_eq_nocase(enc, "identity")) {
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 415, "Content-Encoding is not supported; send the body uncompressed");
+    respond_err(c, OX_EUNSUPPORTED,
+                "Content-Encoding is not supported; send the body uncompressed");
     return;
   }
-  ox_slice_t ihcl = ox_http_header(head, "Inference-Header-Content-Length");
-  size_t hlen = 0, n_ihcl = 0;
+  /* The binary extension's framing: every value of its header (two are already too many). */
+  ox_slice_t ihcl[2];
+  size_t n_ihcl = 0;
   for (size_t i = 0; i < head->num_headers; i++)
-    n_ihcl += ox_slice_eq_nocase(head->headers[i].name, "Inference-Header-Content-Length");
-  if (n_ihcl > 1) { /* as with Content-Length: no guessing which one frames the body */
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 400, "Inference-Header-Content-Length appears more than once");
-    return;
-  }
-  if (ihcl.ptr) {
-    uint64_t v = 0;
-    int ok = ihcl.len <= 19 && !ox_dec_u64(ihcl.ptr, ihcl.len, SIZE_MAX, &v);
-    hlen = (size_t)v;
-    if (!ok) {
-      ox_http_body_free(body);
-      ox_conn_respond_error(c, 400, "Inference-Header-Content-Length must be a decimal byte count");
-      return;
+    if (ox_slice_eq_nocase(head->headers[i].name, "Inference-Header-Content-Length")) {
+      if (n_ihcl < 2) ihcl[n_ihcl] = head->headers[i].value;
+      n_ihcl++;
     }
+  ox_binext_t framing;
+  const char *why = NULL;
+  if (ox_binext_parse(ihcl, n_ihcl < 2 ? n_ihcl : 2, &framing, &why)) {
+    respond_err(c, OX_EINVALID, why);
+    return;
   }
   /* Backpressure before any parsing: a full model queue is refused at once. */
   if (ox_batcher_reserve(st->batcher) != 0) {
-    ox_http_body_free(body);
     record_fail_fast(st);
-    ox_conn_respond_error(c, 503, "model queue is full; retry later");
+    respond_err(c, OX_EUNAVAILABLE, "model queue is full; retry later");
     return;
   }
   infer_job_t *job = calloc(1, sizeof *job);
   if (!job) {
     ox_batcher_unreserve(st->batcher);
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 500, "out of memory");
+    respond_err(c, OX_ENOMEM, "out of memory");
     return;
   }
   job->t_recv = ox_mono_ns();
@@ -658,10 +669,8 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
   job->s = s;
   job->conn = c;
   job->model = m;
-  job->body = *body;
-  memset(body, 0, sizeof *body);
-  job->has_ihcl = ihcl.ptr != NULL;
-  job->ihcl = hlen;
+  job->body = body;
+  job->framing = framing;
   ox_arena_init(&job->arena);
   atomic_fetch_add(&s->inflight, 1);
   ox_conn_set_request(c, job);
@@ -671,6 +680,11 @@ void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_
     ox_conn_set_request(c, NULL);
     job_free(job);
     record_fail_fast(st);
-    ox_conn_respond_error(c, 503, "server is overloaded: inference queue is full; retry later");
+    respond_err(c, OX_EUNAVAILABLE, "server is overloaded: inference queue is full; retry later");
   }
+}
+
+size_t ox_server_body_align_offset(void *app, const ox_http_request_t *head) {
+  (void)app;
+  return ox_binext_align_offset(ox_http_header(head, "Inference-Header-Content-Length"));
 }

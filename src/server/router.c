@@ -12,6 +12,14 @@
  *   POST /v1/events                               ingest events (feature store, events.c)
  *   GET|PUT /v1/features/{table}/{key}            read or store a feature row (events.c)
  *
+ * The routes are declared in one table (ox_routes: methods, path pattern, handler, flags); a
+ * request is answered, in this order: 404 when no route has its path (or the admin listener does
+ * not serve it), 400/404 when the {model}[/versions/{version}] it names is invalid or unknown,
+ * 405 with Allow (every method of the path's routes) when no route of the path takes its
+ * method, 400 for a bad feature row address, then the admin gate, the drain refusal of new
+ * inference (503), and the handler. Handlers borrow the body: the connection frees it when the
+ * request is answered.
+ *
  * Admin endpoints (the mutating ones: POST /v1/events, PUT /v1/features) pass admin_gate:
  * with --admin-port they are served only on the admin listener (404 on the public one, as if
  * absent), and with --admin-token-file they need the bearer token. The admin listener serves
@@ -38,10 +46,14 @@ long ox_url_decode_segment(ox_slice_t seg, char *out) {
       for (int k = 1; k <= 2; k++) {
         char h = seg.ptr[i + (size_t)k];
         v <<= 4;
-        if (h >= '0' && h <= '9') v |= h - '0';
-        else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
-        else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
-        else return -1;
+        if (h >= '0' && h <= '9')
+          v |= h - '0';
+        else if (h >= 'a' && h <= 'f')
+          v |= h - 'a' + 10;
+        else if (h >= 'A' && h <= 'F')
+          v |= h - 'A' + 10;
+        else
+          return -1;
       }
       if (v == 0 || v == '/') return -1;
       out[o++] = (char)v;
@@ -61,12 +73,10 @@ static int token_equal(ox_slice_t a, const char *t, size_t tlen) {
 }
 
 /* The checks of an admin endpoint. Returns 1 when the request may go on; otherwise it has been
- * answered (body freed): 404 on the public listener when admin endpoints have a listener of
+ * answered: 404 on the public listener when admin endpoints have a listener of
  * their own, 401 with WWW-Authenticate when the bearer token is missing, 403 when wrong. */
-static int admin_gate(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
-                      ox_http_body_t *body) {
+static int admin_gate(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head) {
   if (s->admin_split && ox_conn_tag(c) != OX_LISTENER_ADMIN) {
-    ox_http_body_free(body);
     ox_conn_respond_error(c, 404,
                           "no such endpoint on this port (admin endpoints are served "
                           "on the admin port)");
@@ -83,7 +93,6 @@ static int admin_gate(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *hea
     while (tok.len && tok.ptr[0] == ' ') tok = ox_slice(tok.ptr + 1, tok.len - 1);
   }
   if (!tok.len) {
-    ox_http_body_free(body);
     ox_http_resp_t r;
     ox_http_resp_init(&r, 401);
     ox_http_resp_error(&r, 401, "this endpoint needs Authorization: Bearer <admin token>");
@@ -92,7 +101,6 @@ static int admin_gate(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *hea
     return 0;
   }
   if (!token_equal(tok, s->admin_token, s->admin_token_len)) {
-    ox_http_body_free(body);
     ox_conn_respond_error(c, 403, "wrong admin token");
     return 0;
   }
@@ -165,7 +173,9 @@ static void server_metadata(ox_conn_t *c) {
 
 static ox_metrics_model_t metrics_view(ox_model_t *m) {
   ox_model_state_t *st = m->app;
-  return (ox_metrics_model_t){.model = m->name, .version = m->version, .stats = &st->stats,
+  return (ox_metrics_model_t){.model = m->name,
+                              .version = m->version,
+                              .stats = &st->stats,
                               .pending = st->batcher ? ox_batcher_pending(st->batcher) : 0};
 }
 
@@ -242,198 +252,300 @@ static void model_config(ox_conn_t *c, ox_model_t *m) {
   respond_json(c, 200, &b);
 }
 
-void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
-                      ox_http_body_t *body) {
-  ox_server_t *s = app;
-  /* Split the path into segments. */
-  ox_slice_t seg[OX_MAX_SEGMENTS];
-  size_t nseg = 0;
-  const char *p = head->path.ptr, *end = p + head->path.len;
-  if (p == end || *p != '/') {
-    ox_http_body_free(body);
-    ox_conn_respond_error(c, 400, "request target must be an absolute path");
-    return;
-  }
-  while (p < end) {
-    p++; /* skip '/' */
-    const char *q = p;
-    while (q < end && *q != '/') q++;
-    if (nseg == OX_MAX_SEGMENTS) {
-      nseg++;
-      break;
-    }
-    seg[nseg++] = ox_slice(p, (size_t)(q - p));
-    p = q;
-  }
-  int is_get = ox_slice_eq(head->method, "GET") || ox_slice_eq(head->method, "HEAD");
-  int is_post = ox_slice_eq(head->method, "POST");
-  int allow_post = 0; /* which method the matched endpoint takes, for 405's Allow */
-  if (ox_conn_tag(c) == OX_LISTENER_ADMIN && !(nseg >= 1 && ox_slice_eq(seg[0], "v1")) &&
-      !(nseg == 3 && ox_slice_eq(seg[0], "v2") && ox_slice_eq(seg[1], "health")))
-    goto not_found; /* the admin listener serves the admin endpoints and health only */
-  if (nseg == 1 && ox_slice_eq(seg[0], "metrics")) {
-    if (!is_get) goto bad_method;
-    ox_http_body_free(body);
-    metrics_text(s, c);
-    return;
-  }
-  if (nseg >= 2 && nseg <= 4 && ox_slice_eq(seg[0], "v1")) {
-    if (nseg == 2 && ox_slice_eq(seg[1], "events")) {
-      allow_post = 1;
-      if (!is_post) goto bad_method;
-      if (!admin_gate(s, c, head, body)) return;
-      ox_server_events(s, c, body);
-      return;
-    }
-    if (nseg == 4 && ox_slice_eq(seg[1], "features")) {
-      int is_put = ox_slice_eq(head->method, "PUT");
-      if (!is_get && !is_put) {
-        ox_http_body_free(body);
-        ox_http_resp_t r;
-        ox_http_resp_init(&r, 405);
-        ox_http_resp_error(&r, 405, "method not allowed for this endpoint");
-        ox_buf_puts(&r.extra_headers, "Allow: GET, HEAD, PUT\r\n");
-        ox_conn_respond(c, &r);
-        return;
-      }
-      char table[OX_MAX_SEGMENT], key[OX_MAX_SEGMENT];
-      long tl = seg[2].len < OX_MAX_SEGMENT ? ox_url_decode_segment(seg[2], table) : -1;
-      long kl = seg[3].len < OX_MAX_SEGMENT ? ox_url_decode_segment(seg[3], key) : -1;
-      if (tl <= 0 || kl <= 0) {
-        ox_http_body_free(body);
-        ox_conn_respond_error(c, 400, "bad feature row address: /v1/features/{table}/{key}");
-        return;
-      }
-      if (is_put && !admin_gate(s, c, head, body)) return;
-      ox_server_feature_row(s, c, is_put, ox_slice(table, (size_t)tl), ox_slice(key, (size_t)kl),
-                            body);
-      return;
-    }
-    goto not_found;
-  }
-  if (nseg == 0 || nseg > OX_MAX_SEGMENTS || !ox_slice_eq(seg[0], "v2")) goto not_found;
-  if (nseg == 3 && ox_slice_eq(seg[1], "models") && ox_slice_eq(seg[2], "stats")) {
-    if (!is_get) goto bad_method;
-    ox_http_body_free(body);
-    stats_json(s, c, NULL, NULL);
-    return;
-  }
+/* ---- the route table ------------------------------------------------------------------ */
 
-  if (nseg == 1) {
-    if (!is_get) goto bad_method;
-    ox_http_body_free(body);
-    server_metadata(c);
-    return;
+/* What a route's path parameters resolved to (borrowed: valid during the handler call). */
+typedef struct {
+  ox_model_t *model;     /* {model}[/versions/{version}]: the model version it names */
+  ox_slice_t version;    /* decoded {version}; empty when the path names none */
+  ox_slice_t table, key; /* decoded {table} and {key} */
+} route_args_t;
+
+/* A route's handler, on the loop thread. body is borrowed (the connection frees it in
+ * ox_conn_respond); the handler answers (ox_conn_respond) now or later, exactly once. */
+typedef void (*route_fn)(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                         ox_slice_t body, const route_args_t *a);
+
+enum {
+  M_GET = 1, /* and HEAD */
+  M_POST = 2,
+  M_PUT = 4,
+};
+
+enum {
+  /* Mutating admin endpoint: with --admin-port only on the admin listener (404 elsewhere),
+   * with --admin-token-file only with the bearer token (admin_gate). */
+  R_ADMIN = 1,
+  /* Also served on the admin listener (which serves nothing else). */
+  R_ADMIN_PORT = 2,
+  /* New work: refused with 503 while draining. */
+  R_NEW_WORK = 4,
+};
+
+typedef struct {
+  unsigned methods;
+  /* Segments after '/': literals, or {model}, {version}, {table}, {key} (any one segment). */
+  const char *pattern;
+  route_fn fn;
+  unsigned flags;
+} route_t;
+
+static void h_server_metadata(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                              ox_slice_t body, const route_args_t *a) {
+  (void)s, (void)head, (void)body, (void)a;
+  server_metadata(c);
+}
+
+static void h_live(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                   const route_args_t *a) {
+  (void)s, (void)head, (void)body, (void)a;
+  respond_empty(c, 200);
+}
+
+static void h_ready(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                    const route_args_t *a) {
+  (void)head, (void)body, (void)a;
+  respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
+}
+
+static void h_metrics(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                      const route_args_t *a) {
+  (void)head, (void)body, (void)a;
+  metrics_text(s, c);
+}
+
+static void h_stats_all(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                        ox_slice_t body, const route_args_t *a) {
+  (void)head, (void)body, (void)a;
+  stats_json(s, c, NULL, NULL);
+}
+
+static void h_model_metadata(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                             ox_slice_t body, const route_args_t *a) {
+  (void)head, (void)body;
+  model_metadata(s, c, a->model);
+}
+
+static void h_model_ready(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                          ox_slice_t body, const route_args_t *a) {
+  (void)head, (void)body;
+  int ok = !atomic_load(&s->draining) && !((ox_model_state_t *)a->model->app)->unavailable;
+  respond_empty(c, ok ? 200 : 503);
+}
+
+static void h_model_config(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                           ox_slice_t body, const route_args_t *a) {
+  (void)s, (void)head, (void)body;
+  model_config(c, a->model);
+}
+
+static void h_model_stats(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                          ox_slice_t body, const route_args_t *a) {
+  (void)head, (void)body;
+  if (a->version.len)
+    stats_json(s, c, NULL, a->model);
+  else
+    stats_json(s, c, a->model->name, NULL);
+}
+
+static void h_infer(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                    const route_args_t *a) {
+  ox_server_infer(s, c, a->model, head, body);
+}
+
+static void h_events(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                     const route_args_t *a) {
+  (void)head, (void)a;
+  ox_server_events(s, c, body);
+}
+
+static void h_row_get(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                      const route_args_t *a) {
+  (void)head;
+  ox_server_feature_row(s, c, 0, a->table, a->key, body);
+}
+
+static void h_row_put(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                      const route_args_t *a) {
+  (void)head;
+  ox_server_feature_row(s, c, 1, a->table, a->key, body);
+}
+
+/* Every endpoint. First match wins (so /v2/models/stats is not a model named "stats"); routes
+ * of one path with different methods follow each other, and 405's Allow lists them all. */
+static const route_t ox_routes[] = {
+    {M_GET, "/v2", h_server_metadata, 0},
+    {M_GET, "/v2/health/live", h_live, R_ADMIN_PORT},
+    {M_GET, "/v2/health/ready", h_ready, R_ADMIN_PORT},
+    {M_GET, "/v2/models/stats", h_stats_all, 0},
+    {M_GET, "/v2/models/{model}", h_model_metadata, 0},
+    {M_GET, "/v2/models/{model}/versions/{version}", h_model_metadata, 0},
+    {M_GET, "/v2/models/{model}/ready", h_model_ready, 0},
+    {M_GET, "/v2/models/{model}/versions/{version}/ready", h_model_ready, 0},
+    {M_POST, "/v2/models/{model}/infer", h_infer, R_NEW_WORK},
+    {M_POST, "/v2/models/{model}/versions/{version}/infer", h_infer, R_NEW_WORK},
+    {M_GET, "/v2/models/{model}/config", h_model_config, 0},
+    {M_GET, "/v2/models/{model}/versions/{version}/config", h_model_config, 0},
+    {M_GET, "/v2/models/{model}/stats", h_model_stats, 0},
+    {M_GET, "/v2/models/{model}/versions/{version}/stats", h_model_stats, 0},
+    {M_GET, "/metrics", h_metrics, 0},
+    {M_POST, "/v1/events", h_events, R_ADMIN | R_ADMIN_PORT},
+    {M_GET, "/v1/features/{table}/{key}", h_row_get, R_ADMIN_PORT},
+    {M_PUT, "/v1/features/{table}/{key}", h_row_put, R_ADMIN | R_ADMIN_PORT},
+};
+#define OX_NUM_ROUTES (sizeof ox_routes / sizeof ox_routes[0])
+
+/* Path parameter kinds, by the position of their segment (at most one of each per route). */
+enum { P_MODEL, P_VERSION, P_TABLE, P_KEY, P_COUNT };
+
+/* Matches the path's segments against a pattern; on a match, param[k] is the index of the
+ * segment of parameter kind k (-1: absent). Returns 1 on a match. */
+static int route_match(const char *pat, const ox_slice_t *seg, size_t nseg, int *param) {
+  for (int k = 0; k < P_COUNT; k++) param[k] = -1;
+  size_t i = 0;
+  while (*pat == '/') {
+    pat++;
+    const char *q = pat;
+    while (*q && *q != '/') q++;
+    size_t n = (size_t)(q - pat);
+    if (i == nseg) return 0;
+    if (n > 2 && pat[0] == '{') {
+      int k = pat[1] == 'm' ? P_MODEL : pat[1] == 'v' ? P_VERSION : pat[1] == 't' ? P_TABLE : P_KEY;
+      param[k] = (int)i;
+    } else if (seg[i].len != n || memcmp(seg[i].ptr, pat, n) != 0) {
+      return 0;
+    }
+    i++;
+    pat = q;
   }
-  if (nseg == 3 && ox_slice_eq(seg[1], "health")) {
-    if (!is_get) goto bad_method;
-    ox_http_body_free(body);
-    if (ox_slice_eq(seg[2], "live")) {
-      respond_empty(c, 200);
-      return;
-    }
-    if (ox_slice_eq(seg[2], "ready"))
-      {
-      respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
-      return;
-    }
-    goto not_found;
-  }
-  if (nseg >= 3 && ox_slice_eq(seg[1], "models")) {
-    /* models/{m}[/versions/{v}][/ready|/infer] */
-    char name[OX_MAX_SEGMENT], ver[OX_MAX_SEGMENT];
-    if (seg[2].len == 0 || seg[2].len >= OX_MAX_SEGMENT) goto not_found;
-    long nl = ox_url_decode_segment(seg[2], name);
-    if (nl <= 0) goto bad_name;
-    if (!ox_name_valid(name, (size_t)nl)) goto bad_name;
-    if ((nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.'))
-      goto bad_name;
-    size_t k = 3;
-    ox_slice_t version = ox_slice("", 0);
-    if (nseg >= 5 && ox_slice_eq(seg[3], "versions")) {
-      if (seg[4].len == 0 || seg[4].len >= OX_MAX_SEGMENT) goto not_found;
-      long vl = ox_url_decode_segment(seg[4], ver);
-      if (vl <= 0) goto not_found_version;
-      version = ox_slice(ver, (size_t)vl);
-      k = 5;
-    }
-    ox_slice_t action = k < nseg ? seg[k] : ox_slice("", 0);
-    if (k + 1 < nseg || (k < nseg && !ox_slice_eq(action, "ready") &&
-                         !ox_slice_eq(action, "infer") && !ox_slice_eq(action, "config") &&
-                         !ox_slice_eq(action, "stats")))
-      goto not_found;
-    ox_model_t *m = NULL;
-    if (ox_repo_find(s->repo, ox_slice(name, (size_t)nl), version, &m) != 0) {
-      ox_http_body_free(body);
-      int64_t vs[1];
-      if (version.len && ox_repo_versions(s->repo, ox_slice(name, (size_t)nl), vs, 1))
-        {
-      ox_conn_respond_error(c, 404, "unknown version of the model");
-      return;
-    }
-      {
-      ox_conn_respond_error(c, 404, "unknown model");
-      return;
-    }
-    }
-    if (k == nseg) {
-      if (!is_get) goto bad_method;
-      ox_http_body_free(body);
-      {
-      model_metadata(s, c, m);
-      return;
-    }
-    }
-    if (ox_slice_eq(action, "ready")) {
-      if (!is_get) goto bad_method;
-      ox_http_body_free(body);
-      int ok = !atomic_load(&s->draining) && !((ox_model_state_t *)m->app)->unavailable;
-      respond_empty(c, ok ? 200 : 503);
-      return;
-    }
-    if (ox_slice_eq(action, "config")) {
-      if (!is_get) goto bad_method;
-      ox_http_body_free(body);
-      model_config(c, m);
-      return;
-    }
-    if (ox_slice_eq(action, "stats")) {
-      if (!is_get) goto bad_method;
-      ox_http_body_free(body);
-      if (version.len) stats_json(s, c, NULL, m);
-      else stats_json(s, c, m->name, NULL);
-      return;
-    }
-    allow_post = 1;
-    if (!is_post) goto bad_method;
-    if (atomic_load(&s->draining)) {
-      ox_http_body_free(body);
-      {
-      ox_conn_respond_error(c, 503, "server is shutting down");
-      return;
-    }
-    }
-    ox_server_infer(s, c, m, head, body);
-    return;
-  }
-not_found:
-  ox_http_body_free(body);
-  ox_conn_respond_error(c, 404, "no such endpoint");
-  return;
-not_found_version:
-  ox_http_body_free(body);
-  ox_conn_respond_error(c, 404, "unknown version of the model");
-  return;
-bad_name:
-  ox_http_body_free(body);
-  ox_conn_respond_error(c, 400, "invalid model name");
-  return;
-bad_method: {
-  ox_http_body_free(body);
+  return i == nseg;
+}
+
+static void respond_405(ox_conn_t *c, unsigned allowed) {
   ox_http_resp_t r;
   ox_http_resp_init(&r, 405);
   ox_http_resp_error(&r, 405, "method not allowed for this endpoint");
-  ox_buf_puts(&r.extra_headers, allow_post ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n");
+  ox_buf_puts(&r.extra_headers, "Allow: ");
+  const char *sep = "";
+  if (allowed & M_GET) {
+    ox_buf_puts(&r.extra_headers, "GET, HEAD");
+    sep = ", ";
+  }
+  if (allowed & M_POST) {
+    ox_buf_printf(&r.extra_headers, "%sPOST", sep);
+    sep = ", ";
+  }
+  if (allowed & M_PUT) ox_buf_printf(&r.extra_headers, "%sPUT", sep);
+  ox_buf_puts(&r.extra_headers, "\r\n");
   ox_conn_respond(c, &r);
 }
+
+/* Resolves {model}[/versions/{version}] (segments decoded into name and ver, which have room
+ * for OX_MAX_SEGMENT bytes). Returns 1 with a->model set, else 0 after answering: 404 for an
+ * empty or overlong segment or an unknown model or version, 400 for an invalid name. */
+static int bind_model(ox_server_t *s, ox_conn_t *c, const ox_slice_t *seg, const int *param,
+                      char *name, char *ver, route_args_t *a) {
+  ox_slice_t ms = seg[param[P_MODEL]];
+  if (ms.len == 0 || ms.len >= OX_MAX_SEGMENT) {
+    ox_conn_respond_error(c, 404, "no such endpoint");
+    return 0;
+  }
+  long nl = ox_url_decode_segment(ms, name);
+  if (nl <= 0 || !ox_name_valid(name, (size_t)nl) || (nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.')) {
+    ox_conn_respond_error(c, 400, "invalid model name");
+    return 0;
+  }
+  a->version = ox_slice("", 0);
+  if (param[P_VERSION] >= 0) {
+    ox_slice_t vs = seg[param[P_VERSION]];
+    if (vs.len == 0 || vs.len >= OX_MAX_SEGMENT) {
+      ox_conn_respond_error(c, 404, "no such endpoint");
+      return 0;
+    }
+    long vl = ox_url_decode_segment(vs, ver);
+    if (vl <= 0) {
+      ox_conn_respond_error(c, 404, "unknown version of the model");
+      return 0;
+    }
+    a->version = ox_slice(ver, (size_t)vl);
+  }
+  ox_slice_t nm = ox_slice(name, (size_t)nl);
+  if (ox_repo_find(s->repo, nm, a->version, &a->model) != 0) {
+    int64_t vs[1];
+    ox_conn_respond_error(c, 404,
+                          a->version.len && ox_repo_versions(s->repo, nm, vs, 1)
+                              ? "unknown version of the model"
+                              : "unknown model");
+    return 0;
+  }
+  return 1;
+}
+
+void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
+                      const ox_http_body_t *body) {
+  ox_server_t *s = app;
+  /* Split the path into segments (one more than any route has is enough to match none). */
+  ox_slice_t seg[OX_MAX_SEGMENTS + 1];
+  size_t nseg = 0;
+  const char *p = head->path.ptr, *end = p + head->path.len;
+  if (p == end || *p != '/') {
+    ox_conn_respond_error(c, 400, "request target must be an absolute path");
+    return;
+  }
+  while (p < end && nseg <= OX_MAX_SEGMENTS) {
+    p++; /* skip '/' */
+    const char *q = p;
+    while (q < end && *q != '/') q++;
+    seg[nseg++] = ox_slice(p, (size_t)(q - p));
+    p = q;
+  }
+  unsigned method = ox_slice_eq(head->method, "GET") || ox_slice_eq(head->method, "HEAD") ? M_GET
+                    : ox_slice_eq(head->method, "POST")                                   ? M_POST
+                    : ox_slice_eq(head->method, "PUT")                                    ? M_PUT
+                                                                                          : 0;
+  /* The first route of the path, the one for the method, and every method the path takes. */
+  const route_t *path_route = NULL, *route = NULL;
+  int param[P_COUNT], mparam[P_COUNT];
+  unsigned allowed = 0;
+  for (size_t i = 0; i < OX_NUM_ROUTES; i++) {
+    const route_t *r = &ox_routes[i];
+    if (!route_match(r->pattern, seg, nseg, mparam)) continue;
+    if (!path_route) {
+      path_route = r;
+      memcpy(param, mparam, sizeof param);
+    }
+    allowed |= r->methods;
+    if (!route && (r->methods & method)) route = r;
+  }
+  if (!path_route || (ox_conn_tag(c) == OX_LISTENER_ADMIN &&
+                      !((route ? route : path_route)->flags & R_ADMIN_PORT))) {
+    ox_conn_respond_error(c, 404, "no such endpoint");
+    return;
+  }
+  route_args_t a = {0};
+  /* A model that does not exist is 404 whatever the method. */
+  char name[OX_MAX_SEGMENT], ver[OX_MAX_SEGMENT];
+  if (param[P_MODEL] >= 0 && !bind_model(s, c, seg, param, name, ver, &a)) return;
+  if (!route) {
+    respond_405(c, allowed);
+    return;
+  }
+  char table[OX_MAX_SEGMENT], key[OX_MAX_SEGMENT];
+  if (param[P_TABLE] >= 0) {
+    ox_slice_t ts = seg[param[P_TABLE]], ks = seg[param[P_KEY]];
+    long tl = ts.len < OX_MAX_SEGMENT ? ox_url_decode_segment(ts, table) : -1;
+    long kl = ks.len < OX_MAX_SEGMENT ? ox_url_decode_segment(ks, key) : -1;
+    if (tl <= 0 || kl <= 0) {
+      ox_conn_respond_error(c, 400, "bad feature row address: /v1/features/{table}/{key}");
+      return;
+    }
+    a.table = ox_slice(table, (size_t)tl);
+    a.key = ox_slice(key, (size_t)kl);
+  }
+  if ((route->flags & R_ADMIN) && !admin_gate(s, c, head)) return;
+  if ((route->flags & R_NEW_WORK) && atomic_load(&s->draining)) {
+    ox_conn_respond_error(c, 503, "server is shutting down");
+    return;
+  }
+  route->fn(s, c, head, ox_slice(body->data, body->len), &a);
 }

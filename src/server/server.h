@@ -25,16 +25,16 @@ typedef struct {
   ox_model_config_t cfg;
   ox_batcher_t *batcher;
   ox_model_stats_t stats;
-  int unavailable;         /* config or warm-up failed: not ready, inference refused */
+  int unavailable; /* config or warm-up failed: not ready, inference refused */
   char reason[256];
 } ox_model_state_t;
 
 typedef struct {
-  ox_repo_t *repo;        /* borrowed */
-  ox_pool_t *pool;        /* borrowed */
-  const char *repo_dir;   /* borrowed */
+  ox_repo_t *repo;      /* borrowed */
+  ox_pool_t *pool;      /* borrowed */
+  const char *repo_dir; /* borrowed */
   int infer_threads;
-  ox_model_t **models;    /* every loaded model version, by name then version (owned array) */
+  ox_model_t **models; /* every loaded model version, by name then version (owned array) */
   size_t num_models;
   atomic_int draining;    /* set at SIGTERM: readiness false, new inference refused (503) */
   atomic_long inflight;   /* inference requests accepted and not yet answered */
@@ -63,20 +63,25 @@ void ox_server_terminate_runs(ox_server_t *s);
 /* The connection of a request held by the server closed (client gone): drop its work. */
 void ox_server_abort(void *app, ox_conn_t *c, void *request);
 
-/* The ox_http_handler_t for the server (app is an ox_server_t*). */
+/* The ox_http_handler_t for the server (app is an ox_server_t*): the route table (router.c). */
 void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
-                      ox_http_body_t *body);
+                      const ox_http_body_t *body);
 
-/* Runs an inference job on a worker (see infer.c). Takes ownership of body. */
+/* Runs an inference job on a worker (see infer.c). body is borrowed from the connection, valid
+ * until the job's ox_conn_respond (the connection frees it then). */
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
-                     ox_http_body_t *body);
+                     ox_slice_t body);
 
-/* Feature store endpoints (events.c), on a worker thread; each takes ownership of body:
+/* The connection's body placement hook (ox_http_config_t.body_align_offset): an inference
+ * body is placed so that its binary section (proto/binary_ext.h) starts 64-byte aligned. */
+size_t ox_server_body_align_offset(void *app, const ox_http_request_t *head);
+
+/* Feature store endpoints (events.c), on a worker thread; body is borrowed as above:
  *   POST /v1/events                 ingest events (JSON lines or a JSON array)
  *   GET|PUT /v1/features/{t}/{k}    read or store a feature row */
-void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_http_body_t *body);
+void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_slice_t body);
 void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
-                           ox_http_body_t *body);
+                           ox_slice_t body);
 /* 1 if some model has a feature view (the feature store must be open). */
 int ox_server_needs_features(const ox_server_t *s);
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "http/conn.h"
 #include "test.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -372,7 +373,7 @@ TEST(head_cl_above_body_limit) {
   /* right away: the head is not even complete */
   CHECK_HEAD_ERR(parse("POST / HTTP/1.1\r\nContent-Length: 67108865\r\n"), OX_ETOO_LARGE);
   CHECK_INT(parse("POST / HTTP/1.1\r\nContent-Length: 67108865\r"), OX_ENEED_MORE);
-  CHECK_INT(ox_err_status(OX_ETOO_LARGE), 413);
+  CHECK_INT(ox_http_status_of(OX_ETOO_LARGE), 413);
 }
 
 TEST(head_te_not_exactly_chunked) {
@@ -404,7 +405,7 @@ TEST(head_te_unknown_coding) {
   CHECK_HEAD_ERR(parse("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"),
                  OX_ENOT_IMPLEMENTED);
   CHECK_HEAD_ERR(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunk\r\n\r\n"), OX_ENOT_IMPLEMENTED);
-  CHECK_INT(ox_err_status(OX_ENOT_IMPLEMENTED), 501);
+  CHECK_INT(ox_http_status_of(OX_ENOT_IMPLEMENTED), 501);
 }
 
 TEST(head_te_http10) {
@@ -520,7 +521,7 @@ TEST(head_request_line_too_long) {
   CHECK_INT(parse(g_big), OX_ENEED_MORE);
   big_fill('a', 1);
   CHECK_HEAD_ERR(parse(g_big), OX_EURI_TOO_LONG);
-  CHECK_INT(ox_err_status(OX_EURI_TOO_LONG), 414);
+  CHECK_INT(ox_http_status_of(OX_EURI_TOO_LONG), 414);
   /* a long method counts too */
   big_reset();
   big_fill('M', 9000);
@@ -544,7 +545,7 @@ TEST(head_header_line_too_long) {
   big_add("GET / HTTP/1.1\r\n");
   big_fill('N', 8193);
   CHECK_HEAD_ERR(parse(g_big), OX_EHEADERS_TOO_LARGE);
-  CHECK_INT(ox_err_status(OX_EHEADERS_TOO_LARGE), 431);
+  CHECK_INT(ox_http_status_of(OX_EHEADERS_TOO_LARGE), 431);
 }
 
 TEST(head_header_block_too_large) {
