@@ -29,7 +29,7 @@ BATCH_ROWS = {
 }
 # Batching off: no merging; instance_count is left to its default (--infer-threads, 2).
 BATCH_OFF = {"max_batch_size": 0}
-# Batching on, per model (Triton's names; see src/server/model_config.h), and why. The choices
+# Batching on, per model (Triton's names; see src/infer/model_config.h), and why. The choices
 # were tried in set-up runs (2 s warm-up + 6 s, machine otherwise idle, 2026-11-27): see BATCH_WHY.
 BATCH_ON = {
     "mobilenetv2": {"max_batch_size": 2,

@@ -1,7 +1,7 @@
 /* fstore.h: the feature store: the tiers of features/ wired together for request-time lookups
  * (feature rows and velocity features) and for ingestion (events, rows). It depends on core/
  * only; the HTTP face of events and rows (server/events.c) and the assembly of a model's
- * feature view (server/features_view.c) are the server's and call the functions below.
+ * feature view (infer/features_view.c) are the inference core's and call the functions below.
  *
  *   L1   features/l1.h, in RAM, with a TTL: feature rows ("<table>:<key>") and each entity's
  *        recent event list ("~ev:<entity>", see below).

@@ -87,7 +87,7 @@ struct ox_fstore {
 #define FS_EV_PREFIX "~ev:"
 /* Redis list of an entity's events, with events_to_redis: "~ev:<entity>". Rows share Redis's
  * key space as "<table>:<key>", and table names are names of core/text.h (letters, digits, '_',
- * '.' and '-', checked by server/events.c and server/model_config.c), so no row key can start
+ * '.' and '-', checked by server/events.c and infer/model_config.c), so no row key can start
  * with '~': internal keys live apart from rows. */
 #define FS_REDIS_EV_PREFIX "~ev:"
 

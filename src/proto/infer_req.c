@@ -68,7 +68,7 @@ enum { OX_D_TOP = 1, OX_D_LIST = 2, OX_D_IO = 3, OX_D_FIELD = 4 };
 typedef struct {
   ox_json_t js;
   ox_arena_t *arena;
-  ox_infer_request_t *req;
+  ox_infer_header_t *req;
   char *err;
   size_t errcap;
   size_t inputs_cap;
@@ -495,7 +495,7 @@ static long ox_find_duplicate(ox_slice_t *names, ox_slice_t *tmp, size_t n) {
 
 static int ox_inputs(ox_parser_t *ps) {
   ox_json_t *js = &ps->js;
-  ox_infer_request_t *req = ps->req;
+  ox_infer_header_t *req = ps->req;
   int first = 1, rc;
   js->p++;
   while ((rc = ox_arr_next(js, &first)) > 0) {
@@ -571,7 +571,7 @@ static int ox_output(ox_parser_t *ps, size_t idx, ox_infer_output_t *out) {
 
 static int ox_outputs(ox_parser_t *ps) {
   ox_json_t *js = &ps->js;
-  ox_infer_request_t *req = ps->req;
+  ox_infer_header_t *req = ps->req;
   int first = 1, rc;
   js->p++;
   while ((rc = ox_arr_next(js, &first)) > 0) {
@@ -592,7 +592,7 @@ static int ox_outputs(ox_parser_t *ps) {
 /* A parameter named twice (after unescaping) in the request's "parameters": sorts copies of
  * the keys (arena scratch), so any number of parameters costs O(n log n). */
 static int ox_params_unique(ox_parser_t *ps) {
-  ox_infer_request_t *req = ps->req;
+  ox_infer_header_t *req = ps->req;
   if (req->num_params < 2) return 0;
   ox_slice_t *keys = ox_arena_alloc(ps->arena, 2 * req->num_params * sizeof *keys);
   if (!keys) return ox_sem(ps, OX_ENOMEM, "out of memory");
@@ -630,7 +630,7 @@ static int ox_param_value(ox_parser_t *ps, ox_infer_param_t *pm) {
  * and timeout (non-negative integer) also read into their fields. */
 static int ox_request_params(ox_parser_t *ps) {
   ox_json_t *js = &ps->js;
-  ox_infer_request_t *req = ps->req;
+  ox_infer_header_t *req = ps->req;
   int first = 1, rc;
   size_t cap = 0;
   js->p++;
@@ -704,7 +704,7 @@ static int ox_request_params(ox_parser_t *ps) {
 
 static int ox_request(ox_parser_t *ps) {
   ox_json_t *js = &ps->js;
-  ox_infer_request_t *req = ps->req;
+  ox_infer_header_t *req = ps->req;
   ox_json_ws(js);
   if (js->p == js->end) return ox_json_fail(js, "the body is empty");
   if (ox_peek(js) != '{') return ox_sem(ps, OX_EINVALID, "the request must be a JSON object");
@@ -768,7 +768,7 @@ static int ox_request(ox_parser_t *ps) {
 /* See infer_req.h. Also: *req is reset first and is unspecified on error (arena memory it
  * points to stays allocated until the arena is freed); names are NUL-terminated when copied
  * into the arena, not when borrowed; "-0" reads as 0 wherever an integer is expected. */
-int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena, ox_infer_request_t *req,
+int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena, ox_infer_header_t *req,
                            char *err, size_t errcap) {
   ox_parser_t ps;
   memset(&ps, 0, sizeof ps);
@@ -802,7 +802,7 @@ int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena, ox_i
  * bin_len is 0): it is what rejects an input with neither "data" nor binary_data_size. Every
  * input's binary slice is reset first; a binary input of size 0 gets a non-NULL empty slice.
  * Sizes are compared against what remains, so no sum can wrap. */
-int ox_infer_request_split_binary(ox_infer_request_t *req, const char *bin, size_t bin_len,
+int ox_infer_request_split_binary(ox_infer_header_t *req, const char *bin, size_t bin_len,
                                   char *err, size_t errcap) {
   uint64_t off = 0;
   char q[OX_ERR_NAME_MAX + 4];
@@ -834,7 +834,7 @@ int ox_infer_request_split_binary(ox_infer_request_t *req, const char *bin, size
 }
 
 /* See infer_req.h. */
-const ox_infer_param_t *ox_infer_request_param(const ox_infer_request_t *req, const char *name) {
+const ox_infer_param_t *ox_infer_request_param(const ox_infer_header_t *req, const char *name) {
   for (size_t i = 0; i < req->num_params; i++)
     if (ox_slice_eq(req->params[i].key, name)) return &req->params[i];
   return NULL;

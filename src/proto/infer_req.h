@@ -71,10 +71,10 @@ typedef struct {
   ox_infer_param_t *params; /* every request parameter, in request order (arena-owned);
                                NULL/0 when "parameters" is absent or empty */
   size_t num_params;
-} ox_infer_request_t;
+} ox_infer_header_t;
 
 /* The request parameter named name (NUL-terminated), or NULL. Linear in num_params. */
-const ox_infer_param_t *ox_infer_request_param(const ox_infer_request_t *req, const char *name);
+const ox_infer_param_t *ox_infer_request_param(const ox_infer_header_t *req, const char *name);
 
 /* Parses json[0..len) as an inference request. Arrays are allocated in arena; slices borrow
  * json (or the arena). Unknown top-level keys and unknown parameters are ignored, as Triton
@@ -86,12 +86,12 @@ const ox_infer_param_t *ox_infer_request_param(const ox_infer_request_t *req, co
  * "input 'x': shape has a negative dimension"), or OX_ENOMEM. err has room for errcap bytes and
  * is always NUL-terminated on error. */
 int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena,
-                           ox_infer_request_t *req, char *err, size_t errcap);
+                           ox_infer_header_t *req, char *err, size_t errcap);
 
 /* Binary tensor extension: assigns each input with has_binary its slice of bin[0..bin_len),
  * in input order. Errors (OX_EINVALID, message in err): an input has both "data" and
  * binary_data_size, or neither; the sizes run past the buffer; bytes left over at the end. */
-int ox_infer_request_split_binary(ox_infer_request_t *req, const char *bin, size_t bin_len,
+int ox_infer_request_split_binary(ox_infer_header_t *req, const char *bin, size_t bin_len,
                                   char *err, size_t errcap);
 
 /* Parses and validates a JSON string token's contents (between the quotes) into out, which

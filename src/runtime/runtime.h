@@ -7,7 +7,7 @@
  *
  * Repository layout: DIR/<model>/<version>/model.onnx, version a positive decimal integer,
  * model names [A-Za-z0-9_.-]+ (not "." or ".."), optional DIR/<model>/config.json (not read
- * here: server/model_config.c parses it, server/models.c runs its warm-up). Model files are
+ * here: infer/model_config.c parses it, server/models.c runs its warm-up). Model files are
  * opened only when they are regular files whose real path lies inside the repository (no
  * symlink escapes).
  *

@@ -28,7 +28,7 @@
 #include "proto/binary_ext.h"
 #include "proto/infer_req.h"
 #include "proto/tensor_json.h"
-#include "server/features_view.h"
+#include "infer/features_view.h"
 #include "server/server.h"
 
 #define ERRCAP 512
@@ -43,7 +43,7 @@ typedef struct {
   ox_binext_t framing; /* binary tensor extension: where the JSON header ends */
   ox_arena_t arena;
   ox_http_resp_t resp;
-  ox_infer_request_t req;
+  ox_infer_header_t req;
   int *binary; /* per requested output: binary extension or JSON */
   ox_sched_req_t sreq;
   uint64_t t_recv;    /* ns, when the request was complete */
@@ -248,7 +248,7 @@ static int parse_request(infer_job_t *job, const ox_feature_view_t *view, char *
     snprintf(err, ERRCAP, "empty request body");
     return OX_EINVALID;
   }
-  ox_infer_request_t *req = &job->req;
+  ox_infer_header_t *req = &job->req;
   int rc = ox_infer_request_parse(json.ptr, json.len, &job->arena, req, err, ERRCAP);
   if (rc) return rc; /* OX_EINVALID, OX_EDEPTH, OX_EOVERFLOW or OX_ENOMEM */
   if (job->framing.present) {
@@ -313,7 +313,7 @@ static int prepare(infer_job_t *job, char *err) {
     int st = parse_request(job, view, err);
     if (st) return st;
   }
-  ox_infer_request_t *req = &job->req;
+  ox_infer_header_t *req = &job->req;
   const ox_infer_input_t **by_model = job->by_model;
   ox_tensor_in_t *tin = job->tin;
   if (view) {
@@ -411,7 +411,7 @@ static int prepare(infer_job_t *job, char *err) {
 static int encode(infer_job_t *job) {
   ox_model_t *m = job->model;
   ox_sched_req_t *sr = &job->sreq;
-  ox_infer_request_t *req = &job->req;
+  ox_infer_header_t *req = &job->req;
   ox_buf_t *b = &job->resp.body;
   size_t n_out = sr->n_out;
   int rc = ox_buf_reserve(b, 256);

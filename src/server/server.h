@@ -16,7 +16,7 @@
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
 #include "sched/pool.h"
-#include "server/model_config.h"
+#include "infer/model_config.h"
 
 #define OX_VERSION "0.1.0"
 

@@ -46,7 +46,7 @@ static int is_syntax_message(const char *err) {
   return strncmp(err, "malformed JSON", 14) == 0 || strncmp(err, "JSON nesting", 12) == 0;
 }
 
-static void check_request(const ox_infer_request_t *req, const char *json, size_t len) {
+static void check_request(const ox_infer_header_t *req, const char *json, size_t len) {
   REQUIRE(req->num_inputs <= OX_MAX_IO); /* 0 is valid: models without inputs */
   REQUIRE(req->num_outputs <= OX_MAX_IO);
   REQUIRE((req->outputs == NULL) == (req->num_outputs == 0));
@@ -96,7 +96,7 @@ static void check_request(const ox_infer_request_t *req, const char *json, size_
   }
 }
 
-static void check_split(ox_infer_request_t *req, const char *bin, size_t blen) {
+static void check_split(ox_infer_header_t *req, const char *bin, size_t blen) {
   char err[256];
   memset(err, 'X', sizeof err);
   int rc = ox_infer_request_split_binary(req, bin, blen, err, sizeof err);
@@ -143,7 +143,7 @@ static void check_unescape(const char *s, size_t n) {
 
 /* 1 when every input's "data" decodes as the server decodes it (infer.c's build_input: the
  * element count bounded by the text first); inputs without "data" (binary) are left out. */
-static int all_data_decodes(const ox_infer_request_t *req, ox_arena_t *arena) {
+static int all_data_decodes(const ox_infer_header_t *req, ox_arena_t *arena) {
   for (size_t i = 0; i < req->num_inputs; i++) {
     const ox_infer_input_t *in = &req->inputs[i];
     if (!in->data_json.ptr) continue;
@@ -167,7 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   ox_arena_t arena;
   ox_arena_init(&arena);
-  ox_infer_request_t req;
+  ox_infer_header_t req;
   char err[256];
   memset(err, 'X', sizeof err);
   int rc = ox_infer_request_parse(json, jlen, &arena, &req, err, sizeof err);

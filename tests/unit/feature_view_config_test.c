@@ -1,4 +1,4 @@
-/* feature_view_config_test.c: the "feature_view" of a model's config.json (server/model_config.h)
+/* feature_view_config_test.c: the "feature_view" of a model's config.json (infer/model_config.h)
  * without ONNX Runtime: parsed against hand-built model metadata, rendered byte for byte as
  * GET /v2/models/{m}/config shows it, and every error naming its key. */
 #include <errno.h>
@@ -11,7 +11,7 @@
 
 #include "core/buf.h"
 #include "core/error.h"
-#include "server/model_config.h"
+#include "infer/model_config.h"
 #include "test.h"
 
 static char repo_dir[] = "/tmp/onnxd-fvcfg-XXXXXX";

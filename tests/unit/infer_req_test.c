@@ -19,7 +19,7 @@
 #include "test.h"
 
 static ox_arena_t A;
-static ox_infer_request_t R;
+static ox_infer_header_t R;
 static char E[256];
 static char qbuf[1 << 16];
 
@@ -304,7 +304,7 @@ TEST(inputs_missing_or_empty) {
   CHECK_ERR(parseq("{'outputs':[{'name':'o'}]}"), OX_EINVALID, "missing 'inputs'");
   {
     /* Empty is valid (models without inputs); the server then checks against the model. */
-    ox_infer_request_t req;
+    ox_infer_header_t req;
     ox_arena_t a;
     char err[256];
     ox_arena_init(&a);
@@ -634,7 +634,7 @@ TEST(invalid_json_anywhere) {
              "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[%s]}]}",
              val);
     {
-      ox_infer_request_t req;
+      ox_infer_header_t req;
       ox_arena_t a;
       char err[256];
       float f;

@@ -1,4 +1,4 @@
-/* model_config_test.c: a model's config.json (server/model_config.h) without ONNX Runtime.
+/* model_config_test.c: a model's config.json (infer/model_config.h) without ONNX Runtime.
  *
  * ox_model_config_load only looks at a model's name and at its inputs' and outputs' ranks and
  * dimensions, so the models here are ox_model_t structs built by hand. Every test writes its
@@ -6,7 +6,7 @@
  * checks the effective settings, or the exact one-line error, which must name the key.
  * ox_model_config_json is checked byte for byte (GET /v2/models/{m}/config serves it).
  */
-#include "server/model_config.h"
+#include "infer/model_config.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,6 +1,6 @@
 /* model_config.c: reads, validates and renders a model's config.json (see model_config.h).
  * Parsed with the bounded JSON scanner of proto/json.h; a config file is at most 1 MiB. */
-#include "server/model_config.h"
+#include "infer/model_config.h"
 
 #include <inttypes.h>
 #include <stdarg.h>

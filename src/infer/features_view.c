@@ -1,6 +1,6 @@
 /* features_view.c: see features_view.h. Runs on the worker that prepares the request; the only
  * blocking calls are the remote (L3) row reads, bounded by the view's deadline. */
-#include "server/features_view.h"
+#include "infer/features_view.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -89,7 +89,7 @@ static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, ui
 }
 
 /* The value of key parameter name as text (a string, or an integer's digits). */
-static int key_param(const ox_infer_request_t *req, const char *name, ox_slice_t *out, char *err,
+static int key_param(const ox_infer_header_t *req, const char *name, ox_slice_t *out, char *err,
                      size_t errcap) {
   const ox_infer_param_t *p = ox_infer_request_param(req, name);
   int ok =
@@ -111,7 +111,7 @@ static int key_param(const ox_infer_request_t *req, const char *name, ox_slice_t
 }
 
 /* Request time: parameter "ts" (integer ms since the epoch), else the wall clock. */
-static int request_ts(const ox_infer_request_t *req, int64_t *t, char *err, size_t errcap) {
+static int request_ts(const ox_infer_header_t *req, int64_t *t, char *err, size_t errcap) {
   const ox_infer_param_t *p = ox_infer_request_param(req, "ts");
   if (!p) {
     *t = ox_wall_ms();
@@ -213,7 +213,7 @@ static int fill_fetched(ox_fstore_t *fs, const ox_feature_view_t *v, ox_fview_fe
   return finish(fs, v, fx->data, fx->rows, fx->degraded, fx->why, out, err, errcap);
 }
 
-int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_request_t *req,
+int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_header_t *req,
                       ox_arena_t *arena, int64_t deadline_ns, ox_fview_fetch_t *fx,
                       ox_fview_out_t *out, char *err, size_t errcap) {
   memset(out, 0, sizeof *out);

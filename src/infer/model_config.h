@@ -29,8 +29,8 @@
  * dynamic first dimension, else none; instance_count = the number of inference threads.
  * Unknown keys and out-of-range values are errors naming the key.
  */
-#ifndef OX_SERVER_MODEL_CONFIG_H
-#define OX_SERVER_MODEL_CONFIG_H
+#ifndef OX_INFER_MODEL_CONFIG_H
+#define OX_INFER_MODEL_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -55,7 +55,7 @@ typedef struct {
   } inputs[8];
 } ox_warmup_t;
 
-/* One column group of a feature view (see server/features_view.h for what each computes). */
+/* One column group of a feature view (see infer/features_view.h for what each computes). */
 typedef enum { OX_FCOL_RAW, OX_FCOL_VELOCITY, OX_FCOL_ROW } ox_fcol_kind_t;
 
 #define OX_FVIEW_MAX_COLUMNS 64
