@@ -89,9 +89,9 @@ static int raw_input(const ox_infer_input_t *in, ox_arena_t *a, float **vals, ui
 }
 
 /* The value of key parameter name as text (a string, or an integer's digits). */
-static int key_param(const ox_infer_header_t *req, const char *name, ox_slice_t *out, char *err,
+static int key_param(const ox_infer_request_t *req, const char *name, ox_slice_t *out, char *err,
                      size_t errcap) {
-  const ox_infer_param_t *p = ox_infer_request_param(req, name);
+  const ox_infer_param_t *p = ox_infer_param(req, name);
   int ok =
       p && ((p->kind == OX_PARAM_STRING && p->value.len > 0) ||
             (p->kind == OX_PARAM_NUMBER && !memchr(p->value.ptr, '.', p->value.len) &&
@@ -111,8 +111,8 @@ static int key_param(const ox_infer_header_t *req, const char *name, ox_slice_t 
 }
 
 /* Request time: parameter "ts" (integer ms since the epoch), else the wall clock. */
-static int request_ts(const ox_infer_header_t *req, int64_t *t, char *err, size_t errcap) {
-  const ox_infer_param_t *p = ox_infer_request_param(req, "ts");
+static int request_ts(const ox_infer_request_t *req, int64_t *t, char *err, size_t errcap) {
+  const ox_infer_param_t *p = ox_infer_param(req, "ts");
   if (!p) {
     *t = ox_wall_ms();
     return 0;
@@ -213,7 +213,7 @@ static int fill_fetched(ox_fstore_t *fs, const ox_feature_view_t *v, ox_fview_fe
   return finish(fs, v, fx->data, fx->rows, fx->degraded, fx->why, out, err, errcap);
 }
 
-int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_header_t *req,
+int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_request_t *req,
                       ox_arena_t *arena, int64_t deadline_ns, ox_fview_fetch_t *fx,
                       ox_fview_out_t *out, char *err, size_t errcap) {
   memset(out, 0, sizeof *out);
@@ -222,7 +222,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
   uint64_t *raw_n = ox_arena_alloc(arena, sizeof(uint64_t) * v->num_cols);
   if (!raw || !raw_n) return OX_ENOMEM;
   int rc;
-  const ox_infer_param_t *rf = ox_infer_request_param(req, "return_features");
+  const ox_infer_param_t *rf = ox_infer_param(req, "return_features");
   out->return_features = rf && rf->kind == OX_PARAM_BOOL && ox_slice_eq(rf->value, "true");
 
   /* Raw columns first: they decide the number of rows. */
@@ -237,7 +237,7 @@ int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infe
       int st = raw_input(in, arena, &raw[c], &raw_n[c], err, errcap);
       if (st) return st;
     } else {
-      const ox_infer_param_t *p = ox_infer_request_param(req, col->name);
+      const ox_infer_param_t *p = ox_infer_param(req, col->name);
       double d;
       if (!p || p->kind != OX_PARAM_NUMBER ||
           ox_parse_f64(p->value.ptr, p->value.len, &d) != p->value.len) {

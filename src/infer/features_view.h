@@ -29,7 +29,7 @@
 
 #include "core/arena.h"
 #include "features/fstore.h"
-#include "proto/infer_req.h"
+#include "infer/infer.h"
 #include "infer/model_config.h"
 
 typedef struct {
@@ -67,7 +67,7 @@ typedef struct {
  * remote lookups. fetch: NULL reads L3 synchronously; else see ox_fview_fetch_t. Returns 0,
  * OX_FVIEW_FETCH, or an error code (OX_EINVALID bad or missing keys and raw values,
  * OX_EUNAVAILABLE a mandatory view degraded, OX_ENOMEM) with a message in err. */
-int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_header_t *req,
+int ox_fview_assemble(ox_fstore_t *fs, const ox_feature_view_t *v, const ox_infer_request_t *req,
                       ox_arena_t *arena, int64_t deadline_ns, ox_fview_fetch_t *fetch,
                       ox_fview_out_t *out, char *err, size_t errcap);
 

@@ -12,22 +12,13 @@
 
 #include "features/fstore.h"
 #include "http/conn.h"
+#include "infer/infer.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
 #include "sched/pool.h"
-#include "infer/model_config.h"
 
 #define OX_VERSION "0.1.0"
-
-/* The server's state for one model version (ox_model_t.app). */
-typedef struct {
-  ox_model_config_t cfg;
-  ox_batcher_t *batcher;
-  ox_model_stats_t stats;
-  int unavailable; /* config or warm-up failed: not ready, inference refused */
-  char reason[256];
-} ox_model_state_t;
 
 typedef struct {
   ox_repo_t *repo;      /* borrowed */
