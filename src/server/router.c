@@ -5,7 +5,7 @@
  *   GET  /v2/health/live | /v2/health/ready       liveness, readiness (503 while draining)
  *   GET  /v2/models/{m}[/versions/{v}]            model metadata
  *   GET  /v2/models/{m}[/versions/{v}]/ready      model readiness
- *   POST /v2/models/{m}[/versions/{v}]/infer      inference (worker thread, infer.c)
+ *   POST /v2/models/{m}[/versions/{v}]/infer      inference (worker thread, rest_infer.c)
  *   GET  /v2/models/{m}[/versions/{v}]/config     effective configuration
  *   GET  /v2/models[/{m}[/versions/{v}]]/stats    statistics extension (Triton's JSON)
  *   GET  /metrics                                 Prometheus text

@@ -1,8 +1,9 @@
-/* server.h: the Open Inference Protocol application: routes HTTP requests to the health,
- * metadata and inference handlers. Joins http/ (connections), proto/ (codecs), runtime/
- * (models) and sched/ (workers). Metadata is answered on the loop thread (cheap); inference
- * requests are parsed, validated, run and encoded on a worker thread, and their response is
- * posted back to the connection's loop.
+/* server.h: the Open Inference Protocol application over HTTP: routes requests to the health,
+ * metadata, inference and feature store handlers. Joins http/ (connections), proto/ (codecs),
+ * runtime/ (models), infer/ (the inference core) and sched/ (workers). Metadata is answered on
+ * the loop thread (cheap); inference requests are parsed, validated, run and encoded on a
+ * worker thread (the REST front end, rest_infer.c, over the core, infer/infer.h), and their
+ * response is posted back to the connection's loop.
  */
 #ifndef OX_SERVER_H
 #define OX_SERVER_H
@@ -51,15 +52,19 @@ int ox_server_models_init(ox_server_t *s);
 void ox_server_models_free(ox_server_t *s);
 /* Asks every model run in progress to stop (drain deadline passed). */
 void ox_server_terminate_runs(ox_server_t *s);
-/* The connection of a request held by the server closed (client gone): drop its work. */
+/* The connection of a request held by the server closed (client gone): drop its work
+ * (ox_infer_cancel on the inference call registered with ox_conn_set_request). */
 void ox_server_abort(void *app, ox_conn_t *c, void *request);
 
 /* The ox_http_handler_t for the server (app is an ox_server_t*): the route table (router.c). */
 void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
                       const ox_http_body_t *body);
 
-/* Runs an inference job on a worker (see infer.c). body is borrowed from the connection, valid
- * until the job's ox_conn_respond (the connection frees it then). */
+/* Loop thread: the REST front end of an inference request (rest_infer.c): checks the framing
+ * headers, admits the request to the model's queue and submits it to the inference core, which
+ * runs it on a worker; the answer is sent from the core's completion on this connection's loop.
+ * body is borrowed from the connection, valid until that ox_conn_respond (the connection frees
+ * it then). */
 void ox_server_infer(ox_server_t *s, ox_conn_t *c, ox_model_t *m, const ox_http_request_t *head,
                      ox_slice_t body);
 

@@ -141,7 +141,7 @@ static void check_unescape(const char *s, size_t n) {
   free(out);
 }
 
-/* 1 when every input's "data" decodes as the server decodes it (infer.c's build_input: the
+/* 1 when every input's "data" decodes as the server decodes it (infer/infer.c's build_input: the
  * element count bounded by the text first); inputs without "data" (binary) are left out. */
 static int all_data_decodes(const ox_infer_header_t *req, ox_arena_t *arena) {
   for (size_t i = 0; i < req->num_inputs; i++) {
