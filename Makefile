@@ -57,7 +57,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
 
 .PHONY: all setup deps models run test test-unit test-fuzz test-integration test-conformance \
-        bench soak fuzz format format-check clean
+        bench soak fuzz format format-check check-layers clean
 BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit) \
              $(if $(wildcard bench/feature_bench.c),$(B)/onnxd-feature-bench)
 all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
@@ -147,6 +147,10 @@ format:
 	clang-format -i $$(find src tests bench -name '*.[ch]')
 format-check:
 	clang-format --dry-run -Werror $$(find src tests bench -name '*.[ch]')
+
+# lower modules never include higher ones (order in scripts/check-layers.sh and docs/design.md)
+check-layers:
+	@bash scripts/check-layers.sh
 
 clean:
 	rm -rf build
