@@ -1,5 +1,5 @@
 # onnxd build. Entry points: `make run`, `make test`, `make bench`.
-# Knobs: SANITIZE=address,undefined (build into build/san-*), WERROR=0, V=1.
+# Knobs: SANITIZE=address,undefined or SANITIZE=thread (build into build/san-*), WERROR=0, V=1.
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 

@@ -4,7 +4,8 @@
 #   unit tests (C), fuzz corpus replay (C), integration tests (pytest + tritonclient, real
 #   server on loopback), ONNX node-test conformance (real server vs in-process ONNX Runtime),
 #   the fraud example's offline pipeline (pytest).
-# ONNXD_SUITES limits the suites (e.g. "unit fuzz").
+# ONNXD_SUITES limits the suites (e.g. "unit fuzz"); ONNXD_PYTEST_ARGS replaces the integration
+# suite's default argument tests/integration (e.g. a list of test files).
 # Each unit-test and fuzz-replay binary runs in its own process under `timeout`
 # (ONNXD_UNIT_TIMEOUT seconds, default 300; SIGKILL 5 s after the SIGTERM): a binary that hangs
 # is reported as a failure that says "timed out after N s" and the run carries on.
@@ -17,6 +18,9 @@ export ONNXD_BIN=$PWD/$B/onnxd
 export ONNXD_TEST_MODELS=$PWD/$B/test-models
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# TSan (make test SANITIZE=thread): ORT's own frames are suppressed (tests/tsan.supp); the first
+# report ends the process, so that a race fails its test.
+export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$PWD/tests/tsan.supp:halt_on_error=1:second_deadlock_stack=1}
 [ -f tests/lsan.supp ] && export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 
 UNIT_TIMEOUT=${ONNXD_UNIT_TIMEOUT:-300}
@@ -82,7 +86,8 @@ for s in $SUITES; do
     done ;;
   integration)
     if [ -d tests/integration ]; then
-      $PY -m pytest -q -p no:cacheprovider tests/integration >"$log_dir/integration.log" 2>&1; rc=$?
+      # shellcheck disable=SC2086 # ONNXD_PYTEST_ARGS is a word list
+      $PY -m pytest -q -p no:cacheprovider ${ONNXD_PYTEST_ARGS:-tests/integration} >"$log_dir/integration.log" 2>&1; rc=$?
       read -r p f sk < <(parse_counts "$log_dir/integration.log")
       [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
       [ "$f" != 0 ] && { echo "--- integration failed:"; grep -E '^(FAILED|ERROR)|Error' "$log_dir/integration.log" | head -n 40; }
