@@ -1,5 +1,5 @@
 # onnxd build. Entry points: `make run`, `make test`, `make bench`.
-# Knobs: SANITIZE=address,undefined (build into build/san-*), WERROR=0, V=1.
+# Knobs: SANITIZE=address,undefined or SANITIZE=thread (build into build/san-*), WERROR=0, V=1.
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
@@ -57,7 +57,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
 
 .PHONY: all setup deps models run test test-unit test-fuzz test-integration test-conformance \
-        bench soak fuzz format format-check clean
+        bench soak fuzz format format-check check-layers clean
 BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit) \
              $(if $(wildcard bench/feature_bench.c),$(B)/onnxd-feature-bench)
 all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
@@ -143,10 +143,16 @@ soak: .stamp-setup
 fuzz: $(LIB_C)
 	bash scripts/fuzz.sh $(FUZZER) $(SECONDS)
 
-format:
+# clang-format comes from scripts/setup.sh (Debian package clang-format); CI runs format-check first
+format: .stamp-setup
 	clang-format -i $$(find src tests bench -name '*.[ch]')
-format-check:
-	clang-format --dry-run -Werror $$(find src tests bench -name '*.[ch]')
+format-check: .stamp-setup
+	@clang-format --dry-run -Werror $$(find src tests bench -name '*.[ch]') && \
+	  echo "format-check: OK"
+
+# lower modules never include higher ones (order in scripts/check-layers.sh and docs/design.md)
+check-layers:
+	@bash scripts/check-layers.sh
 
 clean:
 	rm -rf build

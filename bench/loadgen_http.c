@@ -401,7 +401,7 @@ int ox_lg_resp_parse(ox_lg_resp_t *r, const char *buf, size_t len, size_t *consu
         break;
       }
       case PH_CHUNKED: {
-        size_t used;
+        size_t used = 0; /* chunked() leaves it unset when it fails */
         int c = chunked(r, buf + pos, len - pos, &used);
         pos += used;
         if (c == 0)

@@ -4,7 +4,11 @@
 #   unit tests (C), fuzz corpus replay (C), integration tests (pytest + tritonclient, real
 #   server on loopback), ONNX node-test conformance (real server vs in-process ONNX Runtime),
 #   the fraud example's offline pipeline (pytest).
-# ONNXD_SUITES limits the suites (e.g. "unit fuzz").
+# ONNXD_SUITES limits the suites (e.g. "unit fuzz"); ONNXD_PYTEST_ARGS replaces the integration
+# suite's default argument tests/integration (e.g. a list of test files).
+# Each unit-test and fuzz-replay binary runs in its own process under `timeout`
+# (ONNXD_UNIT_TIMEOUT seconds, default 300; SIGKILL 5 s after the SIGTERM): a binary that hangs
+# is reported as a failure that says "timed out after N s" and the run carries on.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${ONNXD_BUILD:-build}
@@ -14,7 +18,12 @@ export ONNXD_BIN=$PWD/$B/onnxd
 export ONNXD_TEST_MODELS=$PWD/$B/test-models
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# TSan (make test SANITIZE=thread): ORT's own frames are suppressed (tests/tsan.supp); the first
+# report ends the process, so that a race fails its test.
+export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$PWD/tests/tsan.supp:halt_on_error=1:second_deadlock_stack=1}
 [ -f tests/lsan.supp ] && export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
+
+UNIT_TIMEOUT=${ONNXD_UNIT_TIMEOUT:-300}
 
 total_pass=0 total_fail=0 total_skip=0
 summary=()
@@ -37,6 +46,15 @@ parse_counts() {
   echo "${p:-0} $(( ${f:-0} + ${e:-0} )) ${s:-0}"
 }
 
+# timed_out RC LOG: true if RC is timeout(1)'s (124: killed by SIGTERM at the limit, 137: by
+# SIGKILL 5 s later); then appends the verdict to LOG so that the failure's tail says so.
+timed_out() {
+  case $1 in
+  124 | 137) echo "timed out after $UNIT_TIMEOUT s (exit $1)" >>"$2"; return 0 ;;
+  *) return 1 ;;
+  esac
+}
+
 if [ -f tools/make_test_models.py ]; then
   $PY tools/make_test_models.py "$ONNXD_TEST_MODELS" >"$log_dir/test-models.log" 2>&1 ||
     { echo "test models: generation failed"; cat "$log_dir/test-models.log"; }
@@ -48,25 +66,28 @@ for s in $SUITES; do
     for t in "$B"/tests/*_test; do
       [ -x "$t" ] || continue
       n=$(basename "$t")
-      "$t" >"$log_dir/$n.log" 2>&1; rc=$?
+      timeout -k 5 "$UNIT_TIMEOUT" "$t" >"$log_dir/$n.log" 2>&1; rc=$?
       read -r p f sk < <(parse_counts "$log_dir/$n.log")
+      to=; timed_out "$rc" "$log_dir/$n.log" && { f=$((f + 1)); to=" (timed out)"; }
       [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
       [ "$f" != 0 ] && { echo "--- unit $n failed:"; tail -n 30 "$log_dir/$n.log"; }
-      count "unit/$n" "$p" "$f" "$sk"
+      count "unit/$n$to" "$p" "$f" "$sk"
     done ;;
   fuzz)
     for t in "$B"/fuzz-replay/fuzz_*; do
       [ -x "$t" ] || continue
       n=$(basename "$t")
-      "$t" "tests/fuzz/corpus/$n" >"$log_dir/$n.log" 2>&1; rc=$?
+      timeout -k 5 "$UNIT_TIMEOUT" "$t" "tests/fuzz/corpus/$n" >"$log_dir/$n.log" 2>&1; rc=$?
       read -r p f sk < <(parse_counts "$log_dir/$n.log")
+      to=; timed_out "$rc" "$log_dir/$n.log" && { f=$((f + 1)); to=" (timed out)"; }
       [ $rc -ne 0 ] && [ "$f" = 0 ] && f=1
       [ "$f" != 0 ] && { echo "--- fuzz replay $n failed:"; tail -n 30 "$log_dir/$n.log"; }
-      count "fuzz-replay/$n" "$p" "$f" "$sk"
+      count "fuzz-replay/$n$to" "$p" "$f" "$sk"
     done ;;
   integration)
     if [ -d tests/integration ]; then
-      $PY -m pytest -q -p no:cacheprovider tests/integration >"$log_dir/integration.log" 2>&1; rc=$?
+      # shellcheck disable=SC2086 # ONNXD_PYTEST_ARGS is a word list
+      $PY -m pytest -q -p no:cacheprovider ${ONNXD_PYTEST_ARGS:-tests/integration} >"$log_dir/integration.log" 2>&1; rc=$?
       read -r p f sk < <(parse_counts "$log_dir/integration.log")
       [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
       [ "$f" != 0 ] && { echo "--- integration failed:"; grep -E '^(FAILED|ERROR)|Error' "$log_dir/integration.log" | head -n 40; }
