@@ -45,7 +45,8 @@ struct ox_lg_conn {
   uint8_t idle;      /* an idle connection: one GET, then parked */
   uint8_t has_req;   /* a request is assigned: being sent, awaited, or waiting for a reconnect */
   uint8_t counted;   /* ... and it counts (intended inside the measured window) */
-  uint8_t reused;    /* this connection already carried a complete answer */
+  uint8_t waited;    /* it sat open with no request (connected ahead of need, or kept alive
+                        after an answer): the server may have closed it meanwhile */
   uint8_t retried;   /* the request was already resent once on a fresh connection */
   uint8_t in_free;   /* on the free stack (maybe stale: pop checks the state) */
   uint32_t req;      /* load: index in cfg->reqs of the assigned request */
@@ -134,6 +135,7 @@ static void conn_open(run_t *r, ox_lg_conn_t *c);
 
 static void make_free(run_t *r, ox_lg_conn_t *c) {
   c->state = C_FREE;
+  c->waited = 1;
   c->deadline = 0;
   if (!c->in_free) {
     c->in_free = 1;
@@ -172,8 +174,10 @@ static void connect_failed(run_t *r, ox_lg_conn_t *c, int err) {
   c->deadline = r->now + RECONNECT_NS;
 }
 
-/* The current attempt failed. A keep-alive connection dropped by the server before any byte of
- * the answer arrived gets the request resent once; anything else ends the request. */
+/* The current attempt failed. A connection that waited open before this request and is dropped
+ * by the server before any byte of the answer arrived gets the request resent once (a server
+ * may close an idle connection at any time, an unused new one included: RFC 9112 9.3.1);
+ * anything else ends the request. */
 static void fail(run_t *r, ox_lg_conn_t *c, ox_lg_err_kind_t kind) {
   close_fd(c);
   if (c->idle) {
@@ -182,7 +186,7 @@ static void fail(run_t *r, ox_lg_conn_t *c, ox_lg_err_kind_t kind) {
     return;
   }
   if (c->has_req) {
-    if (kind == OX_LG_ERR_IO && c->reused && !c->retried && ox_lg_resp_idle(&c->resp) &&
+    if (kind == OX_LG_ERR_IO && c->waited && !c->retried && ox_lg_resp_idle(&c->resp) &&
         c->rlen == 0) {
       c->retried = 1;
       conn_open(r, c);
@@ -292,7 +296,6 @@ static void finish(run_t *r, ox_lg_conn_t *c, size_t leftover, int closed) {
   int body_ok = !r->cfg->match || resp->match_state == r->cfg->match->len;
   end_request(r, c, resp->status,
               body_ok || resp->status != r->cfg->expect_status ? OX_LG_ERR_COUNT_ : OX_LG_ERR_BODY);
-  c->reused = 1;
   c->rlen = 0;
   if (reusable) {
     make_free(r, c);
@@ -351,7 +354,7 @@ static int do_read(run_t *r, ox_lg_conn_t *c, int drain) {
 static void conn_open(run_t *r, ox_lg_conn_t *c) {
   const ox_lg_config_t *cfg = r->cfg;
   c->rlen = 0;
-  c->reused = 0;
+  c->waited = 0;
   int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     connect_failed(r, c, -errno);

@@ -862,6 +862,29 @@ TEST(body_lines_resend_keeps_body) {
   if (!ok) dump_log(&s);
 }
 
+/* A connection opened ahead of need is dropped unanswered on its first request (a server's
+ * timeout for new connections closes it just as the request goes out): the request is resent
+ * once on a fresh connection, not counted as an error. */
+TEST(resend_on_unused_connection) {
+  static ox_lg_worker_t w[1];
+  static srv_t s;
+  ox_lg_config_t cfg;
+  ox_lg_reqs_t rq;
+  ox_lg_match_t m;
+  atomic_int stop;
+  CHECK_INT(srv_start(&s, 1), 0);
+  load_spec_t sp = {.nt = 1, .conns_each = 1, .reqs_each = 3};
+  run_load(&s, &sp, &cfg, &rq, &m, w, &stop);
+  CHECK_INT(w[0].errors, 0);
+  end_load(&s, &rq, &m, w, sp.nt);
+  static const int want[] = {0, 0, 1, 2}; /* the second 0 is the resend */
+  int ok = s.nlog == 4 && s.nconns == 2;
+  for (int i = 0; ok && i < s.nlog; i++) ok = body_index(&s.log[i]) == want[i];
+  CHECK(ok);
+  CHECK_INT(s.nlog, 4);
+  if (!ok) dump_log(&s);
+}
+
 /* Open loop (--rate): the order is the same, one connection's cursor. */
 TEST(body_lines_open_loop) {
   static ox_lg_worker_t w[1];
@@ -885,4 +908,4 @@ TEST_MAIN(T(content_length), T(leftover_after_response), T(keep_alive_rules), T(
           T(limits), T(split_everywhere), T(chunked_random), T(matcher), T(guard_page),
           T(hist_buckets), T(hist_percentiles), T(body_lines), T(request_tails),
           T(body_lines_one_connection), T(body_lines_connections), T(body_lines_resend_keeps_body),
-          T(body_lines_open_loop))
+          T(resend_on_unused_connection), T(body_lines_open_loop))
