@@ -96,8 +96,9 @@ static const ox_flags_spec_t k_spec = {
     .prog = "onnxd-bench",
     .flags = k_flags,
     .nflags = sizeof k_flags / sizeof k_flags[0],
-    .usage_head = "usage: onnxd-bench [--flag value | --flag=value]...\n\n"
-                  "HTTP/1.1 load generator: closed loop, or open loop with --rate.\n\n",
+    .usage_head =
+        "usage: onnxd-bench [--flag value | --flag=value]...\n\n"
+        "HTTP/1.1 load generator: closed loop, or open loop with --rate.\n\n",
     .usage_tail =
         "\ndefaults: --url 127.0.0.1:8000 --method POST --path /v2/models/mobilenetv2/infer\n"
         "  --connections 10 --warmup 0 --expect-status 200 --idle-path /v2/health/ready\n"

@@ -17,11 +17,11 @@
  * (request line and headers), then its body's own framing tail (Content-Length), then the body,
  * so a million bodies do not repeat the headers a million times. Which body a request carries:
  * every load connection has its own cursor, which starts at body j * N / C for the connection's
- * global index j (over all workers) of C connections and N bodies (spread evenly) and moves to the next body, wrapping, each time the
- * connection starts a request. A request that is resent (on a fresh connection, after the server
- * dropped a keep-alive one) resends the same body. So with one connection the bodies go out in
- * file order, and with C connections the first C requests carry C different bodies (as far as
- * there are that many).
+ * global index j (over all workers) of C connections and N bodies (spread evenly) and moves to the
+ * next body, wrapping, each time the connection starts a request. A request that is resent (on a
+ * fresh connection, after the server dropped a keep-alive one) resends the same body. So with one
+ * connection the bodies go out in file order, and with C connections the first C requests carry C
+ * different bodies (as far as there are that many).
  */
 #ifndef OX_LG_WORKER_H
 #define OX_LG_WORKER_H

@@ -55,11 +55,13 @@ static const ox_flags_spec_t k_spec = {
     .prog = "onnxd-ort-limit",
     .flags = k_flags,
     .nflags = sizeof k_flags / sizeof k_flags[0],
-    .usage_head = "usage: onnxd-ort-limit [--flag value | --flag=value]...\n\n"
-                  "Runs a model in-process through onnxd's runtime adapter, no server: the "
-                  "ceiling.\n\n",
-    .usage_tail = "\ndefaults: --repo ./models --model mobilenetv2 --intra-op-threads 1 --batch 1\n"
-                  "  --duration 10 --warmup 1\n",
+    .usage_head =
+        "usage: onnxd-ort-limit [--flag value | --flag=value]...\n\n"
+        "Runs a model in-process through onnxd's runtime adapter, no server: the "
+        "ceiling.\n\n",
+    .usage_tail =
+        "\ndefaults: --repo ./models --model mobilenetv2 --intra-op-threads 1 --batch 1\n"
+        "  --duration 10 --warmup 1\n",
     .name_width = 18,
 };
 

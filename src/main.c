@@ -272,8 +272,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (frc == OX_FLAGS_EXIT) { /* --version */
-    printf("onnxd %s (ONNX Runtime library %s, header API %d)\n", OX_VERSION,
-           ox_runtime_version(), ox_runtime_header_api());
+    printf("onnxd %s (ONNX Runtime library %s, header API %d)\n", OX_VERSION, ox_runtime_version(),
+           ox_runtime_header_api());
     return 0;
   }
   if (frc) return 2;
@@ -286,8 +286,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (o.feature_retention_ms && o.feature_retention_ms < 86400000) {
-    fprintf(stderr, "onnxd: --feature-retention-ms must be 0 (keep every event) or at least "
-                    "86400000: velocity features look back 24 h\n");
+    fprintf(stderr,
+            "onnxd: --feature-retention-ms must be 0 (keep every event) or at least "
+            "86400000: velocity features look back 24 h\n");
     return 2;
   }
   if (strcmp(o.feature_sync, "data") && strcmp(o.feature_sync, "none")) {
@@ -301,8 +302,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (check_event_keys(o.event_keys)) {
-    fprintf(stderr, "onnxd: --event-keys must be 1 to %d comma-separated field names of letters, "
-                    "digits, '_', '.' or '-'\n", OX_FSTORE_MAX_ENTITIES);
+    fprintf(stderr,
+            "onnxd: --event-keys must be 1 to %d comma-separated field names of letters, "
+            "digits, '_', '.' or '-'\n",
+            OX_FSTORE_MAX_ENTITIES);
     return 2;
   }
   static char admin_token[4096];
@@ -342,8 +345,8 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
   char err[512];
-  ox_runtime_opts_t ro = {.intra_op_threads = (int)o.intra_op_threads, .inter_op_threads = 1,
-                          .allow_spinning = 0};
+  ox_runtime_opts_t ro = {
+      .intra_op_threads = (int)o.intra_op_threads, .inter_op_threads = 1, .allow_spinning = 0};
   if (ox_runtime_init(&ro, err, sizeof err)) {
     fprintf(stderr, "onnxd: cannot start ONNX Runtime: %s\n", err);
     return 1;
@@ -433,9 +436,11 @@ int main(int argc, char **argv) {
     }
   }
   for (int i = 0; i < nio; i++) pthread_create(&io[i].thread, NULL, io_main, &io[i]);
-  ox_info("onnxd %s listening on %s:%u: %zu models, %ld I/O threads, %ld inference threads, "
-          "ONNX Runtime %s", OX_VERSION, o.host, (unsigned)port, ox_repo_num_models(repo),
-          o.io_threads, o.infer_threads, ox_runtime_version());
+  ox_info(
+      "onnxd %s listening on %s:%u: %zu models, %ld I/O threads, %ld inference threads, "
+      "ONNX Runtime %s",
+      OX_VERSION, o.host, (unsigned)port, ox_repo_num_models(repo), o.io_threads, o.infer_threads,
+      ox_runtime_version());
   if (o.admin_port) ox_info("admin endpoints on %s:%u only", o.admin_host, (unsigned)admin_port);
   if (server.admin_token) ox_info("admin endpoints need the bearer token of --admin-token-file");
 
@@ -467,9 +472,9 @@ int main(int argc, char **argv) {
   for (int i = 0; i < nio; i++) pthread_join(io[i].thread, NULL);
   ox_batch_timer_stop();
   ox_fstore_stop_fetcher(features); /* fetches still queued go back to the pool, refused */
-  ox_pool_destroy(pool); /* queued jobs are answered 503; running ones finish */
-  ox_server_models_free(&server); /* requests still queued in a batcher are answered 503 */
-  ox_fstore_close(features);      /* after the workers: L2 writes flushed, readers closed */
+  ox_pool_destroy(pool);            /* queued jobs are answered 503; running ones finish */
+  ox_server_models_free(&server);   /* requests still queued in a batcher are answered 503 */
+  ox_fstore_close(features);        /* after the workers: L2 writes flushed, readers closed */
   for (int i = 0; i < nio; i++) {
     ox_loop_run_pending(io[i].loop);
     ox_http_listener_destroy(io[i].listener);

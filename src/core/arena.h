@@ -22,11 +22,17 @@ typedef struct {
 /* Test hook: if > 0, counts down on each allocation; the one that brings it to 0 fails. */
 extern long ox_arena_fail_after;
 
-static inline void ox_arena_init(ox_arena_t *a) { a->head = NULL; a->cur = a->end = NULL; a->total = 0; }
+static inline void ox_arena_init(ox_arena_t *a) {
+  a->head = NULL;
+  a->cur = a->end = NULL;
+  a->total = 0;
+}
 /* Returns size bytes aligned to align (a power of two <= 4096), or NULL (out of memory or
  * size overflow). Owned by the arena: valid until ox_arena_reset/free. */
 void *ox_arena_alloc_aligned(ox_arena_t *a, size_t size, size_t align);
-static inline void *ox_arena_alloc(ox_arena_t *a, size_t size) { return ox_arena_alloc_aligned(a, size, 16); }
+static inline void *ox_arena_alloc(ox_arena_t *a, size_t size) {
+  return ox_arena_alloc_aligned(a, size, 16);
+}
 /* Copies len bytes and a terminating NUL into the arena; NULL on failure. */
 char *ox_arena_strndup(ox_arena_t *a, const char *s, size_t len);
 /* Frees every chunk; the arena is empty and reusable. */

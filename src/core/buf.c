@@ -63,12 +63,21 @@ int ox_buf_append_json_string(ox_buf_t *b, const char *s, size_t n) {
     } else if (c < 0x20 || c == 0x7f) {
       *o++ = '\\';
       switch (c) {
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
+        case '\n':
+          *o++ = 'n';
+          break;
+        case '\r':
+          *o++ = 'r';
+          break;
+        case '\t':
+          *o++ = 't';
+          break;
         default:
-          *o++ = 'u'; *o++ = '0'; *o++ = '0';
-          *o++ = hex[c >> 4]; *o++ = hex[c & 15];
+          *o++ = 'u';
+          *o++ = '0';
+          *o++ = '0';
+          *o++ = hex[c >> 4];
+          *o++ = hex[c & 15];
       }
     } else if (c < 0x80) {
       *o++ = (char)c;

@@ -10,7 +10,10 @@ typedef struct {
   size_t len, cap;
 } ox_buf_t;
 
-static inline void ox_buf_init(ox_buf_t *b) { b->data = NULL; b->len = b->cap = 0; }
+static inline void ox_buf_init(ox_buf_t *b) {
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
 /* Ensures room for extra more bytes; 0 or OX_ENOMEM (the buffer is unchanged on failure). */
 int ox_buf_reserve(ox_buf_t *b, size_t extra);
 int ox_buf_append(ox_buf_t *b, const void *p, size_t n);
@@ -23,6 +26,8 @@ int ox_buf_append_json_string(ox_buf_t *b, const char *s, size_t n);
 void ox_buf_free(ox_buf_t *b);
 
 #include <string.h>
-static inline int ox_buf_puts(ox_buf_t *b, const char *s) { return ox_buf_append(b, s, strlen(s)); }
+static inline int ox_buf_puts(ox_buf_t *b, const char *s) {
+  return ox_buf_append(b, s, strlen(s));
+}
 
 #endif

@@ -7,10 +7,9 @@ static const struct {
   const char *name;
   size_t size;
   ox_json_kind_t kind;
-} ox_dtype_table[OX_DT_COUNT_] = {
-    [OX_DT_INVALID] = {"INVALID", 0, OX_JK_STRING},
+} ox_dtype_table[OX_DT_COUNT_] = {[OX_DT_INVALID] = {"INVALID", 0, OX_JK_STRING},
 #define OX_DT_ROW(e, name, size, kind) [OX_DT_##e] = {name, size, kind},
-    OX_DTYPE_MAP(OX_DT_ROW)
+                                  OX_DTYPE_MAP(OX_DT_ROW)
 #undef OX_DT_ROW
 };
 

@@ -9,20 +9,20 @@
 #include <stddef.h>
 
 /* X(ENUM, wire name, element size in bytes, JSON kind) */
-#define OX_DTYPE_MAP(X)            \
-  X(BOOL, "BOOL", 1, OX_JK_BOOL)   \
-  X(UINT8, "UINT8", 1, OX_JK_UINT) \
+#define OX_DTYPE_MAP(X)              \
+  X(BOOL, "BOOL", 1, OX_JK_BOOL)     \
+  X(UINT8, "UINT8", 1, OX_JK_UINT)   \
   X(UINT16, "UINT16", 2, OX_JK_UINT) \
   X(UINT32, "UINT32", 4, OX_JK_UINT) \
   X(UINT64, "UINT64", 8, OX_JK_UINT) \
-  X(INT8, "INT8", 1, OX_JK_INT)    \
-  X(INT16, "INT16", 2, OX_JK_INT)  \
-  X(INT32, "INT32", 4, OX_JK_INT)  \
-  X(INT64, "INT64", 8, OX_JK_INT)  \
-  X(FP16, "FP16", 2, OX_JK_FLOAT)  \
-  X(BF16, "BF16", 2, OX_JK_FLOAT)  \
-  X(FP32, "FP32", 4, OX_JK_FLOAT)  \
-  X(FP64, "FP64", 8, OX_JK_FLOAT)  \
+  X(INT8, "INT8", 1, OX_JK_INT)      \
+  X(INT16, "INT16", 2, OX_JK_INT)    \
+  X(INT32, "INT32", 4, OX_JK_INT)    \
+  X(INT64, "INT64", 8, OX_JK_INT)    \
+  X(FP16, "FP16", 2, OX_JK_FLOAT)    \
+  X(BF16, "BF16", 2, OX_JK_FLOAT)    \
+  X(FP32, "FP32", 4, OX_JK_FLOAT)    \
+  X(FP64, "FP64", 8, OX_JK_FLOAT)    \
   X(BYTES, "BYTES", 0, OX_JK_STRING)
 
 /* How a datatype's elements are written in JSON. */
@@ -33,7 +33,7 @@ typedef enum {
 #define OX_DT_ENUM(e, name, size, kind) OX_DT_##e,
   OX_DTYPE_MAP(OX_DT_ENUM)
 #undef OX_DT_ENUM
-  OX_DT_COUNT_
+      OX_DT_COUNT_
 } ox_dtype_t;
 
 /* Wire name ("FP32") of a datatype; "INVALID" for OX_DT_INVALID. Static string. */

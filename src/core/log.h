@@ -10,8 +10,8 @@ extern ox_log_level_t ox_log_level;
 int ox_log_parse_level(const char *s, ox_log_level_t *out);
 void ox_log(ox_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define OX_LOG(lvl, ...)                                 \
-  do {                                                   \
+#define OX_LOG(lvl, ...)                                   \
+  do {                                                     \
     if ((lvl) <= ox_log_level) ox_log((lvl), __VA_ARGS__); \
   } while (0)
 #define ox_error(...) OX_LOG(OX_LOG_ERROR, __VA_ARGS__)

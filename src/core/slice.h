@@ -12,7 +12,9 @@ typedef struct {
 
 #define OX_SLICE_LIT(s) ((ox_slice_t){(s), sizeof(s) - 1})
 
-static inline ox_slice_t ox_slice(const char *p, size_t n) { return (ox_slice_t){p, n}; }
+static inline ox_slice_t ox_slice(const char *p, size_t n) {
+  return (ox_slice_t){p, n};
+}
 
 static inline int ox_slice_eq(ox_slice_t a, const char *lit) {
   size_t n = strlen(lit);

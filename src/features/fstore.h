@@ -65,21 +65,21 @@
 #include "features/velocity.h"
 
 typedef struct {
-  const char *dir;      /* LMDB environment directory (created if needed) */
-  size_t l1_bytes;      /* L1 memory bound */
-  int64_t l1_ttl_ms;    /* L1 entries expire after this (0: never) */
-  uint64_t bloom_items; /* entities the Bloom filter is sized for (1% false positives) */
-  unsigned max_readers; /* L2 reader slots: threads that may read, plus a few */
-  const char *redis;    /* "HOST:PORT" or NULL/"" */
-  const char *postgres; /* libpq conninfo or NULL/"" */
-  int l3_pool;          /* connections per L3 backend (the worker count) */
-  int sync_none;        /* L2 without fsync (tests, tmpfs); else every commit is fsynced */
-  size_t max_bytes;     /* L2's maximum size (its map grows up to it; full: OX_ESTORE_FULL)
-                           [4 GiB] */
-  int64_t l3_cache_ms;  /* how long a row read from L3 is kept in L2 (0: not kept) */
-  int64_t retention_ms; /* events older than this are purged from L2 (0: kept forever) */
-  int events_to_redis;  /* also append every ingested event to Redis list "~ev:<entity>"
-                           (ox_fstore_ingest); needs redis, else ox_fstore_open fails */
+  const char *dir;         /* LMDB environment directory (created if needed) */
+  size_t l1_bytes;         /* L1 memory bound */
+  int64_t l1_ttl_ms;       /* L1 entries expire after this (0: never) */
+  uint64_t bloom_items;    /* entities the Bloom filter is sized for (1% false positives) */
+  unsigned max_readers;    /* L2 reader slots: threads that may read, plus a few */
+  const char *redis;       /* "HOST:PORT" or NULL/"" */
+  const char *postgres;    /* libpq conninfo or NULL/"" */
+  int l3_pool;             /* connections per L3 backend (the worker count) */
+  int sync_none;           /* L2 without fsync (tests, tmpfs); else every commit is fsynced */
+  size_t max_bytes;        /* L2's maximum size (its map grows up to it; full: OX_ESTORE_FULL)
+                              [4 GiB] */
+  int64_t l3_cache_ms;     /* how long a row read from L3 is kept in L2 (0: not kept) */
+  int64_t retention_ms;    /* events older than this are purged from L2 (0: kept forever) */
+  int events_to_redis;     /* also append every ingested event to Redis list "~ev:<entity>"
+                              (ox_fstore_ingest); needs redis, else ox_fstore_open fails */
   uint64_t max_events_24h; /* most events one entity may hold in any 24 h window (ingestion
                               refuses more: see ox_fstore_ingest); 0: no cap (tests) */
 } ox_fstore_opts_t;
@@ -109,11 +109,11 @@ int ox_fstore_row_get(ox_fstore_t *fs, ox_slice_t key, ox_buf_t *out, int64_t de
 /* A row that only L3 can answer, for one request: ox_fstore_row_local sets it up, the fetcher
  * answers it (ox_fstore_fetch), ox_fstore_want_free frees it. */
 typedef struct {
-  ox_slice_t key;  /* the caller's bytes: keep them valid until the want is answered */
-  int rc;          /* the answer: 0 (the row is in val), OX_ENOT_FOUND, or an error */
-  ox_tier_t tier;  /* with rc 0: OX_TIER_L3, or OX_TIER_L2 for an expired copy served because
-                      L3 failed */
-  ox_buf_t val;    /* the row (owned) */
+  ox_slice_t key; /* the caller's bytes: keep them valid until the want is answered */
+  int rc;         /* the answer: 0 (the row is in val), OX_ENOT_FOUND, or an error */
+  ox_tier_t tier; /* with rc 0: OX_TIER_L3, or OX_TIER_L2 for an expired copy served because
+                     L3 failed */
+  ox_buf_t val;   /* the row (owned) */
   /* private */
   uint64_t gen_;
   int l2_err_, has_stale_;

@@ -63,8 +63,8 @@ static int cfg_uint(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max
   ox_json_ws(&p->js);
   ox_json_number_t n;
   if (p->js.p >= p->js.end || (*p->js.p != '-' && (*p->js.p < '0' || *p->js.p > '9')) ||
-      ox_json_number(&p->js, &n) || !n.integral || n.overflow || (n.neg && n.mag) ||
-      n.mag < min || n.mag > max) {
+      ox_json_number(&p->js, &n) || !n.integral || n.overflow || (n.neg && n.mag) || n.mag < min ||
+      n.mag > max) {
     char msg[160];
     snprintf(msg, sizeof msg, "'%s' must be an integer from %" PRIu64 " to %" PRIu64, key, min,
              max);
@@ -130,7 +130,7 @@ typedef struct {
   const ox_model_t *m;
   int seen_max_batch, seen_db, seen_view;
   ox_warmup_t *w;
-  ox_fcol_t *col;   /* the feature_view column being read */
+  ox_fcol_t *col; /* the feature_view column being read */
   size_t col_index;
   unsigned col_seen; /* which of its keys were seen (FK_* bits) */
 } cfg_ctx_t;
@@ -159,9 +159,11 @@ enum { FK_RAW = 1, FK_VELOCITY = 2, FK_ROW = 4, FK_TABLE = 8, FK_WIDTH = 16, FK_
 static int fcol_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   ox_fcol_t *col = c->col;
-  static const struct { const char *name; unsigned bit; } keys[] = {
-      {"raw", FK_RAW}, {"velocity", FK_VELOCITY}, {"row", FK_ROW},
-      {"table", FK_TABLE}, {"width", FK_WIDTH}, {"default", FK_DEFAULT}};
+  static const struct {
+    const char *name;
+    unsigned bit;
+  } keys[] = {{"raw", FK_RAW},     {"velocity", FK_VELOCITY}, {"row", FK_ROW},
+              {"table", FK_TABLE}, {"width", FK_WIDTH},       {"default", FK_DEFAULT}};
   unsigned bit = 0;
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
     if (!strcmp(key, keys[i].name)) bit = keys[i].bit;
@@ -173,8 +175,10 @@ static int fcol_member(cfg_parser_t *p, const char *key, void *vctx) {
   snprintf(what, sizeof what, "feature_view.columns[%zu].%s", c->col_index, key);
   if (bit & (FK_RAW | FK_VELOCITY | FK_ROW)) {
     if (c->col_seen & (FK_RAW | FK_VELOCITY | FK_ROW) & ~bit)
-      return cfg_fail(p, "feature_view.columns[%zu] must have exactly one of 'raw', 'velocity', "
-                      "'row'", c->col_index);
+      return cfg_fail(p,
+                      "feature_view.columns[%zu] must have exactly one of 'raw', 'velocity', "
+                      "'row'",
+                      c->col_index);
     col->kind = bit == FK_RAW ? OX_FCOL_RAW : bit == FK_VELOCITY ? OX_FCOL_VELOCITY : OX_FCOL_ROW;
     int rc = cfg_str(p, what, col->name, sizeof col->name);
     if (!rc && !cfg_ident_ok(col->name))
@@ -267,8 +271,11 @@ static int fview_check(const ox_model_t *m, ox_feature_view_t *v, char *err, siz
   uint64_t width = 0;
   for (size_t i = 0; i < v->num_cols; i++) width += v->cols[i].width;
   if (width > OX_FVIEW_MAX_WIDTH) {
-    snprintf(err, errcap, "config.json: the feature_view's columns add up to %" PRIu64 " values, "
-             "more than %d", width, OX_FVIEW_MAX_WIDTH);
+    snprintf(err, errcap,
+             "config.json: the feature_view's columns add up to %" PRIu64
+             " values, "
+             "more than %d",
+             width, OX_FVIEW_MAX_WIDTH);
     return OX_EINVALID;
   }
   v->width = (uint32_t)width;
@@ -282,16 +289,20 @@ static int fview_check(const ox_model_t *m, ox_feature_view_t *v, char *err, siz
   const ox_tensor_info_t *in = &m->inputs[k];
   if (in->dtype != OX_DT_FP32 || in->rank != 2 || (in->dims[0] != -1 && in->dims[0] != 1) ||
       (in->dims[1] != -1 && in->dims[1] != (int64_t)width)) {
-    snprintf(err, errcap, "config.json: 'feature_view.input' '%.100s' must be FP32 of shape "
-             "[N, %u] to take the view's %u values", v->input, v->width, v->width);
+    snprintf(err, errcap,
+             "config.json: 'feature_view.input' '%.100s' must be FP32 of shape "
+             "[N, %u] to take the view's %u values",
+             v->input, v->width, v->width);
     return OX_EINVALID;
   }
   for (size_t i = 0; i < v->num_cols; i++) {
     const ox_fcol_t *c = &v->cols[i];
     if (c->kind != OX_FCOL_RAW) continue;
     if (!strcmp(c->name, v->input)) {
-      snprintf(err, errcap, "config.json: feature_view.columns[%zu]: raw input '%s' is the "
-               "assembled input itself", i, c->name);
+      snprintf(err, errcap,
+               "config.json: feature_view.columns[%zu]: raw input '%s' is the "
+               "assembled input itself",
+               i, c->name);
       return OX_EINVALID;
     }
   }
@@ -322,7 +333,8 @@ static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
       return 0;
     }
     for (;;) {
-      if (s->num_preferred == OX_MAX_PREFERRED) return cfg_fail(p, "too many preferred_batch_size values");
+      if (s->num_preferred == OX_MAX_PREFERRED)
+        return cfg_fail(p, "too many preferred_batch_size values");
       rc = cfg_uint(p, key, 1, 1024, &v);
       if (rc) return rc;
       s->preferred_batch_size[s->num_preferred++] = (uint32_t)v;
@@ -347,12 +359,15 @@ static int warm_input_member(cfg_parser_t *p, const char *key, void *vctx) {
     char t[32];
     int rc = cfg_str(p, key, t, sizeof t);
     if (rc) return rc;
-    static const struct { const char *n; ox_dtype_t d; } map[] = {
-        {"TYPE_BOOL", OX_DT_BOOL}, {"TYPE_UINT8", OX_DT_UINT8}, {"TYPE_UINT16", OX_DT_UINT16},
+    static const struct {
+      const char *n;
+      ox_dtype_t d;
+    } map[] = {
+        {"TYPE_BOOL", OX_DT_BOOL},     {"TYPE_UINT8", OX_DT_UINT8},   {"TYPE_UINT16", OX_DT_UINT16},
         {"TYPE_UINT32", OX_DT_UINT32}, {"TYPE_UINT64", OX_DT_UINT64}, {"TYPE_INT8", OX_DT_INT8},
-        {"TYPE_INT16", OX_DT_INT16}, {"TYPE_INT32", OX_DT_INT32}, {"TYPE_INT64", OX_DT_INT64},
-        {"TYPE_FP16", OX_DT_FP16}, {"TYPE_BF16", OX_DT_BF16}, {"TYPE_FP32", OX_DT_FP32},
-        {"TYPE_FP64", OX_DT_FP64}, {"TYPE_STRING", OX_DT_BYTES}};
+        {"TYPE_INT16", OX_DT_INT16},   {"TYPE_INT32", OX_DT_INT32},   {"TYPE_INT64", OX_DT_INT64},
+        {"TYPE_FP16", OX_DT_FP16},     {"TYPE_BF16", OX_DT_BF16},     {"TYPE_FP32", OX_DT_FP32},
+        {"TYPE_FP64", OX_DT_FP64},     {"TYPE_STRING", OX_DT_BYTES}};
     in->dtype = OX_DT_INVALID;
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
       if (!strcmp(map[i].n, t)) in->dtype = map[i].d;
@@ -395,7 +410,8 @@ static int warm_input_member(cfg_parser_t *p, const char *key, void *vctx) {
     in->kind = 2;
     int rc = cfg_str(p, key, in->file, sizeof in->file);
     if (!rc && (strchr(in->file, '/') || !strcmp(in->file, "..") || !strcmp(in->file, ".")))
-      return cfg_fail(p, "input_data_file '%s' must be a file name in the model's warmup/ folder", in->file);
+      return cfg_fail(p, "input_data_file '%s' must be a file name in the model's warmup/ folder",
+                      in->file);
     return rc;
   }
   return cfg_fail(p, "unknown key 'model_warmup.inputs.*.%s'", key);
@@ -404,7 +420,8 @@ static int warm_input_member(cfg_parser_t *p, const char *key, void *vctx) {
 static int warm_inputs_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   ox_warmup_t *w = c->w;
-  if (w->num_inputs == sizeof w->inputs / sizeof w->inputs[0]) return cfg_fail(p, "too many warm-up inputs");
+  if (w->num_inputs == sizeof w->inputs / sizeof w->inputs[0])
+    return cfg_fail(p, "too many warm-up inputs");
   typeof(w->inputs[0]) *in = &w->inputs[w->num_inputs++];
   memset(in, 0, sizeof *in);
   if (strlen(key) >= sizeof in->name) return cfg_fail(p, "warm-up input name too long");
@@ -438,7 +455,8 @@ static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   if (!strcmp(key, "name")) {
     char name[256];
     rc = cfg_str(p, key, name, sizeof name);
-    if (!rc && strcmp(name, c->m->name)) return cfg_fail(p, "'name' is '%.100s', not the folder's name", name);
+    if (!rc && strcmp(name, c->m->name))
+      return cfg_fail(p, "'name' is '%.100s', not the folder's name", name);
     return rc;
   }
   if (!strcmp(key, "max_batch_size")) {
@@ -533,14 +551,17 @@ int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_th
   if (rc) return rc == OX_ENOMEM ? rc : OX_EINVALID;
   ox_sched_config_t *s = &cfg->sched;
   if (s->max_batch_size > 0 && !can_batch) {
-    snprintf(err, errcap, "config.json: 'max_batch_size' needs a dynamic first dimension on every "
+    snprintf(err, errcap,
+             "config.json: 'max_batch_size' needs a dynamic first dimension on every "
              "input and output");
     return OX_EINVALID;
   }
   for (size_t i = 0; i < s->num_preferred; i++) {
     if (s->preferred_batch_size[i] > s->max_batch_size) {
-      snprintf(err, errcap, "config.json: 'dynamic_batching.preferred_batch_size' %u exceeds "
-               "'max_batch_size' %u", s->preferred_batch_size[i], s->max_batch_size);
+      snprintf(err, errcap,
+               "config.json: 'dynamic_batching.preferred_batch_size' %u exceeds "
+               "'max_batch_size' %u",
+               s->preferred_batch_size[i], s->max_batch_size);
       return OX_EINVALID;
     }
   }
@@ -550,12 +571,15 @@ int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_th
       size_t j = 0;
       while (j < m->num_inputs && strcmp(m->inputs[j].name, w->inputs[i].name)) j++;
       if (j == m->num_inputs) {
-        snprintf(err, errcap, "config.json: warm-up '%.60s': input '%.100s' is not an input of "
-                 "the model", w->name, w->inputs[i].name);
+        snprintf(err, errcap,
+                 "config.json: warm-up '%.60s': input '%.100s' is not an input of "
+                 "the model",
+                 w->name, w->inputs[i].name);
         return OX_EINVALID;
       }
       if (w->inputs[i].dtype == OX_DT_INVALID) {
-        snprintf(err, errcap, "config.json: warm-up input '%s' has no data_type", w->inputs[i].name);
+        snprintf(err, errcap, "config.json: warm-up input '%s' has no data_type",
+                 w->inputs[i].name);
         return OX_EINVALID;
       }
     }
@@ -576,12 +600,14 @@ int ox_model_config_json(ox_buf_t *o, const ox_model_t *m, const ox_model_config
   const ox_sched_config_t *s = &cfg->sched;
   int rc = ox_buf_puts(o, "{\"name\":");
   rc |= ox_buf_append_json_string(o, m->name, strlen(m->name));
-  rc |= ox_buf_printf(o, ",\"platform\":\"onnx_onnxv1\",\"backend\":\"onnxruntime\","
-                         "\"max_batch_size\":%u,\"instance_count\":%u",
+  rc |= ox_buf_printf(o,
+                      ",\"platform\":\"onnx_onnxv1\",\"backend\":\"onnxruntime\","
+                      "\"max_batch_size\":%u,\"instance_count\":%u",
                       s->max_batch_size, s->instance_count);
   if (s->max_batch_size > 0) {
-    rc |= ox_buf_printf(o, ",\"dynamic_batching\":{\"max_queue_delay_microseconds\":%" PRIu64
-                           ",\"preferred_batch_size\":[",
+    rc |= ox_buf_printf(o,
+                        ",\"dynamic_batching\":{\"max_queue_delay_microseconds\":%" PRIu64
+                        ",\"preferred_batch_size\":[",
                         s->max_queue_delay_us);
     for (size_t i = 0; i < s->num_preferred; i++)
       rc |= ox_buf_printf(o, i ? ",%u" : "%u", s->preferred_batch_size[i]);
@@ -608,8 +634,8 @@ int ox_model_config_json(ox_buf_t *o, const ox_model_t *m, const ox_model_config
       }
       rc |= ox_buf_puts(o, "}");
     }
-    rc |= ox_buf_printf(o, "],\"width\":%u,\"mandatory\":%s,\"deadline_us\":%" PRIu64 "}",
-                        v->width, v->mandatory ? "true" : "false", v->deadline_us);
+    rc |= ox_buf_printf(o, "],\"width\":%u,\"mandatory\":%s,\"deadline_us\":%" PRIu64 "}", v->width,
+                        v->mandatory ? "true" : "false", v->deadline_us);
   }
   rc |= ox_buf_printf(o, ",\"model_warmup_count\":%zu,\"config_file\":%s}", cfg->num_warmup,
                       cfg->from_file ? "true" : "false");

@@ -73,20 +73,20 @@ typedef struct {
 
 typedef struct {
   int enabled;
-  char input[128];      /* the model input assembled */
-  size_t input_idx;     /* its index in the model's inputs */
-  ox_fcol_t *cols;      /* owned (malloc) */
+  char input[128];  /* the model input assembled */
+  size_t input_idx; /* its index in the model's inputs */
+  ox_fcol_t *cols;  /* owned (malloc) */
   size_t num_cols;
-  uint32_t width;       /* sum of the columns' widths */
+  uint32_t width; /* sum of the columns' widths */
   int mandatory;
   uint64_t deadline_us; /* default 20000 */
 } ox_feature_view_t;
 
 typedef struct {
   ox_sched_config_t sched;
-  ox_feature_view_t view;   /* "feature_view" (view.enabled 0 when absent) */
-  int from_file;            /* a config.json was read */
-  ox_warmup_t *warmup;      /* owned (malloc) */
+  ox_feature_view_t view; /* "feature_view" (view.enabled 0 when absent) */
+  int from_file;          /* a config.json was read */
+  ox_warmup_t *warmup;    /* owned (malloc) */
   size_t num_warmup;
 } ox_model_config_t;
 

@@ -34,7 +34,9 @@ void ox_loop_set_after(ox_loop_t *loop, void (*after)(ox_loop_t *, void *), void
   loop->after_data = data;
 }
 
-uint64_t ox_loop_now_ms(const ox_loop_t *loop) { return loop->now_ms; }
+uint64_t ox_loop_now_ms(const ox_loop_t *loop) {
+  return loop->now_ms;
+}
 
 static void ox_loop_run_tasks(ox_loop_t *loop) {
   pthread_mutex_lock(&loop->lock);
@@ -55,15 +57,16 @@ static void ox_loop_on_wake(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
   ox_loop_run_tasks(loop);
 }
 
-void ox_loop_set_tick(ox_loop_t *loop, int tick_ms, void (*tick)(ox_loop_t *, void *),
-                      void *data) {
+void ox_loop_set_tick(ox_loop_t *loop, int tick_ms, void (*tick)(ox_loop_t *, void *), void *data) {
   loop->tick_ms = tick_ms;
   loop->tick = tick;
   loop->tick_data = data;
   loop->next_tick = (uint64_t)ox_mono_ms() + (uint64_t)tick_ms;
 }
 
-void ox_loop_run_pending(ox_loop_t *loop) { ox_loop_run_tasks(loop); }
+void ox_loop_run_pending(ox_loop_t *loop) {
+  ox_loop_run_tasks(loop);
+}
 
 int ox_loop_create(ox_loop_t **out) {
   ox_loop_t *loop = calloc(1, sizeof *loop);
@@ -129,8 +132,10 @@ void ox_loop_post(ox_loop_t *loop, ox_task_t *task) {
   task->next = NULL;
   pthread_mutex_lock(&loop->lock);
   int was_empty = loop->head == NULL;
-  if (loop->tail) loop->tail->next = task;
-  else loop->head = task;
+  if (loop->tail)
+    loop->tail->next = task;
+  else
+    loop->head = task;
   loop->tail = task;
   pthread_mutex_unlock(&loop->lock);
   if (was_empty) {

@@ -20,23 +20,45 @@ static int labels(ox_buf_t *o, const ox_metrics_model_t *m) {
   return rc;
 }
 
-typedef enum { F_SUCCESS, F_FAIL, F_ICOUNT, F_ECOUNT, F_REQ_US, F_QUEUE_US, F_IN_US, F_INFER_US,
-               F_OUT_US, F_PENDING, F_GONE_UNPARSED } field_t;
+typedef enum {
+  F_SUCCESS,
+  F_FAIL,
+  F_ICOUNT,
+  F_ECOUNT,
+  F_REQ_US,
+  F_QUEUE_US,
+  F_IN_US,
+  F_INFER_US,
+  F_OUT_US,
+  F_PENDING,
+  F_GONE_UNPARSED
+} field_t;
 
 static uint64_t field(const ox_metrics_model_t *m, field_t f) {
   const ox_model_stats_t *s = m->stats;
   switch (f) {
-    case F_SUCCESS: return LD(s->success.count);
-    case F_FAIL: return LD(s->fail.count);
-    case F_ICOUNT: return LD(s->inference_count);
-    case F_ECOUNT: return LD(s->execution_count);
-    case F_REQ_US: return (LD(s->success.ns) + LD(s->fail.ns)) / 1000;
-    case F_QUEUE_US: return LD(s->queue.ns) / 1000;
-    case F_IN_US: return LD(s->compute_input.ns) / 1000;
-    case F_INFER_US: return LD(s->compute_infer.ns) / 1000;
-    case F_OUT_US: return LD(s->compute_output.ns) / 1000;
-    case F_GONE_UNPARSED: return LD(s->gone_unparsed);
-    case F_PENDING: return m->pending;
+    case F_SUCCESS:
+      return LD(s->success.count);
+    case F_FAIL:
+      return LD(s->fail.count);
+    case F_ICOUNT:
+      return LD(s->inference_count);
+    case F_ECOUNT:
+      return LD(s->execution_count);
+    case F_REQ_US:
+      return (LD(s->success.ns) + LD(s->fail.ns)) / 1000;
+    case F_QUEUE_US:
+      return LD(s->queue.ns) / 1000;
+    case F_IN_US:
+      return LD(s->compute_input.ns) / 1000;
+    case F_INFER_US:
+      return LD(s->compute_infer.ns) / 1000;
+    case F_OUT_US:
+      return LD(s->compute_output.ns) / 1000;
+    case F_GONE_UNPARSED:
+      return LD(s->gone_unparsed);
+    case F_PENDING:
+      return m->pending;
   }
   return 0;
 }
@@ -55,8 +77,8 @@ static int hist(ox_buf_t *o, const char *name, const char *help, const ox_metric
         rc |= ox_buf_printf(o, ",version=\"%" PRId64 "\",le=\"%" PRIu64 "\"} %" PRIu64 "\n",
                             ms[k].version, bounds[i], cum);
       else
-        rc |= ox_buf_printf(o, ",version=\"%" PRId64 "\",le=\"+Inf\"} %" PRIu64 "\n",
-                            ms[k].version, cum);
+        rc |= ox_buf_printf(o, ",version=\"%" PRId64 "\",le=\"+Inf\"} %" PRIu64 "\n", ms[k].version,
+                            cum);
     }
     rc |= ox_buf_printf(o, "%s_sum", name);
     rc |= labels(o, &ms[k]);
@@ -75,20 +97,30 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
   } fams[] = {
       {"nv_inference_request_success", "counter", "Successful inference requests", F_SUCCESS},
       {"nv_inference_request_failure", "counter", "Failed inference requests", F_FAIL},
-      {"nv_inference_count", "counter", "Inferences performed (rows; batched requests count by rows)", F_ICOUNT},
-      {"nv_inference_exec_count", "counter", "Model executions (runs); inference_count / exec_count is the mean batch size", F_ECOUNT},
-      {"nv_inference_request_duration_us", "counter", "Cumulative request duration, receipt to response", F_REQ_US},
-      {"nv_inference_queue_duration_us", "counter", "Cumulative time requests waited in the queue", F_QUEUE_US},
-      {"nv_inference_compute_input_duration_us", "counter", "Cumulative time preparing inputs", F_IN_US},
-      {"nv_inference_compute_infer_duration_us", "counter", "Cumulative model run time", F_INFER_US},
-      {"nv_inference_compute_output_duration_us", "counter", "Cumulative time producing outputs", F_OUT_US},
+      {"nv_inference_count", "counter",
+       "Inferences performed (rows; batched requests count by rows)", F_ICOUNT},
+      {"nv_inference_exec_count", "counter",
+       "Model executions (runs); inference_count / exec_count is the mean batch size", F_ECOUNT},
+      {"nv_inference_request_duration_us", "counter",
+       "Cumulative request duration, receipt to response", F_REQ_US},
+      {"nv_inference_queue_duration_us", "counter", "Cumulative time requests waited in the queue",
+       F_QUEUE_US},
+      {"nv_inference_compute_input_duration_us", "counter", "Cumulative time preparing inputs",
+       F_IN_US},
+      {"nv_inference_compute_infer_duration_us", "counter", "Cumulative model run time",
+       F_INFER_US},
+      {"nv_inference_compute_output_duration_us", "counter", "Cumulative time producing outputs",
+       F_OUT_US},
       {"nv_inference_pending_request_count", "gauge", "Requests waiting to run", F_PENDING},
-      {"onnxd_inference_client_gone_unparsed_total", "counter", "Requests dropped without parsing: the client closed the connection before a worker started on them", F_GONE_UNPARSED},
+      {"onnxd_inference_client_gone_unparsed_total", "counter",
+       "Requests dropped without parsing: the client closed the connection before a worker started "
+       "on them",
+       F_GONE_UNPARSED},
   };
   int rc = 0;
   for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
-    rc |= ox_buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help,
-                        fams[f].name, fams[f].type);
+    rc |= ox_buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name,
+                        fams[f].type);
     for (size_t k = 0; k < n; k++) {
       rc |= ox_buf_puts(o, fams[f].name);
       rc |= labels(o, &ms[k]);
@@ -112,14 +144,17 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
 #undef H
   rc |= ox_buf_printf(o,
                       "# HELP onnxd_open_connections Open client connections\n"
-                      "# TYPE onnxd_open_connections gauge\nonnxd_open_connections %" PRIu64 "\n"
+                      "# TYPE onnxd_open_connections gauge\nonnxd_open_connections %" PRIu64
+                      "\n"
                       "# HELP onnxd_http_received_bytes_total Request bytes received\n"
                       "# TYPE onnxd_http_received_bytes_total counter\n"
-                      "onnxd_http_received_bytes_total %" PRIu64 "\n"
+                      "onnxd_http_received_bytes_total %" PRIu64
+                      "\n"
                       "# HELP onnxd_http_sent_bytes_total Response bytes sent\n"
                       "# TYPE onnxd_http_sent_bytes_total counter\n"
                       "onnxd_http_sent_bytes_total %" PRIu64 "\n",
-                      open_connections, LD(ox_process_stats.bytes_in), LD(ox_process_stats.bytes_out));
+                      open_connections, LD(ox_process_stats.bytes_in),
+                      LD(ox_process_stats.bytes_out));
   /* Process: resident memory from /proc/self/statm, CPU from getrusage. */
   long pages = 0, rss = 0;
   FILE *f = fopen("/proc/self/statm", "r");
@@ -151,11 +186,11 @@ int ox_metrics_stats_json(ox_buf_t *o, const ox_metrics_model_t *m) {
   const ox_model_stats_t *s = m->stats;
   int rc = ox_buf_puts(o, "{\"name\":");
   rc |= ox_buf_append_json_string(o, m->model, strlen(m->model));
-  rc |= ox_buf_printf(o, ",\"version\":\"%" PRId64 "\",\"last_inference\":%" PRIu64
-                      ",\"inference_count\":%" PRIu64 ",\"execution_count\":%" PRIu64
-                      ",\"inference_stats\":{",
-                      m->version, LD(s->last_inference_ms), LD(s->inference_count),
-                      LD(s->execution_count));
+  rc |= ox_buf_printf(
+      o,
+      ",\"version\":\"%" PRId64 "\",\"last_inference\":%" PRIu64 ",\"inference_count\":%" PRIu64
+      ",\"execution_count\":%" PRIu64 ",\"inference_stats\":{",
+      m->version, LD(s->last_inference_ms), LD(s->inference_count), LD(s->execution_count));
   rc |= pair(o, "success", &s->success, 0);
   rc |= pair(o, "fail", &s->fail, 1);
   rc |= pair(o, "queue", &s->queue, 1);

@@ -28,13 +28,13 @@ typedef struct {
 /* Statistics of one model version (Triton's names in comments). */
 typedef struct {
   ox_stat_pair_t success, fail, queue, compute_input, compute_infer, compute_output;
-  atomic_uint_fast64_t inference_count; /* rows inferred (nv_inference_count) */
-  atomic_uint_fast64_t execution_count; /* model runs (nv_inference_exec_count) */
+  atomic_uint_fast64_t inference_count;   /* rows inferred (nv_inference_count) */
+  atomic_uint_fast64_t execution_count;   /* model runs (nv_inference_exec_count) */
   atomic_uint_fast64_t last_inference_ms; /* wall clock, ms since the epoch */
   atomic_uint_fast64_t gone_unparsed;     /* dropped unparsed: the client left while it waited
                                              for a worker (also counted in fail) */
   ox_hist_t request_us, queue_us, input_us, infer_us, output_us;
-  ox_hist_t batch_size;                 /* rows per run */
+  ox_hist_t batch_size;                             /* rows per run */
   ox_batch_stat_t by_batch[OX_MAX_BATCH_STATS + 1]; /* index = rows (last: larger) */
 } ox_model_stats_t;
 

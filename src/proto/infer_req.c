@@ -189,7 +189,9 @@ static int ox_arr_next(ox_json_t *js, int *first) {
   return 1;
 }
 
-static inline char ox_peek(const ox_json_t *js) { return *js->p; /* callers checked p < end */ }
+static inline char ox_peek(const ox_json_t *js) {
+  return *js->p; /* callers checked p < end */
+}
 
 /* Reads a boolean value at the cursor: 0/1 into *out, or sets *out = -1 and skips a value of
  * another kind (the caller reports that). */

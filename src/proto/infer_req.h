@@ -23,20 +23,20 @@
 #define OX_JSON_MAX_DEPTH 64
 
 typedef struct {
-  ox_slice_t name;              /* unescaped (arena copy if it had escapes, else borrowed) */
-  ox_dtype_t dtype;             /* from "datatype"; request is invalid if unknown */
+  ox_slice_t name;  /* unescaped (arena copy if it had escapes, else borrowed) */
+  ox_dtype_t dtype; /* from "datatype"; request is invalid if unknown */
   int rank;
-  int64_t shape[OX_MAX_RANK];   /* each >= 0 (negative: invalid) */
-  uint64_t count;               /* product of shape (overflow: invalid) */
-  ox_slice_t data_json;         /* raw text of the "data" value (an array), ptr NULL if absent */
-  int has_binary;               /* parameters.binary_data_size present */
-  uint64_t binary_size;         /* its value */
-  ox_slice_t binary;            /* set by ox_infer_request_split_binary */
+  int64_t shape[OX_MAX_RANK]; /* each >= 0 (negative: invalid) */
+  uint64_t count;             /* product of shape (overflow: invalid) */
+  ox_slice_t data_json;       /* raw text of the "data" value (an array), ptr NULL if absent */
+  int has_binary;             /* parameters.binary_data_size present */
+  uint64_t binary_size;       /* its value */
+  ox_slice_t binary;          /* set by ox_infer_request_split_binary */
 } ox_infer_input_t;
 
 typedef struct {
   ox_slice_t name;
-  int binary_data;              /* parameters.binary_data: -1 absent, 0 false, 1 true */
+  int binary_data; /* parameters.binary_data: -1 absent, 0 false, 1 true */
 } ox_infer_output_t;
 
 /* The kind of a request parameter's value. */
@@ -60,13 +60,13 @@ typedef struct {
 } ox_infer_param_t;
 
 typedef struct {
-  ox_slice_t id_json;           /* raw JSON text of "id" (a string token with quotes), or NULL */
-  ox_infer_input_t *inputs;     /* arena-owned array */
+  ox_slice_t id_json;       /* raw JSON text of "id" (a string token with quotes), or NULL */
+  ox_infer_input_t *inputs; /* arena-owned array */
   size_t num_inputs;
-  ox_infer_output_t *outputs;   /* arena-owned; NULL/0 when "outputs" absent (= all outputs) */
+  ox_infer_output_t *outputs; /* arena-owned; NULL/0 when "outputs" absent (= all outputs) */
   size_t num_outputs;
-  int binary_data_output;       /* parameters.binary_data_output: -1 absent, 0, 1 */
-  int has_timeout;              /* parameters.timeout (microseconds, Triton's) */
+  int binary_data_output; /* parameters.binary_data_output: -1 absent, 0, 1 */
+  int has_timeout;        /* parameters.timeout (microseconds, Triton's) */
   uint64_t timeout_us;
   ox_infer_param_t *params; /* every request parameter, in request order (arena-owned);
                                NULL/0 when "parameters" is absent or empty */
@@ -85,8 +85,8 @@ const ox_infer_param_t *ox_infer_request_param(const ox_infer_header_t *req, con
  * Returns 0, OX_EINVALID / OX_EDEPTH / OX_EOVERFLOW (message in err, naming the input, e.g.
  * "input 'x': shape has a negative dimension"), or OX_ENOMEM. err has room for errcap bytes and
  * is always NUL-terminated on error. */
-int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena,
-                           ox_infer_header_t *req, char *err, size_t errcap);
+int ox_infer_request_parse(const char *json, size_t len, ox_arena_t *arena, ox_infer_header_t *req,
+                           char *err, size_t errcap);
 
 /* Binary tensor extension: assigns each input with has_binary its slice of bin[0..bin_len),
  * in input order. Errors (OX_EINVALID, message in err): an input has both "data" and

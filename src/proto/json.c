@@ -18,7 +18,9 @@
 
 _Static_assert(OX_JSON_MAX_DEPTH <= 64, "the container stack is a uint64_t");
 
-static inline int ox_is_digit(char c) { return (unsigned)(c - '0') < 10; }
+static inline int ox_is_digit(char c) {
+  return (unsigned)(c - '0') < 10;
+}
 
 static int ox_hex(char c) {
   if (ox_is_digit(c)) return c - '0';

@@ -47,7 +47,9 @@ static inline void ox_json_init(ox_json_t *js, const char *text, size_t len) {
   js->err = NULL;
 }
 
-static inline int ox_json_is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+static inline int ox_json_is_ws(char c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
 
 /* Moves the cursor over whitespace. */
 static inline void ox_json_ws(ox_json_t *js) {

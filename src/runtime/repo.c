@@ -496,7 +496,9 @@ int ox_repo_find(const ox_repo_t *repo, ox_slice_t name, ox_slice_t version, ox_
   return OX_ENOT_FOUND;
 }
 
-size_t ox_repo_num_models(const ox_repo_t *repo) { return repo ? repo->n : 0; }
+size_t ox_repo_num_models(const ox_repo_t *repo) {
+  return repo ? repo->n : 0;
+}
 
 const char *ox_repo_model_name(const ox_repo_t *repo, size_t i) {
   return repo && i < repo->n ? repo->models[i].name : NULL;

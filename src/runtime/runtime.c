@@ -22,11 +22,17 @@ OrtMemoryInfo *ox_ort_cpu;
 
 static long ox_rt_live;
 
-int ox_rt_ready(void) { return ox_ort_env != NULL; }
+int ox_rt_ready(void) {
+  return ox_ort_env != NULL;
+}
 
-void ox_rt_live_add(long delta) { __atomic_add_fetch(&ox_rt_live, delta, __ATOMIC_RELAXED); }
+void ox_rt_live_add(long delta) {
+  __atomic_add_fetch(&ox_rt_live, delta, __ATOMIC_RELAXED);
+}
 
-long ox_rt_live_objects(void) { return __atomic_load_n(&ox_rt_live, __ATOMIC_RELAXED); }
+long ox_rt_live_objects(void) {
+  return __atomic_load_n(&ox_rt_live, __ATOMIC_RELAXED);
+}
 
 /* ---- messages -------------------------------------------------------------------------- */
 
@@ -238,9 +244,13 @@ void ox_runtime_shutdown(void) {
   ox_ort = NULL;
 }
 
-const char *ox_runtime_version(void) { return OrtGetApiBase()->GetVersionString(); }
+const char *ox_runtime_version(void) {
+  return OrtGetApiBase()->GetVersionString();
+}
 
-int ox_runtime_header_api(void) { return ORT_API_VERSION; }
+int ox_runtime_header_api(void) {
+  return ORT_API_VERSION;
+}
 
 /* ---- run controls ---------------------------------------------------------------------- */
 

@@ -42,18 +42,18 @@ const char *ox_runtime_version(void);
 int ox_runtime_header_api(void);
 
 typedef struct {
-  char *name;              /* owned by the model */
-  ox_dtype_t dtype;        /* OX_DT_INVALID if ORT's type has no OIP datatype */
-  int rank;                /* -1: rank unknown (no shape in the model) */
+  char *name;                   /* owned by the model */
+  ox_dtype_t dtype;             /* OX_DT_INVALID if ORT's type has no OIP datatype */
+  int rank;                     /* -1: rank unknown (no shape in the model) */
   int64_t dims[OX_RT_MAX_RANK]; /* -1 for a dynamic or symbolic dimension */
 } ox_tensor_info_t;
 
 typedef struct ox_model {
-  char *name;              /* owned */
+  char *name; /* owned */
   int64_t version;
-  ox_tensor_info_t *inputs;   /* owned, in the session's input order */
+  ox_tensor_info_t *inputs; /* owned, in the session's input order */
   size_t num_inputs;
-  ox_tensor_info_t *outputs;  /* owned, in the session's output order */
+  ox_tensor_info_t *outputs; /* owned, in the session's output order */
   size_t num_outputs;
   struct ox_model_impl *impl; /* ORT session and names; private to runtime */
   void *app;                  /* the application's per-model state (scheduler, statistics);
@@ -92,7 +92,7 @@ typedef struct {
   const void *data;
   size_t nbytes;
   const ox_slice_t *strings;
-  uint64_t count;          /* element count (product of shape) */
+  uint64_t count; /* element count (product of shape) */
 } ox_tensor_in_t;
 
 /* One output of a run. For every dtype except BYTES, data/nbytes are ORT's own output memory
@@ -106,8 +106,8 @@ typedef struct {
   const void *data;
   size_t nbytes;
   ox_slice_t *strings;
-  void *value_;            /* private: OrtValue* */
-  void *strblock_;         /* private */
+  void *value_;    /* private: OrtValue* */
+  void *strblock_; /* private */
 } ox_tensor_out_t;
 
 /* Opaque per-run control (wraps OrtRunOptions) so another thread can terminate a run. */

@@ -65,8 +65,10 @@ int ox_pool_submit(ox_pool_t *p, ox_job_t *job) {
     return OX_EUNAVAILABLE;
   }
   job->next = NULL;
-  if (p->tail) p->tail->next = job;
-  else p->head = job;
+  if (p->tail)
+    p->tail->next = job;
+  else
+    p->head = job;
   p->tail = job;
   p->queued++;
   pthread_cond_signal(&p->cond);

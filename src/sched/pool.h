@@ -10,9 +10,9 @@
 #include <stddef.h>
 
 typedef struct ox_job {
-  struct ox_job *next;            /* owned by the pool while queued */
-  void (*run)(struct ox_job *);   /* on a worker thread */
-  void (*cancel)(struct ox_job *);/* instead of run, when the pool shuts down with it queued */
+  struct ox_job *next;             /* owned by the pool while queued */
+  void (*run)(struct ox_job *);    /* on a worker thread */
+  void (*cancel)(struct ox_job *); /* instead of run, when the pool shuts down with it queued */
 } ox_job_t;
 
 typedef struct ox_pool ox_pool_t;

@@ -158,7 +158,8 @@ int ox_server_models_init(ox_server_t *s) {
       if (rc) {
         st->unavailable = 1;
         snprintf(st->reason, sizeof st->reason, "%s", err);
-        ox_warn("model '%s' version %lld is not available: %s", m->name, (long long)m->version, err);
+        ox_warn("model '%s' version %lld is not available: %s", m->name, (long long)m->version,
+                err);
       }
       if (ox_batcher_create(m, &st->cfg.sched, s->pool, &st->batcher)) {
         free(vs);

@@ -451,7 +451,8 @@ static int bind_model(ox_server_t *s, ox_conn_t *c, const ox_slice_t *seg, const
     return 0;
   }
   long nl = ox_url_decode_segment(ms, name);
-  if (nl <= 0 || !ox_name_valid(name, (size_t)nl) || (nl == 1 && name[0] == '.') || (nl == 2 && name[0] == '.' && name[1] == '.')) {
+  if (nl <= 0 || !ox_name_valid(name, (size_t)nl) || (nl == 1 && name[0] == '.') ||
+      (nl == 2 && name[0] == '.' && name[1] == '.')) {
     ox_conn_respond_error(c, 400, "invalid model name");
     return 0;
   }

@@ -33,7 +33,11 @@ int main(int argc, char **argv) {
   int count = 0, errors = 0;
   for (int i = 1; i < argc; i++) {
     struct stat st;
-    if (stat(argv[i], &st) != 0) { fprintf(stderr, "replay: no %s\n", argv[i]); errors++; continue; }
+    if (stat(argv[i], &st) != 0) {
+      fprintf(stderr, "replay: no %s\n", argv[i]);
+      errors++;
+      continue;
+    }
     if (S_ISDIR(st.st_mode)) {
       DIR *d = opendir(argv[i]);
       struct dirent *e;
@@ -41,10 +45,16 @@ int main(int argc, char **argv) {
         if (e->d_name[0] == '.') continue;
         char p[4096];
         snprintf(p, sizeof p, "%s/%s", argv[i], e->d_name);
-        if (replay_file(p) == 0) count++; else errors++;
+        if (replay_file(p) == 0)
+          count++;
+        else
+          errors++;
       }
       if (d) closedir(d);
-    } else if (replay_file(argv[i]) == 0) count++; else errors++;
+    } else if (replay_file(argv[i]) == 0)
+      count++;
+    else
+      errors++;
   }
   printf("%d passed, %d failed\n", count, errors);
   return errors ? 1 : 0;

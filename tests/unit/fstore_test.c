@@ -543,8 +543,8 @@ static void teardown(void) {
 
 TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
           T(never_seen_entity_skips_l1_and_l2), T(event_ids_deduplicate),
-          T(events_to_redis_needs_redis),
-          T(rows_fall_through_promote_and_expire), T(concurrent_readers_never_leave_stale_lists),
+          T(events_to_redis_needs_redis), T(rows_fall_through_promote_and_expire),
+          T(concurrent_readers_never_leave_stale_lists),
           T(merchant_identity_is_keyed_per_store_and_stable),
           T(store_with_fnv_merchants_is_refused), T(cap_refuses_the_whole_request),
           T(velocity_reads_a_bounded_look_ahead), T(score_at_the_cap_is_bounded), T(teardown))

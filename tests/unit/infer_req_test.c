@@ -36,10 +36,16 @@ static int parse_n(const char *s, size_t n) {
   memset(E, 'X', sizeof E); /* so a missing message is visible */
   return ox_infer_request_parse(s, n, &A, &R, E, sizeof E);
 }
-static int parse(const char *s) { return parse_n(s, strlen(s)); }
-static int parseq(const char *s) { return parse(Q(s)); }
+static int parse(const char *s) {
+  return parse_n(s, strlen(s));
+}
+static int parseq(const char *s) {
+  return parse(Q(s));
+}
 
-static int slice_is(ox_slice_t s, const char *lit) { return s.ptr && ox_slice_eq(s, lit); }
+static int slice_is(ox_slice_t s, const char *lit) {
+  return s.ptr && ox_slice_eq(s, lit);
+}
 static int inside(ox_slice_t s, const char *buf, size_t n) {
   return s.ptr >= buf && s.ptr + s.len <= buf + n;
 }
@@ -1056,7 +1062,9 @@ TEST(request_params_allocation_failure) {
 
 /* ---- ox_json_unescape and the scanner ------------------------------------------------------ */
 
-static long unesc(const char *s, char *out) { return ox_json_unescape(s, strlen(s), out); }
+static long unesc(const char *s, char *out) {
+  return ox_json_unescape(s, strlen(s), out);
+}
 
 TEST(unescape) {
   char out[64];

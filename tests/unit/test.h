@@ -13,48 +13,56 @@ typedef void (*ox_test_fn)(void);
 static int ox_t_failed_checks;
 static const char *ox_t_current;
 
-#define CHECK(cond)                                                                   \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
+#define CHECK(cond)                                                                        \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
       fprintf(stderr, "  FAIL %s:%d [%s]: %s\n", __FILE__, __LINE__, ox_t_current, #cond); \
-      ox_t_failed_checks++;                                                           \
-    }                                                                                 \
+      ox_t_failed_checks++;                                                                \
+    }                                                                                      \
   } while (0)
-#define CHECK_INT(a, b)                                                               \
-  do {                                                                                \
-    long long ox_a_ = (long long)(a), ox_b_ = (long long)(b);                         \
-    if (ox_a_ != ox_b_) {                                                             \
+#define CHECK_INT(a, b)                                                                   \
+  do {                                                                                    \
+    long long ox_a_ = (long long)(a), ox_b_ = (long long)(b);                             \
+    if (ox_a_ != ox_b_) {                                                                 \
       fprintf(stderr, "  FAIL %s:%d [%s]: %s == %s (%lld vs %lld)\n", __FILE__, __LINE__, \
-              ox_t_current, #a, #b, ox_a_, ox_b_);                                    \
-      ox_t_failed_checks++;                                                           \
-    }                                                                                 \
+              ox_t_current, #a, #b, ox_a_, ox_b_);                                        \
+      ox_t_failed_checks++;                                                               \
+    }                                                                                     \
   } while (0)
-#define CHECK_STR(a, b)                                                               \
-  do {                                                                                \
-    const char *ox_a_ = (a), *ox_b_ = (b);                                            \
-    if (!ox_a_ || !ox_b_ || strcmp(ox_a_, ox_b_) != 0) {                              \
+#define CHECK_STR(a, b)                                                                       \
+  do {                                                                                        \
+    const char *ox_a_ = (a), *ox_b_ = (b);                                                    \
+    if (!ox_a_ || !ox_b_ || strcmp(ox_a_, ox_b_) != 0) {                                      \
       fprintf(stderr, "  FAIL %s:%d [%s]: %s == %s (\"%s\" vs \"%s\")\n", __FILE__, __LINE__, \
-              ox_t_current, #a, #b, ox_a_ ? ox_a_ : "(null)", ox_b_ ? ox_b_ : "(null)"); \
-      ox_t_failed_checks++;                                                           \
-    }                                                                                 \
+              ox_t_current, #a, #b, ox_a_ ? ox_a_ : "(null)", ox_b_ ? ox_b_ : "(null)");      \
+      ox_t_failed_checks++;                                                                   \
+    }                                                                                         \
   } while (0)
 #define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)
 
 #define TEST(name) static void name(void)
-#define TEST_MAIN(...)                                                                \
-  int main(void) {                                                                    \
-    struct { const char *n; ox_test_fn f; } ox_tests[] = {__VA_ARGS__};              \
-    int passed = 0, failed = 0;                                                       \
-    for (size_t i = 0; i < sizeof ox_tests / sizeof ox_tests[0]; i++) {               \
-      int before = ox_t_failed_checks;                                                \
-      ox_t_current = ox_tests[i].n;                                                   \
-      ox_tests[i].f();                                                                \
-      if (ox_t_failed_checks == before) passed++;                                     \
-      else { failed++; fprintf(stderr, "FAILED %s\n", ox_tests[i].n); }               \
-    }                                                                                 \
-    printf("%d passed, %d failed\n", passed, failed);                                 \
-    return failed ? 1 : 0;                                                            \
+#define TEST_MAIN(...)                                                  \
+  int main(void) {                                                      \
+    struct {                                                            \
+      const char *n;                                                    \
+      ox_test_fn f;                                                     \
+    } ox_tests[] = {__VA_ARGS__};                                       \
+    int passed = 0, failed = 0;                                         \
+    for (size_t i = 0; i < sizeof ox_tests / sizeof ox_tests[0]; i++) { \
+      int before = ox_t_failed_checks;                                  \
+      ox_t_current = ox_tests[i].n;                                     \
+      ox_tests[i].f();                                                  \
+      if (ox_t_failed_checks == before)                                 \
+        passed++;                                                       \
+      else {                                                            \
+        failed++;                                                       \
+        fprintf(stderr, "FAILED %s\n", ox_tests[i].n);                  \
+      }                                                                 \
+    }                                                                   \
+    printf("%d passed, %d failed\n", passed, failed);                   \
+    return failed ? 1 : 0;                                              \
   }
-#define T(fn) {#fn, fn}
+#define T(fn) \
+  { #fn, fn }
 
 #endif
