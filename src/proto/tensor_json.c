@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "proto/infer_req.h" /* ox_json_unescape, OX_JSON_MAX_DEPTH */
 #include "proto/numconv.h"
 
@@ -121,31 +122,6 @@ static inline int ox_tj_is_digit(char c) {
 static inline const char *ox_tj_ws(const char *p, const char *end) {
   while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
   return p;
-}
-
-/* Length of the valid UTF-8 sequence at s[0..n) (s[0] >= 0x80), or 0 if it is not one
- * (Unicode Table 3-7: no overlong forms, no surrogates, nothing above U+10FFFF). */
-static inline size_t ox_tj_utf8_len(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  unsigned char lo = 0x80, hi = 0xbf;
-  size_t len;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    if (c == 0xe0) lo = 0xa0;
-    if (c == 0xed) hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    if (c == 0xf0) lo = 0x90;
-    if (c == 0xf4) hi = 0x8f;
-  } else {
-    return 0;
-  }
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (size_t k = 2; k < len; k++)
-    if (s[k] < 0x80 || s[k] > 0xbf) return 0;
-  return len;
 }
 
 /* Copies the token at p (a string with its quotes, or text up to the next delimiter) into buf
@@ -292,7 +268,7 @@ static int ox_tj_string(ox_tj_dec_t *d, const char **pp, uint64_t i, void *dst, 
     } else if (c < 0x80) {
       q++;
     } else {
-      size_t n = ox_tj_utf8_len((const unsigned char *)q, (size_t)(end - q));
+      size_t n = ox_utf8_seq((const unsigned char *)q, (size_t)(end - q));
       if (!n) return ox_tj_fail(d, OX_EINVALID, "element %" PRIu64 ": invalid UTF-8 in string", i);
       q += n;
     }
@@ -500,7 +476,7 @@ static char *ox_tj_put_string(char *o, const unsigned char *s, size_t n) {
       continue;
     }
     if (c >= 0x80) {
-      size_t len = ox_tj_utf8_len(s + j, n - j);
+      size_t len = ox_utf8_seq(s + j, n - j);
       if (len) {
         memcpy(o, s + j, len);
         o += len;
