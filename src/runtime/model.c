@@ -4,7 +4,8 @@
  * Sessions are created from the model's bytes (CreateSessionFromArray), never from its path:
  * repo.c has already checked where the file really is, and ORT's error messages then cannot
  * carry the path. External weights are looked up in the version directory (session config
- * "session.model_external_initializers_file_folder_path").
+ * "session.model_external_initializers_file_folder_path"), after ox_onnx_extdata_check has
+ * checked that every external file named by the model lies inside it.
  *
  * Rank: ORT reports 0 dimensions both for a scalar and for a tensor the model gives no shape.
  * The element count tells them apart in ORT >= 1.24 (1 for a scalar, 0 when there is no
@@ -18,6 +19,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "runtime/onnx_extdata.h"
 #include "runtime/rt_ort.h"
 
 static const char *ox_rt_onnx_type_name(enum ONNXType t) {
@@ -176,7 +178,9 @@ int ox_rt_model_load(const char *name, int64_t version, const void *data, size_t
     return OX_ENOMEM;
   }
   m->version = version;
-  int rc = ox_rt_create_session(data, len, dir, &impl->session, err, errcap);
+  /* Every external weight file is checked before ORT may open one (onnx_extdata.h). */
+  int rc = ox_onnx_extdata_check(data, len, dir, err, errcap);
+  if (!rc) rc = ox_rt_create_session(data, len, dir, &impl->session, err, errcap);
   if (!rc)
     rc = ox_rt_read_ios(impl->session, 0, &m->inputs, &impl->input_names, &m->num_inputs, err,
                         errcap);
