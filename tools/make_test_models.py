@@ -14,6 +14,8 @@ Writes OUT_DIR/<model>/<version>/model.onnx for:
   broken               version 1 is garbage bytes (must not stop the repository from opening)
   broken_type          an input of type float8e4m3fn (no OIP datatype: refused at load)
   broken_seq           a sequence input (not a tensor: refused at load)
+  extdata_mlp          x [N,4] FP32 -> y [N,3] = relu(x W1 + b1) W2 + b2, every weight in the
+                       external file model.onnx.data beside model.onnx (save_as_external_data)
 Output is deterministic (same bytes on every run); every model is a few hundred bytes.
 """
 import os
@@ -158,6 +160,32 @@ def broken_seq(out):
     write(out, "broken_seq", 1, g)
 
 
+def extdata_mlp(out):
+    rng = np.random.default_rng(12)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "W1")
+    b1 = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B1")
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "W2")
+    b2 = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "B2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h0"]),
+        helper.make_node("Add", ["h0", "B1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "W2"], ["h3"]),
+        helper.make_node("Add", ["h3", "B2"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "extdata_mlp", [tensor("x", TensorProto.FLOAT, ["N", 4])],
+                          [tensor("y", TensorProto.FLOAT, ["N", 3])], [w1, b1, w2, b2])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              ir_version=IR_VERSION, producer_name="onnxd-make-test-models")
+    d = os.path.join(out, "extdata_mlp", "1")
+    os.makedirs(d, exist_ok=True)
+    for f in ("model.onnx", "model.onnx.data"):
+        if os.path.exists(os.path.join(d, f)):
+            os.remove(os.path.join(d, f))
+    save_model(model, os.path.join(d, "model.onnx"), save_as_external_data=True,
+               all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+
+
 def main(argv):
     if len(argv) != 2:
         sys.stderr.write("usage: make_test_models.py OUT_DIR\n")
@@ -175,6 +203,7 @@ def main(argv):
     broken(out)
     broken_type(out)
     broken_seq(out)
+    extdata_mlp(out)
     return 0
 
 
