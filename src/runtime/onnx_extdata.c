@@ -46,8 +46,8 @@ static int ox_child(int kind, uint64_t field, uint32_t *singular_bit) {
     case K_ATTR:
       if (field == 5) *singular_bit = 1;
       if (field == 22) *singular_bit = 2;
-      return field == 5 || field == 10 ? K_TENSOR
-             : field == 6 || field == 11 ? K_GRAPH
+      return field == 5 || field == 10    ? K_TENSOR
+             : field == 6 || field == 11  ? K_GRAPH
              : field == 22 || field == 23 ? K_SPARSE
                                           : -1;
     case K_SPARSE:
@@ -78,8 +78,8 @@ static int ox_varint(const uint8_t *p, size_t *pos, size_t end, uint64_t *out) {
 
 /* Bits per element of an ONNX data type with a fixed size, 0 otherwise. */
 static unsigned ox_elem_bits(int dt) {
-  static const unsigned char bits[] = {0,  32, 8, 8,  16, 16, 32, 64, 0, 8, 16, 64, 32,
-                                       64, 64, 128, 16, 8, 8, 8,  8,  4, 4, 4,  8};
+  static const unsigned char bits[] = {0,  32, 8,   8,  16, 16, 32, 64, 0, 8, 16, 64, 32,
+                                       64, 64, 128, 16, 8,  8,  8,  8,  4, 4, 4,  8};
   return dt > 0 && (size_t)dt < sizeof bits ? bits[dt] : 0;
 }
 
@@ -106,12 +106,14 @@ static int ox_tensor_done(ox_frame_t *t, ox_onnx_ext_fn fn, void *ctx, char *err
     return OX_EINVALID;
   }
   if (t->noffset > 1 || t->nlength > 1 || t->offset == UINT64_MAX || t->length == UINT64_MAX) {
-    snprintf(err, cap, "tensor '%s': external data offset or length repeated or not a number",
-             nm);
+    snprintf(err, cap, "tensor '%s': external data offset or length repeated or not a number", nm);
     return OX_EINVALID;
   }
-  ox_onnx_ext_t e = {.name = t->name, .location = t->location, .offset = t->offset,
-                     .length = t->length, .has_length = t->nlength == 1};
+  ox_onnx_ext_t e = {.name = t->name,
+                     .location = t->location,
+                     .offset = t->offset,
+                     .length = t->length,
+                     .has_length = t->nlength == 1};
   unsigned bits = ox_elem_bits(t->data_type);
   uint64_t nbits;
   if (bits && !t->dims_bad && !__builtin_mul_overflow(t->dims_product, bits, &nbits)) {
@@ -329,8 +331,7 @@ refuse:
   return OX_EINVALID;
 }
 
-int ox_onnx_extdata_check(const void *data, size_t len, const char *dir, char *err,
-                          size_t errcap) {
+int ox_onnx_extdata_check(const void *data, size_t len, const char *dir, char *err, size_t errcap) {
   ox_check_ctx_t *c = calloc(1, sizeof *c);
   if (!c) {
     snprintf(err, errcap, "out of memory");

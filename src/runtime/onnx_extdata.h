@@ -54,7 +54,6 @@ int ox_onnx_extdata_location_ok(ox_slice_t loc, const char **why);
  * Returns 0 or OX_EINVALID / OX_EDEPTH / OX_ENOMEM with "external data 'x': reason" in err.
  * Note: ORT opens the files again by name afterwards; the repository's directories are trusted
  * not to change in between (whoever can write there can replace model.onnx itself). */
-int ox_onnx_extdata_check(const void *data, size_t len, const char *dir, char *err,
-                          size_t errcap);
+int ox_onnx_extdata_check(const void *data, size_t len, const char *dir, char *err, size_t errcap);
 
 #endif

@@ -20,8 +20,8 @@ typedef struct {
 } span_t;
 
 static int inside(const span_t *s, ox_slice_t x) {
-  return x.len == 0 || (x.ptr >= s->base && x.len <= s->len &&
-                        (size_t)(x.ptr - s->base) <= s->len - x.len);
+  return x.len == 0 ||
+         (x.ptr >= s->base && x.len <= s->len && (size_t)(x.ptr - s->base) <= s->len - x.len);
 }
 
 static int on_ext(void *ctx, const ox_onnx_ext_t *e, char *err, size_t cap) {

@@ -32,8 +32,12 @@ static void pb_bytes(pb_t *p, unsigned field, const void *d, size_t n) {
   memcpy(p->b + p->n, d, n);
   p->n += n;
 }
-static void pb_str(pb_t *p, unsigned field, const char *s) { pb_bytes(p, field, s, strlen(s)); }
-static void pb_msg(pb_t *p, unsigned field, const pb_t *m) { pb_bytes(p, field, m->b, m->n); }
+static void pb_str(pb_t *p, unsigned field, const char *s) {
+  pb_bytes(p, field, s, strlen(s));
+}
+static void pb_msg(pb_t *p, unsigned field, const pb_t *m) {
+  pb_bytes(p, field, m->b, m->n);
+}
 static void pb_int(pb_t *p, unsigned field, uint64_t v) {
   pb_varint(p, (uint64_t)field << 3);
   pb_varint(p, v);
@@ -207,8 +211,8 @@ TEST(test_guard_page) {
   pb_t m;
   build_model(&m);
   long pg = sysconf(_SC_PAGESIZE);
-  uint8_t *mem = mmap(NULL, (size_t)pg * 3, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
+  uint8_t *mem =
+      mmap(NULL, (size_t)pg * 3, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   CHECK(mem != MAP_FAILED);
   if (mem == MAP_FAILED) return;
   CHECK_INT(mprotect(mem + 2 * pg, (size_t)pg, PROT_NONE), 0);
@@ -225,8 +229,8 @@ TEST(test_guard_page) {
 
 TEST(test_location_lexical) {
   const char *good[] = {"w.bin", "sub/w.bin", "..w", "w..", "a/..b/c", "./w.bin"};
-  const char *bad[] = {"", "/etc/passwd", "..", "../w", "a/../../w", "a/..", "x\ny",
-                       "*/_ORT_MEM_ADDR_/*"};
+  const char *bad[] = {"",          "/etc/passwd", "..",   "../w",
+                       "a/../../w", "a/..",        "x\ny", "*/_ORT_MEM_ADDR_/*"};
   const char *why;
   for (size_t i = 0; i < sizeof good / sizeof *good; i++)
     CHECK_INT(ox_onnx_extdata_location_ok(ox_slice(good[i], strlen(good[i])), &why), 0);
@@ -244,8 +248,8 @@ static void one_tensor_model(pb_t *m, const char *loc, const char *off, const ch
   pb_msg(m, 7, &g);
 }
 
-static int check(const char *dir, const char *loc, const char *off, const char *len,
-                 uint64_t dims, char *err) {
+static int check(const char *dir, const char *loc, const char *off, const char *len, uint64_t dims,
+                 char *err) {
   pb_t m;
   one_tensor_model(&m, loc, off, len, dims);
   err[0] = '\0';
@@ -278,8 +282,7 @@ TEST(test_file_checks) {
   CHECK_INT(check(dir, "w.bin", "17", "0", 0, err), OX_EINVALID);
   CHECK(strstr(err, "offset beyond") != NULL);
   CHECK_INT(check(dir, "w.bin", "0", "17", 4, err), OX_EINVALID);
-  CHECK_INT(check(dir, "w.bin", "9223372036854775807", "9223372036854775807", 4, err),
-            OX_EINVALID);
+  CHECK_INT(check(dir, "w.bin", "9223372036854775807", "9223372036854775807", 4, err), OX_EINVALID);
   CHECK_INT(check(dir, "link", NULL, NULL, 1, err), OX_EINVALID);
   CHECK_STR(err, "external data 'link': outside the model directory");
   CHECK_INT(check(dir, "../secret", NULL, NULL, 1, err), OX_EINVALID);
