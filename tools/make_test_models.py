@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make_test_models.py: builds the small onnxd model repository the tests run against.
 
-Usage: make_test_models.py OUT_DIR
+Usage: make_test_models.py OUT_DIR [--extdata]
 
 Writes OUT_DIR/<model>/<version>/model.onnx for:
   identity_<dtype>     one per OIP datatype (14): INPUT0 [N, ?] -> OUTPUT0 (Identity)
@@ -14,7 +14,7 @@ Writes OUT_DIR/<model>/<version>/model.onnx for:
   broken               version 1 is garbage bytes (must not stop the repository from opening)
   broken_type          an input of type float8e4m3fn (no OIP datatype: refused at load)
   broken_seq           a sequence input (not a tensor: refused at load)
-  extdata_mlp          x [N,4] FP32 -> y [N,3] = relu(x W1 + b1) W2 + b2, every weight in the
+  extdata_mlp          (only with --extdata) x [N,4] FP32 -> y [N,3] = relu(x W1 + b1) W2 + b2, every weight in the
                        external file model.onnx.data beside model.onnx (save_as_external_data)
 Output is deterministic (same bytes on every run); every model is a few hundred bytes.
 """
@@ -187,8 +187,8 @@ def extdata_mlp(out):
 
 
 def main(argv):
-    if len(argv) != 2:
-        sys.stderr.write("usage: make_test_models.py OUT_DIR\n")
+    if len(argv) not in (2, 3) or (len(argv) == 3 and argv[2] != "--extdata"):
+        sys.stderr.write("usage: make_test_models.py OUT_DIR [--extdata]\n")
         return 2
     out = argv[1]
     for suffix, elem in DTYPES:
@@ -203,7 +203,8 @@ def main(argv):
     broken(out)
     broken_type(out)
     broken_seq(out)
-    extdata_mlp(out)
+    if "--extdata" in argv:  # not in the shared repository (tests/unit/runtime_test.c lists it)
+        extdata_mlp(out)
     return 0
 
 

@@ -5,13 +5,15 @@ or claims more bytes than the file holds is refused at load, with the reason in 
 absent from the server."""
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import http_get, infer
+from conftest import ROOT, http_get, infer
 
 
 def _set_location(model, **changes):
@@ -25,8 +27,18 @@ def _set_location(model, **changes):
 
 
 @pytest.fixture(scope="module")
-def ext_repo(tmp_path_factory, test_models):
-    src = test_models / "extdata_mlp" / "1"
+def ext_models(tmp_path_factory):
+    """tools/make_test_models.py --extdata in a directory of its own (extdata_mlp is not in the
+    shared test repository)."""
+    d = tmp_path_factory.mktemp("extmodels")
+    subprocess.run([sys.executable, str(ROOT / "tools/make_test_models.py"), str(d), "--extdata"],
+                   check=True, cwd=ROOT)
+    return d
+
+
+@pytest.fixture(scope="module")
+def ext_repo(tmp_path_factory, ext_models):
+    src = ext_models / "extdata_mlp" / "1"
     root = tmp_path_factory.mktemp("extrepo")
     outside = tmp_path_factory.mktemp("extoutside")
     shutil.copy(src / "model.onnx.data", outside / "model.onnx.data")
@@ -58,9 +70,9 @@ def ext_server(server_factory, ext_repo):
     return server_factory(ext_repo, name="extdata")
 
 
-def test_external_data_model_answers_like_onnxruntime(ext_server, test_models):
+def test_external_data_model_answers_like_onnxruntime(ext_server, ext_models):
     x = np.arange(20, dtype=np.float32).reshape(5, 4) / 7.0 - 1.0
-    sess = ort.InferenceSession(str(test_models / "extdata_mlp" / "1" / "model.onnx"),
+    sess = ort.InferenceSession(str(ext_models / "extdata_mlp" / "1" / "model.onnx"),
                                 providers=["CPUExecutionProvider"])
     want = sess.run(None, {"x": x})[0]
     r, _, outs = infer(ext_server.port, "ext_ok", [("x", x)])
