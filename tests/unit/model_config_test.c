@@ -423,10 +423,11 @@ TEST(name_must_match_folder) {
 
 TEST(unknown_key_top_level) {
   EXPECT_ERROR(bm, "{\"max_batch_size\":4,\"bogus\":1}", "config.json: unknown key 'bogus'");
-  /* Triton keys onnxd does not take are refused, not silently ignored. */
-  EXPECT_ERROR(bm, "{\"platform\":\"onnxruntime_onnx\"}", "config.json: unknown key 'platform'");
-  EXPECT_ERROR(bm, "{\"instance_group\":[{\"count\":2}]}",
-               "config.json: unknown key 'instance_group'");
+  /* Triton keys whose semantics onnxd lacks are refused, not silently ignored. */
+  EXPECT_ERROR(bm, "{\"sequence_batching\":{}}",
+               "config.json: 'sequence_batching' is not supported by onnxd");
+  EXPECT_ERROR(bm, "{\"ensemble_scheduling\":{\"step\":[]}}",
+               "config.json: 'ensemble_scheduling' is not supported by onnxd");
   EXPECT_ERROR(bm, "{\"Max_Batch_Size\":4}", "config.json: unknown key 'Max_Batch_Size'");
 }
 
@@ -434,8 +435,9 @@ TEST(unknown_key_dynamic_batching) {
   EXPECT_ERROR(bm, "{\"dynamic_batching\":{\"max_queue_delay\":5}}",
                "config.json: unknown key 'dynamic_batching.max_queue_delay'");
   EXPECT_ERROR(bm,
-               "{\"dynamic_batching\":{\"preferred_batch_size\":[2],\"default_queue_policy\":{}}}",
-               "config.json: unknown key 'dynamic_batching.default_queue_policy'");
+               "{\"dynamic_batching\":{\"preferred_batch_size\":[2],\"default_queue_policy\":"
+               "{\"x\":1}}}",
+               "config.json: unknown key 'dynamic_batching.default_queue_policy.x'");
 }
 
 TEST(unknown_key_model_warmup) {
