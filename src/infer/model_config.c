@@ -892,6 +892,10 @@ static int cfg_check(const cfg_ctx_t *ctx, int can_batch, const char *file, char
  * with *text (owned, malloc) and *len, 1 when the file does not exist, or an error. */
 static int cfg_read_file(const char *repo_dir, const char *name, const char *file, char **text,
                          size_t *len, char *err, size_t errcap) {
+  if (!*name || !ox_name_valid(name, strlen(name)) || !strcmp(name, ".") || !strcmp(name, "..")) {
+    snprintf(err, errcap, "%s: '%.100s' is not a model name", file, name);
+    return OX_EINVALID; /* the path must stay inside the repository */
+  }
   char path[4096];
   int n = snprintf(path, sizeof path, "%s/%s/%s", repo_dir, name, file);
   if (n < 0 || (size_t)n >= sizeof path) {

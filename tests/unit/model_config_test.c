@@ -1023,6 +1023,10 @@ TEST(version_policy_read_and_select) {
   CHECK_INT(p.kind, 1);
   CHECK_INT(ox_version_policy_select(&p, avail, 5, out), 5);
   ox_version_policy_free(&p);
+  /* the name must keep the path inside the repository */
+  CHECK_INT(ox_version_policy_read(repo_dir, "..", NULL, 0, &p, err, sizeof err), OX_EINVALID);
+  CHECK_STR(err, "config.json: '..' is not a model name");
+  CHECK_INT(ox_version_policy_read(repo_dir, "a/b", NULL, 0, &p, err, sizeof err), OX_EINVALID);
 }
 
 TEST(cleanup) {
