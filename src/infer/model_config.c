@@ -64,19 +64,59 @@ static int cfg_key(cfg_parser_t *p, char *key, size_t cap) {
   return 0;
 }
 
-static int cfg_uint(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, uint64_t *out) {
+/* An integer at the cursor: a JSON number, or a string of decimal digits with an optional '-'
+ * (protobuf's JSON form writes 64-bit fields as strings: Triton's GET config gives
+ * "dims": ["4"], and clients send that back). Returns 0 with the sign and magnitude. */
+static int cfg_json_int(cfg_parser_t *p, int strings, int *neg, uint64_t *mag) {
   ox_json_ws(&p->js);
+  if (strings && p->js.p < p->js.end && *p->js.p == '"') {
+    ox_slice_t sl;
+    int esc;
+    if (ox_json_string(&p->js, &sl, &esc) || esc || !sl.len) return OX_EINVALID;
+    size_t i = 0;
+    *neg = sl.ptr[0] == '-';
+    i = (size_t)*neg;
+    if (i == sl.len) return OX_EINVALID;
+    uint64_t v = 0;
+    for (; i < sl.len; i++) {
+      if (sl.ptr[i] < '0' || sl.ptr[i] > '9') return OX_EINVALID;
+      if (__builtin_mul_overflow(v, 10u, &v) ||
+          __builtin_add_overflow(v, (uint64_t)(sl.ptr[i] - '0'), &v))
+        return OX_EINVALID;
+    }
+    *mag = v;
+    return 0;
+  }
   ox_json_number_t n;
   if (p->js.p >= p->js.end || (*p->js.p != '-' && (*p->js.p < '0' || *p->js.p > '9')) ||
-      ox_json_number(&p->js, &n) || !n.integral || n.overflow || (n.neg && n.mag) || n.mag < min ||
-      n.mag > max) {
+      ox_json_number(&p->js, &n) || !n.integral || n.overflow)
+    return OX_EINVALID;
+  *neg = n.neg;
+  *mag = n.mag;
+  return 0;
+}
+
+/* An unsigned integer from min to max. 32-bit fields take JSON numbers only; the 64-bit ones
+ * (cfg_uint64) also take protobuf's string form. */
+static int cfg_uint_any(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, int strings,
+                        uint64_t *out) {
+  int neg = 0;
+  uint64_t mag = 0;
+  if (cfg_json_int(p, strings, &neg, &mag) || (neg && mag) || mag < min || mag > max) {
     char msg[160];
     snprintf(msg, sizeof msg, "'%s' must be an integer from %" PRIu64 " to %" PRIu64, key, min,
              max);
     return cfg_fail(p, "%s", msg);
   }
-  *out = n.mag;
+  *out = mag;
   return 0;
+}
+
+static int cfg_uint(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, uint64_t *out) {
+  return cfg_uint_any(p, key, min, max, 0, out);
+}
+static int cfg_uint64(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, uint64_t *out) {
+  return cfg_uint_any(p, key, min, max, 1, out);
 }
 
 static int cfg_bool(cfg_parser_t *p, const char *key, int *out) {
@@ -341,13 +381,13 @@ static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
   uint64_t v = 0;
   int rc;
   if (!strcmp(key, "max_queue_delay_microseconds")) {
-    rc = cfg_uint(p, key, 0, 10000000, &v);
+    rc = cfg_uint64(p, key, 0, 10000000, &v);
     if (!rc) s->max_queue_delay_us = v;
   } else if (!strcmp(key, "max_queue_size")) {
     rc = cfg_uint(p, key, 0, 1000000, &v);
     if (!rc) s->max_queue_size = (uint32_t)v;
   } else if (!strcmp(key, "default_timeout_microseconds")) {
-    rc = cfg_uint(p, key, 0, 3600000000ull, &v);
+    rc = cfg_uint64(p, key, 0, 3600000000ull, &v);
     if (!rc) s->default_timeout_us = v;
   } else if (!strcmp(key, "preferred_batch_size")) {
     if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array", key);
@@ -502,13 +542,11 @@ static int cfg_int_array(cfg_parser_t *p, const char *key, int64_t min, int64_t 
     return 0;
   }
   for (;;) {
-    ox_json_ws(&p->js);
-    ox_json_number_t num;
-    if (p->js.p >= p->js.end || (*p->js.p != '-' && (*p->js.p < '0' || *p->js.p > '9')) ||
-        ox_json_number(&p->js, &num) || !num.integral || num.overflow ||
-        num.mag > (uint64_t)INT64_MAX)
+    int neg = 0;
+    uint64_t mag = 0;
+    if (cfg_json_int(p, 1, &neg, &mag) || mag > (uint64_t)INT64_MAX)
       return cfg_fail(p, "'%s' must hold integers", key);
-    int64_t v = num.neg ? -(int64_t)num.mag : (int64_t)num.mag;
+    int64_t v = neg ? -(int64_t)mag : (int64_t)mag;
     if (v < min || v > max)
       return cfg_fail(p, "'%s' values must be from %" PRId64 " to %" PRId64, key, min, max);
     if (*n == cap) return cfg_fail(p, "'%s' has more than %zu values", key, cap);
@@ -754,7 +792,7 @@ static int dqp_member(cfg_parser_t *p, const char *key, void *vctx) {
     return rc;
   }
   if (!strcmp(key, "default_timeout_microseconds")) {
-    rc = cfg_uint(p, "default_queue_policy.default_timeout_microseconds", 0, 3600000000ull, &v);
+    rc = cfg_uint64(p, "default_queue_policy.default_timeout_microseconds", 0, 3600000000ull, &v);
     if (!rc) s->default_timeout_us = v;
     return rc;
   }

@@ -958,6 +958,17 @@ TEST(triton_json_fields_in_config_json) {
   CHECK_INT(cfg.version_policy.num_specific, 2);
   if (cfg.version_policy.num_specific == 2) CHECK_INT(cfg.version_policy.versions[1], 3);
   ox_model_config_free(&cfg);
+  /* protobuf's JSON form: 64-bit integers as strings, as Triton's GET config writes them */
+  EXPECT_OK(bm,
+            "{\"max_batch_size\":8,\"input\":[{\"name\":\"input\",\"data_type\":\"TYPE_FP32\","
+            "\"dims\":[\"4\"]}],\"dynamic_batching\":{\"max_queue_delay_microseconds\":\"250\"},"
+            "\"version_policy\":{\"specific\":{\"versions\":[\"2\"]}}}",
+            &cfg);
+  CHECK_INT(cfg.sched.max_queue_delay_us, 250);
+  CHECK_INT(cfg.version_policy.num_specific, 1);
+  ox_model_config_free(&cfg);
+  EXPECT_ERROR(bm, "{\"dynamic_batching\":{\"max_queue_delay_microseconds\":\"4x\"}}",
+               "config.json: 'max_queue_delay_microseconds' must be an integer from 0 to 10000000");
   EXPECT_ERROR(bm, "{\"version_policy\":{\"latest\":{\"num_versions\":0}}}",
                "config.json: 'version_policy.latest.num_versions' must be an integer from 1 to "
                "1000000");
