@@ -412,14 +412,16 @@ static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
   } else if (!strcmp(key, "default_queue_policy")) {
     return cfg_object(p, "'dynamic_batching.default_queue_policy'", dqp_member, c);
   } else if (!strcmp(key, "priority_levels") || !strcmp(key, "default_priority_level")) {
-    rc = cfg_uint(p, key, 0, 0, &v); /* 0 means "no priorities"; levels are not supported */
+    rc = cfg_uint64(p, key, 0, 0, &v); /* 0 means "no priorities"; levels are not supported */
     if (rc)
       return cfg_fail(p, "'dynamic_batching.%s' is not supported: onnxd has no priority levels",
                       key);
   } else if (!strcmp(key, "priority_queue_policy")) {
-    return cfg_fail(p,
-                    "'dynamic_batching.priority_queue_policy' is not supported: onnxd has no "
-                    "priority levels");
+    if (cfg_char(p, '{') || cfg_char(p, '}')) /* empty, as Triton's GET config writes it: fine */
+      return cfg_fail(p,
+                      "'dynamic_batching.priority_queue_policy' is not supported: onnxd has no "
+                      "priority levels");
+    return 0;
   } else if (!strcmp(key, "preserve_ordering")) {
     int b; /* responses are per request; nothing to reorder */
     rc = cfg_bool(p, "dynamic_batching.preserve_ordering", &b);
@@ -606,6 +608,12 @@ static int io_member(cfg_parser_t *p, const char *key, void *vctx) {
   if (!strcmp(key, "reshape"))
     return cfg_fail(p, "'reshape' of '%.100s' is not supported: declare the model's own shape",
                     io->name);
+  if (!strcmp(key, "allow_ragged_batch")) {
+    int b;
+    int rc = cfg_bool(p, "allow_ragged_batch", &b);
+    if (!rc && b) return cfg_fail(p, "'allow_ragged_batch' of '%.100s' is not supported", io->name);
+    return rc;
+  }
   if (!strcmp(key, "format") || !strcmp(key, "label_filename") || !strcmp(key, "optional") ||
       !strcmp(key, "is_shape_tensor") || !strcmp(key, "is_non_linear_format_io")) {
     ox_info("%s: '%s' of '%.100s' ignored", p->file, key, io->name);
@@ -864,8 +872,18 @@ static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
       ox_info("%s: '%s' of model '%s' ignored", p->file, key, c->name);
       return cfg_skip_value(p);
     }
-  for (size_t i = 0; i < sizeof cfg_refused / sizeof cfg_refused[0]; i++)
-    if (!strcmp(key, cfg_refused[i])) return cfg_fail(p, "'%s' is not supported by onnxd", key);
+  for (size_t i = 0; i < sizeof cfg_refused / sizeof cfg_refused[0]; i++) {
+    if (strcmp(key, cfg_refused[i])) continue;
+    /* an empty list (batch_input: [] in Triton's GET config) asks for nothing */
+    if (cfg_peek(p, '[')) {
+      p->js.p++;
+      if (cfg_peek(p, ']')) {
+        p->js.p++;
+        return 0;
+      }
+    }
+    return cfg_fail(p, "'%s' is not supported by onnxd", key);
+  }
   if (!strcmp(key, "max_batch_size")) {
     rc = cfg_uint(p, key, 0, 1024, &v);
     if (!rc) s->max_batch_size = (uint32_t)v;

@@ -982,6 +982,42 @@ TEST(triton_json_fields_in_config_json) {
                "config.json: unknown key 'version_policy.newest' (latest, all or specific)");
 }
 
+/* What Triton's GET /v2/models/{m}/config answers for an ONNX model, sent back as the
+ * config of a load request (tritonclient load_model(config=json.dumps(cfg))). */
+TEST(triton_get_config_round_trip) {
+  ox_model_config_t cfg;
+  EXPECT_OK(bm,
+            "{\"name\":\"bm\",\"platform\":\"onnxruntime_onnx\",\"backend\":\"onnxruntime\","
+            "\"runtime\":\"\",\"version_policy\":{\"latest\":{\"num_versions\":1}},"
+            "\"max_batch_size\":4,\"input\":[{\"name\":\"input\",\"data_type\":\"TYPE_FP32\","
+            "\"format\":\"FORMAT_NONE\",\"dims\":[\"4\"],\"is_shape_tensor\":false,"
+            "\"allow_ragged_batch\":false,\"optional\":false}],\"output\":[{\"name\":\"output\","
+            "\"data_type\":\"TYPE_FP32\",\"dims\":[\"1\"],\"label_filename\":\"\","
+            "\"is_shape_tensor\":false}],\"batch_input\":[],\"batch_output\":[],"
+            "\"optimization\":{\"priority\":\"PRIORITY_DEFAULT\",\"input_pinned_memory\":"
+            "{\"enable\":true}},\"dynamic_batching\":{\"preferred_batch_size\":[],"
+            "\"max_queue_delay_microseconds\":\"0\",\"preserve_ordering\":false,"
+            "\"priority_levels\":\"0\",\"default_priority_level\":\"0\","
+            "\"default_queue_policy\":{\"timeout_action\":\"REJECT\","
+            "\"default_timeout_microseconds\":\"0\",\"allow_timeout_override\":false,"
+            "\"max_queue_size\":0},\"priority_queue_policy\":{}},\"instance_group\":[{\"name\":"
+            "\"bm\",\"kind\":\"KIND_CPU\",\"count\":2,\"gpus\":[],\"secondary_devices\":[],"
+            "\"profile\":[],\"passive\":false,\"host_policy\":\"\"}],\"default_model_filename\":"
+            "\"model.onnx\",\"cc_model_filenames\":{},\"metric_tags\":{},\"parameters\":{},"
+            "\"model_warmup\":[]}",
+            &cfg);
+  CHECK_INT(cfg.sched.max_batch_size, 4);
+  CHECK_INT(cfg.sched.instance_count, 2);
+  ox_model_config_free(&cfg);
+  EXPECT_ERROR(bm, "{\"batch_input\":[{\"kind\":\"BATCH_ELEMENT_COUNT\"}]}",
+               "config.json: 'batch_input' is not supported by onnxd");
+  EXPECT_ERROR(bm, "{\"dynamic_batching\":{\"priority_queue_policy\":{\"1\":{}}}}",
+               "config.json: 'dynamic_batching.priority_queue_policy' is not supported: onnxd has "
+               "no priority levels");
+  EXPECT_ERROR(bm, "{\"input\":[{\"name\":\"input\",\"allow_ragged_batch\":true}]}",
+               "config.json: 'allow_ragged_batch' of 'input' is not supported");
+}
+
 TEST(override_text) {
   ox_model_config_t cfg;
   if (!setup_repo()) return;
@@ -1064,4 +1100,5 @@ TEST_MAIN(T(defaults_batchable_without_file), T(defaults_fixed_without_file),
           T(bad_json), T(nul_byte_in_file), T(too_large_file), T(small_error_buffer),
           T(pbtxt_triton_config), T(pbtxt_config_json_wins), T(pbtxt_refusals),
           T(declared_io_checked_against_model), T(triton_json_fields_in_config_json),
-          T(override_text), T(version_policy_read_and_select), T(cleanup))
+          T(triton_get_config_round_trip), T(override_text), T(version_policy_read_and_select),
+          T(cleanup))
