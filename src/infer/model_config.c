@@ -7,18 +7,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "proto/json.h"
 #include "proto/numconv.h"
+#include "proto/pbtxt.h"
 
 #define OX_CONFIG_MAX_BYTES (1 << 20)
 
 typedef struct {
   ox_json_t js;
+  const char *file; /* "config.json", "config.pbtxt" or "config" (an override) */
   char *err;
   size_t errcap;
 } cfg_parser_t;
@@ -29,7 +34,7 @@ __attribute__((format(printf, 2, 3))) static int cfg_fail(cfg_parser_t *p, const
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  snprintf(p->err, p->errcap, "config.json: %s", msg);
+  snprintf(p->err, p->errcap, "%s: %s", p->file, msg);
   return OX_EINVALID;
 }
 
@@ -59,19 +64,59 @@ static int cfg_key(cfg_parser_t *p, char *key, size_t cap) {
   return 0;
 }
 
-static int cfg_uint(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, uint64_t *out) {
+/* An integer at the cursor: a JSON number, or a string of decimal digits with an optional '-'
+ * (protobuf's JSON form writes 64-bit fields as strings: Triton's GET config gives
+ * "dims": ["4"], and clients send that back). Returns 0 with the sign and magnitude. */
+static int cfg_json_int(cfg_parser_t *p, int strings, int *neg, uint64_t *mag) {
   ox_json_ws(&p->js);
+  if (strings && p->js.p < p->js.end && *p->js.p == '"') {
+    ox_slice_t sl;
+    int esc;
+    if (ox_json_string(&p->js, &sl, &esc) || esc || !sl.len) return OX_EINVALID;
+    size_t i = 0;
+    *neg = sl.ptr[0] == '-';
+    i = (size_t)*neg;
+    if (i == sl.len) return OX_EINVALID;
+    uint64_t v = 0;
+    for (; i < sl.len; i++) {
+      if (sl.ptr[i] < '0' || sl.ptr[i] > '9') return OX_EINVALID;
+      if (__builtin_mul_overflow(v, 10u, &v) ||
+          __builtin_add_overflow(v, (uint64_t)(sl.ptr[i] - '0'), &v))
+        return OX_EINVALID;
+    }
+    *mag = v;
+    return 0;
+  }
   ox_json_number_t n;
   if (p->js.p >= p->js.end || (*p->js.p != '-' && (*p->js.p < '0' || *p->js.p > '9')) ||
-      ox_json_number(&p->js, &n) || !n.integral || n.overflow || (n.neg && n.mag) || n.mag < min ||
-      n.mag > max) {
+      ox_json_number(&p->js, &n) || !n.integral || n.overflow)
+    return OX_EINVALID;
+  *neg = n.neg;
+  *mag = n.mag;
+  return 0;
+}
+
+/* An unsigned integer from min to max. 32-bit fields take JSON numbers only; the 64-bit ones
+ * (cfg_uint64) also take protobuf's string form. */
+static int cfg_uint_any(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, int strings,
+                        uint64_t *out) {
+  int neg = 0;
+  uint64_t mag = 0;
+  if (cfg_json_int(p, strings, &neg, &mag) || (neg && mag) || mag < min || mag > max) {
     char msg[160];
     snprintf(msg, sizeof msg, "'%s' must be an integer from %" PRIu64 " to %" PRIu64, key, min,
              max);
     return cfg_fail(p, "%s", msg);
   }
-  *out = n.mag;
+  *out = mag;
   return 0;
+}
+
+static int cfg_uint(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, uint64_t *out) {
+  return cfg_uint_any(p, key, min, max, 0, out);
+}
+static int cfg_uint64(cfg_parser_t *p, const char *key, uint64_t min, uint64_t max, uint64_t *out) {
+  return cfg_uint_any(p, key, min, max, 1, out);
 }
 
 static int cfg_bool(cfg_parser_t *p, const char *key, int *out) {
@@ -125,9 +170,25 @@ static int cfg_object(cfg_parser_t *p, const char *what, cfg_member_fn fn, void 
   }
 }
 
+#define CFG_MAX_IO 64
+
+/* One declared "input" or "output" entry, checked against the model once all keys are read. */
+typedef struct {
+  char name[128];
+  ox_dtype_t dtype;
+  int rank; /* -1: no "dims" */
+  int64_t dims[OX_RT_MAX_RANK];
+} cfg_io_t;
+
 typedef struct {
   ox_model_config_t *cfg;
-  const ox_model_t *m;
+  const ox_model_t *m; /* NULL when only the version policy is read */
+  const char *name;    /* the model's (folder's) name */
+  int seen_vp, seen_ig;
+  uint64_t instances; /* sum of instance_group counts */
+  cfg_io_t *io;       /* the entry being read */
+  cfg_io_t decl[2][CFG_MAX_IO];
+  size_t num_decl[2];
   int seen_max_batch, seen_db, seen_view;
   ox_warmup_t *w;
   ox_fcol_t *col; /* the feature_view column being read */
@@ -259,30 +320,31 @@ static int fview_member(cfg_parser_t *p, const char *key, void *vctx) {
 
 /* Checks a parsed feature_view against the model: the input it fills exists, is FP32 and has
  * shape [N, width] (N dynamic or 1, width dynamic or equal). */
-static int fview_check(const ox_model_t *m, ox_feature_view_t *v, char *err, size_t errcap) {
+static int fview_check(const ox_model_t *m, ox_feature_view_t *v, const char *file, char *err,
+                       size_t errcap) {
   if (!v->input[0]) {
-    snprintf(err, errcap, "config.json: 'feature_view.input' is missing");
+    snprintf(err, errcap, "%s: 'feature_view.input' is missing", file);
     return OX_EINVALID;
   }
   if (!v->num_cols) {
-    snprintf(err, errcap, "config.json: 'feature_view.columns' is missing or empty");
+    snprintf(err, errcap, "%s: 'feature_view.columns' is missing or empty", file);
     return OX_EINVALID;
   }
   uint64_t width = 0;
   for (size_t i = 0; i < v->num_cols; i++) width += v->cols[i].width;
   if (width > OX_FVIEW_MAX_WIDTH) {
     snprintf(err, errcap,
-             "config.json: the feature_view's columns add up to %" PRIu64
+             "%s: the feature_view's columns add up to %" PRIu64
              " values, "
              "more than %d",
-             width, OX_FVIEW_MAX_WIDTH);
+             file, width, OX_FVIEW_MAX_WIDTH);
     return OX_EINVALID;
   }
   v->width = (uint32_t)width;
   size_t k = 0;
   while (k < m->num_inputs && strcmp(m->inputs[k].name, v->input)) k++;
   if (k == m->num_inputs) {
-    snprintf(err, errcap, "config.json: 'feature_view.input' '%.100s' is not an input of the model",
+    snprintf(err, errcap, "%s: 'feature_view.input' '%.100s' is not an input of the model", file,
              v->input);
     return OX_EINVALID;
   }
@@ -290,9 +352,9 @@ static int fview_check(const ox_model_t *m, ox_feature_view_t *v, char *err, siz
   if (in->dtype != OX_DT_FP32 || in->rank != 2 || (in->dims[0] != -1 && in->dims[0] != 1) ||
       (in->dims[1] != -1 && in->dims[1] != (int64_t)width)) {
     snprintf(err, errcap,
-             "config.json: 'feature_view.input' '%.100s' must be FP32 of shape "
+             "%s: 'feature_view.input' '%.100s' must be FP32 of shape "
              "[N, %u] to take the view's %u values",
-             v->input, v->width, v->width);
+             file, v->input, v->width, v->width);
     return OX_EINVALID;
   }
   for (size_t i = 0; i < v->num_cols; i++) {
@@ -300,9 +362,9 @@ static int fview_check(const ox_model_t *m, ox_feature_view_t *v, char *err, siz
     if (c->kind != OX_FCOL_RAW) continue;
     if (!strcmp(c->name, v->input)) {
       snprintf(err, errcap,
-               "config.json: feature_view.columns[%zu]: raw input '%s' is the "
+               "%s: feature_view.columns[%zu]: raw input '%s' is the "
                "assembled input itself",
-               i, c->name);
+               file, i, c->name);
       return OX_EINVALID;
     }
   }
@@ -311,19 +373,21 @@ static int fview_check(const ox_model_t *m, ox_feature_view_t *v, char *err, siz
   return 0;
 }
 
+static int dqp_member(cfg_parser_t *p, const char *key, void *vctx);
+
 static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   ox_sched_config_t *s = &c->cfg->sched;
   uint64_t v = 0;
   int rc;
   if (!strcmp(key, "max_queue_delay_microseconds")) {
-    rc = cfg_uint(p, key, 0, 10000000, &v);
+    rc = cfg_uint64(p, key, 0, 10000000, &v);
     if (!rc) s->max_queue_delay_us = v;
   } else if (!strcmp(key, "max_queue_size")) {
     rc = cfg_uint(p, key, 0, 1000000, &v);
     if (!rc) s->max_queue_size = (uint32_t)v;
   } else if (!strcmp(key, "default_timeout_microseconds")) {
-    rc = cfg_uint(p, key, 0, 3600000000ull, &v);
+    rc = cfg_uint64(p, key, 0, 3600000000ull, &v);
     if (!rc) s->default_timeout_us = v;
   } else if (!strcmp(key, "preferred_batch_size")) {
     if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array", key);
@@ -345,6 +409,22 @@ static int db_member(cfg_parser_t *p, const char *key, void *vctx) {
       if (cfg_char(p, ']')) return cfg_fail(p, "bad '%s' array", key);
       return 0;
     }
+  } else if (!strcmp(key, "default_queue_policy")) {
+    return cfg_object(p, "'dynamic_batching.default_queue_policy'", dqp_member, c);
+  } else if (!strcmp(key, "priority_levels") || !strcmp(key, "default_priority_level")) {
+    rc = cfg_uint64(p, key, 0, 0, &v); /* 0 means "no priorities"; levels are not supported */
+    if (rc)
+      return cfg_fail(p, "'dynamic_batching.%s' is not supported: onnxd has no priority levels",
+                      key);
+  } else if (!strcmp(key, "priority_queue_policy")) {
+    if (cfg_char(p, '{') || cfg_char(p, '}')) /* empty, as Triton's GET config writes it: fine */
+      return cfg_fail(p,
+                      "'dynamic_batching.priority_queue_policy' is not supported: onnxd has no "
+                      "priority levels");
+    return 0;
+  } else if (!strcmp(key, "preserve_ordering")) {
+    int b; /* responses are per request; nothing to reorder */
+    rc = cfg_bool(p, "dynamic_batching.preserve_ordering", &b);
   } else {
     return cfg_fail(p, "unknown key 'dynamic_batching.%s'", key);
   }
@@ -447,6 +527,308 @@ static int warm_member(cfg_parser_t *p, const char *key, void *vctx) {
   return cfg_fail(p, "unknown key 'model_warmup.%s'", key);
 }
 
+/* Triton's data_type names ("TYPE_FP32"; "TYPE_STRING" is BYTES). */
+static ox_dtype_t cfg_triton_dtype(const char *t) {
+  if (strncmp(t, "TYPE_", 5)) return OX_DT_INVALID;
+  if (!strcmp(t + 5, "STRING")) return OX_DT_BYTES;
+  return ox_dtype_from_name(t + 5, strlen(t + 5));
+}
+
+/* A JSON array of integers, each from min to max (dims: -1 allowed as "variable"). */
+static int cfg_int_array(cfg_parser_t *p, const char *key, int64_t min, int64_t max, int64_t *out,
+                         size_t cap, size_t *n) {
+  if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array", key);
+  *n = 0;
+  if (cfg_peek(p, ']')) {
+    p->js.p++;
+    return 0;
+  }
+  for (;;) {
+    int neg = 0;
+    uint64_t mag = 0;
+    if (cfg_json_int(p, 1, &neg, &mag) || mag > (uint64_t)INT64_MAX)
+      return cfg_fail(p, "'%s' must hold integers", key);
+    int64_t v = neg ? -(int64_t)mag : (int64_t)mag;
+    if (v < min || v > max)
+      return cfg_fail(p, "'%s' values must be from %" PRId64 " to %" PRId64, key, min, max);
+    if (*n == cap) return cfg_fail(p, "'%s' has more than %zu values", key, cap);
+    out[(*n)++] = v;
+    if (cfg_peek(p, ',')) {
+      p->js.p++;
+      continue;
+    }
+    if (cfg_char(p, ']')) return cfg_fail(p, "bad '%s' array", key);
+    return 0;
+  }
+}
+
+/* Iterates a JSON array of objects. */
+static int cfg_object_array(cfg_parser_t *p, const char *what, int (*each)(cfg_parser_t *, void *),
+                            void *ctx) {
+  if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array", what);
+  if (cfg_peek(p, ']')) {
+    p->js.p++;
+    return 0;
+  }
+  for (;;) {
+    int rc = each(p, ctx);
+    if (rc) return rc;
+    if (cfg_peek(p, ',')) {
+      p->js.p++;
+      continue;
+    }
+    if (cfg_char(p, ']')) return cfg_fail(p, "bad '%s' array", what);
+    return 0;
+  }
+}
+
+static int cfg_skip_value(cfg_parser_t *p) {
+  ox_json_ws(&p->js);
+  return ox_json_skip(&p->js, 1) ? cfg_fail(p, "bad value") : 0;
+}
+
+static int io_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  cfg_io_t *io = c->io;
+  if (!strcmp(key, "name")) return cfg_str(p, "input.name", io->name, sizeof io->name);
+  if (!strcmp(key, "data_type")) {
+    char t[32];
+    int rc = cfg_str(p, "data_type", t, sizeof t);
+    if (rc) return rc;
+    io->dtype = cfg_triton_dtype(t);
+    if (io->dtype == OX_DT_INVALID) return cfg_fail(p, "unknown data_type '%s'", t);
+    return 0;
+  }
+  if (!strcmp(key, "dims")) {
+    size_t n = 0;
+    int rc = cfg_int_array(p, "dims", -1, INT64_MAX, io->dims, OX_RT_MAX_RANK, &n);
+    io->rank = (int)n;
+    return rc;
+  }
+  if (!strcmp(key, "reshape"))
+    return cfg_fail(p, "'reshape' of '%.100s' is not supported: declare the model's own shape",
+                    io->name);
+  if (!strcmp(key, "allow_ragged_batch")) {
+    int b;
+    int rc = cfg_bool(p, "allow_ragged_batch", &b);
+    if (!rc && b) return cfg_fail(p, "'allow_ragged_batch' of '%.100s' is not supported", io->name);
+    return rc;
+  }
+  if (!strcmp(key, "format") || !strcmp(key, "label_filename") || !strcmp(key, "optional") ||
+      !strcmp(key, "is_shape_tensor") || !strcmp(key, "is_non_linear_format_io")) {
+    ox_info("%s: '%s' of '%.100s' ignored", p->file, key, io->name);
+    return cfg_skip_value(p);
+  }
+  return cfg_fail(p, "unsupported key '%s' in input/output '%.100s'", key, io->name);
+}
+
+static int io_list(cfg_parser_t *p, cfg_ctx_t *c, int side) {
+  const char *what = side ? "output" : "input";
+  if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array", what);
+  if (cfg_peek(p, ']')) {
+    p->js.p++;
+    return 0;
+  }
+  for (;;) {
+    if (c->num_decl[side] == CFG_MAX_IO)
+      return cfg_fail(p, "more than %d '%s' entries", CFG_MAX_IO, what);
+    c->io = &c->decl[side][c->num_decl[side]++];
+    memset(c->io, 0, sizeof *c->io);
+    c->io->rank = -1;
+    int rc = cfg_object(p, what, io_member, c);
+    if (rc) return rc;
+    if (!c->io->name[0]) return cfg_fail(p, "an '%s' entry has no 'name'", what);
+    if (cfg_peek(p, ',')) {
+      p->js.p++;
+      continue;
+    }
+    if (cfg_char(p, ']')) return cfg_fail(p, "bad '%s' array", what);
+    return 0;
+  }
+}
+
+/* Each declared input/output exists in the model with the same dtype and compatible dims. */
+static int io_check(const cfg_ctx_t *c, const char *file, char *err, size_t errcap) {
+  const ox_model_t *m = c->m;
+  uint32_t mbs = c->cfg->sched.max_batch_size;
+  for (int side = 0; side < 2; side++) {
+    const char *what = side ? "output" : "input";
+    const ox_tensor_info_t *ti = side ? m->outputs : m->inputs;
+    size_t nt = side ? m->num_outputs : m->num_inputs;
+    for (size_t i = 0; i < c->num_decl[side]; i++) {
+      const cfg_io_t *d = &c->decl[side][i];
+      size_t k = 0;
+      while (k < nt && strcmp(ti[k].name, d->name)) k++;
+      if (k == nt) {
+        snprintf(err, errcap, "%s: %s '%.100s' is not an %s of the model", file, what, d->name,
+                 what);
+        return OX_EINVALID;
+      }
+      const ox_tensor_info_t *t = &ti[k];
+      if (d->dtype != OX_DT_INVALID && d->dtype != t->dtype) {
+        snprintf(err, errcap, "%s: %s '%.100s': data_type is TYPE_%s, the model has TYPE_%s", file,
+                 what, d->name, ox_dtype_name(d->dtype), ox_dtype_name(t->dtype));
+        return OX_EINVALID;
+      }
+      if (d->rank < 0) continue;
+      int off = mbs > 0 ? 1 : 0; /* Triton: dims exclude the batch dimension */
+      if (d->rank + off != t->rank) {
+        snprintf(err, errcap, "%s: %s '%.100s': dims has %d values, the model's rank is %d%s", file,
+                 what, d->name, d->rank, t->rank,
+                 off ? " (dims exclude the batch dimension when max_batch_size > 0)" : "");
+        return OX_EINVALID;
+      }
+      for (int j = 0; j < d->rank; j++) {
+        int64_t want = d->dims[j], have = t->dims[j + off];
+        if (want != -1 && have != -1 && want != have) {
+          snprintf(err, errcap,
+                   "%s: %s '%.100s': dims[%d] is %" PRId64 ", the model's dimension is %" PRId64,
+                   file, what, d->name, j, want, have);
+          return OX_EINVALID;
+        }
+        if (want != -1 && have == -1) {
+          snprintf(err, errcap,
+                   "%s: %s '%.100s': dims[%d] is %" PRId64
+                   ", the model's dimension is variable (use -1)",
+                   file, what, d->name, j, want);
+          return OX_EINVALID;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+static int ig_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  if (!strcmp(key, "count")) {
+    uint64_t v;
+    int rc = cfg_uint(p, "instance_group.count", 1, 64, &v);
+    if (!rc) c->instances += v;
+    return rc;
+  }
+  if (!strcmp(key, "kind")) {
+    char k[32];
+    int rc = cfg_str(p, "instance_group.kind", k, sizeof k);
+    if (rc) return rc;
+    if (!strcmp(k, "KIND_CPU") || !strcmp(k, "KIND_AUTO")) return 0;
+    if (!strcmp(k, "KIND_GPU"))
+      return cfg_fail(p, "instance_group kind KIND_GPU is not supported: onnxd runs on the CPU");
+    return cfg_fail(p, "instance_group kind '%s' is not supported (KIND_CPU only)", k);
+  }
+  if (!strcmp(key, "gpus")) {
+    int64_t g[64];
+    size_t n = 0;
+    int rc = cfg_int_array(p, "instance_group.gpus", 0, 1024, g, 64, &n);
+    if (!rc && n)
+      return cfg_fail(p, "instance_group 'gpus' is not supported: onnxd runs on the CPU");
+    return rc;
+  }
+  if (!strcmp(key, "name") || !strcmp(key, "profile") || !strcmp(key, "passive") ||
+      !strcmp(key, "host_policy") || !strcmp(key, "rate_limiter") ||
+      !strcmp(key, "secondary_devices")) {
+    ox_info("%s: 'instance_group.%s' ignored", p->file, key);
+    return cfg_skip_value(p);
+  }
+  return cfg_fail(p, "unknown key 'instance_group.%s'", key);
+}
+
+static int ig_entry(cfg_parser_t *p, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  uint64_t before = c->instances;
+  int rc = cfg_object(p, "an instance_group entry", ig_member, c);
+  if (!rc && c->instances == before) c->instances++; /* Triton: count defaults to 1 */
+  return rc;
+}
+
+typedef struct {
+  ox_version_policy_t *vp;
+  int seen;
+} vp_ctx_t;
+
+static int vp_inner(cfg_parser_t *p, const char *key, void *vctx) {
+  ox_version_policy_t *vp = vctx;
+  if (vp->kind == 0 && !strcmp(key, "num_versions")) {
+    uint64_t v;
+    int rc = cfg_uint(p, "version_policy.latest.num_versions", 1, 1000000, &v);
+    if (!rc) vp->num_versions = (uint32_t)v;
+    return rc;
+  }
+  if (vp->kind == 2 && !strcmp(key, "versions")) {
+    int64_t v[256];
+    size_t n = 0;
+    int rc = cfg_int_array(p, "version_policy.specific.versions", 1, INT64_MAX, v, 256, &n);
+    if (rc) return rc;
+    free(vp->versions);
+    vp->versions = n ? malloc(n * sizeof *v) : NULL;
+    if (n && !vp->versions) return OX_ENOMEM;
+    if (n) memcpy(vp->versions, v, n * sizeof *v);
+    vp->num_specific = n;
+    return 0;
+  }
+  static const char *const kinds[] = {"latest", "all", "specific"};
+  return cfg_fail(p, "unknown key 'version_policy.%s.%s'", kinds[vp->kind], key);
+}
+
+static int vp_member(cfg_parser_t *p, const char *key, void *vctx) {
+  vp_ctx_t *v = vctx;
+  int kind = !strcmp(key, "latest")     ? 0
+             : !strcmp(key, "all")      ? 1
+             : !strcmp(key, "specific") ? 2
+                                        : -1;
+  if (kind < 0)
+    return cfg_fail(p, "unknown key 'version_policy.%s' (latest, all or specific)", key);
+  if (v->seen++)
+    return cfg_fail(p, "'version_policy' must have exactly one of latest, all, specific");
+  ox_version_policy_free(v->vp);
+  v->vp->kind = kind;
+  v->vp->num_versions = 1;
+  int rc = cfg_object(p, "'version_policy'", vp_inner, v->vp);
+  if (!rc && kind == 2 && !v->vp->num_specific)
+    return cfg_fail(p, "'version_policy.specific.versions' is missing or empty");
+  return rc;
+}
+
+static int dqp_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_sched_config_t *s = &c->cfg->sched;
+  uint64_t v = 0;
+  int rc;
+  if (!strcmp(key, "max_queue_size")) {
+    rc = cfg_uint(p, "default_queue_policy.max_queue_size", 0, 1000000, &v);
+    if (!rc) s->max_queue_size = (uint32_t)v;
+    return rc;
+  }
+  if (!strcmp(key, "default_timeout_microseconds")) {
+    rc = cfg_uint64(p, "default_queue_policy.default_timeout_microseconds", 0, 3600000000ull, &v);
+    if (!rc) s->default_timeout_us = v;
+    return rc;
+  }
+  if (!strcmp(key, "timeout_action")) {
+    char a[32];
+    rc = cfg_str(p, "default_queue_policy.timeout_action", a, sizeof a);
+    if (!rc && strcmp(a, "REJECT"))
+      return cfg_fail(p, "default_queue_policy.timeout_action '%s' is not supported (REJECT only)",
+                      a);
+    return rc;
+  }
+  if (!strcmp(key, "allow_timeout_override")) {
+    int b;
+    return cfg_bool(p, "default_queue_policy.allow_timeout_override", &b);
+  }
+  return cfg_fail(p, "unknown key 'dynamic_batching.default_queue_policy.%s'", key);
+}
+
+/* Triton fields that change nothing onnxd does: logged and skipped. */
+static const char *const cfg_ignored[] = {
+    "optimization",       "parameters",       "model_transaction_policy",
+    "response_cache",     "model_operations", "model_repository_agents",
+    "cc_model_filenames", "metric_tags",      "default_model_filename",
+    "label_filename",     "runtime",          "model_metrics"};
+/* Triton fields whose semantics onnxd does not have: refused. */
+static const char *const cfg_refused[] = {"sequence_batching", "ensemble_scheduling", "batch_input",
+                                          "batch_output"};
+
 static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   ox_sched_config_t *s = &c->cfg->sched;
@@ -455,9 +837,52 @@ static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   if (!strcmp(key, "name")) {
     char name[256];
     rc = cfg_str(p, key, name, sizeof name);
-    if (!rc && strcmp(name, c->m->name))
+    if (!rc && strcmp(name, c->name))
       return cfg_fail(p, "'name' is '%.100s', not the folder's name", name);
     return rc;
+  }
+  if (!strcmp(key, "version_policy")) {
+    if (c->seen_vp++) return cfg_fail(p, "duplicate key 'version_policy'");
+    vp_ctx_t vc = {.vp = &c->cfg->version_policy};
+    rc = cfg_object(p, "'version_policy'", vp_member, &vc);
+    if (!rc && !vc.seen)
+      return cfg_fail(p, "'version_policy' must have one of latest, all, specific");
+    return rc;
+  }
+  if (!c->m) return cfg_skip_value(p); /* reading the version policy only */
+  if (!strcmp(key, "platform") || !strcmp(key, "backend")) {
+    char val[64];
+    rc = cfg_str(p, key, val, sizeof val);
+    if (rc) return rc;
+    int ok = key[0] == 'p' ? !strcmp(val, "onnxruntime_onnx") || !strcmp(val, "onnx_onnxv1")
+                           : !strcmp(val, "onnxruntime");
+    if (!ok)
+      return cfg_fail(p, "%s '%.60s' is not supported (onnxd serves %s)", key, val,
+                      key[0] == 'p' ? "platform \"onnxruntime_onnx\"" : "backend \"onnxruntime\"");
+    return 0;
+  }
+  if (!strcmp(key, "input")) return io_list(p, c, 0);
+  if (!strcmp(key, "output")) return io_list(p, c, 1);
+  if (!strcmp(key, "instance_group")) {
+    c->seen_ig = 1;
+    return cfg_object_array(p, "instance_group", ig_entry, c);
+  }
+  for (size_t i = 0; i < sizeof cfg_ignored / sizeof cfg_ignored[0]; i++)
+    if (!strcmp(key, cfg_ignored[i])) {
+      ox_info("%s: '%s' of model '%s' ignored", p->file, key, c->name);
+      return cfg_skip_value(p);
+    }
+  for (size_t i = 0; i < sizeof cfg_refused / sizeof cfg_refused[0]; i++) {
+    if (strcmp(key, cfg_refused[i])) continue;
+    /* an empty list (batch_input: [] in Triton's GET config) asks for nothing */
+    if (cfg_peek(p, '[')) {
+      p->js.p++;
+      if (cfg_peek(p, ']')) {
+        p->js.p++;
+        return 0;
+      }
+    }
+    return cfg_fail(p, "'%s' is not supported by onnxd", key);
   }
   if (!strcmp(key, "max_batch_size")) {
     rc = cfg_uint(p, key, 0, 1024, &v);
@@ -516,55 +941,290 @@ static int batchable(const ox_model_t *m) {
   return m->num_inputs > 0;
 }
 
+static int cfg_check(const cfg_ctx_t *ctx, int can_batch, const char *file, char *err,
+                     size_t errcap);
+
+/* Reads repo_dir/<name>/<file> whole: a regular file of at most OX_CONFIG_MAX_BYTES. Returns 0
+ * with *text (owned, malloc) and *len, 1 when the file does not exist, or an error. */
+static int cfg_read_file(const char *repo_dir, const char *name, const char *file, char **text,
+                         size_t *len, char *err, size_t errcap) {
+  if (!*name || !ox_name_valid(name, strlen(name)) || !strcmp(name, ".") || !strcmp(name, "..")) {
+    snprintf(err, errcap, "%s: '%.100s' is not a model name", file, name);
+    return OX_EINVALID; /* the path must stay inside the repository */
+  }
+  char path[4096];
+  int n = snprintf(path, sizeof path, "%s/%s/%s", repo_dir, name, file);
+  if (n < 0 || (size_t)n >= sizeof path) {
+    snprintf(err, errcap, "%s: path too long", file);
+    return OX_EINVALID;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT) return 1;
+    snprintf(err, errcap, "%s: cannot open (%s)", file, strerror(errno));
+    return OX_EINVALID;
+  }
+  struct stat st;
+  if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+    close(fd);
+    snprintf(err, errcap, "%s: not a regular file", file);
+    return OX_EINVALID;
+  }
+  char *buf = malloc(OX_CONFIG_MAX_BYTES + 1);
+  if (!buf) {
+    close(fd);
+    return OX_ENOMEM;
+  }
+  size_t got = 0;
+  while (got < OX_CONFIG_MAX_BYTES + 1) {
+    ssize_t r = read(fd, buf + got, OX_CONFIG_MAX_BYTES + 1 - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      snprintf(err, errcap, "%s: read failed (%s)", file, strerror(errno));
+      close(fd);
+      free(buf);
+      return OX_EINVALID;
+    }
+    if (r == 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  if (got > OX_CONFIG_MAX_BYTES) {
+    free(buf);
+    snprintf(err, errcap, "%s: larger than 1 MiB", file);
+    return OX_EINVALID;
+  }
+  *text = buf;
+  *len = got;
+  return 0;
+}
+
+/* Fields that are repeated in Triton's model_config.proto: always JSON arrays. */
+static const char *const pb_repeated[] = {"input",
+                                          "output",
+                                          "dims",
+                                          "instance_group",
+                                          "model_warmup",
+                                          "preferred_batch_size",
+                                          "versions",
+                                          "gpus",
+                                          "profile",
+                                          "secondary_devices",
+                                          "batch_input",
+                                          "batch_output",
+                                          "cc_model_filenames",
+                                          "shape"};
+/* Map fields (`inputs { key: "x" value { ... } }`): JSON objects keyed by "key". */
+static const char *const pb_maps[] = {"inputs",    "parameters", "metric_tags",
+                                      "input_map", "output_map", "priority_queue_policy"};
+
+static int pb_in(const ox_pbtxt_node_t *n, const char *const *set, size_t k) {
+  for (size_t i = 0; i < k; i++)
+    if (ox_pbtxt_key_is(n, set[i])) return 1;
+  return 0;
+}
+
+static int pb_json_msg(ox_buf_t *o, const ox_pbtxt_node_t *msg, char *err, size_t errcap);
+
+static int pb_json_value(ox_buf_t *o, const ox_pbtxt_node_t *n, char *err, size_t errcap) {
+  switch (n->kind) {
+    case OX_PBTXT_MESSAGE:
+      return pb_json_msg(o, n, err, errcap);
+    case OX_PBTXT_STRING:
+      return ox_buf_append_json_string(o, n->text.ptr, n->text.len);
+    case OX_PBTXT_IDENT:
+      if (ox_slice_eq(n->text, "true") || ox_slice_eq(n->text, "True") || ox_slice_eq(n->text, "t"))
+        return ox_buf_puts(o, "true");
+      if (ox_slice_eq(n->text, "false") || ox_slice_eq(n->text, "False") ||
+          ox_slice_eq(n->text, "f"))
+        return ox_buf_puts(o, "false");
+      return ox_buf_append_json_string(o, n->text.ptr, n->text.len);
+    case OX_PBTXT_NUMBER: {
+      int64_t v;
+      if (!ox_pbtxt_int(n, &v)) return ox_buf_printf(o, "%" PRId64, v);
+      /* not an integer: kept as text; fields onnxd reads are integers and say so */
+      return ox_buf_append_json_string(o, n->text.ptr, n->text.len);
+    }
+  }
+  return 0;
+}
+
+/* A map entry's "key" as a JSON object key, then ':' and its "value". */
+static int pb_json_map(ox_buf_t *o, const ox_pbtxt_node_t *first, char *err, size_t errcap) {
+  int rc = ox_buf_puts(o, "{");
+  int k = 0;
+  for (const ox_pbtxt_node_t *e = first; e && !rc; e = ox_pbtxt_find_next(e)) {
+    const ox_pbtxt_node_t *key = ox_pbtxt_find(e, "key"), *val = ox_pbtxt_find(e, "value");
+    if (!key || key->kind == OX_PBTXT_MESSAGE || !val) {
+      snprintf(err, errcap, "config.pbtxt: %u:%u: a '%.*s' entry needs 'key' and 'value'", e->line,
+               e->col, (int)(e->key.len > 64 ? 64 : e->key.len), e->key.ptr);
+      return OX_EINVALID;
+    }
+    rc |= ox_buf_puts(o, k++ ? "," : "");
+    rc |= ox_buf_append_json_string(o, key->text.ptr, key->text.len);
+    rc |= ox_buf_puts(o, ":");
+    if (!rc) rc = pb_json_value(o, val, err, errcap);
+  }
+  return rc ? rc : ox_buf_puts(o, "}");
+}
+
+/* A message as a JSON object: each key once, in order of first appearance; repeated fields (or
+ * keys written more than once) as arrays. Quadratic in a message's field count, which the
+ * caller bounds. */
+static int pb_json_msg(ox_buf_t *o, const ox_pbtxt_node_t *msg, char *err, size_t errcap) {
+  int rc = ox_buf_puts(o, "{");
+  int k = 0;
+  for (const ox_pbtxt_node_t *c = msg->child; c && !rc; c = c->next) {
+    const ox_pbtxt_node_t *prev = msg->child;
+    while (prev != c &&
+           !(prev->key.len == c->key.len && !memcmp(prev->key.ptr, c->key.ptr, c->key.len)))
+      prev = prev->next;
+    if (prev != c) continue; /* written with its first occurrence */
+    rc |= ox_buf_puts(o, k++ ? "," : "");
+    rc |= ox_buf_append_json_string(o, c->key.ptr, c->key.len);
+    rc |= ox_buf_puts(o, ":");
+    if (rc) break;
+    if (pb_in(c, pb_maps, sizeof pb_maps / sizeof pb_maps[0]) && c->kind == OX_PBTXT_MESSAGE) {
+      rc = pb_json_map(o, c, err, errcap);
+      continue;
+    }
+    int arr =
+        pb_in(c, pb_repeated, sizeof pb_repeated / sizeof pb_repeated[0]) || ox_pbtxt_find_next(c);
+    if (arr) rc |= ox_buf_puts(o, "[");
+    for (const ox_pbtxt_node_t *e = c; e && !rc; e = arr ? ox_pbtxt_find_next(e) : NULL) {
+      if (e != c) rc |= ox_buf_puts(o, ",");
+      if (!rc) rc = pb_json_value(o, e, err, errcap);
+    }
+    if (arr && !rc) rc = ox_buf_puts(o, "]");
+  }
+  return rc ? rc : ox_buf_puts(o, "}");
+}
+
+#define OX_CONFIG_MAX_PBTXT_NODES 8192
+
+/* config.pbtxt's text into Triton's JSON form in *out (owned by the caller: ox_buf_free). */
+static int pbtxt_to_json(const char *text, size_t len, ox_buf_t *out, char *err, size_t errcap) {
+  ox_pbtxt_doc_t doc;
+  char perr[200];
+  int rc = ox_pbtxt_parse(text, len, &doc, perr, sizeof perr);
+  if (rc) {
+    snprintf(err, errcap, "config.pbtxt: %s", perr);
+    return rc;
+  }
+  if (doc.num_nodes > OX_CONFIG_MAX_PBTXT_NODES) {
+    ox_pbtxt_free(&doc);
+    snprintf(err, errcap, "config.pbtxt: more than %d fields", OX_CONFIG_MAX_PBTXT_NODES);
+    return OX_EINVALID;
+  }
+  ox_buf_init(out);
+  rc = pb_json_msg(out, ox_pbtxt_root(&doc), err, errcap);
+  ox_pbtxt_free(&doc);
+  if (rc == OX_ENOMEM) snprintf(err, errcap, "config.pbtxt: out of memory");
+  return rc;
+}
+
+/* Parses one JSON configuration text into cfg through ctx. */
+static int cfg_parse(cfg_ctx_t *ctx, const char *file, const char *text, size_t len, char *err,
+                     size_t errcap) {
+  cfg_parser_t p = {.file = file, .err = err, .errcap = errcap};
+  ox_json_init(&p.js, text, len);
+  int rc = ox_json_validate(&p.js);
+  if (rc) {
+    snprintf(err, errcap, "%s: invalid JSON (%s)", file, p.js.err ? p.js.err : "syntax");
+    return OX_EINVALID;
+  }
+  ox_json_init(&p.js, text, len);
+  rc = cfg_object(&p, file, top_member, ctx);
+  return rc == OX_ENOMEM ? rc : rc ? OX_EINVALID : 0;
+}
+
+/* Finds and parses the configuration: override_json, else config.json, else config.pbtxt.
+ * *file is set to the name errors use; cfg->from_file to whether one was found. */
+static int cfg_source(cfg_ctx_t *ctx, const char *repo_dir, const char *override_json,
+                      size_t override_len, const char **file, char *err, size_t errcap) {
+  *file = "config.json";
+  if (override_json) {
+    *file = "config";
+    ctx->cfg->from_file = 1;
+    return cfg_parse(ctx, *file, override_json, override_len, err, errcap);
+  }
+  char *text = NULL;
+  size_t len = 0;
+  int rc = cfg_read_file(repo_dir, ctx->name, "config.json", &text, &len, err, errcap);
+  if (rc == 1) {
+    *file = "config.pbtxt";
+    rc = cfg_read_file(repo_dir, ctx->name, "config.pbtxt", &text, &len, err, errcap);
+    if (rc == 1) return 0;
+    if (rc) return rc;
+    ox_buf_t js;
+    rc = pbtxt_to_json(text, len, &js, err, errcap);
+    free(text);
+    if (rc) return rc;
+    ctx->cfg->from_file = 1;
+    rc = cfg_parse(ctx, *file, js.data ? js.data : "{}", js.data ? js.len : 2, err, errcap);
+    ox_buf_free(&js);
+    return rc;
+  }
+  if (rc) return rc;
+  ctx->cfg->from_file = 1;
+  rc = cfg_parse(ctx, *file, text, len, err, errcap);
+  free(text);
+  return rc;
+}
+
 int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_threads,
                          ox_model_config_t *cfg, char *err, size_t errcap) {
+  return ox_model_config_load_text(repo_dir, m, infer_threads, NULL, 0, cfg, err, errcap);
+}
+
+int ox_model_config_load_text(const char *repo_dir, const ox_model_t *m, int infer_threads,
+                              const char *override_json, size_t override_len,
+                              ox_model_config_t *cfg, char *err, size_t errcap) {
   memset(cfg, 0, sizeof *cfg);
   int can_batch = batchable(m);
   cfg->sched.max_batch_size = can_batch ? 32 : 0;
   cfg->sched.instance_count = (uint32_t)(infer_threads > 0 ? infer_threads : 1);
-  char path[4096];
-  snprintf(path, sizeof path, "%s/%s/config.json", repo_dir, m->name);
-  FILE *f = fopen(path, "rb");
-  if (!f) return 0;
-  cfg->from_file = 1;
-  char *text = malloc(OX_CONFIG_MAX_BYTES + 1);
-  size_t len = text ? fread(text, 1, OX_CONFIG_MAX_BYTES + 1, f) : 0;
-  fclose(f);
-  if (!text) return OX_ENOMEM;
-  if (len > OX_CONFIG_MAX_BYTES) {
-    free(text);
-    snprintf(err, errcap, "config.json: larger than 1 MiB");
-    return OX_EINVALID;
-  }
-  cfg_parser_t p = {.err = err, .errcap = errcap};
-  ox_json_init(&p.js, text, len);
-  cfg_ctx_t ctx = {.cfg = cfg, .m = m};
-  int rc = ox_json_validate(&p.js);
-  if (rc) {
-    snprintf(err, errcap, "config.json: invalid JSON (%s)", p.js.err ? p.js.err : "syntax");
-  } else {
-    ox_json_init(&p.js, text, len);
-    rc = cfg_object(&p, "config.json", top_member, &ctx);
-  }
-  free(text);
-  if (!rc && ctx.seen_view) rc = fview_check(m, &cfg->view, err, errcap);
-  if (rc) return rc == OX_ENOMEM ? rc : OX_EINVALID;
+  cfg->version_policy.num_versions = 1;
+  cfg_ctx_t *ctxp = calloc(1, sizeof *ctxp);
+  if (!ctxp) return OX_ENOMEM;
+  cfg_ctx_t *ctx = ctxp;
+  ctx->cfg = cfg;
+  ctx->m = m;
+  ctx->name = m->name;
+  const char *file;
+  int rc = cfg_source(ctx, repo_dir, override_json, override_len, &file, err, errcap);
+  if (!rc && ctx->seen_view) rc = fview_check(m, &cfg->view, file, err, errcap);
+  if (!rc && ctx->seen_ig)
+    cfg->sched.instance_count = (uint32_t)(ctx->instances > 64 ? 64 : ctx->instances);
+  if (!rc) rc = cfg_check(ctx, can_batch, file, err, errcap);
+  free(ctxp);
+  if (rc) ox_model_config_free(cfg);
+  return rc;
+}
+
+static int cfg_check(const cfg_ctx_t *ctx, int can_batch, const char *file, char *err,
+                     size_t errcap) {
+  const ox_model_t *m = ctx->m;
+  ox_model_config_t *cfg = ctx->cfg;
   ox_sched_config_t *s = &cfg->sched;
   if (s->max_batch_size > 0 && !can_batch) {
     snprintf(err, errcap,
-             "config.json: 'max_batch_size' needs a dynamic first dimension on every "
-             "input and output");
+             "%s: 'max_batch_size' needs a dynamic first dimension on every "
+             "input and output",
+             file);
     return OX_EINVALID;
   }
   for (size_t i = 0; i < s->num_preferred; i++) {
     if (s->preferred_batch_size[i] > s->max_batch_size) {
       snprintf(err, errcap,
-               "config.json: 'dynamic_batching.preferred_batch_size' %u exceeds "
+               "%s: 'dynamic_batching.preferred_batch_size' %u exceeds "
                "'max_batch_size' %u",
-               s->preferred_batch_size[i], s->max_batch_size);
+               file, s->preferred_batch_size[i], s->max_batch_size);
       return OX_EINVALID;
     }
   }
+  int rc = io_check(ctx, file, err, errcap);
+  if (rc) return rc;
   for (size_t k = 0; k < cfg->num_warmup; k++) {
     ox_warmup_t *w = &cfg->warmup[k];
     for (size_t i = 0; i < w->num_inputs; i++) {
@@ -572,19 +1232,72 @@ int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_th
       while (j < m->num_inputs && strcmp(m->inputs[j].name, w->inputs[i].name)) j++;
       if (j == m->num_inputs) {
         snprintf(err, errcap,
-                 "config.json: warm-up '%.60s': input '%.100s' is not an input of "
+                 "%s: warm-up '%.60s': input '%.100s' is not an input of "
                  "the model",
-                 w->name, w->inputs[i].name);
+                 file, w->name, w->inputs[i].name);
         return OX_EINVALID;
       }
       if (w->inputs[i].dtype == OX_DT_INVALID) {
-        snprintf(err, errcap, "config.json: warm-up input '%s' has no data_type",
-                 w->inputs[i].name);
+        snprintf(err, errcap, "%s: warm-up input '%s' has no data_type", file, w->inputs[i].name);
         return OX_EINVALID;
       }
     }
   }
   return 0;
+}
+
+int ox_version_policy_read(const char *repo_dir, const char *name, const char *override_json,
+                           size_t override_len, ox_version_policy_t *p, char *err, size_t errcap) {
+  memset(p, 0, sizeof *p);
+  p->num_versions = 1;
+  ox_model_config_t *cfg = calloc(1, sizeof *cfg);
+  cfg_ctx_t *ctx = calloc(1, sizeof *ctx);
+  if (!cfg || !ctx) {
+    free(cfg);
+    free(ctx);
+    return OX_ENOMEM;
+  }
+  cfg->version_policy.num_versions = 1;
+  ctx->cfg = cfg;
+  ctx->name = name;
+  const char *file;
+  int rc = cfg_source(ctx, repo_dir, override_json, override_len, &file, err, errcap);
+  if (!rc) {
+    *p = cfg->version_policy;
+    cfg->version_policy.versions = NULL;
+  }
+  ox_model_config_free(cfg);
+  free(cfg);
+  free(ctx);
+  return rc;
+}
+
+void ox_version_policy_free(ox_version_policy_t *p) {
+  free(p->versions);
+  p->versions = NULL;
+  p->num_specific = 0;
+}
+
+size_t ox_version_policy_select(const ox_version_policy_t *p, const int64_t *available, size_t n,
+                                int64_t *out) {
+  size_t k = 0;
+  if (p->kind == 1) {
+    memcpy(out, available, n * sizeof *out);
+    return n;
+  }
+  if (p->kind == 2) {
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = 0; j < p->num_specific; j++)
+        if (p->versions[j] == available[i]) {
+          out[k++] = available[i];
+          break;
+        }
+    return k;
+  }
+  size_t want = p->num_versions ? p->num_versions : 1;
+  size_t from = n > want ? n - want : 0;
+  for (size_t i = from; i < n; i++) out[k++] = available[i];
+  return k;
 }
 
 void ox_model_config_free(ox_model_config_t *cfg) {
@@ -594,6 +1307,7 @@ void ox_model_config_free(ox_model_config_t *cfg) {
   free(cfg->warmup);
   cfg->warmup = NULL;
   cfg->num_warmup = 0;
+  ox_version_policy_free(&cfg->version_policy);
 }
 
 int ox_model_config_json(ox_buf_t *o, const ox_model_t *m, const ox_model_config_t *cfg) {

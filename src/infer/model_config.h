@@ -1,4 +1,16 @@
-/* model_config.h: a model's optional DIR/<model>/config.json, with Triton's names.
+/* model_config.h: a model's optional DIR/<model>/config.json (or Triton's config.pbtxt), with
+ * Triton's names. config.pbtxt is read when there is no config.json: protobuf text format
+ * (proto/pbtxt.h), turned into Triton's JSON form and read by the same code, so the two accept
+ * the same fields. Triton's fields besides those below: "platform" ("onnxruntime_onnx") and
+ * "backend" ("onnxruntime"); "input"/"output" ([{name, data_type, dims}], checked against the
+ * model; dims without the batch dimension when max_batch_size > 0; "reshape" refused);
+ * "instance_group" ([{count, kind KIND_CPU|KIND_AUTO}], counts summed; KIND_GPU refused);
+ * "version_policy" ({"latest": {"num_versions": N}}, {"all": {}},
+ * {"specific": {"versions": [..]}}); "dynamic_batching.default_queue_policy" (max_queue_size,
+ * default_timeout_microseconds, timeout_action REJECT); fields that change nothing onnxd does
+ * (optimization, parameters, model_transaction_policy, response_cache, ...) are logged and
+ * ignored; fields whose semantics onnxd lacks (sequence_batching, ensemble_scheduling,
+ * priority levels, batch_input, ...) are refused.
  *
  *   {
  *     "max_batch_size": 32,                      rows merged into one run (0: no merging)
@@ -82,11 +94,21 @@ typedef struct {
   uint64_t deadline_us; /* default 20000 */
 } ox_feature_view_t;
 
+/* Which versions of a model are served ("version_policy"): kind 0 latest num_versions, 1 all,
+ * 2 specific (versions: owned, malloc, num_specific values). */
+typedef struct {
+  int kind; /* 0 latest, 1 all, 2 specific */
+  uint32_t num_versions;
+  int64_t *versions;
+  size_t num_specific;
+} ox_version_policy_t;
+
 typedef struct {
   ox_sched_config_t sched;
-  ox_feature_view_t view; /* "feature_view" (view.enabled 0 when absent) */
-  int from_file;          /* a config.json was read */
-  ox_warmup_t *warmup;    /* owned (malloc) */
+  ox_version_policy_t version_policy; /* default latest 1 */
+  ox_feature_view_t view;             /* "feature_view" (view.enabled 0 when absent) */
+  int from_file;                      /* a config.json or config.pbtxt (or an override) was read */
+  ox_warmup_t *warmup;                /* owned (malloc) */
   size_t num_warmup;
 } ox_model_config_t;
 
@@ -94,7 +116,24 @@ typedef struct {
  * Returns 0, or OX_EINVALID with a one-line reason in err ("config.json: unknown key 'x'"). */
 int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_threads,
                          ox_model_config_t *cfg, char *err, size_t errcap);
+/* ox_model_config_load with the configuration taken from override_json[0..override_len) (a
+ * JSON object, e.g. the "config" parameter of a repository load request) when it is non-NULL;
+ * errors then start with "config:". */
+int ox_model_config_load_text(const char *repo_dir, const ox_model_t *m, int infer_threads,
+                              const char *override_json, size_t override_len,
+                              ox_model_config_t *cfg, char *err, size_t errcap);
 void ox_model_config_free(ox_model_config_t *cfg);
+
+/* Reads only the version policy of repo_dir/<name>/ (config.json, else config.pbtxt; latest 1
+ * when neither sets one), or of override_json when non-NULL. Returns 0 with *p filled (free
+ * with ox_version_policy_free), or OX_EINVALID with a reason in err, or OX_ENOMEM. */
+int ox_version_policy_read(const char *repo_dir, const char *name, const char *override_json,
+                           size_t override_len, ox_version_policy_t *p, char *err, size_t errcap);
+void ox_version_policy_free(ox_version_policy_t *p);
+/* The versions p serves among available[0..n) (ascending): written ascending into out (room for
+ * n); returns their number. */
+size_t ox_version_policy_select(const ox_version_policy_t *p, const int64_t *available, size_t n,
+                                int64_t *out);
 /* Appends the effective configuration as JSON (GET /v2/models/{m}/config). */
 int ox_model_config_json(ox_buf_t *out, const ox_model_t *m, const ox_model_config_t *cfg);
 

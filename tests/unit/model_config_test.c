@@ -423,10 +423,11 @@ TEST(name_must_match_folder) {
 
 TEST(unknown_key_top_level) {
   EXPECT_ERROR(bm, "{\"max_batch_size\":4,\"bogus\":1}", "config.json: unknown key 'bogus'");
-  /* Triton keys onnxd does not take are refused, not silently ignored. */
-  EXPECT_ERROR(bm, "{\"platform\":\"onnxruntime_onnx\"}", "config.json: unknown key 'platform'");
-  EXPECT_ERROR(bm, "{\"instance_group\":[{\"count\":2}]}",
-               "config.json: unknown key 'instance_group'");
+  /* Triton keys whose semantics onnxd lacks are refused, not silently ignored. */
+  EXPECT_ERROR(bm, "{\"sequence_batching\":{}}",
+               "config.json: 'sequence_batching' is not supported by onnxd");
+  EXPECT_ERROR(bm, "{\"ensemble_scheduling\":{\"step\":[]}}",
+               "config.json: 'ensemble_scheduling' is not supported by onnxd");
   EXPECT_ERROR(bm, "{\"Max_Batch_Size\":4}", "config.json: unknown key 'Max_Batch_Size'");
 }
 
@@ -434,8 +435,9 @@ TEST(unknown_key_dynamic_batching) {
   EXPECT_ERROR(bm, "{\"dynamic_batching\":{\"max_queue_delay\":5}}",
                "config.json: unknown key 'dynamic_batching.max_queue_delay'");
   EXPECT_ERROR(bm,
-               "{\"dynamic_batching\":{\"preferred_batch_size\":[2],\"default_queue_policy\":{}}}",
-               "config.json: unknown key 'dynamic_batching.default_queue_policy'");
+               "{\"dynamic_batching\":{\"preferred_batch_size\":[2],\"default_queue_policy\":"
+               "{\"x\":1}}}",
+               "config.json: unknown key 'dynamic_batching.default_queue_policy.x'");
 }
 
 TEST(unknown_key_model_warmup) {
@@ -747,6 +749,333 @@ TEST(small_error_buffer) {
 }
 
 /* Removes the temporary repository (last). */
+
+/* ---- config.pbtxt, Triton's JSON fields, version_policy, the override text --------------- */
+
+/* Writes text as m's config.pbtxt (NULL removes it). */
+static void write_pbtxt(const ox_model_t *m, const char *text) {
+  char p[PATH_MAX];
+  snprintf(p, sizeof p, "%s/%s/config.pbtxt", repo_dir, m->name);
+  if (!text) {
+    unlink(p);
+    return;
+  }
+  FILE *f = fopen(p, "wb");
+  CHECK(f != NULL);
+  if (!f) return;
+  CHECK_INT(fwrite(text, 1, strlen(text), f), strlen(text));
+  fclose(f);
+}
+
+static int load_pbtxt(const ox_model_t *m, const char *text, ox_model_config_t *cfg) {
+  if (!setup_repo()) {
+    memset(cfg, 0, sizeof *cfg);
+    return -1;
+  }
+  write_pbtxt(m, text);
+  memset(err, 0, sizeof err);
+  int rc = ox_model_config_load(repo_dir, m, 3, cfg, err, sizeof err);
+  write_pbtxt(m, NULL);
+  return rc;
+}
+
+static void expect_pb_error(const ox_model_t *m, const char *text, const char *msg, int line) {
+  ox_model_config_t cfg;
+  int rc = load_pbtxt(m, text, &cfg);
+  if (rc != OX_EINVALID || strcmp(err, msg) != 0) {
+    fprintf(stderr,
+            "  FAIL %s:%d [%s]: config.pbtxt %s\n    got rc %d err \"%s\"\n    want \"%s\"\n",
+            __FILE__, line, ox_t_current, text, rc, err, msg);
+    ox_t_failed_checks++;
+  }
+  ox_model_config_free(&cfg);
+}
+#define EXPECT_PB_ERROR(m, text, msg) expect_pb_error(&(m), (text), (msg), __LINE__)
+
+/* Written the way Triton's model_configuration.md shows a config. */
+static const char bm_pbtxt[] =
+    "name: \"bm\"\n"
+    "platform: \"onnxruntime_onnx\"\n"
+    "max_batch_size: 16\n"
+    "input [\n"
+    "  {\n"
+    "    name: \"input\"\n"
+    "    data_type: TYPE_FP32\n"
+    "    dims: [ 4 ]\n"
+    "  },\n"
+    "  {\n"
+    "    name: \"mask\"\n"
+    "    data_type: TYPE_FP32\n"
+    "    dims: [ -1 ]\n"
+    "  }\n"
+    "]\n"
+    "output [\n"
+    "  {\n"
+    "    name: \"output\"\n"
+    "    data_type: TYPE_FP32\n"
+    "    dims: [ 1 ]\n"
+    "  }\n"
+    "]\n"
+    "instance_group [\n"
+    "  { count: 2 kind: KIND_CPU },\n"
+    "  { count: 3 kind: KIND_CPU }\n"
+    "]\n"
+    "version_policy: { latest { num_versions: 2 } }\n"
+    "dynamic_batching {\n"
+    "  preferred_batch_size: [ 4, 8 ]\n"
+    "  max_queue_delay_microseconds: 100\n"
+    "  default_queue_policy { max_queue_size: 64 default_timeout_microseconds: 5000 "
+    "timeout_action: REJECT }\n"
+    "}\n"
+    "optimization { input_pinned_memory { enable: true } }\n"
+    "parameters { key: \"intra_op_thread_count\" value: { string_value: \"1\" } }\n"
+    "model_warmup [\n"
+    "  {\n"
+    "    name: \"w\"\n"
+    "    batch_size: 2\n"
+    "    inputs { key: \"input\" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } }\n"
+    "    inputs { key: \"mask\" value: { data_type: TYPE_FP32 dims: [ 4 ] random_data: true } }\n"
+    "  }\n"
+    "]\n";
+
+TEST(pbtxt_triton_config) {
+  ox_model_config_t cfg;
+  CHECK_INT(load_pbtxt(&bm, bm_pbtxt, &cfg), 0);
+  CHECK_STR(err, "");
+  CHECK_INT(cfg.from_file, 1);
+  CHECK_INT(cfg.sched.max_batch_size, 16);
+  CHECK_INT(cfg.sched.instance_count, 5);
+  CHECK_INT(cfg.sched.max_queue_delay_us, 100);
+  CHECK_INT(cfg.sched.num_preferred, 2);
+  CHECK_INT(cfg.sched.preferred_batch_size[1], 8);
+  CHECK_INT(cfg.sched.max_queue_size, 64);
+  CHECK_INT(cfg.sched.default_timeout_us, 5000);
+  CHECK_INT(cfg.version_policy.kind, 0);
+  CHECK_INT(cfg.version_policy.num_versions, 2);
+  CHECK_INT(cfg.num_warmup, 1);
+  if (cfg.num_warmup == 1) {
+    CHECK_STR(cfg.warmup[0].name, "w");
+    CHECK_INT(cfg.warmup[0].batch_size, 2);
+    CHECK_INT(cfg.warmup[0].num_inputs, 2);
+    CHECK_STR(cfg.warmup[0].inputs[1].name, "mask");
+    CHECK_INT(cfg.warmup[0].inputs[1].kind, 1);
+    CHECK_INT(cfg.warmup[0].inputs[0].rank, 1);
+  }
+  ox_model_config_free(&cfg);
+}
+
+TEST(pbtxt_config_json_wins) {
+  ox_model_config_t cfg;
+  if (!setup_repo()) return;
+  write_pbtxt(&bm, "max_batch_size: 4");
+  CHECK_INT(load_text(&bm, "{\"max_batch_size\":8}", &cfg), 0);
+  CHECK_INT(cfg.sched.max_batch_size, 8);
+  ox_model_config_free(&cfg);
+  CHECK_INT(load_text(&bm, NULL, &cfg), 0); /* no config.json: the pbtxt */
+  CHECK_INT(cfg.sched.max_batch_size, 4);
+  CHECK_INT(cfg.from_file, 1);
+  ox_model_config_free(&cfg);
+  write_pbtxt(&bm, NULL);
+}
+
+TEST(pbtxt_refusals) {
+  EXPECT_PB_ERROR(bm, "name: \"x\"", "config.pbtxt: 'name' is 'x', not the folder's name");
+  EXPECT_PB_ERROR(bm, "platform: \"tensorrt_plan\"",
+                  "config.pbtxt: platform 'tensorrt_plan' is not supported (onnxd serves "
+                  "platform \"onnxruntime_onnx\")");
+  EXPECT_PB_ERROR(bm, "backend: \"python\"",
+                  "config.pbtxt: backend 'python' is not supported (onnxd serves backend "
+                  "\"onnxruntime\")");
+  EXPECT_PB_ERROR(bm, "instance_group [ { count: 1 kind: KIND_GPU } ]",
+                  "config.pbtxt: instance_group kind KIND_GPU is not supported: onnxd runs on the "
+                  "CPU");
+  EXPECT_PB_ERROR(bm, "instance_group { count: 1 gpus: [ 0 ] }",
+                  "config.pbtxt: instance_group 'gpus' is not supported: onnxd runs on the CPU");
+  EXPECT_PB_ERROR(bm, "sequence_batching { }",
+                  "config.pbtxt: 'sequence_batching' is not supported by onnxd");
+  EXPECT_PB_ERROR(bm, "dynamic_batching { priority_levels: 2 }",
+                  "config.pbtxt: 'dynamic_batching.priority_levels' is not supported: onnxd has no "
+                  "priority levels");
+  EXPECT_PB_ERROR(bm, "dynamic_batching { default_queue_policy { timeout_action: DELAY } }",
+                  "config.pbtxt: default_queue_policy.timeout_action 'DELAY' is not supported "
+                  "(REJECT only)");
+  EXPECT_PB_ERROR(bm,
+                  "input { name: \"input\" data_type: TYPE_FP32 dims: [ 4 ] reshape { shape: [ 2, "
+                  "2 ] } }",
+                  "config.pbtxt: 'reshape' of 'input' is not supported: declare the model's own "
+                  "shape");
+  EXPECT_PB_ERROR(bm, "max_batch_size: 4\nbogus: 1", "config.pbtxt: unknown key 'bogus'");
+  EXPECT_PB_ERROR(bm, "max_batch_size 4",
+                  "config.pbtxt: 1:16: expected ':' or '{' after "
+                  "'max_batch_size'");
+  EXPECT_PB_ERROR(bm, "max_batch_size: -1",
+                  "config.pbtxt: 'max_batch_size' must be an integer from 0 to 1024");
+}
+
+TEST(declared_io_checked_against_model) {
+  /* batchable bm: input [-1,4], mask [-1,-1], output [-1,1] */
+  EXPECT_PB_ERROR(bm, "input { name: \"nope\" data_type: TYPE_FP32 dims: [ 4 ] }",
+                  "config.pbtxt: input 'nope' is not an input of the model");
+  EXPECT_PB_ERROR(bm, "output { name: \"input\" data_type: TYPE_FP32 dims: [ 4 ] }",
+                  "config.pbtxt: output 'input' is not an output of the model");
+  EXPECT_PB_ERROR(bm, "input { name: \"input\" data_type: TYPE_INT64 dims: [ 4 ] }",
+                  "config.pbtxt: input 'input': data_type is TYPE_INT64, the model has TYPE_FP32");
+  EXPECT_PB_ERROR(bm, "input { name: \"input\" data_type: TYPE_FP32 dims: [ 5 ] }",
+                  "config.pbtxt: input 'input': dims[0] is 5, the model's dimension is 4");
+  EXPECT_PB_ERROR(bm, "input { name: \"input\" data_type: TYPE_FP32 dims: [ -1, 4 ] }",
+                  "config.pbtxt: input 'input': dims has 2 values, the model's rank is 2 (dims "
+                  "exclude the batch dimension when max_batch_size > 0)");
+  EXPECT_PB_ERROR(bm, "input { name: \"mask\" data_type: TYPE_FP32 dims: [ 3 ] }",
+                  "config.pbtxt: input 'mask': dims[0] is 3, the model's dimension is variable "
+                  "(use -1)");
+  EXPECT_PB_ERROR(bm, "input { name: \"input\" data_type: TYPE_FOO }",
+                  "config.pbtxt: unknown data_type 'TYPE_FOO'");
+  /* max_batch_size 0: dims are the whole shape */
+  ox_model_config_t cfg;
+  CHECK_INT(load_pbtxt(&fm,
+                       "max_batch_size: 0 input { name: \"x\" data_type: TYPE_FP32 dims: [ 2, 3 ] "
+                       "} output { name: \"y\" data_type: TYPE_FP32 dims: [ 2, 3 ] }",
+                       &cfg),
+            0);
+  CHECK_STR(err, "");
+  ox_model_config_free(&cfg);
+  EXPECT_PB_ERROR(fm, "input { name: \"x\" data_type: TYPE_FP32 dims: [ 3 ] }",
+                  "config.pbtxt: input 'x': dims has 1 values, the model's rank is 2");
+}
+
+TEST(triton_json_fields_in_config_json) {
+  ox_model_config_t cfg;
+  EXPECT_OK(bm,
+            "{\"name\":\"bm\",\"platform\":\"onnxruntime_onnx\",\"backend\":\"onnxruntime\","
+            "\"max_batch_size\":8,\"input\":[{\"name\":\"input\",\"data_type\":\"TYPE_FP32\","
+            "\"dims\":[4]}],\"output\":[{\"name\":\"output\",\"data_type\":\"TYPE_FP32\","
+            "\"dims\":[1]}],\"instance_group\":[{\"count\":2,\"kind\":\"KIND_CPU\"},{}],"
+            "\"version_policy\":{\"specific\":{\"versions\":[1,3]}},"
+            "\"parameters\":{\"x\":{\"string_value\":\"1\"}}}",
+            &cfg);
+  CHECK_INT(cfg.sched.instance_count, 3); /* 2 + a group with the default count 1 */
+  CHECK_INT(cfg.version_policy.kind, 2);
+  CHECK_INT(cfg.version_policy.num_specific, 2);
+  if (cfg.version_policy.num_specific == 2) CHECK_INT(cfg.version_policy.versions[1], 3);
+  ox_model_config_free(&cfg);
+  /* protobuf's JSON form: 64-bit integers as strings, as Triton's GET config writes them */
+  EXPECT_OK(bm,
+            "{\"max_batch_size\":8,\"input\":[{\"name\":\"input\",\"data_type\":\"TYPE_FP32\","
+            "\"dims\":[\"4\"]}],\"dynamic_batching\":{\"max_queue_delay_microseconds\":\"250\"},"
+            "\"version_policy\":{\"specific\":{\"versions\":[\"2\"]}}}",
+            &cfg);
+  CHECK_INT(cfg.sched.max_queue_delay_us, 250);
+  CHECK_INT(cfg.version_policy.num_specific, 1);
+  ox_model_config_free(&cfg);
+  EXPECT_ERROR(bm, "{\"dynamic_batching\":{\"max_queue_delay_microseconds\":\"4x\"}}",
+               "config.json: 'max_queue_delay_microseconds' must be an integer from 0 to 10000000");
+  EXPECT_ERROR(bm, "{\"version_policy\":{\"latest\":{\"num_versions\":0}}}",
+               "config.json: 'version_policy.latest.num_versions' must be an integer from 1 to "
+               "1000000");
+  EXPECT_ERROR(bm, "{\"version_policy\":{\"all\":{},\"latest\":{}}}",
+               "config.json: 'version_policy' must have exactly one of latest, all, specific");
+  EXPECT_ERROR(bm, "{\"version_policy\":{}}",
+               "config.json: 'version_policy' must have one of latest, all, specific");
+  EXPECT_ERROR(bm, "{\"version_policy\":{\"specific\":{\"versions\":[]}}}",
+               "config.json: 'version_policy.specific.versions' is missing or empty");
+  EXPECT_ERROR(bm, "{\"version_policy\":{\"newest\":{}}}",
+               "config.json: unknown key 'version_policy.newest' (latest, all or specific)");
+}
+
+/* What Triton's GET /v2/models/{m}/config answers for an ONNX model, sent back as the
+ * config of a load request (tritonclient load_model(config=json.dumps(cfg))). */
+TEST(triton_get_config_round_trip) {
+  ox_model_config_t cfg;
+  EXPECT_OK(bm,
+            "{\"name\":\"bm\",\"platform\":\"onnxruntime_onnx\",\"backend\":\"onnxruntime\","
+            "\"runtime\":\"\",\"version_policy\":{\"latest\":{\"num_versions\":1}},"
+            "\"max_batch_size\":4,\"input\":[{\"name\":\"input\",\"data_type\":\"TYPE_FP32\","
+            "\"format\":\"FORMAT_NONE\",\"dims\":[\"4\"],\"is_shape_tensor\":false,"
+            "\"allow_ragged_batch\":false,\"optional\":false}],\"output\":[{\"name\":\"output\","
+            "\"data_type\":\"TYPE_FP32\",\"dims\":[\"1\"],\"label_filename\":\"\","
+            "\"is_shape_tensor\":false}],\"batch_input\":[],\"batch_output\":[],"
+            "\"optimization\":{\"priority\":\"PRIORITY_DEFAULT\",\"input_pinned_memory\":"
+            "{\"enable\":true}},\"dynamic_batching\":{\"preferred_batch_size\":[],"
+            "\"max_queue_delay_microseconds\":\"0\",\"preserve_ordering\":false,"
+            "\"priority_levels\":\"0\",\"default_priority_level\":\"0\","
+            "\"default_queue_policy\":{\"timeout_action\":\"REJECT\","
+            "\"default_timeout_microseconds\":\"0\",\"allow_timeout_override\":false,"
+            "\"max_queue_size\":0},\"priority_queue_policy\":{}},\"instance_group\":[{\"name\":"
+            "\"bm\",\"kind\":\"KIND_CPU\",\"count\":2,\"gpus\":[],\"secondary_devices\":[],"
+            "\"profile\":[],\"passive\":false,\"host_policy\":\"\"}],\"default_model_filename\":"
+            "\"model.onnx\",\"cc_model_filenames\":{},\"metric_tags\":{},\"parameters\":{},"
+            "\"model_warmup\":[]}",
+            &cfg);
+  CHECK_INT(cfg.sched.max_batch_size, 4);
+  CHECK_INT(cfg.sched.instance_count, 2);
+  ox_model_config_free(&cfg);
+  EXPECT_ERROR(bm, "{\"batch_input\":[{\"kind\":\"BATCH_ELEMENT_COUNT\"}]}",
+               "config.json: 'batch_input' is not supported by onnxd");
+  EXPECT_ERROR(bm, "{\"dynamic_batching\":{\"priority_queue_policy\":{\"1\":{}}}}",
+               "config.json: 'dynamic_batching.priority_queue_policy' is not supported: onnxd has "
+               "no priority levels");
+  EXPECT_ERROR(bm, "{\"input\":[{\"name\":\"input\",\"allow_ragged_batch\":true}]}",
+               "config.json: 'allow_ragged_batch' of 'input' is not supported");
+}
+
+TEST(override_text) {
+  ox_model_config_t cfg;
+  if (!setup_repo()) return;
+  write_cfg(&bm, "{\"max_batch_size\":4}");
+  const char *o = "{\"max_batch_size\":2,\"instance_group\":[{\"count\":4}]}";
+  CHECK_INT(ox_model_config_load_text(repo_dir, &bm, 3, o, strlen(o), &cfg, err, sizeof err), 0);
+  CHECK_INT(cfg.sched.max_batch_size, 2);
+  CHECK_INT(cfg.sched.instance_count, 4);
+  ox_model_config_free(&cfg);
+  o = "{\"bogus\":1}";
+  CHECK_INT(ox_model_config_load_text(repo_dir, &bm, 3, o, strlen(o), &cfg, err, sizeof err),
+            OX_EINVALID);
+  CHECK_STR(err, "config: unknown key 'bogus'");
+  ox_model_config_free(&cfg);
+  write_cfg(&bm, NULL);
+}
+
+TEST(version_policy_read_and_select) {
+  ox_version_policy_t p;
+  if (!setup_repo()) return;
+  CHECK_INT(ox_version_policy_read(repo_dir, "bm", NULL, 0, &p, err, sizeof err), 0);
+  CHECK_INT(p.kind, 0);
+  CHECK_INT(p.num_versions, 1);
+  ox_version_policy_free(&p);
+  write_pbtxt(&bm, "version_policy: { all { } }\ninput { name: \"whatever\" }");
+  CHECK_INT(ox_version_policy_read(repo_dir, "bm", NULL, 0, &p, err, sizeof err), 0);
+  CHECK_INT(p.kind, 1);
+  ox_version_policy_free(&p);
+  write_pbtxt(&bm, "version_policy: { specific { versions: [ 2, 5 ] } }");
+  CHECK_INT(ox_version_policy_read(repo_dir, "bm", NULL, 0, &p, err, sizeof err), 0);
+  CHECK_INT(p.kind, 2);
+  int64_t avail[] = {1, 2, 3, 4, 5}, out[5];
+  CHECK_INT(ox_version_policy_select(&p, avail, 5, out), 2);
+  CHECK(out[0] == 2 && out[1] == 5);
+  ox_version_policy_free(&p);
+  write_pbtxt(&bm, "version_policy: { bogus { } }");
+  CHECK_INT(ox_version_policy_read(repo_dir, "bm", NULL, 0, &p, err, sizeof err), OX_EINVALID);
+  CHECK_STR(err, "config.pbtxt: unknown key 'version_policy.bogus' (latest, all or specific)");
+  write_pbtxt(&bm, NULL);
+  write_cfg(&bm, "{\"version_policy\":{\"latest\":{\"num_versions\":3}}}");
+  CHECK_INT(ox_version_policy_read(repo_dir, "bm", NULL, 0, &p, err, sizeof err), 0);
+  CHECK_INT(p.num_versions, 3);
+  CHECK_INT(ox_version_policy_select(&p, avail, 5, out), 3);
+  CHECK(out[0] == 3 && out[2] == 5);
+  CHECK_INT(ox_version_policy_select(&p, avail, 2, out), 2);
+  ox_version_policy_free(&p);
+  write_cfg(&bm, NULL);
+  const char *o = "{\"version_policy\":{\"all\":{}}}";
+  CHECK_INT(ox_version_policy_read(repo_dir, "bm", o, strlen(o), &p, err, sizeof err), 0);
+  CHECK_INT(p.kind, 1);
+  CHECK_INT(ox_version_policy_select(&p, avail, 5, out), 5);
+  ox_version_policy_free(&p);
+  /* the name must keep the path inside the repository */
+  CHECK_INT(ox_version_policy_read(repo_dir, "..", NULL, 0, &p, err, sizeof err), OX_EINVALID);
+  CHECK_STR(err, "config.json: '..' is not a model name");
+  CHECK_INT(ox_version_policy_read(repo_dir, "a/b", NULL, 0, &p, err, sizeof err), OX_EINVALID);
+}
+
 TEST(cleanup) {
   if (!repo_ok) return;
   const char *names[] = {"bm", "fm", "om", "sm", "rm", "um", "nm"};
@@ -768,4 +1097,8 @@ TEST_MAIN(T(defaults_batchable_without_file), T(defaults_fixed_without_file),
           T(out_of_range_top_level), T(out_of_range_dynamic_batching), T(out_of_range_model_warmup),
           T(warmup_limits), T(too_many_warmups), T(preferred_larger_than_max),
           T(max_batch_size_needs_dynamic_first_dim), T(refused_values_do_not_land_in_config),
-          T(bad_json), T(nul_byte_in_file), T(too_large_file), T(small_error_buffer), T(cleanup))
+          T(bad_json), T(nul_byte_in_file), T(too_large_file), T(small_error_buffer),
+          T(pbtxt_triton_config), T(pbtxt_config_json_wins), T(pbtxt_refusals),
+          T(declared_io_checked_against_model), T(triton_json_fields_in_config_json),
+          T(triton_get_config_round_trip), T(override_text), T(version_policy_read_and_select),
+          T(cleanup))
