@@ -51,7 +51,9 @@ def lrepo(tmp_path, test_models, demo_models):
     _link(demo_models / "mlp16/1/model.onnx", r / "mlp16/1/model.onnx")
     _link(test_models / "identity_fp32/1/model.onnx", r / "identity_fp32/1/model.onnx")
     _link(demo_models / "mobilenetv2/1/model.onnx", r / "mobilenetv2/1/model.onnx")
-    build_repo(r, {"slow": {"model": slow_model_bytes()}})
+    # One instance, no batching: a long request makes the next one queue (pending gauge).
+    build_repo(r, {"slow": {"model": slow_model_bytes(),
+                            "config": {"max_batch_size": 0, "instance_count": 1}}})
     return r
 
 
@@ -256,6 +258,20 @@ def test_explicit_mode_load_model_flags(start, lrepo):
     s2 = start(lrepo, ["--model-control-mode", "explicit", "--load-model", "*"], name="all")
     for m in ("mlp16", "identity_fp32", "slow", "mobilenetv2"):
         assert model_ready(s2, m), m
+
+
+def test_load_model_star_with_others_is_refused(lrepo):
+    """Triton: --load-model=* must be the only --load-model argument."""
+    import subprocess
+
+    from conftest import _server_binary
+
+    p = subprocess.run([str(_server_binary()), "--model-repository", str(lrepo), "--host",
+                        "127.0.0.1", "--http-port", "0", "--model-control-mode", "explicit",
+                        "--load-model", "*", "--load-model", "mlp16"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert "load-model" in (p.stdout + p.stderr), p.stdout + p.stderr
 
 
 def test_raw_index_load_unload(start, lrepo):
@@ -656,8 +672,11 @@ def test_poll_mode_add_remove_change(start, lrepo, mlp_files, test_models):
     install(lrepo / "mlp16/1/model.onnx", mlp_files[1])
     wait_until(lambda: not np.allclose(mlp_out(s), a), 30, "the changed model to reload")
     assert model_ready(s, "mlp16")
-    # The load/unload API is refused in poll mode too? Triton allows it only in explicit mode.
     assert loads_total(s, "mlp16", ok=False) == 0
+    # Triton: in poll mode the model control API has no effect and answers an error.
+    r = unload(s, "mlp16")
+    assert r.status == 400, r
+    assert model_ready(s, "mlp16")
 
 
 def test_poll_mode_sighup_rescans(start, lrepo, test_models):
@@ -691,7 +710,7 @@ def test_poll_mode_never_loads_partial_file(start, lrepo, demo_models):
     data = (demo_models / "mobilenetv2/1/model.onnx").read_bytes()
     dst = lrepo / "mobilenetv2/2/model.onnx"
     dst.parent.mkdir()
-    chunks = 5
+    chunks = 6
     step = len(data) // chunks + 1
     with open(dst, "wb") as f:
         for i in range(chunks):
@@ -699,7 +718,7 @@ def test_poll_mode_never_loads_partial_file(start, lrepo, demo_models):
             f.flush()
             os.fsync(f.fileno())
             if i < chunks - 1:
-                time.sleep(2.5)  # longer than two poll intervals
+                time.sleep(1.5)  # longer than one poll interval: two scans see this size
                 assert not model_ready(s, "mobilenetv2", 2), f"partial file loaded (chunk {i})"
                 assert model_ready(s, "mobilenetv2", 1)
     wait_until(lambda: model_ready(s, "mobilenetv2", 2), 60, "version 2 to be ready")
