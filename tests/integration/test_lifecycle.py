@@ -452,6 +452,7 @@ def test_load_during_shutdown(start, lrepo):
     conn.request("GET", "/v2/health/live")
     assert conn.read_response().status == 200
     s.terminate()
+    wait_until(lambda: "draining" in log_text(s), 30, "the server to start draining")
     try:
         conn.request("POST", "/v2/repository/models/mlp16/load", b"{}",
                      ["Content-Type: application/json"])
@@ -580,7 +581,7 @@ def test_readiness_stays_200_during_reload(start, lrepo):
         stop.set()
         t.join(30)
     assert probes[0] > 10
-    assert bad == []
+    assert bad == [], f"{len(bad)} of {probes[0]} probes failed: {sorted(set(bad))}"
 
 
 # ---------------------------------------------------------------------------------------------
