@@ -765,6 +765,22 @@ def test_load_unload_cycles_return_memory(start, lrepo):
     # Under the sanitizers the stop at the end (exit 0 required) is the leak check.
 
 
+def test_statistics_across_reload(start, lrepo):
+    """The statistics endpoint and nv_inference_* counters keep working across a reload
+    (counters per version either continue or restart: both are accepted here)."""
+    from conftest import metric_value, model_stats
+
+    s = start(lrepo, ["--model-control-mode", "explicit", "--load-model", "mlp16"])
+    mlp_out(s)
+    before = model_stats(s.port, "mlp16")["inference_count"]
+    assert before >= 8
+    assert load(s, "mlp16").status == 200
+    mlp_out(s, X16[:3])
+    after = model_stats(s.port, "mlp16")["inference_count"]
+    assert after in (before + 3, 3), (before, after)
+    assert metric_value(s.port, "nv_inference_count", "mlp16") == after
+
+
 def test_lifecycle_metrics(start, lrepo):
     s = start(lrepo, ["--model-control-mode", "explicit", "--load-model", "mlp16"])
     assert loads_total(s, "mlp16") == 1
