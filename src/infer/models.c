@@ -151,7 +151,7 @@ typedef struct {
   size_t nlive;
   vstate_t *vs; /* owned: what the index shows */
   size_t nvs;
-  char reason[256]; /* why nothing is served (nlive == 0) */
+  char reason[512]; /* why nothing is served (nlive == 0) */
 } entry_t;
 
 typedef struct op {
