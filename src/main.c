@@ -548,7 +548,7 @@ int main(int argc, char **argv) {
     if (sigwait(&sigs, &sig) != 0) continue;
     if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) break;
     if (sig == SIGHUP)
-      ox_info("SIGHUP: ignored (re-reading the repository in poll mode is not implemented yet)");
+      ox_info("SIGHUP: ignored (reserved for re-reading the model repository in poll mode)");
     else
       ox_info("%s: ignored", signal_name(sig));
   }

@@ -260,6 +260,16 @@ static int make_version(ox_models_t *mgr, ox_model_t *m, const char *override, c
   return rc;
 }
 
+/* The configuration of a version that has one (start-up log line). */
+static void log_config(const ox_model_t *m) {
+  const ox_model_state_t *st = m->app;
+  if (st->cfg.from_file || st->cfg.num_warmup)
+    ox_info("model '%s' version %lld: max_batch_size %u, delay %llu us, %u instances%s", m->name,
+            (long long)m->version, st->cfg.sched.max_batch_size,
+            (unsigned long long)st->cfg.sched.max_queue_delay_us, st->cfg.sched.instance_count,
+            st->cfg.num_warmup ? ", warmed up" : "");
+}
+
 /* ---- the live set ---------------------------------------------------------------------- */
 
 static entry_t *find_entry(ox_models_t *mgr, ox_slice_t name) {
@@ -440,6 +450,7 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
     if (!rc) {
       rc = make_version(mgr, m, op->override, verr, sizeof verr);
       nv[built++] = m; /* freed through its reference below on failure */
+      if (!rc) log_config(m);
     }
     if (rc) {
       snprintf(err, errcap, "failed to load '%s' version %" PRId64 ": %s", op->name, want[i], verr);
@@ -683,10 +694,8 @@ int ox_models_open(const ox_models_opts_t *opts, ox_models_t **out) {
       if (mrc == OX_ENOMEM) rc = mrc;
       if (mrc)
         ox_warn("model '%s' version %" PRId64 " is not available: %s", name, vs[k], err);
-      else if (((ox_model_state_t *)m->app)->cfg.from_file)
-        ox_info("model '%s' version %" PRId64 ": max_batch_size %u, %u instances", name, vs[k],
-                ((ox_model_state_t *)m->app)->cfg.sched.max_batch_size,
-                ((ox_model_state_t *)m->app)->cfg.sched.instance_count);
+      else
+        log_config(m);
     }
     qsort(live, n, sizeof *live, cmp_model);
     free(vs);
