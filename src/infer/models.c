@@ -139,6 +139,10 @@ static int run_warmup(const char *repo_dir, ox_model_t *m, const ox_model_config
   return 0;
 }
 
+#define OX_LOAD_BUCKETS 11
+static const double load_bounds[OX_LOAD_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                    1,    2.5,   5,    10,  30};
+
 typedef struct {
   int64_t version;
   ox_model_st_t state;
@@ -151,7 +155,8 @@ typedef struct {
   size_t nlive;
   vstate_t *vs; /* owned: what the index shows */
   size_t nvs;
-  char reason[512]; /* why nothing is served (nlive == 0) */
+  char reason[512];                /* why nothing is served (nlive == 0) */
+  uint64_t loads_ok, loads_failed; /* onnxd_model_loads_total */
 } entry_t;
 
 typedef struct op {
@@ -173,6 +178,9 @@ struct ox_models {
   pthread_cond_t cv;
   op_t *head, *tail;
   ox_model_state_t *all, *dead;
+  /* onnxd_model_load_duration_seconds, under the write lock (only the manager thread records) */
+  uint64_t load_bucket[OX_LOAD_BUCKETS + 1], load_count;
+  double load_sum;
   int stopping, started;
   pthread_t thread;
 };
@@ -471,6 +479,17 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
     if (e && !e->nlive) snprintf(e->reason, sizeof e->reason, "%s", err);
     pthread_rwlock_unlock(&mgr->rw);
   }
+  double secs = since_ms(t0) / 1e3;
+  pthread_rwlock_wrlock(&mgr->rw);
+  entry_t *le = get_entry(mgr, op->name);
+  if (le && !rc) le->loads_ok++;
+  if (le && rc) le->loads_failed++;
+  size_t bi = 0;
+  while (bi < OX_LOAD_BUCKETS && secs > load_bounds[bi]) bi++;
+  mgr->load_bucket[bi]++;
+  mgr->load_count++;
+  mgr->load_sum += secs;
+  pthread_rwlock_unlock(&mgr->rw);
   if (rc)
     ox_warn("model '%s': load failed after %.0f ms: %s", op->name, since_ms(t0), err);
   else
@@ -653,6 +672,46 @@ int ox_models_index_json(ox_models_t *mgr, int ready_only, ox_buf_t *b) {
   if (d) closedir(d);
   pthread_rwlock_unlock(&mgr->rw);
   rc |= ox_buf_puts(b, "]");
+  return rc ? OX_ENOMEM : 0;
+}
+
+int ox_models_metrics(ox_models_t *mgr, ox_buf_t *b) {
+  int rc = ox_buf_puts(b,
+                       "# HELP onnxd_model_loads_total Model loads through the model manager, by "
+                       "outcome\n# TYPE onnxd_model_loads_total counter\n");
+  pthread_rwlock_rdlock(&mgr->rw);
+  for (size_t i = 0; i < mgr->n && !rc; i++) {
+    const entry_t *e = &mgr->e[i];
+    rc |= ox_buf_printf(b,
+                        "onnxd_model_loads_total{model=\"%s\",result=\"success\"} %" PRIu64
+                        "\nonnxd_model_loads_total{model=\"%s\",result=\"failure\"} %" PRIu64 "\n",
+                        e->name, e->loads_ok, e->name, e->loads_failed);
+  }
+  rc |= ox_buf_puts(b,
+                    "# HELP onnxd_model_load_duration_seconds Time from a load's start to its "
+                    "new versions served (or its failure)\n"
+                    "# TYPE onnxd_model_load_duration_seconds histogram\n");
+  uint64_t cum = 0;
+  for (size_t k = 0; k < OX_LOAD_BUCKETS && !rc; k++) {
+    cum += mgr->load_bucket[k];
+    rc |= ox_buf_printf(b, "onnxd_model_load_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                        load_bounds[k], cum);
+  }
+  cum += mgr->load_bucket[OX_LOAD_BUCKETS];
+  rc |= ox_buf_printf(b,
+                      "onnxd_model_load_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64
+                      "\nonnxd_model_load_duration_seconds_sum %.6f\n"
+                      "onnxd_model_load_duration_seconds_count %" PRIu64 "\n",
+                      cum, mgr->load_sum, mgr->load_count);
+  rc |= ox_buf_puts(b,
+                    "# HELP onnxd_model_state Current state of each model version known (1)\n"
+                    "# TYPE onnxd_model_state gauge\n");
+  for (size_t i = 0; i < mgr->n && !rc; i++)
+    for (size_t k = 0; k < mgr->e[i].nvs; k++)
+      rc |= ox_buf_printf(
+          b, "onnxd_model_state{model=\"%s\",version=\"%" PRId64 "\",state=\"%s\"} 1\n",
+          mgr->e[i].name, mgr->e[i].vs[k].version, state_name(mgr->e[i].vs[k].state));
+  pthread_rwlock_unlock(&mgr->rw);
   return rc ? OX_ENOMEM : 0;
 }
 
