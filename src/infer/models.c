@@ -639,6 +639,14 @@ int ox_models_index_json(ox_models_t *mgr, int ready_only, ox_buf_t *b) {
   pthread_rwlock_rdlock(&mgr->rw);
   for (size_t i = 0; i < mgr->n && !rc; i++) {
     entry_t *e = &mgr->e[i];
+    if (!e->nvs && !ready_only) { /* known, never loaded */
+      rc |= ox_buf_puts(b, first ? "{\"name\":" : ",{\"name\":");
+      first = 0;
+      rc |= ox_buf_append_json_string(b, e->name, strlen(e->name));
+      rc |= ox_buf_puts(b, ",\"state\":\"UNAVAILABLE\",\"reason\":");
+      rc |= ox_buf_append_json_string(b, e->reason, strlen(e->reason));
+      rc |= ox_buf_puts(b, "}");
+    }
     for (size_t k = 0; k < e->nvs; k++) {
       vstate_t *x = &e->vs[k];
       if (ready_only && x->state != OX_MS_READY) continue;
@@ -762,6 +770,27 @@ int ox_models_open(const ox_models_opts_t *opts, ox_models_t **out) {
     if (rc) free(live);
   }
   ox_repo_disown(repo); /* every version found is the manager's now */
+  /* Model directories not loaded (explicit mode) are known: a request names them "not loaded". */
+  DIR *d = rc ? NULL : opendir(ox_repo_root(repo));
+  struct dirent *de;
+  pthread_rwlock_wrlock(&mgr->rw);
+  while (d && !rc && (de = readdir(d))) {
+    size_t len = strlen(de->d_name);
+    char path[4096];
+    struct stat st;
+    if (de->d_name[0] == '.' || !ox_name_valid(de->d_name, len) ||
+        find_entry(mgr, ox_slice(de->d_name, len)))
+      continue;
+    snprintf(path, sizeof path, "%s/%s", ox_repo_root(repo), de->d_name);
+    if (stat(path, &st) || !S_ISDIR(st.st_mode)) continue;
+    entry_t *e = get_entry(mgr, de->d_name);
+    if (!e)
+      rc = OX_ENOMEM;
+    else
+      snprintf(e->reason, sizeof e->reason, "unloaded");
+  }
+  pthread_rwlock_unlock(&mgr->rw);
+  if (d) closedir(d);
   if (!rc && pthread_create(&mgr->thread, NULL, manager_main, mgr) != 0) rc = OX_ENOMEM;
   if (rc) {
     mgr->started = 0;

@@ -86,6 +86,8 @@ TEST(test_load_unload) {
   ox_model_t *m = NULL;
   char why[256];
   CHECK_INT(ox_models_get(mgr, S("identity_fp32"), S(""), &m, why, sizeof why), OX_ENOT_FOUND);
+  CHECK(strstr(why, "is not loaded") != NULL); /* on disk, not loaded */
+  CHECK_INT(ox_models_get(mgr, S("nosuch"), S(""), &m, why, sizeof why), OX_ENOT_FOUND);
   CHECK_STR(why, "unknown model");
   CHECK_INT(sync_op(0, "identity_fp32"), 0);
   CHECK_INT(ox_models_get(mgr, S("identity_fp32"), S(""), &m, why, sizeof why), 0);
