@@ -831,11 +831,14 @@ void ox_models_stop(ox_models_t *mgr) {
   /* The pool has stopped: nothing runs; requests still queued in a batcher are failed now (their
    * answers go to the loops, which release their references later). */
   pthread_mutex_lock(&mgr->mu);
-  for (ox_model_state_t *st = mgr->all; st; st = st->next_all) {
+  ox_model_state_t *all = mgr->all;
+  pthread_mutex_unlock(&mgr->mu);
+  /* No lock held: a failed request's completion may drop a reference (ox_models_put takes mu);
+   * the list itself only changes on the manager thread, which has ended. */
+  for (ox_model_state_t *st = all; st; st = st->next_all) {
     ox_batcher_destroy(st->batcher);
     st->batcher = NULL;
   }
-  pthread_mutex_unlock(&mgr->mu);
 }
 
 void ox_models_destroy(ox_models_t *mgr) {
