@@ -67,7 +67,7 @@ typedef struct {
   const char *admin_host;
   const char *model_control_mode;
   long repository_poll_secs;
-  const char *load_model;
+  ox_flag_list_t load_model;
   int version; /* --version came */
 } ox_options_t;
 
@@ -145,8 +145,8 @@ static const ox_flag_t ox_flags[] = {
      "/v2/repository/models/{m}/load load models)"},
     {"repository-poll-secs", OX_FLAG_INT, O(repository_poll_secs), 0, 86400,
      "poll mode: seconds between repository scans (0: only on SIGHUP)"},
-    {"load-model", OX_FLAG_STR, O(load_model), 0, 0,
-     "explicit mode: models to load at start-up, comma-separated, '*' for all"},
+    {"load-model", OX_FLAG_LIST, O(load_model), 0, 0,
+     "explicit mode: a model to load at start-up (repeatable, or comma-separated), '*' for all"},
     {"help", OX_FLAG_HELP, 0, 0, 0, "this text"},
     {"version", OX_FLAG_EXIT, O(version), 0, 0, "onnxd and ONNX Runtime versions"},
 #undef O
@@ -340,8 +340,9 @@ int main(int argc, char **argv) {
       .admin_host = "127.0.0.1",
       .model_control_mode = "none",
       .repository_poll_secs = 15,
-      .load_model = "",
   };
+  static const char *load_items[64];
+  o.load_model = (ox_flag_list_t){.items = load_items, .cap = 64};
   const ox_options_t defaults = o;
   int frc = ox_flags_parse(&ox_flags_spec, argc, argv, &o, stderr);
   if (frc == OX_FLAGS_HELP) {
@@ -406,7 +407,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "onnxd: --model-control-mode must be none, poll or explicit\n");
     return 2;
   }
-  if (o.load_model[0] && control != OX_CONTROL_EXPLICIT) {
+  if (o.load_model.n && control != OX_CONTROL_EXPLICIT) {
     fprintf(stderr, "onnxd: --load-model needs --model-control-mode explicit\n");
     return 2;
   }
@@ -470,7 +471,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   server.models = models;
-  if (o.load_model[0] && load_models(models, o.model_repository, o.load_model)) return 2;
+  for (size_t i = 0; i < o.load_model.n; i++)
+    if (load_models(models, o.model_repository, o.load_model.items[i])) return 2;
   /* The feature store: when asked for, or when a model's feature_view needs it. */
   ox_fstore_t *features = NULL;
   if (ox_models_need_features(models) || o.feature_dir != default_feature_dir || o.redis[0] ||
@@ -548,7 +550,7 @@ int main(int argc, char **argv) {
     if (sigwait(&sigs, &sig) != 0) continue;
     if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) break;
     if (sig == SIGHUP)
-      ox_info("SIGHUP: ignored (re-reading the repository in poll mode is not implemented yet)");
+      ox_info("SIGHUP: ignored (reserved for re-reading the model repository in poll mode)");
     else
       ox_info("%s: ignored", signal_name(sig));
   }

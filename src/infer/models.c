@@ -139,6 +139,10 @@ static int run_warmup(const char *repo_dir, ox_model_t *m, const ox_model_config
   return 0;
 }
 
+#define OX_LOAD_BUCKETS 11
+static const double load_bounds[OX_LOAD_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                    1,    2.5,   5,    10,  30};
+
 typedef struct {
   int64_t version;
   ox_model_st_t state;
@@ -151,7 +155,8 @@ typedef struct {
   size_t nlive;
   vstate_t *vs; /* owned: what the index shows */
   size_t nvs;
-  char reason[256]; /* why nothing is served (nlive == 0) */
+  char reason[512];                /* why nothing is served (nlive == 0) */
+  uint64_t loads_ok, loads_failed; /* onnxd_model_loads_total */
 } entry_t;
 
 typedef struct op {
@@ -173,6 +178,9 @@ struct ox_models {
   pthread_cond_t cv;
   op_t *head, *tail;
   ox_model_state_t *all, *dead;
+  /* onnxd_model_load_duration_seconds, under the write lock (only the manager thread records) */
+  uint64_t load_bucket[OX_LOAD_BUCKETS + 1], load_count;
+  double load_sum;
   int stopping, started;
   pthread_t thread;
 };
@@ -258,6 +266,16 @@ static int make_version(ox_models_t *mgr, ox_model_t *m, const char *override, c
   pthread_mutex_unlock(&mgr->mu);
   if (brc) return OX_ENOMEM;
   return rc;
+}
+
+/* The configuration of a version that has one (start-up log line). */
+static void log_config(const ox_model_t *m) {
+  const ox_model_state_t *st = m->app;
+  if (st->cfg.from_file || st->cfg.num_warmup)
+    ox_info("model '%s' version %lld: max_batch_size %u, delay %llu us, %u instances%s", m->name,
+            (long long)m->version, st->cfg.sched.max_batch_size,
+            (unsigned long long)st->cfg.sched.max_queue_delay_us, st->cfg.sched.instance_count,
+            st->cfg.num_warmup ? ", warmed up" : "");
 }
 
 /* ---- the live set ---------------------------------------------------------------------- */
@@ -440,6 +458,7 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
     if (!rc) {
       rc = make_version(mgr, m, op->override, verr, sizeof verr);
       nv[built++] = m; /* freed through its reference below on failure */
+      if (!rc) log_config(m);
     }
     if (rc) {
       snprintf(err, errcap, "failed to load '%s' version %" PRId64 ": %s", op->name, want[i], verr);
@@ -460,6 +479,17 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
     if (e && !e->nlive) snprintf(e->reason, sizeof e->reason, "%s", err);
     pthread_rwlock_unlock(&mgr->rw);
   }
+  double secs = since_ms(t0) / 1e3;
+  pthread_rwlock_wrlock(&mgr->rw);
+  entry_t *le = get_entry(mgr, op->name);
+  if (le && !rc) le->loads_ok++;
+  if (le && rc) le->loads_failed++;
+  size_t bi = 0;
+  while (bi < OX_LOAD_BUCKETS && secs > load_bounds[bi]) bi++;
+  mgr->load_bucket[bi]++;
+  mgr->load_count++;
+  mgr->load_sum += secs;
+  pthread_rwlock_unlock(&mgr->rw);
   if (rc)
     ox_warn("model '%s': load failed after %.0f ms: %s", op->name, since_ms(t0), err);
   else
@@ -609,6 +639,14 @@ int ox_models_index_json(ox_models_t *mgr, int ready_only, ox_buf_t *b) {
   pthread_rwlock_rdlock(&mgr->rw);
   for (size_t i = 0; i < mgr->n && !rc; i++) {
     entry_t *e = &mgr->e[i];
+    if (!e->nvs && !ready_only) { /* known, never loaded */
+      rc |= ox_buf_puts(b, first ? "{\"name\":" : ",{\"name\":");
+      first = 0;
+      rc |= ox_buf_append_json_string(b, e->name, strlen(e->name));
+      rc |= ox_buf_puts(b, ",\"state\":\"UNAVAILABLE\",\"reason\":");
+      rc |= ox_buf_append_json_string(b, e->reason, strlen(e->reason));
+      rc |= ox_buf_puts(b, "}");
+    }
     for (size_t k = 0; k < e->nvs; k++) {
       vstate_t *x = &e->vs[k];
       if (ready_only && x->state != OX_MS_READY) continue;
@@ -642,6 +680,46 @@ int ox_models_index_json(ox_models_t *mgr, int ready_only, ox_buf_t *b) {
   if (d) closedir(d);
   pthread_rwlock_unlock(&mgr->rw);
   rc |= ox_buf_puts(b, "]");
+  return rc ? OX_ENOMEM : 0;
+}
+
+int ox_models_metrics(ox_models_t *mgr, ox_buf_t *b) {
+  int rc = ox_buf_puts(b,
+                       "# HELP onnxd_model_loads_total Model loads through the model manager, by "
+                       "outcome\n# TYPE onnxd_model_loads_total counter\n");
+  pthread_rwlock_rdlock(&mgr->rw);
+  for (size_t i = 0; i < mgr->n && !rc; i++) {
+    const entry_t *e = &mgr->e[i];
+    rc |= ox_buf_printf(b,
+                        "onnxd_model_loads_total{model=\"%s\",result=\"success\"} %" PRIu64
+                        "\nonnxd_model_loads_total{model=\"%s\",result=\"failure\"} %" PRIu64 "\n",
+                        e->name, e->loads_ok, e->name, e->loads_failed);
+  }
+  rc |= ox_buf_puts(b,
+                    "# HELP onnxd_model_load_duration_seconds Time from a load's start to its "
+                    "new versions served (or its failure)\n"
+                    "# TYPE onnxd_model_load_duration_seconds histogram\n");
+  uint64_t cum = 0;
+  for (size_t k = 0; k < OX_LOAD_BUCKETS && !rc; k++) {
+    cum += mgr->load_bucket[k];
+    rc |= ox_buf_printf(b, "onnxd_model_load_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                        load_bounds[k], cum);
+  }
+  cum += mgr->load_bucket[OX_LOAD_BUCKETS];
+  rc |= ox_buf_printf(b,
+                      "onnxd_model_load_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64
+                      "\nonnxd_model_load_duration_seconds_sum %.6f\n"
+                      "onnxd_model_load_duration_seconds_count %" PRIu64 "\n",
+                      cum, mgr->load_sum, mgr->load_count);
+  rc |= ox_buf_puts(b,
+                    "# HELP onnxd_model_state Current state of each model version known (1)\n"
+                    "# TYPE onnxd_model_state gauge\n");
+  for (size_t i = 0; i < mgr->n && !rc; i++)
+    for (size_t k = 0; k < mgr->e[i].nvs; k++)
+      rc |= ox_buf_printf(
+          b, "onnxd_model_state{model=\"%s\",version=\"%" PRId64 "\",state=\"%s\"} 1\n",
+          mgr->e[i].name, mgr->e[i].vs[k].version, state_name(mgr->e[i].vs[k].state));
+  pthread_rwlock_unlock(&mgr->rw);
   return rc ? OX_ENOMEM : 0;
 }
 
@@ -683,10 +761,8 @@ int ox_models_open(const ox_models_opts_t *opts, ox_models_t **out) {
       if (mrc == OX_ENOMEM) rc = mrc;
       if (mrc)
         ox_warn("model '%s' version %" PRId64 " is not available: %s", name, vs[k], err);
-      else if (((ox_model_state_t *)m->app)->cfg.from_file)
-        ox_info("model '%s' version %" PRId64 ": max_batch_size %u, %u instances", name, vs[k],
-                ((ox_model_state_t *)m->app)->cfg.sched.max_batch_size,
-                ((ox_model_state_t *)m->app)->cfg.sched.instance_count);
+      else
+        log_config(m);
     }
     qsort(live, n, sizeof *live, cmp_model);
     free(vs);
@@ -694,6 +770,27 @@ int ox_models_open(const ox_models_opts_t *opts, ox_models_t **out) {
     if (rc) free(live);
   }
   ox_repo_disown(repo); /* every version found is the manager's now */
+  /* Model directories not loaded (explicit mode) are known: a request names them "not loaded". */
+  DIR *d = rc ? NULL : opendir(ox_repo_root(repo));
+  struct dirent *de;
+  pthread_rwlock_wrlock(&mgr->rw);
+  while (d && !rc && (de = readdir(d))) {
+    size_t len = strlen(de->d_name);
+    char path[4096];
+    struct stat st;
+    if (de->d_name[0] == '.' || !ox_name_valid(de->d_name, len) ||
+        find_entry(mgr, ox_slice(de->d_name, len)))
+      continue;
+    snprintf(path, sizeof path, "%s/%s", ox_repo_root(repo), de->d_name);
+    if (stat(path, &st) || !S_ISDIR(st.st_mode)) continue;
+    entry_t *e = get_entry(mgr, de->d_name);
+    if (!e)
+      rc = OX_ENOMEM;
+    else
+      snprintf(e->reason, sizeof e->reason, "unloaded");
+  }
+  pthread_rwlock_unlock(&mgr->rw);
+  if (d) closedir(d);
   if (!rc && pthread_create(&mgr->thread, NULL, manager_main, mgr) != 0) rc = OX_ENOMEM;
   if (rc) {
     mgr->started = 0;
@@ -734,11 +831,14 @@ void ox_models_stop(ox_models_t *mgr) {
   /* The pool has stopped: nothing runs; requests still queued in a batcher are failed now (their
    * answers go to the loops, which release their references later). */
   pthread_mutex_lock(&mgr->mu);
-  for (ox_model_state_t *st = mgr->all; st; st = st->next_all) {
+  ox_model_state_t *all = mgr->all;
+  pthread_mutex_unlock(&mgr->mu);
+  /* No lock held: a failed request's completion may drop a reference (ox_models_put takes mu);
+   * the list itself only changes on the manager thread, which has ended. */
+  for (ox_model_state_t *st = all; st; st = st->next_all) {
     ox_batcher_destroy(st->batcher);
     st->batcher = NULL;
   }
-  pthread_mutex_unlock(&mgr->mu);
 }
 
 void ox_models_destroy(ox_models_t *mgr) {

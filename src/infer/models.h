@@ -80,6 +80,11 @@ int ox_models_unload(ox_models_t *mgr, const char *name, ox_models_cb cb, void *
  * model known, [{"name","version","state","reason"}]; ready_only: served versions only. */
 int ox_models_index_json(ox_models_t *mgr, int ready_only, ox_buf_t *b);
 
+/* Appends onnxd_model_loads_total{model,result}, onnxd_model_load_duration_seconds and
+ * onnxd_model_state{model,version,state} in Prometheus text (model names are [A-Za-z0-9_.-]:
+ * no escaping needed). 0 or OX_ENOMEM. */
+int ox_models_metrics(ox_models_t *mgr, ox_buf_t *b);
+
 /* Shutdown, after the worker pool has stopped: answers queued operations (OX_EUNAVAILABLE),
  * joins the thread, drops the live set's references and destroys every batcher (requests still
  * queued in one are failed: their answers go to the loops). Versions still referenced are

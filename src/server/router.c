@@ -243,6 +243,7 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
         ox_http_inflight_bytes(), (unsigned long long)ox_http_inflight_refusals(),
         (unsigned long long)ox_http_idle_evictions());
   if (!rc && s->features) rc = ox_fstore_metrics(s->features, &b);
+  if (!rc) rc = ox_models_metrics(s->models, &b);
   free(v);
   for (size_t i = 0; i < nall; i++) ox_models_put(all[i]);
   free(all);
