@@ -9,6 +9,7 @@
  * --drain-timeout-ms), then everything is freed and the process exits 0. SIGHUP, SIGUSR1 and
  * SIGUSR2 are logged and ignored.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -64,6 +65,9 @@ typedef struct {
   const char *admin_token_file;
   long admin_port;
   const char *admin_host;
+  const char *model_control_mode;
+  long repository_poll_secs;
+  ox_flag_list_t load_model;
   int version; /* --version came */
 } ox_options_t;
 
@@ -135,6 +139,14 @@ static const ox_flag_t ox_flags[] = {
      "port of a separate listener that alone serves POST /v1/events and PUT /v1/features "
      "(404 on --http-port), plus health; 0: none"},
     {"admin-host", OX_FLAG_STR, O(admin_host), 0, 0, "address of the --admin-port listener"},
+    {"model-control-mode", OX_FLAG_STR, O(model_control_mode), 0, 0,
+     "none (load every model at start-up, repository load/unload answer 400), poll (not yet "
+     "implemented: behaves as none) or explicit (only --load-model and POST "
+     "/v2/repository/models/{m}/load load models)"},
+    {"repository-poll-secs", OX_FLAG_INT, O(repository_poll_secs), 0, 86400,
+     "poll mode: seconds between repository scans (0: only on SIGHUP)"},
+    {"load-model", OX_FLAG_LIST, O(load_model), 0, 0,
+     "explicit mode: a model to load at start-up (repeatable, or comma-separated), '*' for all"},
     {"help", OX_FLAG_HELP, 0, 0, 0, "this text"},
     {"version", OX_FLAG_EXIT, O(version), 0, 0, "onnxd and ONNX Runtime versions"},
 #undef O
@@ -229,6 +241,68 @@ static int check_event_keys(const char *s) {
   }
 }
 
+/* --load-model: waits for each load's outcome (the manager's callback). */
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int pending, failed;
+} load_wait_t;
+
+static void load_done(void *arg, int rc, const char *msg) {
+  load_wait_t *w = arg;
+  if (rc) ox_error("--load-model: %s", msg);
+  pthread_mutex_lock(&w->mu);
+  w->failed |= rc != 0;
+  w->pending--;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static int load_one(ox_models_t *models, load_wait_t *w, const char *name) {
+  pthread_mutex_lock(&w->mu);
+  w->pending++;
+  pthread_mutex_unlock(&w->mu);
+  if (ox_models_load(models, name, NULL, 0, load_done, w) == 0) return 0;
+  pthread_mutex_lock(&w->mu);
+  w->pending--;
+  pthread_mutex_unlock(&w->mu);
+  return -1;
+}
+
+/* Loads the comma-separated models of list ('*': every model directory of dir). 0 or -1. */
+static int load_models(ox_models_t *models, const char *dir, const char *list) {
+  load_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+  int rc = 0;
+  for (const char *p = list; *p && !rc;) {
+    const char *q = strchr(p, ',');
+    size_t n = q ? (size_t)(q - p) : strlen(p);
+    char name[256];
+    if (n == 0 || n >= sizeof name) {
+      fprintf(stderr, "onnxd: --load-model: bad model name list\n");
+      rc = -1;
+      break;
+    }
+    memcpy(name, p, n);
+    name[n] = 0;
+    if (strcmp(name, "*")) {
+      rc = load_one(models, &w, name);
+    } else {
+      DIR *d = opendir(dir);
+      struct dirent *de;
+      while (d && !rc && (de = readdir(d)))
+        if (de->d_name[0] != '.' && de->d_type != DT_REG &&
+            ox_name_valid(de->d_name, strlen(de->d_name)))
+          rc = load_one(models, &w, de->d_name);
+      if (d) closedir(d);
+    }
+    p += n + (q != NULL);
+  }
+  pthread_mutex_lock(&w.mu);
+  while (w.pending) pthread_cond_wait(&w.cv, &w.mu);
+  pthread_mutex_unlock(&w.mu);
+  return rc || w.failed ? -1 : 0;
+}
+
 static void sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
@@ -264,7 +338,11 @@ int main(int argc, char **argv) {
       .event_keys = "user_id,card_id",
       .admin_token_file = "",
       .admin_host = "127.0.0.1",
+      .model_control_mode = "none",
+      .repository_poll_secs = 15,
   };
+  static const char *load_items[64];
+  o.load_model = (ox_flag_list_t){.items = load_items, .cap = 64};
   const ox_options_t defaults = o;
   int frc = ox_flags_parse(&ox_flags_spec, argc, argv, &o, stderr);
   if (frc == OX_FLAGS_HELP) {
@@ -321,6 +399,27 @@ int main(int argc, char **argv) {
     o.max_inflight_bytes = pages > 0 && psize > 0 ? pages / 4 * psize : 1L << 30;
     if (o.max_inflight_bytes < o.max_body_bytes) o.max_inflight_bytes = o.max_body_bytes;
   }
+  int control = !strcmp(o.model_control_mode, "none")       ? OX_CONTROL_NONE
+                : !strcmp(o.model_control_mode, "poll")     ? OX_CONTROL_POLL
+                : !strcmp(o.model_control_mode, "explicit") ? OX_CONTROL_EXPLICIT
+                                                            : -1;
+  if (control < 0) {
+    fprintf(stderr, "onnxd: --model-control-mode must be none, poll or explicit\n");
+    return 2;
+  }
+  if (o.load_model.n && control != OX_CONTROL_EXPLICIT) {
+    fprintf(stderr, "onnxd: --load-model needs --model-control-mode explicit\n");
+    return 2;
+  }
+  for (size_t i = 0; i < o.load_model.n; i++) {
+    if (strchr(o.load_model.items[i], '*') &&
+        (o.load_model.n > 1 || strcmp(o.load_model.items[i], "*"))) {
+      fprintf(stderr, "onnxd: --load-model '*' must be the only --load-model (as in Triton)\n");
+      return 2;
+    }
+  }
+  if (control == OX_CONTROL_POLL)
+    ox_warn("--model-control-mode poll is not implemented yet: models load at start-up only");
   struct stat st;
   if (stat(o.model_repository, &st) != 0 || !S_ISDIR(st.st_mode)) {
     fprintf(stderr, "onnxd: model repository '%s' is not a readable directory\n",
@@ -352,7 +451,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   ox_repo_t *repo = NULL;
-  if (ox_repo_open(o.model_repository, &repo, err, sizeof err)) {
+  if (ox_repo_open_ex(o.model_repository, control != OX_CONTROL_EXPLICIT, &repo, err, sizeof err)) {
     fprintf(stderr, "onnxd: %s\n", err);
     ox_runtime_shutdown();
     return 2;
@@ -365,16 +464,25 @@ int main(int argc, char **argv) {
   }
   static ox_server_t server;
   server.repo = repo;
+  server.control_mode = control;
   server.pool = pool;
   server.repo_dir = o.model_repository;
   server.infer_threads = (int)o.infer_threads;
-  if (ox_server_models_init(&server) || ox_batch_timer_start()) {
+  ox_models_opts_t mo = {.repo = repo,
+                         .pool = pool,
+                         .repo_dir = o.model_repository,
+                         .infer_threads = (int)o.infer_threads};
+  ox_models_t *models = NULL;
+  if (ox_models_open(&mo, &models) || ox_batch_timer_start()) {
     fprintf(stderr, "onnxd: out of memory setting up the models\n");
     return 1;
   }
+  server.models = models;
+  for (size_t i = 0; i < o.load_model.n; i++)
+    if (load_models(models, o.model_repository, o.load_model.items[i])) return 2;
   /* The feature store: when asked for, or when a model's feature_view needs it. */
   ox_fstore_t *features = NULL;
-  if (ox_server_needs_features(&server) || o.feature_dir != default_feature_dir || o.redis[0] ||
+  if (ox_models_need_features(models) || o.feature_dir != default_feature_dir || o.redis[0] ||
       o.postgres[0]) {
     ox_fstore_opts_t fo = {.dir = o.feature_dir,
                            .l1_bytes = (size_t)o.feature_l1_bytes,
@@ -449,7 +557,7 @@ int main(int argc, char **argv) {
     if (sigwait(&sigs, &sig) != 0) continue;
     if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) break;
     if (sig == SIGHUP)
-      ox_info("SIGHUP: ignored (reserved for re-reading the model repository)");
+      ox_info("SIGHUP: ignored (reserved for re-reading the model repository in poll mode)");
     else
       ox_info("%s: ignored", signal_name(sig));
   }
@@ -466,14 +574,14 @@ int main(int argc, char **argv) {
   if (atomic_load(&server.inflight) > 0) {
     ox_warn("drain deadline passed with %ld requests in flight: terminating runs",
             atomic_load(&server.inflight));
-    ox_server_terminate_runs(&server);
+    ox_models_terminate_runs(models);
   }
   for (int i = 0; i < nio; i++) ox_loop_stop(io[i].loop);
   for (int i = 0; i < nio; i++) pthread_join(io[i].thread, NULL);
   ox_batch_timer_stop();
   ox_fstore_stop_fetcher(features); /* fetches still queued go back to the pool, refused */
   ox_pool_destroy(pool);            /* queued jobs are answered 503; running ones finish */
-  ox_server_models_free(&server);   /* requests still queued in a batcher are answered 503 */
+  ox_models_stop(models);           /* requests still queued in a batcher are answered 503 */
   ox_fstore_close(features);        /* after the workers: L2 writes flushed, readers closed */
   for (int i = 0; i < nio; i++) {
     ox_loop_run_pending(io[i].loop);
@@ -481,6 +589,7 @@ int main(int argc, char **argv) {
     ox_loop_destroy(io[i].loop);
   }
   free(io);
+  ox_models_destroy(models); /* every reference is gone: the loops' answers were released */
   ox_repo_close(repo);
   ox_runtime_shutdown();
   ox_bigbuf_trim();

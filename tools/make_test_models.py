@@ -16,6 +16,9 @@ Writes OUT_DIR/<model>/<version>/model.onnx for:
   broken_seq           a sequence input (not a tensor: refused at load)
   extdata_mlp          (only with --extdata) x [N,4] FP32 -> y [N,3] = relu(x W1 + b1) W2 + b2, every weight in the
                        external file model.onnx.data beside model.onnx (save_as_external_data)
+  mlp16_alt            models/mlp16's shape (input [batch,16] -> 64 -> 32 -> output [batch,1],
+                       ReLU, ReLU, Sigmoid) with other weights (seed 17): the second file of the
+                       lifecycle tests' reloads (their answers show which file ran)
 Output is deterministic (same bytes on every run); every model is a few hundred bytes.
 """
 import os
@@ -186,6 +189,25 @@ def extdata_mlp(out):
                all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
 
 
+def mlp16_alt(out, seed=17):
+    rng = np.random.default_rng(seed)
+    sizes = [16, 64, 32, 1]
+    acts = ["Relu", "Relu", "Sigmoid"]
+    nodes, inits, x = [], [], "input"
+    for li, (fin, fout, act) in enumerate(zip(sizes, sizes[1:], acts)):
+        w = (rng.standard_normal((fout, fin)) * np.sqrt(2.0 / fin)).astype(np.float32)
+        b = (0.5 * rng.standard_normal(fout)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"fc{li}.weight"),
+                  numpy_helper.from_array(b, f"fc{li}.bias")]
+        nodes.append(helper.make_node("Gemm", [x, f"fc{li}.weight", f"fc{li}.bias"], [f"fc{li}"],
+                                      alpha=1.0, beta=1.0, transB=1))
+        x = "output" if li == len(acts) - 1 else f"act{li}"
+        nodes.append(helper.make_node(act, [f"fc{li}"], [x]))
+    g = helper.make_graph(nodes, "mlp16_alt", [tensor("input", TensorProto.FLOAT, ["batch", 16])],
+                          [tensor("output", TensorProto.FLOAT, ["batch", 1])], initializer=inits)
+    write(out, "mlp16_alt", 1, g)
+
+
 def main(argv):
     if len(argv) not in (2, 3) or (len(argv) == 3 and argv[2] != "--extdata"):
         sys.stderr.write("usage: make_test_models.py OUT_DIR [--extdata]\n")
@@ -205,6 +227,7 @@ def main(argv):
     broken_seq(out)
     if "--extdata" in argv:  # not in the shared repository (tests/unit/runtime_test.c lists it)
         extdata_mlp(out)
+    mlp16_alt(out)
     return 0
 
 

@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "infer/features_view.h"
+#include "infer/models.h"
 #include "proto/tensor_json.h"
 
 #define ERRCAP 512
@@ -505,6 +506,7 @@ int ox_infer_create(ox_model_t *m, size_t ctx_size, ox_infer_call_t **out, const
     *why = "out of memory";
     return OX_ENOMEM;
   }
+  ox_models_ref(m); /* the call's reference, dropped by ox_infer_release */
   call->t_recv = ox_mono_ns();
   call->job.run = job_run;
   call->job.cancel = job_cancel;
@@ -547,5 +549,7 @@ void ox_infer_release(ox_infer_call_t *call) {
   free(call->sreq.outs);
   ox_fview_fetch_release(&call->fetch);
   ox_arena_free(&call->arena);
+  ox_model_t *m = call->model;
   free(call);
+  ox_models_put(m); /* the last reference hands the version to the model manager */
 }

@@ -38,12 +38,19 @@
 
 /* The inference core's state for one model version (ox_model_t.app), created when the model is
  * loaded (server/models.c) and freed after the worker pool has stopped. */
-typedef struct {
+typedef struct ox_model_state {
   ox_model_config_t cfg;
   ox_batcher_t *batcher;
   ox_model_stats_t stats;
   int unavailable; /* config or warm-up failed: not ready, inference refused */
   char reason[256];
+  /* Owned by the model manager (infer/models.h): references to this version (the live set's
+   * one, one per call from ox_models_get to ox_infer_release, one per loop handler); at zero
+   * the manager's thread frees the version. */
+  _Atomic int refs;
+  struct ox_models *mgr;
+  ox_model_t *model;
+  struct ox_model_state *next_all, *next_dead; /* the manager's lists, under its lock */
 } ox_model_state_t;
 
 /* The request value. Every pointer borrows the received bytes (or the call's arena) and stays

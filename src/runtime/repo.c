@@ -366,6 +366,10 @@ static int ox_repo_assemble(ox_repo_t *repo, ox_repo_job_t *jobs, size_t njobs) 
 }
 
 int ox_repo_open(const char *dir, ox_repo_t **out, char *err, size_t errcap) {
+  return ox_repo_open_ex(dir, 1, out, err, errcap);
+}
+
+int ox_repo_open_ex(const char *dir, int load, ox_repo_t **out, char *err, size_t errcap) {
   *out = NULL;
   if (!ox_rt_ready()) {
     snprintf(err, errcap, "runtime not initialized");
@@ -422,7 +426,7 @@ int ox_repo_open(const char *dir, ox_repo_t **out, char *err, size_t errcap) {
   ox_repo_free_list(names, count);
   names = NULL;
 
-  ox_repo_load_all(repo, jobs, njobs);
+  if (load) ox_repo_load_all(repo, jobs, njobs);
   if ((rc = ox_repo_assemble(repo, jobs, njobs)) != 0) {
     snprintf(err, errcap, "out of memory");
     goto fail;
@@ -510,4 +514,62 @@ size_t ox_repo_versions(const ox_repo_t *repo, ox_slice_t name, int64_t *version
   if (!ent) return 0;
   for (size_t i = 0; i < ent->nver && i < max; i++) versions[i] = ent->versions[i]->version;
   return ent->nver;
+}
+
+/* ---- one model at a time (the model manager, infer/models.c) ---------------------------- */
+
+const char *ox_repo_root(const ox_repo_t *repo) {
+  return repo->root;
+}
+
+void ox_repo_disown(ox_repo_t *repo) {
+  for (size_t e = 0; e < repo->n; e++) {
+    free(repo->models[e].versions);
+    free(repo->models[e].name);
+  }
+  repo->n = 0;
+}
+
+void ox_repo_model_free(ox_model_t *m) {
+  ox_rt_model_free(m);
+}
+
+int ox_repo_disk_versions(const ox_repo_t *repo, const char *name, int64_t **out, size_t *n) {
+  *out = NULL;
+  *n = 0;
+  if (!ox_repo_valid_name(name, strlen(name))) return OX_EINVALID;
+  if (!ox_repo_is_dir(repo->root, name)) return OX_ENOT_FOUND;
+  ox_repo_job_t *jobs = NULL;
+  size_t njobs = 0, cap = 0;
+  int rc = ox_repo_scan_model(repo->root, name, 0, &jobs, &njobs, &cap);
+  if (rc) {
+    free(jobs);
+    return rc;
+  }
+  int64_t *vs = calloc(njobs + 1, sizeof *vs);
+  if (!vs) {
+    free(jobs);
+    return OX_ENOMEM;
+  }
+  for (size_t i = 0; i < njobs; i++) vs[i] = jobs[i].version;
+  free(jobs);
+  *out = vs;
+  *n = njobs;
+  return 0;
+}
+
+int ox_repo_load_version(const ox_repo_t *repo, const char *name, int64_t version, ox_model_t **out,
+                         char *err, size_t errcap) {
+  *out = NULL;
+  if (!ox_repo_valid_name(name, strlen(name))) {
+    snprintf(err, errcap, "invalid model name");
+    return OX_EINVALID;
+  }
+  char *data = NULL, *dir = NULL;
+  size_t len = 0;
+  int rc = ox_repo_read_model(repo->root, name, version, &data, &len, &dir, err, errcap);
+  if (!rc) rc = ox_rt_model_load(name, version, data, len, dir, out, err, errcap);
+  free(data);
+  free(dir);
+  return rc;
 }

@@ -69,6 +69,21 @@ typedef struct ox_repo ox_repo_t;
  * *out is owned by the caller: ox_repo_close. */
 int ox_repo_open(const char *dir, ox_repo_t **out, char *err, size_t errcap);
 void ox_repo_close(ox_repo_t *repo);
+/* Like ox_repo_open; load 0 only scans (no version loaded: explicit model control). */
+int ox_repo_open_ex(const char *dir, int load, ox_repo_t **out, char *err, size_t errcap);
+/* Real path of the repository directory (borrowed: valid until ox_repo_close). */
+const char *ox_repo_root(const ox_repo_t *repo);
+/* The loaded versions now belong to the caller (found with ox_repo_find before this call,
+ * freed with ox_repo_model_free); the repository forgets them and lists no model. */
+void ox_repo_disown(ox_repo_t *repo);
+void ox_repo_model_free(ox_model_t *m);
+/* The valid version directories of model name on disk now, ascending: *out malloc'd (free),
+ * *n of them. 0, OX_EINVALID (bad name), OX_ENOT_FOUND (no such model directory), OX_ENOMEM. */
+int ox_repo_disk_versions(const ox_repo_t *repo, const char *name, int64_t **out, size_t *n);
+/* Loads one version from disk with the checks of ox_repo_open (any thread; the repository is
+ * not changed). *out owned by the caller (ox_repo_model_free). 0 or an error with err. */
+int ox_repo_load_version(const ox_repo_t *repo, const char *name, int64_t version, ox_model_t **out,
+                         char *err, size_t errcap);
 
 /* Finds a model version. version: empty slice for the highest loaded version, else a positive
  * decimal integer. Returns 0 with *out (borrowed: valid until ox_repo_close), OX_ENOT_FOUND for

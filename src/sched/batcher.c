@@ -612,3 +612,10 @@ size_t ox_batcher_pending(const ox_batcher_t *b) {
 const ox_sched_config_t *ox_batcher_config(const ox_batcher_t *b) {
   return &b->cfg;
 }
+
+int ox_batcher_idle(ox_batcher_t *b) {
+  pthread_mutex_lock(&b->lock);
+  int idle = b->running == 0 && !b->kick_queued && !b->head;
+  pthread_mutex_unlock(&b->lock);
+  return idle;
+}

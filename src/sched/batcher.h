@@ -88,6 +88,9 @@ void ox_batch_release(ox_batch_t *batch);
 void ox_batcher_terminate_runs(ox_batcher_t *b);
 /* Requests waiting in the queue (approximate, lock-free). */
 size_t ox_batcher_pending(const ox_batcher_t *b);
+/* 1 when no batch runs, none is queued and no worker is asked to form one: with no request
+ * left that can reach b (the model manager's last reference gone), b may be destroyed. */
+int ox_batcher_idle(ox_batcher_t *b);
 const ox_sched_config_t *ox_batcher_config(const ox_batcher_t *b);
 
 /* The timer thread shared by all batchers (wakes batches whose delay has passed and fails

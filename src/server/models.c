@@ -1,206 +1,210 @@
-/* models.c: the server's per-model-version state: configuration, scheduler, statistics and
- * warm-up, created once after the repository is loaded and freed at shutdown. */
+/* models.c: the model repository extension over REST (Triton's names and answers):
+ *
+ *   POST /v2/repository/index                 [{"name","version","state","reason"}]
+ *   POST /v2/repository/models/{m}/load       200 {} when the new version serves, 400 on failure
+ *   POST /v2/repository/models/{m}/unload     200 {} once new requests get 404
+ *
+ * The handlers run on the loop thread; a load or unload goes to the model manager
+ * (infer/models.h), whose thread calls back when it is over; the callback posts the outcome
+ * to the connection's loop (ox_loop_post), which answers. A client that goes away meanwhile is
+ * not cancelled: the operation completes and the answer is dropped by the connection. With
+ * --model-control-mode none, load and unload answer 400 as Triton does.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/container.h"
 #include "core/error.h"
-#include "core/log.h"
-#include "runtime/runtime.h"
+#include "proto/json.h"
 #include "server/server.h"
 
-/* xorshift64*: deterministic warm-up data. */
-static uint64_t rnd_next(uint64_t *s) {
-  *s ^= *s >> 12;
-  *s ^= *s << 25;
-  *s ^= *s >> 27;
-  return *s * 2685821657736338717ull;
+#define OX_MAX_CONFIG_TEXT (1u << 20)
+
+/* One load or unload waiting for the manager: freed on the loop after answering. */
+typedef struct {
+  ox_task_t task;
+  ox_conn_t *conn;
+  int rc;
+  char msg[512];
+} repo_op_t;
+
+static void op_answer(ox_loop_t *loop, ox_task_t *task) {
+  (void)loop;
+  repo_op_t *op = ox_container_of(task, repo_op_t, task);
+  if (op->rc) {
+    ox_conn_respond_error(op->conn, op->rc == OX_EUNAVAILABLE ? 503 : 400, op->msg);
+  } else {
+    ox_http_resp_t r;
+    ox_http_resp_init(&r, 200);
+    if (ox_buf_puts(&r.body, "{}")) {
+      ox_http_resp_free(&r);
+      ox_conn_respond_error(op->conn, 500, "out of memory");
+    } else {
+      ox_conn_respond(op->conn, &r);
+    }
+  }
+  free(op);
 }
 
-/* Runs the warm-up requests of cfg (config.json's "model_warmup") on m, each `count` times,
- * inputs from zeros, deterministic random data or the files in the model's warmup/ folder.
- * 0, or an error with a reason in err. */
-static int run_warmup(const char *repo_dir, ox_model_t *m, const ox_model_config_t *cfg, char *err,
-                      size_t errcap) {
-  for (size_t k = 0; k < cfg->num_warmup; k++) {
-    const ox_warmup_t *w = &cfg->warmup[k];
-    ox_tensor_in_t *ins = calloc(m->num_inputs + 1, sizeof *ins);
-    int64_t(*shapes)[OX_RT_MAX_RANK] = calloc(m->num_inputs + 1, sizeof *shapes);
-    void **bufs = calloc(m->num_inputs + 1, sizeof *bufs);
-    size_t *out_idx = calloc(m->num_outputs + 1, sizeof *out_idx);
-    ox_tensor_out_t *outs = calloc(m->num_outputs + 1, sizeof *outs);
-    int rc = (!ins || !shapes || !bufs || !out_idx || !outs) ? OX_ENOMEM : 0;
-    uint64_t seed = 0x9E3779B97F4A7C15ull;
-    for (size_t i = 0; !rc && i < m->num_inputs; i++) {
-      const ox_tensor_info_t *info = &m->inputs[i];
-      size_t j = 0;
-      while (j < w->num_inputs && strcmp(w->inputs[j].name, info->name)) j++;
-      if (j == w->num_inputs) {
-        snprintf(err, errcap, "warm-up '%s': no data for input '%s'", w->name, info->name);
-        rc = OX_EINVALID;
-        break;
-      }
-      const typeof(w->inputs[0]) *wi = &w->inputs[j];
-      int rank = 0;
-      if (cfg->sched.max_batch_size > 0) shapes[i][rank++] = w->batch_size;
-      for (int d = 0; d < wi->rank; d++) shapes[i][rank++] = wi->dims[d];
-      uint64_t count = 1;
-      for (int d = 0; d < rank; d++) count *= (uint64_t)shapes[i][d];
-      size_t esz = ox_dtype_size(wi->dtype);
-      ins[i] =
-          (ox_tensor_in_t){.dtype = wi->dtype, .rank = rank, .shape = shapes[i], .count = count};
-      if (wi->dtype == OX_DT_BYTES) {
-        ox_slice_t *sl = calloc(count ? count : 1, sizeof *sl);
-        if (!sl) {
-          rc = OX_ENOMEM;
-          break;
-        }
-        for (uint64_t e = 0; e < count; e++) sl[e] = ox_slice("", 0);
-        bufs[i] = sl;
-        ins[i].strings = sl;
-        continue;
-      }
-      size_t nbytes = (size_t)count * esz;
-      char *buf = NULL;
-      if (posix_memalign((void **)&buf, 64, nbytes ? nbytes : 64)) {
-        rc = OX_ENOMEM;
-        break;
-      }
-      bufs[i] = buf;
-      memset(buf, 0, nbytes);
-      if (wi->kind == 1) {
-        for (uint64_t e = 0; e < count; e++) {
-          uint64_t r = rnd_next(&seed);
-          if (wi->dtype == OX_DT_FP32)
-            ((float *)buf)[e] = (float)(r >> 40) / (float)(1 << 24);
-          else if (wi->dtype == OX_DT_FP64)
-            ((double *)buf)[e] = (double)(r >> 11) / 9007199254740992.0;
-          else if (wi->dtype == OX_DT_BOOL)
-            buf[e] = (char)(r & 1);
-          else if (wi->dtype == OX_DT_FP16 || wi->dtype == OX_DT_BF16)
-            ((uint16_t *)buf)[e] = 0x3800; /* 0.5 / ~0.5 */
-          else
-            memcpy(buf + e * esz, &r, esz < 2 ? esz : 1); /* small non-negative integers */
-        }
-      } else if (wi->kind == 2) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s/warmup/%s", repo_dir, m->name, wi->file);
-        FILE *f = fopen(path, "rb");
-        size_t got = f ? fread(buf, 1, nbytes, f) : 0;
-        int extra = f ? fgetc(f) != EOF : 0;
-        if (f) fclose(f);
-        if (!f || got != nbytes || extra) {
-          snprintf(err, errcap, "warm-up '%s': input_data_file '%s' missing or not %zu bytes",
-                   w->name, wi->file, nbytes);
-          rc = OX_EINVALID;
-          break;
-        }
-      }
-      ins[i].data = buf;
-      ins[i].nbytes = nbytes;
-    }
-    for (size_t j = 0; j < m->num_outputs; j++) out_idx[j] = j;
-    for (uint32_t n = 0; !rc && n < w->count; n++) {
-      char rerr[256];
-      rc = ox_model_run(m, ins, out_idx, m->num_outputs, outs, NULL, rerr, sizeof rerr);
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-truncation" /* err is a one-line reason: cut is fine */
-      if (rc) snprintf(err, errcap, "warm-up '%s' failed: %s", w->name, rerr);
-#pragma GCC diagnostic pop
-      for (size_t j = 0; !rc && j < m->num_outputs; j++) ox_tensor_out_release(&outs[j]);
-    }
-    if (bufs)
-      for (size_t i = 0; i < m->num_inputs; i++) free(bufs[i]);
-    free(ins);
-    free(shapes);
-    free(bufs);
-    free(out_idx);
-    free(outs);
-    if (rc) return rc;
-  }
-  return 0;
+/* Manager thread: the operation is over; answer on the connection's loop. */
+static void op_done(void *arg, int rc, const char *msg) {
+  repo_op_t *op = arg;
+  op->rc = rc;
+  snprintf(op->msg, sizeof op->msg, "%s", msg && msg[0] ? msg : "failed");
+  op->task.fn = op_answer;
+  ox_loop_post(ox_conn_loop(op->conn), &op->task);
 }
 
-int ox_server_models_init(ox_server_t *s) {
-  size_t nm = ox_repo_num_models(s->repo), total = 0;
-  for (size_t i = 0; i < nm; i++) {
-    const char *name = ox_repo_model_name(s->repo, i);
-    total += ox_repo_versions(s->repo, ox_slice(name, strlen(name)), NULL, 0);
-  }
-  s->models = calloc(total + 1, sizeof *s->models);
-  if (!s->models) return OX_ENOMEM;
-  for (size_t i = 0; i < nm; i++) {
-    const char *name = ox_repo_model_name(s->repo, i);
-    ox_slice_t sn = ox_slice(name, strlen(name));
-    size_t nv = ox_repo_versions(s->repo, sn, NULL, 0);
-    int64_t *vs = calloc(nv + 1, sizeof *vs);
-    if (!vs) return OX_ENOMEM;
-    ox_repo_versions(s->repo, sn, vs, nv);
-    for (size_t k = 0; k < nv; k++) {
-      char vbuf[24];
-      int vl = snprintf(vbuf, sizeof vbuf, "%lld", (long long)vs[k]);
-      ox_model_t *m = NULL;
-      if (ox_repo_find(s->repo, sn, ox_slice(vbuf, (size_t)vl), &m) != 0) continue;
-      ox_model_state_t *st = calloc(1, sizeof *st);
-      if (!st) {
-        free(vs);
+/* The member key of object at js's cursor ('{' consumed by the caller's loop). Reads
+ * {"parameters": {"config": "<text>", ...}} and {"ready": bool}; unknown members are skipped.
+ * config (malloc'd, unescaped) is NULL when absent. 0 or OX_EINVALID with a message in err. */
+static int parse_body(ox_slice_t body, int *ready, char **config, size_t *config_len, int *has_file,
+                      const char **err) {
+  *ready = 0;
+  *config = NULL;
+  *config_len = 0;
+  *has_file = 0;
+  ox_json_t js;
+  ox_json_init(&js, body.ptr, body.len);
+  ox_json_ws(&js);
+  if (js.p == js.end) return 0; /* no body */
+  *err = "request body must be a JSON object";
+  if (ox_json_validate(&js)) return OX_EINVALID;
+  ox_json_init(&js, body.ptr, body.len);
+  ox_json_ws(&js);
+  if (*js.p != '{') return OX_EINVALID;
+  js.p++;
+  int depth = 0; /* 0: top object, 1: parameters */
+  for (;;) {
+    ox_json_ws(&js);
+    if (*js.p == '}') {
+      js.p++;
+      if (depth == 0) return 0;
+      depth = 0;
+      continue;
+    }
+    if (*js.p == ',') {
+      js.p++;
+      ox_json_ws(&js);
+    }
+    ox_slice_t key;
+    int esc;
+    if (ox_json_string(&js, &key, &esc)) return OX_EINVALID;
+    ox_json_ws(&js);
+    js.p++; /* ':' (validated) */
+    ox_json_ws(&js);
+    if (depth == 0 && ox_slice_eq(key, "parameters") && *js.p == '{') {
+      js.p++;
+      depth = 1;
+      continue;
+    }
+    if (depth == 0 && ox_slice_eq(key, "ready")) {
+      *ready = *js.p == 't';
+    } else if (depth == 1 && ox_slice_eq(key, "config")) {
+      if (*js.p != '"') {
+        *err = "parameters.config must be a string holding the model's JSON configuration";
+        free(*config);
+        *config = NULL;
+        return OX_EINVALID;
+      }
+      ox_slice_t v;
+      int vesc;
+      if (ox_json_string(&js, &v, &vesc)) return OX_EINVALID;
+      if (v.len > OX_MAX_CONFIG_TEXT || *config) {
+        *err = "parameters.config is too long or repeated";
+        free(*config);
+        *config = NULL;
+        return OX_EINVALID;
+      }
+      if (!(*config = malloc(v.len + 1))) {
+        *err = "out of memory";
         return OX_ENOMEM;
       }
-      m->app = st;
-      s->models[s->num_models++] = m;
-      char err[256] = "";
-      int rc = ox_model_config_load(s->repo_dir, m, s->infer_threads, &st->cfg, err, sizeof err);
-      if (rc == OX_ENOMEM) {
-        free(vs);
-        return rc;
-      }
-      if (!rc) rc = run_warmup(s->repo_dir, m, &st->cfg, err, sizeof err);
-      if (rc) {
-        st->unavailable = 1;
-        snprintf(st->reason, sizeof st->reason, "%s", err);
-        ox_warn("model '%s' version %lld is not available: %s", m->name, (long long)m->version,
-                err);
-      }
-      if (ox_batcher_create(m, &st->cfg.sched, s->pool, &st->batcher)) {
-        free(vs);
-        return OX_ENOMEM;
-      }
-      if (st->cfg.from_file || st->cfg.num_warmup)
-        ox_info("model '%s' version %lld: max_batch_size %u, delay %llu us, %u instances%s",
-                m->name, (long long)m->version, st->cfg.sched.max_batch_size,
-                (unsigned long long)st->cfg.sched.max_queue_delay_us, st->cfg.sched.instance_count,
-                st->cfg.num_warmup ? ", warmed up" : "");
+      long n = vesc ? ox_json_unescape(v.ptr, v.len, *config) : (long)v.len;
+      if (!vesc) memcpy(*config, v.ptr, v.len);
+      *config_len = n < 0 ? 0 : (size_t)n;
+      (*config)[*config_len] = 0;
+      continue;
+    } else if (depth == 1 && key.len > 5 && !memcmp(key.ptr, "file:", 5)) {
+      *has_file = 1;
     }
-    free(vs);
-  }
-  return 0;
-}
-
-void ox_server_models_free(ox_server_t *s) {
-  for (size_t i = 0; i < s->num_models; i++) {
-    ox_model_state_t *st = s->models[i]->app;
-    if (!st) continue;
-    ox_batcher_destroy(st->batcher);
-    ox_model_config_free(&st->cfg);
-    free(st);
-    s->models[i]->app = NULL;
-  }
-  free(s->models);
-  s->models = NULL;
-  s->num_models = 0;
-}
-
-void ox_server_terminate_runs(ox_server_t *s) {
-  for (size_t i = 0; i < s->num_models; i++) {
-    ox_model_state_t *st = s->models[i]->app;
-    if (st && st->batcher) ox_batcher_terminate_runs(st->batcher);
+    if (ox_json_skip(&js, depth + 1)) return OX_EINVALID;
   }
 }
 
-int ox_server_needs_features(const ox_server_t *s) {
-  for (size_t i = 0; i < s->num_models; i++) {
-    const ox_model_state_t *st = s->models[i]->app;
-    if (st && !st->unavailable && st->cfg.view.enabled) return 1;
+void ox_server_repo_index(ox_server_t *s, ox_conn_t *c, ox_slice_t body) {
+  int ready, has_file;
+  char *config;
+  size_t clen;
+  const char *err = "";
+  if (parse_body(body, &ready, &config, &clen, &has_file, &err)) {
+    free(config);
+    ox_conn_respond_error(c, 400, err);
+    return;
   }
-  return 0;
+  free(config);
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, 200);
+  if (ox_models_index_json(s->models, ready, &r.body)) {
+    ox_http_resp_free(&r);
+    ox_conn_respond_error(c, 500, "out of memory");
+    return;
+  }
+  ox_conn_respond(c, &r);
+}
+
+/* Common part of load and unload. */
+static void repo_op(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body, int unload) {
+  if (s->control_mode != OX_CONTROL_EXPLICIT) {
+    ox_conn_respond_error(c, 400,
+                          s->control_mode == OX_CONTROL_POLL
+                              ? "explicit model load / unload is not allowed if polling is enabled"
+                              : "explicit model load / unload is not allowed with "
+                                "--model-control-mode none");
+    return;
+  }
+  int ready, has_file;
+  char *config = NULL;
+  size_t clen = 0;
+  const char *err = "";
+  int rc = parse_body(body, &ready, &config, &clen, &has_file, &err);
+  if (!rc && has_file) {
+    rc = OX_EINVALID;
+    err = "file: parameters (model bytes in the request) are not supported yet";
+  }
+  char nm[256];
+  if (!rc && name.len >= sizeof nm) {
+    rc = OX_EINVALID;
+    err = "invalid model name";
+  }
+  repo_op_t *op = rc ? NULL : calloc(1, sizeof *op);
+  if (!rc && !op) {
+    rc = OX_ENOMEM;
+    err = "out of memory";
+  }
+  if (rc) {
+    free(config);
+    ox_conn_respond_error(c, rc == OX_ENOMEM ? 500 : 400, err);
+    return;
+  }
+  memcpy(nm, name.ptr, name.len);
+  nm[name.len] = 0;
+  op->conn = c;
+  rc = unload ? ox_models_unload(s->models, nm, op_done, op)
+              : ox_models_load(s->models, nm, config, clen, op_done, op);
+  free(config);
+  if (rc) {
+    free(op);
+    ox_conn_respond_error(c, rc == OX_ENOMEM ? 500 : 503,
+                          rc == OX_ENOMEM ? "out of memory" : "server is shutting down");
+  }
+}
+
+void ox_server_repo_load(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body) {
+  repo_op(s, c, name, body, 0);
+}
+
+void ox_server_repo_unload(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body) {
+  repo_op(s, c, name, body, 1);
 }

@@ -9,6 +9,8 @@
  *   GET  /v2/models/{m}[/versions/{v}]/config     effective configuration
  *   GET  /v2/models[/{m}[/versions/{v}]]/stats    statistics extension (Triton's JSON)
  *   GET  /metrics                                 Prometheus text
+ *   POST /v2/repository/index                     model repository index (models.c)
+ *   POST /v2/repository/models/{m}/load|unload    load, reload or unload a model (models.c)
  *   POST /v1/events                               ingest events (feature store, events.c)
  *   GET|PUT /v1/features/{table}/{key}            read or store a feature row (events.c)
  *
@@ -20,7 +22,11 @@
  * inference (503), and the handler. Handlers borrow the body: the connection frees it when the
  * request is answered.
  *
- * Admin endpoints (the mutating ones: POST /v1/events, PUT /v1/features) pass admin_gate:
+ * A {model} is looked up in the live set (infer/models.h) with a reference that the router
+ * drops when the handler returns (inference calls take their own).
+ *
+ * Admin endpoints (the mutating ones: POST /v1/events, PUT /v1/features, repository load and
+ * unload) pass admin_gate:
  * with --admin-port they are served only on the admin listener (404 on the public one, as if
  * absent), and with --admin-token-file they need the bearer token. The admin listener serves
  * /v1/... and /v2/health/... only.
@@ -140,7 +146,7 @@ static void model_metadata(ox_server_t *s, ox_conn_t *c, ox_model_t *m) {
   ox_buf_t b;
   ox_buf_init(&b);
   int64_t versions[64];
-  size_t nv = ox_repo_versions(s->repo, ox_slice(m->name, strlen(m->name)), versions, 64);
+  size_t nv = ox_models_versions(s->models, m->name, versions, 64);
   int rc = ox_buf_puts(&b, "{\"name\":");
   rc |= ox_buf_append_json_string(&b, m->name, strlen(m->name));
   rc |= ox_buf_puts(&b, ",\"versions\":[");
@@ -164,7 +170,7 @@ static void server_metadata(ox_conn_t *c) {
   ox_buf_init(&b);
   if (ox_buf_puts(&b, "{\"name\":\"onnxd\",\"version\":\"" OX_VERSION
                       "\",\"extensions\":[\"binary_tensor_data\",\"statistics\","
-                      "\"model_configuration\"]}")) {
+                      "\"model_configuration\",\"model_repository\"]}")) {
     ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
@@ -183,16 +189,21 @@ static ox_metrics_model_t metrics_view(ox_model_t *m) {
 static void stats_json(ox_server_t *s, ox_conn_t *c, const char *name, ox_model_t *one) {
   ox_buf_t b;
   ox_buf_init(&b);
-  int rc = ox_buf_puts(&b, "{\"model_stats\":[");
+  ox_model_t **all = NULL;
+  size_t nall = 0;
+  int rc = ox_models_snapshot(s->models, &all, &nall);
+  rc |= ox_buf_puts(&b, "{\"model_stats\":[");
   int first = 1;
-  for (size_t i = 0; i < s->num_models; i++) {
-    ox_model_t *m = s->models[i];
+  for (size_t i = 0; i < nall; i++) {
+    ox_model_t *m = all[i];
     if ((one && m != one) || (name && strcmp(name, m->name))) continue;
     if (!first) rc |= ox_buf_puts(&b, ",");
     ox_metrics_model_t v = metrics_view(m);
     rc |= ox_metrics_stats_json(&b, &v);
     first = 0;
   }
+  for (size_t i = 0; i < nall; i++) ox_models_put(all[i]);
+  free(all);
   rc |= ox_buf_puts(&b, "]}");
   if (rc) {
     ox_buf_free(&b);
@@ -203,15 +214,20 @@ static void stats_json(ox_server_t *s, ox_conn_t *c, const char *name, ox_model_
 }
 
 static void metrics_text(ox_server_t *s, ox_conn_t *c) {
-  ox_metrics_model_t *v = calloc(s->num_models + 1, sizeof *v);
+  ox_model_t **all = NULL;
+  size_t nall = 0;
+  int rc = ox_models_snapshot(s->models, &all, &nall);
+  ox_metrics_model_t *v = rc ? NULL : calloc(nall + 1, sizeof *v);
   ox_buf_t b;
   ox_buf_init(&b);
   if (!v) {
+    for (size_t i = 0; i < nall; i++) ox_models_put(all[i]);
+    free(all);
     ox_conn_respond_error(c, 500, "out of memory");
     return;
   }
-  for (size_t i = 0; i < s->num_models; i++) v[i] = metrics_view(s->models[i]);
-  int rc = ox_metrics_render(&b, v, s->num_models, ox_http_open_connections());
+  for (size_t i = 0; i < nall; i++) v[i] = metrics_view(all[i]);
+  rc = ox_metrics_render(&b, v, nall, ox_http_open_connections());
   if (!rc)
     rc = ox_buf_printf(
         &b,
@@ -227,7 +243,10 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
         ox_http_inflight_bytes(), (unsigned long long)ox_http_inflight_refusals(),
         (unsigned long long)ox_http_idle_evictions());
   if (!rc && s->features) rc = ox_fstore_metrics(s->features, &b);
+  if (!rc) rc = ox_models_metrics(s->models, &b);
   free(v);
+  for (size_t i = 0; i < nall; i++) ox_models_put(all[i]);
+  free(all);
   if (rc) {
     ox_buf_free(&b);
     ox_conn_respond_error(c, 500, "out of memory");
@@ -259,6 +278,7 @@ typedef struct {
   ox_model_t *model;     /* {model}[/versions/{version}]: the model version it names */
   ox_slice_t version;    /* decoded {version}; empty when the path names none */
   ox_slice_t table, key; /* decoded {table} and {key} */
+  ox_slice_t name;       /* decoded and checked {name}: a model name not looked up */
 } route_args_t;
 
 /* A route's handler, on the loop thread. body is borrowed (the connection frees it in
@@ -353,6 +373,24 @@ static void h_infer(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
   ox_server_infer(s, c, a->model, head, body);
 }
 
+static void h_repo_index(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                         ox_slice_t body, const route_args_t *a) {
+  (void)head, (void)a;
+  ox_server_repo_index(s, c, body);
+}
+
+static void h_repo_load(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                        ox_slice_t body, const route_args_t *a) {
+  (void)head;
+  ox_server_repo_load(s, c, a->name, body);
+}
+
+static void h_repo_unload(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
+                          ox_slice_t body, const route_args_t *a) {
+  (void)head;
+  ox_server_repo_unload(s, c, a->name, body);
+}
+
 static void h_events(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
                      const route_args_t *a) {
   (void)head, (void)a;
@@ -389,6 +427,10 @@ static const route_t ox_routes[] = {
     {M_GET, "/v2/models/{model}/stats", h_model_stats, 0},
     {M_GET, "/v2/models/{model}/versions/{version}/stats", h_model_stats, 0},
     {M_GET, "/metrics", h_metrics, 0},
+    {M_POST, "/v2/repository/index", h_repo_index, 0},
+    {M_POST, "/v2/repository/models/{name}/load", h_repo_load, R_ADMIN | R_ADMIN_PORT | R_NEW_WORK},
+    {M_POST, "/v2/repository/models/{name}/unload", h_repo_unload,
+     R_ADMIN | R_ADMIN_PORT | R_NEW_WORK},
     {M_POST, "/v1/events", h_events, R_ADMIN | R_ADMIN_PORT},
     {M_GET, "/v1/features/{table}/{key}", h_row_get, R_ADMIN_PORT},
     {M_PUT, "/v1/features/{table}/{key}", h_row_put, R_ADMIN | R_ADMIN_PORT},
@@ -396,7 +438,7 @@ static const route_t ox_routes[] = {
 #define OX_NUM_ROUTES (sizeof ox_routes / sizeof ox_routes[0])
 
 /* Path parameter kinds, by the position of their segment (at most one of each per route). */
-enum { P_MODEL, P_VERSION, P_TABLE, P_KEY, P_COUNT };
+enum { P_MODEL, P_VERSION, P_TABLE, P_KEY, P_NAME, P_COUNT };
 
 /* Matches the path's segments against a pattern; on a match, param[k] is the index of the
  * segment of parameter kind k (-1: absent). Returns 1 on a match. */
@@ -410,7 +452,11 @@ static int route_match(const char *pat, const ox_slice_t *seg, size_t nseg, int 
     size_t n = (size_t)(q - pat);
     if (i == nseg) return 0;
     if (n > 2 && pat[0] == '{') {
-      int k = pat[1] == 'm' ? P_MODEL : pat[1] == 'v' ? P_VERSION : pat[1] == 't' ? P_TABLE : P_KEY;
+      int k = pat[1] == 'm'   ? P_MODEL
+              : pat[1] == 'v' ? P_VERSION
+              : pat[1] == 't' ? P_TABLE
+              : pat[1] == 'n' ? P_NAME
+                              : P_KEY;
       param[k] = (int)i;
     } else if (seg[i].len != n || memcmp(seg[i].ptr, pat, n) != 0) {
       return 0;
@@ -471,12 +517,9 @@ static int bind_model(ox_server_t *s, ox_conn_t *c, const ox_slice_t *seg, const
     a->version = ox_slice(ver, (size_t)vl);
   }
   ox_slice_t nm = ox_slice(name, (size_t)nl);
-  if (ox_repo_find(s->repo, nm, a->version, &a->model) != 0) {
-    int64_t vs[1];
-    ox_conn_respond_error(c, 404,
-                          a->version.len && ox_repo_versions(s->repo, nm, vs, 1)
-                              ? "unknown version of the model"
-                              : "unknown model");
+  char why[512];
+  if (ox_models_get(s->models, nm, a->version, &a->model, why, sizeof why) != 0) {
+    ox_conn_respond_error(c, 404, why);
     return 0;
   }
   return 1;
@@ -506,7 +549,7 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
                                                                                           : 0;
   /* The first route of the path, the one for the method, and every method the path takes. */
   const route_t *path_route = NULL, *route = NULL;
-  int param[P_COUNT], mparam[P_COUNT];
+  int param[P_COUNT] = {-1, -1, -1, -1, -1}, mparam[P_COUNT];
   unsigned allowed = 0;
   for (size_t i = 0; i < OX_NUM_ROUTES; i++) {
     const route_t *r = &ox_routes[i];
@@ -529,7 +572,18 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
   if (param[P_MODEL] >= 0 && !bind_model(s, c, seg, param, name, ver, &a)) return;
   if (!route) {
     respond_405(c, allowed);
+    ox_models_put(a.model);
     return;
+  }
+  if (param[P_NAME] >= 0) {
+    ox_slice_t ns = seg[param[P_NAME]];
+    long nl = ns.len && ns.len < OX_MAX_SEGMENT ? ox_url_decode_segment(ns, name) : -1;
+    if (nl <= 0 || !ox_name_valid(name, (size_t)nl) || (nl == 1 && name[0] == '.') ||
+        (nl == 2 && name[0] == '.' && name[1] == '.')) {
+      ox_conn_respond_error(c, 400, "invalid model name");
+      return;
+    }
+    a.name = ox_slice(name, (size_t)nl);
   }
   char table[OX_MAX_SEGMENT], key[OX_MAX_SEGMENT];
   if (param[P_TABLE] >= 0) {
@@ -543,10 +597,15 @@ void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
     a.table = ox_slice(table, (size_t)tl);
     a.key = ox_slice(key, (size_t)kl);
   }
-  if ((route->flags & R_ADMIN) && !admin_gate(s, c, head)) return;
+  if ((route->flags & R_ADMIN) && !admin_gate(s, c, head)) {
+    ox_models_put(a.model);
+    return;
+  }
   if ((route->flags & R_NEW_WORK) && atomic_load(&s->draining)) {
     ox_conn_respond_error(c, 503, "server is shutting down");
+    ox_models_put(a.model);
     return;
   }
   route->fn(s, c, head, ox_slice(body->data, body->len), &a);
+  ox_models_put(a.model); /* the handler's reference (an inference call holds its own) */
 }

@@ -14,6 +14,7 @@
 #include "features/fstore.h"
 #include "http/conn.h"
 #include "infer/infer.h"
+#include "infer/models.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
@@ -26,8 +27,8 @@ typedef struct {
   ox_pool_t *pool;      /* borrowed */
   const char *repo_dir; /* borrowed */
   int infer_threads;
-  ox_model_t **models; /* every loaded model version, by name then version (owned array) */
-  size_t num_models;
+  ox_models_t *models;    /* borrowed: the live model set (infer/models.h) */
+  int control_mode;       /* OX_CONTROL_*: whether the repository API may load and unload */
   atomic_int draining;    /* set at SIGTERM: readiness false, new inference refused (503) */
   atomic_long inflight;   /* inference requests accepted and not yet answered */
   ox_fstore_t *features;  /* borrowed; NULL when the feature store is not open */
@@ -45,13 +46,16 @@ typedef struct {
 /* Listener tags (ox_http_config_t.tag): which listener accepted a connection. */
 enum { OX_LISTENER_PUBLIC = 0, OX_LISTENER_ADMIN = 1 };
 
-/* Reads each model's config.json, creates its scheduler and runs its warm-up. A model whose
- * configuration or warm-up fails stays listed but unavailable (logged). 0 or OX_ENOMEM. */
-int ox_server_models_init(ox_server_t *s);
-/* Frees the per-model state (after the worker pool has stopped). */
-void ox_server_models_free(ox_server_t *s);
-/* Asks every model run in progress to stop (drain deadline passed). */
-void ox_server_terminate_runs(ox_server_t *s);
+/* --model-control-mode. */
+enum { OX_CONTROL_NONE = 0, OX_CONTROL_POLL = 1, OX_CONTROL_EXPLICIT = 2 };
+
+/* The model repository extension (models.c), loop thread; body borrowed as for events:
+ *   POST /v2/repository/index                 Triton's index (optional {"ready": true})
+ *   POST /v2/repository/models/{m}/load       load or reload; answered when it is over
+ *   POST /v2/repository/models/{m}/unload     unload; answered when served no more */
+void ox_server_repo_index(ox_server_t *s, ox_conn_t *c, ox_slice_t body);
+void ox_server_repo_load(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body);
+void ox_server_repo_unload(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body);
 /* The connection of a request held by the server closed (client gone): drop its work
  * (ox_infer_cancel on the inference call registered with ox_conn_set_request). */
 void ox_server_abort(void *app, ox_conn_t *c, void *request);
@@ -78,8 +82,6 @@ size_t ox_server_body_align_offset(void *app, const ox_http_request_t *head);
 void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_slice_t body);
 void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
                            ox_slice_t body);
-/* 1 if some model has a feature view (the feature store must be open). */
-int ox_server_needs_features(const ox_server_t *s);
 
 /* Percent-decodes a URL path segment into out (room for seg.len bytes); returns the decoded
  * length or -1 for a bad escape or a decoded NUL or '/'. */
