@@ -7,7 +7,7 @@ Writes OUT_DIR/<model>/<version>/model.onnx for:
   identity_<dtype>     one per OIP datatype (14): INPUT0 [N, ?] -> OUTPUT0 (Identity)
   add_sub_fp32/int32   Triton's "simple": INPUT0, INPUT1 [1,16] -> OUTPUT0 = sum, OUTPUT1 = diff
   fixed_fp32           x [2,3] -> y = x * 2 (fixed dimensions)
-  versioned            versions 1 and 3: INPUT0 [N] FP32 -> OUTPUT0 = INPUT0 + version
+  versioned            versions 1 and 3: INPUT0 [N] FP32 -> OUTPUT0 = INPUT0 + version; config.json serves both (version_policy all)
   scalar_fp32          x rank 0 and u with no shape at all -> y = x + u (rank 0 vs unknown rank)
   passthrough_fp32     INPUT0 [N] -> OUTPUT0 = Identity(INPUT0), and INPUT0 itself as an output
                        (ORT hands such an output back in the caller's input buffer)
@@ -111,6 +111,9 @@ def versioned(out, version):
         initializer=[c],
     )
     write(out, "versioned", version, g)
+    # Every version is served (the default policy, latest 1, would serve only the highest).
+    with open(os.path.join(out, "versioned", "config.json"), "w") as f:
+        f.write('{"version_policy": {"all": {}}}\n')
 
 
 def scalar(out):
