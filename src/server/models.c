@@ -258,12 +258,15 @@ static int write_upload_file(const char *base, const upload_file_t *f, char *err
     if (w <= 0) break;
     off += (size_t)w;
   }
-  int ok = fd >= 0 && off == len;
-  if (fd >= 0 && close(fd) != 0) ok = 0;
+  int ok = fd >= 0 && off == len, e = errno ? errno : EIO;
+  if (fd >= 0 && close(fd) != 0 && ok) {
+    ok = 0;
+    e = errno;
+  }
   free(bytes);
-  if (!ok) {
-    snprintf(err, errcap, "cannot store the uploaded files: %s", strerror(errno ? errno : EIO));
-    return -EIO;
+  if (!ok) { /* the disk is full: 507, as for the feature stores; anything else: 500 */
+    snprintf(err, errcap, "cannot store the uploaded files: %s", strerror(e));
+    return e == ENOSPC || e == EDQUOT ? -ENOSPC : -EIO;
   }
   return 0;
 nomem:
@@ -359,7 +362,7 @@ static void repo_op(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t bo
     if (rc) err = op->msg;
   }
   if (rc) {
-    int status = rc == OX_EINVALID ? 400 : 500;
+    int status = rc == OX_EINVALID ? 400 : rc == -ENOSPC ? 507 : 500;
     if (b) free(b->config);
     free(b);
     ox_conn_respond_error(c, status, err);
