@@ -262,7 +262,7 @@ static int load_one(ox_models_t *models, load_wait_t *w, const char *name) {
   pthread_mutex_lock(&w->mu);
   w->pending++;
   pthread_mutex_unlock(&w->mu);
-  if (ox_models_load(models, name, NULL, 0, load_done, w) == 0) return 0;
+  if (ox_models_load(models, name, NULL, 0, NULL, load_done, w) == 0) return 0;
   pthread_mutex_lock(&w->mu);
   w->pending--;
   pthread_mutex_unlock(&w->mu);

@@ -164,6 +164,7 @@ typedef struct op {
   char *name;
   char *override;
   size_t override_len;
+  char *dir; /* owned: where the versions are read (uploaded files); NULL: the repository */
   ox_models_cb cb;
   void *arg;
 } op_t;
@@ -425,9 +426,24 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
   size_t navail = 0, nwant = 0, built = 0;
   ox_model_t **nv = NULL;
   ox_version_policy_t pol = {0};
-  int rc = ox_repo_disk_versions(mgr->o.repo, op->name, &avail, &navail);
+  ox_repo_t *src = mgr->o.repo, *upload = NULL; /* where the versions are read */
+  int rc = 0;
+  if (op->dir) { /* uploaded files (dir/<name>/<version>/...): a repository of their own */
+    rc = ox_repo_open_ex(op->dir, 0, &upload, err, errcap);
+    if (rc == OX_ENOMEM)
+      snprintf(err, errcap, "out of memory");
+    else if (rc)
+      snprintf(err, errcap, "failed to load '%s': cannot read the uploaded files", op->name);
+    src = upload;
+  }
+  if (!rc) rc = ox_repo_disk_versions(src, op->name, &avail, &navail);
   if (rc == OX_ENOMEM) {
     snprintf(err, errcap, "out of memory");
+  } else if (rc && op->dir) {
+    if (!upload || rc == OX_ENOT_FOUND || rc == OX_EINVALID)
+      snprintf(err, errcap, "failed to load '%s': no model version in the uploaded files",
+               op->name);
+    rc = OX_EINVALID;
   } else if (rc) {
     snprintf(err, errcap, "failed to load '%s': no such model in the repository", op->name);
     rc = OX_EINVALID;
@@ -450,7 +466,7 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
   for (size_t i = 0; !rc && i < nwant; i++) {
     char verr[384] = "";
     ox_model_t *m = NULL;
-    rc = ox_repo_load_version(mgr->o.repo, op->name, want[i], &m, verr, sizeof verr);
+    rc = ox_repo_load_version(src, op->name, want[i], &m, verr, sizeof verr);
     if (!rc) {
       rc = make_version(mgr, m, op->override, verr, sizeof verr);
       nv[built++] = m; /* freed through its reference below on failure */
@@ -497,6 +513,7 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
   free(want);
   free(avail);
   ox_version_policy_free(&pol);
+  if (upload) ox_repo_close(upload);
   return rc;
 }
 
@@ -524,6 +541,7 @@ static int do_unload(ox_models_t *mgr, const op_t *op, char *err, size_t errcap)
 static void free_op(op_t *op) {
   free(op->name);
   free(op->override);
+  free(op->dir);
   free(op);
 }
 
@@ -590,10 +608,10 @@ static void *manager_main(void *arg) {
 }
 
 static int queue_op(ox_models_t *mgr, int unload, const char *name, const char *override,
-                    size_t override_len, ox_models_cb cb, void *arg) {
+                    size_t override_len, const char *dir, ox_models_cb cb, void *arg) {
   op_t *op = calloc(1, sizeof *op);
-  if (!op || !(op->name = strdup(name))) {
-    free(op);
+  if (!op || !(op->name = strdup(name)) || (dir && !(op->dir = strdup(dir)))) {
+    if (op) free_op(op);
     return OX_ENOMEM;
   }
   if (override) {
@@ -632,12 +650,12 @@ static int queue_op(ox_models_t *mgr, int unload, const char *name, const char *
 }
 
 int ox_models_load(ox_models_t *mgr, const char *name, const char *override, size_t override_len,
-                   ox_models_cb cb, void *arg) {
-  return queue_op(mgr, 0, name, override, override_len, cb, arg);
+                   const char *dir, ox_models_cb cb, void *arg) {
+  return queue_op(mgr, 0, name, override, override_len, dir, cb, arg);
 }
 
 int ox_models_unload(ox_models_t *mgr, const char *name, ox_models_cb cb, void *arg) {
-  return queue_op(mgr, 1, name, NULL, 0, cb, arg);
+  return queue_op(mgr, 1, name, NULL, 0, NULL, cb, arg);
 }
 
 /* ---- the index --------------------------------------------------------------------------- */

@@ -66,12 +66,14 @@ int ox_models_snapshot(ox_models_t *mgr, ox_model_t ***out, size_t *n);
 size_t ox_models_versions(ox_models_t *mgr, const char *name, int64_t *out, size_t max);
 
 /* Queues a load (or reload) of name from the repository. override: a config text to use
- * instead of the files (copied; NULL: files). dir: a directory holding <version>/model.onnx
- * files that replace the repository's (copied; NULL: none). cb(arg, ...) is called once, on
+ * instead of the files (copied; NULL: files). dir: a directory laid out as a repository,
+ * dir/<name>/<version>/model.onnx, whose versions replace the repository's (the path is
+ * copied; the caller keeps the directory until cb, then removes it; NULL: the repository).
+ * Config and warm-up files still come from the repository. cb(arg, ...) is called once, on
  * the manager thread (also when the manager closes first: OX_EUNAVAILABLE). 0, or OX_ENOMEM /
  * OX_EUNAVAILABLE (closing) and cb is not called. */
 int ox_models_load(ox_models_t *mgr, const char *name, const char *override, size_t override_len,
-                   ox_models_cb cb, void *arg);
+                   const char *dir, ox_models_cb cb, void *arg);
 /* Queues an unload of name: served versions leave the live set (new requests get 404), the
  * ones running finish; cb as above. */
 int ox_models_unload(ox_models_t *mgr, const char *name, ox_models_cb cb, void *arg);

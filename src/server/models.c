@@ -9,17 +9,35 @@
  * to the connection's loop (ox_loop_post), which answers. A client that goes away meanwhile is
  * not cancelled: the operation completes and the answer is dropped by the connection. With
  * --model-control-mode none, load and unload answer 400 as Triton does.
+ *
+ * Uploads: a load's parameters["file:<version>/<file>"] (base64, as tritonclient's
+ * load_model(files=...) sends them; Triton requires parameters.config with them) are decoded
+ * into a private temporary directory (mkdtemp under $TMPDIR or /tmp, mode 0700) laid out as a
+ * repository, <tmp>/<model>/<version>/<file>; the manager reads the versions from there (config
+ * from parameters.config, warm-up files from the repository) and the directory is removed when
+ * the load is over, on the manager thread, whatever the outcome. Nothing is written into the
+ * repository. The upload is decoded and written on the loop thread: it is an operator's call,
+ * bounded by the body limit.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/base64.h"
 #include "core/container.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "proto/json.h"
 #include "server/server.h"
 
 #define OX_MAX_CONFIG_TEXT (1u << 20)
+#define OX_MAX_UPLOAD_FILES 64
 
 /* One load or unload waiting for the manager: freed on the loop after answering. */
 typedef struct {
@@ -27,7 +45,38 @@ typedef struct {
   ox_conn_t *conn;
   int rc;
   char msg[512];
+  char dir[PATH_MAX]; /* the upload's temporary directory, removed when the load is over ("": none)
+                       */
 } repo_op_t;
+
+/* One parameters["file:<version>/<file>"]: slices of the request body (borrowed). */
+typedef struct {
+  ox_slice_t path; /* after "file:" */
+  ox_slice_t data; /* the JSON string's raw text (escaped when esc) */
+  int esc;
+} upload_file_t;
+
+/* The request body's members that matter. */
+typedef struct {
+  int ready;
+  char *config; /* malloc'd, unescaped; NULL when absent */
+  size_t config_len;
+  upload_file_t files[OX_MAX_UPLOAD_FILES];
+  size_t nfiles;
+} repo_body_t;
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  remove(path);
+  return 0; /* go on: remove what can be removed */
+}
+
+/* Removes an upload's temporary directory and everything in it (no symlink followed). */
+static void rm_upload(const char *dir) {
+  if (dir[0]) nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+}
 
 static void op_answer(ox_loop_t *loop, ox_task_t *task) {
   (void)loop;
@@ -50,21 +99,30 @@ static void op_answer(ox_loop_t *loop, ox_task_t *task) {
 /* Manager thread: the operation is over; answer on the connection's loop. */
 static void op_done(void *arg, int rc, const char *msg) {
   repo_op_t *op = arg;
+  rm_upload(op->dir);
   op->rc = rc;
   snprintf(op->msg, sizeof op->msg, "%s", msg && msg[0] ? msg : "failed");
   op->task.fn = op_answer;
   ox_loop_post(ox_conn_loop(op->conn), &op->task);
 }
 
-/* The member key of object at js's cursor ('{' consumed by the caller's loop). Reads
- * {"parameters": {"config": "<text>", ...}} and {"ready": bool}; unknown members are skipped.
- * config (malloc'd, unescaped) is NULL when absent. 0 or OX_EINVALID with a message in err. */
-static int parse_body(ox_slice_t body, int *ready, char **config, size_t *config_len, int *has_file,
-                      const char **err) {
-  *ready = 0;
-  *config = NULL;
-  *config_len = 0;
-  *has_file = 0;
+/* 1 if path (after "file:") is "<version>/<file>": a positive decimal version without leading
+ * zeros that fits in int64, one '/', and a plain file name ([A-Za-z0-9_.-], not "." or ".."). */
+static int upload_path_valid(ox_slice_t path) {
+  size_t d = 0;
+  while (d < path.len && path.ptr[d] >= '0' && path.ptr[d] <= '9') d++;
+  if (d == 0 || d > 18 || path.ptr[0] == '0' || d == path.len || path.ptr[d] != '/') return 0;
+  const char *f = path.ptr + d + 1;
+  size_t n = path.len - d - 1;
+  return n > 0 && n <= 255 && ox_name_valid(f, n) && !(n == 1 && f[0] == '.') &&
+         !(n == 2 && f[0] == '.' && f[1] == '.');
+}
+
+/* Reads {"parameters": {"config": "<text>", "file:<version>/<file>": "<base64>", ...}} and
+ * {"ready": bool} into *out (files as slices of body); unknown members are skipped. 0, or
+ * OX_EINVALID / OX_ENOMEM with a message in err; out->config is freed on error. */
+static int parse_body(ox_slice_t body, repo_body_t *out, const char **err) {
+  memset(out, 0, sizeof *out);
   ox_json_t js;
   ox_json_init(&js, body.ptr, body.len);
   ox_json_ws(&js);
@@ -76,6 +134,7 @@ static int parse_body(ox_slice_t body, int *ready, char **config, size_t *config
   if (*js.p != '{') return OX_EINVALID;
   js.p++;
   int depth = 0; /* 0: top object, 1: parameters */
+  int rc = 0;
   for (;;) {
     ox_json_ws(&js);
     if (*js.p == '}') {
@@ -90,7 +149,10 @@ static int parse_body(ox_slice_t body, int *ready, char **config, size_t *config
     }
     ox_slice_t key;
     int esc;
-    if (ox_json_string(&js, &key, &esc)) return OX_EINVALID;
+    if (ox_json_string(&js, &key, &esc)) {
+      rc = OX_EINVALID;
+      break;
+    }
     ox_json_ws(&js);
     js.p++; /* ':' (validated) */
     ox_json_ws(&js);
@@ -100,50 +162,159 @@ static int parse_body(ox_slice_t body, int *ready, char **config, size_t *config
       continue;
     }
     if (depth == 0 && ox_slice_eq(key, "ready")) {
-      *ready = *js.p == 't';
+      out->ready = *js.p == 't';
     } else if (depth == 1 && ox_slice_eq(key, "config")) {
-      if (*js.p != '"') {
-        *err = "parameters.config must be a string holding the model's JSON configuration";
-        free(*config);
-        *config = NULL;
-        return OX_EINVALID;
-      }
       ox_slice_t v;
       int vesc;
-      if (ox_json_string(&js, &v, &vesc)) return OX_EINVALID;
-      if (v.len > OX_MAX_CONFIG_TEXT || *config) {
-        *err = "parameters.config is too long or repeated";
-        free(*config);
-        *config = NULL;
-        return OX_EINVALID;
-      }
-      if (!(*config = malloc(v.len + 1))) {
-        *err = "out of memory";
-        return OX_ENOMEM;
-      }
-      long n = vesc ? ox_json_unescape(v.ptr, v.len, *config) : (long)v.len;
-      if (!vesc) memcpy(*config, v.ptr, v.len);
-      *config_len = n < 0 ? 0 : (size_t)n;
-      (*config)[*config_len] = 0;
+      rc = OX_EINVALID;
+      *err = "parameters.config must be a string holding the model's JSON configuration";
+      if (*js.p != '"' || ox_json_string(&js, &v, &vesc)) break;
+      *err = "parameters.config is too long or repeated";
+      if (v.len > OX_MAX_CONFIG_TEXT || out->config) break;
+      rc = OX_ENOMEM;
+      *err = "out of memory";
+      if (!(out->config = malloc(v.len + 1))) break;
+      long n = vesc ? ox_json_unescape(v.ptr, v.len, out->config) : (long)v.len;
+      if (!vesc) memcpy(out->config, v.ptr, v.len);
+      out->config_len = n < 0 ? 0 : (size_t)n;
+      out->config[out->config_len] = 0;
+      rc = 0;
       continue;
-    } else if (depth == 1 && key.len > 5 && !memcmp(key.ptr, "file:", 5)) {
-      *has_file = 1;
+    } else if (depth == 1 && key.len >= 5 && !memcmp(key.ptr, "file:", 5)) {
+      ox_slice_t path = ox_slice(key.ptr + 5, key.len - 5);
+      rc = OX_EINVALID;
+      *err =
+          "bad upload file name: parameters \"file:<version>/<file>\" take a version number "
+          "and a plain file name";
+      if (esc || !upload_path_valid(path)) break;
+      *err = "an upload file's value must be a base64 string";
+      if (*js.p != '"') break;
+      *err = "too many upload files";
+      if (out->nfiles == OX_MAX_UPLOAD_FILES) break;
+      upload_file_t *f = &out->files[out->nfiles++];
+      f->path = path;
+      if (ox_json_string(&js, &f->data, &f->esc)) break;
+      rc = 0;
+      continue;
     }
-    if (ox_json_skip(&js, depth + 1)) return OX_EINVALID;
+    if (ox_json_skip(&js, depth + 1)) {
+      *err = "request body must be a JSON object";
+      rc = OX_EINVALID;
+      break;
+    }
   }
+  free(out->config);
+  out->config = NULL;
+  return rc;
+}
+
+/* Writes one uploaded file: base dir (the model's directory inside the temporary one) / path,
+ * the version directory made if needed. 0, or an error with the reason in err. */
+static int write_upload_file(const char *base, const upload_file_t *f, char *err, size_t errcap) {
+  char *raw = NULL;
+  const char *text = f->data.ptr;
+  size_t tlen = f->data.len;
+  if (f->esc) { /* JSON may escape '/' as "\/": the base64 text is what the string holds */
+    if (!(raw = malloc(f->data.len + 1))) goto nomem;
+    long n = ox_json_unescape(f->data.ptr, f->data.len, raw);
+    text = raw;
+    tlen = n < 0 ? 0 : (size_t)n;
+  }
+  size_t cap = ox_base64_decoded_max(tlen);
+  unsigned char *bytes = malloc(cap ? cap : 1);
+  if (!bytes) {
+    free(raw);
+    goto nomem;
+  }
+  size_t len = 0;
+  int rc = ox_base64_decode(text, tlen, bytes, cap, &len);
+  free(raw);
+  if (rc) {
+    free(bytes);
+    snprintf(err, errcap, "parameters[\"file:%.*s\"] is not valid base64", (int)f->path.len,
+             f->path.ptr);
+    return OX_EINVALID;
+  }
+  char path[PATH_MAX];
+  const char *slash = memchr(f->path.ptr, '/', f->path.len);
+  int vlen = (int)(slash - f->path.ptr), fd = -1;
+  int pn = snprintf(path, sizeof path, "%s/%.*s", base, vlen, f->path.ptr);
+  errno = ENAMETOOLONG;
+  if (pn > 0 && (size_t)pn < sizeof path && (mkdir(path, 0700) == 0 || errno == EEXIST)) {
+    pn = snprintf(path, sizeof path, "%s/%.*s", base, (int)f->path.len, f->path.ptr);
+    errno = ENAMETOOLONG;
+    if (pn > 0 && (size_t)pn < sizeof path)
+      fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  }
+  if (fd < 0 && errno == EEXIST) {
+    free(bytes);
+    snprintf(err, errcap, "parameters[\"file:%.*s\"] is repeated", (int)f->path.len, f->path.ptr);
+    return OX_EINVALID;
+  }
+  size_t off = 0;
+  while (fd >= 0 && off < len) {
+    ssize_t w = write(fd, bytes + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
+  int ok = fd >= 0 && off == len, e = errno ? errno : EIO;
+  if (fd >= 0 && close(fd) != 0 && ok) {
+    ok = 0;
+    e = errno;
+  }
+  free(bytes);
+  if (!ok) { /* the disk is full: 507, as for the feature stores; anything else: 500 */
+    snprintf(err, errcap, "cannot store the uploaded files: %s", strerror(e));
+    return e == ENOSPC || e == EDQUOT ? -ENOSPC : -EIO;
+  }
+  return 0;
+nomem:
+  snprintf(err, errcap, "out of memory");
+  return OX_ENOMEM;
+}
+
+/* Makes the private temporary directory for an upload, <tmp>/<name>/, and writes every file
+ * into it. On success dir holds the temporary directory's path (the caller removes it); on
+ * error it is removed already and err says why. */
+static int write_upload(const char *name, const repo_body_t *b, char *dir, size_t dircap, char *err,
+                        size_t errcap) {
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || tmp[0] != '/') tmp = "/tmp";
+  int n = snprintf(dir, dircap, "%s/onnxd-upload-XXXXXX", tmp);
+  if (n < 0 || (size_t)n >= dircap || !mkdtemp(dir)) { /* mkdtemp makes it 0700 */
+    snprintf(err, errcap, "cannot store the uploaded files: %s",
+             n < 0 || (size_t)n >= dircap ? "TMPDIR too long" : strerror(errno));
+    dir[0] = 0;
+    return -EIO;
+  }
+  char base[PATH_MAX];
+  int rc = 0;
+  n = snprintf(base, sizeof base, "%s/%s", dir, name);
+  if (n < 0 || (size_t)n >= sizeof base - 300 || mkdir(base, 0700) != 0) {
+    snprintf(err, errcap, "cannot store the uploaded files");
+    rc = -EIO;
+  }
+  for (size_t i = 0; !rc && i < b->nfiles; i++)
+    rc = write_upload_file(base, &b->files[i], err, errcap);
+  if (rc) {
+    rm_upload(dir);
+    dir[0] = 0;
+  }
+  return rc;
 }
 
 void ox_server_repo_index(ox_server_t *s, ox_conn_t *c, ox_slice_t body) {
-  int ready, has_file;
-  char *config;
-  size_t clen;
-  const char *err = "";
-  if (parse_body(body, &ready, &config, &clen, &has_file, &err)) {
-    free(config);
-    ox_conn_respond_error(c, 400, err);
+  repo_body_t *b = malloc(sizeof *b);
+  const char *err = "out of memory";
+  int rc = b ? parse_body(body, b, &err) : OX_ENOMEM;
+  int ready = b && b->ready;
+  if (b) free(b->config);
+  free(b);
+  if (rc) {
+    ox_conn_respond_error(c, rc == OX_ENOMEM ? 500 : 400, err);
     return;
   }
-  free(config);
   ox_http_resp_t r;
   ox_http_resp_init(&r, 200);
   if (ox_models_index_json(s->models, ready, &r.body)) {
@@ -164,37 +335,48 @@ static void repo_op(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t bo
                                 "--model-control-mode none");
     return;
   }
-  int ready, has_file;
-  char *config = NULL;
-  size_t clen = 0;
-  const char *err = "";
-  int rc = parse_body(body, &ready, &config, &clen, &has_file, &err);
-  if (!rc && has_file) {
-    rc = OX_EINVALID;
-    err = "file: parameters (model bytes in the request) are not supported yet";
-  }
   char nm[256];
-  if (!rc && name.len >= sizeof nm) {
-    rc = OX_EINVALID;
-    err = "invalid model name";
-  }
-  repo_op_t *op = rc ? NULL : calloc(1, sizeof *op);
-  if (!rc && !op) {
-    rc = OX_ENOMEM;
-    err = "out of memory";
-  }
-  if (rc) {
-    free(config);
-    ox_conn_respond_error(c, rc == OX_ENOMEM ? 500 : 400, err);
+  int rc = 0;
+  const char *err = "";
+  if (name.len == 0 || name.len >= sizeof nm || !ox_name_valid(name.ptr, name.len) ||
+      ox_slice_eq(name, ".") || ox_slice_eq(name, "..")) {
+    ox_conn_respond_error(c, 400, "invalid model name");
     return;
   }
   memcpy(nm, name.ptr, name.len);
   nm[name.len] = 0;
+  repo_body_t *b = calloc(1, sizeof *b);
+  repo_op_t *op = calloc(1, sizeof *op);
+  if (!b || !op) {
+    rc = OX_ENOMEM;
+    err = "out of memory";
+  } else {
+    rc = parse_body(body, b, &err);
+  }
+  if (!rc && !unload && b->nfiles && !b->config) { /* as Triton */
+    rc = OX_EINVALID;
+    err = "load parameters \"file:<version>/<file>\" need parameters.config as well";
+  }
+  if (!rc && !unload && b->nfiles) {
+    rc = write_upload(nm, b, op->dir, sizeof op->dir, op->msg, sizeof op->msg);
+    if (rc) err = op->msg;
+  }
+  if (rc) {
+    int status = rc == OX_EINVALID ? 400 : rc == -ENOSPC ? 507 : 500;
+    if (b) free(b->config);
+    free(b);
+    ox_conn_respond_error(c, status, err);
+    free(op);
+    return;
+  }
   op->conn = c;
   rc = unload ? ox_models_unload(s->models, nm, op_done, op)
-              : ox_models_load(s->models, nm, config, clen, op_done, op);
-  free(config);
+              : ox_models_load(s->models, nm, b->config, b->config_len, op->dir[0] ? op->dir : NULL,
+                               op_done, op);
+  free(b->config);
+  free(b);
   if (rc) {
+    rm_upload(op->dir);
     free(op);
     ox_conn_respond_error(c, rc == OX_ENOMEM ? 500 : 503,
                           rc == OX_ENOMEM ? "out of memory" : "server is shutting down");

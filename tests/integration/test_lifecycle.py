@@ -439,6 +439,72 @@ def test_upload_that_is_not_onnx(start, lrepo):
     _assert_still_a(s, a)
 
 
+def test_upload_directory_names_and_cleanup(start, lrepo, mlp_files, tmp_path, monkeypatch):
+    """Uploads go to a private temporary directory under $TMPDIR that is gone once the load is
+    answered (success or failure); bad file names, files without a config, and a JSON-escaped
+    base64 text are handled; a model that exists only as an upload loads too."""
+    tmp = tmp_path / "uploads"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+
+    def uploads():  # the server's own upload directories (other libraries write logs there)
+        return [p.name for p in tmp.iterdir() if p.name.startswith("onnxd-upload-")]
+
+    s = start(lrepo, ["--model-control-mode", "explicit", "--load-model", "mlp16"])
+    a = mlp_out(s)
+    b64 = base64.b64encode(mlp_files[1].read_bytes()).decode()
+    cfg = json.dumps({"name": "mlp16"})
+    repo_before = sorted(str(p.relative_to(lrepo)) for p in lrepo.rglob("*"))
+
+    # Files without parameters.config: refused, as Triton does.
+    r = load(s, "mlp16", {"parameters": {"file:1/model.onnx": b64}})
+    assert r.status == 400, r
+    assert "config" in err_text(r), r
+    # File names that are not <version>/<plain file name>.
+    for bad in ("file:1/../model.onnx", "file:../1/model.onnx", "file:model.onnx",
+                "file:01/model.onnx", "file:0/model.onnx", "file:1/sub/model.onnx", "file:1/",
+                "file:/1/model.onnx", "file:1/..", "file:-1/model.onnx",
+                "file:99999999999999999999/model.onnx"):
+        r = load(s, "mlp16", {"parameters": {"config": cfg, bad: b64}})
+        assert r.status == 400, (bad, r)
+        assert "file name" in err_text(r), (bad, r)
+    # A value that is not a string.
+    r = load(s, "mlp16", {"parameters": {"config": cfg, "file:1/model.onnx": 5}})
+    assert r.status == 400, r
+    # Not ONNX: 400, and the directory is removed as well.
+    r = load(s, "mlp16", {"parameters": {"config": cfg,
+                                         "file:1/model.onnx": base64.b64encode(b"no").decode()}})
+    assert r.status == 400, r
+    assert uploads() == []
+    _assert_still_a(s, a)
+
+    # JSON may escape '/' as "\/": the string's value is what is decoded.
+    body = json.dumps({"parameters": {"config": cfg, "file:1/model.onnx": b64}})
+    assert "/" in b64
+    body = body.replace(b64, b64.replace("/", "\\/"))
+    c = rawhttp.RawConn(s.port, timeout=LOAD_TIMEOUT)
+    try:
+        c.request("POST", "/v2/repository/models/mlp16/load", body.encode(),
+                  ["Content-Type: application/json"])
+        r = c.read_response()
+    finally:
+        c.close()
+    assert r.status == 200, r
+    assert not np.allclose(mlp_out(s), a)
+    # Answered after the directory was removed.
+    assert uploads() == []
+
+    # A model that exists only as an upload.
+    r = load(s, "uploaded_only", {"parameters": {"config": json.dumps({"name": "uploaded_only"}),
+                                                 "file:3/model.onnx": b64}})
+    assert r.status == 200, r
+    assert model_ready(s, "uploaded_only", "3")
+    np.testing.assert_allclose(mlp_out(s, model="uploaded_only"), mlp_out(s), rtol=1e-6)
+    assert uploads() == []
+    # Nothing was written into the repository.
+    assert sorted(str(p.relative_to(lrepo)) for p in lrepo.rglob("*")) == repo_before
+
+
 def test_two_concurrent_loads_load_once(start, lrepo):
     from conftest import run_threads
 

@@ -48,8 +48,8 @@ static int op(int unload, const char *name) {
   pthread_mutex_lock(&w.mu);
   w.pending++;
   pthread_mutex_unlock(&w.mu);
-  int rc =
-      unload ? ox_models_unload(mgr, name, cb, &w) : ox_models_load(mgr, name, NULL, 0, cb, &w);
+  int rc = unload ? ox_models_unload(mgr, name, cb, &w)
+                  : ox_models_load(mgr, name, NULL, 0, NULL, cb, &w);
   if (rc) {
     pthread_mutex_lock(&w.mu);
     w.pending--;
