@@ -90,6 +90,12 @@ static uint64_t now_ns(void) {
 
 static const ox_siphash_key_t hkey = {0x6f6e6e7864706f6cull, 0x7265706f7363616eull};
 
+/* out = a/b; -1 (skip it) if that does not fit in cap bytes. */
+static int join(char *out, size_t cap, const char *a, const char *b) {
+  int n = snprintf(out, cap, "%s/%s", a, b);
+  return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
 /* ---- path sets ------------------------------------------------------------------------- */
 
 static ssize_t set_find(const pset_t *s, const char *p) {
@@ -217,8 +223,7 @@ static void add_watch(ox_poll_t *p, const char *dir, int fresh, int depth) {
     if (de->d_name[0] == '.') continue;
     char path[4096];
     struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-    if (lstat(path, &st)) continue;
+    if (join(path, sizeof path, dir, de->d_name) || lstat(path, &st)) continue;
     if (S_ISREG(st.st_mode))
       set_add(&p->unsure, path);
     else if (S_ISDIR(st.st_mode) && depth < 2)
@@ -256,7 +261,7 @@ static void read_events(ox_poll_t *p) {
       const char *dir = watch_path(p, ev->wd);
       if (!dir || !ev->len) continue;
       char path[4096];
-      snprintf(path, sizeof path, "%s/%s", dir, ev->name);
+      if (join(path, sizeof path, dir, ev->name)) continue;
       int depth = 0; /* 0: repository, 1: model dir, 2: version dir */
       if (strcmp(dir, p->root)) depth = strchr(dir + strlen(p->root) + 1, '/') ? 2 : 1;
       if (ev->mask & IN_ISDIR) {
@@ -308,8 +313,7 @@ static uint64_t content_hash(const char *path) {
 static void sig_file(const char *dir, const char *rel, int full, uint64_t *meta, uint64_t *all) {
   char path[4096];
   struct stat st;
-  snprintf(path, sizeof path, "%s/%s", dir, rel);
-  if (stat(path, &st) || !S_ISREG(st.st_mode)) return;
+  if (join(path, sizeof path, dir, rel) || stat(path, &st) || !S_ISREG(st.st_mode)) return;
   struct {
     uint64_t name, size, mtime, ino;
   } k = {ox_siphash(rel, strlen(rel), &hkey), (uint64_t)st.st_size,
@@ -341,13 +345,13 @@ static size_t model_sig(const char *dir, int full, uint64_t *meta, uint64_t *all
   while (d && (de = readdir(d))) {
     if (!all_digits(de->d_name)) continue;
     char vdir[4096], rel[600];
-    snprintf(vdir, sizeof vdir, "%s/%s", dir, de->d_name);
+    if (join(vdir, sizeof vdir, dir, de->d_name)) continue;
     DIR *vd = opendir(vdir);
     struct dirent *fe;
     int has_model = 0;
     while (vd && (fe = readdir(vd))) {
       if (fe->d_name[0] == '.') continue;
-      snprintf(rel, sizeof rel, "%s/%s", de->d_name, fe->d_name);
+      if (join(rel, sizeof rel, de->d_name, fe->d_name)) continue;
       sig_file(dir, rel, full, meta, all);
       has_model |= !strcmp(fe->d_name, "model.onnx");
     }
@@ -400,15 +404,14 @@ static int scan(ox_poll_t *p, int baseline) {
     if (de->d_name[0] == '.' || !ox_name_valid(de->d_name, len)) continue;
     char dir[4096];
     struct stat st;
-    snprintf(dir, sizeof dir, "%s/%s", p->root, de->d_name);
-    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) continue;
+    if (join(dir, sizeof dir, p->root, de->d_name) || stat(dir, &st) || !S_ISDIR(st.st_mode))
+      continue;
     add_watch(p, dir, 0, 1);
     DIR *vd = opendir(dir);
     struct dirent *ve;
     while (vd && (ve = readdir(vd))) {
-      char sub[4096 + 32];
-      if (!all_digits(ve->d_name)) continue;
-      snprintf(sub, sizeof sub, "%s/%s", dir, ve->d_name);
+      char sub[4096];
+      if (!all_digits(ve->d_name) || join(sub, sizeof sub, dir, ve->d_name)) continue;
       add_watch(p, sub, 0, 2);
     }
     if (vd) closedir(vd);
