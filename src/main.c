@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "http/conn.h"
+#include "infer/poll.h"
 #include "loop/loop.h"
 #include "runtime/runtime.h"
 #include "sched/pool.h"
@@ -140,8 +141,9 @@ static const ox_flag_t ox_flags[] = {
      "(404 on --http-port), plus health; 0: none"},
     {"admin-host", OX_FLAG_STR, O(admin_host), 0, 0, "address of the --admin-port listener"},
     {"model-control-mode", OX_FLAG_STR, O(model_control_mode), 0, 0,
-     "none (load every model at start-up, repository load/unload answer 400), poll (not yet "
-     "implemented: behaves as none) or explicit (only --load-model and POST "
+     "none (load every model at start-up, repository load/unload answer 400), poll (as none, then "
+     "rescan the repository every --repository-poll-secs and on SIGHUP: added, changed and "
+     "removed models load, reload and unload) or explicit (only --load-model and POST "
      "/v2/repository/models/{m}/load load models)"},
     {"repository-poll-secs", OX_FLAG_INT, O(repository_poll_secs), 0, 86400,
      "poll mode: seconds between repository scans (0: only on SIGHUP)"},
@@ -418,8 +420,6 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (control == OX_CONTROL_POLL)
-    ox_warn("--model-control-mode poll is not implemented yet: models load at start-up only");
   struct stat st;
   if (stat(o.model_repository, &st) != 0 || !S_ISDIR(st.st_mode)) {
     fprintf(stderr, "onnxd: model repository '%s' is not a readable directory\n",
@@ -552,16 +552,28 @@ int main(int argc, char **argv) {
   if (o.admin_port) ox_info("admin endpoints on %s:%u only", o.admin_host, (unsigned)admin_port);
   if (server.admin_token) ox_info("admin endpoints need the bearer token of --admin-token-file");
 
+  ox_poll_t *poller = NULL;
+  if (control == OX_CONTROL_POLL) {
+    int prc = ox_poll_start(models, ox_repo_root(repo), o.repository_poll_secs, &poller);
+    if (prc) {
+      fprintf(stderr, "onnxd: cannot watch the model repository: %s\n", ox_strerror(prc));
+      return 1;
+    }
+  }
   int sig = 0;
   for (;;) {
     if (sigwait(&sigs, &sig) != 0) continue;
     if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) break;
-    if (sig == SIGHUP)
-      ox_info("SIGHUP: ignored (reserved for re-reading the model repository in poll mode)");
+    if (sig == SIGHUP && poller) {
+      ox_info("SIGHUP: rescanning the model repository");
+      ox_poll_rescan(poller);
+    } else if (sig == SIGHUP)
+      ox_info("SIGHUP: ignored (the model repository is re-read in poll mode only)");
     else
       ox_info("%s: ignored", signal_name(sig));
   }
   ox_info("%s: draining (up to %ld ms)", signal_name(sig), o.drain_timeout_ms);
+  ox_poll_stop(poller); /* no repository change is applied while draining */
   atomic_store(&server.draining, 1);
   for (int i = 0; i < nio; i++) {
     io[i].drain_task.fn = io_drain;

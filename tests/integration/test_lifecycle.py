@@ -786,6 +786,31 @@ def test_poll_mode_bad_change_keeps_old(start, lrepo):
     _assert_still_a(s, a)
 
 
+def test_poll_mode_failed_change_retried_after_next_change(start, lrepo, mlp_files):
+    s = start(lrepo, ["--model-control-mode", "poll", "--repository-poll-secs", "1"])
+    a = mlp_out(s)
+    tmp = lrepo / "mlp16/1/x.tmp"
+    tmp.write_bytes(b"garbage" * 100)
+    os.replace(tmp, lrepo / "mlp16/1/model.onnx")
+    wait_until(lambda: loads_total(s, "mlp16", ok=False) >= 1, 30, "the failed reload")
+    _assert_still_a(s, a)
+    # The next change (a good file) is applied: B serves, no further failure.
+    install(lrepo / "mlp16/1/model.onnx", mlp_files[1])
+    wait_until(lambda: not np.allclose(mlp_out(s), a), 30, "the fixed model to reload")
+    assert loads_total(s, "mlp16", ok=False) == 1
+    assert model_ready(s, "mlp16")
+
+
+def test_poll_mode_sighup_ignored_outside_poll(start, lrepo, test_models):
+    s = start(lrepo, ["--model-control-mode", "none"])
+    install(lrepo / "added/1/model.onnx", test_models / "identity_fp32/1/model.onnx")
+    s.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP" in log_text(s), 10, "the SIGHUP log line")
+    time.sleep(1.5)  # a rescan would load it within a second: the absence is the point
+    assert not model_ready(s, "added")
+    assert s.alive()
+
+
 def test_poll_mode_never_loads_partial_file(start, lrepo, demo_models):
     s = start(lrepo, ["--model-control-mode", "poll", "--repository-poll-secs", "1"])
     assert model_ready(s, "mobilenetv2", 1)
