@@ -444,7 +444,7 @@ static int scan(ox_poll_t *p, int baseline) {
     m->applied = meta;
     m->prev_full = 0;
     ox_info("repository poll: model '%s' changed: loading", m->name);
-    if (ox_models_load(p->mgr, m->name, NULL, 0, op_done, NULL))
+    if (ox_models_load(p->mgr, m->name, NULL, 0, NULL, op_done, NULL))
       ox_warn("repository poll: could not queue the load of '%s'", m->name);
   }
   if (d) closedir(d);
