@@ -11,6 +11,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -431,7 +432,20 @@ int main(int argc, char **argv) {
    * while request bodies came from malloc; they now come from core/bigbuf.h's mappings, and
    * the shared arena's lock became the bottleneck of small requests: MLP16 JSON, 64 clients,
    * 65.6k -> 83.0k req/s with per-thread arenas, MobileNetV2 JSON peak RSS 139 -> 145 MB
-   * (bench/run.py --quick --only main, 2026-11-27). */
+   * (bench/run.py --quick --only main, 2026-11-27).
+   *
+   * Fixed thresholds instead of glibc's dynamic ones: after ORT frees a large block glibc raises
+   * the mmap threshold up to 32 MiB and the trim threshold up to 64 MiB, and malloc_trim does not
+   * shrink the top of a thread's arena, so the memory of unloaded models stayed with the manager
+   * and worker arenas (MobileNetV2 load/infer/unload cycles: RSS 50 -> 77 MB after 200, while
+   * malloc's in-use bytes stayed at 8-9 MB). With 1 MiB / 4 MiB: 50 -> 47-49 MB over 400 cycles;
+   * 4 MiB / 16 MiB plateaued too but swung by 8 MB. S1 and S2 throughput equal within noise
+   * across default, 1/4 and 4/16 (4 interleaved runs each, 2026-12-06). The trim threshold is
+   * now 1 MiB, with a second malloc_trim 0.5 s after a version is freed (infer/models.c): 300
+   * cycles 43.0 -> 46.9 MB (1 request per cycle), 45.3 -> 49.3 MB (4 concurrent); its
+   * throughput effect is not measured yet. */
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 20);
 
   /* Signals: SIGPIPE ignored; the ones operators send (TERM, INT, QUIT, HUP, USR1, USR2) are
    * blocked in every thread and taken by sigwait below: TERM, INT and QUIT drain, the others

@@ -545,8 +545,13 @@ static void free_op(op_t *op) {
   free(op);
 }
 
+/* Delay of the second malloc_trim after a version is freed: the threads that served its last
+ * requests free their buffers (batches, responses being written) just after it goes. */
+#define RETRIM_NS (500 * 1000000ull)
+
 static void *manager_main(void *arg) {
   ox_models_t *mgr = arg;
+  uint64_t retrim_at = 0; /* mono ns; 0: none pending */
   pthread_mutex_lock(&mgr->mu);
   for (;;) {
     if (mgr->dead) {
@@ -559,6 +564,7 @@ static void *manager_main(void *arg) {
         d = n;
       }
       malloc_trim(0);
+      retrim_at = (uint64_t)ox_mono_ns() + RETRIM_NS;
       pthread_mutex_lock(&mgr->mu);
       continue;
     }
@@ -601,7 +607,24 @@ static void *manager_main(void *arg) {
       continue;
     }
     if (mgr->stopping) break;
-    pthread_cond_wait(&mgr->cv, &mgr->mu);
+    if (!retrim_at) {
+      pthread_cond_wait(&mgr->cv, &mgr->mu);
+      continue;
+    }
+    uint64_t now = (uint64_t)ox_mono_ns();
+    if (now >= retrim_at) {
+      retrim_at = 0;
+      pthread_mutex_unlock(&mgr->mu);
+      malloc_trim(0);
+      pthread_mutex_lock(&mgr->mu);
+      continue;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t wake = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (retrim_at - now);
+    ts.tv_sec = (time_t)(wake / 1000000000ull);
+    ts.tv_nsec = (long)(wake % 1000000000ull);
+    pthread_cond_timedwait(&mgr->cv, &mgr->mu, &ts);
   }
   pthread_mutex_unlock(&mgr->mu);
   return NULL;
@@ -759,7 +782,11 @@ int ox_models_open(const ox_models_opts_t *opts, ox_models_t **out) {
   mgr->o = *opts;
   pthread_rwlock_init(&mgr->rw, NULL);
   pthread_mutex_init(&mgr->mu, NULL);
-  pthread_cond_init(&mgr->cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&mgr->cv, &ca);
+  pthread_condattr_destroy(&ca);
   ox_repo_t *repo = opts->repo;
   int rc = 0;
   size_t nm = ox_repo_num_models(repo);

@@ -854,11 +854,27 @@ def test_load_unload_cycles_return_memory(start, lrepo):
         assert unload(s, "mobilenetv2").status == 200
         wait_until(lambda: not model_ready(s, "mobilenetv2"), 30, "unload")
 
+    def settled_rss():
+        # The manager frees an unloaded version just after the unload is answered and trims
+        # the heap again 0.5 s later: the lowest of a few readings after that is the memory
+        # held with no model loaded.
+        time.sleep(0.6)
+        low = rss_kib(s.proc.pid)
+        for _ in range(6):
+            time.sleep(0.05)
+            low = min(low, rss_kib(s.proc.pid))
+        return low
+
     cycle()
-    first = rss_kib(s.proc.pid)
+    first = settled_rss()
     for _ in range(cycles - 1):
         cycle()
-    last = rss_kib(s.proc.pid)
+    last = settled_rss()
+    if not SANITIZED and last > first * 1.10:
+        # Still above: wait up to 5 s for it to come back before calling it a leak.
+        t0 = time.monotonic()
+        while last > first * 1.10 and time.monotonic() - t0 < 5:
+            last = settled_rss()
     print(f"RSS after cycle 1: {first} KiB, after cycle {cycles}: {last} KiB")
     if not SANITIZED:
         assert last <= first * 1.10, f"RSS grew from {first} KiB to {last} KiB"

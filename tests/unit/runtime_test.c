@@ -153,10 +153,10 @@ TEST(test_open) {
   }
   /* Loaded models, sorted; the broken ones left out with a reason and no path. */
   static const char *const want[] = {
-      "add_sub_fp32",    "add_sub_int32",  "fixed_fp32",       "identity_bf16",   "identity_bool",
-      "identity_bytes",  "identity_fp16",  "identity_fp32",    "identity_fp64",   "identity_int16",
-      "identity_int32",  "identity_int64", "identity_int8",    "identity_uint16", "identity_uint32",
-      "identity_uint64", "identity_uint8", "mlp16_alt",        "passthrough_fp32", "scalar_fp32",
+      "add_sub_fp32",    "add_sub_int32",  "fixed_fp32",    "identity_bf16",    "identity_bool",
+      "identity_bytes",  "identity_fp16",  "identity_fp32", "identity_fp64",    "identity_int16",
+      "identity_int32",  "identity_int64", "identity_int8", "identity_uint16",  "identity_uint32",
+      "identity_uint64", "identity_uint8", "mlp16_alt",     "passthrough_fp32", "scalar_fp32",
       "versioned"};
   size_t nwant = sizeof want / sizeof want[0];
   CHECK_INT(ox_repo_num_models(repo), nwant);
