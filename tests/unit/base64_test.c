@@ -100,11 +100,9 @@ TEST(test_refused) {
 
 /* Input whose last byte is the last before a PROT_NONE page: nothing is read past n. */
 TEST(test_guard_page) {
-  long pg = sysconf(_SC_PAGESIZE);
-  char *m = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  CHECK(m != MAP_FAILED);
-  if (m == MAP_FAILED) return;
-  CHECK_INT(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
+  long pg;
+  char *m = ox_test_guard_map(&pg);
+  if (!m) return;
   const char *cases[] = {"Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy", "Zm9vYmF", "Zm9vYm=="};
   int want[] = {0, 0, 0, OX_EINVALID, OX_EINVALID};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -114,7 +112,7 @@ TEST(test_guard_page) {
     size_t len;
     CHECK_INT(ox_base64_decode(m + pg - n, n, out, sizeof out, &len), want[i]);
   }
-  munmap(m, (size_t)pg * 2);
+  ox_test_guard_free(m, pg);
 }
 
 TEST_MAIN(T(test_rfc4648_vectors), T(test_round_trip), T(test_refused), T(test_guard_page))

@@ -85,11 +85,9 @@ TEST(test_align_offset) {
 
 /* Values whose last byte is the last byte before a PROT_NONE page: nothing reads past len. */
 TEST(test_guard_page) {
-  long pg = sysconf(_SC_PAGESIZE);
-  char *m = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  CHECK(m != MAP_FAILED);
-  if (m == MAP_FAILED) return;
-  CHECK_INT(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
+  long pg;
+  char *m = ox_test_guard_map(&pg);
+  if (!m) return;
   const char *cases[] = {"7", "1234567890123456789", "12345678901234567890", "12z"};
   int want[] = {0, 0, OX_EINVALID, OX_EINVALID};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -111,7 +109,7 @@ TEST(test_guard_page) {
       if (!rc) CHECK(json.len + bin.len == n && bin.ptr + bin.len == m + pg);
     }
   }
-  munmap(m, (size_t)pg * 2);
+  ox_test_guard_free(m, pg);
 }
 
 TEST_MAIN(T(test_absent_header_frames_nothing), T(test_values), T(test_duplicate_header),

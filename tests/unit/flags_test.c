@@ -276,11 +276,9 @@ TEST(test_usage) {
 /* Flag names and values whose last byte is the last byte before a PROT_NONE page: the parser
  * must not read past the terminating NUL. */
 TEST(test_guard_page) {
-  long pg = sysconf(_SC_PAGESIZE);
-  char *m = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  CHECK(m != MAP_FAILED);
-  if (m == MAP_FAILED) return;
-  CHECK_INT(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
+  long pg;
+  char *m = ox_test_guard_map(&pg);
+  if (!m) return;
   char *end = m + pg;
   const char *cases[][2] = {
       {"--count=123", NULL}, {"--count", "99999999999999999999"},
@@ -298,7 +296,7 @@ TEST(test_guard_page) {
     const char *args[] = {a0, l1 ? a1 : NULL, NULL};
     CHECK_INT(parse_v(args), want[i]);
   }
-  munmap(m, (size_t)pg * 2);
+  ox_test_guard_free(m, pg);
 }
 
 TEST_MAIN(T(test_no_flags_keeps_defaults), T(test_both_syntaxes), T(test_int_range_inclusive),

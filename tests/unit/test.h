@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef void (*ox_test_fn)(void);
 static int ox_t_failed_checks;
@@ -39,6 +41,23 @@ static const char *ox_t_current;
     }                                                                                         \
   } while (0)
 #define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)
+
+/* Two pages, the second PROT_NONE: a value copied so that it ends at the returned page's end
+ * faults on any read past it. Sets *pg to the page size; NULL (a failed check) when the mapping
+ * cannot be made. Release with ox_test_guard_free(m, *pg). */
+#define ox_test_guard_map(pg) ox_test_guard_map_at(pg, __FILE__, __LINE__)
+static inline char *ox_test_guard_map_at(long *pg, const char *file, int line) {
+  *pg = sysconf(_SC_PAGESIZE);
+  char *m = mmap(NULL, (size_t)*pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m != MAP_FAILED && mprotect(m + *pg, (size_t)*pg, PROT_NONE) == 0) return m;
+  fprintf(stderr, "  FAIL %s:%d [%s]: guard page mapping\n", file, line, ox_t_current);
+  ox_t_failed_checks++;
+  if (m != MAP_FAILED) munmap(m, (size_t)*pg * 2);
+  return NULL;
+}
+static inline void ox_test_guard_free(char *m, long pg) {
+  munmap(m, (size_t)pg * 2);
+}
 
 #define TEST(name) static void name(void)
 #define TEST_MAIN(...)                                                  \
