@@ -611,19 +611,15 @@ static void *manager_main(void *arg) {
       pthread_cond_wait(&mgr->cv, &mgr->mu);
       continue;
     }
-    uint64_t now = (uint64_t)ox_mono_ns();
-    if (now >= retrim_at) {
+    if ((uint64_t)ox_mono_ns() >= retrim_at) {
       retrim_at = 0;
       pthread_mutex_unlock(&mgr->mu);
       malloc_trim(0);
       pthread_mutex_lock(&mgr->mu);
       continue;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t wake = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (retrim_at - now);
-    ts.tv_sec = (time_t)(wake / 1000000000ull);
-    ts.tv_nsec = (long)(wake % 1000000000ull);
+    /* mgr->cv waits on CLOCK_MONOTONIC, the clock of ox_mono_ns */
+    struct timespec ts = {(time_t)(retrim_at / 1000000000ull), (long)(retrim_at % 1000000000ull)};
     pthread_cond_timedwait(&mgr->cv, &mgr->mu, &ts);
   }
   pthread_mutex_unlock(&mgr->mu);
