@@ -546,6 +546,49 @@ def test_load_during_shutdown(start, lrepo):
                 if "mlp16" in ln and re.search(r"\bloaded\b", ln)]
 
 
+def slow_load_config(count):
+    """mobilenetv2's config with `count` zero-data warm-up runs: a load that lasts a while
+    (warm-up runs on the manager before the version is ready)."""
+    return json.dumps({"max_batch_size": 8, "model_warmup": [
+        {"name": "w", "batch_size": 1, "count": count,
+         "inputs": {"input": {"data_type": "TYPE_FP32", "dims": [3, 224, 224],
+                              "zero_data": True}}}]})
+
+
+@pytest.mark.parametrize("drain_ms", [30000, 0])
+def test_loads_in_progress_at_shutdown_are_answered(start, lrepo, drain_ms):
+    """SIGTERM while one load runs and another waits behind it: each held load call gets an
+    answer, never a dropped connection. With time to drain, both finish (200); with no drain
+    time, the running one still finishes and the queued one is refused (503, "shutting down")."""
+    s = start(lrepo, ["--model-control-mode", "explicit", "--load-model", "mlp16",
+                      "--drain-timeout-ms", str(drain_ms)])
+    count = 60 if SANITIZED else 200
+    conns = []
+    for path, obj in (("/v2/repository/models/mobilenetv2/load",
+                       {"parameters": {"config": slow_load_config(count)}}),
+                      ("/v2/repository/models/identity_fp32/load", {})):
+        c = rawhttp.RawConn(s.port, timeout=LOAD_TIMEOUT)
+        c.request("POST", path, json.dumps(obj).encode(), ["Content-Type: application/json"])
+        conns.append(c)
+        time.sleep(0.05)  # the second op queues behind the first
+    try:
+        wait_until(lambda: states(s).get(("mobilenetv2", "1")) == "LOADING", 30,
+                   "mobilenetv2 to be loading")
+        s.terminate()
+        rs = [c.read_response() for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    assert s.wait_exit(LOAD_TIMEOUT) == 0, s.log_tail()
+    assert rs[0].status == 200, rs[0]  # the running load completes either way
+    assert re.search(r"model 'mobilenetv2': 1 version\(s\) loaded", log_text(s)), s.log_tail()
+    if drain_ms:
+        assert rs[1].status == 200, rs[1]
+    else:  # the stop takes the queue long before the warm-up ends
+        assert rs[1].status == 503, rs[1]
+        assert "shutting down" in err_text(rs[1]), rs[1]
+
+
 def pending(s, model):
     for lab, v in metrics_samples(s, "nv_inference_pending_request_count"):
         if lab.get("model") == model:
