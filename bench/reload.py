@@ -3,16 +3,16 @@
 One onnxd in explicit model control mode serving a repository built under build/bench/reload/
 (mlp16 and mobilenetv2, hard-linked from models/, copied if that fails; the second mlp16 file is
 tools/make_test_models.py's mlp16_alt, same shape, other weights):
-  R0  S3's load (mlp16, JSON, 64 connections, build/onnxd-bench), no reloads
-  R1  the same load while mlp16 is reloaded every RELOAD_EVERY_S for the whole run (warm-up
+  H0  S3's load (mlp16, JSON, 64 connections, build/onnxd-bench), no reloads
+  H1  the same load while mlp16 is reloaded every RELOAD_EVERY_S for the whole run (warm-up
       included): its model.onnx is replaced by rename, alternating the two files, then
       POST /v2/repository/models/mlp16/load
-R0 and R1 alternate (2 runs each, 1 with --quick); the medians are compared. Then the swap time
+H0 and H1 alternate (2 runs each, 1 with --quick); the medians are compared. Then the swap time
 of mobilenetv2: SWAPS times, the time from the load call to the first successful inference
 after the load answered (the load answers when the new version is ready, so that inference is
 the new version's); the median is reported.
-Targets (issue 12, item 10): R1 >= 95% of R0's req/s, zero failed requests (inference and load
-calls), R1's p99 <= 1.5x R0's.
+Targets (issue 12, item 10): H1 >= 95% of H0's req/s, zero failed requests (inference and load
+calls), H1's p99 <= 1.5x H0's.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def bench_reload(cfg: dict, headers: dict, quick: bool) -> dict:
     log(f"[reload] start: {out['command']}")
     spec = dict(R.SCENARIOS["S3"])
     n = 1 if quick else 2
-    runs: dict = {"R0": [], "R1": []}
+    runs: dict = {"H0": [], "H1": []}
     try:
         try:
             out["cold_start_s"] = round(srv.start(), 3)
@@ -160,11 +160,11 @@ def bench_reload(cfg: dict, headers: dict, quick: bool) -> dict:
             return out
         time.sleep(1.0)
         for i in range(n):
-            for row in ("R0", "R1"):
+            for row in ("H0", "H1"):
                 if not srv.alive():
                     break
                 rl = None
-                if row == "R1":
+                if row == "H1":
                     rl = Reloader(srv.port, repo / "mlp16/1/model.onnx", (a, b))
                     rl.start()
                 res = R.run_scenario(srv, row, headers, cfg["warmup"], cfg["duration"], i,
@@ -184,12 +184,12 @@ def bench_reload(cfg: dict, headers: dict, quick: bool) -> dict:
                        f"{R.fmt_rps(res.get('rps'))} req/s, p99 {R.fmt_ms(res.get('p99_ms'))} ms,"
                        f" {res.get('errors', 0):g} errors")
                     + (f"; {res['reloads']} reloads, {res['reload_failures']} failed"
-                       if row == "R1" else ""))
+                       if row == "H1" else ""))
                 time.sleep(0.5)
         for row, rs in runs.items():
             med = R.median_run(rs) if rs else {"failed": "not run"}
             med["all_errors"] = sum(r.get("errors") or 0 for r in rs)
-            if row == "R1":
+            if row == "H1":
                 med["all_reloads"] = sum(r.get("reloads", 0) for r in rs)
                 med["all_reload_failures"] = sum(r.get("reload_failures", 0) for r in rs)
             out["rows"][row] = med
@@ -212,7 +212,7 @@ def bench_reload(cfg: dict, headers: dict, quick: bool) -> dict:
 
 
 def summarise(out: dict) -> None:
-    r0, r1 = out["rows"].get("R0", {}), out["rows"].get("R1", {})
+    r0, r1 = out["rows"].get("H0", {}), out["rows"].get("H1", {})
     ok = not r0.get("failed") and not r1.get("failed")
     rps_x = R.ratio(r1.get("rps"), r0.get("rps")) if ok else None
     p99_x = R.ratio(r1.get("p99_ms"), r0.get("p99_ms")) if ok else None
@@ -222,11 +222,11 @@ def summarise(out: dict) -> None:
     out["rps_x"], out["p99_x"] = rps_x, p99_x
     sw = out.get("swap") or {}
     out["targets"] = [
-        {"target": f"R1 req/s >= {TARGET_RPS:.0%} of R0", "value": None if rps_x is None
+        {"target": f"H1 req/s >= {TARGET_RPS:.0%} of H0", "value": None if rps_x is None
          else f"{rps_x:.0%}", "met": None if rps_x is None else rps_x >= TARGET_RPS},
-        {"target": "R1 failed requests = 0 (inference + load calls)", "value": failed,
+        {"target": "H1 failed requests = 0 (inference + load calls)", "value": failed,
          "met": None if failed is None else failed == 0},
-        {"target": f"R1 p99 <= {TARGET_P99_X:g}x R0", "value": None if p99_x is None
+        {"target": f"H1 p99 <= {TARGET_P99_X:g}x H0", "value": None if p99_x is None
          else f"{p99_x:.2f}x", "met": None if p99_x is None else p99_x <= TARGET_P99_X},
         {"target": "mobilenetv2: load call to new version answering (median)",
          "value": f"{sw['median_ms']} ms" if sw.get("median_ms") is not None else None,
@@ -237,15 +237,15 @@ def summarise(out: dict) -> None:
 def table(out: dict) -> tuple[list[str], list[list[str]]]:
     head = ["row", "what", "req/s", "p50 ms", "p99 ms", "failed requests", "reloads"]
     rows = []
-    titles = {"R0": "S3 load (mlp16 JSON, 64 conn), no reloads",
-              "R1": f"the same, mlp16 reloaded every {int(RELOAD_EVERY_S * 1000)} ms"}
+    titles = {"H0": "S3 load (mlp16 JSON, 64 conn), no reloads",
+              "H1": f"the same, mlp16 reloaded every {int(RELOAD_EVERY_S * 1000)} ms"}
     for r, row in out.get("rows", {}).items():
         if row.get("failed"):
             rows.append([r, titles[r], "failed", "", "", "", ""])
             continue
         rows.append([r, titles[r], R.fmt_rps(row.get("rps")), R.fmt_ms(row.get("p50_ms")),
                      R.fmt_ms(row.get("p99_ms")), f"{row.get('all_errors', 0):g}",
-                     "" if r == "R0" else f"{row.get('all_reloads', 0)} "
+                     "" if r == "H0" else f"{row.get('all_reloads', 0)} "
                      f"({row.get('all_reload_failures', 0)} failed)"])
     return head, rows
 
@@ -268,7 +268,7 @@ def notes(out: dict) -> list[str]:
 def markdown(out: dict, cfg: dict) -> list[str]:
     head, rows = table(out)
     lines = ["", f"Model reload under load ({cfg['warmup']:g} s warm-up + {cfg['duration']:g} s "
-             f"per run, R0 and R1 alternated, medians{', --quick' if cfg['quick'] else ''}).",
+             f"per run, H0 and H1 alternated, medians{', --quick' if cfg['quick'] else ''}).",
              "", R.md_table(head, rows), ""]
     lines += [x + "  " for x in notes(out)]
     if out.get("targets"):

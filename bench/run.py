@@ -889,7 +889,7 @@ def plan(args) -> dict:
     # fraud: data (~10 s, 3 s quick), in-process tiers (~15 s), 4 servers, the rows
     fraud_est = (13 + (20 if args.quick else 45) + 4 * 4 + len(frows) * (per_run + 0.5)
                  if frows else 0)
-    # reload: one server, R0 and R1 alternated (1 run each quick, else 2), mobilenetv2 swaps
+    # reload: one server, H0 and H1 alternated (1 run each quick, else 2), mobilenetv2 swaps
     reload_est = (5 + (2 if args.quick else 4) * (per_run + 0.5) + (3 if args.quick else 10)
                   if rrows else 0)
     est = (est if scen else 0) + batch_est + fraud_est + reload_est
@@ -1459,7 +1459,7 @@ def main() -> int:
         f"{', '.join(cfg['scenarios']) or 'no scenarios'}; batching rows: "
         f"{', '.join(cfg['batch_rows']) or 'none'}; fraud rows: "
         f"{', '.join(cfg['fraud_rows']) or 'none'}; reload rows: "
-        f"{'R0, R1' if cfg['reload_rows'] else 'none'}; "
+        f"{'H0, H1' if cfg['reload_rows'] else 'none'}; "
         f"{cfg['warmup']:g} s warm-up + {cfg['duration']:g} s; onnxd runs per S1-S3: "
         f"{cfg['onnxd_runs']}; estimated {cfg['estimate_s'] / 60:.1f} min")
 
