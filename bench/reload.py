@@ -7,7 +7,10 @@ tools/make_test_models.py's mlp16_alt, same shape, other weights):
   H1  the same load while mlp16 is reloaded every RELOAD_EVERY_S for the whole run (warm-up
       included): its model.onnx is replaced by rename, alternating the two files, then
       POST /v2/repository/models/mlp16/load
-H0 and H1 alternate (2 runs each, 1 with --quick); the medians are compared. Then the swap time
+H0 and H1 alternate in PAIRS pairs (1 with --quick); the rows give each one's median run, and
+the comparison is the median over the pairs of H1/H0 (req/s, p99): one pair's two runs are
+seconds apart, so a machine that drifts between pairs (other work, CPU frequency; S3 runs of
+the same server differed by 12% in one full run) moves both alike. Then the swap time
 of mobilenetv2: SWAPS times, the time from the load call to the first successful inference
 after the load answered (the load answers when the new version is ready, so that inference is
 the new version's); the median is reported.
@@ -30,6 +33,7 @@ R = None  # bench/run.py's module, set by it before calling bench_reload
 
 RELOAD_EVERY_S = 0.2
 SWAPS = 20
+PAIRS = 3
 TARGET_RPS = 0.95
 TARGET_P99_X = 1.5
 
@@ -148,7 +152,7 @@ def bench_reload(cfg: dict, headers: dict, quick: bool) -> dict:
     out["command"] = R.printable(srv.cmd, srv.env)
     log(f"[reload] start: {out['command']}")
     spec = dict(R.SCENARIOS["S3"])
-    n = 1 if quick else 2
+    n = 1 if quick else PAIRS
     runs: dict = {"H0": [], "H1": []}
     try:
         try:
@@ -193,6 +197,10 @@ def bench_reload(cfg: dict, headers: dict, quick: bool) -> dict:
                 med["all_reloads"] = sum(r.get("reloads", 0) for r in rs)
                 med["all_reload_failures"] = sum(r.get("reload_failures", 0) for r in rs)
             out["rows"][row] = med
+        out["pairs"] = [{"rps_x": R.ratio(h1.get("rps"), h0.get("rps")),
+                         "p99_x": R.ratio(h1.get("p99_ms"), h0.get("p99_ms"))}
+                        for h0, h1 in zip(runs["H0"], runs["H1"])
+                        if not h0.get("failed") and not h1.get("failed")]
         if srv.alive():
             body = (R.WORK / "mobilenetv2.json").read_bytes()
             try:
@@ -214,8 +222,9 @@ def bench_reload(cfg: dict, headers: dict, quick: bool) -> dict:
 def summarise(out: dict) -> None:
     r0, r1 = out["rows"].get("H0", {}), out["rows"].get("H1", {})
     ok = not r0.get("failed") and not r1.get("failed")
-    rps_x = R.ratio(r1.get("rps"), r0.get("rps")) if ok else None
-    p99_x = R.ratio(r1.get("p99_ms"), r0.get("p99_ms")) if ok else None
+    pairs = [p for p in out.get("pairs", []) if p["rps_x"] is not None and p["p99_x"] is not None]
+    rps_x = statistics.median(p["rps_x"] for p in pairs) if ok and pairs else None
+    p99_x = statistics.median(p["p99_x"] for p in pairs) if ok and pairs else None
     failed = None
     if r1 and "all_errors" in r1:
         failed = int(r1["all_errors"] + r1.get("all_reload_failures", 0))
@@ -258,6 +267,10 @@ def notes(out: dict) -> list[str]:
                      f"{sw['median_ms']} ms, max {sw['max_ms']} ms ({sw['n']} loads).")
     elif sw.get("failed"):
         lines.append(f"mobilenetv2 swap: failed: {sw['failed']}")
+    if out.get("pairs"):
+        lines.append("H1/H0 per pair: " + ", ".join(
+            f"{p['rps_x']:.0%} req/s, {p['p99_x']:.2f}x p99" for p in out["pairs"]
+            if p["rps_x"] is not None and p["p99_x"] is not None) + ".")
     if out.get("failed"):
         lines.append(f"reload rows: {out['failed']}")
     if out.get("command"):
@@ -268,7 +281,8 @@ def notes(out: dict) -> list[str]:
 def markdown(out: dict, cfg: dict) -> list[str]:
     head, rows = table(out)
     lines = ["", f"Model reload under load ({cfg['warmup']:g} s warm-up + {cfg['duration']:g} s "
-             f"per run, H0 and H1 alternated, medians{', --quick' if cfg['quick'] else ''}).",
+             f"per run, H0 and H1 alternated in {len(out.get('pairs', []))} pair(s); rows: median "
+             f"runs; ratios: median over the pairs of H1/H0{', --quick' if cfg['quick'] else ''}).",
              "", R.md_table(head, rows), ""]
     lines += [x + "  " for x in notes(out)]
     if out.get("targets"):

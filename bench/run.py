@@ -889,8 +889,9 @@ def plan(args) -> dict:
     # fraud: data (~10 s, 3 s quick), in-process tiers (~15 s), 4 servers, the rows
     fraud_est = (13 + (20 if args.quick else 45) + 4 * 4 + len(frows) * (per_run + 0.5)
                  if frows else 0)
-    # reload: one server, H0 and H1 alternated (1 run each quick, else 2), mobilenetv2 swaps
-    reload_est = (5 + (2 if args.quick else 4) * (per_run + 0.5) + (3 if args.quick else 10)
+    # reload: one server, H0 and H1 alternated (1 pair quick, else reload.PAIRS), mobilenetv2 swaps
+    reload_est = (5 + 2 * (1 if args.quick else reload.PAIRS) * (per_run + 0.5)
+                  + (3 if args.quick else 10)
                   if rrows else 0)
     est = (est if scen else 0) + batch_est + fraud_est + reload_est
     return dict(warmup=warmup, duration=duration, ceiling_warmup=cwarm, ceiling_duration=cdur,
