@@ -39,7 +39,7 @@ if [ "$base" = "$LOCAL_BASE" ]; then
   if [ "$have" != "$recipe" ]; then
     t0=$SECONDS
     tar -C "$root" --numeric-owner --exclude=./.onnxd-minroot -cf - . |
-      "${P[@]}" import --change "LABEL org.onnxd.minroot=\"$recipe\"" - "$LOCAL_BASE" >/dev/null
+      "${P[@]}" import --quiet --change "LABEL org.onnxd.minroot=\"$recipe\"" - "$LOCAL_BASE" >/dev/null
     echo "image: imported $root as $LOCAL_BASE ($((SECONDS - t0)) s)"
   fi
 fi
@@ -48,12 +48,13 @@ base_id=$("${P[@]}" image inspect -f '{{.Id}}' "$base")
 inputs=$({ sha256sum "$TGZ" Containerfile | cut -d' ' -f1; echo "$base_id"; } | sha256sum | cut -c1-64)
 have=$("${P[@]}" image inspect -f '{{index .Labels "org.onnxd.inputs"}}' "$TAG" 2>/dev/null || true)
 if [ "$have" = "$inputs" ]; then
-  echo "image: $TAG is up to date"
+  echo "image: $TAG is up to date (org.onnxd.inputs $inputs)"
 else
   ctx=$(mktemp -d)
   trap 'rm -rf "$ctx"' EXIT
   cp "$TGZ" "$ctx/"
   t0=$SECONDS
+  old_id=$("${P[@]}" image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
   "${P[@]}" build --quiet -f Containerfile \
     --build-arg BASE="$base" --build-arg TARBALL="$(basename "$TGZ")" \
     --build-arg VERSION="$version" \
@@ -61,7 +62,18 @@ else
     --build-arg CREATED="$(date -u -d "@$(git log -1 --format=%ct 2>/dev/null || echo 0)" +%Y-%m-%dT%H:%M:%SZ)" \
     --label org.onnxd.inputs="$inputs" -t "$TAG" "$ctx" >/dev/null
   echo "image: built $TAG on $base ($((SECONDS - t0)) s)"
+  # the image this one replaced, unless something still uses it (a container, another tag), and
+  # the first stages left by builds of this Containerfile (~300 MB each; labelled in it)
+  [ -z "$old_id" ] || "${P[@]}" rmi "$old_id" >/dev/null 2>&1 || true
+  for id in $("${P[@]}" images -q --filter dangling=true --filter label=org.onnxd.stage=rootfs); do
+    "${P[@]}" rmi "$id" >/dev/null 2>&1 || true
+  done
 fi
-"${P[@]}" history --human=false --format '{{.Size}}	{{.CreatedBy}}' "$TAG" |
-  awk -F'\t' '$1 > 0 { printf "image: layer %10d bytes  %s\n", $1, substr($2, 1, 90) }'
+# the Containerfile's three file layers, in order
+"${P[@]}" history --format json "$TAG" | python3 -c "
+import json, sys
+sizes = [h['size'] for h in reversed(json.load(sys.stdin)) if h['size']]
+names = ['loader and libraries from the base', 'state directory', 'onnxd (the tarball tree)']
+for n, s in zip(names, sizes):
+    print('image: layer %10d bytes  %s' % (s, n))"
 echo "image: $TAG: $("${P[@]}" image inspect -f '{{.Size}}' "$TAG") bytes"
