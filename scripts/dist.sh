@@ -14,7 +14,7 @@
 #   bin/onnxd                 the server
 #   lib/                      libonnxruntime.so.1 and every shared library in onnxd's ldd
 #                             closure that a minimal Debian 12 system (mmdebstrap --variant=
-#                             minbase bookworm) lacks; BASE_LIBS below are the ones it has
+#                             minbase bookworm) lacks (BASE_LIBS below are what it has)
 #   LICENSES/                 the licence of each bundled library (ONNX Runtime's LICENSE and
 #                             ThirdPartyNotices.txt; Debian's copyright file of each package)
 #   models/mlp16/1/model.onnx an example model repository (13 KB)
@@ -34,7 +34,21 @@ PY=${PY:-.venv/bin/python}
 # GCC's runtime, and what apt links), so they are not bundled. A library missing from this list
 # is bundled needlessly; one listed but absent from the root shows as "not found" there. The
 # test checks both ways against the real root.
-BASE_LIBS='^(linux-vdso\.so\.1|ld-linux-[a-z0-9_-]+\.so\.[0-9]+|libc\.so\.6|libm\.so\.6|libdl\.so\.2|librt\.so\.1|libpthread\.so\.0|libresolv\.so\.2|libstdc\+\+\.so\.6|libgcc_s\.so\.1|libgnutls\.so\.30|libp11-kit\.so\.0|libidn2\.so\.0|libunistring\.so\.2|libtasn1\.so\.6|libnettle\.so\.8|libhogweed\.so\.6|libgmp\.so\.10|libffi\.so\.8|libcom_err\.so\.2|libz\.so\.1|libzstd\.so\.1|liblzma\.so\.5|libbz2\.so\.1\.0|liblz4\.so\.1|libgcrypt\.so\.20|libgpg-error\.so\.0|libsystemd\.so\.0|libcap\.so\.2|libselinux\.so\.1|libpcre2-8\.so\.0|libcrypt\.so\.1|libmd\.so\.0|libacl\.so\.1|libattr\.so\.1)$'
+BASE_LIBS=(
+  linux-vdso.so.1 libc.so.6 libm.so.6 libdl.so.2 librt.so.1 libpthread.so.0 libresolv.so.2 # glibc
+  libstdc++.so.6 libgcc_s.so.1                                                              # GCC
+  libgnutls.so.30 libp11-kit.so.0 libidn2.so.0 libunistring.so.2 libtasn1.so.6 libnettle.so.8
+  libhogweed.so.6 libgmp.so.10 libffi.so.8                                      # apt's GnuTLS
+  libcom_err.so.2 libz.so.1 libzstd.so.1 liblzma.so.5 libbz2.so.1.0 liblz4.so.1 libgcrypt.so.20
+  libgpg-error.so.0 libsystemd.so.0 libcap.so.2 libselinux.so.1 libpcre2-8.so.0 libcrypt.so.1
+  libmd.so.0 libacl.so.1 libattr.so.1 libdb-5.3.so
+)
+in_base() { # SONAME: true if the minimal root has it (the dynamic loader always)
+  [[ $1 == ld-linux* ]] && return 0
+  local b
+  for b in "${BASE_LIBS[@]}"; do [ "$b" = "$1" ] && return 0; done
+  return 1
+}
 
 name=$(basename "$OUT" .tar.gz)
 stage=build/dist/$name
@@ -83,7 +97,7 @@ print(d.version, pathlib.Path(d.locate_file("onnxruntime")))')
 fi
 bundled=()
 while read -r soname path; do
-  [[ $soname =~ $BASE_LIBS ]] && continue
+  in_base "$soname" && continue
   [ "$soname" = libonnxruntime.so.1 ] && continue
   [ -f "$path" ] || { echo "dist: ldd cannot resolve $soname" >&2; exit 1; }
   cp -L "$path" "$stage/lib/$soname"

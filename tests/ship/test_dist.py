@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,7 +174,7 @@ def test_serves_in_minimal_debian_root(dist, name, minroot, tmp_path):
         with open(log_path, "wb") as log:
             t0 = time.monotonic()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT, env=ship.SERVER_ENV)
         try:
             cold = ship.time_to_first_inference(port, t0, lambda: proc.poll() is None)
             print(f"\ncold start in the minimal root (exec to first answered inference, "
@@ -216,7 +215,7 @@ def test_systemd_unit_verifies_and_is_hardened(dist, name, tmp_path):
     unit = (dist / name / "systemd/onnxd.service").read_text()
     for want in ("DynamicUser=yes", "ProtectSystem=strict", "StateDirectory=onnxd",
                  "NoNewPrivileges=yes", "LimitNOFILE=", "ExecReload=/bin/kill -HUP $MAINPID",
-                 "--feature-dir /var/lib/onnxd/"):
+                 "--feature-dir /var/lib/onnxd/", "Environment=ORT_DISABLE_TELEMETRY=1"):
         assert want in unit, want
     # verify resolves ExecStart: point it at the unpacked binary.
     local = tmp_path / "onnxd.service"

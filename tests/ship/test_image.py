@@ -94,6 +94,7 @@ def test_image_configuration(image):
     assert cfg["Cmd"] == ["--model-repository", "/mnt/models", "--host", "0.0.0.0",
                           "--http-port", "8080"]
     assert "8080/tcp" in cfg["ExposedPorts"]
+    assert "ORT_DISABLE_TELEMETRY=1" in cfg["Env"]
     assert cfg["WorkingDir"] == "/var/lib/onnxd" and "/var/lib/onnxd" in cfg["Volumes"]
     labels = cfg["Labels"]
     for k in ("title", "description", "version", "revision", "created", "base.name"):
@@ -184,6 +185,7 @@ def test_container_serves_read_only_non_root_and_drains(image, repo, tmp_path):
         assert code == "0", f"exit code {code} after podman stop\n{logs[-3000:]}"
         assert stopped < GRACE_S, f"podman stop took {stopped:.1f} s (killed at the grace period?)"
         assert "draining" in logs, logs[-3000:]
+        assert "telemetry" not in logs.lower(), logs[-3000:]
         print(f"container stop (SIGTERM to exit 0): {stopped * 1000:.0f} ms")
     finally:
         c.remove()
@@ -220,7 +222,8 @@ def _bare_cold_start(tmp_path):
         t0 = time.monotonic()
         proc = subprocess.Popen([top / "bin/onnxd", "--model-repository", top / "models",
                                  "--host", "127.0.0.1", "--http-port", str(port)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=ship.SERVER_ENV)
     try:
         return ship.time_to_first_inference(port, t0, lambda: proc.poll() is None)
     finally:
