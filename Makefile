@@ -26,6 +26,8 @@ else
   ORT_LIBS   := -L$(ORT_DIR)/lib -lonnxruntime -Wl,-rpath,$(ORT_DIR)/lib
   ORT_STAMP  := $(ORT_DIR)/lib/libonnxruntime.so.1
 endif
+# the library file itself, bundled by `make dist`
+ORT_LIB_FILE := $(or $(ORT_STAMP),$(shell pkg-config --variable=libdir libonnxruntime 2>/dev/null)/libonnxruntime.so.1)
 
 CC  ?= cc
 CXX ?= c++
@@ -150,11 +152,37 @@ format-check: .stamp-setup
 	@clang-format --dry-run -Werror $$(find src tests bench -name '*.[ch]') && \
 	  echo "format-check: OK"
 
+# ---- release artifacts: `make dist` (tarball: scripts/dist.sh), `make image` (OCI image:
+# Containerfile, scripts/image.sh). The tarball's onnxd is the release objects linked again:
+# LMDB and hiredis static (Debian ships their .a), the other libraries shared and bundled in
+# lib/, found through an old-style DT_RPATH of $ORIGIN/../lib (--disable-new-dtags: unlike a
+# RUNPATH, an RPATH also serves the libraries' own dependencies, e.g. libpq's libssl.so.3).
+.PHONY: dist image
+OX_VERSION  := $(shell grep -o 'OX_VERSION "[^"]*"' src/server/server.h | cut -d'"' -f2)
+DIST_NAME   := onnxd-$(OX_VERSION)-linux-$(shell uname -m)
+DIST_TGZ    := dist/$(DIST_NAME).tar.gz
+DIST_LDLIBS := $(filter-out -Wl$(comma)-rpath$(comma)%,$(ORT_LIBS)) -Wl,--disable-new-dtags \
+               -Wl,-rpath,'$$ORIGIN/../lib' -l:liblmdb.a -l:libhiredis.a -lpq -lpthread -lm
+dist: .stamp-setup
+	@$(MAKE) --no-print-directory SANITIZE= $(DIST_TGZ)
+	@echo "dist: $(DIST_TGZ): $$(du -h $(DIST_TGZ) | cut -f1) ($$(stat -c %s $(DIST_TGZ)) bytes)"
+image: .stamp-setup
+	@$(MAKE) --no-print-directory SANITIZE= $(DIST_TGZ)
+	bash scripts/image.sh $(DIST_TGZ) onnxd:$(OX_VERSION)
+build/onnxd-dist: build/obj/src/main.o build/libonnxd.a
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CXX) $(LDHARD) -o $@ $^ $(DIST_LDLIBS)
+$(DIST_TGZ): build/onnxd-dist scripts/dist.sh deploy/systemd/onnxd.service \
+             deploy/tarball/README.md models/mlp16/1/model.onnx $(ORT_LIB_FILE)
+	bash scripts/dist.sh build/onnxd-dist $(ORT_LIB_FILE) $@
+models/mlp16/1/model.onnx:
+	$(PY) tools/make_models.py --out models
+
 # lower modules never include higher ones (order in scripts/check-layers.sh and docs/design.md)
 check-layers:
 	@bash scripts/check-layers.sh
 
 clean:
-	rm -rf build
+	rm -rf build dist
 
 -include $(shell find build -name '*.d' 2>/dev/null)

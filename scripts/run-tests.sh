@@ -3,7 +3,8 @@
 # summary; the last line is "N passed, N failed[, N skipped]". Exit status 1 on any failure.
 #   unit tests (C), fuzz corpus replay (C), integration tests (pytest + tritonclient, real
 #   server on loopback), ONNX node-test conformance (real server vs in-process ONNX Runtime),
-#   the fraud example's offline pipeline (pytest).
+#   the fraud example's offline pipeline (pytest), what onnxd ships (tests/ship: the release
+#   tarball in a minimal Debian 12 root, the OCI image under podman).
 # ONNXD_SUITES limits the suites (e.g. "unit fuzz"); ONNXD_PYTEST_ARGS replaces the integration
 # suite's default argument tests/integration (e.g. a list of test files).
 # Each unit-test and fuzz-replay binary runs in its own process under `timeout`
@@ -13,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${ONNXD_BUILD:-build}
 PY=.venv/bin/python
-SUITES=${ONNXD_SUITES:-unit fuzz integration conformance fraud}
+SUITES=${ONNXD_SUITES:-unit fuzz integration conformance fraud ship}
 export ONNXD_BIN=$PWD/$B/onnxd
 export ONNXD_TEST_MODELS=$PWD/$B/test-models
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
@@ -100,6 +101,17 @@ for s in $SUITES; do
       [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
       [ "$f" != 0 ] && { echo "--- fraud failed:"; grep -E '^(FAILED|ERROR)' "$log_dir/fraud.log" | head -n 20; }
       count fraud "$p" "$f" "$sk"
+    fi ;;
+  ship)
+    # what onnxd ships: the release tarball in a minimal Debian 12 root, the OCI image with
+    # podman (tests/ship/; skipped under sanitizer builds)
+    if [ -d tests/ship ]; then
+      $PY -m pytest -q -s -p no:cacheprovider tests/ship >"$log_dir/ship.log" 2>&1; rc=$?
+      read -r p f sk < <(parse_counts "$log_dir/ship.log")
+      [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
+      [ "$f" != 0 ] && { echo "--- ship failed:"; grep -E '^(FAILED|ERROR)|Error' "$log_dir/ship.log" | head -n 40; }
+      grep -E '^(tarball|image|cold start|container|bare|bundled|systemd)' "$log_dir/ship.log"
+      count ship "$p" "$f" "$sk"
     fi ;;
   conformance)
     if [ -f tests/conformance/run_conformance.py ]; then

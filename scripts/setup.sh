@@ -9,6 +9,10 @@ APT_PKGS=(build-essential pkg-config clang libclang-rt-14-dev clang-format libfa
           libdragonbox-dev libonnx-testdata gnuplot-nox liblmdb-dev libhiredis-dev libpq-dev
           redis-server postgresql
           python3-venv curl ca-certificates npm)
+# make dist / make image and their tests (tests/ship): a minimal Debian 12 root (mmdebstrap), the
+# OCI image built and run with podman (runc; CNI networking comes with podman's dependencies),
+# systemd-analyze to check the systemd unit
+APT_PKGS+=(mmdebstrap podman runc systemd)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
