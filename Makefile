@@ -66,7 +66,7 @@ all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 
 # ---- set-up: packages, ONNX Runtime, Python venv (idempotent, fast when done)
 setup: .stamp-setup
-.stamp-setup: scripts/setup.sh requirements.txt
+.stamp-setup: scripts/setup.sh requirements.txt tests/integration/requirements-kserve.txt
 	bash scripts/setup.sh
 	touch $@
 $(ROOT)/deps/ort/lib/libonnxruntime.so.1:

@@ -51,4 +51,14 @@ if ! cmp -s requirements.txt .venv/.requirements 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   cp requirements.txt .venv/.requirements
 fi
+# KServe's Python SDK (tests/integration/test_kserve_sdk.py) in a venv of its own, pinned by
+# tests/integration/requirements-kserve.txt: kserve pins protobuf < 7, .venv holds protobuf 7.
+if [ ! -x .venv-kserve/bin/python ]; then
+  "$PYTHON" -m venv .venv-kserve
+fi
+if ! cmp -s tests/integration/requirements-kserve.txt .venv-kserve/.requirements 2>/dev/null; then
+  .venv-kserve/bin/pip install -q --disable-pip-version-check \
+    -r tests/integration/requirements-kserve.txt
+  cp tests/integration/requirements-kserve.txt .venv-kserve/.requirements
+fi
 echo "setup: ok"

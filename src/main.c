@@ -70,6 +70,7 @@ typedef struct {
   const char *model_control_mode;
   long repository_poll_secs;
   ox_flag_list_t load_model;
+  const char *model_name;
   int version; /* --version came */
 } ox_options_t;
 
@@ -150,6 +151,11 @@ static const ox_flag_t ox_flags[] = {
      "poll mode: seconds between repository scans (0: only on SIGHUP)"},
     {"load-model", OX_FLAG_LIST, O(load_model), 0, 0,
      "explicit mode: a model to load at start-up (repeatable, or comma-separated), '*' for all"},
+    {"model-name", OX_FLAG_STR, O(model_name), 0, 0,
+     "single-model mode (KServe: --model-name {{.Name}}): when --model-repository is one model's "
+     "directory (DIR/model.onnx, served as version 1, or DIR/<version>/model.onnx, with "
+     "DIR/config.json or config.pbtxt), serve it under this name; control mode none only. A "
+     "repository DIR/<model>/<version>/ is served as usual (every model, under its own name)"},
     {"help", OX_FLAG_HELP, 0, 0, 0, "this text"},
     {"version", OX_FLAG_EXIT, O(version), 0, 0, "onnxd and ONNX Runtime versions"},
 #undef O
@@ -343,6 +349,7 @@ int main(int argc, char **argv) {
       .admin_host = "127.0.0.1",
       .model_control_mode = "none",
       .repository_poll_secs = 15,
+      .model_name = "",
   };
   static const char *load_items[64];
   o.load_model = (ox_flag_list_t){.items = load_items, .cap = 64};
@@ -427,6 +434,48 @@ int main(int argc, char **argv) {
             o.model_repository);
     return 2;
   }
+  /* --model-name: single-model mode when the directory is one model's own (what KServe's
+   * storage initializer leaves in /mnt/models); a repository of model directories is served as
+   * without it. */
+  const char *single = NULL;
+  if (o.model_name[0]) {
+    size_t n = strlen(o.model_name);
+    if (!ox_name_valid(o.model_name, n) || !strcmp(o.model_name, ".") ||
+        !strcmp(o.model_name, "..")) {
+      fprintf(stderr, "onnxd: --model-name must be a model name (A-Z a-z 0-9 _ . -)\n");
+      return 2;
+    }
+    ox_repo_layout_t lay = ox_repo_layout(o.model_repository);
+    const char *dir = o.model_repository;
+    if (lay == OX_REPO_EMPTY) {
+      fprintf(stderr,
+              "onnxd: --model-name %s: '%s' holds no model: expected %s/model.onnx, "
+              "%s/<version>/model.onnx or a repository %s/<model>/<version>/model.onnx\n",
+              o.model_name, dir, dir, dir, dir);
+      return 2;
+    }
+    if (lay == OX_REPO_AMBIGUOUS) {
+      fprintf(stderr,
+              "onnxd: --model-name %s: '%s' holds both %s/model.onnx and version directories "
+              "%s/<version>/model.onnx: keep one or the other\n",
+              o.model_name, dir, dir, dir);
+      return 2;
+    }
+    if (lay == OX_REPO_MODELS) {
+      ox_info(
+          "--model-name %s: '%s' is a model repository (<model>/<version>/model.onnx): "
+          "serving its models under their own names",
+          o.model_name, o.model_repository);
+    } else if (control != OX_CONTROL_NONE) {
+      fprintf(stderr,
+              "onnxd: --model-name %s: single-model mode ('%s' is one model's directory) "
+              "supports --model-control-mode none only\n",
+              o.model_name, o.model_repository);
+      return 2;
+    } else {
+      single = o.model_name;
+    }
+  }
 
   /* malloc keeps glibc's per-thread arenas. One shared arena (M_ARENA_MAX 1) saved memory
    * while request bodies came from malloc; they now come from core/bigbuf.h's mappings, and
@@ -465,7 +514,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   ox_repo_t *repo = NULL;
-  if (ox_repo_open_ex(o.model_repository, control != OX_CONTROL_EXPLICIT, &repo, err, sizeof err)) {
+  if (single ? ox_repo_open_single(o.model_repository, single, &repo, err, sizeof err)
+             : ox_repo_open_ex(o.model_repository, control != OX_CONTROL_EXPLICIT, &repo, err,
+                               sizeof err)) {
     fprintf(stderr, "onnxd: %s\n", err);
     ox_runtime_shutdown();
     return 2;
@@ -492,6 +543,26 @@ int main(int argc, char **argv) {
     return 1;
   }
   server.models = models;
+  if (single) { /* the one model must serve: a pod that cannot should fail where it is seen */
+    ox_model_t *m = NULL;
+    char why[512];
+    if (ox_models_get(models, ox_slice(single, strlen(single)), ox_slice("", 0), &m, why,
+                      sizeof why)) {
+      fprintf(stderr,
+              "onnxd: --model-name %s: no version in '%s' loaded (the reason is logged "
+              "above)\n",
+              single, o.model_repository);
+      return 2;
+    }
+    const ox_model_state_t *mst = m->app;
+    int bad = mst->unavailable;
+    if (bad)
+      fprintf(stderr, "onnxd: --model-name %s: the model in '%s' is not available: %s\n", single,
+              o.model_repository, mst->reason);
+    ox_models_put(m);
+    if (bad) return 2;
+    ox_info("single-model mode: '%s' served as model '%s'", o.model_repository, single);
+  }
   for (size_t i = 0; i < o.load_model.n; i++)
     if (load_models(models, o.model_repository, o.load_model.items[i])) return 2;
   /* The feature store: when asked for, or when a model's feature_view needs it. */

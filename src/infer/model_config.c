@@ -183,7 +183,7 @@ typedef struct {
 typedef struct {
   ox_model_config_t *cfg;
   const ox_model_t *m; /* NULL when only the version policy is read */
-  const char *name;    /* the model's (folder's) name */
+  const char *name;    /* the model's (folder's) name; NULL: not checked (single-model mode) */
   int seen_vp, seen_ig;
   uint64_t instances; /* sum of instance_group counts */
   cfg_io_t *io;       /* the entry being read */
@@ -837,7 +837,7 @@ static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   if (!strcmp(key, "name")) {
     char name[256];
     rc = cfg_str(p, key, name, sizeof name);
-    if (!rc && strcmp(name, c->name))
+    if (!rc && c->name && strcmp(name, c->name))
       return cfg_fail(p, "'name' is '%.100s', not the folder's name", name);
     return rc;
   }
@@ -943,17 +943,34 @@ static int batchable(const ox_model_t *m) {
 
 static int cfg_check(const cfg_ctx_t *ctx, int can_batch, const char *file, char *err,
                      size_t errcap);
+static int config_load(const char *model_dir, const char *name, const ox_model_t *m,
+                       int infer_threads, const char *override_json, size_t override_len,
+                       ox_model_config_t *cfg, char *err, size_t errcap);
+static int policy_read(const char *model_dir, const char *name, const char *override_json,
+                       size_t override_len, ox_version_policy_t *p, char *err, size_t errcap);
 
-/* Reads repo_dir/<name>/<file> whole: a regular file of at most OX_CONFIG_MAX_BYTES. Returns 0
- * with *text (owned, malloc) and *len, 1 when the file does not exist, or an error. */
-static int cfg_read_file(const char *repo_dir, const char *name, const char *file, char **text,
-                         size_t *len, char *err, size_t errcap) {
+/* model_dir = repo_dir/<name> into out (cap bytes), after checking name (the path must stay
+ * inside the repository). 0, or OX_EINVALID with err (file: the name errors use). */
+static int cfg_model_dir(const char *repo_dir, const char *name, const char *file, char *out,
+                         size_t cap, char *err, size_t errcap) {
   if (!*name || !ox_name_valid(name, strlen(name)) || !strcmp(name, ".") || !strcmp(name, "..")) {
     snprintf(err, errcap, "%s: '%.100s' is not a model name", file, name);
-    return OX_EINVALID; /* the path must stay inside the repository */
+    return OX_EINVALID;
   }
+  int n = snprintf(out, cap, "%s/%s", repo_dir, name);
+  if (n < 0 || (size_t)n >= cap) {
+    snprintf(err, errcap, "%s: path too long", file);
+    return OX_EINVALID;
+  }
+  return 0;
+}
+
+/* Reads model_dir/<file> whole: a regular file of at most OX_CONFIG_MAX_BYTES. Returns 0
+ * with *text (owned, malloc) and *len, 1 when the file does not exist, or an error. */
+static int cfg_read_file(const char *model_dir, const char *file, char **text, size_t *len,
+                         char *err, size_t errcap) {
   char path[4096];
-  int n = snprintf(path, sizeof path, "%s/%s/%s", repo_dir, name, file);
+  int n = snprintf(path, sizeof path, "%s/%s", model_dir, file);
   if (n < 0 || (size_t)n >= sizeof path) {
     snprintf(err, errcap, "%s: path too long", file);
     return OX_EINVALID;
@@ -1140,7 +1157,7 @@ static int cfg_parse(cfg_ctx_t *ctx, const char *file, const char *text, size_t 
 
 /* Finds and parses the configuration: override_json, else config.json, else config.pbtxt.
  * *file is set to the name errors use; cfg->from_file to whether one was found. */
-static int cfg_source(cfg_ctx_t *ctx, const char *repo_dir, const char *override_json,
+static int cfg_source(cfg_ctx_t *ctx, const char *model_dir, const char *override_json,
                       size_t override_len, const char **file, char *err, size_t errcap) {
   *file = "config.json";
   if (override_json) {
@@ -1150,10 +1167,10 @@ static int cfg_source(cfg_ctx_t *ctx, const char *repo_dir, const char *override
   }
   char *text = NULL;
   size_t len = 0;
-  int rc = cfg_read_file(repo_dir, ctx->name, "config.json", &text, &len, err, errcap);
+  int rc = cfg_read_file(model_dir, "config.json", &text, &len, err, errcap);
   if (rc == 1) {
     *file = "config.pbtxt";
-    rc = cfg_read_file(repo_dir, ctx->name, "config.pbtxt", &text, &len, err, errcap);
+    rc = cfg_read_file(model_dir, "config.pbtxt", &text, &len, err, errcap);
     if (rc == 1) return 0;
     if (rc) return rc;
     ox_buf_t js;
@@ -1180,6 +1197,27 @@ int ox_model_config_load(const char *repo_dir, const ox_model_t *m, int infer_th
 int ox_model_config_load_text(const char *repo_dir, const ox_model_t *m, int infer_threads,
                               const char *override_json, size_t override_len,
                               ox_model_config_t *cfg, char *err, size_t errcap) {
+  char dir[4096];
+  memset(cfg, 0, sizeof *cfg);
+  if (!override_json &&
+      cfg_model_dir(repo_dir, m->name, "config.json", dir, sizeof dir, err, errcap))
+    return OX_EINVALID;
+  return config_load(override_json ? NULL : dir, m->name, m, infer_threads, override_json,
+                     override_len, cfg, err, errcap);
+}
+
+int ox_model_config_load_dir(const char *model_dir, const ox_model_t *m, int infer_threads,
+                             const char *override_json, size_t override_len, ox_model_config_t *cfg,
+                             char *err, size_t errcap) {
+  return config_load(model_dir, NULL, m, infer_threads, override_json, override_len, cfg, err,
+                     errcap);
+}
+
+/* The configuration of m from model_dir's files (or override_json); name: the name the file's
+ * "name" must equal (NULL: not checked). */
+static int config_load(const char *model_dir, const char *name, const ox_model_t *m,
+                       int infer_threads, const char *override_json, size_t override_len,
+                       ox_model_config_t *cfg, char *err, size_t errcap) {
   memset(cfg, 0, sizeof *cfg);
   int can_batch = batchable(m);
   cfg->sched.max_batch_size = can_batch ? 32 : 0;
@@ -1190,9 +1228,9 @@ int ox_model_config_load_text(const char *repo_dir, const ox_model_t *m, int inf
   cfg_ctx_t *ctx = ctxp;
   ctx->cfg = cfg;
   ctx->m = m;
-  ctx->name = m->name;
+  ctx->name = name;
   const char *file;
-  int rc = cfg_source(ctx, repo_dir, override_json, override_len, &file, err, errcap);
+  int rc = cfg_source(ctx, model_dir, override_json, override_len, &file, err, errcap);
   if (!rc && ctx->seen_view) rc = fview_check(m, &cfg->view, file, err, errcap);
   if (!rc && ctx->seen_ig)
     cfg->sched.instance_count = (uint32_t)(ctx->instances > 64 ? 64 : ctx->instances);
@@ -1248,6 +1286,22 @@ static int cfg_check(const cfg_ctx_t *ctx, int can_batch, const char *file, char
 
 int ox_version_policy_read(const char *repo_dir, const char *name, const char *override_json,
                            size_t override_len, ox_version_policy_t *p, char *err, size_t errcap) {
+  char dir[4096];
+  memset(p, 0, sizeof *p);
+  if (!override_json && cfg_model_dir(repo_dir, name, "config.json", dir, sizeof dir, err, errcap))
+    return OX_EINVALID;
+  return policy_read(override_json ? NULL : dir, name, override_json, override_len, p, err, errcap);
+}
+
+int ox_version_policy_read_dir(const char *model_dir, const char *override_json,
+                               size_t override_len, ox_version_policy_t *p, char *err,
+                               size_t errcap) {
+  return policy_read(model_dir, NULL, override_json, override_len, p, err, errcap);
+}
+
+/* The version policy of model_dir's files (or override_json); name as in config_load. */
+static int policy_read(const char *model_dir, const char *name, const char *override_json,
+                       size_t override_len, ox_version_policy_t *p, char *err, size_t errcap) {
   memset(p, 0, sizeof *p);
   p->num_versions = 1;
   ox_model_config_t *cfg = calloc(1, sizeof *cfg);
@@ -1261,7 +1315,7 @@ int ox_version_policy_read(const char *repo_dir, const char *name, const char *o
   ctx->cfg = cfg;
   ctx->name = name;
   const char *file;
-  int rc = cfg_source(ctx, repo_dir, override_json, override_len, &file, err, errcap);
+  int rc = cfg_source(ctx, model_dir, override_json, override_len, &file, err, errcap);
   if (!rc) {
     *p = cfg->version_policy;
     cfg->version_policy.versions = NULL;

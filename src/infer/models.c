@@ -35,9 +35,9 @@ static uint64_t rnd_next(uint64_t *s) {
 }
 
 /* Runs the warm-up requests of cfg (config.json's "model_warmup") on m, each `count` times,
- * inputs from zeros, deterministic random data or the files in the model's warmup/ folder.
+ * inputs from zeros, deterministic random data or the files in model_dir/warmup/.
  * 0, or an error with a reason in err. */
-static int run_warmup(const char *repo_dir, ox_model_t *m, const ox_model_config_t *cfg, char *err,
+static int run_warmup(const char *model_dir, ox_model_t *m, const ox_model_config_t *cfg, char *err,
                       size_t errcap) {
   for (size_t k = 0; k < cfg->num_warmup; k++) {
     const ox_warmup_t *w = &cfg->warmup[k];
@@ -101,8 +101,8 @@ static int run_warmup(const char *repo_dir, ox_model_t *m, const ox_model_config
         }
       } else if (wi->kind == 2) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s/warmup/%s", repo_dir, m->name, wi->file);
-        FILE *f = fopen(path, "rb");
+        int pn = snprintf(path, sizeof path, "%s/warmup/%s", model_dir, wi->file);
+        FILE *f = pn > 0 && (size_t)pn < sizeof path ? fopen(path, "rb") : NULL;
         size_t got = f ? fread(buf, 1, nbytes, f) : 0;
         int extra = f ? fgetc(f) != EOF : 0;
         if (f) fclose(f);
@@ -238,6 +238,18 @@ static void free_version(ox_models_t *mgr, ox_model_state_t *st) {
   ox_repo_model_free(m);
 }
 
+/* The directory of name's config and warm-up files into out: repo_dir/<name>, or in
+ * single-model mode the repository directory itself. Returns the directory (out), or NULL when
+ * name is not a model name (so no path leaves the repository) or the path is too long. */
+static const char *model_dir(const ox_models_t *mgr, const char *name, char *out, size_t cap) {
+  const char *single = ox_repo_single(mgr->o.repo);
+  if (single) return strcmp(name, single) ? NULL : ox_repo_root(mgr->o.repo);
+  size_t len = strlen(name);
+  if (!len || !ox_name_valid(name, len) || !strcmp(name, ".") || !strcmp(name, "..")) return NULL;
+  int n = snprintf(out, cap, "%s/%s", mgr->o.repo_dir, name);
+  return n < 0 || (size_t)n >= cap ? NULL : out;
+}
+
 /* Gives m its state: config, warm-up, batcher; one reference (the caller's). 0, or an error
  * with err (the state is made and unavailable with the reason, except on OX_ENOMEM). */
 static int make_version(ox_models_t *mgr, ox_model_t *m, const char *override, char *err,
@@ -249,9 +261,20 @@ static int make_version(ox_models_t *mgr, ox_model_t *m, const char *override, c
   st->model = m;
   m->app = st;
   int rc;
-  rc = ox_model_config_load_text(mgr->o.repo_dir, m, mgr->o.infer_threads, override,
-                                 override ? strlen(override) : 0, &st->cfg, err, errcap);
-  if (!rc) rc = run_warmup(mgr->o.repo_dir, m, &st->cfg, err, errcap);
+  char dirbuf[4096];
+  const char *dir = model_dir(mgr, m->name, dirbuf, sizeof dirbuf);
+  size_t olen = override ? strlen(override) : 0;
+  if (!dir) {
+    snprintf(err, errcap, "the model's directory path is too long");
+    rc = OX_EINVALID;
+  } else if (ox_repo_single(mgr->o.repo)) {
+    rc = ox_model_config_load_dir(dir, m, mgr->o.infer_threads, override, olen, &st->cfg, err,
+                                  errcap);
+  } else {
+    rc = ox_model_config_load_text(mgr->o.repo_dir, m, mgr->o.infer_threads, override, olen,
+                                   &st->cfg, err, errcap);
+  }
+  if (!rc) rc = run_warmup(dir, m, &st->cfg, err, errcap);
   if (rc) {
     st->unavailable = 1;
     snprintf(st->reason, sizeof st->reason, "%s", err);
@@ -447,8 +470,11 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
   } else if (rc) {
     snprintf(err, errcap, "failed to load '%s': no such model in the repository", op->name);
     rc = OX_EINVALID;
-  } else if ((rc = ox_version_policy_read(mgr->o.repo_dir, op->name, op->override, op->override_len,
-                                          &pol, err, errcap)) != 0) {
+  } else if ((rc = ox_repo_single(mgr->o.repo)
+                       ? ox_version_policy_read_dir(ox_repo_root(mgr->o.repo), op->override,
+                                                    op->override_len, &pol, err, errcap)
+                       : ox_version_policy_read(mgr->o.repo_dir, op->name, op->override,
+                                                op->override_len, &pol, err, errcap)) != 0) {
     rc = OX_EINVALID;
   } else if (!(want = calloc(navail + 1, sizeof *want)) || !(nv = calloc(navail + 1, sizeof *nv))) {
     rc = OX_ENOMEM;
@@ -706,8 +732,8 @@ int ox_models_index_json(ox_models_t *mgr, int ready_only, ox_buf_t *b) {
       rc |= ox_buf_puts(b, "}");
     }
   }
-  /* Model directories never loaded. */
-  DIR *d = ready_only ? NULL : opendir(ox_repo_root(mgr->o.repo));
+  /* Model directories never loaded (single-model mode: the directory holds no other model). */
+  DIR *d = ready_only || ox_repo_single(mgr->o.repo) ? NULL : opendir(ox_repo_root(mgr->o.repo));
   struct dirent *de;
   while (d && !rc && (de = readdir(d))) {
     size_t len = strlen(de->d_name);
@@ -820,8 +846,9 @@ int ox_models_open(const ox_models_opts_t *opts, ox_models_t **out) {
     if (rc) free(live);
   }
   ox_repo_disown(repo); /* every version found is the manager's now */
-  /* Model directories not loaded (explicit mode) are known: a request names them "not loaded". */
-  DIR *d = rc ? NULL : opendir(ox_repo_root(repo));
+  /* Model directories not loaded (explicit mode) are known: a request names them "not loaded".
+   * In single-model mode the directory's entries are the model's own (versions, warmup/). */
+  DIR *d = rc || ox_repo_single(repo) ? NULL : opendir(ox_repo_root(repo));
   struct dirent *de;
   pthread_rwlock_wrlock(&mgr->rw);
   while (d && !rc && (de = readdir(d))) {

@@ -11,6 +11,13 @@
  * Loading is the slow part (one ORT session per version), so the versions found are loaded by
  * a few threads; a version that fails is logged with its reason and left out. Once open, the
  * repository is immutable: lookups need no locks.
+ *
+ * Single-model mode (ox_repo_open_single, for --model-name): the directory is one model's own
+ * directory, as KServe's storage initializer leaves it in /mnt/models, served under a name
+ * given by the caller. Either it holds model.onnx itself (a bare model: version 1, whose
+ * version directory is the directory itself, so external data files lie beside model.onnx) or
+ * version directories DIR/<n>/model.onnx. Every path is built by ox_repo_model_dir and
+ * ox_repo_version_dir, so the checks above hold unchanged in both modes.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -44,6 +51,10 @@ struct ox_repo {
   char *root;              /* real path of the repository directory */
   ox_repo_entry_t *models; /* sorted by name (strcmp) */
   size_t n;
+  /* Single-model mode: the one model's name (owned; NULL: a repository of model directories),
+   * whose directory is root; bare: its model.onnx lies in root itself (version 1). */
+  char *single;
+  int bare;
 };
 
 /* One model version to load. */
@@ -120,17 +131,43 @@ static char *ox_repo_fd_path(int fd, const char *path, const struct stat *st) {
   return real;
 }
 
-/* Reads root/model/version/model.onnx after the checks in the file comment. On success *data
+/* The directory of model (a checked name) into out: root/model, or root in single-model mode.
+ * 0, or -ENAMETOOLONG. */
+static int ox_repo_model_dir(const ox_repo_t *repo, const char *model, char *out, size_t cap) {
+  int n = repo->single ? snprintf(out, cap, "%s", repo->root)
+                       : snprintf(out, cap, "%s/%s", repo->root, model);
+  return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* The directory of a version of model: <model dir>/<version>, or root for a bare model.onnx.
+ * 0, or -ENAMETOOLONG. */
+static int ox_repo_version_dir(const ox_repo_t *repo, const char *model, int64_t version, char *out,
+                               size_t cap) {
+  int rc = ox_repo_model_dir(repo, model, out, cap);
+  if (rc || (repo->single && repo->bare)) return rc;
+  size_t used = strlen(out);
+  int n = snprintf(out + used, cap - used, "/%" PRId64, version);
+  return n < 0 || (size_t)n >= cap - used ? -ENAMETOOLONG : 0;
+}
+
+/* Reads model.onnx of a version after the checks in the file comment. On success *data
  * (malloc'd, *len bytes) and *dir (malloc'd real path of the version directory). */
-static int ox_repo_read_model(const char *root, const char *model, int64_t version, char **data,
-                              size_t *len, char **dir, char *err, size_t errcap) {
+static int ox_repo_read_model(const ox_repo_t *repo, const char *model, int64_t version,
+                              char **data, size_t *len, char **dir, char *err, size_t errcap) {
+  const char *root = repo->root;
   char path[PATH_MAX];
-  int n =
-      snprintf(path, sizeof path, "%s/%s/%" PRId64 "/" OX_REPO_MODEL_FILE, root, model, version);
-  if (n < 0 || (size_t)n >= sizeof path) {
+  if (repo->single && repo->bare && version != 1) {
+    snprintf(err, errcap, "no version %" PRId64 " (a bare " OX_REPO_MODEL_FILE " is version 1)",
+             version);
+    return OX_ENOT_FOUND;
+  }
+  int rc0 = ox_repo_version_dir(repo, model, version, path, sizeof path);
+  size_t used = rc0 ? 0 : strlen(path);
+  if (rc0 || used + sizeof("/" OX_REPO_MODEL_FILE) > sizeof path) {
     snprintf(err, errcap, "path too long");
     return -ENAMETOOLONG;
   }
+  memcpy(path + used, "/" OX_REPO_MODEL_FILE, sizeof("/" OX_REPO_MODEL_FILE));
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     int e = errno;
@@ -188,7 +225,7 @@ static void ox_repo_load_one(const ox_repo_t *repo, ox_repo_job_t *job) {
   char err[512] = "";
   char *data = NULL, *dir = NULL;
   size_t len = 0;
-  int rc = ox_repo_read_model(repo->root, name, job->version, &data, &len, &dir, err, sizeof err);
+  int rc = ox_repo_read_model(repo, name, job->version, &data, &len, &dir, err, sizeof err);
   if (!rc) rc = ox_rt_model_load(name, job->version, data, len, dir, &job->model, err, sizeof err);
   free(data);
   free(dir);
@@ -283,12 +320,22 @@ static int ox_repo_is_dir(const char *base, const char *name) {
   return n > 0 && (size_t)n < sizeof path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Appends the valid version directories of model (entry index e) to *jobs. */
-static int ox_repo_scan_model(const char *root, const char *model, size_t e, ox_repo_job_t **jobs,
-                              size_t *njobs, size_t *cap) {
+/* Appends the valid version directories of model (entry index e) to *jobs; a bare model.onnx
+ * (single-model mode) is version 1. */
+static int ox_repo_scan_model(const ox_repo_t *repo, const char *model, size_t e,
+                              ox_repo_job_t **jobs, size_t *njobs, size_t *cap) {
   char path[PATH_MAX], shown[128];
-  int n = snprintf(path, sizeof path, "%s/%s", root, model);
-  if (n < 0 || (size_t)n >= sizeof path) return 0;
+  if (ox_repo_model_dir(repo, model, path, sizeof path)) return 0;
+  if (repo->single && repo->bare) {
+    if (*njobs == *cap) {
+      ox_repo_job_t *nj = realloc(*jobs, (*cap + 1) * sizeof *nj);
+      if (!nj) return OX_ENOMEM;
+      *jobs = nj;
+      *cap += 1;
+    }
+    (*jobs)[(*njobs)++] = (ox_repo_job_t){e, 1, NULL};
+    return 0;
+  }
   char **names;
   size_t count;
   int rc = ox_repo_list(path, &names, &count);
@@ -365,11 +412,76 @@ static int ox_repo_assemble(ox_repo_t *repo, ox_repo_job_t *jobs, size_t njobs) 
   return 0;
 }
 
+/* Does path/name exist as something other than a directory (lstat: a symlink counts; its
+ * target is checked when it is opened)? */
+static int ox_repo_has_file(const char *path, const char *name) {
+  char p[PATH_MAX];
+  struct stat st;
+  int n = snprintf(p, sizeof p, "%s/%s", path, name);
+  return n > 0 && (size_t)n < sizeof p && lstat(p, &st) == 0 && !S_ISDIR(st.st_mode);
+}
+
+/* Does dir hold a version directory <n>/model.onnx? */
+static int ox_repo_has_version(const char *dir) {
+  char **names;
+  size_t count;
+  if (ox_repo_list(dir, &names, &count)) return 0;
+  int found = 0;
+  for (size_t i = 0; i < count && !found; i++) {
+    int64_t v;
+    char sub[PATH_MAX];
+    int n = snprintf(sub, sizeof sub, "%s/%s", dir, names[i]);
+    found = ox_repo_parse_version(names[i], strlen(names[i]), &v) == 0 && n > 0 &&
+            (size_t)n < sizeof sub && ox_repo_is_dir(dir, names[i]) &&
+            ox_repo_has_file(sub, OX_REPO_MODEL_FILE);
+  }
+  ox_repo_free_list(names, count);
+  return found;
+}
+
+ox_repo_layout_t ox_repo_layout(const char *dir) {
+  int bare = ox_repo_has_file(dir, OX_REPO_MODEL_FILE), versions = ox_repo_has_version(dir);
+  if (bare && versions) return OX_REPO_AMBIGUOUS;
+  if (bare) return OX_REPO_BARE;
+  if (versions) return OX_REPO_VERSIONS;
+  char **names;
+  size_t count;
+  if (ox_repo_list(dir, &names, &count)) return OX_REPO_EMPTY;
+  int models = 0;
+  for (size_t i = 0; i < count && !models; i++) {
+    char sub[PATH_MAX];
+    int n = snprintf(sub, sizeof sub, "%s/%s", dir, names[i]);
+    models = ox_repo_valid_name(names[i], strlen(names[i])) && n > 0 && (size_t)n < sizeof sub &&
+             ox_repo_is_dir(dir, names[i]) && ox_repo_has_version(sub);
+  }
+  ox_repo_free_list(names, count);
+  return models ? OX_REPO_MODELS : OX_REPO_EMPTY;
+}
+
+static int ox_repo_open_impl(const char *dir, const char *single, int load, ox_repo_t **out,
+                             char *err, size_t errcap);
+
 int ox_repo_open(const char *dir, ox_repo_t **out, char *err, size_t errcap) {
-  return ox_repo_open_ex(dir, 1, out, err, errcap);
+  return ox_repo_open_impl(dir, NULL, 1, out, err, errcap);
 }
 
 int ox_repo_open_ex(const char *dir, int load, ox_repo_t **out, char *err, size_t errcap) {
+  return ox_repo_open_impl(dir, NULL, load, out, err, errcap);
+}
+
+int ox_repo_open_single(const char *dir, const char *name, ox_repo_t **out, char *err,
+                        size_t errcap) {
+  *out = NULL;
+  if (!ox_repo_valid_name(name, strlen(name))) {
+    snprintf(err, errcap, "model name '%s': use only A-Z a-z 0-9 _ . -", name);
+    return OX_EINVALID;
+  }
+  return ox_repo_open_impl(dir, name, 1, out, err, errcap);
+}
+
+/* Opens dir as a repository (single NULL) or as the directory of the one model single. */
+static int ox_repo_open_impl(const char *dir, const char *single, int load, ox_repo_t **out,
+                             char *err, size_t errcap) {
   *out = NULL;
   if (!ox_rt_ready()) {
     snprintf(err, errcap, "runtime not initialized");
@@ -402,11 +514,34 @@ int ox_repo_open_ex(const char *dir, int load, ox_repo_t **out, char *err, size_
     rc = ox_repo_list(repo->root, &names, &count);
   }
   if (!rc && !(repo->models = calloc(count + 1, sizeof *repo->models))) rc = OX_ENOMEM;
+  if (!rc && single && !(repo->single = strdup(single))) rc = OX_ENOMEM;
   if (rc) {
     snprintf(err, errcap, "model repository '%s': cannot read it: %s", dir, ox_strerror(rc));
     goto fail;
   }
-  for (size_t i = 0; i < count; i++) {
+  if (single) { /* one model, whose directory is root: no entry of root is a model */
+    ox_repo_layout_t lay = ox_repo_layout(repo->root);
+    if (lay != OX_REPO_BARE && lay != OX_REPO_VERSIONS) {
+      snprintf(err, errcap,
+               lay == OX_REPO_AMBIGUOUS
+                   ? "model directory '%s': both a model.onnx and version directories "
+                     "<n>/model.onnx; keep one or the other"
+                   : "model directory '%s': no model.onnx and no version directory "
+                     "<n>/model.onnx",
+               dir);
+      rc = OX_EINVALID;
+      goto fail;
+    }
+    repo->bare = lay == OX_REPO_BARE;
+    repo->n = 1;
+    if (!(repo->models[0].name = strdup(single)) ||
+        ox_repo_scan_model(repo, single, 0, &jobs, &njobs, &cap)) {
+      snprintf(err, errcap, "out of memory");
+      rc = OX_ENOMEM;
+      goto fail;
+    }
+  }
+  for (size_t i = 0; i < count && !single; i++) {
     char shown[128];
     if (!ox_repo_is_dir(repo->root, names[i])) continue; /* files: README, .keep, ... */
     if (!ox_repo_valid_name(names[i], strlen(names[i]))) {
@@ -417,7 +552,7 @@ int ox_repo_open_ex(const char *dir, int load, ox_repo_t **out, char *err, size_
     size_t e = repo->n++;
     repo->models[e].name = names[i];
     names[i] = NULL;
-    rc = ox_repo_scan_model(repo->root, repo->models[e].name, e, &jobs, &njobs, &cap);
+    rc = ox_repo_scan_model(repo, repo->models[e].name, e, &jobs, &njobs, &cap);
     if (rc) {
       snprintf(err, errcap, "out of memory");
       goto fail;
@@ -457,6 +592,7 @@ void ox_repo_close(ox_repo_t *repo) {
   }
   free(repo->models);
   free(repo->root);
+  free(repo->single);
   free(repo);
 }
 
@@ -522,6 +658,10 @@ const char *ox_repo_root(const ox_repo_t *repo) {
   return repo->root;
 }
 
+const char *ox_repo_single(const ox_repo_t *repo) {
+  return repo->single;
+}
+
 void ox_repo_disown(ox_repo_t *repo) {
   for (size_t e = 0; e < repo->n; e++) {
     free(repo->models[e].versions);
@@ -538,10 +678,11 @@ int ox_repo_disk_versions(const ox_repo_t *repo, const char *name, int64_t **out
   *out = NULL;
   *n = 0;
   if (!ox_repo_valid_name(name, strlen(name))) return OX_EINVALID;
-  if (!ox_repo_is_dir(repo->root, name)) return OX_ENOT_FOUND;
+  if (repo->single ? strcmp(name, repo->single) != 0 : !ox_repo_is_dir(repo->root, name))
+    return OX_ENOT_FOUND;
   ox_repo_job_t *jobs = NULL;
   size_t njobs = 0, cap = 0;
-  int rc = ox_repo_scan_model(repo->root, name, 0, &jobs, &njobs, &cap);
+  int rc = ox_repo_scan_model(repo, name, 0, &jobs, &njobs, &cap);
   if (rc) {
     free(jobs);
     return rc;
@@ -567,7 +708,7 @@ int ox_repo_load_version(const ox_repo_t *repo, const char *name, int64_t versio
   }
   char *data = NULL, *dir = NULL;
   size_t len = 0;
-  int rc = ox_repo_read_model(repo->root, name, version, &data, &len, &dir, err, errcap);
+  int rc = ox_repo_read_model(repo, name, version, &data, &len, &dir, err, errcap);
   if (!rc) rc = ox_rt_model_load(name, version, data, len, dir, out, err, errcap);
   free(data);
   free(dir);

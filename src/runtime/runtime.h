@@ -9,7 +9,7 @@
  * model names [A-Za-z0-9_.-]+ (not "." or ".."), optional DIR/<model>/config.json (not read
  * here: infer/model_config.c parses it, server/models.c runs its warm-up). Model files are
  * opened only when they are regular files whose real path lies inside the repository (no
- * symlink escapes).
+ * symlink escapes). Single-model mode (ox_repo_open_single): DIR is one model's directory.
  *
  * Thread safety: after ox_repo_open returns, the repository is read-only; ox_model_run may be
  * called concurrently from any number of threads on the same model (ORT sessions allow it).
@@ -71,8 +71,30 @@ int ox_repo_open(const char *dir, ox_repo_t **out, char *err, size_t errcap);
 void ox_repo_close(ox_repo_t *repo);
 /* Like ox_repo_open; load 0 only scans (no version loaded: explicit model control). */
 int ox_repo_open_ex(const char *dir, int load, ox_repo_t **out, char *err, size_t errcap);
+/* How a directory is laid out, for --model-name (ox_repo_layout). */
+typedef enum {
+  OX_REPO_EMPTY,     /* none of the below */
+  OX_REPO_BARE,      /* DIR/model.onnx: one model's directory, the model is version 1 */
+  OX_REPO_VERSIONS,  /* DIR/<n>/model.onnx: one model's directory with version directories */
+  OX_REPO_MODELS,    /* DIR/<model>/<n>/model.onnx: a repository of model directories */
+  OX_REPO_AMBIGUOUS, /* both DIR/model.onnx and DIR/<n>/model.onnx */
+} ox_repo_layout_t;
+/* Looks at dir's entries (no file is opened; a top-level <n>/model.onnx counts as a version,
+ * even where a model could be named <n>). An unreadable dir is OX_REPO_EMPTY. */
+ox_repo_layout_t ox_repo_layout(const char *dir);
+/* Single-model mode: opens dir as the directory of one model served as name (a checked model
+ * name): DIR/model.onnx (version 1; its version directory, where external data must lie, is DIR)
+ * or DIR/<n>/model.onnx; config and warm-up files are DIR's own. Loads like ox_repo_open (a
+ * version that fails is logged and left out). 0, or OX_EINVALID with err naming dir when it
+ * holds neither layout or both (ox_repo_layout), or an error as ox_repo_open's.
+ * *out is owned by the caller: ox_repo_close. */
+int ox_repo_open_single(const char *dir, const char *name, ox_repo_t **out, char *err,
+                        size_t errcap);
 /* Real path of the repository directory (borrowed: valid until ox_repo_close). */
 const char *ox_repo_root(const ox_repo_t *repo);
+/* Single-model mode: the model's name (borrowed: valid until ox_repo_close), whose directory
+ * is ox_repo_root; NULL for a repository of model directories. */
+const char *ox_repo_single(const ox_repo_t *repo);
 /* The loaded versions now belong to the caller (found with ox_repo_find before this call,
  * freed with ox_repo_model_free); the repository forgets them and lists no model. */
 void ox_repo_disown(ox_repo_t *repo);

@@ -2,9 +2,10 @@
  * and the handlers that need no worker: health, server and model metadata.
  *
  *   GET  /v2                                      server metadata
- *   GET  /v2/health/live | /v2/health/ready       liveness, readiness (503 while draining)
+ *   GET  /v2/health/live | /v2/health/ready       {"live": true}, {"ready": true} (503 while
+ *                                                 draining: {"ready": false, "error": ...})
  *   GET  /v2/models/{m}[/versions/{v}]            model metadata
- *   GET  /v2/models/{m}[/versions/{v}]/ready      model readiness
+ *   GET  /v2/models/{m}[/versions/{v}]/ready      {"name": m, "ready": true} (503: false, error)
  *   POST /v2/models/{m}[/versions/{v}]/infer      inference (worker thread, rest_infer.c)
  *   GET  /v2/models/{m}[/versions/{v}]/config     effective configuration
  *   GET  /v2/models[/{m}[/versions/{v}]]/stats    statistics extension (Triton's JSON)
@@ -121,11 +122,31 @@ static void respond_json(ox_conn_t *c, int status, ox_buf_t *body) {
   ox_conn_respond(c, &r);
 }
 
-static void respond_empty(ox_conn_t *c, int status) {
-  ox_http_resp_t r;
-  ox_http_resp_init(&r, status);
-  r.content_type = "text/plain";
-  ox_conn_respond(c, &r);
+/* A health answer in the shape KServe's server sends and its SDK parses: {"live": true},
+ * {"ready": true}, {"name": "m", "ready": true} with 200; the same with false plus the reason
+ * as "error" with 503 (the SDK raises with that message; Triton's clients read the status
+ * only). name: a model name (may be NULL), key: "live" or "ready", why: NULL when ok. */
+static void respond_health(ox_conn_t *c, const char *name, const char *key, const char *why) {
+  ox_buf_t b;
+  ox_buf_init(&b);
+  int rc = ox_buf_puts(&b, "{");
+  if (name) {
+    rc |= ox_buf_puts(&b, "\"name\":");
+    rc |= ox_buf_append_json_string(&b, name, strlen(name));
+    rc |= ox_buf_puts(&b, ",");
+  }
+  rc |= ox_buf_printf(&b, "\"%s\":%s", key, why ? "false" : "true");
+  if (why) {
+    rc |= ox_buf_puts(&b, ",\"error\":");
+    rc |= ox_buf_append_json_string(&b, why, strlen(why));
+  }
+  rc |= ox_buf_puts(&b, "}");
+  if (rc) {
+    ox_buf_free(&b);
+    ox_conn_respond_error(c, 500, "out of memory");
+    return;
+  }
+  respond_json(c, why ? 503 : 200, &b);
 }
 
 static int append_tensor_meta(ox_buf_t *b, const ox_tensor_info_t *t, size_t n) {
@@ -319,13 +340,13 @@ static void h_server_metadata(ox_server_t *s, ox_conn_t *c, const ox_http_reques
 static void h_live(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
                    const route_args_t *a) {
   (void)s, (void)head, (void)body, (void)a;
-  respond_empty(c, 200);
+  respond_health(c, NULL, "live", NULL);
 }
 
 static void h_ready(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
                     const route_args_t *a) {
   (void)head, (void)body, (void)a;
-  respond_empty(c, atomic_load(&s->draining) ? 503 : 200);
+  respond_health(c, NULL, "ready", atomic_load(&s->draining) ? "server is shutting down" : NULL);
 }
 
 static void h_metrics(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
@@ -349,8 +370,11 @@ static void h_model_metadata(ox_server_t *s, ox_conn_t *c, const ox_http_request
 static void h_model_ready(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,
                           ox_slice_t body, const route_args_t *a) {
   (void)head, (void)body;
-  int ok = !atomic_load(&s->draining) && !((ox_model_state_t *)a->model->app)->unavailable;
-  respond_empty(c, ok ? 200 : 503);
+  const ox_model_state_t *st = a->model->app;
+  char why[320] = "server is shutting down";
+  int draining = atomic_load(&s->draining);
+  if (!draining && st->unavailable) snprintf(why, sizeof why, "model is not ready: %s", st->reason);
+  respond_health(c, a->model->name, "ready", draining || st->unavailable ? why : NULL);
 }
 
 static void h_model_config(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head,

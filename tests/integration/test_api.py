@@ -141,14 +141,23 @@ def test_405_has_allow_header(conn):
 
 
 def test_health_responses(conn):
-    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/identity_fp32/ready",
-                 "/v2/models/versioned/versions/3/ready"):
+    """Health answers carry the JSON bodies KServe's server sends and its SDK parses."""
+    for path, want in (("/v2/health/live", {"live": True}),
+                       ("/v2/health/ready", {"ready": True}),
+                       ("/v2/models/identity_fp32/ready", {"name": "identity_fp32", "ready": True}),
+                       ("/v2/models/versioned/versions/3/ready",
+                        {"name": "versioned", "ready": True})):
         conn.request("GET", path)
         r = conn.read_response()
         assert r.status == 200, (path, r)
-        assert r.header("Content-Length") is not None
+        assert r.header("Content-Type") == "application/json", (path, r)
+        assert r.header("Content-Length") == str(len(r.body)), (path, r)
+        assert r.json() == want, (path, r.body)
     conn.request("GET", "/v2/models/versioned/versions/2/ready")
-    assert conn.read_response().status in (400, 404)
+    r = conn.read_response()
+    assert r.status == 404 and "error" in r.json(), r
+    conn.request("GET", "/v2/models/no_such_model/ready")
+    assert_json_error(conn.read_response(), 404)
 
 
 def test_metadata_json_content_type(conn):

@@ -285,8 +285,13 @@ def test_drain_readiness_answers_503(server_factory, tmp_path):
         wait_until(lambda: "draining" in s.log_tail(), 5, "the drain to start")
         r = _get(s.port, "/v2/health/ready")
         assert r.status == 503, r
+        assert r.json() == {"ready": False, "error": "server is shutting down"}, r.body
         assert (r.header("Connection") or "").lower() == "close", r
-        assert _get(s.port, "/v2/health/live").status == 200
+        r = _get(s.port, "/v2/health/live")
+        assert r.status == 200 and r.json() == {"live": True}, r
+        r = _get(s.port, "/v2/models/slow/ready")
+        assert r.status == 503, r
+        assert r.json() == {"name": "slow", "ready": False, "error": "server is shutting down"}
         from test_batching import slow_body
 
         body, headers = slow_body(1, 1)

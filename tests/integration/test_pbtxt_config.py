@@ -76,7 +76,11 @@ def test_pbtxt_config_is_applied(pb_server):
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_pbtxt_makes_model_unavailable(pb_server, name):
     port = pb_server.port
-    assert http_get(port, f"/v2/models/{name}/ready").status == 503
+    r = http_get(port, f"/v2/models/{name}/ready")
+    assert r.status == 503
+    body = r.json()
+    assert body["name"] == name and body["ready"] is False, body
+    assert body["error"].startswith("model is not ready: " + BAD[name][1]), body
     r, _, _ = infer(port, name, [("x", np.zeros((1, 4), np.float32))])
     assert r.status == 503, r
     log = open(pb_server.log_path, encoding="utf-8", errors="replace").read()

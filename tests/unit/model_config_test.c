@@ -1076,6 +1076,34 @@ TEST(version_policy_read_and_select) {
   CHECK_INT(ox_version_policy_read(repo_dir, "a/b", NULL, 0, &p, err, sizeof err), OX_EINVALID);
 }
 
+/* Single-model mode: the model's own directory, read by path; a "name" in it is not checked
+ * (the folder it came from had its own name), everything else is. */
+TEST(model_dir_reads_without_name_check) {
+  if (!setup_repo()) return;
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/bm", repo_dir);
+  ox_model_config_t cfg;
+  write_cfg(&bm, "{\"name\":\"exported_as\",\"max_batch_size\":4}");
+  CHECK_INT(ox_model_config_load(repo_dir, &bm, 3, &cfg, err, sizeof err), OX_EINVALID);
+  CHECK_STR(err, "config.json: 'name' is 'exported_as', not the folder's name");
+  CHECK_INT(ox_model_config_load_dir(dir, &bm, 3, NULL, 0, &cfg, err, sizeof err), 0);
+  CHECK_INT(cfg.sched.max_batch_size, 4);
+  CHECK_INT(cfg.from_file, 1);
+  ox_model_config_free(&cfg);
+  write_cfg(&bm, "{\"bogus\":1}");
+  CHECK_INT(ox_model_config_load_dir(dir, &bm, 3, NULL, 0, &cfg, err, sizeof err), OX_EINVALID);
+  CHECK_STR(err, "config.json: unknown key 'bogus'");
+  write_cfg(&bm, "{\"version_policy\":{\"all\":{}},\"name\":\"x\"}");
+  ox_version_policy_t p;
+  CHECK_INT(ox_version_policy_read_dir(dir, NULL, 0, &p, err, sizeof err), 0);
+  CHECK_INT(p.kind, 1);
+  ox_version_policy_free(&p);
+  write_cfg(&bm, NULL);
+  CHECK_INT(ox_model_config_load_dir(dir, &bm, 3, NULL, 0, &cfg, err, sizeof err), 0);
+  CHECK_INT(cfg.from_file, 0); /* no file: the defaults */
+  ox_model_config_free(&cfg);
+}
+
 TEST(cleanup) {
   if (!repo_ok) return;
   const char *names[] = {"bm", "fm", "om", "sm", "rm", "um", "nm"};
@@ -1101,4 +1129,4 @@ TEST_MAIN(T(defaults_batchable_without_file), T(defaults_fixed_without_file),
           T(pbtxt_triton_config), T(pbtxt_config_json_wins), T(pbtxt_refusals),
           T(declared_io_checked_against_model), T(triton_json_fields_in_config_json),
           T(triton_get_config_round_trip), T(override_text), T(version_policy_read_and_select),
-          T(cleanup))
+          T(model_dir_reads_without_name_check), T(cleanup))

@@ -895,6 +895,119 @@ TEST(test_repo_refusals) {
   rm_tree(base);
 }
 
+/* Single-model mode: ox_repo_layout tells the layouts apart, ox_repo_open_single serves one
+ * model's own directory (bare model.onnx as version 1, or version directories) under a given
+ * name, with the same refusals as a repository. */
+TEST(test_repo_single) {
+  if (!models_dir) {
+    ox_t_failed_checks++;
+    return;
+  }
+  char src[PATH_MAX], base[] = "/tmp/onnxd-rt-XXXXXX", p[PATH_MAX], q[PATH_MAX];
+  snprintf(src, sizeof src, "%s/identity_fp32/1/model.onnx", models_dir);
+  CHECK(mkdtemp(base) != NULL);
+  const char *dirs[] = {"bare",  "bare/warmup", "vers",     "vers/2", "vers/5", "vers/abc",
+                        "repo",  "repo/m",      "repo/m/1", "num",    "num/7",  "num/7/1",
+                        "empty", "both",        "both/1",   "esc",    "cfgonly"};
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+    path_join(p, sizeof p, base, dirs[i]);
+    CHECK_INT(mkdir(p, 0755), 0);
+  }
+  const char *copies[] = {"bare/model.onnx",     "vers/2/model.onnx",  "vers/5/model.onnx",
+                          "repo/m/1/model.onnx", "num/7/1/model.onnx", "both/model.onnx",
+                          "both/1/model.onnx",   "model.onnx"};
+  for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
+    path_join(p, sizeof p, base, copies[i]);
+    CHECK_INT(copy_file(src, p), 0);
+  }
+  path_join(p, sizeof p, base, "bare/config.json");
+  CHECK_INT(copy_file("/etc/hostname", p), 0);
+  path_join(p, sizeof p, base, "cfgonly/config.json");
+  CHECK_INT(copy_file("/etc/hostname", p), 0);
+  path_join(p, sizeof p, base, "model.onnx"); /* outside esc/ */
+  path_join(q, sizeof q, base, "esc/model.onnx");
+  CHECK_INT(symlink(p, q), 0);
+
+  static const struct {
+    const char *dir;
+    ox_repo_layout_t want;
+  } layouts[] = {
+      {"bare", OX_REPO_BARE},      {"vers", OX_REPO_VERSIONS}, {"repo", OX_REPO_MODELS},
+      {"num", OX_REPO_MODELS},     {"empty", OX_REPO_EMPTY},   {"cfgonly", OX_REPO_EMPTY},
+      {"both", OX_REPO_AMBIGUOUS}, {"esc", OX_REPO_BARE},      {"nope", OX_REPO_EMPTY}};
+  for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+    path_join(p, sizeof p, base, layouts[i].dir);
+    ox_repo_layout_t got = ox_repo_layout(p);
+    CHECK_INT(got, layouts[i].want);
+    if (got != layouts[i].want) fprintf(stderr, "  layout of %s\n", layouts[i].dir);
+  }
+
+  ox_repo_t *rp = NULL;
+  char err[256] = "";
+  int64_t v[4] = {0}, *dv = NULL;
+  size_t nd = 0;
+  ox_model_t *m = NULL;
+  path_join(p, sizeof p, base, "bare");
+  CHECK_INT(ox_repo_open_single(p, "svc", &rp, err, sizeof err), 0);
+  if (rp) {
+    CHECK_STR(ox_repo_single(rp), "svc");
+    CHECK_INT(ox_repo_num_models(rp), 1);
+    CHECK_STR(ox_repo_model_name(rp, 0), "svc");
+    CHECK_INT(ox_repo_versions(rp, S("svc"), v, 4), 1);
+    CHECK_INT(v[0], 1);
+    CHECK_INT(ox_repo_find(rp, S("svc"), S("1"), &m), 0);
+    CHECK_INT(ox_repo_find(rp, S("identity_fp32"), NOVER, &m), OX_ENOT_FOUND);
+    CHECK_INT(ox_repo_disk_versions(rp, "svc", &dv, &nd), 0);
+    CHECK(nd == 1 && dv && dv[0] == 1);
+    free(dv);
+    CHECK_INT(ox_repo_disk_versions(rp, "warmup", &dv, &nd), OX_ENOT_FOUND);
+    CHECK_INT(ox_repo_load_version(rp, "svc", 1, &m, err, sizeof err), 0);
+    ox_repo_model_free(m);
+    CHECK_INT(ox_repo_load_version(rp, "svc", 2, &m, err, sizeof err), OX_ENOT_FOUND);
+    CHECK(strstr(err, "a bare model.onnx is version 1") != NULL);
+    ox_repo_close(rp);
+  }
+  path_join(p, sizeof p, base, "vers");
+  rp = NULL;
+  CHECK_INT(ox_repo_open_single(p, "svc", &rp, err, sizeof err), 0);
+  if (rp) {
+    CHECK_INT(ox_repo_versions(rp, S("svc"), v, 4), 2);
+    CHECK(v[0] == 2 && v[1] == 5);
+    CHECK_INT(ox_repo_disk_versions(rp, "svc", &dv, &nd), 0);
+    CHECK(nd == 2 && dv && dv[0] == 2 && dv[1] == 5);
+    free(dv);
+    ox_repo_close(rp);
+  }
+  /* A bare model.onnx that is a symlink out of the directory is refused like any other. */
+  path_join(p, sizeof p, base, "esc");
+  rp = NULL;
+  capture_begin();
+  CHECK_INT(ox_repo_open_single(p, "svc", &rp, err, sizeof err), 0);
+  char *log = capture_end();
+  char line[512];
+  CHECK(line_with(log, "model 'svc' version 1 not loaded: model.onnx is outside the repository",
+                  line, sizeof line));
+  free(log);
+  CHECK_INT(ox_repo_num_models(rp), 0);
+  ox_repo_close(rp);
+  /* Neither layout, both, or a bad name: refused, the message naming the directory. */
+  const char *bad[] = {"empty", "cfgonly", "both", "repo"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    path_join(p, sizeof p, base, bad[i]);
+    rp = (ox_repo_t *)1;
+    err[0] = '\0';
+    CHECK_INT(ox_repo_open_single(p, "svc", &rp, err, sizeof err), OX_EINVALID);
+    CHECK(rp == NULL);
+    CHECK(strstr(err, p) != NULL);
+    CHECK(strstr(err, i == 2 ? "both a model.onnx and version directories" : "no model.onnx") !=
+          NULL);
+  }
+  path_join(p, sizeof p, base, "bare");
+  CHECK_INT(ox_repo_open_single(p, "a/b", &rp, err, sizeof err), OX_EINVALID);
+  CHECK_INT(ox_repo_open_single(p, "..", &rp, err, sizeof err), OX_EINVALID);
+  rm_tree(base);
+}
+
 TEST(test_sanitize) {
   char b[128];
   CHECK_STR(ox_rt_sanitize_message(b, sizeof b, "Load model from /tmp/a b/model.onnx failed:x"),
@@ -931,4 +1044,5 @@ TEST_MAIN(T(test_init), T(test_open), T(test_versions), T(test_find), T(test_met
           T(test_identity_all_dtypes), T(test_identity_zero_elements), T(test_identity_bytes),
           T(test_add_sub), T(test_output_subset), T(test_versioned_run), T(test_passthrough_copied),
           T(test_concurrent_runs), T(test_ort_rejects), T(test_terminate), T(test_no_leaks),
-          T(test_repo_errors), T(test_repo_refusals), T(test_sanitize), T(test_shutdown))
+          T(test_repo_errors), T(test_repo_refusals), T(test_repo_single), T(test_sanitize),
+          T(test_shutdown))
