@@ -59,7 +59,7 @@ extern ox_process_stats_t ox_process_stats;
  * for onnxd_http_responses_total{code}. A relaxed atomic add; callable from any thread. */
 static inline void ox_metrics_count_response(int status) {
   size_t i = status >= OX_STATUS_MIN && status <= OX_STATUS_MAX ? (size_t)(status - OX_STATUS_MIN)
-                                                                 : OX_STATUS_OTHER;
+                                                                : OX_STATUS_OTHER;
   atomic_fetch_add_explicit(&ox_process_stats.responses[i], 1, memory_order_relaxed);
 }
 

@@ -132,6 +132,51 @@ def kserve_errors(paths):
     return out
 
 
+# ---------------------------------------------------------------------------- Prometheus Operator
+
+NODE_SRC = Path(__file__).with_name("deploy-node")
+NODE_DIR = ROOT / "build" / "deploy-node"
+
+
+def operator_node_modules():
+    """build/deploy-node/node_modules with @kubernetes-models/prometheus-operator, installed
+    by `npm ci` from tests/integration/deploy-node/package-lock.json (pinned) when missing or
+    when the lock file changed. Raises RuntimeError saying why it could not be installed."""
+    lock = NODE_SRC / "package-lock.json"
+    stamp = NODE_DIR / ".package-lock.json"
+    NODE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(NODE_DIR / ".lock", "w") as fl:
+        fcntl.flock(fl, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_bytes() == lock.read_bytes():
+            return NODE_DIR / "node_modules"
+        npm = shutil.which("npm")
+        if not npm:
+            raise RuntimeError("npm is not installed (scripts/setup.sh installs it)")
+        for f in ("package.json", "package-lock.json"):
+            shutil.copyfile(NODE_SRC / f, NODE_DIR / f)
+        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                           cwd=NODE_DIR, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"npm ci failed: {(r.stderr or r.stdout).strip()[-800:]}")
+        shutil.copyfile(lock, stamp)
+    return NODE_DIR / "node_modules"
+
+
+def operator_errors(docs):
+    """[(kind, [problems])] of Prometheus Operator documents against the operator's CRD schema
+    (servicemonitor_check.js)."""
+    modules = operator_node_modules()
+    node = shutil.which("node") or shutil.which("nodejs")
+    if not node:
+        raise RuntimeError("node is not installed (scripts/setup.sh installs npm and node)")
+    script = Path(__file__).with_name("servicemonitor_check.js")
+    r = subprocess.run([node, str(script)], input=json.dumps(docs), capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "NODE_PATH": str(modules)})
+    if r.returncode != 0:
+        raise RuntimeError(f"servicemonitor_check.js exit {r.returncode}: {r.stderr[-2000:]}")
+    return [(d["kind"], d["errors"]) for d in json.loads(r.stdout)]
+
+
 # ---------------------------------------------------------------------------- PromQL
 
 AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
