@@ -61,7 +61,7 @@ def k8s_versions():
         parts = tuple(int(x) for x in re.findall(r"\d+", v)[:2])
         if len(parts) == 2 and parts >= K8S_OLDEST:
             vs.append(v)
-    return sorted(vs, key=lambda v: tuple(int(x) for x in re.findall(r"\d+", v)))
+    return sorted(set(vs), key=lambda v: tuple(int(x) for x in re.findall(r"\d+", v)))
 
 
 def k8s_errors(doc, version):
@@ -87,15 +87,18 @@ KSERVE_REQ = ROOT / "bench" / "peers" / "kserve" / "requirements.txt"
 
 
 def kserve_python():
-    """The Python of a venv with the kserve SDK: $ONNXD_KSERVE_PYTHON, else
-    build/bench/venv-kserve, made here from bench/peers/kserve/requirements.txt (pinned) when it
-    is missing or older than that file. It is the venv `make bench` makes for its KServe peer
-    (same place, same stamp), so either one makes it for both. kserve pins fastapi, pydantic and
-    protobuf of its own, so it cannot live in .venv. Raises RuntimeError saying why it could not
-    be made."""
+    """The Python of a venv with the kserve SDK (kserve pins fastapi, pydantic and protobuf of
+    its own, so it cannot live in .venv): $ONNXD_KSERVE_PYTHON; else .venv-kserve when
+    scripts/setup.sh made it; else build/bench/venv-kserve, made here from
+    bench/peers/kserve/requirements.txt (pinned) when it is missing or older than that file:
+    the venv `make bench` makes for its KServe peer (same place, same stamp), so either one
+    makes it for both. Raises RuntimeError saying why it could not be made."""
     env = os.environ.get("ONNXD_KSERVE_PYTHON")
     if env:
         return env
+    setup_venv = ROOT / ".venv-kserve" / "bin" / "python"
+    if setup_venv.exists():
+        return str(setup_venv)
     py = KSERVE_VENV / "bin" / "python"
     stamp = KSERVE_VENV / ".requirements"
     KSERVE_VENV.parent.mkdir(parents=True, exist_ok=True)
@@ -162,9 +165,40 @@ def operator_node_modules():
     return NODE_DIR / "node_modules"
 
 
+GO_SRC = Path(__file__).with_name("deploy-go")
+GO_BIN = ROOT / "build" / "deploy-go" / "deploy-go"
+
+
+def operator_go_checker():
+    """build/deploy-go/deploy-go, built from tests/integration/deploy-go (go.mod and go.sum pin
+    the Prometheus Operator's API module) when missing or older than its sources. Raises
+    RuntimeError saying why it could not be built."""
+    srcs = [GO_SRC / f for f in ("main.go", "go.mod", "go.sum")]
+    if GO_BIN.exists() and all(GO_BIN.stat().st_mtime >= p.stat().st_mtime for p in srcs):
+        return GO_BIN
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if os.access("/usr/local/go/bin/go",
+                                                                     os.X_OK) else None)
+    if not go:
+        raise RuntimeError("no Go toolchain (go) to build tests/integration/deploy-go")
+    GO_BIN.parent.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([go, "build", "-mod=readonly", "-trimpath", "-o", str(GO_BIN), "."],
+                       cwd=GO_SRC, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "GOFLAGS": "-buildvcs=false"})
+    if r.returncode != 0:
+        raise RuntimeError(f"go build failed: {r.stderr.strip()[-800:]}")
+    return GO_BIN
+
+
 def operator_errors(docs):
-    """[(kind, [problems])] of Prometheus Operator documents against the operator's CRD schema
-    (servicemonitor_check.js)."""
+    """[(kind, [problems])] of Prometheus Operator documents, checked twice: against the
+    operator's CRD schema (servicemonitor_check.js: required fields, types, patterns, enums)
+    and decoded into the operator's Go API types with unknown fields refused (deploy-go: a
+    misspelled field, which the CRD schema lets through as the API server prunes it)."""
+    r = subprocess.run([str(operator_go_checker())], input=json.dumps(docs), capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"deploy-go exit {r.returncode}: {r.stderr[-2000:]}")
+    go_results = json.loads(r.stdout)
     modules = operator_node_modules()
     node = shutil.which("node") or shutil.which("nodejs")
     if not node:
@@ -174,7 +208,8 @@ def operator_errors(docs):
                        text=True, timeout=120, env={**os.environ, "NODE_PATH": str(modules)})
     if r.returncode != 0:
         raise RuntimeError(f"servicemonitor_check.js exit {r.returncode}: {r.stderr[-2000:]}")
-    return [(d["kind"], d["errors"]) for d in json.loads(r.stdout)]
+    return [(d["kind"], d["errors"] + g["errors"])
+            for d, g in zip(json.loads(r.stdout), go_results, strict=True)]
 
 
 # ---------------------------------------------------------------------------- PromQL

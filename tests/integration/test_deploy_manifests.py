@@ -8,9 +8,10 @@ what onnxd needs.
 - KServe kinds (ClusterServingRuntime, InferenceService) against the typed models of KServe's
   Python SDK, field by field (kserve_typed_check.py, run in the kserve venv).
 - The ServiceMonitor against the Prometheus Operator's CRD schema (as the npm package
-  @kubernetes-models/prometheus-operator ships it), and its selector and port name against the
-  Service it scrapes; the plain scrape configuration's relabelling against the Deployment's
-  annotations.
+  @kubernetes-models/prometheus-operator ships it: required fields, types, patterns) and its Go
+  API types (unknown fields; the Go module pinned by tests/integration/deploy-go), and its
+  selector and port name against the Service it scrapes; the plain scrape configuration's
+  relabelling against the Deployment's annotations.
 - What the files promise each other and onnxd: every flag is one `onnxd --help` lists, probes on
   the v2 health paths at the declared port, the grace period longer than preStop + drain, the
   securityContext of a read-only, non-root, no-capability container, selectors that select.
@@ -40,7 +41,7 @@ def core_docs():
 
 
 def one(kind, where=K8S):
-    found = [d for p in sorted(where.glob("*.yaml")) for d in load_yaml(p) if d["kind"] == kind]
+    found = [d for p in sorted(where.glob("*.yaml")) for d in load_yaml(p) if d.get("kind") == kind]
     assert len(found) == 1, f"{len(found)} {kind} documents under {where}"
     return found[0]
 

@@ -361,7 +361,7 @@ def test_responses_by_status(metrics_server):
 
     def counts():
         m, _ = scrape(port)
-        fam = m.family("onnxd_http_responses_total", "counter")
+        fam = m.family("onnxd_http_responses", "counter")  # the parser drops _total
         return {s.labels["code"]: s.value for s in fam.samples
                 if s.name == "onnxd_http_responses_total"}
 
