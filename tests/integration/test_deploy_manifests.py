@@ -190,7 +190,11 @@ def test_flags_ports_and_probes(kind, where, help_text):
     # every mount path onnxd writes to is a volume: nothing writes the read-only root
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
     assert "/tmp" in mounts and not mounts["/tmp"].get("readOnly"), mounts
-    assert f["--feature-dir"].startswith(tuple(p + "/" for p in mounts if p != "/mnt/models")), f
+    # the image's working directory (the feature store's default place) is a writable volume;
+    # --feature-dir, if given, points into a mounted volume
+    assert "/var/lib/onnxd" in mounts and not mounts["/var/lib/onnxd"].get("readOnly"), mounts
+    fdir = f.get("--feature-dir", "/var/lib/onnxd/feature-store")
+    assert fdir.startswith(tuple(p + "/" for p in mounts if p != "/mnt/models")), fdir
     volumes = {v["name"] for v in spec["volumes"]}
     assert {m["name"] for m in mounts.values()} <= volumes, (mounts, volumes)
 

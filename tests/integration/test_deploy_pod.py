@@ -118,11 +118,12 @@ def podman_run_argv(runtime, isvc, image, name, model_dir, host_port):
         argv += ["-e", f"{e['name']}={e['value']}"]
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     for m in c.get("volumeMounts", []):
+        # an emptyDir starts empty and writable by all: no copy of the image's directory
         v = volumes[m["name"]]
         assert "emptyDir" in v, f"volume {m['name']}: only emptyDir volumes are simulated"
         size = v["emptyDir"].get("sizeLimit", "64Mi").replace("Gi", "g").replace("Mi", "m")
         argv += ["--mount", f"type=tmpfs,destination={m['mountPath']},tmpfs-size={size},"
-                            "tmpfs-mode=0777"]
+                            "tmpfs-mode=0777,notmpcopyup"]
     # KServe's storage initializer leaves the model in an emptyDir mounted read-only here.
     argv += ["-v", f"{model_dir}:/mnt/models:ro"]
     (port,) = c["ports"]
