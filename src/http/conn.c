@@ -284,6 +284,7 @@ static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
       _Static_assert(sizeof OX_BUSY_BODY - 1 == 37, "Content-Length of the 503 body");
       ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
       (void)w;
+      ox_metrics_count_response(503);
       close(fd);
       continue;
     }
@@ -525,6 +526,7 @@ static size_t conn_head_cap(const ox_conn_t *c) {
 /* Starts writing c->resp. */
 static void conn_start_write(ox_conn_t *c) {
   ox_http_resp_t *r = &c->resp;
+  ox_metrics_count_response(r->status);
   if (c->l->draining || !c->keep_alive) r->close = 1;
   c->close_after = r->close;
   size_t body_len = r->body.len;

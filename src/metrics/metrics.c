@@ -155,6 +155,19 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
                       "onnxd_http_sent_bytes_total %" PRIu64 "\n",
                       open_connections, LD(ox_process_stats.bytes_in),
                       LD(ox_process_stats.bytes_out));
+  rc |= ox_buf_puts(o,
+                    "# HELP onnxd_http_responses_total HTTP responses by status code (every "
+                    "endpoint; codes not seen yet are left out)\n"
+                    "# TYPE onnxd_http_responses_total counter\n");
+  for (size_t i = 0; i <= OX_STATUS_OTHER; i++) {
+    uint64_t v = LD(ox_process_stats.responses[i]);
+    if (!v) continue;
+    if (i == OX_STATUS_OTHER)
+      rc |= ox_buf_printf(o, "onnxd_http_responses_total{code=\"other\"} %" PRIu64 "\n", v);
+    else
+      rc |= ox_buf_printf(o, "onnxd_http_responses_total{code=\"%zu\"} %" PRIu64 "\n",
+                          i + OX_STATUS_MIN, v);
+  }
   /* Process: resident memory from /proc/self/statm, CPU from getrusage. */
   long pages = 0, rss = 0;
   FILE *f = fopen("/proc/self/statm", "r");

@@ -43,11 +43,25 @@ static inline void ox_stat_add(ox_stat_pair_t *p, uint64_t ns) {
   atomic_fetch_add_explicit(&p->ns, ns, memory_order_relaxed);
 }
 
-/* Process-wide counters. */
+/* HTTP statuses counted one by one (100..599); anything else counts as OX_STATUS_OTHER. */
+#define OX_STATUS_MIN 100
+#define OX_STATUS_MAX 599
+#define OX_STATUS_OTHER (OX_STATUS_MAX - OX_STATUS_MIN + 1)
+
+/* Process-wide counters. responses: responses started, by status (index status - 100). */
 typedef struct {
   atomic_uint_fast64_t bytes_in, bytes_out;
+  atomic_uint_fast64_t responses[OX_STATUS_OTHER + 1];
 } ox_process_stats_t;
 extern ox_process_stats_t ox_process_stats;
+
+/* Counts one response with HTTP status `status` (any int: out of 100..599 counts as "other"),
+ * for onnxd_http_responses_total{code}. A relaxed atomic add; callable from any thread. */
+static inline void ox_metrics_count_response(int status) {
+  size_t i = status >= OX_STATUS_MIN && status <= OX_STATUS_MAX ? (size_t)(status - OX_STATUS_MIN)
+                                                                : OX_STATUS_OTHER;
+  atomic_fetch_add_explicit(&ox_process_stats.responses[i], 1, memory_order_relaxed);
+}
 
 /* One model version to render (all borrowed for the call). pending: requests waiting. */
 typedef struct {
@@ -58,7 +72,8 @@ typedef struct {
 } ox_metrics_model_t;
 /* Appends the Prometheus text of the n model versions of models (each metric's # HELP/# TYPE
  * once, then one sample per version, labels model and version), then the process's metrics:
- * open_connections, bytes received and sent, resident memory and CPU time. 0 or OX_ENOMEM. */
+ * open_connections, bytes received and sent, responses by status (every status seen so far;
+ * code="other" for one outside 100..599), resident memory and CPU time. 0 or OX_ENOMEM. */
 int ox_metrics_render(ox_buf_t *out, const ox_metrics_model_t *models, size_t n,
                       uint64_t open_connections);
 /* Appends one model version's entry of the statistics extension ({"name":...}). */

@@ -352,3 +352,28 @@ def test_pending_and_queue_time(metrics_server):
         (d("queue"), d("compute_infer"))
     assert m.histogram("onnxd_queue_duration_us", "slow")[2] == \
         after["inference_stats"]["queue"]["count"]
+
+
+def test_responses_by_status(metrics_server):
+    """onnxd_http_responses_total{code}: every response counted once under its status, whatever
+    the endpoint; a status not seen yet has no sample."""
+    port = metrics_server.port
+
+    def counts():
+        m, _ = scrape(port)
+        fam = m.family("onnxd_http_responses", "counter")  # the parser drops _total
+        return {s.labels["code"]: s.value for s in fam.samples
+                if s.name == "onnxd_http_responses_total"}
+
+    before = counts()
+    assert "418" not in before and "other" not in before, before
+    for _ in range(3):
+        assert http_get(port, "/v2/models/no_such_model").status == 404
+    assert http_get(port, "/v2/health/ready").status == 200
+    r, _, _ = infer(port, "identity_fp32", [("wrong_name", np.zeros((1, 4), np.float32))])
+    assert r.status == 400, r
+    after = counts()  # this scrape's own 200 is counted after its text is rendered
+    assert after.get("404", 0) - before.get("404", 0) == 3, (before, after)
+    assert after.get("400", 0) - before.get("400", 0) == 1, (before, after)
+    # the health check and the first scrape, at least (other tests' requests may run too)
+    assert after["200"] - before["200"] >= 2, (before, after)
