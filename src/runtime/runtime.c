@@ -189,6 +189,12 @@ int ox_runtime_init(const ox_runtime_opts_t *opts, char *err, size_t errcap) {
              o.intra_op_threads, o.inter_op_threads);
     return OX_EINVALID;
   }
+  /* ONNX Runtime 1.30's Linux build starts telemetry with its environment: a device id and a
+   * database under $HOME/.cache/Microsoft, a log file in /tmp and an HTTPS uploader. A server
+   * on a private network does none of that: always off (the variable before the environment
+   * exists, DisableTelemetryEvents after). Called before any other thread exists, so setenv is
+   * safe here. */
+  setenv("ORT_DISABLE_TELEMETRY", "1", 1);
   const OrtApiBase *base = OrtGetApiBase();
   const OrtApi *api = base->GetApi(ORT_API_VERSION);
   if (!api) {
@@ -217,6 +223,7 @@ int ox_runtime_init(const ox_runtime_opts_t *opts, char *err, size_t errcap) {
     rc = ox_ort_status(api->CreateEnvWithCustomLoggerAndGlobalThreadPools(
                            ox_ort_log, NULL, ORT_LOGGING_LEVEL_WARNING, "onnxd", tp, &env),
                        "environment", err, errcap);
+  if (!rc) rc = ox_ort_status(api->DisableTelemetryEvents(env), "telemetry", err, errcap);
   if (!rc)
     rc = ox_ort_status(api->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &cpu),
                        "memory info", err, errcap);

@@ -31,8 +31,9 @@ typedef struct {
   int allow_spinning;   /* 0: pool threads sleep when idle (the right default on few cores) */
 } ox_runtime_opts_t;
 
-/* Creates the process-wide ORT environment. Call once before ox_repo_open.
- * Returns 0, or OX_ERUNTIME with a message in err. */
+/* Creates the process-wide ORT environment, with ONNX Runtime's telemetry off (sets
+ * ORT_DISABLE_TELEMETRY=1 in the process environment: call it before starting other threads).
+ * Call once before ox_repo_open. Returns 0, or OX_ERUNTIME with a message in err. */
 int ox_runtime_init(const ox_runtime_opts_t *opts, char *err, size_t errcap);
 /* Releases the environment (after every repository is closed). */
 void ox_runtime_shutdown(void);

@@ -395,3 +395,24 @@ def test_admin_token_file_unreadable(tmp_path, small_repo):
                            capture_output=True, timeout=30)
         assert p.returncode == 2, p
         assert b"admin-token-file" in p.stderr, p.stderr
+
+
+def test_onnx_runtime_telemetry_off(server_factory, small_repo, tmp_path, monkeypatch):
+    """ONNX Runtime 1.30's Linux library starts telemetry with its environment (a device id and
+    a database under $HOME/.cache/Microsoft, /tmp/mat-debug-<pid>.log, an HTTPS uploader) unless
+    it is disabled: onnxd disables it, whatever the environment says."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("ORT_DISABLE_TELEMETRY", raising=False)
+    s = server_factory(small_repo, name="telemetry")
+    pid = s.proc.pid
+    conn = rawhttp.RawConn(s.port)
+    try:
+        good_request(conn)
+    finally:
+        conn.close()
+    err = s.stop()
+    assert err is None, err
+    assert list(home.rglob("*")) == [], list(home.rglob("*"))
+    assert not os.path.exists(f"/tmp/mat-debug-{pid}.log")

@@ -94,7 +94,6 @@ def test_image_configuration(image):
     assert cfg["Cmd"] == ["--model-repository", "/mnt/models", "--host", "0.0.0.0",
                           "--http-port", "8080"]
     assert "8080/tcp" in cfg["ExposedPorts"]
-    assert "ORT_DISABLE_TELEMETRY=1" in cfg["Env"]
     assert cfg["WorkingDir"] == "/var/lib/onnxd" and "/var/lib/onnxd" in cfg["Volumes"]
     labels = cfg["Labels"]
     for k in ("title", "description", "version", "revision", "created", "base.name"):
