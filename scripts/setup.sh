@@ -10,9 +10,9 @@ APT_PKGS=(build-essential pkg-config clang libclang-rt-14-dev clang-format libfa
           redis-server postgresql
           python3-venv curl ca-certificates npm)
 # make dist / make image and their tests (tests/ship): a minimal Debian 12 root (mmdebstrap), the
-# OCI image built and run with podman (runc; CNI networking comes with podman's dependencies),
-# systemd-analyze to check the systemd unit
-APT_PKGS+=(mmdebstrap podman runc systemd)
+# OCI image built and run with podman (runc; CNI networking named, not left to apt's choice of
+# a provider; slirp4netns and uidmap as the recommends bring them), systemd-analyze for the unit
+APT_PKGS+=(mmdebstrap podman runc systemd containernetworking-plugins slirp4netns uidmap)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
