@@ -48,7 +48,7 @@ CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
             -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
             -Wno-maybe-uninitialized # GCC 12 false positive in dragonbox.h (-O1 + sanitizers)
-LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis -lpq -lpthread -lm
+LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis -ldl -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_CXX := $(shell find src -name '*.cc' | sort)
@@ -92,6 +92,8 @@ $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS)
+# libpq is dlopen'ed by onnxd (features/l3_pg_lib.h); this test also talks to PostgreSQL itself
+$(B)/tests/l3_pg_test: LDLIBS += -lpq
 # fuzz harnesses, built with a plain driver that replays the committed corpus
 $(B)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(B)/libonnxd.a
 	@mkdir -p $(dir $@)

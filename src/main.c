@@ -29,6 +29,7 @@
 #include "core/flags.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "features/l3_pg.h"
 #include "http/conn.h"
 #include "infer/poll.h"
 #include "loop/loop.h"
@@ -425,6 +426,16 @@ int main(int argc, char **argv) {
     if (strchr(o.load_model.items[i], '*') &&
         (o.load_model.n > 1 || strcmp(o.load_model.items[i], "*"))) {
       fprintf(stderr, "onnxd: --load-model '*' must be the only --load-model (as in Triton)\n");
+      return 2;
+    }
+  }
+  /* libpq is loaded only for --postgres (features/l3_pg_lib.h); without it, stop now with the
+   * name of what is missing rather than fail later, after the models have loaded. */
+  if (o.postgres[0]) {
+    char why[384];
+    if (ox_l3_pg_load_library(why, sizeof why)) {
+      fprintf(stderr, "onnxd: --postgres needs libpq.so.5 (Debian: apt-get install libpq5): %s\n",
+              why);
       return 2;
     }
   }

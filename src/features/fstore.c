@@ -119,7 +119,9 @@ static int open_pg(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t
   ox_l3_pg_opts_t po = {.conninfo = o->postgres, .pool_size = o->l3_pool};
   int rc = ox_l3_pg_create(&po, &fs->pg);
   if (rc) {
-    snprintf(err, errcap, "cannot set up PostgreSQL: %s", ox_strerror(rc));
+    char why[256] = "";
+    if (rc == OX_EUNAVAILABLE) ox_l3_pg_load_library(why, sizeof why); /* libpq missing */
+    snprintf(err, errcap, "cannot set up PostgreSQL: %s", why[0] ? why : ox_strerror(rc));
     return rc;
   }
   /* The table is created if missing; a server that is down now is not fatal (reads then fail

@@ -6,6 +6,8 @@
  * it is idle and healthy; l3_pool: breaker outcome, check the slot in). Whether to drop is read
  * from the connection itself (PQstatus, PQtransactionStatus), so a timed-out statement that is
  * still running, a broken socket and an aborted COPY all end the same way.
+ *
+ * Every libpq call goes through ox_pq (l3_pg_lib.h): libpq is loaded at run time, not linked.
  */
 #include "features/l3_pg.h"
 
@@ -20,6 +22,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "features/l3_pg_lib.h"
 #include "features/l3_pool.h"
 
 #define OID_TEXT 25
@@ -72,13 +75,13 @@ static inline pg_slot_t *pg_slot(const pg_call_t *call) {
 /* Sends what libpq has buffered (non-blocking mode), reading input meanwhile as libpq asks. */
 static int pg_flush(PGconn *c, int64_t deadline) {
   for (;;) {
-    int r = PQflush(c);
+    int r = ox_pq.PQflush(c);
     if (r == 0) return 0;
     if (r < 0) return -ECONNRESET;
     short ev = 0;
-    int rc = ox_l3_wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
+    int rc = ox_l3_wait_fd(ox_pq.PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
     if (rc) return rc;
-    if ((ev & POLLIN) && !PQconsumeInput(c)) return -ECONNRESET;
+    if ((ev & POLLIN) && !ox_pq.PQconsumeInput(c)) return -ECONNRESET;
   }
 }
 
@@ -88,20 +91,20 @@ static int pg_flush(PGconn *c, int64_t deadline) {
 static int pg_results(PGconn *c, int64_t deadline, PGresult **first) {
   *first = NULL;
   for (;;) {
-    while (PQisBusy(c)) {
-      int rc = ox_l3_wait_fd(PQsocket(c), POLLIN, deadline, NULL);
+    while (ox_pq.PQisBusy(c)) {
+      int rc = ox_l3_wait_fd(ox_pq.PQsocket(c), POLLIN, deadline, NULL);
       if (rc) return rc;
-      if (!PQconsumeInput(c)) return -ECONNRESET;
+      if (!ox_pq.PQconsumeInput(c)) return -ECONNRESET;
     }
-    PGresult *res = PQgetResult(c);
+    PGresult *res = ox_pq.PQgetResult(c);
     if (!res) return 0;
-    ExecStatusType st = PQresultStatus(res);
+    ExecStatusType st = ox_pq.PQresultStatus(res);
     int is_err = st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
-    if (!*first || (is_err && PQresultStatus(*first) != PGRES_FATAL_ERROR)) {
-      PQclear(*first);
+    if (!*first || (is_err && ox_pq.PQresultStatus(*first) != PGRES_FATAL_ERROR)) {
+      ox_pq.PQclear(*first);
       *first = res;
     } else {
-      PQclear(res);
+      ox_pq.PQclear(res);
     }
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) return 0;
   }
@@ -109,16 +112,16 @@ static int pg_results(PGconn *c, int64_t deadline, PGresult **first) {
 
 /* libpq refused to queue a command: a broken connection, or a bug (a command in progress). */
 static int pg_send_err(PGconn *c) {
-  if (PQstatus(c) == CONNECTION_BAD) return -ECONNRESET;
-  ox_warn("l3_pg: cannot send: %s", PQerrorMessage(c));
+  if (ox_pq.PQstatus(c) == CONNECTION_BAD) return -ECONNRESET;
+  ox_warn("l3_pg: cannot send: %s", ox_pq.PQerrorMessage(c));
   return OX_EINTERNAL;
 }
 
 /* 0 when res has status want; otherwise the error code, and the breaker outcome in call. */
 static int pg_check(pg_call_t *call, PGconn *c, const PGresult *res, ExecStatusType want) {
-  if (res && PQresultStatus(res) == want) return 0;
-  if (!res || PQstatus(c) == CONNECTION_BAD) return -ECONNRESET; /* outcome: failure */
-  const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  if (res && ox_pq.PQresultStatus(res) == want) return 0;
+  if (!res || ox_pq.PQstatus(c) == CONNECTION_BAD) return -ECONNRESET; /* outcome: failure */
+  const char *code = ox_pq.PQresultErrorField(res, PG_DIAG_SQLSTATE);
   if (!code) code = "";
   call->classified = 1;
   int rc;
@@ -139,7 +142,7 @@ static int pg_check(pg_call_t *call, PGconn *c, const PGresult *res, ExecStatusT
     rc = OX_EINTERNAL;
   }
   if (rc == OX_EINTERNAL || rc == OX_EUNAVAILABLE)
-    ox_debug("l3_pg: %s %s", code, PQresultErrorMessage(res));
+    ox_debug("l3_pg: %s %s", code, ox_pq.PQresultErrorMessage(res));
   return rc;
 }
 
@@ -147,7 +150,7 @@ static int pg_check(pg_call_t *call, PGconn *c, const PGresult *res, ExecStatusT
 
 static void pg_drop(pg_slot_t *s) {
   if (!s->c) return;
-  PQfinish(s->c); /* non-blocking connection: the Terminate message is sent if it fits */
+  ox_pq.PQfinish(s->c); /* non-blocking connection: the Terminate message is sent if it fits */
   s->c = NULL;
   s->prepared = 0;
 }
@@ -166,31 +169,32 @@ static int pg_connect(ox_l3_pg_t *pg, pg_slot_t *s, int64_t deadline) {
   /* Keywords before dbname are defaults conninfo may override (libpq keeps the last one). */
   const char *kw[] = {"application_name", "gssencmode", "dbname", NULL};
   const char *val[] = {"onnxd", "disable", pg->conninfo, NULL};
-  PGconn *c = PQconnectStartParams(kw, val, 1);
+  PGconn *c = ox_pq.PQconnectStartParams(kw, val, 1);
   if (!c) return OX_ENOMEM;
   int rc = 0;
-  if (PQstatus(c) == CONNECTION_BAD) rc = -ECONNREFUSED;
+  if (ox_pq.PQstatus(c) == CONNECTION_BAD) rc = -ECONNREFUSED;
   /* Before the first PQconnectPoll, behave as if it returned PGRES_POLLING_WRITING. */
   PostgresPollingStatusType st = PGRES_POLLING_WRITING;
   while (!rc && st != PGRES_POLLING_OK) {
     if (st == PGRES_POLLING_FAILED) {
-      rc = strstr(PQerrorMessage(c), "refused") ? -ECONNREFUSED : OX_EUNAVAILABLE;
+      rc = strstr(ox_pq.PQerrorMessage(c), "refused") ? -ECONNREFUSED : OX_EUNAVAILABLE;
       break;
     }
-    rc = ox_l3_wait_fd(PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, NULL);
-    if (!rc) st = PQconnectPoll(c);
+    rc = ox_l3_wait_fd(ox_pq.PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline,
+                       NULL);
+    if (!rc) st = ox_pq.PQconnectPoll(c);
   }
-  if (!rc && PQsetnonblocking(c, 1) != 0) rc = OX_EINTERNAL;
+  if (!rc && ox_pq.PQsetnonblocking(c, 1) != 0) rc = OX_EINTERNAL;
   if (rc) {
     ox_l3_count(&pg->pool.connect_failures);
-    const char *m = PQerrorMessage(c);
+    const char *m = ox_pq.PQerrorMessage(c);
     size_t n = strlen(m);
     while (n && m[n - 1] == '\n') n--;
     ox_warn("l3_pg: connect: %s", rc == OX_ETIMEOUT ? "timed out" : n ? m : ox_strerror(rc));
-    PQfinish(c);
+    ox_pq.PQfinish(c);
     return rc;
   }
-  PQsetNoticeProcessor(c, pg_notice, NULL);
+  ox_pq.PQsetNoticeProcessor(c, pg_notice, NULL);
   s->c = c;
   s->prepared = 0;
   if (pg->statement_timeout_ms > 0) {
@@ -198,11 +202,11 @@ static int pg_connect(ox_l3_pg_t *pg, pg_slot_t *s, int64_t deadline) {
     snprintf(sql, sizeof sql, "SET statement_timeout = %d", pg->statement_timeout_ms);
     pg_call_t tmp = {0};
     PGresult *res = NULL;
-    rc = PQsendQuery(c, sql) ? 0 : pg_send_err(c);
+    rc = ox_pq.PQsendQuery(c, sql) ? 0 : pg_send_err(c);
     if (!rc) rc = pg_flush(c, deadline);
     if (!rc) rc = pg_results(c, deadline, &res);
     if (!rc) rc = pg_check(&tmp, c, res, PGRES_COMMAND_OK);
-    PQclear(res);
+    ox_pq.PQclear(res);
     if (rc) {
       ox_l3_count(&pg->pool.connect_failures);
       ox_warn("l3_pg: connect: setting statement_timeout: %s", ox_strerror(rc));
@@ -227,7 +231,7 @@ static int pg_begin(ox_l3_pg_t *pg, int64_t deadline, int guarded, pg_call_t *ca
    * readable one is the server closing it, its FATAL message followed by EOF. Reading the message
    * alone would leave libpq thinking the connection is fine until the next query fails, so a
    * readable idle connection is simply replaced. */
-  if (s->c && !ox_l3_idle_ok(PQsocket(s->c))) {
+  if (s->c && !ox_l3_idle_ok(ox_pq.PQsocket(s->c))) {
     ox_l3_count(&pg->pool.stale);
     pg_drop(s);
   }
@@ -242,8 +246,8 @@ static int pg_end(ox_l3_pg_t *pg, pg_call_t *call, int rc) {
   pg_slot_t *s = call->slot;
   /* Keep the connection only if it is idle and healthy: a statement still running (timeout), a
    * broken socket or a transaction left open all drop it. */
-  if (s->c && (PQstatus(s->c) != CONNECTION_OK || PQtransactionStatus(s->c) != PQTRANS_IDLE ||
-               PQisBusy(s->c))) {
+  if (s->c && (ox_pq.PQstatus(s->c) != CONNECTION_OK ||
+               ox_pq.PQtransactionStatus(s->c) != PQTRANS_IDLE || ox_pq.PQisBusy(s->c))) {
     ox_l3_count(&pg->pool.dropped);
     pg_drop(s);
   }
@@ -255,14 +259,14 @@ static int pg_prepare(ox_l3_pg_t *pg, pg_call_t *call, int st) {
   if (s->prepared & (1u << st)) return 0;
   PGconn *c = s->c;
   const Oid *types = pg_stmts[st].types[0] ? pg_stmts[st].types : NULL;
-  int rc = PQsendPrepare(c, pg_stmts[st].name, pg->sql[st], pg_stmts[st].nparams, types)
+  int rc = ox_pq.PQsendPrepare(c, pg_stmts[st].name, pg->sql[st], pg_stmts[st].nparams, types)
                ? 0
                : pg_send_err(c);
   PGresult *res = NULL;
   if (!rc) rc = pg_flush(c, call->deadline);
   if (!rc) rc = pg_results(c, call->deadline, &res);
   if (!rc) rc = pg_check(call, c, res, PGRES_COMMAND_OK);
-  PQclear(res);
+  ox_pq.PQclear(res);
   if (!rc) s->prepared |= 1u << st;
   return rc;
 }
@@ -276,8 +280,8 @@ static int pg_run(ox_l3_pg_t *pg, pg_call_t *call, int st, const char *const *va
   if (rc) return rc;
   static const int binary[2] = {1, 1};
   PGconn *c = pg_slot(call)->c;
-  if (!PQsendQueryPrepared(c, pg_stmts[st].name, pg_stmts[st].nparams, vals, lens,
-                           lens ? binary : NULL, 1))
+  if (!ox_pq.PQsendQueryPrepared(c, pg_stmts[st].name, pg_stmts[st].nparams, vals, lens,
+                                 lens ? binary : NULL, 1))
     return pg_send_err(c);
   rc = pg_flush(c, call->deadline);
   if (!rc) rc = pg_results(c, call->deadline, res);
@@ -295,12 +299,12 @@ int ox_l3_pg_get(ox_l3_pg_t *pg, ox_slice_t entity, ox_buf_t *out, int64_t deadl
   PGresult *res = NULL;
   rc = pg_run(pg, &call, ST_GET, v, l, PGRES_TUPLES_OK, &res);
   if (!rc) {
-    if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0))
+    if (ox_pq.PQntuples(res) < 1 || ox_pq.PQgetisnull(res, 0, 0))
       rc = OX_ENOT_FOUND;
     else
-      rc = ox_buf_append(out, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+      rc = ox_buf_append(out, ox_pq.PQgetvalue(res, 0, 0), (size_t)ox_pq.PQgetlength(res, 0, 0));
   }
-  PQclear(res);
+  ox_pq.PQclear(res);
   return pg_end(pg, &call, rc);
 }
 
@@ -325,25 +329,25 @@ static int array_literal(ox_buf_t *b, const ox_slice_t *keys, size_t n) {
 
 /* Rows (ordinal int8 big-endian, value bytea) into out and vals. Returns hits or an error. */
 static int mget_collect(const PGresult *res, size_t n, ox_buf_t *out, ox_slice_t *vals) {
-  int rows = PQntuples(res);
+  int rows = ox_pq.PQntuples(res);
   size_t total = 1; /* out->data non-NULL afterwards, so an empty hit is not a miss */
   for (int i = 0; i < rows; i++) {
-    if (PQgetlength(res, i, 0) != 8) return OX_EINTERNAL;
-    if (!PQgetisnull(res, i, 1)) total += (size_t)PQgetlength(res, i, 1);
+    if (ox_pq.PQgetlength(res, i, 0) != 8) return OX_EINTERNAL;
+    if (!ox_pq.PQgetisnull(res, i, 1)) total += (size_t)ox_pq.PQgetlength(res, i, 1);
   }
   int rc = ox_buf_reserve(out, total); /* no reallocation below: vals stay valid */
   if (rc) return rc;
   for (size_t i = 0; i < n; i++) vals[i] = (ox_slice_t){NULL, 0};
   int hits = 0;
   for (int i = 0; i < rows; i++) {
-    const unsigned char *p = (const unsigned char *)PQgetvalue(res, i, 0);
+    const unsigned char *p = (const unsigned char *)ox_pq.PQgetvalue(res, i, 0);
     uint64_t ord = 0;
     for (int k = 0; k < 8; k++) ord = ord << 8 | p[k];
     if (ord < 1 || ord > n) return OX_EINTERNAL;
-    if (PQgetisnull(res, i, 1) || vals[ord - 1].ptr) continue;
-    size_t len = (size_t)PQgetlength(res, i, 1);
+    if (ox_pq.PQgetisnull(res, i, 1) || vals[ord - 1].ptr) continue;
+    size_t len = (size_t)ox_pq.PQgetlength(res, i, 1);
     vals[ord - 1] = (ox_slice_t){out->data + out->len, len};
-    (void)ox_buf_append(out, PQgetvalue(res, i, 1), len);
+    (void)ox_buf_append(out, ox_pq.PQgetvalue(res, i, 1), len);
     hits++;
   }
   return hits;
@@ -363,7 +367,7 @@ int ox_l3_pg_mget(ox_l3_pg_t *pg, const ox_slice_t *entities, size_t n, ox_buf_t
     rc = pg_run(pg, &call, ST_MGET, v, NULL, PGRES_TUPLES_OK, &res);
   }
   if (!rc) rc = mget_collect(res, n, out, vals);
-  PQclear(res);
+  ox_pq.PQclear(res);
   return pg_end(pg, &call, rc);
 }
 
@@ -376,7 +380,7 @@ int ox_l3_pg_put(ox_l3_pg_t *pg, ox_slice_t entity, ox_slice_t value, int64_t de
   int l[2] = {(int)entity.len, (int)value.len};
   PGresult *res = NULL;
   rc = pg_run(pg, &call, ST_PUT, v, l, PGRES_COMMAND_OK, &res);
-  PQclear(res);
+  ox_pq.PQclear(res);
   return pg_end(pg, &call, rc);
 }
 
@@ -385,15 +389,15 @@ int ox_l3_pg_put(ox_l3_pg_t *pg, ox_slice_t entity, ox_slice_t value, int64_t de
 /* One simple-protocol query string on the call's connection; every result must be OK. */
 static int pg_simple(pg_call_t *call, const char *sql) {
   PGconn *c = pg_slot(call)->c;
-  if (!PQsendQuery(c, sql)) return pg_send_err(c);
+  if (!ox_pq.PQsendQuery(c, sql)) return pg_send_err(c);
   int rc = pg_flush(c, call->deadline);
   PGresult *res = NULL;
   if (!rc) rc = pg_results(c, call->deadline, &res);
-  if (!rc && res && PQresultStatus(res) == PGRES_TUPLES_OK)
+  if (!rc && res && ox_pq.PQresultStatus(res) == PGRES_TUPLES_OK)
     rc = 0;
   else if (!rc)
     rc = pg_check(call, c, res, PGRES_COMMAND_OK);
-  PQclear(res);
+  ox_pq.PQclear(res);
   return rc;
 }
 
@@ -416,14 +420,14 @@ int ox_l3_pg_ensure_schema(ox_l3_pg_t *pg, int64_t deadline_ns) {
 /* Queues one COPY chunk (or the end when data is NULL), waiting for room as needed. */
 static int copy_put(PGconn *c, const char *data, int n, int64_t deadline) {
   for (;;) {
-    int r = data ? PQputCopyData(c, data, n) : PQputCopyEnd(c, NULL);
+    int r = data ? ox_pq.PQputCopyData(c, data, n) : ox_pq.PQputCopyEnd(c, NULL);
     if (r == 1) return 0;
-    if (r < 0) return PQstatus(c) == CONNECTION_BAD ? -ECONNRESET : OX_EINTERNAL;
+    if (r < 0) return ox_pq.PQstatus(c) == CONNECTION_BAD ? -ECONNRESET : OX_EINTERNAL;
     short ev = 0; /* r == 0: libpq's buffer is full */
-    int rc = ox_l3_wait_fd(PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
+    int rc = ox_l3_wait_fd(ox_pq.PQsocket(c), POLLOUT | POLLIN, deadline, &ev);
     if (rc) return rc;
-    if ((ev & POLLIN) && !PQconsumeInput(c)) return -ECONNRESET;
-    if (PQflush(c) < 0) return -ECONNRESET;
+    if ((ev & POLLIN) && !ox_pq.PQconsumeInput(c)) return -ECONNRESET;
+    if (ox_pq.PQflush(c) < 0) return -ECONNRESET;
   }
 }
 
@@ -451,12 +455,12 @@ int ox_l3_pg_load_csv(ox_l3_pg_t *pg, const char *path, int header, int64_t dead
   if (!rc) {
     snprintf(sql, sizeof sql, "COPY ox_l3_load (entity, value) FROM STDIN WITH (FORMAT csv%s)",
              header ? ", HEADER true" : "");
-    rc = PQsendQuery(c, sql) ? pg_flush(c, call.deadline) : pg_send_err(c);
+    rc = ox_pq.PQsendQuery(c, sql) ? pg_flush(c, call.deadline) : pg_send_err(c);
   }
   PGresult *res = NULL;
   if (!rc) rc = pg_results(c, call.deadline, &res);
   if (!rc) rc = pg_check(&call, c, res, PGRES_COPY_IN);
-  PQclear(res);
+  ox_pq.PQclear(res);
   res = NULL;
   if (!rc) {
     char buf[65536];
@@ -465,14 +469,14 @@ int ox_l3_pg_load_csv(ox_l3_pg_t *pg, const char *path, int header, int64_t dead
       rc = copy_put(c, buf, (int)n, call.deadline);
     if (!rc && ferror(f)) {
       rc = -EIO;
-      PQputCopyEnd(c, "read error"); /* aborts the COPY; the connection is dropped below */
+      ox_pq.PQputCopyEnd(c, "read error"); /* aborts the COPY; the connection is dropped below */
     }
     if (!rc) rc = copy_put(c, NULL, 0, call.deadline);
     if (!rc) rc = pg_flush(c, call.deadline);
     if (!rc) rc = pg_results(c, call.deadline, &res);
     if (!rc) rc = pg_check(&call, c, res, PGRES_COMMAND_OK);
-    if (!rc && rows) *rows = parse_u64(PQcmdTuples(res));
-    PQclear(res);
+    if (!rc && rows) *rows = parse_u64(ox_pq.PQcmdTuples(res));
+    ox_pq.PQclear(res);
   }
   if (!rc) {
     snprintf(sql, sizeof sql,
@@ -484,7 +488,7 @@ int ox_l3_pg_load_csv(ox_l3_pg_t *pg, const char *path, int header, int64_t dead
   }
   fclose(f);
   if (rc && rc != OX_ETIMEOUT && pg_slot(&call)->c)
-    ox_warn("l3_pg: load %s: %s", path, PQerrorMessage(c));
+    ox_warn("l3_pg: load %s: %s", path, ox_pq.PQerrorMessage(c));
   return pg_end(pg, &call, rc); /* an open transaction (any error) drops the connection */
 }
 
@@ -513,6 +517,7 @@ int ox_l3_pg_create(const ox_l3_pg_opts_t *opts, ox_l3_pg_t **out) {
   if (!o.conninfo || !table_ok(table) || o.pool_size < 0 || o.pool_size > 4096 ||
       o.connect_timeout_ms < 0 || o.command_timeout_ms < 0)
     return OX_EINVALID;
+  if (ox_l3_pg_load_library(NULL, 0)) return OX_EUNAVAILABLE;
   ox_l3_pg_t *pg = calloc(1, sizeof *pg);
   if (!pg) return OX_ENOMEM;
   pg->statement_timeout_ms = o.statement_timeout_ms ? o.statement_timeout_ms : 1000;

@@ -56,8 +56,15 @@ typedef ox_l3_stats_t ox_l3_pg_stats_t;
 
 typedef struct ox_l3_pg ox_l3_pg_t;
 
+/* libpq is not linked: it is loaded (dlopen "libpq.so.5") on the first call of this function,
+ * which ox_l3_pg_create makes; main.c calls it at start-up when --postgres is given, so that a
+ * missing libpq stops onnxd at once with a clear message. Thread-safe; the outcome of the first
+ * call is final. 0, or OX_EUNAVAILABLE with the loader's reason in err (err may be NULL). */
+int ox_l3_pg_load_library(char *err, size_t errcap);
+
 /* Creates the pool (no connection yet; strings copied). 0, OX_EINVALID (no conninfo, bad table
- * name, bad numbers) or OX_ENOMEM. Owned: ox_l3_pg_destroy once no call is running. */
+ * name, bad numbers), OX_EUNAVAILABLE (libpq cannot be loaded: ox_l3_pg_load_library says why)
+ * or OX_ENOMEM. Owned: ox_l3_pg_destroy once no call is running. */
 int ox_l3_pg_create(const ox_l3_pg_opts_t *opts, ox_l3_pg_t **out);
 void ox_l3_pg_destroy(ox_l3_pg_t *pg);
 
