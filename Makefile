@@ -51,6 +51,7 @@ CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror
 LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis -ldl -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+LIB_C   := $(filter-out src/runtime/ort_embed.c,$(LIB_C)) # the single file's, below
 LIB_CXX := $(shell find src -name '*.cc' | sort)
 LIB_OBJ := $(LIB_C:%.c=$(B)/obj/%.o) $(LIB_CXX:%.cc=$(B)/obj/%.o)
 UNIT_SRC := $(wildcard tests/unit/*_test.c)
@@ -179,6 +180,46 @@ $(DIST_TGZ): build/onnxd-dist scripts/dist.sh deploy/systemd/onnxd.service \
 	bash scripts/dist.sh build/onnxd-dist $(ORT_LIB_FILE) $@
 models/mlp16/1/model.onnx:
 	$(PY) tools/make_models.py --out models
+
+# ---- the single file (issue 13): one executable that carries ONNX Runtime inside it.
+# $(B)/onnxd-single links the objects of $(B)/onnxd with runtime/ort_embed.o in place of
+# runtime/ort_linked.o, plus ort_blob.o (libonnxruntime.so.1's bytes and their SHA-256; see
+# src/runtime/ort_embed.c), and LMDB and hiredis from Debian's static archives. libpq is loaded
+# at run time for --postgres, as in every build. The recipe refuses a result that needs any
+# shared library beyond glibc, libstdc++ and libgcc_s, or has an rpath. Release builds only
+# (no SANITIZE variant: ONNX Runtime and the static archives are not instrumented anyway).
+# `make single` (and `make dist`) copies it to dist/onnxd-<version>-linux-<arch>.
+ORT_SO      := $(ROOT)/deps/ort/lib/libonnxruntime.so.1
+SINGLE_DIST := dist/$(DIST_NAME)
+SINGLE_NEEDED_OK := ^(lib(c|m|dl|rt|pthread|stdc\+\+|gcc_s)\.so\.[0-9]+|ld-linux[-a-z0-9_.]*\.so\.[0-9]+)$$
+SINGLE_OBJ  := $(B)/obj/src/main.o $(filter-out %/ort_linked.o,$(LIB_OBJ)) \
+               $(B)/obj/src/runtime/ort_embed.o $(B)/obj/ort_blob.o
+.PHONY: single
+dist: single
+ifeq ($(SANITIZE),)
+all: $(B)/onnxd-single
+endif
+# readelf's NEEDED entries of $(1) that are not in SINGLE_NEEDED_OK (empty when all are).
+single_bad_needed = $$(readelf -d $(1) | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | grep -Ev '$(SINGLE_NEEDED_OK)')
+$(B)/obj/ort_blob.o: src/runtime/ort_blob.S $(ORT_SO)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AS  $< ($(ORT_SO))")
+	$(Q)bad=$(call single_bad_needed,$(ORT_SO)); [ -z "$$bad" ] || \
+	  { echo "$(ORT_SO) needs $$bad: cannot be carried in the single file" >&2; exit 1; }
+	$(Q)sum=$$(sha256sum $(ORT_SO) | cut -c1-64) && \
+	  $(CC) -c -DOX_ORT_BLOB='"$(ORT_SO)"' -DOX_ORT_BLOB_SHA256="\"$$sum\"" $< -o $@
+$(B)/onnxd-single: $(SINGLE_OBJ)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CXX) $(LDHARD) -o $@.tmp $^ -Wl,-Bstatic -llmdb -lhiredis -Wl,-Bdynamic -ldl -lpthread -lm
+	$(Q)bad=$(call single_bad_needed,$@.tmp); [ -z "$$bad" ] || \
+	  { echo "$@ needs $$bad (only glibc, libstdc++, libgcc_s allowed)" >&2; exit 1; }
+	$(Q)! readelf -d $@.tmp | grep -Eq '\((RPATH|RUNPATH)\)' || { echo "$@ has an rpath" >&2; exit 1; }
+	$(Q)mv $@.tmp $@
+single: .stamp-setup
+	@$(MAKE) --no-print-directory build/onnxd-single
+	@mkdir -p dist
+	cp build/onnxd-single $(SINGLE_DIST)
+	@echo "$(SINGLE_DIST): $$(stat -c %s $(SINGLE_DIST)) bytes"
 
 # lower modules never include higher ones (order in scripts/check-layers.sh and docs/design.md)
 check-layers:

@@ -12,6 +12,15 @@
 #include "core/dtype.h"
 #include "runtime/rt_priv.h"
 
+/* ONNX Runtime's entry point (OrtGetApiBase). The normal build links the library
+ * (ort_linked.c); the single-file build carries it and loads it from memory on the first call
+ * (ort_embed.c, after checking its SHA-256). Returns the API base (static, valid for the life
+ * of the process), or NULL with a one-line reason in err (err may be NULL). Thread-safe: the
+ * load happens once, and a failure is final. */
+const OrtApiBase *ox_ort_api_base(char *err, size_t errcap);
+/* How the library was found, for the start-up log line: "linked" or "embedded, ..." (static
+ * string; meaningful after ox_ort_api_base succeeded). */
+const char *ox_ort_origin(void);
 /* Set by ox_runtime_init, cleared by ox_runtime_shutdown; read-only in between. */
 extern const OrtApi *ox_ort;
 extern OrtEnv *ox_ort_env;

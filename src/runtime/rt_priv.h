@@ -39,4 +39,9 @@ int ox_rt_ready(void);
  * trailing space. Returns dst. */
 char *ox_rt_sanitize_message(char *dst, size_t cap, const char *msg);
 
+/* The highest C API version an ONNX Runtime version string promises: N for "1.N", "1.N.x" or
+ * "1.N.x-suffix" (ORT's release 1.N provides C API versions 1..N); -1 for any other form.
+ * ox_runtime_init refuses a library whose N is below the header's ORT_API_VERSION. */
+int ox_ort_version_api(const char *version);
+
 #endif

@@ -195,11 +195,19 @@ int ox_runtime_init(const ox_runtime_opts_t *opts, char *err, size_t errcap) {
    * exists, DisableTelemetryEvents after). Called before any other thread exists, so setenv is
    * safe here. */
   setenv("ORT_DISABLE_TELEMETRY", "1", 1);
-  const OrtApiBase *base = OrtGetApiBase();
-  const OrtApi *api = base->GetApi(ORT_API_VERSION);
+  const OrtApiBase *base = ox_ort_api_base(err, errcap);
+  if (!base) return OX_ERUNTIME;
+  /* ORT's release 1.N provides C API versions up to N: a header newer than the library would
+   * ask for functions the library lacks. GetApi refuses that too; this names the versions. */
+  const char *libver = base->GetVersionString();
+  int libapi = ox_ort_version_api(libver);
+  const OrtApi *api =
+      libapi < 0 || libapi >= ORT_API_VERSION ? base->GetApi(ORT_API_VERSION) : NULL;
   if (!api) {
-    snprintf(err, errcap, "ONNX Runtime %s does not provide C API version %d (too old)",
-             base->GetVersionString(), ORT_API_VERSION);
+    snprintf(err, errcap,
+             "ONNX Runtime %s does not provide C API version %d (onnxd's header; the library "
+             "must be 1.%d or newer)",
+             libver, ORT_API_VERSION, ORT_API_VERSION);
     return OX_ERUNTIME;
   }
   ox_ort = api;
@@ -236,8 +244,8 @@ int ox_runtime_init(const ox_runtime_opts_t *opts, char *err, size_t errcap) {
   }
   ox_ort_env = env;
   ox_ort_cpu = cpu;
-  ox_info("onnxruntime %s (header API %d): %d intra-op, %d inter-op threads, spinning %s",
-          base->GetVersionString(), ORT_API_VERSION, o.intra_op_threads, o.inter_op_threads,
+  ox_info("onnxruntime %s (header API %d, %s): %d intra-op, %d inter-op threads, spinning %s",
+          libver, ORT_API_VERSION, ox_ort_origin(), o.intra_op_threads, o.inter_op_threads,
           o.allow_spinning ? "on" : "off");
   return 0;
 }
@@ -252,7 +260,21 @@ void ox_runtime_shutdown(void) {
 }
 
 const char *ox_runtime_version(void) {
-  return OrtGetApiBase()->GetVersionString();
+  const OrtApiBase *base = ox_ort_api_base(NULL, 0);
+  return base ? base->GetVersionString() : "unavailable";
+}
+
+int ox_ort_version_api(const char *v) {
+  if (!v || v[0] != '1' || v[1] != '.') return -1;
+  int n = 0, digits = 0;
+  for (const char *p = v + 2; *p >= '0' && *p <= '9'; p++, digits++) {
+    if (digits == 6) return -1; /* no API version has more; also keeps n from overflowing */
+    n = n * 10 + (*p - '0');
+  }
+  if (!digits || (v[2 + digits] != '\0' && v[2 + digits] != '.' && v[2 + digits] != '-' &&
+                  v[2 + digits] != '+'))
+    return -1;
+  return n;
 }
 
 int ox_runtime_header_api(void) {

@@ -1040,9 +1040,26 @@ TEST(test_shutdown) {
   CHECK_INT(ox_rt_live_objects(), 0); /* every session, value and run control released */
 }
 
+TEST(test_version_api) {
+  CHECK_INT(ox_ort_version_api("1.30.0"), 30);
+  CHECK_INT(ox_ort_version_api("1.21"), 21);
+  CHECK_INT(ox_ort_version_api("1.9.1-dev"), 9);
+  CHECK_INT(ox_ort_version_api("1.22+abc"), 22);
+  CHECK_INT(ox_ort_version_api("2.0.0"), -1);
+  CHECK_INT(ox_ort_version_api("1."), -1);
+  CHECK_INT(ox_ort_version_api("1.x"), -1);
+  CHECK_INT(ox_ort_version_api("1.30a"), -1);
+  CHECK_INT(ox_ort_version_api("1.1234567"), -1);
+  CHECK_INT(ox_ort_version_api(""), -1);
+  CHECK_INT(ox_ort_version_api(NULL), -1);
+  /* The library this test runs with passes the rule ox_runtime_init applies. */
+  CHECK(ox_ort_version_api(ox_runtime_version()) >= ox_runtime_header_api());
+}
+
 TEST_MAIN(T(test_init), T(test_open), T(test_versions), T(test_find), T(test_metadata),
           T(test_identity_all_dtypes), T(test_identity_zero_elements), T(test_identity_bytes),
           T(test_add_sub), T(test_output_subset), T(test_versioned_run), T(test_passthrough_copied),
           T(test_concurrent_runs), T(test_ort_rejects), T(test_terminate), T(test_no_leaks),
           T(test_repo_errors), T(test_repo_refusals), T(test_repo_single), T(test_sanitize),
+          T(test_version_api),
           T(test_shutdown))
