@@ -216,7 +216,7 @@ $(B)/onnxd-single: $(SINGLE_OBJ)
 	$(Q)! readelf -d $@.tmp | grep -Eq '\((RPATH|RUNPATH)\)' || { echo "$@ has an rpath" >&2; exit 1; }
 	$(Q)mv $@.tmp $@
 single: .stamp-setup
-	@$(MAKE) --no-print-directory build/onnxd-single
+	@$(MAKE) --no-print-directory SANITIZE= build/onnxd-single
 	@mkdir -p dist
 	cp build/onnxd-single $(SINGLE_DIST)
 	@echo "$(SINGLE_DIST): $$(stat -c %s $(SINGLE_DIST)) bytes"
