@@ -164,8 +164,11 @@ format-check: .stamp-setup
 OX_VERSION  := $(shell grep -o 'OX_VERSION "[^"]*"' src/server/server.h | cut -d'"' -f2)
 DIST_NAME   := onnxd-$(OX_VERSION)-linux-$(shell uname -m)
 DIST_TGZ    := dist/$(DIST_NAME).tar.gz
+# libpq: onnxd dlopens it (features/l3_pg_lib.h), so the linker would drop an unreferenced -lpq;
+# --no-as-needed keeps it NEEDED here, so that dist.sh and image.sh bundle it and its libraries.
 DIST_LDLIBS := $(filter-out -Wl$(comma)-rpath$(comma)%,$(ORT_LIBS)) -Wl,--disable-new-dtags \
-               -Wl,-rpath,'$$ORIGIN/../lib' -l:liblmdb.a -l:libhiredis.a -lpq -lpthread -lm
+               -Wl,-rpath,'$$ORIGIN/../lib' -l:liblmdb.a -l:libhiredis.a \
+               -Wl,--no-as-needed -lpq -Wl,--as-needed -lpthread -lm
 dist: .stamp-setup
 	@$(MAKE) --no-print-directory SANITIZE= $(DIST_TGZ)
 	@echo "dist: $(DIST_TGZ): $$(du -h $(DIST_TGZ) | cut -f1) ($$(stat -c %s $(DIST_TGZ)) bytes)"

@@ -110,7 +110,7 @@ for s in $SUITES; do
       read -r p f sk < <(parse_counts "$log_dir/ship.log")
       [ $rc -ne 0 ] && [ $rc -ne 5 ] && [ "$f" = 0 ] && f=1
       [ "$f" != 0 ] && { echo "--- ship failed:"; grep -E '^(FAILED|ERROR)|Error' "$log_dir/ship.log" | head -n 40; }
-      grep -E '^(tarball|image|cold start|container|bare|bundled|systemd)' "$log_dir/ship.log"
+      grep -E '^(tarball|image|cold start|container|bare|bundled|systemd|single)' "$log_dir/ship.log"
       count ship "$p" "$f" "$sk"
     fi ;;
   conformance)

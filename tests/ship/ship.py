@@ -79,25 +79,32 @@ def minroot():
 
 _MOUNT_AND_CHROOT = r"""
 set -e
-m=$1 root=$2 opt=$3
-shift 3
+m=$1 root=$2 opt=$3 proc=$4 shm=$5
+shift 5
 mount --bind "$root" "$m"
 mount -o remount,bind,ro "$m"
 mount --bind "$opt" "$m/opt"
 mount -o remount,bind,ro "$m/opt"
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$m/tmp"
-mount -t proc -o nosuid,nodev,noexec proc "$m/proc"
+if [ "$proc" = 1 ]; then mount -t proc -o nosuid,nodev,noexec proc "$m/proc"; fi
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$m/sys"
+if [ "$shm" = 1 ]; then
+  mount --bind /dev "$m/dev"
+  mount -t tmpfs -o mode=1777,size=16m,nosuid,nodev,noexec shm "$m/dev/shm"
+fi
 exec chroot "$m" "$@"
 """
 
 
-def chroot_argv(root, opt, mountpoint, argv):
+def chroot_argv(root, opt, mountpoint, argv, proc=True, dev_shm_noexec=False):
     """argv that runs ARGV in ROOT (read-only, in a private mount namespace) with the directory
-    OPT on /opt (read-only), a tmpfs on /tmp, /proc and /sys. MOUNTPOINT is an empty directory
-    of the caller's (the mounts vanish with the namespace)."""
+    OPT on /opt (read-only), a tmpfs on /tmp, /proc (unless proc is False) and /sys; with
+    dev_shm_noexec, also the host's /dev with a fresh noexec tmpfs on /dev/shm (as hardened
+    hosts mount it). MOUNTPOINT is an empty directory of the caller's (the mounts vanish with
+    the namespace)."""
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_AND_CHROOT,
-            "sh", str(mountpoint), str(root), str(opt), *map(str, argv)]
+            "sh", str(mountpoint), str(root), str(opt), "1" if proc else "0",
+            "1" if dev_shm_noexec else "0", *map(str, argv)]
 
 
 # ---------------------------------------------------------------------------- the example model

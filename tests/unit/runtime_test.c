@@ -1061,5 +1061,4 @@ TEST_MAIN(T(test_init), T(test_open), T(test_versions), T(test_find), T(test_met
           T(test_add_sub), T(test_output_subset), T(test_versioned_run), T(test_passthrough_copied),
           T(test_concurrent_runs), T(test_ort_rejects), T(test_terminate), T(test_no_leaks),
           T(test_repo_errors), T(test_repo_refusals), T(test_repo_single), T(test_sanitize),
-          T(test_version_api),
-          T(test_shutdown))
+          T(test_version_api), T(test_shutdown))
