@@ -246,6 +246,7 @@ def test_cold_start_next_to_the_normal_build_and_the_tarball(single, minroot, op
                 p.kill()
             assert rc == 0, f"{kind}: exit status {rc} after SIGTERM:\n{p.tail()}"
     med = {k: statistics.median(v) for k, v in times.items()}
+    print()  # after pytest's progress dots: each line below starts a line (run-tests.sh greps)
     for k, v in med.items():
         print(f"single-file cold start, {k}: median {v * 1000:.0f} ms of "
               f"{', '.join(f'{t * 1000:.0f}' for t in times[k])} ms; idle memory {memory[k]} kB")
