@@ -640,11 +640,8 @@ int main(int argc, char **argv) {
     }
   }
   for (int i = 0; i < nio; i++) pthread_create(&io[i].thread, NULL, io_main, &io[i]);
-  ox_info(
-      "onnxd %s listening on %s:%u: %zu models, %ld I/O threads, %ld inference threads, "
-      "ONNX Runtime %s",
-      OX_VERSION, o.host, (unsigned)port, ox_repo_num_models(repo), o.io_threads, o.infer_threads,
-      ox_runtime_version());
+  ox_info("onnxd %s listening on %s:%u: %ld I/O threads, %ld inference threads, ONNX Runtime %s",
+          OX_VERSION, o.host, (unsigned)port, o.io_threads, o.infer_threads, ox_runtime_version());
   if (o.admin_port) ox_info("admin endpoints on %s:%u only", o.admin_host, (unsigned)admin_port);
   if (server.admin_token) ox_info("admin endpoints need the bearer token of --admin-token-file");
 

@@ -56,7 +56,21 @@ typedef struct {
   uint64_t applied;   /* meta signature last applied (or the baseline) */
   uint64_t prev_full; /* full signature at the previous scan (0: none) */
   int seen;           /* present in the current scan */
+  int waiting;        /* why the last scan deferred a change (WAIT_*), logged when it changes */
 } pmodel_t;
+
+enum { WAIT_NONE, WAIT_BUSY, WAIT_SETTLE };
+
+/* Logs why a change of m is not applied yet, once per reason in a row. */
+static void note_wait(pmodel_t *m, int why) {
+  if (m->waiting == why) return;
+  m->waiting = why;
+  if (why == WAIT_BUSY)
+    ox_info("repository poll: model '%s' changed; a file is still being written", m->name);
+  else if (why == WAIT_SETTLE)
+    ox_info("repository poll: model '%s' changed; applied when the next scan sees it unchanged",
+            m->name);
+}
 
 typedef struct {
   int wd;
@@ -427,11 +441,13 @@ static int scan(ox_poll_t *p, int baseline) {
     }
     if (!is_new && meta == m->applied) {
       m->prev_full = 0;
+      m->waiting = WAIT_NONE;
       continue;
     }
     if (!nver || model_busy(p, dir)) {
       m->prev_full = 0;
       pending |= nver > 0;
+      if (nver) note_wait(m, WAIT_BUSY);
       continue;
     }
     uint64_t meta2;
@@ -439,10 +455,12 @@ static int scan(ox_poll_t *p, int baseline) {
     if (meta2 != meta || full != m->prev_full) {
       m->prev_full = meta2 == meta ? full : 0;
       pending = 1;
+      note_wait(m, WAIT_SETTLE);
       continue;
     }
     m->applied = meta;
     m->prev_full = 0;
+    m->waiting = WAIT_NONE;
     ox_info("repository poll: model '%s' changed: loading", m->name);
     if (ox_models_load(p->mgr, m->name, NULL, 0, NULL, op_done, NULL))
       ox_warn("repository poll: could not queue the load of '%s'", m->name);

@@ -625,12 +625,14 @@ def metric_value(port, sample, model=None, version="1"):
 
 
 def wait_until(cond, timeout, what, interval=0.005):
-    """Polls cond() until it is true; fails with what after timeout seconds."""
+    """Polls cond() until it is true; fails with what (a string, or a function giving one at
+    that moment, e.g. with a server's log) after timeout seconds."""
     deadline = time.monotonic() + timeout
     while True:
         v = cond()
         if v:
             return v
         if time.monotonic() > deadline:
+            what = what() if callable(what) else what
             pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
         time.sleep(interval)

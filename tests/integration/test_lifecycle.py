@@ -810,7 +810,8 @@ def test_poll_mode_sighup_rescans(start, lrepo, test_models):
     time.sleep(1.5)  # with the timer off nothing may pick it up: the absence is the point
     assert not model_ready(s, "added")
     s.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: model_ready(s, "added"), 30, "the SIGHUP rescan to load the model")
+    wait_until(lambda: model_ready(s, "added"), 30,
+               lambda: f"the SIGHUP rescan to load the model\n{s.log_tail()}")
     assert s.alive()
 
 
