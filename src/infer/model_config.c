@@ -1206,10 +1206,10 @@ int ox_model_config_load_text(const char *repo_dir, const ox_model_t *m, int inf
                      override_len, cfg, err, errcap);
 }
 
-int ox_model_config_load_dir(const char *model_dir, const ox_model_t *m, int infer_threads,
-                             const char *override_json, size_t override_len, ox_model_config_t *cfg,
-                             char *err, size_t errcap) {
-  return config_load(model_dir, NULL, m, infer_threads, override_json, override_len, cfg, err,
+int ox_model_config_load_dir(const char *model_dir, const char *check_name, const ox_model_t *m,
+                             int infer_threads, const char *override_json, size_t override_len,
+                             ox_model_config_t *cfg, char *err, size_t errcap) {
+  return config_load(model_dir, check_name, m, infer_threads, override_json, override_len, cfg, err,
                      errcap);
 }
 
@@ -1293,10 +1293,10 @@ int ox_version_policy_read(const char *repo_dir, const char *name, const char *o
   return policy_read(override_json ? NULL : dir, name, override_json, override_len, p, err, errcap);
 }
 
-int ox_version_policy_read_dir(const char *model_dir, const char *override_json,
-                               size_t override_len, ox_version_policy_t *p, char *err,
-                               size_t errcap) {
-  return policy_read(model_dir, NULL, override_json, override_len, p, err, errcap);
+int ox_version_policy_read_dir(const char *model_dir, const char *check_name,
+                               const char *override_json, size_t override_len,
+                               ox_version_policy_t *p, char *err, size_t errcap) {
+  return policy_read(model_dir, check_name, override_json, override_len, p, err, errcap);
 }
 
 /* The version policy of model_dir's files (or override_json); name as in config_load. */

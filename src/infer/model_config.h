@@ -123,11 +123,11 @@ int ox_model_config_load_text(const char *repo_dir, const ox_model_t *m, int inf
                               const char *override_json, size_t override_len,
                               ox_model_config_t *cfg, char *err, size_t errcap);
 /* ox_model_config_load_text reading model_dir/config.json (else config.pbtxt) instead of
- * repo_dir/<model>/...: single-model mode, where the directory is not named after the model,
- * so a "name" in the file is not checked against the model's. */
-int ox_model_config_load_dir(const char *model_dir, const ox_model_t *m, int infer_threads,
-                             const char *override_json, size_t override_len, ox_model_config_t *cfg,
-                             char *err, size_t errcap);
+ * repo_dir/<model>/...; a "name" in the file must equal check_name (NULL: not checked, for
+ * single-model mode, where the directory is not named after the model). */
+int ox_model_config_load_dir(const char *model_dir, const char *check_name, const ox_model_t *m,
+                             int infer_threads, const char *override_json, size_t override_len,
+                             ox_model_config_t *cfg, char *err, size_t errcap);
 void ox_model_config_free(ox_model_config_t *cfg);
 
 /* Reads only the version policy of repo_dir/<name>/ (config.json, else config.pbtxt; latest 1
@@ -135,10 +135,10 @@ void ox_model_config_free(ox_model_config_t *cfg);
  * with ox_version_policy_free), or OX_EINVALID with a reason in err, or OX_ENOMEM. */
 int ox_version_policy_read(const char *repo_dir, const char *name, const char *override_json,
                            size_t override_len, ox_version_policy_t *p, char *err, size_t errcap);
-/* ox_version_policy_read of model_dir's own files (single-model mode, as above). */
-int ox_version_policy_read_dir(const char *model_dir, const char *override_json,
-                               size_t override_len, ox_version_policy_t *p, char *err,
-                               size_t errcap);
+/* ox_version_policy_read of model_dir's own files; check_name as in ox_model_config_load_dir. */
+int ox_version_policy_read_dir(const char *model_dir, const char *check_name,
+                               const char *override_json, size_t override_len,
+                               ox_version_policy_t *p, char *err, size_t errcap);
 void ox_version_policy_free(ox_version_policy_t *p);
 /* The versions p serves among available[0..n) (ascending): written ascending into out (room for
  * n); returns their number. */

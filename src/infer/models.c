@@ -238,16 +238,10 @@ static void free_version(ox_models_t *mgr, ox_model_state_t *st) {
   ox_repo_model_free(m);
 }
 
-/* The directory of name's config and warm-up files into out: repo_dir/<name>, or in
- * single-model mode the repository directory itself. Returns the directory (out), or NULL when
- * name is not a model name (so no path leaves the repository) or the path is too long. */
-static const char *model_dir(const ox_models_t *mgr, const char *name, char *out, size_t cap) {
-  const char *single = ox_repo_single(mgr->o.repo);
-  if (single) return strcmp(name, single) ? NULL : ox_repo_root(mgr->o.repo);
-  size_t len = strlen(name);
-  if (!len || !ox_name_valid(name, len) || !strcmp(name, ".") || !strcmp(name, "..")) return NULL;
-  int n = snprintf(out, cap, "%s/%s", mgr->o.repo_dir, name);
-  return n < 0 || (size_t)n >= cap ? NULL : out;
+/* The name a model's config file must carry: its directory's, except in single-model mode,
+ * where the directory is not named after the model (NULL: not checked). */
+static const char *name_to_check(const ox_models_t *mgr, const char *name) {
+  return ox_repo_single(mgr->o.repo) ? NULL : name;
 }
 
 /* Gives m its state: config, warm-up, batcher; one reference (the caller's). 0, or an error
@@ -261,18 +255,13 @@ static int make_version(ox_models_t *mgr, ox_model_t *m, const char *override, c
   st->model = m;
   m->app = st;
   int rc;
-  char dirbuf[4096];
-  const char *dir = model_dir(mgr, m->name, dirbuf, sizeof dirbuf);
-  size_t olen = override ? strlen(override) : 0;
-  if (!dir) {
-    snprintf(err, errcap, "the model's directory path is too long");
+  char dir[4096];
+  if (ox_repo_model_dir(mgr->o.repo, m->name, dir, sizeof dir)) {
+    snprintf(err, errcap, "'%.100s': no model directory (bad name or path too long)", m->name);
     rc = OX_EINVALID;
-  } else if (ox_repo_single(mgr->o.repo)) {
-    rc = ox_model_config_load_dir(dir, m, mgr->o.infer_threads, override, olen, &st->cfg, err,
-                                  errcap);
   } else {
-    rc = ox_model_config_load_text(mgr->o.repo_dir, m, mgr->o.infer_threads, override, olen,
-                                   &st->cfg, err, errcap);
+    rc = ox_model_config_load_dir(dir, name_to_check(mgr, m->name), m, mgr->o.infer_threads,
+                                  override, override ? strlen(override) : 0, &st->cfg, err, errcap);
   }
   if (!rc) rc = run_warmup(dir, m, &st->cfg, err, errcap);
   if (rc) {
@@ -449,6 +438,7 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
   size_t navail = 0, nwant = 0, built = 0;
   ox_model_t **nv = NULL;
   ox_version_policy_t pol = {0};
+  char dir[4096]; /* the model's directory in the repository: its version policy */
   ox_repo_t *src = mgr->o.repo, *upload = NULL; /* where the versions are read */
   int rc = 0;
   if (op->dir) { /* uploaded files (dir/<name>/<version>/...): a repository of their own */
@@ -470,11 +460,11 @@ static int do_load(ox_models_t *mgr, const op_t *op, char *err, size_t errcap) {
   } else if (rc) {
     snprintf(err, errcap, "failed to load '%s': no such model in the repository", op->name);
     rc = OX_EINVALID;
-  } else if ((rc = ox_repo_single(mgr->o.repo)
-                       ? ox_version_policy_read_dir(ox_repo_root(mgr->o.repo), op->override,
-                                                    op->override_len, &pol, err, errcap)
-                       : ox_version_policy_read(mgr->o.repo_dir, op->name, op->override,
-                                                op->override_len, &pol, err, errcap)) != 0) {
+  } else if (ox_repo_model_dir(mgr->o.repo, op->name, dir, sizeof dir)) {
+    snprintf(err, errcap, "failed to load '%s': no model directory (path too long)", op->name);
+    rc = OX_EINVALID;
+  } else if ((rc = ox_version_policy_read_dir(dir, name_to_check(mgr, op->name), op->override,
+                                              op->override_len, &pol, err, errcap)) != 0) {
     rc = OX_EINVALID;
   } else if (!(want = calloc(navail + 1, sizeof *want)) || !(nv = calloc(navail + 1, sizeof *nv))) {
     rc = OX_ENOMEM;

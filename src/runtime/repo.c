@@ -131,9 +131,9 @@ static char *ox_repo_fd_path(int fd, const char *path, const struct stat *st) {
   return real;
 }
 
-/* The directory of model (a checked name) into out: root/model, or root in single-model mode.
- * 0, or -ENAMETOOLONG. */
-static int ox_repo_model_dir(const ox_repo_t *repo, const char *model, char *out, size_t cap) {
+int ox_repo_model_dir(const ox_repo_t *repo, const char *model, char *out, size_t cap) {
+  if (repo->single ? strcmp(model, repo->single) != 0 : !ox_repo_valid_name(model, strlen(model)))
+    return OX_EINVALID;
   int n = repo->single ? snprintf(out, cap, "%s", repo->root)
                        : snprintf(out, cap, "%s/%s", repo->root, model);
   return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;

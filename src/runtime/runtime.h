@@ -91,6 +91,11 @@ ox_repo_layout_t ox_repo_layout(const char *dir);
  * *out is owned by the caller: ox_repo_close. */
 int ox_repo_open_single(const char *dir, const char *name, ox_repo_t **out, char *err,
                         size_t errcap);
+/* The directory of model (its versions, config and warmup/ files) into out (cap bytes):
+ * <root>/<model>, or in single-model mode <root> itself. 0; OX_EINVALID when model is not a
+ * model name (so no path leaves the repository) or, in single-model mode, not the model's
+ * name; -ENAMETOOLONG. */
+int ox_repo_model_dir(const ox_repo_t *repo, const char *model, char *out, size_t cap);
 /* Real path of the repository directory (borrowed: valid until ox_repo_close). */
 const char *ox_repo_root(const ox_repo_t *repo);
 /* Single-model mode: the model's name (borrowed: valid until ox_repo_close), whose directory

@@ -48,16 +48,19 @@ def _resolve(p):
     return p if p.is_absolute() else ROOT / p
 
 
+def link_file(src, dst):
+    """Puts file src at dst (parent directories made): a hard link where the file system
+    allows, else a copy."""
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _link_tree(src, dst):
     """Copies the tree src to dst, hard-linking files where the file system allows."""
-
-    def link_or_copy(s, d):
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link_or_copy, symlinks=False)
+    shutil.copytree(src, dst, copy_function=link_file, symlinks=False)
 
 
 class Server:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import rawhttp
 from conftest import (SLOW_N, build_repo, forget, http_get, http_post_json,  # noqa: F401
-                      infer, keep_alive_checked, slow_model_bytes, wait_until)
+                      infer, keep_alive_checked, link_file, slow_model_bytes, wait_until)
 
 SANITIZED = "san-" in os.environ.get("ONNXD_BIN", "")
 LOAD_TIMEOUT = 120.0 if SANITIZED else 60.0
@@ -35,22 +35,14 @@ STATES = {"READY", "UNAVAILABLE", "LOADING", "UNLOADING"}
 # Helpers
 
 
-def _link(src, dst):
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 @pytest.fixture
 def lrepo(tmp_path, test_models, demo_models):
     """A fresh repository: mlp16 (models/), identity_fp32, slow, mobilenetv2."""
     r = tmp_path / "repo"
     r.mkdir()
-    _link(demo_models / "mlp16/1/model.onnx", r / "mlp16/1/model.onnx")
-    _link(test_models / "identity_fp32/1/model.onnx", r / "identity_fp32/1/model.onnx")
-    _link(demo_models / "mobilenetv2/1/model.onnx", r / "mobilenetv2/1/model.onnx")
+    link_file(demo_models / "mlp16/1/model.onnx", r / "mlp16/1/model.onnx")
+    link_file(test_models / "identity_fp32/1/model.onnx", r / "identity_fp32/1/model.onnx")
+    link_file(demo_models / "mobilenetv2/1/model.onnx", r / "mobilenetv2/1/model.onnx")
     # One instance, no batching: a long request makes the next one queue (pending gauge).
     build_repo(r, {"slow": {"model": slow_model_bytes(),
                             "config": {"max_batch_size": 0, "instance_count": 1}}})

@@ -5,7 +5,6 @@ config.json / config.pbtxt, warm-up files and external data beside them. A DIR l
 repository (DIR/<model>/<n>/model.onnx) is served as usual. Everything that cannot serve the
 one model ends the process with status 2 and a message naming DIR."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,16 +15,9 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT, _server_binary, http_get, http_post_json, infer
+from conftest import link_file as link
 
 NAME = "isvc-model"  # what KServe passes: the InferenceService's name
-
-
-def link(src, dst):
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 @pytest.fixture(scope="module")

@@ -1086,20 +1086,21 @@ TEST(model_dir_reads_without_name_check) {
   write_cfg(&bm, "{\"name\":\"exported_as\",\"max_batch_size\":4}");
   CHECK_INT(ox_model_config_load(repo_dir, &bm, 3, &cfg, err, sizeof err), OX_EINVALID);
   CHECK_STR(err, "config.json: 'name' is 'exported_as', not the folder's name");
-  CHECK_INT(ox_model_config_load_dir(dir, &bm, 3, NULL, 0, &cfg, err, sizeof err), 0);
+  CHECK_INT(ox_model_config_load_dir(dir, NULL, &bm, 3, NULL, 0, &cfg, err, sizeof err), 0);
   CHECK_INT(cfg.sched.max_batch_size, 4);
   CHECK_INT(cfg.from_file, 1);
   ox_model_config_free(&cfg);
   write_cfg(&bm, "{\"bogus\":1}");
-  CHECK_INT(ox_model_config_load_dir(dir, &bm, 3, NULL, 0, &cfg, err, sizeof err), OX_EINVALID);
+  CHECK_INT(ox_model_config_load_dir(dir, NULL, &bm, 3, NULL, 0, &cfg, err, sizeof err),
+            OX_EINVALID);
   CHECK_STR(err, "config.json: unknown key 'bogus'");
   write_cfg(&bm, "{\"version_policy\":{\"all\":{}},\"name\":\"x\"}");
   ox_version_policy_t p;
-  CHECK_INT(ox_version_policy_read_dir(dir, NULL, 0, &p, err, sizeof err), 0);
+  CHECK_INT(ox_version_policy_read_dir(dir, NULL, NULL, 0, &p, err, sizeof err), 0);
   CHECK_INT(p.kind, 1);
   ox_version_policy_free(&p);
   write_cfg(&bm, NULL);
-  CHECK_INT(ox_model_config_load_dir(dir, &bm, 3, NULL, 0, &cfg, err, sizeof err), 0);
+  CHECK_INT(ox_model_config_load_dir(dir, NULL, &bm, 3, NULL, 0, &cfg, err, sizeof err), 0);
   CHECK_INT(cfg.from_file, 0); /* no file: the defaults */
   ox_model_config_free(&cfg);
 }
