@@ -40,7 +40,7 @@ count() {
 # Reads the last "N passed[, N failed][, N skipped]" figures from a log (pytest's or ours).
 parse_counts() {
   local line p f s
-  line=$(grep -E '[0-9]+ (passed|failed)' "$1" | tail -n1)
+  line=$(grep -E '[0-9]+ (passed|failed|skipped)' "$1" | tail -n1) # "13 skipped in 0.4s" too
   p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
   s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+'); local e
   e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+')
