@@ -8,22 +8,23 @@
 #   0 core                                 no project dependencies
 #   1 metrics                              counters any layer may record into; core only
 #   2 loop                                 event loop, timers, wake-ups
-#   3 http proto runtime features          HTTP/1.1, codecs, ONNX Runtime adapter, feature tiers
+#   3 http grpc proto runtime features     HTTP/1.1, gRPC over HTTP/2, codecs, ONNX Runtime
+#                                          adapter, feature tiers
 #   4 sched                                worker pool and batcher (joins runtime to the loop)
 #   5 infer                                the wire-neutral inference core
 #   6 server                               front ends (REST today) and the application
 #   7 main.c                               wires everything
 # Explicit rules on top of the order:
-#   - only server/ and main.c include http/ (the inference core and everything below it know
-#     nothing of HTTP; a second front end must not need it either);
+#   - only server/ and main.c include http/ and grpc/ (the inference core and everything below
+#     it know nothing of HTTP or gRPC);
 #   - only runtime/ includes onnxruntime_c_api.h (ORT's types never escape the adapter).
 # A directory of src/ that is not in the table is an error: give it a level here first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A level=([core]=0 [metrics]=1 [loop]=2 [http]=3 [proto]=3 [runtime]=3 [features]=3
+declare -A level=([core]=0 [metrics]=1 [loop]=2 [http]=3 [grpc]=3 [proto]=3 [runtime]=3 [features]=3
                   [sched]=4 [infer]=5 [server]=6 [main.c]=7)
-order="core < metrics < loop < http|proto|runtime|features < sched < infer < server < main.c"
+order="core < metrics < loop < http|grpc|proto|runtime|features < sched < infer < server < main.c"
 
 bad=0 n=0
 fail() { echo "$1: $2" >&2; bad=$((bad + 1)); }
@@ -57,8 +58,8 @@ while IFS= read -r f; do
       [ -d "src/$to" ] && fail "$f:$line" "includes $target: module '$to' has no level"
       continue # not one of ours (sys/..., a dependency's header)
     fi
-    if [ "$to" = http ] && [ "$from" != server ] && [ "$from" != main.c ]; then
-      fail "$f:$line" "includes $target: only server/ and main.c include http/"
+    if { [ "$to" = http ] || [ "$to" = grpc ]; } && [ "$from" != server ] && [ "$from" != main.c ]; then
+      fail "$f:$line" "includes $target: only server/ and main.c include $to/"
     elif [ "${level[$to]}" -gt "${level[$from]}" ]; then
       fail "$f:$line" "includes $target: $from/ (level ${level[$from]}) must not include $to/ (level ${level[$to]}, higher)"
     elif [ "${level[$to]}" -eq "${level[$from]}" ]; then
@@ -72,4 +73,4 @@ if [ "$bad" -ne 0 ]; then
   echo "check-layers: $bad violation(s); order: $order (scripts/check-layers.sh, docs/design.md)" >&2
   exit 1
 fi
-echo "check-layers: OK ($n includes; $order; http/ only from server/ and main.c)"
+echo "check-layers: OK ($n includes; $order; http/ and grpc/ only from server/ and main.c)"
