@@ -42,6 +42,8 @@ typedef struct {
   const char *host;
   const char *log_level;
   long http_port;
+  long grpc_port;
+  long grpc_max_streams;
   long io_threads;
   long infer_threads;
   long intra_op_threads;
@@ -83,6 +85,11 @@ static const ox_flag_t ox_flags[] = {
      "directory of models: DIR/<model>/<version>/model.onnx"},
     {"host", OX_FLAG_STR, O(host), 0, 0, "address to listen on"},
     {"http-port", OX_FLAG_INT, O(http_port), 0, 65535, "HTTP port (0: any free port, logged)"},
+    {"grpc-port", OX_FLAG_INT, O(grpc_port), -1, 65535,
+     "gRPC port (HTTP/2 cleartext, the Open Inference Protocol's gRPC service and "
+     "grpc.health.v1; 0: any free port, logged; -1: no gRPC)"},
+    {"grpc-max-streams", OX_FLAG_INT, O(grpc_max_streams), 1, 65536,
+     "concurrent gRPC calls per connection (SETTINGS_MAX_CONCURRENT_STREAMS)"},
     {"io-threads", OX_FLAG_INT, O(io_threads), 1, 64, "event-loop threads (connections, HTTP)"},
     {"infer-threads", OX_FLAG_INT, O(infer_threads), 1, 256,
      "worker threads: parse, run and encode inference requests"},
@@ -175,6 +182,8 @@ static const ox_flags_spec_t ox_flags_spec = {
 typedef struct {
   ox_loop_t *loop;
   ox_http_listener_t *listener;
+  ox_grpc_service_t *grpc;            /* NULL: no gRPC on this loop (admin loop, --grpc-port -1) */
+  ox_grpc_listener_t *grpc_listener;
   pthread_t thread;
   ox_task_t drain_task;
 } io_thread_t;
@@ -191,6 +200,10 @@ static void *io_main(void *arg) {
 static void io_drain(ox_loop_t *loop, ox_task_t *task) {
   io_thread_t *t = ox_container_of(task, io_thread_t, drain_task);
   ox_http_listener_drain(t->listener);
+  if (t->grpc) {
+    ox_grpc_service_drain(t->grpc);
+    ox_grpc_listener_drain(t->grpc_listener);
+  }
 }
 
 /* Reads the admin token: the file's first line (without CR/LF), 1 to 4095 bytes. 0 or -1 with a
@@ -326,6 +339,8 @@ int main(int argc, char **argv) {
       .host = "127.0.0.1",
       .log_level = "info",
       .http_port = 8000,
+      .grpc_port = 8001,
+      .grpc_max_streams = 128,
       .io_threads = ncpu <= 4 ? 1 : ncpu / 4,
       .infer_threads = ncpu,
       .intra_op_threads = 1,
@@ -403,6 +418,10 @@ int main(int argc, char **argv) {
     return 2;
   if (o.admin_port && o.admin_port == o.http_port) {
     fprintf(stderr, "onnxd: --admin-port must differ from --http-port\n");
+    return 2;
+  }
+  if (o.grpc_port > 0 && (o.grpc_port == o.http_port || o.grpc_port == o.admin_port)) {
+    fprintf(stderr, "onnxd: --grpc-port must differ from --http-port and --admin-port\n");
     return 2;
   }
   if (o.max_inflight_bytes == 0) { /* a quarter of physical memory, at least one largest body */
@@ -641,9 +660,30 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
+  /* gRPC on every public loop (same port, SO_REUSEPORT), served by the same workers. */
+  ox_grpc_config_t gcfg = {.max_concurrent_streams = (uint32_t)o.grpc_max_streams,
+                           .max_message_bytes = (size_t)o.max_body_bytes,
+                           .max_header_list_bytes = 16 * 1024,
+                           .window_bytes = 16u << 20,
+                           .max_buffered_bytes = (size_t)o.max_inflight_bytes,
+                           .idle_timeout_ms = (uint32_t)o.idle_timeout_ms,
+                           .max_connections = (uint32_t)o.max_connections};
+  uint16_t grpc_port = (uint16_t)(o.grpc_port < 0 ? 0 : o.grpc_port);
+  for (int i = 0; io && o.grpc_port >= 0 && i < npublic; i++) {
+    rc = ox_grpc_service_create(&server, &gcfg, &io[i].grpc);
+    if (!rc)
+      rc = ox_grpc_listener_create(io[i].loop, o.host, &grpc_port,
+                                   ox_grpc_service_config(io[i].grpc), &io[i].grpc_listener);
+    if (rc) {
+      fprintf(stderr, "onnxd: cannot listen for gRPC on %s:%ld: %s\n", o.host, o.grpc_port,
+              rc == OX_EINVALID ? "bad host address" : ox_strerror(rc));
+      return 1;
+    }
+  }
   for (int i = 0; i < nio; i++) pthread_create(&io[i].thread, NULL, io_main, &io[i]);
   ox_info("onnxd %s listening on %s:%u: %ld I/O threads, %ld inference threads, ONNX Runtime %s",
           OX_VERSION, o.host, (unsigned)port, o.io_threads, o.infer_threads, ox_runtime_version());
+  if (o.grpc_port >= 0) ox_info("gRPC listening on %s:%u", o.host, (unsigned)grpc_port);
   if (o.admin_port) ox_info("admin endpoints on %s:%u only", o.admin_host, (unsigned)admin_port);
   if (server.admin_token) ox_info("admin endpoints need the bearer token of --admin-token-file");
 
@@ -675,7 +715,7 @@ int main(int argc, char **argv) {
     ox_loop_post(io[i].loop, &io[i].drain_task);
   }
   uint64_t deadline = (uint64_t)ox_mono_ms() + (uint64_t)o.drain_timeout_ms;
-  while ((atomic_load(&server.inflight) > 0 || ox_http_busy() > 0) &&
+  while ((atomic_load(&server.inflight) > 0 || ox_http_busy() > 0 || ox_grpc_busy() > 0) &&
          (uint64_t)ox_mono_ms() < deadline)
     sleep_ms(5);
   if (atomic_load(&server.inflight) > 0) {
@@ -693,7 +733,9 @@ int main(int argc, char **argv) {
   for (int i = 0; i < nio; i++) {
     ox_loop_run_pending(io[i].loop);
     ox_http_listener_destroy(io[i].listener);
+    if (io[i].grpc_listener) ox_grpc_listener_destroy(io[i].grpc_listener);
     ox_loop_destroy(io[i].loop);
+    if (io[i].grpc) ox_grpc_service_destroy(io[i].grpc);
   }
   free(io);
   ox_models_destroy(models); /* every reference is gone: the loops' answers were released */

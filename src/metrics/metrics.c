@@ -168,6 +168,20 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
       rc |= ox_buf_printf(o, "onnxd_http_responses_total{code=\"%zu\"} %" PRIu64 "\n",
                           i + OX_STATUS_MIN, v);
   }
+  static const char *const grpc_names[OX_GRPC_CODES + 1] = {
+      "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED", "other"};
+  rc |= ox_buf_puts(o,
+                    "# HELP onnxd_grpc_calls_total gRPC calls by the status they ended with "
+                    "(every method; codes not seen yet are left out)\n"
+                    "# TYPE onnxd_grpc_calls_total counter\n");
+  for (size_t i = 0; i <= OX_GRPC_CODES; i++) {
+    uint64_t v = LD(ox_process_stats.grpc_calls[i]);
+    if (v)
+      rc |= ox_buf_printf(o, "onnxd_grpc_calls_total{code=\"%s\"} %" PRIu64 "\n", grpc_names[i], v);
+  }
   /* Process: resident memory from /proc/self/statm, CPU from getrusage. */
   long pages = 0, rss = 0;
   FILE *f = fopen("/proc/self/statm", "r");

@@ -49,9 +49,11 @@ static inline void ox_stat_add(ox_stat_pair_t *p, uint64_t ns) {
 #define OX_STATUS_OTHER (OX_STATUS_MAX - OX_STATUS_MIN + 1)
 
 /* Process-wide counters. responses: responses started, by status (index status - 100). */
+#define OX_GRPC_CODES 17 /* gRPC status codes 0..16 */
 typedef struct {
   atomic_uint_fast64_t bytes_in, bytes_out;
   atomic_uint_fast64_t responses[OX_STATUS_OTHER + 1];
+  atomic_uint_fast64_t grpc_calls[OX_GRPC_CODES + 1]; /* by status; last: out of range */
 } ox_process_stats_t;
 extern ox_process_stats_t ox_process_stats;
 
@@ -61,6 +63,12 @@ static inline void ox_metrics_count_response(int status) {
   size_t i = status >= OX_STATUS_MIN && status <= OX_STATUS_MAX ? (size_t)(status - OX_STATUS_MIN)
                                                                 : OX_STATUS_OTHER;
   atomic_fetch_add_explicit(&ox_process_stats.responses[i], 1, memory_order_relaxed);
+}
+
+/* Counts one gRPC call ended with status code (for onnxd_grpc_calls_total{code}). Any thread. */
+static inline void ox_metrics_count_grpc(int code) {
+  size_t i = code >= 0 && code < OX_GRPC_CODES ? (size_t)code : OX_GRPC_CODES;
+  atomic_fetch_add_explicit(&ox_process_stats.grpc_calls[i], 1, memory_order_relaxed);
 }
 
 /* One model version to render (all borrowed for the call). pending: requests waiting. */

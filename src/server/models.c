@@ -42,7 +42,9 @@
 /* One load or unload waiting for the manager: freed on the loop after answering. */
 typedef struct {
   ox_task_t task;
-  ox_conn_t *conn;
+  ox_loop_t *loop;                                   /* where answer runs */
+  void (*answer)(void *arg, int rc, const char *msg); /* the front end's */
+  void *arg;
   int rc;
   char msg[512];
   char dir[PATH_MAX]; /* the upload's temporary directory, removed when the load is over ("": none)
@@ -52,8 +54,9 @@ typedef struct {
 /* One parameters["file:<version>/<file>"]: slices of the request body (borrowed). */
 typedef struct {
   ox_slice_t path; /* after "file:" */
-  ox_slice_t data; /* the JSON string's raw text (escaped when esc) */
+  ox_slice_t data; /* REST: the JSON string's raw text (escaped when esc); raw: the bytes */
   int esc;
+  int raw; /* gRPC's bytes_param: data is the file itself, not base64 */
 } upload_file_t;
 
 /* The request body's members that matter. */
@@ -81,29 +84,35 @@ static void rm_upload(const char *dir) {
 static void op_answer(ox_loop_t *loop, ox_task_t *task) {
   (void)loop;
   repo_op_t *op = ox_container_of(task, repo_op_t, task);
-  if (op->rc) {
-    ox_conn_respond_error(op->conn, op->rc == OX_EUNAVAILABLE ? 503 : 400, op->msg);
-  } else {
-    ox_http_resp_t r;
-    ox_http_resp_init(&r, 200);
-    if (ox_buf_puts(&r.body, "{}")) {
-      ox_http_resp_free(&r);
-      ox_conn_respond_error(op->conn, 500, "out of memory");
-    } else {
-      ox_conn_respond(op->conn, &r);
-    }
-  }
+  op->answer(op->arg, op->rc, op->msg);
   free(op);
 }
 
-/* Manager thread: the operation is over; answer on the connection's loop. */
+/* Manager thread: the operation is over; answer on the front end's loop. */
 static void op_done(void *arg, int rc, const char *msg) {
   repo_op_t *op = arg;
   rm_upload(op->dir);
   op->rc = rc;
   snprintf(op->msg, sizeof op->msg, "%s", msg && msg[0] ? msg : "failed");
   op->task.fn = op_answer;
-  ox_loop_post(ox_conn_loop(op->conn), &op->task);
+  ox_loop_post(op->loop, &op->task);
+}
+
+/* REST's answer to a load or unload: 200 {}, or 400 (503 when the server is closing). */
+static void rest_answer(void *arg, int rc, const char *msg) {
+  ox_conn_t *c = arg;
+  if (rc) {
+    ox_conn_respond_error(c, rc == OX_EUNAVAILABLE ? 503 : 400, msg);
+    return;
+  }
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, 200);
+  if (ox_buf_puts(&r.body, "{}")) {
+    ox_http_resp_free(&r);
+    ox_conn_respond_error(c, 500, "out of memory");
+  } else {
+    ox_conn_respond(c, &r);
+  }
 }
 
 /* 1 if path (after "file:") is "<version>/<file>": a positive decimal version without leading
@@ -208,12 +217,16 @@ static int parse_body(ox_slice_t body, repo_body_t *out, const char **err) {
   return rc;
 }
 
+static int write_upload_bytes(const char *base, const upload_file_t *f, const unsigned char *bytes,
+                              size_t len, char *err, size_t errcap);
+
 /* Writes one uploaded file: base dir (the model's directory inside the temporary one) / path,
  * the version directory made if needed. 0, or an error with the reason in err. */
 static int write_upload_file(const char *base, const upload_file_t *f, char *err, size_t errcap) {
   char *raw = NULL;
   const char *text = f->data.ptr;
   size_t tlen = f->data.len;
+  if (f->raw) return write_upload_bytes(base, f, (const unsigned char *)text, tlen, err, errcap);
   if (f->esc) { /* JSON may escape '/' as "\/": the base64 text is what the string holds */
     if (!(raw = malloc(f->data.len + 1))) goto nomem;
     long n = ox_json_unescape(f->data.ptr, f->data.len, raw);
@@ -235,6 +248,17 @@ static int write_upload_file(const char *base, const upload_file_t *f, char *err
              f->path.ptr);
     return OX_EINVALID;
   }
+  rc = write_upload_bytes(base, f, bytes, len, err, errcap);
+  free(bytes);
+  return rc;
+nomem:
+  snprintf(err, errcap, "out of memory");
+  return OX_ENOMEM;
+}
+
+/* Writes bytes[0..len) as the uploaded file f under base. */
+static int write_upload_bytes(const char *base, const upload_file_t *f, const unsigned char *bytes,
+                              size_t len, char *err, size_t errcap) {
   char path[PATH_MAX];
   const char *slash = memchr(f->path.ptr, '/', f->path.len);
   int vlen = (int)(slash - f->path.ptr), fd = -1;
@@ -247,7 +271,6 @@ static int write_upload_file(const char *base, const upload_file_t *f, char *err
       fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   }
   if (fd < 0 && errno == EEXIST) {
-    free(bytes);
     snprintf(err, errcap, "parameters[\"file:%.*s\"] is repeated", (int)f->path.len, f->path.ptr);
     return OX_EINVALID;
   }
@@ -263,22 +286,18 @@ static int write_upload_file(const char *base, const upload_file_t *f, char *err
     ok = 0;
     e = errno;
   }
-  free(bytes);
   if (!ok) { /* the disk is full: 507, as for the feature stores; anything else: 500 */
     snprintf(err, errcap, "cannot store the uploaded files: %s", strerror(e));
     return e == ENOSPC || e == EDQUOT ? -ENOSPC : -EIO;
   }
   return 0;
-nomem:
-  snprintf(err, errcap, "out of memory");
-  return OX_ENOMEM;
 }
 
 /* Makes the private temporary directory for an upload, <tmp>/<name>/, and writes every file
  * into it. On success dir holds the temporary directory's path (the caller removes it); on
  * error it is removed already and err says why. */
-static int write_upload(const char *name, const repo_body_t *b, char *dir, size_t dircap, char *err,
-                        size_t errcap) {
+static int write_upload(const char *name, const upload_file_t *files, size_t nfiles, char *dir,
+                        size_t dircap, char *err, size_t errcap) {
   const char *tmp = getenv("TMPDIR");
   if (!tmp || tmp[0] != '/') tmp = "/tmp";
   int n = snprintf(dir, dircap, "%s/onnxd-upload-XXXXXX", tmp);
@@ -295,8 +314,7 @@ static int write_upload(const char *name, const repo_body_t *b, char *dir, size_
     snprintf(err, errcap, "cannot store the uploaded files");
     rc = -EIO;
   }
-  for (size_t i = 0; !rc && i < b->nfiles; i++)
-    rc = write_upload_file(base, &b->files[i], err, errcap);
+  for (size_t i = 0; !rc && i < nfiles; i++) rc = write_upload_file(base, &files[i], err, errcap);
   if (rc) {
     rm_upload(dir);
     dir[0] = 0;
@@ -325,62 +343,82 @@ void ox_server_repo_index(ox_server_t *s, ox_conn_t *c, ox_slice_t body) {
   ox_conn_respond(c, &r);
 }
 
-/* Common part of load and unload. */
-static void repo_op(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body, int unload) {
+/* The load or unload behind both front ends, on the loop thread: checks the control mode and
+ * the name, writes uploaded files, queues the operation; answer(arg, rc, msg) then runs on loop
+ * when it is over. Returns 0, or an error answered by the caller: OX_EINVALID (refused: control
+ * mode, name, upload), -ENOSPC / -EIO (the upload could not be stored), OX_ENOMEM,
+ * OX_EUNAVAILABLE (closing), with the message in err (errcap bytes). */
+static int repo_start(ox_server_t *s, ox_loop_t *loop, ox_slice_t name, int unload,
+                      const char *config, size_t config_len, const upload_file_t *files,
+                      size_t nfiles, void (*answer)(void *, int, const char *), void *arg,
+                      char *err, size_t errcap) {
   if (s->control_mode != OX_CONTROL_EXPLICIT) {
-    ox_conn_respond_error(c, 400,
-                          s->control_mode == OX_CONTROL_POLL
-                              ? "explicit model load / unload is not allowed if polling is enabled"
-                              : "explicit model load / unload is not allowed with "
-                                "--model-control-mode none");
-    return;
+    snprintf(err, errcap, "%s",
+             s->control_mode == OX_CONTROL_POLL
+                 ? "explicit model load / unload is not allowed if polling is enabled"
+                 : "explicit model load / unload is not allowed with --model-control-mode none");
+    return OX_EINVALID;
   }
   char nm[256];
-  int rc = 0;
-  const char *err = "";
   if (name.len == 0 || name.len >= sizeof nm || !ox_name_valid(name.ptr, name.len) ||
       ox_slice_eq(name, ".") || ox_slice_eq(name, "..")) {
-    ox_conn_respond_error(c, 400, "invalid model name");
-    return;
+    snprintf(err, errcap, "invalid model name");
+    return OX_EINVALID;
   }
   memcpy(nm, name.ptr, name.len);
   nm[name.len] = 0;
-  repo_body_t *b = calloc(1, sizeof *b);
+  if (!unload && nfiles && !config) { /* as Triton */
+    snprintf(err, errcap,
+             "load parameters \"file:<version>/<file>\" need parameters.config as well");
+    return OX_EINVALID;
+  }
   repo_op_t *op = calloc(1, sizeof *op);
-  if (!b || !op) {
-    rc = OX_ENOMEM;
-    err = "out of memory";
-  } else {
-    rc = parse_body(body, b, &err);
+  if (!op) {
+    snprintf(err, errcap, "out of memory");
+    return OX_ENOMEM;
   }
-  if (!rc && !unload && b->nfiles && !b->config) { /* as Triton */
-    rc = OX_EINVALID;
-    err = "load parameters \"file:<version>/<file>\" need parameters.config as well";
+  int rc = 0;
+  if (!unload && nfiles) {
+    rc = write_upload(nm, files, nfiles, op->dir, sizeof op->dir, err, errcap);
+    if (rc) {
+      free(op);
+      return rc;
+    }
   }
-  if (!rc && !unload && b->nfiles) {
-    rc = write_upload(nm, b, op->dir, sizeof op->dir, op->msg, sizeof op->msg);
-    if (rc) err = op->msg;
-  }
-  if (rc) {
-    int status = rc == OX_EINVALID ? 400 : rc == -ENOSPC ? 507 : 500;
-    if (b) free(b->config);
-    free(b);
-    ox_conn_respond_error(c, status, err);
-    free(op);
-    return;
-  }
-  op->conn = c;
+  op->loop = loop;
+  op->answer = answer;
+  op->arg = arg;
   rc = unload ? ox_models_unload(s->models, nm, op_done, op)
-              : ox_models_load(s->models, nm, b->config, b->config_len, op->dir[0] ? op->dir : NULL,
+              : ox_models_load(s->models, nm, config, config_len, op->dir[0] ? op->dir : NULL,
                                op_done, op);
-  free(b->config);
-  free(b);
   if (rc) {
     rm_upload(op->dir);
     free(op);
-    ox_conn_respond_error(c, rc == OX_ENOMEM ? 500 : 503,
-                          rc == OX_ENOMEM ? "out of memory" : "server is shutting down");
+    snprintf(err, errcap, "%s", rc == OX_ENOMEM ? "out of memory" : "server is shutting down");
   }
+  return rc;
+}
+
+/* REST: parses the body and starts the operation; answers errors at once. */
+static void repo_op(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body, int unload) {
+  char err[512];
+  const char *perr = "out of memory";
+  repo_body_t *b = calloc(1, sizeof *b);
+  int rc = b ? parse_body(body, b, &perr) : OX_ENOMEM;
+  if (!rc)
+    rc = repo_start(s, ox_conn_loop(c), name, unload, b->config, b->config_len, b->files,
+                    unload ? 0 : b->nfiles, rest_answer, c, err, sizeof err);
+  else
+    snprintf(err, sizeof err, "%s", perr);
+  if (b) free(b->config);
+  free(b);
+  if (rc)
+    ox_conn_respond_error(c,
+                          rc == OX_EINVALID       ? 400
+                          : rc == -ENOSPC         ? 507
+                          : rc == OX_EUNAVAILABLE ? 503
+                                                  : 500,
+                          err);
 }
 
 void ox_server_repo_load(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body) {
@@ -389,4 +427,26 @@ void ox_server_repo_load(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice
 
 void ox_server_repo_unload(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body) {
   repo_op(s, c, name, body, 1);
+}
+
+int ox_server_repo_start(ox_server_t *s, ox_loop_t *loop, ox_slice_t name, int unload,
+                         const char *config, size_t config_len, const ox_repo_file_t *files,
+                         size_t nfiles, void (*answer)(void *, int, const char *), void *arg,
+                         char *err, size_t errcap) {
+  if (nfiles > OX_MAX_UPLOAD_FILES) {
+    snprintf(err, errcap, "too many upload files");
+    return OX_EINVALID;
+  }
+  upload_file_t up[OX_MAX_UPLOAD_FILES];
+  for (size_t i = 0; i < nfiles; i++) {
+    if (!upload_path_valid(files[i].path)) {
+      snprintf(err, errcap,
+               "bad upload file name: parameters \"file:<version>/<file>\" take a version "
+               "number and a plain file name");
+      return OX_EINVALID;
+    }
+    up[i] = (upload_file_t){.path = files[i].path, .data = files[i].bytes, .raw = 1};
+  }
+  return repo_start(s, loop, name, unload, config, config_len, up, nfiles, answer, arg, err,
+                    errcap);
 }

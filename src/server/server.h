@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "features/fstore.h"
+#include "grpc/h2.h"
 #include "http/conn.h"
 #include "infer/infer.h"
 #include "infer/models.h"
@@ -56,6 +57,21 @@ enum { OX_CONTROL_NONE = 0, OX_CONTROL_POLL = 1, OX_CONTROL_EXPLICIT = 2 };
 void ox_server_repo_index(ox_server_t *s, ox_conn_t *c, ox_slice_t body);
 void ox_server_repo_load(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body);
 void ox_server_repo_unload(ox_server_t *s, ox_conn_t *c, ox_slice_t name, ox_slice_t body);
+/* The same load or unload for another front end (gRPC), on the loop thread: files are the
+ * uploaded files ("<version>/<file>" and their bytes, borrowed for the call), config the
+ * override (NULL: the files). answer(arg, rc, msg) runs on loop when the operation is over
+ * (rc 0, or OX_EUNAVAILABLE when the server closed first, else a failed load). Returns 0, or
+ * an error to answer now with the message in err: OX_EINVALID (refused: control mode, name,
+ * upload names), -ENOSPC / -EIO (the upload could not be stored), OX_ENOMEM, OX_EUNAVAILABLE
+ * (shutting down). */
+typedef struct {
+  ox_slice_t path;  /* "<version>/<file>" */
+  ox_slice_t bytes; /* the file */
+} ox_repo_file_t;
+int ox_server_repo_start(ox_server_t *s, ox_loop_t *loop, ox_slice_t name, int unload,
+                         const char *config, size_t config_len, const ox_repo_file_t *files,
+                         size_t nfiles, void (*answer)(void *, int, const char *), void *arg,
+                         char *err, size_t errcap);
 /* The connection of a request held by the server closed (client gone): drop its work
  * (ox_infer_cancel on the inference call registered with ox_conn_set_request). */
 void ox_server_abort(void *app, ox_conn_t *c, void *request);
@@ -82,6 +98,18 @@ size_t ox_server_body_align_offset(void *app, const ox_http_request_t *head);
 void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_slice_t body);
 void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
                            ox_slice_t body);
+
+/* The gRPC front end (grpc_service.c): one service per I/O loop, whose listener's config it
+ * holds (ox_grpc_service_config). Loop thread, except create and destroy (before the loop runs,
+ * after it stopped). */
+typedef struct ox_grpc_service ox_grpc_service_t;
+int ox_grpc_service_create(ox_server_t *s, const ox_grpc_config_t *limits,
+                           ox_grpc_service_t **out);
+/* The listener's configuration: limits as given, the service's handler and app. */
+const ox_grpc_config_t *ox_grpc_service_config(const ox_grpc_service_t *svc);
+/* Drain: health watchers are told NOT_SERVING and their calls end. */
+void ox_grpc_service_drain(ox_grpc_service_t *svc);
+void ox_grpc_service_destroy(ox_grpc_service_t *svc);
 
 /* Percent-decodes a URL path segment into out (room for seg.len bytes); returns the decoded
  * length or -1 for a bad escape or a decoded NUL or '/'. */

@@ -9,6 +9,8 @@ inputs, bit for bit (same datatype, same shape, same bytes), in both request enc
   json    inputs as flat JSON lists in "data", outputs read from "outputs"[i]."data"
   binary  the binary tensor data extension: raw little-endian inputs after the JSON header
           (Inference-Header-Content-Length), binary_data_output true, raw outputs back
+  grpc    the gRPC service (ModelInfer over HTTP/2, grpcio with tritonclient's generated
+          messages): raw_input_contents in, raw_output_contents back
 
 A test is eligible when every model input and output is a plain tensor of a datatype the
 protocol carries, every data-set file parses as a TensorProto that fits the model, and
@@ -25,7 +27,7 @@ Test data of ONNX <= 1.12 stores bfloat16 tensors as UINT16 bit patterns; they a
 where the model says BFLOAT16. The repository goes to $TMPDIR, else /dev/shm when writable.
 
 Output: one line per failure ("FAIL <test> [<encoding>]: <reason>"), a summary with skip
-counts by category, and as the last line "P passed, F failed, S skipped". Exit status 1 when
+counts by category and the tests that passed over each encoding, and as the last line "P passed, F failed, S skipped". Exit status 1 when
 anything failed (including the server not starting or not exiting cleanly), else 0.
 
 Usage: run_conformance.py [--bin build/onnxd] [--filter SUBSTR] [--limit N] [--jobs J]
@@ -464,13 +466,13 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, repo, logpath, port, extra_args=()):
+    def __init__(self, binary, repo, logpath, port, grpc_port, extra_args=()):
         self.port = port
         self.logpath = logpath
         self.log = open(logpath, "wb")
         self.proc = subprocess.Popen(
-            [binary, "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(port)]
-            + list(extra_args),
+            [binary, "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(port),
+             "--grpc-port", str(grpc_port)] + list(extra_args),
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout):
@@ -785,6 +787,61 @@ def run_binary(client, case, tin, ref):
     return None
 
 
+def run_grpc(gclient, case, tin, ref):
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=case.name)
+    for n, t in zip(case.input_names, tin):
+        req.inputs.add(name=n, datatype=t.wire, shape=list(t.shape))
+        req.raw_input_contents.append(t.raw())
+    for n in case.output_names:
+        req.outputs.add(name=n)
+    try:
+        resp = gclient.ModelInfer(req, timeout=gclient.timeout)
+    except gclient.RpcError as e:
+        return "gRPC %s: %s" % (e.code().name, short(e.details() or "", 200))
+    names = [o.name for o in resp.outputs]
+    if names != list(case.output_names):
+        return "outputs %s, expected %s" % (names, list(case.output_names))
+    if len(resp.raw_output_contents) != len(names):
+        return "%d raw_output_contents for %d outputs" % (len(resp.raw_output_contents), len(names))
+    for o, blob, w, r in zip(resp.outputs, resp.raw_output_contents, case.output_wires, ref):
+        if o.datatype != w:
+            return "output %s: datatype %r, expected %s" % (o.name, o.datatype, w)
+        shape = tuple(int(d) for d in o.shape)
+        if shape != r.shape:
+            return "output %s: shape %s, expected %s" % (o.name, list(shape), list(r.shape))
+        exp = r.raw()
+        if blob != exp:
+            if w == "BYTES" or len(blob) != len(exp):
+                return "output %s: %d bytes differ from the reference's %d (%s...)" % (
+                    o.name, len(blob), len(exp), blob[:24].hex())
+            arr = np.frombuffer(blob, dtype=WIRE_NP[w].newbyteorder("<")).reshape(shape)
+            return "output %s: %s" % (o.name, tensors_identical(Tensor(w, shape, arr), r))
+    return None
+
+
+class GrpcClient:
+    """A gRPC stub on one channel (HTTP/2: every thread's calls share its connection)."""
+
+    def __init__(self, port, timeout):
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc
+
+        self.RpcError = grpc.RpcError
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(
+            "127.0.0.1:%d" % port, options=[("grpc.max_receive_message_length", -1),
+                                            ("grpc.max_send_message_length", -1)])
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def ModelInfer(self, req, timeout):
+        return self.stub.ModelInfer(req, timeout=timeout)
+
+    def close(self):
+        self.channel.close()
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -869,9 +926,9 @@ def main():
                 d = os.path.join(repo, c.name, "1")
                 os.makedirs(d)
                 shutil.copyfile(c.model_path, os.path.join(d, "model.onnx"))
-            port = free_port()
+            port, grpc_port = free_port(), free_port()
             t1 = time.monotonic()
-            server = Server(args.bin, repo, os.path.join(tmp, "onnxd.log"), port,
+            server = Server(args.bin, repo, os.path.join(tmp, "onnxd.log"), port, grpc_port,
                             shlex.split(args.server_args))
             problem = server.wait_ready(args.timeout)
             t_load = time.monotonic() - t1
@@ -879,15 +936,17 @@ def main():
                 server_problem = problem
             else:
                 client = Client(port, args.request_timeout)
+                gclient = GrpcClient(grpc_port, args.request_timeout)
 
                 def one(c):
                     res = []
                     for dname, tin, ref in c.datasets:
-                        for enc, fn in (("json", run_json), ("binary", run_binary)):
+                        for enc, fn in (("json", run_json), ("binary", run_binary),
+                                        ("grpc", run_grpc)):
                             if enc == "json" and c.json_skip:
                                 continue
                             try:
-                                why = fn(client, c, tin, ref)
+                                why = fn(gclient if enc == "grpc" else client, c, tin, ref)
                             except (OSError, http.client.HTTPException) as e:
                                 why = "connection: %s" % short(repr(e), 120)
                                 if not server.alive():
@@ -912,6 +971,7 @@ def main():
                             break
                 t_run = time.monotonic() - t2
                 client.close()
+                gclient.close()
                 if not server.alive():
                     server_problem = "server died during the run (status %s)" % server.proc.returncode
     finally:
@@ -948,6 +1008,12 @@ def main():
                 print("    %s: %s" % (n, d))
     for cat, k in json_skips.most_common():
         print("  json encoding skipped (binary checked), %s: %d" % (cat, k))
+    if not args.no_server and not server_problem:
+        for enc in ("json", "binary", "grpc"):
+            tried = [c for c in cases if not (enc == "json" and c.json_skip)]
+            bad = {f[0] for f in failures if f[1].split(" ")[0] == enc}
+            print("  over %s: %d of %d tests passed" % (enc, sum(c.name not in bad for c in tried),
+                                                       len(tried)))
     print("  in-process ORT matches the expected outputs in %d of %d eligible tests" % (ort_ok, n_el))
     # A server problem after every test ran (e.g. a sanitizer report at exit) counts as one
     # more failure; otherwise the tests it kept from running are the failures.

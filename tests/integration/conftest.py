@@ -37,6 +37,15 @@ STOP_TIMEOUT = 20.0
 SMALL_MODELS = ("identity_fp32", "add_sub_fp32")
 
 
+def rss_kib(pid):
+    """Resident memory of process pid, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -75,11 +84,16 @@ class Server:
         self.name = name
         self.proc = None
         self.port = None
+        self.grpc_port = None
         self.stopped = False
 
     @property
     def url(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_url(self):
+        return f"127.0.0.1:{self.grpc_port}"
 
     def start(self):
         last = None
@@ -88,6 +102,11 @@ class Server:
             self._log = open(self.log_path, "ab")
             argv = [self.binary, "--model-repository", self.repo, "--host", "127.0.0.1",
                     "--http-port", str(self.port), *self.extra_args]
+            if "--grpc-port" in self.extra_args:
+                self.grpc_port = int(self.extra_args[self.extra_args.index("--grpc-port") + 1])
+            else:  # every server serves gRPC too, on a port of its own (default 8001 is shared)
+                self.grpc_port = free_port()
+                argv += ["--grpc-port", str(self.grpc_port)]
             self._log.write(("\n$ " + " ".join(argv) + "\n").encode())
             self._log.flush()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
@@ -316,6 +335,16 @@ def client(server):
 
     c = httpclient.InferenceServerClient(server.url, connection_timeout=10.0,
                                          network_timeout=30.0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def gclient(server):
+    """tritonclient.grpc's client of the main server."""
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(server.grpc_url)
     yield c
     c.close()
 

@@ -3,6 +3,10 @@
 pins protobuf < 7 and other versions that .venv does not hold.
 
 usage: kserve_sdk_client.py BASE_URL MODE [MODEL [UNAVAILABLE_MODEL]]
+       kserve_sdk_client.py HOST:PORT grpc [MODEL [UNAVAILABLE_MODEL]]
+
+MODE grpc: kserve.InferenceGRPCClient (KServe's gRPC client) against onnxd's gRPC port:
+liveness, readiness, model readiness, inference of MODEL and of an unknown model.
 
 MODE all: every call a user makes with kserve.InferenceRESTClient (protocol v2) against MODEL
 (add_sub_fp32: INPUT0, INPUT1 [1,16] FP32 -> OUTPUT0 = sum, OUTPUT1 = difference): liveness,
@@ -109,7 +113,51 @@ async def main(base, mode, model, unavailable):
     return res
 
 
+async def grpc_main(target, model, unavailable):
+    """MODE grpc: kserve.InferenceGRPCClient against onnxd's gRPC port (target HOST:PORT)."""
+    import grpc
+    from kserve import InferenceGRPCClient
+
+    async def g_outcome(coro):
+        try:
+            return {"value": await coro}
+        except grpc.RpcError as e:
+            return {"raised": type(e).__name__, "code": e.code().name, "message": e.details()}
+        except Exception as e:  # noqa: BLE001 - reported to the test as it is
+            return {"raised": type(e).__name__, "code": None, "message": str(e)}
+
+    async def g_infer(c, name):
+        a = np.arange(16, dtype=np.float32).reshape(1, 16) / 4.0
+        b = np.full((1, 16), 0.75, dtype=np.float32)
+        ins = []
+        for n, arr in (("INPUT0", a), ("INPUT1", b)):
+            x = InferInput(n, list(arr.shape), "FP32")
+            x.set_data_from_numpy(arr)
+            ins.append(x)
+        res = await c.infer(InferRequest(name, ins, request_id="sdk-g1"))
+        return {"model_name": res.model_name, "id": res.id,
+                "outputs": {o.name: {"shape": list(o.shape), "datatype": o.datatype,
+                                     "data": o.as_numpy().reshape(-1).tolist()}
+                            for o in res.outputs},
+                "want_sum": (a + b).reshape(-1).tolist(), "want_diff": (a - b).reshape(-1).tolist()}
+
+    res = {}
+    async with InferenceGRPCClient(target, timeout=30, retries=0) as c:
+        res["live"] = await g_outcome(c.is_server_live())
+        res["ready"] = await g_outcome(c.is_server_ready())
+        res["model_ready"] = await g_outcome(c.is_model_ready(model))
+        res["model_ready_unavailable"] = await g_outcome(c.is_model_ready(unavailable))
+        res["infer"] = await g_outcome(g_infer(c, model))
+        res["infer_unknown"] = await g_outcome(g_infer(c, "no_such_model"))
+    return res
+
+
 if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[2] == "grpc":
+        print(json.dumps(asyncio.run(grpc_main(sys.argv[1], sys.argv[3] if len(sys.argv) > 3
+                                               else "add_sub_fp32",
+                                               sys.argv[4] if len(sys.argv) > 4 else "bad_cfg"))))
+        sys.exit(0)
     if len(sys.argv) < 3 or sys.argv[2] not in ("all", "health"):
         sys.stderr.write(__doc__)
         sys.exit(2)

@@ -5,8 +5,9 @@ JSON data and with the binary tensor extension, an unknown model (the SDK raises
 message), and readiness while draining (the SDK raises with "server is shutting down").
 
 The SDK runs in a venv of its own, .venv-kserve (scripts/setup.sh makes it from
-tests/integration/requirements-kserve.txt): kserve 0.21.0 needs protobuf < 7 while .venv pins
-protobuf 7 for onnx and tritonclient. kserve_sdk_client.py makes the calls there, in a
+tests/integration/requirements-kserve.txt): kserve 0.21.0 pins versions of its own (grpcio,
+httpx, pydantic, ...) that .venv does not hold. Its gRPC client (kserve.InferenceGRPCClient) is
+run against the gRPC port too (test_kserve_grpc_client). kserve_sdk_client.py makes the calls there, in a
 subprocess, and prints what they returned; the assertions are here."""
 import json
 import os
@@ -116,3 +117,22 @@ def test_kserve_sdk_readiness_while_draining(server_factory, tmp_path):
     assert ready.get("raised") == "HTTPStatusError" and ready["status"] == 503, ready
     assert ready["message"].startswith("server is shutting down, '503 Service Unavailable'"), ready
     assert s.wait_exit() == 0
+
+
+def test_kserve_grpc_client(sdk_server):
+    p = subprocess.run([str(KSERVE_PY), str(CLIENT), sdk_server.grpc_url, "grpc"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["live"] == {"value": True}, r["live"]
+    assert r["ready"] == {"value": True}, r["ready"]
+    assert r["model_ready"] == {"value": True}
+    assert r["model_ready_unavailable"] == {"value": False}
+    inf = r["infer"]["value"]
+    assert inf["model_name"] == "add_sub_fp32" and inf["id"] == "sdk-g1"
+    assert inf["outputs"]["OUTPUT0"]["data"] == inf["want_sum"]
+    assert inf["outputs"]["OUTPUT1"]["data"] == inf["want_diff"]
+    assert inf["outputs"]["OUTPUT0"]["datatype"] == "FP32"
+    assert inf["outputs"]["OUTPUT0"]["shape"] == [1, 16]
+    assert r["infer_unknown"]["code"] == "NOT_FOUND", r["infer_unknown"]
+    assert "no_such_model" in r["infer_unknown"]["message"]

@@ -18,13 +18,15 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rawhttp
 from conftest import (SLOW_N, build_repo, forget, http_get, http_post_json,  # noqa: F401
-                      infer, keep_alive_checked, link_file, slow_model_bytes, wait_until)
+                      infer, keep_alive_checked, link_file, rss_kib, slow_model_bytes,
+                      wait_until)
 
 SANITIZED = "san-" in os.environ.get("ONNXD_BIN", "")
 LOAD_TIMEOUT = 120.0 if SANITIZED else 60.0
@@ -180,14 +182,6 @@ def loads_total(s, model, ok=True):
 def log_text(s):
     with open(s.log_path, "rb") as f:
         return f.read().decode("utf-8", "replace")
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -883,10 +877,18 @@ def test_load_unload_cycles_return_memory(start, lrepo):
     s = start(lrepo, ["--model-control-mode", "explicit"])
     img = np.zeros((1, 3, 224, 224), np.float32)
 
-    def cycle():
-        assert load(s, "mobilenetv2").status == 200
+    def one_infer(_):
         r, _, _ = infer(s.port, "mobilenetv2", [("input", img)])
-        assert r.status == 200, r
+        return r.status
+
+    def cycle():
+        # Concurrent requests, so that every worker runs the model in every cycle: ONNX
+        # Runtime's kernels keep per-thread scratch memory (about 4 MB a worker for this model,
+        # measured), held for the thread's life. With one request a cycle, a worker that first
+        # runs the model late in the loop adds its scratch after the baseline was taken.
+        assert load(s, "mobilenetv2").status == 200
+        with ThreadPoolExecutor(4) as ex:
+            assert list(ex.map(one_infer, range(4))) == [200] * 4
         assert unload(s, "mobilenetv2").status == 200
         wait_until(lambda: not model_ready(s, "mobilenetv2"), 30, "unload")
 
@@ -901,17 +903,29 @@ def test_load_unload_cycles_return_memory(start, lrepo):
             low = min(low, rss_kib(s.proc.pid))
         return low
 
-    cycle()
-    first = settled_rss()
-    for _ in range(cycles - 1):
+    def low_over_cycles(n):
+        # After some cycles the process holds up to about 10 MB more until a later cycle
+        # (measured: 44-48 MB for 8 s after such a cycle, the version freed, back to 38 MB
+        # after the next one): memory malloc keeps rather than returns. That is retention, not
+        # growth: the lowest reading over a few cycles is what stays, and a leak raises them
+        # all.
+        low = None
+        for _ in range(n):
+            cycle()
+            r = settled_rss()
+            low = r if low is None else min(low, r)
+        return low
+
+    warm = 5  # scratch memory and heaps grow during the first cycles
+    for _ in range(warm):
         cycle()
-    last = settled_rss()
-    if not SANITIZED and last > first * 1.10:
-        # Still above: wait up to 5 s for it to come back before calling it a leak.
-        t0 = time.monotonic()
-        while last > first * 1.10 and time.monotonic() - t0 < 5:
-            last = settled_rss()
-    print(f"RSS after cycle 1: {first} KiB, after cycle {cycles}: {last} KiB")
+    window = 4
+    first = low_over_cycles(window)
+    for _ in range(cycles - warm - 2 * window):
+        cycle()
+    last = low_over_cycles(window)
+    print(f"RSS, lowest over cycles {warm + 1}-{warm + window}: {first} KiB; "
+          f"over cycles {cycles - window + 1}-{cycles}: {last} KiB")
     if not SANITIZED:
         assert last <= first * 1.10, f"RSS grew from {first} KiB to {last} KiB"
     # Under the sanitizers the stop at the end (exit 0 required) is the leak check.
