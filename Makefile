@@ -35,7 +35,7 @@ WARN := -Wall -Wextra -Wformat=2 -Wvla -Walloca -Wshadow -Wno-unused-parameter
 ifeq ($(WERROR),1)
   WARN += -Werror
 endif
-CPPFLAGS := -Isrc $(ORT_CFLAGS) $(shell pkg-config --cflags libpq) -D_GNU_SOURCE -MMD -MP
+CPPFLAGS := -Isrc $(ORT_CFLAGS) $(shell pkg-config --cflags libpq) $(shell pkg-config --cflags libnghttp2) -D_GNU_SOURCE -MMD -MP
 ifeq ($(SANITIZE),)
   OPT := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection \
          -fcf-protection -fPIE
@@ -48,7 +48,7 @@ CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
             -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
             -Wno-maybe-uninitialized # GCC 12 false positive in dragonbox.h (-O1 + sanitizers)
-LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis -ldl -lpthread -lm
+LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis $(shell pkg-config --libs libnghttp2) -ldl -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_C   := $(filter-out src/runtime/ort_embed.c,$(LIB_C)) # the single file's, below
