@@ -35,7 +35,7 @@ WARN := -Wall -Wextra -Wformat=2 -Wvla -Walloca -Wshadow -Wno-unused-parameter
 ifeq ($(WERROR),1)
   WARN += -Werror
 endif
-CPPFLAGS := -Isrc $(ORT_CFLAGS) $(shell pkg-config --cflags libpq) -D_GNU_SOURCE -MMD -MP
+CPPFLAGS := -Isrc $(ORT_CFLAGS) $(shell pkg-config --cflags libpq) $(shell pkg-config --cflags libnghttp2) -D_GNU_SOURCE -MMD -MP
 ifeq ($(SANITIZE),)
   OPT := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection \
          -fcf-protection -fPIE
@@ -48,7 +48,7 @@ CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
             -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
             -Wno-maybe-uninitialized # GCC 12 false positive in dragonbox.h (-O1 + sanitizers)
-LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis -ldl -lpthread -lm
+LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis $(shell pkg-config --libs libnghttp2) -ldl -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_C   := $(filter-out src/runtime/ort_embed.c,$(LIB_C)) # the single file's, below
@@ -157,7 +157,7 @@ format-check: .stamp-setup
 
 # ---- release artifacts: `make dist` (tarball: scripts/dist.sh), `make image` (OCI image:
 # Containerfile, scripts/image.sh). The tarball's onnxd is the release objects linked again:
-# LMDB and hiredis static (Debian ships their .a), the other libraries shared and bundled in
+# LMDB, hiredis and nghttp2 static (Debian ships their .a; minimal Debian 12 lacks libnghttp2-14), the other libraries shared and bundled in
 # lib/, found through an old-style DT_RPATH of $ORIGIN/../lib (--disable-new-dtags: unlike a
 # RUNPATH, an RPATH also serves the libraries' own dependencies, e.g. libpq's libssl.so.3).
 .PHONY: dist image
@@ -167,7 +167,7 @@ DIST_TGZ    := dist/$(DIST_NAME).tar.gz
 # libpq: onnxd dlopens it (features/l3_pg_lib.h), so the linker would drop an unreferenced -lpq;
 # --no-as-needed keeps it NEEDED here, so that dist.sh and image.sh bundle it and its libraries.
 DIST_LDLIBS := $(filter-out -Wl$(comma)-rpath$(comma)%,$(ORT_LIBS)) -Wl,--disable-new-dtags \
-               -Wl,-rpath,'$$ORIGIN/../lib' -l:liblmdb.a -l:libhiredis.a \
+               -Wl,-rpath,'$$ORIGIN/../lib' -l:liblmdb.a -l:libhiredis.a -l:libnghttp2.a \
                -Wl,--no-as-needed -lpq -Wl,--as-needed -lpthread -lm
 dist: .stamp-setup
 	@$(MAKE) --no-print-directory SANITIZE= $(DIST_TGZ)
@@ -187,7 +187,7 @@ models/mlp16/1/model.onnx:
 # ---- the single file (issue 13): one executable that carries ONNX Runtime inside it.
 # $(B)/onnxd-single links the objects of $(B)/onnxd with runtime/ort_embed.o in place of
 # runtime/ort_linked.o, plus ort_blob.o (libonnxruntime.so.1's bytes and their SHA-256; see
-# src/runtime/ort_embed.c), and LMDB and hiredis from Debian's static archives. libpq is loaded
+# src/runtime/ort_embed.c), and LMDB, hiredis and nghttp2 from Debian's static archives. libpq is loaded
 # at run time for --postgres, as in every build. The recipe refuses a result that needs any
 # shared library beyond glibc, libstdc++ and libgcc_s, or has an rpath. Release builds only
 # (no SANITIZE variant: ONNX Runtime and the static archives are not instrumented anyway).
@@ -213,7 +213,7 @@ $(B)/obj/ort_blob.o: src/runtime/ort_blob.S $(ORT_SO)
 	  $(CC) -c -DOX_ORT_BLOB='"$(ORT_SO)"' -DOX_ORT_BLOB_SHA256="\"$$sum\"" $< -o $@
 $(B)/onnxd-single: $(SINGLE_OBJ)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CXX) $(LDHARD) -o $@.tmp $^ -Wl,-Bstatic -llmdb -lhiredis -Wl,-Bdynamic -ldl -lpthread -lm
+	$(Q)$(CXX) $(LDHARD) -o $@.tmp $^ -Wl,-Bstatic -llmdb -lhiredis -lnghttp2 -Wl,-Bdynamic -ldl -lpthread -lm
 	$(Q)bad=$(call single_bad_needed,$@.tmp); [ -z "$$bad" ] || \
 	  { echo "$@ needs $$bad (only glibc, libstdc++, libgcc_s allowed)" >&2; exit 1; }
 	$(Q)! readelf -d $@.tmp | grep -Eq '\((RPATH|RUNPATH)\)' || { echo "$@ has an rpath" >&2; exit 1; }

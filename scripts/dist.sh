@@ -3,7 +3,7 @@
 #
 #   bash scripts/dist.sh BIN ORT_LIB OUT.tar.gz
 #
-# BIN      onnxd linked for release with the rpath $ORIGIN/../lib and LMDB and hiredis static
+# BIN      onnxd linked for release with the rpath $ORIGIN/../lib and LMDB, hiredis, nghttp2 static
 #          (the Makefile's build/onnxd-dist); it is stripped into the tarball and its debug
 #          information kept beside the tarball (OUT without .tar.gz, plus .debug; the stripped
 #          binary names it in .gnu_debuglink, so `gdb` finds it when both sit in one directory).
@@ -107,9 +107,9 @@ while read -r soname path; do
 done < <(ldd "$stage/bin/onnxd" | awk '$2 == "=>" { print $1, $3 }')
 chmod 0644 "$stage/lib/libonnxruntime.so.1"
 # statically linked: their licences travel with the binary
-for a in liblmdb.a libhiredis.a; do
+for a in liblmdb.a libhiredis.a libnghttp2.a; do
   f=$(cc -print-file-name="$a")
-  [ -f "$f" ] || { echo "dist: $a not found (liblmdb-dev, libhiredis-dev)" >&2; exit 1; }
+  [ -f "$f" ] || { echo "dist: $a not found (liblmdb-dev, libhiredis-dev, libnghttp2-dev)" >&2; exit 1; }
   license_of "$f" >/dev/null
 done
 

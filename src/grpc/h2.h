@@ -136,6 +136,21 @@ void ox_grpc_listener_destroy(ox_grpc_listener_t *l);
 /* Open gRPC connections (all listeners) and calls the application holds (any thread). */
 size_t ox_grpc_open_connections(void);
 size_t ox_grpc_busy(void);
+/* Received message bytes held now (reassembling or held by the application; all listeners). */
+size_t ox_grpc_buffered_bytes(void);
+/* Hardening counters since start (any thread): streams refused (REFUSED_STREAM sent), floods
+ * answered with GOAWAY ENHANCE_YOUR_CALM (rapid reset, PING, SETTINGS, empty DATA,
+ * CONTINUATION, or nghttp2's own ACK flood bound), connections closed for a bad preface,
+ * connections refused at the cap, calls ended by a limit (message size, budget, header list,
+ * deadline). */
+typedef enum {
+  OX_GRPC_REFUSED_STREAMS,
+  OX_GRPC_FLOODS,
+  OX_GRPC_BAD_PREFACES,
+  OX_GRPC_CONN_REFUSALS,
+  OX_GRPC_LIMIT_ENDS
+} ox_grpc_counter_t;
+uint64_t ox_grpc_counter(ox_grpc_counter_t which);
 
 /* The call's loop (for workers to post completions to). */
 ox_loop_t *ox_grpc_call_loop(const ox_grpc_call_t *call);

@@ -34,13 +34,14 @@ typedef struct {
    * into the message, with no copy when they are aligned for their element type (an unaligned
    * one is copied once into the arena; raw_copies counts them); typed contents (field 5 of the
    * input: bool/int/int64/uint/uint64/fp32/fp64/bytes_contents) are converted into the binary
-   * form in the arena (FP32/FP64/INT64/UINT64 packed arrays point into the message when
-   * aligned; BYTES become 4-byte little-endian lengths then the bytes, the binary extension's
-   * form). An input with both raw and typed contents, or neither, is invalid; so are raw
-   * contents left over or missing, and sizes that do not match shape x element size (BYTES:
-   * elements that do not match the element count). .data_json is never set. INT8/INT16/UINT8/
-   * UINT16/FP16/BF16 take int_contents/uint_contents (one element per value, range-checked;
-   * FP16/BF16 only raw, as Triton). */
+   * form in the arena (an FP32/FP64 array sent as one packed field points into the message
+   * when aligned: int64/uint64 contents are varints on the wire and are always converted; BYTES
+   * become 4-byte little-endian lengths then the bytes, the binary extension's form). An input with
+   * both raw and typed contents, or neither, is invalid; so are raw contents left over or missing,
+   * and sizes that do not match shape x element size (BYTES: elements that do not match the element
+   * count). .data_json is never set. INT8/INT16/UINT8/UINT16/FP16/BF16 take
+   * int_contents/uint_contents (one element per value, range-checked; FP16/BF16 only raw, as
+   * Triton). */
   ox_infer_input_t *inputs;
   size_t num_inputs;
   ox_infer_output_t *outputs; /* field 6 (names; binary_data -1); NULL/0: all outputs */
