@@ -76,7 +76,7 @@ def test_model_metadata_unknown(gclient):
     with pytest.raises(InferenceServerException) as e:
         gclient.get_model_metadata("no_such_model")
     assert status_of(e.value) == "NOT_FOUND"
-    assert "no_such_model" in e.value.message()
+    assert e.value.message() == "unknown model"  # REST's message for the same request
 
 
 def test_health_service(server):
@@ -111,15 +111,6 @@ def test_unimplemented_methods(gclient):
 def test_identity_every_datatype(gclient, dtype):
     for shape in SHAPES:
         arr = make_array(dtype, shape, json_safe=False)
-        if dtype == "BF16":  # tritonclient takes BF16 as float32 numbers (it rounds them)
-            arr32 = arr.astype(np.float32)
-            inp = grpcclient.InferInput("INPUT0", list(shape), "BF16")
-            inp.set_data_from_numpy(arr32)
-            res = gclient.infer("identity_bf16", [inp])
-            got = res.as_numpy("OUTPUT0")
-            assert got.shape == shape
-            same(arr32, got.astype(np.float32), "FP32")
-            continue
         res = ginfer_identity(gclient, dtype, arr)
         out = res.get_output("OUTPUT0")
         assert out.datatype == dtype and list(out.shape) == list(shape)
@@ -235,7 +226,8 @@ def test_async_infer(gclient):
     for i, x in enumerate(xs):
         inp = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
         inp.set_data_from_numpy(x)
-        gclient.async_infer("identity_fp32", [inp], lambda r, e, i=i: results.put((i, r, e)),
+        gclient.async_infer("identity_fp32", [inp],
+                            lambda result, error, i=i: results.put((i, result, error)),
                             request_id=str(i))
     for _ in xs:
         i, r, e = results.get(timeout=30)
@@ -246,7 +238,7 @@ def test_async_infer(gclient):
 
 def test_stream_infer(gclient):
     results = queue.Queue()
-    gclient.start_stream(callback=lambda r, e: results.put((r, e)))
+    gclient.start_stream(callback=lambda result, error: results.put((result, error)))
     try:
         xs = {str(i): np.full((1, 3), i * 0.5, np.float32) for i in range(30)}
         for rid, x in xs.items():
@@ -267,7 +259,7 @@ def test_stream_infer(gclient):
                 errors.append(e)
                 continue
             seen[r.get_response().id] = r.as_numpy("OUTPUT0")
-        assert len(errors) == 1 and "no_such_model" in errors[0].message()
+        assert len(errors) == 1 and errors[0].message() == "unknown model"
         assert set(seen) == set(xs) | {"last"}
         for rid, x in xs.items():
             assert np.array_equal(seen[rid], x)

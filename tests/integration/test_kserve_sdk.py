@@ -135,4 +135,4 @@ def test_kserve_grpc_client(sdk_server):
     assert inf["outputs"]["OUTPUT0"]["datatype"] == "FP32"
     assert inf["outputs"]["OUTPUT0"]["shape"] == [1, 16]
     assert r["infer_unknown"]["code"] == "NOT_FOUND", r["infer_unknown"]
-    assert "no_such_model" in r["infer_unknown"]["message"]
+    assert r["infer_unknown"]["message"] == "unknown model"
