@@ -43,19 +43,20 @@
 #include "core/log.h"
 #include "metrics/metrics.h"
 
-#define OX_H2_TICK_MS 50            /* deadline and idle sweep period */
-#define OX_H2_READ_CHUNK 65536      /* bytes per read() */
-#define OX_H2_OUTQ_MAX (4u << 20)   /* queued output bytes before nghttp2 is told to wait */
-#define OX_H2_ALIGN 64              /* message data alignment */
-#define OX_H2_MSG_HDR 64            /* block header before a message (its mapping size) */
-#define OX_H2_RESET_CAP 200         /* client RST_STREAMs per second, at most ... */
-#define OX_H2_PING_CAP 100          /* PING frames per second */
-#define OX_H2_SETTINGS_CAP 50       /* SETTINGS frames per second */
-#define OX_H2_EMPTY_DATA_CAP 100    /* DATA frames without payload or END_STREAM per second */
-#define OX_H2_CONTINUATION_CAP 16   /* CONTINUATION frames in one header block */
-#define OX_H2_MAX_OUTBOUND_ACK 1000 /* ACKs nghttp2 may queue (its bound; ours above fire first) \
-                                     */
-#define OX_H2_LINGER_MS 1000        /* reading after a GOAWAY before the close */
+#define OX_H2_TICK_MS 50          /* deadline and idle sweep period */
+#define OX_H2_READ_CHUNK 65536    /* bytes per read() */
+#define OX_H2_OUTQ_MAX (4u << 20) /* queued output bytes before nghttp2 is told to wait */
+#define OX_H2_ALIGN 64            /* message data alignment */
+#define OX_H2_MSG_HDR 64          /* block header before a message (its mapping size) */
+#define OX_H2_RESET_CAP 200       /* client RST_STREAMs per second, at most ... */
+#define OX_H2_PING_CAP 100        /* PING frames per second */
+#define OX_H2_SETTINGS_CAP 50     /* SETTINGS frames per second */
+#define OX_H2_EMPTY_DATA_CAP 100  /* DATA frames without payload or END_STREAM per second */
+#define OX_H2_CONTINUATION_CAP 16 /* CONTINUATION frames in one header block */
+#define OX_H2_MAX_OUTBOUND_ACK                                                            \
+  1000                       /* ACKs nghttp2 may queue (its bound; ours above fire first) \
+                              */
+#define OX_H2_LINGER_MS 1000 /* reading after a GOAWAY before the close */
 static const char ox_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define OX_H2_PREFACE_LEN 24
 
@@ -733,7 +734,7 @@ static void call_open(ox_h2_conn_t *c, ox_grpc_call_t *call) {
 static void call_half_close(ox_h2_conn_t *c, ox_grpc_call_t *call) {
   call->half_closed = 1;
   call->rst_after = 0;
-  if (call->refused || call->closed) return;
+  if (call->refused || call->closed || !call->held || call->ended) return;
   if (call->mhdr_len || call->cur_reserved || call->cur.base_) {
     call_end(call, OX_GRPC_INTERNAL, "the request ended inside a message");
     return;
@@ -785,9 +786,10 @@ static int cb_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
                          size_t len, void *ud) {
   ox_h2_conn_t *c = ud;
   ox_grpc_call_t *call = nghttp2_session_get_stream_user_data(s, id);
-  if (!call || call->refused || call->closed) return 0;
+  /* Only calls the application holds take messages (not refused, ended or finished ones). */
+  if (!call || call->refused || call->closed || !call->held) return 0;
   const ox_grpc_config_t *cfg = c->l->cfg;
-  while (len && !call->refused) {
+  while (len && call->held && !call->closed && !call->ended) {
     if (call->mhdr_len < 5) {
       size_t take = 5 - call->mhdr_len < len ? 5 - call->mhdr_len : len;
       memcpy(call->mhdr + call->mhdr_len, data, take);
@@ -1162,12 +1164,16 @@ static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
     l->conns = c;
     int over = atomic_load(&ox_open_conns) > l->cfg->max_connections;
     if (over || l->draining) {
-      /* Over the cap or draining: SETTINGS then GOAWAY at once; the client goes elsewhere. */
+      /* Over the cap or draining: SETTINGS then GOAWAY (NO_ERROR, last stream 0: nothing was
+       * processed, a client may retry elsewhere) at once. */
       if (over) {
         atomic_fetch_add(&ox_h2_conn_refusals, 1);
         ox_debug("grpc: connection cap (%u) reached: GOAWAY", (unsigned)l->cfg->max_connections);
       }
-      nghttp2_session_terminate_session(c->s, over ? NGHTTP2_REFUSED_STREAM : NGHTTP2_NO_ERROR);
+      static const char why_cap[] = "connection limit", why_drain[] = "draining";
+      nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR,
+                            (const uint8_t *)(over ? why_cap : why_drain),
+                            over ? sizeof why_cap - 1 : sizeof why_drain - 1);
       c->goaway = 1;
     }
     conn_flush(c);
