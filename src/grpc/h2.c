@@ -62,7 +62,8 @@ static const char ox_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 typedef struct ox_h2_conn ox_h2_conn_t;
 
-/* A response message queued on a call: [prefix 5][head][iov...], pos bytes already queued. */
+/* A response message queued on a call: [prefix 5][head][iov...]; seg/off: how far its bytes
+ * have gone into the output queue. */
 typedef struct ox_h2_out {
   struct ox_h2_out *next;
   ox_grpc_out_t o;
@@ -98,7 +99,7 @@ struct ox_grpc_call {
   int n_cont;
   char path[256];
   size_t path_len;
-  int method_post, ctype_ok, ctype_seen, timeout_bad, encoded;
+  int method_post, ctype_ok, path_long, timeout_bad, encoded;
   uint64_t timeout_us;
   uint64_t deadline_ms; /* 0: none */
   /* message reassembly */
@@ -289,15 +290,6 @@ static void out_retire(ox_grpc_call_t *call, ox_h2_out_t *o) {
   if (!call->c || call->c->dead || q_push(call->c, NULL, 0, NULL, o)) out_free(o);
 }
 
-static void call_drop_out(ox_grpc_call_t *call) {
-  while (call->out_head) {
-    ox_h2_out_t *o = call->out_head;
-    call->out_head = o->next;
-    out_retire(call, o);
-  }
-  call->out_tail = NULL;
-}
-
 static ssize_t cb_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud) {
   ox_h2_conn_t *c = ud;
   if (c->q_bytes >= OX_H2_OUTQ_MAX) return NGHTTP2_ERR_WOULDBLOCK;
@@ -314,7 +306,8 @@ static ssize_t cb_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
 static int cb_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *src, void *ud) {
   ox_h2_conn_t *c = ud;
-  ox_grpc_call_t *call = src->ptr;
+  /* Not src->ptr: a frame retried after WOULDBLOCK may outlive its stream (and call). */
+  ox_grpc_call_t *call = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
   if (c->q_bytes >= OX_H2_OUTQ_MAX) return NGHTTP2_ERR_WOULDBLOCK;
   char *hd = malloc(9);
   if (!hd) return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -324,8 +317,17 @@ static int cb_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
   while (length) {
-    ox_h2_out_t *o = call->out_head;
-    if (!o) return NGHTTP2_ERR_CALLBACK_FAILURE; /* read_cb promised these bytes */
+    ox_h2_out_t *o = call ? call->out_head : NULL;
+    if (!o) {
+      /* The bytes cb_read promised are gone (the stream closed, or its call ended, between
+       * the promise and this retry): the frame must still be whole, so zeros fill it; the
+       * stream is closed or ends with an error status, and the connection lives on. */
+      static const char zeros[4096];
+      size_t take = length < sizeof zeros ? length : sizeof zeros;
+      if (q_push(c, zeros, take, NULL, NULL)) return NGHTTP2_ERR_CALLBACK_FAILURE;
+      length -= take;
+      continue;
+    }
     size_t sl = out_seg_len(o, o->seg);
     size_t take = sl - o->off < length ? sl - o->off : length;
     if (take && q_push(c, out_seg_ptr(o, o->seg) + o->off, take, NULL, NULL))
@@ -467,8 +469,7 @@ static void call_maybe_free(ox_grpc_call_t *call) {
 static void call_end(ox_grpc_call_t *call, ox_grpc_status_t st, const char *msg) {
   if (call->ended) return;
   call_set_status(call, st, msg);
-  call_drop_out(call);
-  call_free_rx(call);
+  call_free_rx(call); /* queued responses still go (nghttp2 may have promised their bytes) */
   call->refused = 1;
   int was_open = call->held && !call->closed;
   call->closed = 1;
@@ -678,12 +679,12 @@ static int cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
   if (hdr_eq(name, namelen, ":method")) {
     call->method_post = hdr_eq(value, valuelen, "POST");
   } else if (hdr_eq(name, namelen, ":path")) {
-    size_t n = valuelen < sizeof call->path ? valuelen : sizeof call->path - 1;
+    call->path_long = valuelen >= sizeof call->path; /* no method is that long */
+    size_t n = call->path_long ? 0 : valuelen;
     memcpy(call->path, value, n);
     call->path_len = n;
   } else if (hdr_eq(name, namelen, "content-type")) {
     /* application/grpc, optionally followed by "+proto" / ";..." (gRPC's HTTP/2 spec) */
-    call->ctype_seen = 1;
     call->ctype_ok = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
   } else if (hdr_eq(name, namelen, "grpc-timeout")) {
@@ -712,6 +713,11 @@ static void call_open(ox_h2_conn_t *c, ox_grpc_call_t *call) {
   call->refused = 1;       /* until taken */
   if (call->timeout_bad) { /* as grpc-go: INTERNAL, "malformed grpc-timeout" */
     call_set_status(call, OX_GRPC_INTERNAL, "malformed grpc-timeout header");
+    call_submit_end(call);
+    return;
+  }
+  if (call->path_long) {
+    call_set_status(call, OX_GRPC_UNIMPLEMENTED, "method path too long");
     call_submit_end(call);
     return;
   }
@@ -1250,6 +1256,16 @@ static void listener_on_timer(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
   }
 }
 
+void ox_grpc_config_defaults(ox_grpc_config_t *cfg) {
+  if (!cfg->max_concurrent_streams) cfg->max_concurrent_streams = 128;
+  if (!cfg->max_message_bytes) cfg->max_message_bytes = 64u << 20;
+  if (!cfg->max_header_list_bytes) cfg->max_header_list_bytes = 16u << 10;
+  if (!cfg->window_bytes) cfg->window_bytes = 16u << 20;
+  if (!cfg->max_buffered_bytes) cfg->max_buffered_bytes = (size_t)1 << 30;
+  if (!cfg->idle_timeout_ms) cfg->idle_timeout_ms = 300000;
+  if (!cfg->max_connections) cfg->max_connections = 10000;
+}
+
 int ox_grpc_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
                             const ox_grpc_config_t *cfg, ox_grpc_listener_t **out) {
   struct addrinfo hints = {
@@ -1257,7 +1273,10 @@ int ox_grpc_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
   struct addrinfo *ai = NULL;
   char portstr[8];
   snprintf(portstr, sizeof portstr, "%u", (unsigned)*port);
-  if (!cfg || !cfg->handler || !cfg->handler->on_open || !cfg->handler->on_message)
+  if (!cfg || !cfg->handler || !cfg->handler->on_open || !cfg->handler->on_message ||
+      !cfg->max_concurrent_streams || !cfg->max_message_bytes || !cfg->max_header_list_bytes ||
+      cfg->window_bytes < 65535 || cfg->window_bytes > 0x7fffffffu || !cfg->max_buffered_bytes ||
+      !cfg->idle_timeout_ms || !cfg->max_connections)
     return OX_EINVALID;
   if (getaddrinfo(host, portstr, &hints, &ai) != 0 || !ai) return OX_EINVALID;
   int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

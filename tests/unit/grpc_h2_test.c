@@ -734,6 +734,31 @@ TEST(test_buffered_budget) {
   on_loop(budget_back);
 }
 
+TEST(test_zero_window_waits_then_idle) {
+  client_t c;
+  client_open(&c);
+  nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0};
+  nghttp2_submit_settings(c.s, NGHTTP2_FLAG_NONE, &iv, 1); /* the server may send no DATA */
+  req_t r;
+  memset(&r, 0, sizeof r);
+  r.body = frame_msg("stuck", 5, 0, &r.body_len);
+  r.end = 1;
+  r.grpc_status = -1;
+  client_call(&c, &r, "/t.S/Echo", NULL, NULL, NULL);
+  uint64_t t0 = now_ms();
+  client_pump(&c, NULL, 500);
+  CHECK(!c.eof); /* waiting on the window, not failed */
+  CHECK_INT(r.http_status, 200);
+  CHECK_INT(r.resp_len, 0);
+  client_pump(&c, &c.eof, 3000);
+  uint64_t took = now_ms() - t0;
+  CHECK(c.eof); /* the idle timeout (1 s) applies */
+  CHECK(took >= 900 && took < 2500);
+  CHECK_INT(r.grpc_status, -1);
+  req_free(&r);
+  client_close(&c);
+}
+
 static void drain_now(void) {
   ox_grpc_listener_drain(g_l);
 }
@@ -775,6 +800,21 @@ TEST(test_budget_back_to_zero) {
 }
 
 TEST(test_server_start) {
+  ox_grpc_config_t d = {.handler = &g_handler, .window_bytes = 1000};
+  ox_loop_t *loop;
+  ox_grpc_listener_t *l;
+  uint16_t port = 0;
+  CHECK_INT(ox_loop_create(&loop), 0);
+  CHECK_INT(ox_grpc_listener_create(loop, "127.0.0.1", &port, &d, &l), OX_EINVALID); /* window */
+  d.window_bytes = 0;
+  ox_grpc_config_defaults(&d);
+  CHECK_INT(d.max_concurrent_streams, 128);
+  CHECK_INT(d.window_bytes, 16u << 20);
+  CHECK_INT(d.max_connections, 10000);
+  CHECK_INT(ox_grpc_listener_create(loop, "127.0.0.1", &port, &d, &l), 0);
+  CHECK(port != 0);
+  ox_grpc_listener_destroy(l);
+  ox_loop_destroy(loop);
   server_start();
   CHECK(g_port != 0);
 }
@@ -787,5 +827,6 @@ TEST_MAIN(T(test_server_start), T(test_echo_small), T(test_echo_10mb), T(test_me
           T(test_compressed), T(test_deadline), T(test_client_reset_aborts), T(test_stream_limit),
           T(test_rapid_reset), T(test_ping_flood), T(test_bad_preface_and_silence),
           T(test_status_trailers), T(test_settings_and_empty_data_floods),
-          T(test_header_list_bound), T(test_connection_cap), T(test_buffered_budget), T(test_drain),
-          T(test_budget_back_to_zero), T(test_server_stop))
+          T(test_header_list_bound), T(test_connection_cap), T(test_buffered_budget),
+          T(test_zero_window_waits_then_idle), T(test_drain), T(test_budget_back_to_zero),
+          T(test_server_stop))
