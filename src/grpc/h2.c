@@ -127,6 +127,7 @@ struct ox_h2_conn {
   int want_close; /* close once out of the callbacks */
   int goaway;     /* a final GOAWAY is queued: close once written */
   int notice;     /* drain: the shutdown notice went */
+  int peer_eof;   /* the client shut its write side: no more reading */
   size_t preface_seen;
   uint64_t last_io_ms;
   uint64_t linger_until;
@@ -925,7 +926,7 @@ static int cb_stream_close(nghttp2_session *s, int32_t id, uint32_t err, void *u
 
 static void conn_set_events(ox_h2_conn_t *c) {
   if (c->dead) return;
-  uint32_t ev = EPOLLIN | EPOLLRDHUP;
+  uint32_t ev = c->peer_eof ? 0 : EPOLLIN | EPOLLRDHUP; /* level-triggered EOF: not again */
   if (c->q_len) ev |= EPOLLOUT;
   ox_loop_modify(c->loop, &c->io, ev);
 }
@@ -975,7 +976,7 @@ static void conn_flush(ox_h2_conn_t *c) {
   }
   if (!c->want_close && !c->q_len &&
       ((!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) ||
-       (c->goaway && !nghttp2_session_want_write(c->s))))
+       ((c->goaway || (c->peer_eof && !c->ncalls)) && !nghttp2_session_want_write(c->s))))
     c->want_close = 1;
   if (c->want_close)
     conn_close(c);
@@ -1045,7 +1046,7 @@ static void conn_close(ox_h2_conn_t *c) {
 
 static void conn_on_readable(ox_h2_conn_t *c) {
   uint8_t buf[OX_H2_READ_CHUNK];
-  for (int rounds = 0; rounds < 16 && !c->dead && !c->want_close; rounds++) {
+  for (int rounds = 0; rounds < 16 && !c->dead && !c->want_close && !c->peer_eof; rounds++) {
     ssize_t r = read(c->io.fd, buf, sizeof buf);
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -1053,7 +1054,9 @@ static void conn_on_readable(ox_h2_conn_t *c) {
       break;
     }
     if (r == 0) {
-      c->want_close = 1;
+      /* The client shut its write side: answer the calls already in (it may still read),
+       * then close. */
+      c->peer_eof = 1;
       break;
     }
     atomic_fetch_add_explicit(&ox_process_stats.bytes_in, (uint64_t)r, memory_order_relaxed);
@@ -1234,8 +1237,9 @@ static void listener_on_timer(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
         call_end(call, OX_GRPC_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)");
       }
     c->in_cb = 0;
-    /* Idle: no call, or calls waiting on the peer (output stuck), and no bytes either way. */
-    int waiting = c->q_len > 0;
+    /* Idle: no call, calls waiting on the peer (output stuck) or a peer that shut its side,
+     * and no bytes either way. */
+    int waiting = c->q_len > 0 || c->peer_eof;
     for (ox_grpc_call_t *call = c->calls; call && !waiting; call = call->next)
       waiting = call->out_head != NULL;
     if ((c->ncalls == 0 || waiting) && now - c->last_io_ms >= cfg->idle_timeout_ms) {
