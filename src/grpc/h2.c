@@ -18,7 +18,17 @@
  * the application too; it is freed when both have let go. A connection is never freed inside
  * an nghttp2 callback or during an epoll batch that may still name it: closed connections wait
  * on a zombie list that the listener's own timer (a timerfd, so that an HTTP listener's tick on
- * the same loop is untouched) frees one tick later.
+ * the same loop is untouched) frees one tick later. A connection closed after our GOAWAY first
+ * lingers (write side shut, input read and dropped, OX_H2_LINGER_MS at most) so that the client
+ * reads the GOAWAY instead of a reset; a client that shuts its write side gets the calls
+ * already in answered, then the close.
+ *
+ * Hardening, on top of nghttp2's own (Debian's 1.52.0-1+deb12u1 has the CVE-2023-44487 rapid
+ * reset bound, deb12u2 the CVE-2024-28182 CONTINUATION bound): per connection and second, at
+ * most OX_H2_RESET_CAP (and 2x the stream limit) client RST_STREAMs, OX_H2_PING_CAP PINGs,
+ * OX_H2_SETTINGS_CAP SETTINGS and OX_H2_EMPTY_DATA_CAP empty DATA frames, else GOAWAY
+ * ENHANCE_YOUR_CALM and close; OX_H2_CONTINUATION_CAP CONTINUATIONs per header block and
+ * max_header_list_bytes per stream. Each is counted (ox_grpc_counter) and logged.
  */
 #include "grpc/h2.h"
 
