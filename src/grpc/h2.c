@@ -18,7 +18,17 @@
  * the application too; it is freed when both have let go. A connection is never freed inside
  * an nghttp2 callback or during an epoll batch that may still name it: closed connections wait
  * on a zombie list that the listener's own timer (a timerfd, so that an HTTP listener's tick on
- * the same loop is untouched) frees one tick later.
+ * the same loop is untouched) frees one tick later. A connection closed after our GOAWAY first
+ * lingers (write side shut, input read and dropped, OX_H2_LINGER_MS at most) so that the client
+ * reads the GOAWAY instead of a reset; a client that shuts its write side gets the calls
+ * already in answered, then the close.
+ *
+ * Hardening, on top of nghttp2's own (Debian's 1.52.0-1+deb12u1 has the CVE-2023-44487 rapid
+ * reset bound, deb12u2 the CVE-2024-28182 CONTINUATION bound): per connection and second, at
+ * most OX_H2_RESET_CAP (and 2x the stream limit) client RST_STREAMs, OX_H2_PING_CAP PINGs,
+ * OX_H2_SETTINGS_CAP SETTINGS and OX_H2_EMPTY_DATA_CAP empty DATA frames, else GOAWAY
+ * ENHANCE_YOUR_CALM and close; OX_H2_CONTINUATION_CAP CONTINUATIONs per header block and
+ * max_header_list_bytes per stream. Each is counted (ox_grpc_counter) and logged.
  */
 #include "grpc/h2.h"
 
@@ -43,25 +53,27 @@
 #include "core/log.h"
 #include "metrics/metrics.h"
 
-#define OX_H2_TICK_MS 50            /* deadline and idle sweep period */
-#define OX_H2_READ_CHUNK 65536      /* bytes per read() */
-#define OX_H2_OUTQ_MAX (4u << 20)   /* queued output bytes before nghttp2 is told to wait */
-#define OX_H2_ALIGN 64              /* message data alignment */
-#define OX_H2_MSG_HDR 64            /* block header before a message (its mapping size) */
-#define OX_H2_RESET_CAP 200         /* client RST_STREAMs per second, at most ... */
-#define OX_H2_PING_CAP 100          /* PING frames per second */
-#define OX_H2_SETTINGS_CAP 50       /* SETTINGS frames per second */
-#define OX_H2_EMPTY_DATA_CAP 100    /* DATA frames without payload or END_STREAM per second */
-#define OX_H2_CONTINUATION_CAP 16   /* CONTINUATION frames in one header block */
-#define OX_H2_MAX_OUTBOUND_ACK 1000 /* ACKs nghttp2 may queue (its bound; ours above fire first) \
-                                     */
-#define OX_H2_LINGER_MS 1000        /* reading after a GOAWAY before the close */
+#define OX_H2_TICK_MS 50          /* deadline and idle sweep period */
+#define OX_H2_READ_CHUNK 65536    /* bytes per read() */
+#define OX_H2_OUTQ_MAX (4u << 20) /* queued output bytes before nghttp2 is told to wait */
+#define OX_H2_ALIGN 64            /* message data alignment */
+#define OX_H2_MSG_HDR 64          /* block header before a message (its mapping size) */
+#define OX_H2_RESET_CAP 200       /* client RST_STREAMs per second, at most ... */
+#define OX_H2_PING_CAP 100        /* PING frames per second */
+#define OX_H2_SETTINGS_CAP 50     /* SETTINGS frames per second */
+#define OX_H2_EMPTY_DATA_CAP 100  /* DATA frames without payload or END_STREAM per second */
+#define OX_H2_CONTINUATION_CAP 16 /* CONTINUATION frames in one header block */
+#define OX_H2_MAX_OUTBOUND_ACK                                                            \
+  1000                       /* ACKs nghttp2 may queue (its bound; ours above fire first) \
+                              */
+#define OX_H2_LINGER_MS 1000 /* reading after a GOAWAY before the close */
 static const char ox_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define OX_H2_PREFACE_LEN 24
 
 typedef struct ox_h2_conn ox_h2_conn_t;
 
-/* A response message queued on a call: [prefix 5][head][iov...], pos bytes already queued. */
+/* A response message queued on a call: [prefix 5][head][iov...]; seg/off: how far its bytes
+ * have gone into the output queue. */
 typedef struct ox_h2_out {
   struct ox_h2_out *next;
   ox_grpc_out_t o;
@@ -97,7 +109,7 @@ struct ox_grpc_call {
   int n_cont;
   char path[256];
   size_t path_len;
-  int method_post, ctype_ok, ctype_seen, timeout_bad, encoded;
+  int method_post, ctype_ok, path_long, timeout_bad, encoded;
   uint64_t timeout_us;
   uint64_t deadline_ms; /* 0: none */
   /* message reassembly */
@@ -125,6 +137,7 @@ struct ox_h2_conn {
   int want_close; /* close once out of the callbacks */
   int goaway;     /* a final GOAWAY is queued: close once written */
   int notice;     /* drain: the shutdown notice went */
+  int peer_eof;   /* the client shut its write side: no more reading */
   size_t preface_seen;
   uint64_t last_io_ms;
   uint64_t linger_until;
@@ -288,15 +301,6 @@ static void out_retire(ox_grpc_call_t *call, ox_h2_out_t *o) {
   if (!call->c || call->c->dead || q_push(call->c, NULL, 0, NULL, o)) out_free(o);
 }
 
-static void call_drop_out(ox_grpc_call_t *call) {
-  while (call->out_head) {
-    ox_h2_out_t *o = call->out_head;
-    call->out_head = o->next;
-    out_retire(call, o);
-  }
-  call->out_tail = NULL;
-}
-
 static ssize_t cb_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud) {
   ox_h2_conn_t *c = ud;
   if (c->q_bytes >= OX_H2_OUTQ_MAX) return NGHTTP2_ERR_WOULDBLOCK;
@@ -313,7 +317,8 @@ static ssize_t cb_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
 static int cb_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *src, void *ud) {
   ox_h2_conn_t *c = ud;
-  ox_grpc_call_t *call = src->ptr;
+  /* Not src->ptr: a frame retried after WOULDBLOCK may outlive its stream (and call). */
+  ox_grpc_call_t *call = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
   if (c->q_bytes >= OX_H2_OUTQ_MAX) return NGHTTP2_ERR_WOULDBLOCK;
   char *hd = malloc(9);
   if (!hd) return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -323,8 +328,17 @@ static int cb_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
   while (length) {
-    ox_h2_out_t *o = call->out_head;
-    if (!o) return NGHTTP2_ERR_CALLBACK_FAILURE; /* read_cb promised these bytes */
+    ox_h2_out_t *o = call ? call->out_head : NULL;
+    if (!o) {
+      /* The bytes cb_read promised are gone (the stream closed, or its call ended, between
+       * the promise and this retry): the frame must still be whole, so zeros fill it; the
+       * stream is closed or ends with an error status, and the connection lives on. */
+      static const char zeros[4096];
+      size_t take = length < sizeof zeros ? length : sizeof zeros;
+      if (q_push(c, zeros, take, NULL, NULL)) return NGHTTP2_ERR_CALLBACK_FAILURE;
+      length -= take;
+      continue;
+    }
     size_t sl = out_seg_len(o, o->seg);
     size_t take = sl - o->off < length ? sl - o->off : length;
     if (take && q_push(c, out_seg_ptr(o, o->seg) + o->off, take, NULL, NULL))
@@ -466,8 +480,7 @@ static void call_maybe_free(ox_grpc_call_t *call) {
 static void call_end(ox_grpc_call_t *call, ox_grpc_status_t st, const char *msg) {
   if (call->ended) return;
   call_set_status(call, st, msg);
-  call_drop_out(call);
-  call_free_rx(call);
+  call_free_rx(call); /* queued responses still go (nghttp2 may have promised their bytes) */
   call->refused = 1;
   int was_open = call->held && !call->closed;
   call->closed = 1;
@@ -677,12 +690,12 @@ static int cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
   if (hdr_eq(name, namelen, ":method")) {
     call->method_post = hdr_eq(value, valuelen, "POST");
   } else if (hdr_eq(name, namelen, ":path")) {
-    size_t n = valuelen < sizeof call->path ? valuelen : sizeof call->path - 1;
+    call->path_long = valuelen >= sizeof call->path; /* no method is that long */
+    size_t n = call->path_long ? 0 : valuelen;
     memcpy(call->path, value, n);
     call->path_len = n;
   } else if (hdr_eq(name, namelen, "content-type")) {
     /* application/grpc, optionally followed by "+proto" / ";..." (gRPC's HTTP/2 spec) */
-    call->ctype_seen = 1;
     call->ctype_ok = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
   } else if (hdr_eq(name, namelen, "grpc-timeout")) {
@@ -714,6 +727,11 @@ static void call_open(ox_h2_conn_t *c, ox_grpc_call_t *call) {
     call_submit_end(call);
     return;
   }
+  if (call->path_long) {
+    call_set_status(call, OX_GRPC_UNIMPLEMENTED, "method path too long");
+    call_submit_end(call);
+    return;
+  }
   if (call->timeout_us) {
     call->deadline_ms = ox_loop_now_ms(c->loop) + (call->timeout_us + 999) / 1000;
   }
@@ -733,7 +751,7 @@ static void call_open(ox_h2_conn_t *c, ox_grpc_call_t *call) {
 static void call_half_close(ox_h2_conn_t *c, ox_grpc_call_t *call) {
   call->half_closed = 1;
   call->rst_after = 0;
-  if (call->refused || call->closed) return;
+  if (call->refused || call->closed || !call->held || call->ended) return;
   if (call->mhdr_len || call->cur_reserved || call->cur.base_) {
     call_end(call, OX_GRPC_INTERNAL, "the request ended inside a message");
     return;
@@ -785,9 +803,10 @@ static int cb_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
                          size_t len, void *ud) {
   ox_h2_conn_t *c = ud;
   ox_grpc_call_t *call = nghttp2_session_get_stream_user_data(s, id);
-  if (!call || call->refused || call->closed) return 0;
+  /* Only calls the application holds take messages (not refused, ended or finished ones). */
+  if (!call || call->refused || call->closed || !call->held) return 0;
   const ox_grpc_config_t *cfg = c->l->cfg;
-  while (len && !call->refused) {
+  while (len && call->held && !call->closed && !call->ended) {
     if (call->mhdr_len < 5) {
       size_t take = 5 - call->mhdr_len < len ? 5 - call->mhdr_len : len;
       memcpy(call->mhdr + call->mhdr_len, data, take);
@@ -917,7 +936,7 @@ static int cb_stream_close(nghttp2_session *s, int32_t id, uint32_t err, void *u
 
 static void conn_set_events(ox_h2_conn_t *c) {
   if (c->dead) return;
-  uint32_t ev = EPOLLIN | EPOLLRDHUP;
+  uint32_t ev = c->peer_eof ? 0 : EPOLLIN | EPOLLRDHUP; /* level-triggered EOF: not again */
   if (c->q_len) ev |= EPOLLOUT;
   ox_loop_modify(c->loop, &c->io, ev);
 }
@@ -967,7 +986,7 @@ static void conn_flush(ox_h2_conn_t *c) {
   }
   if (!c->want_close && !c->q_len &&
       ((!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) ||
-       (c->goaway && !nghttp2_session_want_write(c->s))))
+       ((c->goaway || (c->peer_eof && !c->ncalls)) && !nghttp2_session_want_write(c->s))))
     c->want_close = 1;
   if (c->want_close)
     conn_close(c);
@@ -1037,7 +1056,7 @@ static void conn_close(ox_h2_conn_t *c) {
 
 static void conn_on_readable(ox_h2_conn_t *c) {
   uint8_t buf[OX_H2_READ_CHUNK];
-  for (int rounds = 0; rounds < 16 && !c->dead && !c->want_close; rounds++) {
+  for (int rounds = 0; rounds < 16 && !c->dead && !c->want_close && !c->peer_eof; rounds++) {
     ssize_t r = read(c->io.fd, buf, sizeof buf);
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -1045,7 +1064,9 @@ static void conn_on_readable(ox_h2_conn_t *c) {
       break;
     }
     if (r == 0) {
-      c->want_close = 1;
+      /* The client shut its write side: answer the calls already in (it may still read),
+       * then close. */
+      c->peer_eof = 1;
       break;
     }
     atomic_fetch_add_explicit(&ox_process_stats.bytes_in, (uint64_t)r, memory_order_relaxed);
@@ -1162,12 +1183,16 @@ static void listener_on_accept(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
     l->conns = c;
     int over = atomic_load(&ox_open_conns) > l->cfg->max_connections;
     if (over || l->draining) {
-      /* Over the cap or draining: SETTINGS then GOAWAY at once; the client goes elsewhere. */
+      /* Over the cap or draining: SETTINGS then GOAWAY (NO_ERROR, last stream 0: nothing was
+       * processed, a client may retry elsewhere) at once. */
       if (over) {
         atomic_fetch_add(&ox_h2_conn_refusals, 1);
         ox_debug("grpc: connection cap (%u) reached: GOAWAY", (unsigned)l->cfg->max_connections);
       }
-      nghttp2_session_terminate_session(c->s, over ? NGHTTP2_REFUSED_STREAM : NGHTTP2_NO_ERROR);
+      static const char why_cap[] = "connection limit", why_drain[] = "draining";
+      nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR,
+                            (const uint8_t *)(over ? why_cap : why_drain),
+                            over ? sizeof why_cap - 1 : sizeof why_drain - 1);
       c->goaway = 1;
     }
     conn_flush(c);
@@ -1222,8 +1247,9 @@ static void listener_on_timer(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
         call_end(call, OX_GRPC_DEADLINE_EXCEEDED, "deadline exceeded (grpc-timeout)");
       }
     c->in_cb = 0;
-    /* Idle: no call, or calls waiting on the peer (output stuck), and no bytes either way. */
-    int waiting = c->q_len > 0;
+    /* Idle: no call, calls waiting on the peer (output stuck) or a peer that shut its side,
+     * and no bytes either way. */
+    int waiting = c->q_len > 0 || c->peer_eof;
     for (ox_grpc_call_t *call = c->calls; call && !waiting; call = call->next)
       waiting = call->out_head != NULL;
     if ((c->ncalls == 0 || waiting) && now - c->last_io_ms >= cfg->idle_timeout_ms) {
@@ -1244,6 +1270,16 @@ static void listener_on_timer(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
   }
 }
 
+void ox_grpc_config_defaults(ox_grpc_config_t *cfg) {
+  if (!cfg->max_concurrent_streams) cfg->max_concurrent_streams = 128;
+  if (!cfg->max_message_bytes) cfg->max_message_bytes = 64u << 20;
+  if (!cfg->max_header_list_bytes) cfg->max_header_list_bytes = 16u << 10;
+  if (!cfg->window_bytes) cfg->window_bytes = 16u << 20;
+  if (!cfg->max_buffered_bytes) cfg->max_buffered_bytes = (size_t)1 << 30;
+  if (!cfg->idle_timeout_ms) cfg->idle_timeout_ms = 300000;
+  if (!cfg->max_connections) cfg->max_connections = 10000;
+}
+
 int ox_grpc_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
                             const ox_grpc_config_t *cfg, ox_grpc_listener_t **out) {
   struct addrinfo hints = {
@@ -1251,7 +1287,10 @@ int ox_grpc_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
   struct addrinfo *ai = NULL;
   char portstr[8];
   snprintf(portstr, sizeof portstr, "%u", (unsigned)*port);
-  if (!cfg || !cfg->handler || !cfg->handler->on_open || !cfg->handler->on_message)
+  if (!cfg || !cfg->handler || !cfg->handler->on_open || !cfg->handler->on_message ||
+      !cfg->max_concurrent_streams || !cfg->max_message_bytes || !cfg->max_header_list_bytes ||
+      cfg->window_bytes < 65535 || cfg->window_bytes > 0x7fffffffu || !cfg->max_buffered_bytes ||
+      !cfg->idle_timeout_ms || !cfg->max_connections)
     return OX_EINVALID;
   if (getaddrinfo(host, portstr, &hints, &ai) != 0 || !ai) return OX_EINVALID;
   int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

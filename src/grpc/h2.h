@@ -119,9 +119,13 @@ typedef struct {
   void *app;
 } ox_grpc_config_t;
 
+/* Sets every zero limit of cfg to its default (above); handler and app are left alone. */
+void ox_grpc_config_defaults(ox_grpc_config_t *cfg);
+
 /* Creates a listener bound to host:port on loop (SO_REUSEPORT). cfg is borrowed for the
  * listener's lifetime. *port 0: the kernel picks one and *port receives it. 0 or -errno /
- * OX_EINVALID (bad host). */
+ * OX_EINVALID (bad host, no handler / on_open / on_message, a zero limit, or a window outside
+ * HTTP/2's 65535..2^31-1). */
 int ox_grpc_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
                             const ox_grpc_config_t *cfg, ox_grpc_listener_t **out);
 /* Drain: every connection gets GOAWAY (last stream id: the highest it has seen), new streams are

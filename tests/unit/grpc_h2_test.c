@@ -8,7 +8,8 @@
  * client RST_STREAM (on_abort), the stream limit (REFUSED_STREAM), rapid reset and PING floods
  * (GOAWAY ENHANCE_YOUR_CALM), a bad preface and a silent connection (closed), align_offset,
  * percent-encoded grpc-message, HTTP 415, drain (GOAWAY, the held call finishes, then close),
- * and the buffered-bytes budget back at 0. */
+ * SETTINGS and empty-DATA floods, the header list bound, the connection cap, the buffered-bytes
+ * budget (RESOURCE_EXHAUSTED when full; back at 0 at the end). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -112,14 +113,14 @@ static const ox_grpc_handler_t g_handler = {.on_open = app_open,
                                             .on_message = app_message,
                                             .on_half_close = app_half_close,
                                             .on_abort = app_abort};
-static const ox_grpc_config_t g_cfg = {.max_concurrent_streams = 4,
-                                       .max_message_bytes = 11u << 20,
-                                       .max_header_list_bytes = 16384,
-                                       .window_bytes = 1u << 20,
-                                       .max_buffered_bytes = 64u << 20,
-                                       .idle_timeout_ms = 1000,
-                                       .max_connections = 100,
-                                       .handler = &g_handler};
+static ox_grpc_config_t g_cfg = {.max_concurrent_streams = 4,
+                                 .max_message_bytes = 11u << 20,
+                                 .max_header_list_bytes = 16384,
+                                 .window_bytes = 1u << 20,
+                                 .max_buffered_bytes = 64u << 20,
+                                 .idle_timeout_ms = 1000,
+                                 .max_connections = 100,
+                                 .handler = &g_handler};
 
 static void *loop_main(void *arg) {
   ox_loop_run(g_loop);
@@ -618,6 +619,146 @@ TEST(test_status_trailers) {
   client_close(&c);
 }
 
+TEST(test_settings_and_empty_data_floods) {
+  client_t c;
+  client_open(&c);
+  uint64_t floods = ox_grpc_counter(OX_GRPC_FLOODS);
+  for (int i = 0; i < 200; i++) nghttp2_submit_settings(c.s, NGHTTP2_FLAG_NONE, NULL, 0);
+  client_pump(&c, &c.eof, 3000);
+  CHECK(c.goaway);
+  CHECK_INT(c.goaway_err, NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK_INT(ox_grpc_counter(OX_GRPC_FLOODS), floods + 1);
+  client_close(&c);
+  /* empty DATA frames on an open call, written by hand after the call's HEADERS */
+  client_open(&c);
+  req_t r;
+  memset(&r, 0, sizeof r);
+  r.body = frame_msg("", 0, 0, &r.body_len);
+  r.body_pos = r.body_len; /* nothing: the provider defers */
+  int32_t id = client_call(&c, &r, "/t.S/Hold", NULL, NULL, NULL);
+  client_pump(&c, NULL, 100);
+  uint8_t fr[9 * 300];
+  for (int i = 0; i < 300; i++) {
+    uint8_t *f = fr + 9 * i;
+    memset(f, 0, 9);
+    f[3] = NGHTTP2_DATA;
+    uint32_t be = htonl((uint32_t)id);
+    memcpy(f + 5, &be, 4);
+  }
+  CHECK_INT(send(c.fd, fr, sizeof fr, MSG_NOSIGNAL), sizeof fr);
+  client_pump(&c, &c.eof, 3000);
+  CHECK(c.goaway);
+  CHECK_INT(c.goaway_err, NGHTTP2_ENHANCE_YOUR_CALM);
+  CHECK_INT(ox_grpc_counter(OX_GRPC_FLOODS), floods + 2);
+  req_free(&r);
+  client_close(&c);
+}
+
+TEST(test_header_list_bound) {
+  client_t c;
+  client_open(&c);
+  uint64_t ends = ox_grpc_counter(OX_GRPC_LIMIT_ENDS);
+  char *big = malloc(20000);
+  memset(big, 'a', 19999);
+  big[19999] = 0;
+  req_t r;
+  memset(&r, 0, sizeof r);
+  r.body = frame_msg("", 0, 0, &r.body_len);
+  r.end = 1;
+  r.grpc_status = -1;
+  client_call(&c, &r, "/t.S/Echo", NULL, "x-big", big); /* before the server's SETTINGS */
+  CHECK_INT(client_pump(&c, &r.closed, 3000), 0);
+  CHECK(r.close_err != 0); /* reset, not answered */
+  CHECK_INT(r.grpc_status, -1);
+  CHECK_INT(ox_grpc_counter(OX_GRPC_LIMIT_ENDS), ends + 1);
+  req_free(&r);
+  CHECK_INT(unary(&c, &r, "/t.S/Echo", "still", 5, NULL, NULL), 0);
+  CHECK_INT(r.grpc_status, 0);
+  req_free(&r);
+  free(big);
+  client_close(&c);
+}
+
+static void cap_one(void) {
+  g_cfg.max_connections = 1;
+}
+static void cap_back(void) {
+  g_cfg.max_connections = 100;
+}
+
+TEST(test_connection_cap) {
+  on_loop(cap_one);
+  uint64_t refused = ox_grpc_counter(OX_GRPC_CONN_REFUSALS);
+  client_t a, b;
+  client_open(&a);
+  client_pump(&a, NULL, 100);
+  client_open(&b);
+  client_pump(&b, &b.eof, 2000);
+  CHECK(b.goaway);
+  CHECK_INT(b.goaway_err, NGHTTP2_NO_ERROR);
+  CHECK(b.eof);
+  CHECK_INT(ox_grpc_counter(OX_GRPC_CONN_REFUSALS), refused + 1);
+  client_close(&b);
+  req_t r;
+  CHECK_INT(unary(&a, &r, "/t.S/Echo", "a", 1, NULL, NULL), 0); /* the first one is served */
+  CHECK_INT(r.grpc_status, 0);
+  req_free(&r);
+  client_close(&a);
+  on_loop(cap_back);
+}
+
+static void budget_small(void) {
+  g_cfg.max_buffered_bytes = 1000;
+}
+static void budget_back(void) {
+  g_cfg.max_buffered_bytes = 64u << 20;
+}
+
+TEST(test_buffered_budget) {
+  on_loop(budget_small);
+  client_t c;
+  client_open(&c);
+  char p[2000];
+  memset(p, 'b', sizeof p);
+  req_t r;
+  CHECK_INT(unary(&c, &r, "/t.S/Echo", p, sizeof p, NULL, NULL), 0);
+  CHECK_INT(r.grpc_status, OX_GRPC_RESOURCE_EXHAUSTED);
+  CHECK(strstr(r.grpc_message, "memory budget") != NULL);
+  CHECK_INT(r.resp_len, 0);
+  req_free(&r);
+  CHECK_INT(unary(&c, &r, "/t.S/Echo", p, 500, NULL, NULL), 0); /* fits */
+  CHECK_INT(r.grpc_status, 0);
+  CHECK_INT(r.resp_len, 505);
+  req_free(&r);
+  client_close(&c);
+  on_loop(budget_back);
+}
+
+TEST(test_zero_window_waits_then_idle) {
+  client_t c;
+  client_open(&c);
+  nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 0};
+  nghttp2_submit_settings(c.s, NGHTTP2_FLAG_NONE, &iv, 1); /* the server may send no DATA */
+  req_t r;
+  memset(&r, 0, sizeof r);
+  r.body = frame_msg("stuck", 5, 0, &r.body_len);
+  r.end = 1;
+  r.grpc_status = -1;
+  client_call(&c, &r, "/t.S/Echo", NULL, NULL, NULL);
+  uint64_t t0 = now_ms();
+  client_pump(&c, NULL, 500);
+  CHECK(!c.eof); /* waiting on the window, not failed */
+  CHECK_INT(r.http_status, 200);
+  CHECK_INT(r.resp_len, 0);
+  client_pump(&c, &c.eof, 3000);
+  uint64_t took = now_ms() - t0;
+  CHECK(c.eof); /* the idle timeout (1 s) applies */
+  CHECK(took >= 900 && took < 2500);
+  CHECK_INT(r.grpc_status, -1);
+  req_free(&r);
+  client_close(&c);
+}
+
 static void drain_now(void) {
   ox_grpc_listener_drain(g_l);
 }
@@ -659,6 +800,21 @@ TEST(test_budget_back_to_zero) {
 }
 
 TEST(test_server_start) {
+  ox_grpc_config_t d = {.handler = &g_handler, .window_bytes = 1000};
+  ox_loop_t *loop;
+  ox_grpc_listener_t *l;
+  uint16_t port = 0;
+  CHECK_INT(ox_loop_create(&loop), 0);
+  CHECK_INT(ox_grpc_listener_create(loop, "127.0.0.1", &port, &d, &l), OX_EINVALID); /* window */
+  d.window_bytes = 0;
+  ox_grpc_config_defaults(&d);
+  CHECK_INT(d.max_concurrent_streams, 128);
+  CHECK_INT(d.window_bytes, 16u << 20);
+  CHECK_INT(d.max_connections, 10000);
+  CHECK_INT(ox_grpc_listener_create(loop, "127.0.0.1", &port, &d, &l), 0);
+  CHECK(port != 0);
+  ox_grpc_listener_destroy(l);
+  ox_loop_destroy(loop);
   server_start();
   CHECK(g_port != 0);
 }
@@ -670,4 +826,7 @@ TEST(test_server_stop) {
 TEST_MAIN(T(test_server_start), T(test_echo_small), T(test_echo_10mb), T(test_message_too_large),
           T(test_compressed), T(test_deadline), T(test_client_reset_aborts), T(test_stream_limit),
           T(test_rapid_reset), T(test_ping_flood), T(test_bad_preface_and_silence),
-          T(test_status_trailers), T(test_drain), T(test_budget_back_to_zero), T(test_server_stop))
+          T(test_status_trailers), T(test_settings_and_empty_data_floods),
+          T(test_header_list_bound), T(test_connection_cap), T(test_buffered_budget),
+          T(test_zero_window_waits_then_idle), T(test_drain), T(test_budget_back_to_zero),
+          T(test_server_stop))
