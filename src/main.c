@@ -668,6 +668,7 @@ int main(int argc, char **argv) {
                            .max_buffered_bytes = (size_t)o.max_inflight_bytes,
                            .idle_timeout_ms = (uint32_t)o.idle_timeout_ms,
                            .max_connections = (uint32_t)o.max_connections};
+  ox_grpc_config_defaults(&gcfg); /* anything not set above */
   uint16_t grpc_port = (uint16_t)(o.grpc_port < 0 ? 0 : o.grpc_port);
   for (int i = 0; io && o.grpc_port >= 0 && i < npublic; i++) {
     rc = ox_grpc_service_create(&server, &gcfg, &io[i].grpc);

@@ -134,6 +134,7 @@ struct ox_h2_conn {
   nghttp2_session *s;
   int dead;       /* closed */
   int in_cb;      /* inside nghttp2 (no send, no close) */
+  int app_flush;  /* flushing for the application (send, finish): no close under it */
   int want_close; /* close once out of the callbacks */
   int goaway;     /* a final GOAWAY is queued: close once written */
   int notice;     /* drain: the shutdown notice went */
@@ -206,6 +207,7 @@ static void budget_release(size_t n) {
 
 static void conn_close(ox_h2_conn_t *c);
 static void conn_flush(ox_h2_conn_t *c);
+static void conn_flush_app(ox_h2_conn_t *c);
 static void call_end(ox_grpc_call_t *call, ox_grpc_status_t st, const char *msg);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -477,7 +479,7 @@ static void call_maybe_free(ox_grpc_call_t *call) {
 }
 
 /* The transport ends a call the application may hold: status to the client, on_abort. */
-static void call_end(ox_grpc_call_t *call, ox_grpc_status_t st, const char *msg) {
+static void call_end_ex(ox_grpc_call_t *call, ox_grpc_status_t st, const char *msg, int notify) {
   if (call->ended) return;
   call_set_status(call, st, msg);
   call_free_rx(call); /* queued responses still go (nghttp2 may have promised their bytes) */
@@ -486,7 +488,11 @@ static void call_end(ox_grpc_call_t *call, ox_grpc_status_t st, const char *msg)
   call->closed = 1;
   call_submit_end(call);
   const ox_grpc_handler_t *h = call->c->l->cfg->handler;
-  if (was_open && h->on_abort) h->on_abort(call->c->l->cfg->app, call);
+  if (notify && was_open && h->on_abort) h->on_abort(call->c->l->cfg->app, call);
+}
+
+static void call_end(ox_grpc_call_t *call, ox_grpc_status_t st, const char *msg) {
+  call_end_ex(call, st, msg, 1);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -530,13 +536,15 @@ int ox_grpc_call_send(ox_grpc_call_t *call, ox_grpc_out_t *out) {
   ox_h2_conn_t *c = call->c;
   if (!call->hdrs_sent) {
     if (call_start_response(call)) {
-      call_end(call, OX_GRPC_INTERNAL, "out of memory");
+      /* Inside the application's own call: no on_abort under it (it learns from the return
+       * value; the call is closed, so further sends are dropped). */
+      call_end_ex(call, OX_GRPC_INTERNAL, "out of memory", 0);
       return OX_ENOMEM;
     }
   } else {
     nghttp2_session_resume_data(c->s, call->id);
   }
-  if (!c->in_cb) conn_flush(c);
+  if (!c->in_cb) conn_flush_app(c);
   return 0;
 }
 
@@ -553,7 +561,7 @@ void ox_grpc_call_finish(ox_grpc_call_t *call, ox_grpc_status_t status, const ch
   call_maybe_free(call);
   /* Last: writing may close the stream, which frees the call (a closed connection stays
    * allocated until the listener's next tick). */
-  if (c && !c->in_cb) conn_flush(c);
+  if (c && !c->in_cb) conn_flush_app(c);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -988,10 +996,23 @@ static void conn_flush(ox_h2_conn_t *c) {
       ((!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) ||
        ((c->goaway || (c->peer_eof && !c->ncalls)) && !nghttp2_session_want_write(c->s))))
     c->want_close = 1;
-  if (c->want_close)
+  if (c->want_close && c->app_flush) {
+    /* Inside an application call (send, finish): closing now would run its on_abort under
+     * it. The loop closes it on its next round (EPOLLOUT fires at once on a live socket,
+     * EPOLLERR on a dead one). */
+    ox_loop_modify(c->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+  } else if (c->want_close) {
     conn_close(c);
-  else
+  } else {
     conn_set_events(c);
+  }
+}
+
+/* conn_flush from an application call: never closes (and so never calls back) under it. */
+static void conn_flush_app(ox_h2_conn_t *c) {
+  c->app_flush = 1;
+  conn_flush(c);
+  c->app_flush = 0;
 }
 
 static void conn_unlink(ox_h2_conn_t **head, ox_h2_conn_t *c) {

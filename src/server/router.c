@@ -263,6 +263,34 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
         "onnxd_idle_evictions_total %llu\n",
         ox_http_inflight_bytes(), (unsigned long long)ox_http_inflight_refusals(),
         (unsigned long long)ox_http_idle_evictions());
+  if (!rc)
+    rc = ox_buf_printf(
+        &b,
+        "# HELP onnxd_grpc_open_connections gRPC (HTTP/2) connections open\n"
+        "# TYPE onnxd_grpc_open_connections gauge\nonnxd_grpc_open_connections %zu\n"
+        "# HELP onnxd_grpc_buffered_bytes Received gRPC message bytes held (being reassembled "
+        "or served)\n# TYPE onnxd_grpc_buffered_bytes gauge\nonnxd_grpc_buffered_bytes %zu\n"
+        "# HELP onnxd_grpc_refused_streams_total HTTP/2 streams refused over "
+        "--grpc-max-streams\n# TYPE onnxd_grpc_refused_streams_total counter\n"
+        "onnxd_grpc_refused_streams_total %llu\n"
+        "# HELP onnxd_grpc_floods_total Connections ended for a flood (rapid reset, PING, "
+        "SETTINGS, empty frames, CONTINUATION)\n# TYPE onnxd_grpc_floods_total counter\n"
+        "onnxd_grpc_floods_total %llu\n"
+        "# HELP onnxd_grpc_bad_prefaces_total Connections closed that did not start with the "
+        "HTTP/2 preface\n# TYPE onnxd_grpc_bad_prefaces_total counter\n"
+        "onnxd_grpc_bad_prefaces_total %llu\n"
+        "# HELP onnxd_grpc_connection_refusals_total gRPC connections refused at "
+        "--max-connections\n# TYPE onnxd_grpc_connection_refusals_total counter\n"
+        "onnxd_grpc_connection_refusals_total %llu\n"
+        "# HELP onnxd_grpc_limit_ends_total gRPC calls ended by a limit (message size, "
+        "buffered bytes, header list, deadline)\n# TYPE onnxd_grpc_limit_ends_total counter\n"
+        "onnxd_grpc_limit_ends_total %llu\n",
+        ox_grpc_open_connections(), ox_grpc_buffered_bytes(),
+        (unsigned long long)ox_grpc_counter(OX_GRPC_REFUSED_STREAMS),
+        (unsigned long long)ox_grpc_counter(OX_GRPC_FLOODS),
+        (unsigned long long)ox_grpc_counter(OX_GRPC_BAD_PREFACES),
+        (unsigned long long)ox_grpc_counter(OX_GRPC_CONN_REFUSALS),
+        (unsigned long long)ox_grpc_counter(OX_GRPC_LIMIT_ENDS));
   if (!rc && s->features) rc = ox_fstore_metrics(s->features, &b);
   if (!rc) rc = ox_models_metrics(s->models, &b);
   free(v);

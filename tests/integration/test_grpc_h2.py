@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from conftest import rss_kib
+from conftest import metric_value, rss_kib
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
@@ -182,6 +182,7 @@ def test_rapid_reset(h2server):
     c.close()
     assert goaway == ENHANCE_YOUR_CALM or eof, (goaway, eof)
     good_call(h2server)
+    assert metric_value(h2server.port, "onnxd_grpc_floods_total") >= 1
 
 
 @pytest.mark.parametrize("kind", ["ping", "settings", "empty_data"])
@@ -246,6 +247,7 @@ def test_too_many_streams_refused(server_factory, small_repo):
     finally:
         c.close()
     good_call(s)
+    assert metric_value(s.port, "onnxd_grpc_refused_streams_total") == 2
 
 
 def test_zero_window_stall_does_not_block(server_factory, small_repo, test_models):
