@@ -143,3 +143,46 @@ def test_bench_timeouts_cancel_and_reuse_slots(peer, tmp_path):
     rep, text = _bench(peer, msg, tmp_path, "--streams", "2", "--timeout-ms", "1")
     assert rep["errors_by_kind"]["timeout"] >= 20, text
     assert rep["errors"] == rep["requests"] - rep["ok"], text
+
+
+def test_go_grpc_proto_matches_protocol(tmp_path):
+    """bench/peers/go-grpc/proto/inference.proto (ours, a subset) has the published protocol's
+    names, field numbers, types and labels: every message and field it declares is compared with
+    the descriptors tritonclient ships, and so is every RPC's request and response type."""
+    import shutil
+    if not shutil.which("protoc"):
+        pytest.skip("protoc (protobuf-compiler) not installed")
+    from google.protobuf import descriptor_pb2
+    out = tmp_path / "ours.pb"
+    subprocess.run(["protoc", f"--descriptor_set_out={out}", "-Ibench/peers/go-grpc/proto",
+                    "inference.proto"], cwd=ROOT, check=True)
+    fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    ours = fds.file[0]
+    assert ours.package == "inference"
+    ref = service_pb2.DESCRIPTOR
+    checked = 0
+
+    def compare(msg, ref_msg):
+        nonlocal checked
+        for f in msg.field:
+            rf = ref_msg.fields_by_name.get(f.name)
+            assert rf is not None, f"{ref_msg.full_name}.{f.name} is not in the protocol"
+            assert f.number == rf.number, f"{ref_msg.full_name}.{f.name}"
+            assert f.type == rf.type, f"{ref_msg.full_name}.{f.name} type"
+            assert (f.label == 3) == (rf.label == 3), f"{ref_msg.full_name}.{f.name} repeated"
+            if f.type_name:
+                assert f.type_name.lstrip(".") == rf.message_type.full_name
+            checked += 1
+        for n in msg.nested_type:
+            if n.options.map_entry:
+                continue
+            compare(n, ref_msg.nested_types_by_name[n.name])
+
+    for m in ours.message_type:
+        compare(m, ref.message_types_by_name[m.name])
+    rsvc = ref.services_by_name["GRPCInferenceService"]
+    for meth in ours.service[0].method:
+        rm = rsvc.methods_by_name[meth.name]
+        assert meth.input_type.lstrip(".") == rm.input_type.full_name
+        assert meth.output_type.lstrip(".") == rm.output_type.full_name
+    assert checked > 40
