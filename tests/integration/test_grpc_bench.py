@@ -169,7 +169,9 @@ def test_go_grpc_proto_matches_protocol(tmp_path):
             assert rf is not None, f"{ref_msg.full_name}.{f.name} is not in the protocol"
             assert f.number == rf.number, f"{ref_msg.full_name}.{f.name}"
             assert f.type == rf.type, f"{ref_msg.full_name}.{f.name} type"
-            assert (f.label == 3) == (rf.label == 3), f"{ref_msg.full_name}.{f.name} repeated"
+            ref_repeated = rf.is_repeated if hasattr(rf, "is_repeated") else rf.label == 3
+            assert (f.label == f.LABEL_REPEATED) == ref_repeated, \
+                f"{ref_msg.full_name}.{f.name} repeated"
             if f.type_name:
                 assert f.type_name.lstrip(".") == rf.message_type.full_name
             checked += 1
