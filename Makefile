@@ -116,13 +116,11 @@ $(B)/onnxd-feature-bench: $(wildcard bench/feature_bench*.c) bench/loadgen_hist.
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
-# gRPC load generator (bench/grpc_loadgen*.c): nghttp2's client API
-NGHTTP2_CFLAGS := $(shell pkg-config --cflags libnghttp2 2>/dev/null)
-NGHTTP2_LIBS   := $(or $(shell pkg-config --libs libnghttp2 2>/dev/null),-lnghttp2)
+# gRPC load generator (bench/grpc_loadgen*.c): nghttp2's client API (nghttp2 is in every link)
 $(B)/onnxd-grpc-bench: $(wildcard bench/grpc_loadgen*.c bench/grpc_loadgen*.h) bench/loadgen_hist.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(CPPFLAGS) $(NGHTTP2_CFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(NGHTTP2_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
 
 # ---- models (generated, git-ignored)
 models: .stamp-setup

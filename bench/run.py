@@ -381,9 +381,14 @@ def ensure_grpc_tool() -> str | None:
     return None if TOOLS["grpc"].exists() else "build/onnxd-grpc-bench could not be built"
 
 
+_HAS_GRPC: dict = {}
+
+
 def onnxd_has_grpc() -> bool:
-    """onnxd serves gRPC when its --help lists --grpc-port (the front end is being added)."""
-    return "--grpc-port" in _run_text([str(BUILD / "onnxd"), "--help"])
+    """onnxd serves gRPC when its --help lists --grpc-port (asked once per run)."""
+    if "v" not in _HAS_GRPC:
+        _HAS_GRPC["v"] = "--grpc-port" in _run_text([str(BUILD / "onnxd"), "--help"])
+    return _HAS_GRPC["v"]
 
 
 def build_go_peer(name: str = "go") -> str | None:
@@ -668,9 +673,11 @@ class Server:
         self.label = label or name
         self.port = free_port()
         self.grpc_port = self.port if name in GRPC_ONLY else None
-        if grpc and name == "onnxd":
-            self.grpc_port = free_port()
-            extra = [*(extra or []), "--grpc-port", str(self.grpc_port)]
+        if name == "onnxd" and onnxd_has_grpc():
+            # Always a free port: onnxd's default (8001) may be taken by another run or server.
+            port = free_port()
+            self.grpc_port = port if grpc else None
+            extra = [*(extra or []), "--grpc-port", str(port)]
         self.probe_with = probe_with or ("mlp16", PROBE)
         self.cmd, self.env = server_command(name, self.port, repo, extra, env_add)
         self.logpath = WORK / "logs" / f"{self.label}.log"
