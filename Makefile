@@ -62,7 +62,8 @@ FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
 .PHONY: all setup deps models run test test-unit test-fuzz test-integration test-conformance \
         bench soak fuzz format format-check check-layers clean
 BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit) \
-             $(if $(wildcard bench/feature_bench.c),$(B)/onnxd-feature-bench)
+             $(if $(wildcard bench/feature_bench.c),$(B)/onnxd-feature-bench) \
+             $(if $(wildcard bench/grpc_loadgen.c),$(B)/onnxd-grpc-bench)
 all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
 
 # ---- set-up: packages, ONNX Runtime, Python venv (idempotent, fast when done)
@@ -112,6 +113,11 @@ $(B)/onnxd-ort-limit: $(wildcard bench/ort_limit*.c) $(B)/libonnxd.a
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
 # in-process feature-store tiers (L1 map, Bloom, L2 LMDB, velocity): latency percentiles
 $(B)/onnxd-feature-bench: $(wildcard bench/feature_bench*.c) bench/loadgen_hist.h $(B)/libonnxd.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
+# gRPC load generator (bench/grpc_loadgen*.c): nghttp2's client API (nghttp2 is in every link)
+$(B)/onnxd-grpc-bench: $(wildcard bench/grpc_loadgen*.c bench/grpc_loadgen*.h) bench/loadgen_hist.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)

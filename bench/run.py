@@ -28,6 +28,10 @@ peers are what users write first, the tuned ones what a team that profiles ends 
                from bench/peers/kserve/requirements.txt)
   nginx        the HTTP floor: nginx (Debian's package, apt-get installed here when missing and
                root) answering a fixed mlp16 response, worker_processes = cores; S3, S4 only
+  python-grpc  bench/peers/python-grpc: grpcio server (thread pool) + tritonclient's generated
+               service classes + numpy + ONNX Runtime; gRPC only (S2g, S3g)
+  go-grpc      bench/peers/go-grpc: grpc-go + onnxruntime_go, one session per core, code
+               generated here from our proto/inference.proto; gRPC only (S2g, S3g)
 
 For each: cold start (exec until the first successful inference, polled with a real infer
 request), idle memory, then the scenarios, driven by build/onnxd-bench:
@@ -35,6 +39,11 @@ request), idle memory, then the scenarios, driven by build/onnxd-bench:
   S2  MobileNetV2, binary tensor extension both ways, 10 connections (not python-seed)
   S3  MLP 16->1, JSON, 64 connections
   S4  S3 while 1,000 more keep-alive connections sit idle
+and, over gRPC (inference.GRPCInferenceService/ModelInfer, the tensor in raw_input_contents),
+driven by build/onnxd-grpc-bench (onnxd with --grpc-port when its build has it, python-grpc,
+go-grpc; "vs python" is then vs python-grpc):
+  S2g MobileNetV2, 10 clients (10 HTTP/2 connections, one call in flight each)
+  S3g MLP 16->1, 64 calls in flight over 4 HTTP/2 connections
 While a scenario runs, the server's whole process tree is sampled every 150 ms (RSS and PSS
 from /proc/PID/smaps_rollup, peak kept; utime+stime+cutime+cstime from /proc/PID/stat for CPU
 seconds per 1,000 requests over the measured window). The ceiling is build/onnxd-ort-limit:
@@ -112,16 +121,22 @@ CORES = os.cpu_count() or 1
 CLK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.15
 NOISY = 0.10  # other processes' CPU, in cores, above which a result is flagged
-TOOLS = {"bench": BUILD / "onnxd-bench", "limit": BUILD / "onnxd-ort-limit"}
+TOOLS = {"bench": BUILD / "onnxd-bench", "limit": BUILD / "onnxd-ort-limit",
+         "grpc": BUILD / "onnxd-grpc-bench"}
 
-SERVERS = ["onnxd", "python", "python-fast", "python-seed", "go", "go-fast", "kserve", "nginx"]
-# Scenarios a server does not run, and why (shown in the table as n/a).
+SERVERS = ["onnxd", "python", "python-fast", "python-seed", "go", "go-fast", "kserve", "nginx",
+           "python-grpc", "go-grpc"]
+# Servers that speak only gRPC (the rest only REST, except onnxd, which serves both).
+GRPC_ONLY = ("python-grpc", "go-grpc")
+# Scenarios a server does not run, and why (shown in the table as n/a); the REST/gRPC split is
+# added below SCENARIOS.
 SKIP = {("python-seed", "S2"): "JSON only (the published set-up)",
         ("nginx", "S1"): "HTTP floor: S3, S4 only", ("nginx", "S2"): "HTTP floor: S3, S4 only"}
 KSERVE_VENV = WORK / "venv-kserve"
 KSERVE_REQ = ROOT / "bench" / "peers" / "kserve" / "requirements.txt"
 LABELS = {"nginx": "nginx (HTTP floor)"}
-GO_PEERS = {"go": ("bench/peers/go", "go-peer"), "go-fast": ("bench/peers/go-fast", "go-fast-peer")}
+GO_PEERS = {"go": ("bench/peers/go", "go-peer"), "go-fast": ("bench/peers/go-fast", "go-fast-peer"),
+            "go-grpc": ("bench/peers/go-grpc", "go-grpc-peer")}
 # The HTTP floor's fixed answer: onnxd's own response to S3's request (mlp16, JSON), byte for
 # byte, so the floor writes as many bytes as onnxd does.
 FLOOR_RESPONSE = ('{"model_name":"mlp16","model_version":"1","outputs":[{"name":"output",'
@@ -135,8 +150,23 @@ SCENARIOS = {
                title="MLP JSON, 64 conn"),
     "S4": dict(model="mlp16", body="mlp16.json", conns=64, idle=1000, check='"data":[',
                title="MLP JSON, 64 conn + 1000 idle"),
+    # gRPC (inference.GRPCInferenceService/ModelInfer, driven by build/onnxd-grpc-bench): the
+    # message is a serialized ModelInferRequest with the tensor in raw_input_contents; streams
+    # are calls in flight per connection.
+    "S2g": dict(model="mobilenetv2", message="mobilenetv2.pb", conns=10, streams=1, idle=0,
+                grpc=True, title="MobileNetV2 gRPC, 10 clients"),
+    "S3g": dict(model="mlp16", message="mlp16.pb", conns=4, streams=16, idle=0, grpc=True,
+                title="MLP gRPC, 64 streams over 4 conn"),
 }
-CEILING_MODEL = {"S1": "mobilenetv2", "S2": "mobilenetv2", "S3": "mlp16", "S4": "mlp16"}
+CEILING_MODEL = {"S1": "mobilenetv2", "S2": "mobilenetv2", "S3": "mlp16", "S4": "mlp16",
+                 "S2g": "mobilenetv2", "S3g": "mlp16"}
+for _srv in SERVERS:
+    for _sc, _spec in SCENARIOS.items():
+        if _srv in GRPC_ONLY and not _spec.get("grpc"):
+            SKIP[_srv, _sc] = "gRPC only"
+        elif _srv not in GRPC_ONLY and _srv != "onnxd" and _spec.get("grpc"):
+            SKIP.setdefault((_srv, _sc), "REST only")
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
 
@@ -342,10 +372,29 @@ def ensure_tools() -> None:
         sys.exit("run.py: build/onnxd-bench is missing and could not be built")
 
 
+def ensure_grpc_tool() -> str | None:
+    """Builds build/onnxd-grpc-bench (needs libnghttp2-dev) when missing; returns None or why
+    the gRPC scenarios cannot run."""
+    if not TOOLS["grpc"].exists():
+        log("building build/onnxd-grpc-bench")
+        subprocess.run(["make", "-C", str(ROOT), "build/onnxd-grpc-bench"], check=False)
+    return None if TOOLS["grpc"].exists() else "build/onnxd-grpc-bench could not be built"
+
+
+_HAS_GRPC: dict = {}
+
+
+def onnxd_has_grpc() -> bool:
+    """onnxd serves gRPC when its --help lists --grpc-port (asked once per run)."""
+    if "v" not in _HAS_GRPC:
+        _HAS_GRPC["v"] = "--grpc-port" in _run_text([str(BUILD / "onnxd"), "--help"])
+    return _HAS_GRPC["v"]
+
+
 def build_go_peer(name: str = "go") -> str | None:
-    """Builds build/peers/go-peer (go) or build/peers/go-fast-peer (go-fast) from its folder,
-    modules from the module proxy as go.mod/go.sum pin them; returns None or the reason it
-    failed."""
+    """Builds build/peers/go-peer (go), build/peers/go-fast-peer (go-fast) or
+    build/peers/go-grpc-peer (go-grpc, after its gen.sh) from its folder, modules from the module
+    proxy as go.mod/go.sum pin them; returns None or the reason it failed."""
     g = go_binary()
     if not g:
         return "no go toolchain (go not on PATH, no /usr/local/go/bin/go)"
@@ -354,6 +403,11 @@ def build_go_peer(name: str = "go") -> str | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="1")
     t0 = time.monotonic()
+    gen = ROOT / src / "gen.sh"
+    if gen.exists():  # go-grpc: the service code is generated from our .proto first
+        r = subprocess.run(["bash", str(gen)], env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            return "gen.sh failed: " + (r.stderr.strip()[-800:] or f"exit {r.returncode}")
     r = subprocess.run([g, "build", "-trimpath", "-o", str(out), "."], cwd=ROOT / src,
                        env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -473,6 +527,17 @@ m = rng.random((1, 16), dtype=np.float32)
 with open(out + "/mlp16.json", "w") as f:
     json.dump({"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32",
                            "data": m.ravel().tolist()}]}, f, separators=(",", ":"))
+try:  # the gRPC scenarios' ModelInferRequest messages, the same tensors in raw_input_contents
+    from tritonclient.grpc import service_pb2
+    for name, t in (("mobilenetv2", x), ("mlp16", m)):
+        r = service_pb2.ModelInferRequest(model_name=name)
+        r.inputs.add(name="input", datatype="FP32", shape=list(t.shape))
+        r.outputs.add(name="output")
+        r.raw_input_contents.append(t.astype("<f4").tobytes())
+        with open(out + f"/{name}.pb", "wb") as f:
+            f.write(r.SerializeToString())
+except ImportError:
+    pass
 m = rng.random((1, 256), dtype=np.float32)
 with open(out + "/mlp_medium.json", "w") as f:
     json.dump({"inputs": [{"name": "input", "shape": [1, 256], "datatype": "FP32",
@@ -517,6 +582,9 @@ def server_command(name: str, port: int, repo: Path | None = None,
     if name == "onnxd":
         return [str(BUILD / "onnxd"), "--model-repository", models, "--http-port", str(port),
                 *(extra or [])], env
+    if name == "python-grpc":
+        return [str(PY), "bench/peers/python-grpc/server.py", "--model-repository", models,
+                "--port", str(port)], env
     if name == "python-fraud":
         return [str(PY), "-m", "uvicorn", "--app-dir", "bench/peers/python-fraud", "server:app",
                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(CORES),
@@ -556,6 +624,22 @@ PROBE = json.dumps({"inputs": [{"name": "input", "shape": [1, 16], "datatype": "
                                 "data": [0.5] * 16}]}).encode()
 
 
+def grpc_probe(port: int) -> bool:
+    """One real ModelInfer call (mlp16, the S3g message) through onnxd-grpc-bench: True when it
+    was answered with grpc-status 0 and a response message."""
+    out = WORK / f"probe-{port}.json"
+    try:
+        r = subprocess.run([str(TOOLS["grpc"]), "--url", f"127.0.0.1:{port}", "--message",
+                            str(WORK / "mlp16.pb"), "--streams", "1", "--duration", "0.02",
+                            "--timeout-ms", "5000", "--json", str(out)],
+                           capture_output=True, timeout=30)
+        return r.returncode == 0 and json.loads(out.read_text()).get("ok", 0) > 0
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def probe(port: int, timeout: float = 5.0, model: str = "mlp16", body: bytes = PROBE) -> bool:
     """One real inference (default: mlp16, JSON) on a new connection: True on 200 with
     outputs."""
@@ -579,13 +663,21 @@ def probe(port: int, timeout: float = 5.0, model: str = "mlp16", body: bytes = P
 class Server:
     def __init__(self, name: str, quick: bool, repo: Path | None = None, label: str | None = None,
                  extra: list[str] | None = None, env_add: dict | None = None,
-                 probe_with: tuple[str, bytes] | None = None):
+                 probe_with: tuple[str, bytes] | None = None, grpc: bool = False):
         """name: which server (SERVERS); repo: model repository (default models/); label: the
         name of its log and result files (default name); extra, env_add: see server_command;
-        probe_with: (model, JSON body) of the start-up probe instead of mlp16's."""
+        probe_with: (model, JSON body) of the start-up probe instead of mlp16's; grpc: onnxd
+        also serves gRPC (--grpc-port). A gRPC-only peer listens on port and is probed with a
+        ModelInfer call; grpc_port is where the gRPC scenarios go (None: no gRPC)."""
         self.name, self.quick = name, quick
         self.label = label or name
         self.port = free_port()
+        self.grpc_port = self.port if name in GRPC_ONLY else None
+        if name == "onnxd" and onnxd_has_grpc():
+            # Always a free port: onnxd's default (8001) may be taken by another run or server.
+            port = free_port()
+            self.grpc_port = port if grpc else None
+            extra = [*(extra or []), "--grpc-port", str(port)]
         self.probe_with = probe_with or ("mlp16", PROBE)
         self.cmd, self.env = server_command(name, self.port, repo, extra, env_add)
         self.logpath = WORK / "logs" / f"{self.label}.log"
@@ -601,7 +693,8 @@ class Server:
                                      start_new_session=True)
         logf.close()
         while True:
-            if probe(self.port, 5.0, *self.probe_with):
+            if (grpc_probe(self.port) if self.name in GRPC_ONLY
+                    else probe(self.port, 5.0, *self.probe_with)):
                 return time.monotonic() - t0
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exited with status {self.proc.returncode} before serving: "
@@ -722,14 +815,22 @@ def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: f
     spec = spec or SCENARIOS[sc]
     out_json = WORK / f"{srv.label}-{sc}-{run_idx}.json"
     out_json.unlink(missing_ok=True)
-    cmd = [str(TOOLS["bench"]), "--url", f"127.0.0.1:{srv.port}",
-           "--path", f"/v2/models/{spec['model']}/infer",
-           "--body-lines" if spec.get("lines") else "--body", str(WORK / spec["body"])]
-    for h in headers[spec["body"]]:
-        cmd += ["--header", h]
-    cmd += ["--connections", str(spec["conns"]), "--duration", f"{duration:g}",
-            "--warmup", f"{warmup:g}", "--expect-status", "200", "--check-body",
-            spec["check"], "--json", str(out_json)]
+    tool = "onnxd-grpc-bench" if spec.get("grpc") else "onnxd-bench"
+    if spec.get("grpc"):
+        # A good call: grpc-status 0 and a response message (checked by the tool).
+        cmd = [str(TOOLS["grpc"]), "--url", f"127.0.0.1:{srv.grpc_port}", "--method",
+               GRPC_METHOD, "--message", str(WORK / spec["message"]), "--connections",
+               str(spec["conns"]), "--streams", str(spec["streams"]), "--duration",
+               f"{duration:g}", "--warmup", f"{warmup:g}", "--json", str(out_json)]
+    else:
+        cmd = [str(TOOLS["bench"]), "--url", f"127.0.0.1:{srv.port}",
+               "--path", f"/v2/models/{spec['model']}/infer",
+               "--body-lines" if spec.get("lines") else "--body", str(WORK / spec["body"])]
+        for h in headers[spec["body"]]:
+            cmd += ["--header", h]
+        cmd += ["--connections", str(spec["conns"]), "--duration", f"{duration:g}",
+                "--warmup", f"{warmup:g}", "--expect-status", "200", "--check-body",
+                spec["check"], "--json", str(out_json)]
     if spec["idle"]:
         cmd += ["--idle-connections", str(spec["idle"])]
     sampler = Sampler(srv.proc.pid)
@@ -743,7 +844,7 @@ def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: f
                            timeout=warmup + duration + 120)
         rc, err = r.returncode, (r.stderr or "").strip()
     except subprocess.TimeoutExpired:
-        rc, err = "timeout", "onnxd-bench did not finish in time"
+        rc, err = "timeout", f"{tool} did not finish in time"
     t1 = time.monotonic()
     if timer:
         timer.cancel()
@@ -757,7 +858,7 @@ def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: f
         res["loadgen"] = doc
         res.update(parse_loadgen(doc))
     except (OSError, ValueError) as e:
-        res["failed"] = f"no result from onnxd-bench (exit {rc}): {err[-400:] or e}"
+        res["failed"] = f"no result from {tool} (exit {rc}): {err[-400:] or e}"
     s = sampler.samples
     res["peak_rss_mb"] = round(max(x["rss_kb"] for x in s) / 1024, 1)
     res["peak_pss_mb"] = round(max(x["pss_kb"] for x in s) / 1024, 1)
@@ -785,7 +886,7 @@ def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: f
     elif res.get("requests") and res.get("errors", 0) > 0.01 * res["requests"]:
         res["failed"] = f"{res['errors']} errors for {res['requests']} requests"
     elif not res.get("failed") and not res.get("rps"):
-        res["failed"] = f"no successful requests (onnxd-bench exit {rc}): {err[-300:]}"
+        res["failed"] = f"no successful requests ({tool} exit {rc}): {err[-300:]}"
     if spec["idle"] and "loadgen" in res:
         ready, still = res["loadgen"].get("idle_ready"), res["loadgen"].get("idle_open")
         res["idle_ready"], res["idle_open"] = ready, still
@@ -914,7 +1015,16 @@ def bench_server(name: str, cfg: dict, headers: dict, quick: bool, build_err: st
         rec["failed"] = build_err
         log(f"[{name}] FAILED: {build_err}")
         return rec
-    srv = Server(name, quick)
+    # gRPC scenarios: run by onnxd (when it has --grpc-port) and the gRPC peers.
+    grpc_scen = [s for s in cfg["scenarios"] if SCENARIOS[s].get("grpc")]
+    grpc_why = cfg.get("grpc_err")
+    if not grpc_why and name == "onnxd" and grpc_scen and not onnxd_has_grpc():
+        grpc_why = "this onnxd has no --grpc-port"
+    if name in GRPC_ONLY and grpc_why:
+        rec["failed"] = grpc_why
+        log(f"[{name}] FAILED: {grpc_why}")
+        return rec
+    srv = Server(name, quick, grpc=bool(grpc_scen) and not grpc_why)
     rec["command"] = printable(srv.cmd, srv.env)
     log(f"[{name}] start: {rec['command']}")
     try:
@@ -936,6 +1046,9 @@ def bench_server(name: str, cfg: dict, headers: dict, quick: bool, build_err: st
             if (name, sc) in SKIP:
                 rec["scenarios"][sc] = {"skipped": SKIP[name, sc]}
                 continue
+            if SCENARIOS[sc].get("grpc") and grpc_why:
+                rec["scenarios"][sc] = {"skipped": grpc_why}
+                continue
             if not srv.alive():
                 rec["scenarios"][sc] = {"failed": f"server not running (exited with status "
                                                   f"{srv.proc.returncode})"}
@@ -952,7 +1065,7 @@ def bench_server(name: str, cfg: dict, headers: dict, quick: bool, build_err: st
                         f"{fmt_ms(r.get('p50_ms'))} ms, p99 {fmt_ms(r.get('p99_ms'))} ms, peak "
                         f"RSS {r['peak_rss_mb']} MB / PSS {r['peak_pss_mb']} MB, "
                         f"{r.get('cpu_s_per_1k', '-')} CPU s/1k req; CPU cores: server "
-                        f"{r.get('server_cpu_cores', '-')}, onnxd-bench "
+                        f"{r.get('server_cpu_cores', '-')}, load generator "
                         f"{r.get('loadgen_cpu_cores', '-')}, others {r.get('other_cpu_cores', '-')}"
                         + (f"; NOTE: {r['note']}" if r.get("note") else ""))
                 if not srv.alive():
@@ -1053,7 +1166,7 @@ def analyse(results: dict) -> None:
         for s, r in rec.get("scenarios", {}).items():
             if r.get("failed") or r.get("skipped"):
                 continue
-            py = sc("python", s)
+            py = sc("python-grpc" if SCENARIOS[s].get("grpc") else "python", s)
             r["x_python"] = ratio(r.get("rps"), py and py.get("rps"))
             c = ceil.get(CEILING_MODEL[s], {})
             if name != "nginx" and not c.get("failed"):
@@ -1163,7 +1276,7 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                              else "-"] + extra())
             first = False
     for m, c in results["ceiling"].items():
-        lab = "S1, S2" if m == "mobilenetv2" else "S3, S4"
+        lab = ", ".join(s for s in results["config"]["scenarios"] if CEILING_MODEL[s] == m)
         if c.get("failed"):
             rows.append(["ceiling (in-process ORT)", f"{m} ({lab})", "FAILED: " + c["failed"][:80]]
                         + [""] * 9)
@@ -1237,7 +1350,9 @@ def write_markdown(results: dict, head, rows) -> str:
         f"CPU seconds per 1,000 requests.",
         "",
         "S1 MobileNetV2 JSON (10 conn) · S2 MobileNetV2 binary tensors (10 conn) · "
-        "S3 MLP JSON (64 conn) · S4 = S3 + 1,000 idle keep-alive connections",
+        "S3 MLP JSON (64 conn) · S4 = S3 + 1,000 idle keep-alive connections · "
+        "S2g MobileNetV2 gRPC ModelInfer, raw tensor bytes (10 clients) · "
+        "S3g MLP gRPC ModelInfer (64 calls in flight over 4 HTTP/2 connections)",
         "",
         md_table(head, rows),
         "",
@@ -1294,7 +1409,7 @@ def draw_chart(results: dict, png: Path) -> str | None:
     d.mkdir(parents=True, exist_ok=True)
     colors = {"onnxd": 0x1B9E77, "python": 0xD95F02, "python-fast": 0xFDAE6B,
               "python-seed": 0x7570B3, "go": 0x2C7FB8, "go-fast": 0x9ECAE1, "kserve": 0xE7298A,
-              "nginx": 0x999999}
+              "nginx": 0x999999, "python-grpc": 0xA6761D, "go-grpc": 0x08519C}
 
     def val(name, s, key):
         r = results["servers"][name].get("scenarios", {}).get(s, {})
@@ -1418,7 +1533,7 @@ def main() -> int:
                                      for k, v in batching.BATCH_ROWS.items()))
     ap.add_argument("--quick", action="store_true", help="2 s warm-up + 6 s per scenario, 1 run")
     ap.add_argument("--servers", help="comma-separated subset of " + ",".join(SERVERS))
-    ap.add_argument("--scenarios", help="comma-separated subset of S1,S2,S3,S4")
+    ap.add_argument("--scenarios", help="comma-separated subset of " + ",".join(SCENARIOS))
     ap.add_argument("--runs", type=int, help="onnxd runs per S1-S3 (default: 3 if the full run "
                     "fits --budget, else 1; 1 with --quick)")
     ap.add_argument("--budget", type=float, default=1100,
@@ -1461,6 +1576,10 @@ def main() -> int:
         elif name == "nginx":
             build_err[name] = setup_nginx()
     headers = make_bodies()
+    if any(SCENARIOS[s].get("grpc") for s in cfg["scenarios"]):
+        cfg["grpc_err"] = ensure_grpc_tool()
+        if not cfg["grpc_err"] and not (WORK / "mlp16.pb").exists():
+            cfg["grpc_err"] = "no gRPC messages (tritonclient[grpc] missing from .venv)"
     machine = machine_info()
     log(f"machine: {machine['cpu_model']}, {machine['cores']} cores, {machine['ram_gib']} GiB, "
         f"Linux {machine['kernel']}, load average {' '.join(machine['loadavg_at_start'])}")
