@@ -134,7 +134,8 @@ struct ox_h2_conn {
   nghttp2_session *s;
   int dead;       /* closed */
   int in_cb;      /* inside nghttp2 (no send, no close) */
-  int app_flush;  /* flushing for the application (send, finish): no close under it */
+  int dirty;      /* on the listener's dirty list: flushed once after this batch of events */
+  ox_h2_conn_t *dirty_next;
   int want_close; /* close once out of the callbacks */
   int goaway;     /* a final GOAWAY is queued: close once written */
   int notice;     /* drain: the shutdown notice went */
@@ -158,6 +159,7 @@ struct ox_grpc_listener {
   ox_h2_conn_t *conns;
   ox_h2_conn_t *lingering; /* closed after a GOAWAY, draining input (conn_linger_on_io) */
   ox_h2_conn_t *zombies, *zombies_old;
+  ox_h2_conn_t *dirty; /* connections with output the application queued in this batch */
   int draining;
 };
 
@@ -996,23 +998,44 @@ static void conn_flush(ox_h2_conn_t *c) {
       ((!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) ||
        ((c->goaway || (c->peer_eof && !c->ncalls)) && !nghttp2_session_want_write(c->s))))
     c->want_close = 1;
-  if (c->want_close && c->app_flush) {
-    /* Inside an application call (send, finish): closing now would run its on_abort under
-     * it. The loop closes it on its next round (EPOLLOUT fires at once on a live socket,
-     * EPOLLERR on a dead one). */
-    ox_loop_modify(c->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
-  } else if (c->want_close) {
+  if (c->want_close)
     conn_close(c);
-  } else {
+  else
     conn_set_events(c);
+}
+
+/* Output the application queued (send, finish): written once per batch of loop events, by
+ * listener_after, so that the answers a batch of completions produced for one connection leave
+ * in one nghttp2_session_send and one writev (and never under the application's call). */
+static void conn_flush_app(ox_h2_conn_t *c) {
+  if (c->dirty || c->dead) return;
+  c->dirty = 1;
+  c->dirty_next = c->l->dirty;
+  c->l->dirty = c;
+}
+
+static void listener_after(ox_loop_t *loop, void *arg) {
+  (void)loop;
+  ox_grpc_listener_t *l = arg;
+  while (l->dirty) {
+    ox_h2_conn_t *c = l->dirty;
+    l->dirty = c->dirty_next;
+    c->dirty = 0;
+    c->dirty_next = NULL;
+    conn_flush(c);
   }
 }
 
-/* conn_flush from an application call: never closes (and so never calls back) under it. */
-static void conn_flush_app(ox_h2_conn_t *c) {
-  c->app_flush = 1;
-  conn_flush(c);
-  c->app_flush = 0;
+/* A closing connection leaves the dirty list (it may be freed before the batch ends). */
+static void conn_undirty(ox_h2_conn_t *c) {
+  if (!c->dirty) return;
+  for (ox_h2_conn_t **p = &c->l->dirty; *p; p = &(*p)->dirty_next)
+    if (*p == c) {
+      *p = c->dirty_next;
+      break;
+    }
+  c->dirty = 0;
+  c->dirty_next = NULL;
 }
 
 static void conn_unlink(ox_h2_conn_t **head, ox_h2_conn_t *c) {
@@ -1054,6 +1077,7 @@ static void conn_linger_on_io(ox_loop_t *loop, ox_io_t *io, uint32_t events) {
 static void conn_close(ox_h2_conn_t *c) {
   if (c->dead) return;
   c->dead = 1;
+  conn_undirty(c);
   conn_unlink(&c->l->conns, c);
   c->in_cb = 1; /* the application may call send/finish from on_abort: no flushing */
   while (c->calls) call_detach(c, c->calls);
@@ -1352,6 +1376,10 @@ int ox_grpc_listener_create(ox_loop_t *loop, const char *host, uint16_t *port,
   l->cfg = cfg;
   int rc = ox_loop_add(loop, &l->io, EPOLLIN);
   if (!rc && (rc = ox_loop_add(loop, &l->timer, EPOLLIN)) != 0) ox_loop_remove(loop, &l->io);
+  if (!rc && (rc = ox_loop_add_after(loop, listener_after, l)) != 0) {
+    ox_loop_remove(loop, &l->io);
+    ox_loop_remove(loop, &l->timer);
+  }
   if (rc) {
     close(fd);
     close(tfd);
@@ -1389,6 +1417,7 @@ void ox_grpc_listener_destroy(ox_grpc_listener_t *l) {
     conn_release(c);
   }
   ox_loop_remove(l->loop, &l->timer);
+  ox_loop_remove_after(l->loop, listener_after, l);
   close(l->timer.fd);
   listener_free_zombies(l->zombies_old);
   listener_free_zombies(l->zombies);

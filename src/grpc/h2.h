@@ -178,8 +178,9 @@ typedef struct {
 /* Queues a response message on the call (the response headers go first, once); takes
  * ownership of *out (its fields are zeroed). Dropped (release runs) if the call is closed.
  * Returns 0, or OX_ENOMEM (the message is dropped; the call is closed). Neither this nor
- * ox_grpc_call_finish calls back into the application (a connection that fails while they
- * write is closed on the loop's next round, and on_abort runs then). */
+ * ox_grpc_call_finish writes or calls back into the application: what they queue is written
+ * once per batch of loop events (every answer a batch produced for a connection in one
+ * writev), and a connection that fails then gets its on_abort calls at that point. */
 int ox_grpc_call_send(ox_grpc_call_t *call, ox_grpc_out_t *out);
 /* Ends the call: trailers grpc-status (and grpc-message, percent-encoded, when msg is not
  * NULL) after every queued message; a call that sent nothing gets a trailers-only response.

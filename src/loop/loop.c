@@ -2,6 +2,7 @@
  * threads, and a mutex-protected FIFO carries their tasks. The tick is driven by the
  * epoll_wait timeout, so an idle loop wakes only tick_ms apart. */
 #include "core/clock.h"
+#include "core/error.h"
 #include "loop/loop.h"
 
 #include <errno.h>
@@ -27,11 +28,32 @@ struct ox_loop {
   void *tick_data;
   void (*after)(ox_loop_t *, void *);
   void *after_data;
+  struct {
+    void (*fn)(ox_loop_t *, void *);
+    void *data;
+  } hooks[OX_LOOP_MAX_HOOKS];
+  int nhooks;
 };
 
 void ox_loop_set_after(ox_loop_t *loop, void (*after)(ox_loop_t *, void *), void *data) {
   loop->after = after;
   loop->after_data = data;
+}
+
+int ox_loop_add_after(ox_loop_t *loop, void (*fn)(ox_loop_t *, void *), void *data) {
+  if (loop->nhooks == OX_LOOP_MAX_HOOKS) return OX_ENOMEM;
+  loop->hooks[loop->nhooks].fn = fn;
+  loop->hooks[loop->nhooks].data = data;
+  loop->nhooks++;
+  return 0;
+}
+
+void ox_loop_remove_after(ox_loop_t *loop, void (*fn)(ox_loop_t *, void *), void *data) {
+  for (int i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i].fn == fn && loop->hooks[i].data == data) {
+      loop->hooks[i] = loop->hooks[--loop->nhooks];
+      return;
+    }
 }
 
 uint64_t ox_loop_now_ms(const ox_loop_t *loop) {
@@ -163,6 +185,7 @@ int ox_loop_run(ox_loop_t *loop) {
       io->cb(loop, io, evs[i].events);
     }
     if (loop->after) loop->after(loop, loop->after_data);
+    for (int i = 0; i < loop->nhooks; i++) loop->hooks[i].fn(loop, loop->hooks[i].data);
     if (loop->tick_ms > 0 && loop->now_ms >= loop->next_tick) {
       loop->next_tick = loop->now_ms + (uint64_t)loop->tick_ms;
       if (loop->tick) loop->tick(loop, loop->tick_data);

@@ -41,6 +41,13 @@ void ox_loop_set_tick(ox_loop_t *loop, int tick_ms, void (*tick)(ox_loop_t *, vo
  * batch, whose later events in the same batch must still find them). */
 void ox_loop_set_after(ox_loop_t *loop, void (*after)(ox_loop_t *, void *), void *data);
 
+/* More callbacks run after each batch of events, after the one of ox_loop_set_after (at most
+ * OX_LOOP_MAX_HOOKS; e.g. a protocol that writes once per batch what its calls produced).
+ * add: 0, or OX_ENOMEM when full; remove: the same fn and data. */
+#define OX_LOOP_MAX_HOOKS 4
+int ox_loop_add_after(ox_loop_t *loop, void (*fn)(ox_loop_t *, void *), void *data);
+void ox_loop_remove_after(ox_loop_t *loop, void (*fn)(ox_loop_t *, void *), void *data);
+
 /* Registers / changes / removes a watcher (io borrowed until removed). 0 or -errno. */
 int ox_loop_add(ox_loop_t *loop, ox_io_t *io, uint32_t events);
 int ox_loop_modify(ox_loop_t *loop, ox_io_t *io, uint32_t events);
