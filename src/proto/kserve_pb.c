@@ -479,13 +479,14 @@ static int ox_typed_input(ox_dec_t *d, ox_infer_input_t *in, ox_slice_t msg) {
   size_t es = ox_dtype_size(in->dtype);
   /* cnt[want] elements were each at least one byte of msg, so these sizes cannot overflow. */
   size_t nbytes = want == C_BYTES ? (size_t)bytes_total : (size_t)in->count * es;
-  /* One packed fp32/fp64 piece and nothing else: its bytes are the tensor, where they lie. */
+  /* One packed fp32/fp64 piece holding every element: its bytes are the tensor, in place. */
   if ((want == C_FP32 || want == C_FP64) && pieces[want] == 1) {
     ox_pb_reader_t r = ox_pb_reader(msg.ptr, msg.len);
     ox_pb_field_t f;
     while (ox_pb_next(&r, &f) == 1) {
-      if ((int)f.num != want) continue;
-      if (((uintptr_t)f.s.ptr & (es - 1)) != 0) break;
+      if ((int)f.num != want || f.wire != OX_PB_LEN) continue;
+      /* Unpacked values beside the piece: it is not the whole tensor. */
+      if (f.s.len != nbytes || ((uintptr_t)f.s.ptr & (es - 1)) != 0) break;
       in->binary = f.s;
       in->has_binary = 1;
       in->binary_size = f.s.len;
