@@ -16,6 +16,7 @@
 #include "proto/kserve_pb.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -182,6 +183,9 @@ static int ox_param_entry(ox_dec_t *d, ox_slice_t entry, ox_infer_param_t *p, in
     case 4: {
       double x;
       memcpy(&x, &last.u64, sizeof x);
+      /* As the JSON front end refuses NaN and Infinity: the value's text must be a number. */
+      if (!isfinite(x))
+        return ox_fail(d, OX_EINVALID, "parameter '%s' is not a finite number", ox_quote(q, key));
       n = snprintf(num, sizeof num, "%.17g", x);
       break;
     }

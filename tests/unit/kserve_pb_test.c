@@ -465,6 +465,12 @@ static void b_timeout_str(ox_buf_t *m) {
 static void b_param_wire(ox_buf_t *m) {
   put_param(m, "k", 4, OX_PB_VARINT, 1, NULL); /* double_param as a varint */
 }
+static void b_param_nan(ox_buf_t *m) {
+  put_param(m, "r", 4, OX_PB_I64, 0x7ff8000000000000ull, NULL);
+}
+static void b_param_inf(ox_buf_t *m) {
+  put_param(m, "r", 4, OX_PB_I64, 0xfff0000000000000ull, NULL);
+}
 static void b_bytes_cut(ox_buf_t *m) {
   int64_t sh[] = {1};
   put_input(m, "s", "BYTES", sh, 1, NULL);
@@ -547,6 +553,8 @@ TEST(test_refusals) {
       {b_timeout_neg, OX_EINVALID, "parameter 'timeout' must be a non-negative integer"},
       {b_timeout_str, OX_EINVALID, "parameter 'timeout' must be a non-negative integer"},
       {b_param_wire, OX_EINVALID, "parameter 'k': wrong wire type 0"},
+      {b_param_nan, OX_EINVALID, "parameter 'r' is not a finite number"},
+      {b_param_inf, OX_EINVALID, "parameter 'r' is not a finite number"},
       {b_bytes_cut, OX_EINVALID, "input 's': BYTES element 0 runs past its data"},
       {b_bytes_count, OX_EINVALID, "input 's': 1 BYTES elements for a shape of 2"},
       {b_bytes_short_len, OX_EINVALID, "input 's': BYTES element 1 has a cut length"},
