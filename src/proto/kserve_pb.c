@@ -16,6 +16,7 @@
 #include "proto/kserve_pb.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -182,6 +183,9 @@ static int ox_param_entry(ox_dec_t *d, ox_slice_t entry, ox_infer_param_t *p, in
     case 4: {
       double x;
       memcpy(&x, &last.u64, sizeof x);
+      /* As the JSON front end refuses NaN and Infinity: the value's text must be a number. */
+      if (!isfinite(x))
+        return ox_fail(d, OX_EINVALID, "parameter '%s' is not a finite number", ox_quote(q, key));
       n = snprintf(num, sizeof num, "%.17g", x);
       break;
     }
@@ -479,13 +483,14 @@ static int ox_typed_input(ox_dec_t *d, ox_infer_input_t *in, ox_slice_t msg) {
   size_t es = ox_dtype_size(in->dtype);
   /* cnt[want] elements were each at least one byte of msg, so these sizes cannot overflow. */
   size_t nbytes = want == C_BYTES ? (size_t)bytes_total : (size_t)in->count * es;
-  /* One packed fp32/fp64 piece and nothing else: its bytes are the tensor, where they lie. */
+  /* One packed fp32/fp64 piece holding every element: its bytes are the tensor, in place. */
   if ((want == C_FP32 || want == C_FP64) && pieces[want] == 1) {
     ox_pb_reader_t r = ox_pb_reader(msg.ptr, msg.len);
     ox_pb_field_t f;
     while (ox_pb_next(&r, &f) == 1) {
-      if ((int)f.num != want) continue;
-      if (((uintptr_t)f.s.ptr & (es - 1)) != 0) break;
+      if ((int)f.num != want || f.wire != OX_PB_LEN) continue;
+      /* Unpacked values beside the piece: it is not the whole tensor. */
+      if (f.s.len != nbytes || ((uintptr_t)f.s.ptr & (es - 1)) != 0) break;
       in->binary = f.s;
       in->has_binary = 1;
       in->binary_size = f.s.len;

@@ -291,6 +291,43 @@ static int typed_one(const char *dt, int field, const uint64_t *vals, int n, cha
   return rc;
 }
 
+/* FP32 contents: one packed piece holding every element is used in place (when aligned);
+ * a packed piece with unpacked values beside it is joined into a copy. */
+TEST(test_fp32_packed_in_place) {
+  float fv[3] = {1.0f, 2.0f, -3.5f};
+  for (int mixed = 0; mixed < 2; mixed++) {
+    ox_buf_t m, c;
+    ox_buf_init(&m);
+    ox_buf_init(&c);
+    ox_pb_put_bytes(&c, 6, fv, mixed ? 8 : 12);
+    if (mixed) {
+      ox_pb_put_tag(&c, 6, OX_PB_I32);
+      ox_buf_append(&c, &fv[2], 4);
+    }
+    int64_t sh[] = {3};
+    put_input(&m, "f", "FP32", sh, 1, &c);
+    int in_place = 0;
+    for (size_t shift = 0; shift < 4; shift++) {
+      char *p = place(m.data, m.len, shift);
+      ox_arena_t a;
+      ox_arena_init(&a);
+      ox_pb_infer_request_t r;
+      char err[128];
+      CHECK_INT(ox_pb_infer_request_decode(p + shift, m.len, &a, &r, err, sizeof err), 0);
+      CHECK_INT(r.inputs[0].binary.len, 12);
+      if (r.inputs[0].binary.len == 12) CHECK_MEM(r.inputs[0].binary.ptr, fv, 12);
+      CHECK(((uintptr_t)r.inputs[0].binary.ptr & 3) == 0);
+      in_place += r.inputs[0].binary.ptr >= p && r.inputs[0].binary.ptr < p + shift + m.len;
+      CHECK_INT(r.raw_copies, 0); /* only raw contents count */
+      ox_arena_free(&a);
+      free(p);
+    }
+    CHECK_INT(in_place, mixed ? 0 : 1); /* one shift in four aligns the floats */
+    ox_buf_free(&m);
+    ox_buf_free(&c);
+  }
+}
+
 TEST(test_typed_ranges) {
   char err[256];
   ox_slice_t bin;
@@ -428,6 +465,12 @@ static void b_timeout_str(ox_buf_t *m) {
 static void b_param_wire(ox_buf_t *m) {
   put_param(m, "k", 4, OX_PB_VARINT, 1, NULL); /* double_param as a varint */
 }
+static void b_param_nan(ox_buf_t *m) {
+  put_param(m, "r", 4, OX_PB_I64, 0x7ff8000000000000ull, NULL);
+}
+static void b_param_inf(ox_buf_t *m) {
+  put_param(m, "r", 4, OX_PB_I64, 0xfff0000000000000ull, NULL);
+}
 static void b_bytes_cut(ox_buf_t *m) {
   int64_t sh[] = {1};
   put_input(m, "s", "BYTES", sh, 1, NULL);
@@ -510,6 +553,8 @@ TEST(test_refusals) {
       {b_timeout_neg, OX_EINVALID, "parameter 'timeout' must be a non-negative integer"},
       {b_timeout_str, OX_EINVALID, "parameter 'timeout' must be a non-negative integer"},
       {b_param_wire, OX_EINVALID, "parameter 'k': wrong wire type 0"},
+      {b_param_nan, OX_EINVALID, "parameter 'r' is not a finite number"},
+      {b_param_inf, OX_EINVALID, "parameter 'r' is not a finite number"},
       {b_bytes_cut, OX_EINVALID, "input 's': BYTES element 0 runs past its data"},
       {b_bytes_count, OX_EINVALID, "input 's': 1 BYTES elements for a shape of 2"},
       {b_bytes_short_len, OX_EINVALID, "input 's': BYTES element 1 has a cut length"},
@@ -732,6 +777,6 @@ TEST(test_prefixes_guard_page) {
 }
 
 TEST_MAIN(T(test_python_requests), T(test_raw_zero_copy_and_copies),
-          T(test_unpacked_split_and_ranges), T(test_typed_ranges), T(test_refusals),
-          T(test_empty_message), T(test_raw_offset), T(test_python_responses),
+          T(test_unpacked_split_and_ranges), T(test_fp32_packed_in_place), T(test_typed_ranges),
+          T(test_refusals), T(test_empty_message), T(test_raw_offset), T(test_python_responses),
           T(test_arena_failures), T(test_prefixes_guard_page))
