@@ -182,7 +182,7 @@ static const ox_flags_spec_t ox_flags_spec = {
 typedef struct {
   ox_loop_t *loop;
   ox_http_listener_t *listener;
-  ox_grpc_service_t *grpc;            /* NULL: no gRPC on this loop (admin loop, --grpc-port -1) */
+  ox_grpc_service_t *grpc; /* NULL: no gRPC on this loop (admin loop, --grpc-port -1) */
   ox_grpc_listener_t *grpc_listener;
   pthread_t thread;
   ox_task_t drain_task;

@@ -132,9 +132,9 @@ struct ox_h2_conn {
   ox_loop_t *loop;
   ox_h2_conn_t *prev, *next;
   nghttp2_session *s;
-  int dead;       /* closed */
-  int in_cb;      /* inside nghttp2 (no send, no close) */
-  int dirty;      /* on the listener's dirty list: flushed once after this batch of events */
+  int dead;  /* closed */
+  int in_cb; /* inside nghttp2 (no send, no close) */
+  int dirty; /* on the listener's dirty list: flushed once after this batch of events */
   ox_h2_conn_t *dirty_next;
   int want_close; /* close once out of the callbacks */
   int goaway;     /* a final GOAWAY is queued: close once written */

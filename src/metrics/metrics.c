@@ -168,11 +168,24 @@ int ox_metrics_render(ox_buf_t *o, const ox_metrics_model_t *ms, size_t n,
       rc |= ox_buf_printf(o, "onnxd_http_responses_total{code=\"%zu\"} %" PRIu64 "\n",
                           i + OX_STATUS_MIN, v);
   }
-  static const char *const grpc_names[OX_GRPC_CODES + 1] = {
-      "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED", "other"};
+  static const char *const grpc_names[OX_GRPC_CODES + 1] = {"OK",
+                                                            "CANCELLED",
+                                                            "UNKNOWN",
+                                                            "INVALID_ARGUMENT",
+                                                            "DEADLINE_EXCEEDED",
+                                                            "NOT_FOUND",
+                                                            "ALREADY_EXISTS",
+                                                            "PERMISSION_DENIED",
+                                                            "RESOURCE_EXHAUSTED",
+                                                            "FAILED_PRECONDITION",
+                                                            "ABORTED",
+                                                            "OUT_OF_RANGE",
+                                                            "UNIMPLEMENTED",
+                                                            "INTERNAL",
+                                                            "UNAVAILABLE",
+                                                            "DATA_LOSS",
+                                                            "UNAUTHENTICATED",
+                                                            "other"};
   rc |= ox_buf_puts(o,
                     "# HELP onnxd_grpc_calls_total gRPC calls by the status they ended with "
                     "(every method; codes not seen yet are left out)\n"

@@ -92,7 +92,7 @@ static const struct {
 
 struct ox_grpc_service {
   ox_server_t *s;
-  ox_grpc_config_t cfg; /* the listener's (borrowed by it) */
+  ox_grpc_config_t cfg;  /* the listener's (borrowed by it) */
   struct gcall *streams; /* open Health/Watch and ModelStreamInfer calls of this loop */
   int draining;
 };
@@ -109,8 +109,8 @@ typedef struct gcall {
   int have_msg;
   int half_closed;
   int aborted;
-  int pending;            /* repository operation or inference calls not yet done */
-  struct ginfer *infers;  /* inference calls in flight (to cancel on abort) */
+  int pending;           /* repository operation or inference calls not yet done */
+  struct ginfer *infers; /* inference calls in flight (to cancel on abort) */
   struct gcall *next_stream, **pprev_stream; /* svc->streams */
 } gcall_t;
 
@@ -119,25 +119,34 @@ typedef struct gcall {
 /* The gRPC front end's one mapping from an error code (core/error.h, or -errno) to a status. */
 static ox_grpc_status_t ox_grpc_status_of(int err) {
   switch (err) {
-    case 0: return OX_GRPC_OK;
+    case 0:
+      return OX_GRPC_OK;
     case OX_EINVALID:
     case OX_EDEPTH:
     case OX_EOVERFLOW:
     case OX_EURI_TOO_LONG:
-    case OX_EHEADERS_TOO_LARGE: return OX_GRPC_INVALID_ARGUMENT;
-    case OX_ENOT_FOUND: return OX_GRPC_NOT_FOUND;
-    case OX_EUNAVAILABLE: return OX_GRPC_UNAVAILABLE;
+    case OX_EHEADERS_TOO_LARGE:
+      return OX_GRPC_INVALID_ARGUMENT;
+    case OX_ENOT_FOUND:
+      return OX_GRPC_NOT_FOUND;
+    case OX_EUNAVAILABLE:
+      return OX_GRPC_UNAVAILABLE;
     case OX_EDEADLINE:
-    case OX_ETIMEOUT: return OX_GRPC_DEADLINE_EXCEEDED;
+    case OX_ETIMEOUT:
+      return OX_GRPC_DEADLINE_EXCEEDED;
     case OX_ETOO_LARGE:
     case OX_EQUOTA:
     case OX_ESTORE_FULL:
-    case OX_ENOMEM: return OX_GRPC_RESOURCE_EXHAUSTED;
+    case OX_ENOMEM:
+      return OX_GRPC_RESOURCE_EXHAUSTED;
     case OX_ENOT_IMPLEMENTED:
     case OX_EUNSUPPORTED:
-    case OX_EMETHOD: return OX_GRPC_UNIMPLEMENTED;
-    case OX_ECANCELLED: return OX_GRPC_CANCELLED;
-    default: return OX_GRPC_INTERNAL;
+    case OX_EMETHOD:
+      return OX_GRPC_UNIMPLEMENTED;
+    case OX_ECANCELLED:
+      return OX_GRPC_CANCELLED;
+    default:
+      return OX_GRPC_INTERNAL;
   }
 }
 
@@ -285,8 +294,7 @@ static void rpc_model_metadata(gcall_t *gc, ox_slice_t msg) {
   }
   rc |= ox_pb_put_str(&b, 3, "onnx_onnxv1");
   for (size_t i = 0; i < m->num_inputs && !rc; i++) rc |= put_tensor_meta(&b, 4, &m->inputs[i]);
-  for (size_t i = 0; i < m->num_outputs && !rc; i++)
-    rc |= put_tensor_meta(&b, 5, &m->outputs[i]);
+  for (size_t i = 0; i < m->num_outputs && !rc; i++) rc |= put_tensor_meta(&b, 5, &m->outputs[i]);
   ox_models_put(m);
   reply(gc, &b, rc);
 }
@@ -430,9 +438,8 @@ static int encode_ok(ginfer_t *x, const ox_infer_response_t *r) {
   ox_buf_init(&feat);
   if (r->features) {
     if (ox_tensor_json_encode(&feat, OX_DT_FP32, r->features, r->num_features)) return OX_ENOMEM;
-    params[np++] = (ox_pb_param_t){.key = "features",
-                                   .kind = OX_PARAM_STRING,
-                                   .s = ox_slice(feat.data, feat.len)};
+    params[np++] = (ox_pb_param_t){
+        .key = "features", .kind = OX_PARAM_STRING, .s = ox_slice(feat.data, feat.len)};
   }
   if (r->features_degraded)
     params[np++] = (ox_pb_param_t){.key = "features_degraded", .kind = OX_PARAM_BOOL, .b = 1};
@@ -446,8 +453,7 @@ static int encode_ok(ginfer_t *x, const ox_infer_response_t *r) {
                                .params = params,
                                .num_params = np};
   int iovcnt = 0;
-  int rc = ox_pb_infer_response_encode(&pr, x->stream, &x->out.head, &x->tail, x->out.iov,
-                                       &iovcnt);
+  int rc = ox_pb_infer_response_encode(&pr, x->stream, &x->out.head, &x->tail, x->out.iov, &iovcnt);
   ox_buf_free(&feat);
   if (rc) return OX_ENOMEM;
   x->out.iovcnt = iovcnt;
@@ -541,7 +547,8 @@ static void g_done(void *arg, const ox_infer_response_t *r) {
     send_out(gc, x);
   else
     release_unsent(x);
-  if ((gc->half_closed || gc->svc->draining) && gc->pending == 0) gcall_finish(gc, OX_GRPC_OK, NULL);
+  if ((gc->half_closed || gc->svc->draining) && gc->pending == 0)
+    gcall_finish(gc, OX_GRPC_OK, NULL);
 }
 
 static const ox_infer_ops_t grpc_ops = {.decode = g_decode, .encode = g_encode, .done = g_done};
@@ -697,9 +704,9 @@ static uint64_t triton_type(ox_dtype_t dt) {
   static const struct {
     const char *name;
     uint64_t v;
-  } map[] = {{"BOOL", 1},  {"UINT8", 2},  {"UINT16", 3}, {"UINT32", 4}, {"UINT64", 5},
-             {"INT8", 6},  {"INT16", 7},  {"INT32", 8},  {"INT64", 9},  {"FP16", 10},
-             {"FP32", 11}, {"FP64", 12},  {"BYTES", 13}, {"BF16", 14}};
+  } map[] = {{"BOOL", 1},  {"UINT8", 2}, {"UINT16", 3}, {"UINT32", 4}, {"UINT64", 5},
+             {"INT8", 6},  {"INT16", 7}, {"INT32", 8},  {"INT64", 9},  {"FP16", 10},
+             {"FP32", 11}, {"FP64", 12}, {"BYTES", 13}, {"BF16", 14}};
   const char *n = ox_dtype_name(dt);
   for (size_t i = 0; n && i < sizeof map / sizeof map[0]; i++)
     if (!strcmp(map[i].name, n)) return map[i].v;
@@ -920,13 +927,17 @@ static void rpc_repo_op(gcall_t *gc, ox_slice_t msg, int unload) {
       if (kind != 3) bad = "parameters[\"config\"] must be a string_param holding the JSON config";
       config = val;
     } else if (key.len >= 5 && !memcmp(key.ptr, "file:", 5)) {
-      if (kind != 4) bad = "parameters[\"file:<version>/<file>\"] must be a bytes_param";
-      else if (nfiles == MAX_REPO_FILES) bad = "too many upload files";
-      else files[nfiles++] = (ox_repo_file_t){ox_slice(key.ptr + 5, key.len - 5), val};
+      if (kind != 4)
+        bad = "parameters[\"file:<version>/<file>\"] must be a bytes_param";
+      else if (nfiles == MAX_REPO_FILES)
+        bad = "too many upload files";
+      else
+        files[nfiles++] = (ox_repo_file_t){ox_slice(key.ptr + 5, key.len - 5), val};
     }
   }
-  if (rc && !bad) bad = unload ? "malformed RepositoryModelUnloadRequest"
-                               : "malformed RepositoryModelLoadRequest";
+  if (rc && !bad)
+    bad =
+        unload ? "malformed RepositoryModelUnloadRequest" : "malformed RepositoryModelLoadRequest";
   if (bad) {
     gcall_finish(gc, OX_GRPC_INVALID_ARGUMENT, bad);
     return;
@@ -943,14 +954,14 @@ static void rpc_repo_op(gcall_t *gc, ox_slice_t msg, int unload) {
   }
   char err[512];
   gc->pending++;
-  rc = ox_server_repo_start(s, ox_grpc_call_loop(gc->call), name, unload, cfg, config.len,
-                            files, unload ? 0 : nfiles, repo_answer, gc, err, sizeof err);
+  rc = ox_server_repo_start(s, ox_grpc_call_loop(gc->call), name, unload, cfg, config.len, files,
+                            unload ? 0 : nfiles, repo_answer, gc, err, sizeof err);
   free(cfg);
   if (rc) {
     gc->pending--;
     gcall_finish(gc,
-                 rc == OX_EINVALID       ? OX_GRPC_INVALID_ARGUMENT
-                 : rc == OX_EUNAVAILABLE ? OX_GRPC_UNAVAILABLE
+                 rc == OX_EINVALID                  ? OX_GRPC_INVALID_ARGUMENT
+                 : rc == OX_EUNAVAILABLE            ? OX_GRPC_UNAVAILABLE
                  : rc == -ENOSPC || rc == OX_ENOMEM ? OX_GRPC_RESOURCE_EXHAUSTED
                                                     : OX_GRPC_INTERNAL,
                  err);
@@ -963,18 +974,42 @@ static void rpc_repo_op(gcall_t *gc, ox_slice_t msg, int unload) {
 static void dispatch(gcall_t *gc) {
   ox_slice_t msg = ox_slice(gc->have_msg ? gc->msg.data : "", gc->have_msg ? gc->msg.len : 0);
   switch (gc->m) {
-    case M_LIVE: rpc_bool(gc, 1); return;
-    case M_READY: rpc_bool(gc, server_ready(gc->svc->s)); return;
-    case M_MODEL_READY: rpc_model_ready(gc, msg); return;
-    case M_SERVER_META: rpc_server_metadata(gc); return;
-    case M_MODEL_META: rpc_model_metadata(gc, msg); return;
-    case M_CONFIG: rpc_config(gc, msg); return;
-    case M_STATS: rpc_stats(gc, msg); return;
-    case M_REPO_INDEX: rpc_repo_index(gc, msg); return;
-    case M_REPO_LOAD: rpc_repo_op(gc, msg, 0); return;
-    case M_REPO_UNLOAD: rpc_repo_op(gc, msg, 1); return;
-    case M_HEALTH_CHECK: rpc_health_check(gc, msg); return;
-    case M_HEALTH_WATCH: rpc_health_watch(gc, msg); return;
+    case M_LIVE:
+      rpc_bool(gc, 1);
+      return;
+    case M_READY:
+      rpc_bool(gc, server_ready(gc->svc->s));
+      return;
+    case M_MODEL_READY:
+      rpc_model_ready(gc, msg);
+      return;
+    case M_SERVER_META:
+      rpc_server_metadata(gc);
+      return;
+    case M_MODEL_META:
+      rpc_model_metadata(gc, msg);
+      return;
+    case M_CONFIG:
+      rpc_config(gc, msg);
+      return;
+    case M_STATS:
+      rpc_stats(gc, msg);
+      return;
+    case M_REPO_INDEX:
+      rpc_repo_index(gc, msg);
+      return;
+    case M_REPO_LOAD:
+      rpc_repo_op(gc, msg, 0);
+      return;
+    case M_REPO_UNLOAD:
+      rpc_repo_op(gc, msg, 1);
+      return;
+    case M_HEALTH_CHECK:
+      rpc_health_check(gc, msg);
+      return;
+    case M_HEALTH_WATCH:
+      rpc_health_watch(gc, msg);
+      return;
     case M_INFER: {
       if (!gc->have_msg) {
         gcall_finish(gc, OX_GRPC_INTERNAL, "the call carried no request message");
@@ -985,7 +1020,8 @@ static void dispatch(gcall_t *gc) {
       start_infer(gc, &m);
       return;
     }
-    case M_STREAM_INFER: return; /* not unary */
+    case M_STREAM_INFER:
+      return; /* not unary */
   }
 }
 

@@ -42,7 +42,7 @@
 /* One load or unload waiting for the manager: freed on the loop after answering. */
 typedef struct {
   ox_task_t task;
-  ox_loop_t *loop;                                   /* where answer runs */
+  ox_loop_t *loop;                                    /* where answer runs */
   void (*answer)(void *arg, int rc, const char *msg); /* the front end's */
   void *arg;
   int rc;

@@ -103,8 +103,7 @@ void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t tab
  * holds (ox_grpc_service_config). Loop thread, except create and destroy (before the loop runs,
  * after it stopped). */
 typedef struct ox_grpc_service ox_grpc_service_t;
-int ox_grpc_service_create(ox_server_t *s, const ox_grpc_config_t *limits,
-                           ox_grpc_service_t **out);
+int ox_grpc_service_create(ox_server_t *s, const ox_grpc_config_t *limits, ox_grpc_service_t **out);
 /* The listener's configuration: limits as given, the service's handler and app. */
 const ox_grpc_config_t *ox_grpc_service_config(const ox_grpc_service_t *svc);
 /* Drain: health watchers are told NOT_SERVING and their calls end. */
