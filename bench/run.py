@@ -1213,6 +1213,16 @@ def analyse(results: dict) -> None:
         f"{v:.0%}" if v else "")
     v = g(o3, "p99_ms")
     add("S3 onnxd p99 < 2 ms", v, lambda x: x < 2, f"{fmt_ms(v)} ms")
+    # gRPC (issue 14): S2g against the in-process ceiling, S3g against onnxd's own REST S3 and
+    # the Go gRPC peer.
+    o2g, o3g = sc("onnxd", "S2g"), sc("onnxd", "S3g")
+    v = g(o2g, "of_ceiling")
+    add("S2g onnxd >= 95% of ceiling", v, lambda x: x >= 0.95, f"{v:.0%}" if v else "",
+        "measurement error (> 100%)" if g(o2g, "ceiling_error") else "n/a")
+    v = ratio(g(o3g, "rps"), g(o3, "rps"))
+    add("S3g onnxd >= 1.3x onnxd's REST S3", v, lambda x: x >= 1.3, fmt_x(v))
+    v = ratio(g(o3g, "rps"), g(sc("go-grpc", "S3g"), "rps"))
+    add("S3g onnxd >= 2x go-grpc", v, lambda x: x >= 2, fmt_x(v))
     v = ratio(g(o4, "rps"), g(o3, "rps"))
     add("S4 onnxd within 10% of S3 (req/s)", v, lambda x: x >= 0.90,
         f"{v:.0%} of S3" if v else "")

@@ -174,8 +174,13 @@ def test_flags_ports_and_probes(kind, where, help_text):
     unknown = sorted(set(f) - known)
     assert not unknown, f"{kind}: flags onnxd --help does not list: {unknown}"
     assert f["--model-repository"] == "/mnt/models" and f["--host"] == "0.0.0.0", f
-    (port,) = c["ports"]
+    port = c["ports"][0]  # the HTTP port first (probes, metrics annotations)
     assert port["containerPort"] == int(f["--http-port"]) == 8080, (port, f)
+    if kind == "Deployment":  # and the gRPC port, as onnxd is told
+        (gport,) = [p for p in c["ports"] if p["name"] == "grpc"]
+        assert gport["containerPort"] == int(f["--grpc-port"]) == 8001, (gport, f)
+    else:  # KServe routes one port per runtime
+        assert len(c["ports"]) == 1, c["ports"]
     for probe, path in (("readinessProbe", "/v2/health/ready"),
                         ("livenessProbe", "/v2/health/live")):
         get = c[probe]["httpGet"]
@@ -238,8 +243,9 @@ def test_shutdown_timing_and_wiring(help_text):
         assert sel.items() <= pod_labels.items(), (kind, sel, pod_labels)
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     svc = one("Service")
-    (sp,) = svc["spec"]["ports"]
-    assert sp["targetPort"] in [p["name"] for p in c["ports"]], sp
+    for sp in svc["spec"]["ports"]:
+        assert sp["targetPort"] in [p["name"] for p in c["ports"]], sp
+    assert {sp["name"] for sp in svc["spec"]["ports"]} == {"http", "grpc"}, svc["spec"]["ports"]
     hpa = one("HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": dep["metadata"]["name"]}
