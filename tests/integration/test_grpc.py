@@ -408,3 +408,34 @@ def test_metrics_count_grpc_once(server, gclient):
     after = metric_value(server.port, "nv_inference_request_success", "identity_int16")
     assert after - before == 5
     assert ok_calls() - calls >= 5
+
+
+def test_connections_closed_with_calls_in_flight(server, tmp_path):
+    """onnxd-grpc-bench ends each short run by closing its connections with 64 calls in flight:
+    those calls are aborted while their answers are being written (a call was once freed twice
+    there), and the server goes on."""
+    import os
+    import subprocess
+
+    from conftest import _resolve
+
+    tool = _resolve(os.environ.get("ONNXD_BIN", "build/onnxd")).parent / "onnxd-grpc-bench"
+    if not os.access(tool, os.X_OK):
+        pytest.skip(f"{tool} is not built")
+    req = service_pb2.ModelInferRequest(model_name="identity_fp32")
+    req.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 256])
+    req.raw_input_contents.append(np.ones(256, np.float32).tobytes())
+    msg = tmp_path / "req.pb"
+    msg.write_bytes(req.SerializeToString())
+    for _ in range(8):
+        p = subprocess.run([str(tool), "--url", server.grpc_url, "--message", str(msg),
+                            "--connections", "4", "--streams", "16", "--duration", "0.3"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "errors 0" in p.stdout, p.stdout
+    assert server.alive()
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        assert c.is_server_live()
+    finally:
+        c.close()
