@@ -393,6 +393,20 @@ static char *pct_encode(const char *m) {
 #define NV(n, v, vl) \
   { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NO_COPY_NAME }
 
+/* The status fields into nv (room for 3; st: 12 bytes the first points into): grpc-status,
+ * grpc-message when there is one, and for UNAVAILABLE grpc-retry-pushback-ms, gRPC's retry
+ * hint (REST's Retry-After: 1 on a 503). Returns how many. */
+static size_t status_trailers(const ox_grpc_call_t *call, nghttp2_nv *nv, char st[12]) {
+  size_t n = 0;
+  int sl = snprintf(st, 12, "%d", (int)call->status);
+  nv[n++] = (nghttp2_nv)NV("grpc-status", st, (size_t)sl);
+  if (call->status_msg)
+    nv[n++] = (nghttp2_nv)NV("grpc-message", call->status_msg, strlen(call->status_msg));
+  if (call->status == OX_GRPC_UNAVAILABLE)
+    nv[n++] = (nghttp2_nv)NV("grpc-retry-pushback-ms", "1000", 4);
+  return n;
+}
+
 static ssize_t cb_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                        nghttp2_data_source *src, void *ud) {
   ox_grpc_call_t *call = src->ptr;
@@ -401,12 +415,9 @@ static ssize_t cb_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t leng
   if (pending == 0) {
     if (!call->ended) return NGHTTP2_ERR_DEFERRED;
     *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    nghttp2_nv tr[3];
     char st[12];
-    int sl = snprintf(st, sizeof st, "%d", (int)call->status);
-    nghttp2_nv tr[2] = {NV("grpc-status", st, (size_t)sl),
-                        NV("grpc-message", call->status_msg ? call->status_msg : "",
-                           call->status_msg ? strlen(call->status_msg) : 0)};
-    if (nghttp2_submit_trailer(s, id, tr, call->status_msg ? 2 : 1))
+    if (nghttp2_submit_trailer(s, id, tr, status_trailers(call, tr, st)))
       return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     return 0;
   }
@@ -433,12 +444,8 @@ static void call_submit_end(ox_grpc_call_t *call) {
     nghttp2_session_resume_data(c->s, call->id);
   } else {
     char st[12];
-    int sl = snprintf(st, sizeof st, "%d", (int)call->status);
-    nghttp2_nv h[4] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16),
-                       NV("grpc-status", st, (size_t)sl),
-                       NV("grpc-message", call->status_msg ? call->status_msg : "",
-                          call->status_msg ? strlen(call->status_msg) : 0)};
-    nghttp2_submit_response(c->s, call->id, h, call->status_msg ? 4 : 3, NULL);
+    nghttp2_nv h[5] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16)};
+    nghttp2_submit_response(c->s, call->id, h, 2 + status_trailers(call, h + 2, st), NULL);
     call->hdrs_sent = 1;
   }
   if (!call->half_closed) call->rst_after = 1;

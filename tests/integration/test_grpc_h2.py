@@ -313,3 +313,57 @@ def test_many_connections_while_flooded(h2server):
         stop.set()
         t.join(30)
     assert not errors, errors[:2]
+
+
+def test_full_queue_unavailable_with_retry_hint(server_factory, tmp_path, test_models,
+                                                demo_models):
+    """One worker and a queue of one: of 8 calls at once most are refused at once with
+    UNAVAILABLE, REST's message and grpc-retry-pushback-ms (REST's Retry-After); the others
+    are answered."""
+    from conftest import link_file
+
+    link_file(demo_models / "mobilenetv2/1/model.onnx", tmp_path / "mobilenetv2/1/model.onnx")
+    s = server_factory(tmp_path, ["--infer-threads", "1", "--max-queue", "1"],
+                       name="grpc-overload")
+    req = service_pb2.ModelInferRequest(model_name="mobilenetv2")
+    # 8 x 1.2 MB: inside the server's 16 MiB connection window (this client ignores flow
+    # control)
+    req.inputs.add(name="input", datatype="FP32", shape=[2, 3, 224, 224])
+    req.raw_input_contents.append(np.zeros((2, 3, 224, 224), np.float32).tobytes())
+    body = grpc_message(req.SerializeToString())
+    c = H2(s.grpc_port, timeout=60, client_settings=settings(initial_window_size=1 << 24))
+    c.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 24)))  # for the answers
+    # the server's 16 MiB stream windows count once its SETTINGS are acknowledged
+    while True:
+        f = c.read_frame()
+        assert f is not None, "connection closed"
+        if f[0] == SETTINGS and not f[1] & ACK:
+            break
+    streams = list(range(1, 17, 2))
+    out = frame(SETTINGS, ACK, 0, b"")
+    for sid in streams:
+        out += c.headers(sid, "/inference.GRPCInferenceService/ModelInfer")
+        out += b"".join(frame(DATA, 0, sid, body[i:i + 16384]) for i in range(0, len(body), 16384))
+        out += frame(DATA, END_STREAM, sid, b"")
+    c.send(out)
+    dec = hpack.Decoder()
+    status = {}
+    try:
+        while len(status) < len(streams):
+            f = c.read_frame()
+            assert f is not None, "connection closed"
+            if f[0] == HEADERS:
+                h = dict((k.decode() if isinstance(k, bytes) else k,
+                          v.decode() if isinstance(v, bytes) else v) for k, v in dec.decode(f[3]))
+                if "grpc-status" in h:
+                    status[f[2]] = h
+    finally:
+        c.close()
+    refused = [h for h in status.values() if h["grpc-status"] == "14"]
+    ok = [h for h in status.values() if h["grpc-status"] == "0"]
+    assert refused and ok and len(refused) + len(ok) == len(streams), status
+    for h in refused:
+        assert h.get("grpc-retry-pushback-ms") == "1000", h
+        assert "queue" in h.get("grpc-message", ""), h
+    for h in ok:
+        assert "grpc-retry-pushback-ms" not in h, h
