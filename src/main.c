@@ -48,6 +48,7 @@ typedef struct {
   long infer_threads;
   long intra_op_threads;
   long max_body_bytes;
+  long image_max_pixels;
   long max_connections;
   long max_queue;
   long request_timeout_ms;
@@ -95,6 +96,9 @@ static const ox_flag_t ox_flags[] = {
      "worker threads: parse, run and encode inference requests"},
     {"intra-op-threads", OX_FLAG_INT, O(intra_op_threads), 1, 256,
      "ONNX Runtime's global intra-op pool size (threads per Run, caller included)"},
+    {"image-max-pixels", OX_FLAG_INT, O(image_max_pixels), 1, 1L << 40,
+     "pixels of one decoded image input (JPEG/PNG, image_inputs); larger images get 400 from "
+     "their header, before any pixel is decoded; a model's max_pixels may only lower it"},
     {"max-body-bytes", OX_FLAG_INT, O(max_body_bytes), 1, 1L << 40,
      "largest request body; larger ones get 413 before any of it is read"},
     {"max-connections", OX_FLAG_INT, O(max_connections), 1, 1000000,
@@ -345,6 +349,7 @@ int main(int argc, char **argv) {
       .infer_threads = ncpu,
       .intra_op_threads = 1,
       .max_body_bytes = 64L << 20,
+      .image_max_pixels = 40000000,
       .max_connections = 10000,
       .max_queue = 1024,
       .request_timeout_ms = 10000,
@@ -553,6 +558,7 @@ int main(int argc, char **argv) {
     ox_runtime_shutdown();
     return 2;
   }
+  ox_infer_set_image_max_pixels((uint64_t)o.image_max_pixels);
   ox_pool_t *pool = NULL;
   int rc = ox_pool_create((int)o.infer_threads, (size_t)o.max_queue, &pool);
   if (rc) {

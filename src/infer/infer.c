@@ -10,12 +10,14 @@
 #include "infer/infer.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base64.h"
 #include "core/clock.h"
 #include "core/container.h"
 #include "core/error.h"
@@ -196,6 +198,137 @@ static int build_input(ox_infer_call_t *call, const ox_infer_input_t *in,
   return 0;
 }
 
+/* The process-wide cap on decoded image pixels (--image-max-pixels); a model's own max_pixels
+ * may only lower it. */
+static _Atomic uint64_t image_max_pixels = OX_IMG_DEFAULT_MAX_PIXELS;
+
+void ox_infer_set_image_max_pixels(uint64_t n) {
+  atomic_store(&image_max_pixels, n ? n : OX_IMG_DEFAULT_MAX_PIXELS);
+}
+
+/* The image input of model input k, or NULL. */
+static const ox_image_input_t *image_input_of(const ox_model_config_t *cfg, size_t k) {
+  for (size_t i = 0; i < cfg->num_images; i++)
+    if (cfg->images[i].input_idx == k) return &cfg->images[i];
+  return NULL;
+}
+
+/* Builds a model input declared in "image_inputs" from the request's BYTES elements (one JPEG
+ * or PNG file per row; JSON strings are base64): each file is decoded and preprocessed straight
+ * into its row of the tensor. Returns 0 or an error code (msg in err, naming the row). */
+static int build_image_input(ox_infer_call_t *call, const ox_infer_input_t *in,
+                             const ox_tensor_info_t *info, const ox_image_input_t *img,
+                             uint32_t max_rows, ox_tensor_in_t *t, char *err) {
+  char s1[160];
+  if (in->dtype != OX_DT_BYTES) {
+    snprintf(err, ERRCAP,
+             "input " NAMEFMT
+             " takes image files (JPEG or PNG) as BYTES, one per batch row; got %s",
+             NAMEARG(in->name), ox_dtype_name(in->dtype));
+    return OX_EINVALID;
+  }
+  uint64_t rows = in->count;
+  int ok = info->rank == 4 ? in->rank == 1 || (in->rank == 2 && in->shape[1] == 1)
+                           : in->count == 1 && in->rank <= 2;
+  if (ok && info->rank == 4) rows = (uint64_t)in->shape[0];
+  if (ok && info->rank == 4 && info->dims[0] == 1 && rows != 1) ok = 0;
+  if (!ok || rows == 0) {
+    snprintf(err, ERRCAP,
+             "input " NAMEFMT ": shape %s; an image input takes %s (one file per row)",
+             NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
+             info->rank == 4 && info->dims[0] != 1 ? "[N] or [N,1] BYTES, N >= 1" : "[1] BYTES");
+    return OX_EINVALID;
+  }
+  if (max_rows && rows > max_rows) {
+    snprintf(err, ERRCAP, "batch size %" PRIu64 " exceeds the model's max_batch_size %u", rows,
+             max_rows);
+    return OX_EINVALID;
+  }
+  ox_slice_t *el;
+  if (in->has_binary) {
+    if (in->count > in->binary.len / 4) {
+      snprintf(err, ERRCAP, "input " NAMEFMT ": %" PRIu64 " BYTES elements need more than %zu bytes",
+               NAMEARG(in->name), in->count, in->binary.len);
+      return OX_EINVALID;
+    }
+    el = ox_arena_alloc(&call->arena, (size_t)in->count * sizeof *el + 1);
+    if (!el) return OX_ENOMEM;
+    int rc = split_bytes(in->binary, in->count, el);
+    if (rc) {
+      snprintf(err, ERRCAP,
+               rc == -1 ? "input " NAMEFMT ": a BYTES length prefix runs past its binary data"
+                        : "input " NAMEFMT ": bytes left over after %" PRIu64 " BYTES elements",
+               NAMEARG(in->name), in->count);
+      return OX_EINVALID;
+    }
+  } else {
+    if (!in->data_json.ptr || in->count > in->data_json.len) {
+      snprintf(err, ERRCAP, "input " NAMEFMT " has no data for its %" PRIu64 " elements",
+               NAMEARG(in->name), in->count);
+      return OX_EINVALID;
+    }
+    el = ox_arena_alloc(&call->arena, (size_t)in->count * sizeof *el + 1);
+    if (!el) return OX_ENOMEM;
+    char derr[256];
+    int rc = ox_tensor_json_decode(in->data_json, OX_DT_BYTES, in->count, el, &call->arena, derr,
+                                   sizeof derr);
+    if (rc == OX_ENOMEM) return rc;
+    if (rc) {
+      snprintf(err, ERRCAP, "input " NAMEFMT ": %s", NAMEARG(in->name), derr);
+      return OX_EINVALID;
+    }
+    for (uint64_t r = 0; r < in->count; r++) { /* JSON carries the files in base64 */
+      size_t cap = ox_base64_decoded_max(el[r].len), n = 0;
+      unsigned char *b = ox_arena_alloc(&call->arena, cap + 1);
+      if (!b) return OX_ENOMEM;
+      if (ox_base64_decode(el[r].ptr, el[r].len, b, cap, &n)) {
+        snprintf(err, ERRCAP,
+                 "input " NAMEFMT " row %" PRIu64
+                 ": not base64 (in JSON, image files are base64 strings; or send them as "
+                 "binary data)",
+                 NAMEARG(in->name), r);
+        return OX_EINVALID;
+      }
+      el[r] = ox_slice((const char *)b, n);
+    }
+  }
+  ox_img_spec_t spec = img->spec;
+  uint64_t cap = atomic_load(&image_max_pixels);
+  if (!spec.max_pixels || spec.max_pixels > cap) spec.max_pixels = cap;
+  uint32_t c, h, w;
+  ox_img_spec_fixed_dims(&spec, &c, &h, &w); /* fixed: checked when the model loaded */
+  size_t row_elems = (size_t)c * h * w, row_bytes = row_elems * ox_dtype_size(spec.dtype);
+  size_t total;
+  if (__builtin_mul_overflow(row_bytes, (size_t)rows, &total)) return OX_ENOMEM;
+  char *buf = ox_arena_alloc_aligned(&call->arena, total ? total : 1, 64);
+  int64_t *shape = ox_arena_alloc(&call->arena, sizeof(int64_t) * 4);
+  if (!buf || !shape) return OX_ENOMEM;
+  for (uint64_t r = 0; r < rows; r++) {
+    char ierr[256];
+    int rc = ox_img_preprocess(&spec, (const uint8_t *)el[r].ptr, el[r].len, buf + r * row_bytes,
+                               row_bytes, ierr, sizeof ierr);
+    if (rc == OX_ENOMEM) return rc;
+    if (rc) {
+      snprintf(err, ERRCAP, "input " NAMEFMT " row %" PRIu64 ": %s", NAMEARG(in->name), r, ierr);
+      return OX_EINVALID;
+    }
+  }
+  int n = 0;
+  if (info->rank == 4) shape[n++] = (int64_t)rows;
+  if (spec.layout == OX_IMG_NCHW) {
+    shape[n++] = c, shape[n++] = h, shape[n++] = w;
+  } else {
+    shape[n++] = h, shape[n++] = w, shape[n++] = c;
+  }
+  *t = (ox_tensor_in_t){.dtype = spec.dtype,
+                        .rank = n,
+                        .shape = shape,
+                        .data = buf,
+                        .nbytes = total,
+                        .count = (uint64_t)row_elems * rows};
+  return 0;
+}
+
 /* Worker: has the front end decode the request, then matches its inputs to the model's
  * (call->by_model; call->tin zeroed). Returns 0 or an error code with the message in err. */
 static int decode_request(ox_infer_call_t *call, const ox_feature_view_t *view, char *err) {
@@ -276,7 +409,11 @@ static int prepare(ox_infer_call_t *call, char *err) {
   }
   for (size_t k = 0; k < m->num_inputs; k++) {
     if (view && k == view->input_idx) continue;
-    int st = build_input(call, by_model[k], &m->inputs[k], &tin[k], err);
+    const ox_model_config_t *cfg = &state_of(m)->cfg;
+    const ox_image_input_t *img = image_input_of(cfg, k);
+    int st = img ? build_image_input(call, by_model[k], &m->inputs[k], img,
+                                     cfg->from_file ? cfg->sched.max_batch_size : 0, &tin[k], err)
+                 : build_input(call, by_model[k], &m->inputs[k], &tin[k], err);
     if (st) {
       if (st == OX_ENOMEM && !err[0]) snprintf(err, ERRCAP, "out of memory");
       return st;

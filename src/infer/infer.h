@@ -128,6 +128,11 @@ typedef struct {
   const ox_infer_ops_t *ops; /* static */
 } ox_infer_env_t;
 
+/* The process-wide cap on the pixels of one decoded image (--image-max-pixels; 0: the default
+ * OX_IMG_DEFAULT_MAX_PIXELS). A model's image_inputs max_pixels may only lower it. Call before
+ * serving. */
+void ox_infer_set_image_max_pixels(uint64_t n);
+
 /* 0 if model m takes requests, else OX_EUNAVAILABLE with a static message in *why. Any thread. */
 int ox_infer_check_model(ox_model_t *m, const char **why);
 

@@ -829,6 +829,268 @@ static const char *const cfg_ignored[] = {
 static const char *const cfg_refused[] = {"sequence_batching", "ensemble_scheduling", "batch_input",
                                           "batch_output"};
 
+/* ---- "image_inputs": model inputs sent as JPEG/PNG files (image/image.h) */
+
+/* What one image_inputs entry set explicitly (defaults depend on dtype, applied after). */
+typedef struct {
+  ox_image_input_t *ii;
+  int seen_scale, seen_mean, seen_std, seen_resize;
+  size_t n_mean, n_std;
+} img_ctx_t;
+
+static int cfg_float_array(cfg_parser_t *p, const char *key, float *out, size_t cap, size_t *n) {
+  if (cfg_char(p, '[')) return cfg_fail(p, "'%s' must be an array of numbers", key);
+  *n = 0;
+  for (;;) {
+    if (*n == cap) return cfg_fail(p, "'%s' has more than %zu values", key, cap);
+    int rc = cfg_float(p, key, &out[*n]);
+    if (rc) return rc;
+    (*n)++;
+    if (cfg_peek(p, ',')) {
+      p->js.p++;
+      continue;
+    }
+    if (cfg_char(p, ']')) return cfg_fail(p, "bad '%s' array", key);
+    return 0;
+  }
+}
+
+static const char *const img_filters[] = {[OX_IMG_BILINEAR] = "bilinear", [OX_IMG_NEAREST] = "nearest",
+                                          [OX_IMG_BICUBIC] = "bicubic",   [OX_IMG_BOX] = "box",
+                                          [OX_IMG_HAMMING] = "hamming",   [OX_IMG_LANCZOS] = "lanczos"};
+
+static int img_resize_member(cfg_parser_t *p, const char *key, void *vctx) {
+  img_ctx_t *c = vctx;
+  ox_img_spec_t *s = &c->ii->spec;
+  uint64_t v = 0;
+  int rc;
+  char what[200];
+  snprintf(what, sizeof what, "image_inputs.%s.resize.%s", c->ii->input, key);
+  if (!strcmp(key, "filter")) {
+    char f[32];
+    if ((rc = cfg_str(p, what, f, sizeof f))) return rc;
+    for (size_t i = 0; i < sizeof img_filters / sizeof img_filters[0]; i++)
+      if (!strcmp(f, img_filters[i])) {
+        s->filter = (ox_img_filter_t)i;
+        return 0;
+      }
+    return cfg_fail(p, "'%s' must be nearest, bilinear, bicubic, box, hamming or lanczos", what);
+  }
+  if (strcmp(key, "shorter_side") && strcmp(key, "width") && strcmp(key, "height"))
+    return cfg_fail(p, "unknown key '%s'", what);
+  if ((rc = cfg_uint(p, what, 1, 65535, &v))) return rc;
+  if (key[0] == 's') {
+    s->shorter_side = (uint32_t)v;
+  } else if (key[0] == 'w') {
+    s->resize_w = (uint32_t)v;
+  } else {
+    s->resize_h = (uint32_t)v;
+  }
+  return 0;
+}
+
+static int img_member(cfg_parser_t *p, const char *key, void *vctx) {
+  img_ctx_t *c = vctx;
+  ox_img_spec_t *s = &c->ii->spec;
+  char what[200], val[32];
+  int rc;
+  snprintf(what, sizeof what, "image_inputs.%s.%s", c->ii->input, key);
+  if (!strcmp(key, "decode")) {
+    if ((rc = cfg_str(p, what, val, sizeof val))) return rc;
+    if (!strcmp(val, "rgb")) {
+      s->color = OX_IMG_RGB;
+    } else if (!strcmp(val, "bgr")) {
+      s->color = OX_IMG_BGR;
+    } else if (!strcmp(val, "gray")) {
+      s->color = OX_IMG_GRAY;
+    } else {
+      return cfg_fail(p, "'%s' must be rgb, bgr or gray", what);
+    }
+    return 0;
+  }
+  if (!strcmp(key, "resize")) {
+    c->seen_resize = 1;
+    rc = cfg_object(p, what, img_resize_member, c);
+    if (rc) return rc;
+    if (s->shorter_side && !s->resize_w && !s->resize_h) {
+      s->resize = OX_IMG_RESIZE_SHORTER;
+    } else if (!s->shorter_side && s->resize_w && s->resize_h) {
+      s->resize = OX_IMG_RESIZE_EXACT;
+    } else {
+      return cfg_fail(p, "'%s' needs either 'shorter_side' or both 'height' and 'width'", what);
+    }
+    return 0;
+  }
+  if (!strcmp(key, "center_crop")) {
+    int64_t d[2];
+    size_t n = 0;
+    if (cfg_peek(p, '[')) {
+      rc = cfg_int_array(p, what, 1, 65535, d, 2, &n);
+    } else {
+      uint64_t v = 0;
+      rc = cfg_uint(p, what, 1, 65535, &v);
+      d[0] = (int64_t)v;
+      n = 1;
+    }
+    if (rc) return rc;
+    if (n == 0) return cfg_fail(p, "'%s' must be [height, width] or one number", what);
+    s->crop_h = (uint32_t)d[0];
+    s->crop_w = (uint32_t)(n == 2 ? d[1] : d[0]);
+    return 0;
+  }
+  if (!strcmp(key, "scale")) {
+    c->seen_scale = 1;
+    return cfg_float(p, what, &s->scale);
+  }
+  if (!strcmp(key, "mean")) {
+    c->seen_mean = 1;
+    return cfg_float_array(p, what, s->mean, 3, &c->n_mean);
+  }
+  if (!strcmp(key, "std")) {
+    c->seen_std = 1;
+    return cfg_float_array(p, what, s->std, 3, &c->n_std);
+  }
+  if (!strcmp(key, "layout")) {
+    if ((rc = cfg_str(p, what, val, sizeof val))) return rc;
+    if (!strcmp(val, "NCHW")) {
+      s->layout = OX_IMG_NCHW;
+    } else if (!strcmp(val, "NHWC")) {
+      s->layout = OX_IMG_NHWC;
+    } else {
+      return cfg_fail(p, "'%s' must be NCHW or NHWC", what);
+    }
+    return 0;
+  }
+  if (!strcmp(key, "dtype")) {
+    if ((rc = cfg_str(p, what, val, sizeof val))) return rc;
+    const char *v = strncmp(val, "TYPE_", 5) ? val : val + 5;
+    ox_dtype_t dt = ox_dtype_from_name(v, strlen(v));
+    if (dt != OX_DT_FP32 && dt != OX_DT_FP16 && dt != OX_DT_UINT8)
+      return cfg_fail(p, "'%s' must be FP32, FP16 or UINT8", what);
+    s->dtype = dt;
+    return 0;
+  }
+  if (!strcmp(key, "exif_orientation")) return cfg_bool(p, what, &s->exif_orientation);
+  if (!strcmp(key, "max_pixels")) {
+    uint64_t v = 0;
+    rc = cfg_uint64(p, what, 1, (uint64_t)1 << 40, &v);
+    s->max_pixels = v;
+    return rc;
+  }
+  return cfg_fail(p, "unknown key '%s'", what);
+}
+
+static int images_member(cfg_parser_t *p, const char *key, void *vctx) {
+  cfg_ctx_t *c = vctx;
+  ox_model_config_t *cfg = c->cfg;
+  for (size_t i = 0; i < cfg->num_images; i++)
+    if (!strcmp(cfg->images[i].input, key))
+      return cfg_fail(p, "duplicate key 'image_inputs.%.100s'", key);
+  if (cfg->num_images == OX_MAX_IMAGE_INPUTS)
+    return cfg_fail(p, "more than %d image_inputs", OX_MAX_IMAGE_INPUTS);
+  ox_image_input_t *ni = realloc(cfg->images, sizeof *ni * (cfg->num_images + 1));
+  if (!ni) return OX_ENOMEM;
+  cfg->images = ni;
+  ox_image_input_t *ii = &ni[cfg->num_images++];
+  memset(ii, 0, sizeof *ii);
+  snprintf(ii->input, sizeof ii->input, "%s", key);
+  ox_img_spec_init(&ii->spec);
+  img_ctx_t ic = {.ii = ii};
+  char what[200];
+  snprintf(what, sizeof what, "'image_inputs.%.100s'", key);
+  int rc = cfg_object(p, what, img_member, &ic);
+  if (rc) return rc;
+  ox_img_spec_t *s = &ii->spec;
+  size_t ch = s->color == OX_IMG_GRAY ? 1 : 3;
+  if (!ic.seen_scale) s->scale = s->dtype == OX_DT_UINT8 ? 1.0f : 255.0f;
+  if ((ic.seen_mean && ic.n_mean != ch && ic.n_mean != 1) ||
+      (ic.seen_std && ic.n_std != ch && ic.n_std != 1))
+    return cfg_fail(p, "image_inputs.%.100s: 'mean' and 'std' need 1 or %zu values", key, ch);
+  for (size_t i = 1; i < 3; i++) {
+    if (ic.seen_mean && ic.n_mean == 1) s->mean[i] = s->mean[0];
+    if (ic.seen_std && ic.n_std == 1) s->std[i] = s->std[0];
+  }
+  return 0;
+}
+
+/* Each image input against the model: an input of rank 4 (batch and NCHW/NHWC) or 3 (one
+ * image, no batch dimension) whose datatype and fixed dimensions are what the spec produces,
+ * not also the feature view's; the spec fixes the image size (a crop or an exact resize), so
+ * rows can share a tensor. */
+static int img_check(const cfg_ctx_t *ctx, const char *file, char *err, size_t errcap) {
+  const ox_model_t *m = ctx->m;
+  ox_model_config_t *cfg = ctx->cfg;
+  for (size_t i = 0; i < cfg->num_images; i++) {
+    ox_image_input_t *ii = &cfg->images[i];
+    ox_img_spec_t *s = &ii->spec;
+    char why[200];
+    size_t k = 0;
+    while (k < m->num_inputs && strcmp(m->inputs[k].name, ii->input)) k++;
+    if (k == m->num_inputs) {
+      snprintf(err, errcap, "%s: image_inputs: '%.100s' is not an input of the model", file,
+               ii->input);
+      return OX_EINVALID;
+    }
+    if (cfg->view.enabled && cfg->view.input_idx == k) {
+      snprintf(err, errcap, "%s: image_inputs: '%.100s' is the feature_view's input", file,
+               ii->input);
+      return OX_EINVALID;
+    }
+    ii->input_idx = k;
+    if (ox_img_spec_check(s, why, sizeof why)) {
+      snprintf(err, errcap, "%s: image_inputs.%.100s: %s", file, ii->input, why);
+      return OX_EINVALID;
+    }
+    uint32_t c, h, w;
+    if (!ox_img_spec_fixed_dims(s, &c, &h, &w)) {
+      snprintf(err, errcap,
+               "%s: image_inputs.%.100s: give 'center_crop' or a resize to 'height' and "
+               "'width', so that every image makes a row of the same shape",
+               file, ii->input);
+      return OX_EINVALID;
+    }
+    const ox_tensor_info_t *t = &m->inputs[k];
+    if (t->dtype != s->dtype) {
+      snprintf(err, errcap, "%s: image_inputs.%.100s: dtype %s, but the model's input is %s", file,
+               ii->input, ox_dtype_name(s->dtype), ox_dtype_name(t->dtype));
+      return OX_EINVALID;
+    }
+    if (t->rank != 3 && t->rank != 4) {
+      snprintf(err, errcap,
+               "%s: image_inputs.%.100s: the model's input has rank %d; an image input needs "
+               "[batch, C, H, W] / [batch, H, W, C] or one image [C, H, W] / [H, W, C]",
+               file, ii->input, t->rank);
+      return OX_EINVALID;
+    }
+    int off = t->rank - 3;
+    int64_t want[3];
+    if (s->layout == OX_IMG_NCHW) {
+      want[0] = c, want[1] = h, want[2] = w;
+    } else {
+      want[0] = h, want[1] = w, want[2] = c;
+    }
+    for (int d = 0; d < 3; d++) {
+      int64_t have = t->dims[off + d];
+      if (have >= 0 && have != want[d]) {
+        snprintf(err, errcap,
+                 "%s: image_inputs.%.100s: the spec makes rows of %s [%" PRId64 ",%" PRId64
+                 ",%" PRId64 "], the model's input dimension %d is %" PRId64,
+                 file, ii->input, s->layout == OX_IMG_NCHW ? "CHW" : "HWC", want[0], want[1],
+                 want[2], off + d, have);
+        return OX_EINVALID;
+      }
+    }
+    if (off && t->dims[0] >= 0 && t->dims[0] != 1) {
+      snprintf(err, errcap,
+               "%s: image_inputs.%.100s: the model's batch dimension is fixed at %" PRId64
+               " (dynamic or 1 needed)",
+               file, ii->input, t->dims[0]);
+      return OX_EINVALID;
+    }
+  }
+  return 0;
+}
+
 static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   ox_sched_config_t *s = &c->cfg->sched;
@@ -898,6 +1160,10 @@ static int top_member(cfg_parser_t *p, const char *key, void *vctx) {
   if (!strcmp(key, "dynamic_batching")) {
     c->seen_db = 1;
     return cfg_object(p, "'dynamic_batching'", db_member, c);
+  }
+  if (!strcmp(key, "image_inputs")) {
+    if (c->cfg->num_images) return cfg_fail(p, "duplicate key 'image_inputs'");
+    return cfg_object(p, "'image_inputs'", images_member, c);
   }
   if (!strcmp(key, "feature_view")) {
     if (c->seen_view) return cfg_fail(p, "duplicate key 'feature_view'");
@@ -1262,6 +1528,7 @@ static int cfg_check(const cfg_ctx_t *ctx, int can_batch, const char *file, char
     }
   }
   int rc = io_check(ctx, file, err, errcap);
+  if (!rc) rc = img_check(ctx, file, err, errcap);
   if (rc) return rc;
   for (size_t k = 0; k < cfg->num_warmup; k++) {
     ox_warmup_t *w = &cfg->warmup[k];
@@ -1361,6 +1628,9 @@ void ox_model_config_free(ox_model_config_t *cfg) {
   free(cfg->warmup);
   cfg->warmup = NULL;
   cfg->num_warmup = 0;
+  free(cfg->images);
+  cfg->images = NULL;
+  cfg->num_images = 0;
   ox_version_policy_free(&cfg->version_policy);
 }
 
@@ -1404,6 +1674,40 @@ int ox_model_config_json(ox_buf_t *o, const ox_model_t *m, const ox_model_config
     }
     rc |= ox_buf_printf(o, "],\"width\":%u,\"mandatory\":%s,\"deadline_us\":%" PRIu64 "}", v->width,
                         v->mandatory ? "true" : "false", v->deadline_us);
+  }
+  for (size_t i = 0; i < cfg->num_images; i++) {
+    const ox_image_input_t *ii = &cfg->images[i];
+    const ox_img_spec_t *sp = &ii->spec;
+    static const char *const colors[] = {"rgb", "bgr", "gray"};
+    rc |= ox_buf_puts(o, i ? "," : ",\"image_inputs\":{");
+    rc |= ox_buf_append_json_string(o, ii->input, strlen(ii->input));
+    rc |= ox_buf_printf(o, ":{\"decode\":\"%s\"", colors[sp->color]);
+    if (sp->resize == OX_IMG_RESIZE_SHORTER)
+      rc |= ox_buf_printf(o, ",\"resize\":{\"shorter_side\":%u,\"filter\":\"%s\"}",
+                          sp->shorter_side, img_filters[sp->filter]);
+    else if (sp->resize == OX_IMG_RESIZE_EXACT)
+      rc |= ox_buf_printf(o, ",\"resize\":{\"height\":%u,\"width\":%u,\"filter\":\"%s\"}",
+                          sp->resize_h, sp->resize_w, img_filters[sp->filter]);
+    if (sp->crop_w) rc |= ox_buf_printf(o, ",\"center_crop\":[%u,%u]", sp->crop_h, sp->crop_w);
+    char num[40];
+    size_t n = ox_format_f32(sp->scale, num);
+    rc |= ox_buf_printf(o, ",\"scale\":%.*s", (int)n, num);
+    int nch = sp->color == OX_IMG_GRAY ? 1 : 3;
+    for (int a = 0; a < 2; a++) {
+      const float *v = a ? sp->std : sp->mean;
+      rc |= ox_buf_puts(o, a ? "],\"std\":[" : ",\"mean\":[");
+      for (int j = 0; j < nch; j++) {
+        n = ox_format_f32(v[j], num);
+        rc |= ox_buf_printf(o, j ? ",%.*s" : "%.*s", (int)n, num);
+      }
+    }
+    rc |= ox_buf_printf(o,
+                        "],\"layout\":\"%s\",\"dtype\":\"%s\",\"exif_orientation\":%s,"
+                        "\"max_pixels\":%" PRIu64 "}",
+                        sp->layout == OX_IMG_NCHW ? "NCHW" : "NHWC", ox_dtype_name(sp->dtype),
+                        sp->exif_orientation ? "true" : "false",
+                        sp->max_pixels ? sp->max_pixels : (uint64_t)OX_IMG_DEFAULT_MAX_PIXELS);
+    if (i + 1 == cfg->num_images) rc |= ox_buf_puts(o, "}");
   }
   rc |= ox_buf_printf(o, ",\"model_warmup_count\":%zu,\"config_file\":%s}", cfg->num_warmup,
                       cfg->from_file ? "true" : "false");

@@ -25,6 +25,22 @@
  *                       "inputs": {"input": {"data_type": "TYPE_FP32", "dims": [3, 224, 224],
  *                                            "zero_data": true}}}]   (or "random_data": true,
  *                                            or "input_data_file": "x.bin" under warmup/)
+ *     "image_inputs": {                          model inputs sent as JPEG/PNG files
+ *       "input": {"decode": "rgb",               rgb | bgr | gray (PIL convert("RGB") / ("L"))
+ *                 "resize": {"shorter_side": 256, "filter": "bilinear"},
+ *                                                or {"height": H, "width": W, "filter": ..};
+ *                                                filters: nearest bilinear bicubic box hamming
+ *                                                lanczos (Pillow's); absent: no resize
+ *                 "center_crop": [224, 224],     [height, width] (or one number)
+ *                 "scale": 255.0,                x / scale (default 255 for FP32/FP16, as
+ *                                                ToTensor; 1 for UINT8)
+ *                 "mean": [0.485, 0.456, 0.406], then (x - mean) / std per channel
+ *                 "std": [0.229, 0.224, 0.225],  (defaults 0 and 1)
+ *                 "layout": "NCHW",              NCHW | NHWC
+ *                 "dtype": "FP32",               FP32 | FP16 | UINT8: the model input's
+ *                 "exif_orientation": false,     true: apply the JPEG's EXIF orientation
+ *                 "max_pixels": 40000000}        decoded pixels allowed (capped by
+ *     },                                         --image-max-pixels)
  *     "feature_view": {                          the server assembles one model input
  *       "input": "features",                     FP32 [N, width] input it fills
  *       "columns": [{"raw": "amount"},           1 value: request input or parameter "amount"
@@ -48,6 +64,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "image/image.h"
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
 
@@ -103,6 +120,15 @@ typedef struct {
   size_t num_specific;
 } ox_version_policy_t;
 
+/* One "image_inputs" entry: model input input_idx takes JPEG/PNG files (BYTES [N], one file per
+ * row) and the server turns each into a row of the model's tensor with spec (image/image.h). */
+#define OX_MAX_IMAGE_INPUTS 8
+typedef struct {
+  char input[128];
+  size_t input_idx;
+  ox_img_spec_t spec;
+} ox_image_input_t;
+
 typedef struct {
   ox_sched_config_t sched;
   ox_version_policy_t version_policy; /* default latest 1 */
@@ -110,6 +136,8 @@ typedef struct {
   int from_file;                      /* a config.json or config.pbtxt (or an override) was read */
   ox_warmup_t *warmup;                /* owned (malloc) */
   size_t num_warmup;
+  ox_image_input_t *images; /* "image_inputs" (owned, malloc); num_images 0 when absent */
+  size_t num_images;
 } ox_model_config_t;
 
 /* Reads repo_dir/<model>/config.json if present and fills cfg with it and the defaults.
