@@ -35,7 +35,10 @@ WARN := -Wall -Wextra -Wformat=2 -Wvla -Walloca -Wshadow -Wno-unused-parameter
 ifeq ($(WERROR),1)
   WARN += -Werror
 endif
-CPPFLAGS := -Isrc $(ORT_CFLAGS) $(shell pkg-config --cflags libpq) $(shell pkg-config --cflags libnghttp2) -D_GNU_SOURCE -MMD -MP
+# image/: JPEG through libjpeg-turbo's TurboJPEG API, PNG through libspng
+IMG_CFLAGS := $(shell pkg-config --cflags libturbojpeg spng 2>/dev/null)
+IMG_LIBS   := $(shell pkg-config --libs libturbojpeg spng 2>/dev/null)
+CPPFLAGS := -Isrc $(ORT_CFLAGS) $(shell pkg-config --cflags libpq) $(shell pkg-config --cflags libnghttp2) $(IMG_CFLAGS) -D_GNU_SOURCE -MMD -MP
 ifeq ($(SANITIZE),)
   OPT := -O2 -g -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection \
          -fcf-protection -fPIE
@@ -48,7 +51,7 @@ CFLAGS   := -std=gnu11 $(OPT) $(WARN)
 CXXFLAGS := -std=gnu++17 $(OPT) -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) \
             -fno-exceptions -fno-rtti -isystem /usr/include/dragonbox-1.1.3 \
             -Wno-maybe-uninitialized # GCC 12 false positive in dragonbox.h (-O1 + sanitizers)
-LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis $(shell pkg-config --libs libnghttp2) -ldl -lpthread -lm
+LDLIBS   := $(ORT_LIBS) -llmdb -lhiredis $(shell pkg-config --libs libnghttp2) $(IMG_LIBS) -ldl -lpthread -lm
 
 LIB_C   := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_C   := $(filter-out src/runtime/ort_embed.c,$(LIB_C)) # the single file's, below
@@ -64,7 +67,7 @@ FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz-replay/%)
 BENCH_BIN := $(if $(wildcard bench/loadgen.c),$(B)/onnxd-bench) $(if $(wildcard bench/ort_limit.c),$(B)/onnxd-ort-limit) \
              $(if $(wildcard bench/feature_bench.c),$(B)/onnxd-feature-bench) \
              $(if $(wildcard bench/grpc_loadgen.c),$(B)/onnxd-grpc-bench)
-all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN)
+all: $(B)/onnxd $(UNIT_BIN) $(FUZZ_REPLAY) $(BENCH_BIN) $(B)/tests/onnxd-imgtool
 
 # ---- set-up: packages, ONNX Runtime, Python venv (idempotent, fast when done)
 setup: .stamp-setup
@@ -96,6 +99,11 @@ $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(B)/libonnxd.a
 	$(Q)$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS)
 # libpq is dlopen'ed by onnxd (features/l3_pg_lib.h); this test also talks to PostgreSQL itself
 $(B)/tests/l3_pg_test: LDLIBS += -lpq
+# image/ on one file from the command line (tests/integration/test_image_exact.py)
+$(B)/tests/onnxd-imgtool: tests/image/imgtool.c $(B)/libonnxd.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDHARD) -o $@ $< $(B)/libonnxd.a $(LDLIBS)
 # fuzz harnesses, built with a plain driver that replays the committed corpus
 $(B)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(B)/libonnxd.a
 	@mkdir -p $(dir $@)

@@ -9,7 +9,7 @@
 #   1 metrics                              counters any layer may record into; core only
 #   2 loop                                 event loop, timers, wake-ups
 #   3 http grpc proto runtime features     HTTP/1.1, gRPC over HTTP/2, codecs, ONNX Runtime
-#                                          adapter, feature tiers
+#     image                                adapter, feature tiers, JPEG/PNG bytes to tensor rows
 #   4 sched                                worker pool and batcher (joins runtime to the loop)
 #   5 infer                                the wire-neutral inference core
 #   6 server                               front ends (REST today) and the application
@@ -22,9 +22,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-declare -A level=([core]=0 [metrics]=1 [loop]=2 [http]=3 [grpc]=3 [proto]=3 [runtime]=3 [features]=3
+declare -A level=([core]=0 [metrics]=1 [loop]=2 [http]=3 [grpc]=3 [proto]=3 [runtime]=3 [features]=3 [image]=3
                   [sched]=4 [infer]=5 [server]=6 [main.c]=7)
-order="core < metrics < loop < http|grpc|proto|runtime|features < sched < infer < server < main.c"
+order="core < metrics < loop < http|grpc|proto|runtime|features|image < sched < infer < server < main.c"
 
 bad=0 n=0
 fail() { echo "$1: $2" >&2; bad=$((bad + 1)); }
