@@ -233,8 +233,7 @@ static int build_image_input(ox_infer_call_t *call, const ox_infer_input_t *in,
   if (ok && info->rank == 4) rows = (uint64_t)in->shape[0];
   if (ok && info->rank == 4 && info->dims[0] == 1 && rows != 1) ok = 0;
   if (!ok || rows == 0) {
-    snprintf(err, ERRCAP,
-             "input " NAMEFMT ": shape %s; an image input takes %s (one file per row)",
+    snprintf(err, ERRCAP, "input " NAMEFMT ": shape %s; an image input takes %s (one file per row)",
              NAMEARG(in->name), fmt_shape(s1, sizeof s1, in->shape, in->rank),
              info->rank == 4 && info->dims[0] != 1 ? "[N] or [N,1] BYTES, N >= 1" : "[1] BYTES");
     return OX_EINVALID;
@@ -247,7 +246,8 @@ static int build_image_input(ox_infer_call_t *call, const ox_infer_input_t *in,
   ox_slice_t *el;
   if (in->has_binary) {
     if (in->count > in->binary.len / 4) {
-      snprintf(err, ERRCAP, "input " NAMEFMT ": %" PRIu64 " BYTES elements need more than %zu bytes",
+      snprintf(err, ERRCAP,
+               "input " NAMEFMT ": %" PRIu64 " BYTES elements need more than %zu bytes",
                NAMEARG(in->name), in->count, in->binary.len);
       return OX_EINVALID;
     }

@@ -855,9 +855,9 @@ static int cfg_float_array(cfg_parser_t *p, const char *key, float *out, size_t 
   }
 }
 
-static const char *const img_filters[] = {[OX_IMG_BILINEAR] = "bilinear", [OX_IMG_NEAREST] = "nearest",
-                                          [OX_IMG_BICUBIC] = "bicubic",   [OX_IMG_BOX] = "box",
-                                          [OX_IMG_HAMMING] = "hamming",   [OX_IMG_LANCZOS] = "lanczos"};
+static const char *const img_filters[] = {
+    [OX_IMG_BILINEAR] = "bilinear", [OX_IMG_NEAREST] = "nearest", [OX_IMG_BICUBIC] = "bicubic",
+    [OX_IMG_BOX] = "box",           [OX_IMG_HAMMING] = "hamming", [OX_IMG_LANCZOS] = "lanczos"};
 
 static int img_resize_member(cfg_parser_t *p, const char *key, void *vctx) {
   img_ctx_t *c = vctx;
