@@ -22,6 +22,7 @@
 #include "core/container.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "infer/classify.h"
 #include "infer/features_view.h"
 #include "infer/models.h"
 #include "proto/tensor_json.h"
@@ -42,6 +43,7 @@ struct ox_infer_call {
   int has_view;    /* the model input of the model's feature view was assembled */
   ox_fview_out_t view;
   ox_fview_fetch_t fetch;            /* rows of the view only L3 has: asked for, then answered */
+  int has_class;                     /* some requested output asked for "classification" */
   const ox_infer_input_t **by_model; /* request input per model input (match_inputs) */
   ox_tensor_in_t *tin;               /* model inputs being built; NULL until decoded */
   char msg[ERRCAP];                  /* resp.msg */
@@ -435,6 +437,15 @@ static int prepare(ox_infer_call_t *call, char *err) {
       snprintf(err, ERRCAP, "unknown output " NAMEFMT " for model '%s'", NAMEARG(o->name), m->name);
       return OX_EINVALID;
     }
+    if (o->classification && !ox_classify_supported(m->outputs[k].dtype)) {
+      snprintf(err, ERRCAP,
+               "output " NAMEFMT
+               ": classification is not available for datatype %s (it needs an integer, FP32 "
+               "or FP64 output)",
+               NAMEARG(o->name), ox_dtype_name(m->outputs[k].dtype));
+      return OX_EINVALID;
+    }
+    call->has_class |= o->classification != 0;
     out_idx[j] = k;
   }
   /* Rows: the batch dimension, which every input must agree on when the model batches. */
@@ -532,13 +543,50 @@ static void post(ox_infer_call_t *call) {
   ox_loop_post(call->env.loop, &call->done);
 }
 
+/* The response's outputs with each one asked for "classification" replaced by its top-K
+ * BYTES tensor (infer/classify.h), in the call's arena; ORT's outputs stay where they are (the
+ * batch still owns them). Returns 0 with *outs, or an error code with the message in call->msg. */
+static int classify_outputs(ox_infer_call_t *call, const ox_sched_req_t *sr,
+                            const ox_tensor_out_t **outs) {
+  ox_model_state_t *st = state_of(call->model);
+  const ox_infer_request_t *req = &call->req;
+  ox_tensor_out_t *o = ox_arena_alloc(&call->arena, sr->n_out * sizeof *o + 1);
+  if (!o) return OX_ENOMEM;
+  memcpy(o, sr->outs, sr->n_out * sizeof *o);
+  for (size_t j = 0; j < sr->n_out; j++) {
+    uint64_t k = req->outputs[j].classification;
+    if (!k) continue;
+    size_t mi = sr->out_idx[j];
+    const ox_labels_t *labels = st->cfg.labels ? &st->cfg.labels[mi].labels : NULL;
+    char why[256];
+    int rc = ox_classify_output(&sr->outs[j], st->cfg.sched.max_batch_size > 0, k, labels,
+                                &call->arena, &o[j], why, sizeof why);
+    if (rc == OX_ENOMEM) {
+      snprintf(call->msg, sizeof call->msg, "out of memory");
+      return rc;
+    }
+    if (rc) {
+      snprintf(call->msg, sizeof call->msg, "output '%s': %s", call->model->outputs[mi].name, why);
+      return rc;
+    }
+  }
+  *outs = o;
+  return 0;
+}
+
 /* Batcher callback (worker or timer thread): the request ran or failed. */
 static void sreq_done(ox_sched_req_t *sr) {
   ox_infer_call_t *call = ox_container_of(sr, ox_infer_call_t, sreq);
   ox_infer_response_t *r = &call->resp;
   int status = sr->status;
+  const ox_tensor_out_t *outs = sr->outs;
+  if (status) {
+    snprintf(call->msg, sizeof call->msg, "%s", sr->err);
+  } else if (call->has_class) {
+    status = classify_outputs(call, sr, &outs); /* on error call->msg says why */
+  }
   if (!status) {
-    r->outputs = sr->outs;
+    r->outputs = outs;
     r->out_idx = sr->out_idx;
     r->num_outputs = sr->n_out;
     if (call->has_view) {
@@ -550,8 +598,6 @@ static void sreq_done(ox_sched_req_t *sr) {
      * bytes: the front end keeps them until ox_infer_release). */
     status = call->env.ops->encode(ox_infer_ctx(call), r);
     if (status) snprintf(call->msg, sizeof call->msg, "out of memory");
-  } else {
-    snprintf(call->msg, sizeof call->msg, "%s", sr->err);
   }
   record_stats(call, status == 0, ox_mono_ns());
   if (status) {

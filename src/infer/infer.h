@@ -63,9 +63,10 @@ typedef struct {
    * of a JSON array, decoded straight into the tensor later). In request order. */
   const ox_infer_input_t *inputs;
   size_t num_inputs;
-  /* Requested outputs by name (only .name is read here); 0: all, in the model's order. The
-   * response's outputs come in this order, so a per-output option (REST: binary_data) stays
-   * the front end's business. */
+  /* Requested outputs by name; 0: all, in the model's order. The response's outputs come in
+   * this order, so a per-output option (REST: binary_data) stays the front end's business;
+   * .classification (Triton's extension, infer/classify.h) is the core's: such an output is
+   * answered as its top-K BYTES tensor, checked here (the datatype) before the run. */
   const ox_infer_output_t *outputs;
   size_t num_outputs;
   /* Every request parameter, in request order: feature keys and raw values are read here. */
@@ -83,7 +84,8 @@ typedef struct {
   const ox_infer_request_t *req; /* the request value (zeroed if the call failed before decode) */
   /* status 0: the selected outputs, in the order asked for; output j is the model's output
    * out_idx[j] (ox_infer_output_name). Views into ONNX Runtime's memory (BYTES: `strings`),
-   * valid until ox_infer_release_outputs or ox_infer_release. */
+   * valid until ox_infer_release_outputs or ox_infer_release; a classified output is a BYTES
+   * tensor in the call's arena instead (valid until ox_infer_release). */
   const ox_tensor_out_t *outputs;
   const size_t *out_idx;
   size_t num_outputs;

@@ -19,7 +19,7 @@
 #include "proto/numconv.h"
 #include "proto/pbtxt.h"
 
-#define OX_CONFIG_MAX_BYTES (1 << 20)
+#define OX_CONFIG_MAX_BYTES ((size_t)1 << 20)
 
 typedef struct {
   ox_json_t js;
@@ -178,6 +178,8 @@ typedef struct {
   ox_dtype_t dtype;
   int rank; /* -1: no "dims" */
   int64_t dims[OX_RT_MAX_RANK];
+  int side;             /* 0 input, 1 output */
+  char label_file[256]; /* output: "label_filename" (Triton's classification labels) */
 } cfg_io_t;
 
 typedef struct {
@@ -587,6 +589,18 @@ static int cfg_skip_value(cfg_parser_t *p) {
   return ox_json_skip(&p->js, 1) ? cfg_fail(p, "bad value") : 0;
 }
 
+/* A label_filename names a file inside the model's directory: relative, no ".." component. */
+static int label_path_ok(const char *f) {
+  if (f[0] == '/') return 0;
+  for (const char *p = f; *p;) {
+    const char *e = strchr(p, '/');
+    size_t l = e ? (size_t)(e - p) : strlen(p);
+    if (l == 2 && p[0] == '.' && p[1] == '.') return 0;
+    p += l + (e ? 1 : 0);
+  }
+  return 1;
+}
+
 static int io_member(cfg_parser_t *p, const char *key, void *vctx) {
   cfg_ctx_t *c = vctx;
   cfg_io_t *io = c->io;
@@ -614,6 +628,16 @@ static int io_member(cfg_parser_t *p, const char *key, void *vctx) {
     if (!rc && b) return cfg_fail(p, "'allow_ragged_batch' of '%.100s' is not supported", io->name);
     return rc;
   }
+  if (!strcmp(key, "label_filename") && io->side == 1) {
+    int rc = cfg_str(p, "label_filename", io->label_file, sizeof io->label_file);
+    if (rc) return rc;
+    if (io->label_file[0] && !label_path_ok(io->label_file)) /* "": none, as Triton has it */
+      return cfg_fail(p,
+                      "label_filename '%.200s' of '%.100s' must be a relative path inside the "
+                      "model directory",
+                      io->label_file, io->name);
+    return 0;
+  }
   if (!strcmp(key, "format") || !strcmp(key, "label_filename") || !strcmp(key, "optional") ||
       !strcmp(key, "is_shape_tensor") || !strcmp(key, "is_non_linear_format_io")) {
     ox_info("%s: '%s' of '%.100s' ignored", p->file, key, io->name);
@@ -635,6 +659,7 @@ static int io_list(cfg_parser_t *p, cfg_ctx_t *c, int side) {
     c->io = &c->decl[side][c->num_decl[side]++];
     memset(c->io, 0, sizeof *c->io);
     c->io->rank = -1;
+    c->io->side = side;
     int rc = cfg_object(p, what, io_member, c);
     if (rc) return rc;
     if (!c->io->name[0]) return cfg_fail(p, "an '%s' entry has no 'name'", what);
@@ -1231,10 +1256,11 @@ static int cfg_model_dir(const char *repo_dir, const char *name, const char *fil
   return 0;
 }
 
-/* Reads model_dir/<file> whole: a regular file of at most OX_CONFIG_MAX_BYTES. Returns 0
- * with *text (owned, malloc) and *len, 1 when the file does not exist, or an error. */
-static int cfg_read_file(const char *model_dir, const char *file, char **text, size_t *len,
-                         char *err, size_t errcap) {
+/* Reads model_dir/<file> whole: a regular file of at most max bytes (refused from its size
+ * before anything is read). Returns 0 with *text (owned, malloc) and *len, 1 when the file
+ * does not exist, or an error (message starting with file). */
+static int cfg_read_file(const char *model_dir, const char *file, size_t max, char **text,
+                         size_t *len, char *err, size_t errcap) {
   char path[4096];
   int n = snprintf(path, sizeof path, "%s/%s", model_dir, file);
   if (n < 0 || (size_t)n >= sizeof path) {
@@ -1253,14 +1279,21 @@ static int cfg_read_file(const char *model_dir, const char *file, char **text, s
     snprintf(err, errcap, "%s: not a regular file", file);
     return OX_EINVALID;
   }
-  char *buf = malloc(OX_CONFIG_MAX_BYTES + 1);
+  if ((uint64_t)st.st_size > max) {
+    close(fd);
+    snprintf(err, errcap, "%s: larger than %zu MiB", file, max >> 20);
+    return OX_EINVALID;
+  }
+  /* One byte more than the size: a file that grew meanwhile is seen, and refused if too big. */
+  size_t cap = (size_t)st.st_size + 1;
+  char *buf = malloc(cap);
   if (!buf) {
     close(fd);
     return OX_ENOMEM;
   }
   size_t got = 0;
-  while (got < OX_CONFIG_MAX_BYTES + 1) {
-    ssize_t r = read(fd, buf + got, OX_CONFIG_MAX_BYTES + 1 - got);
+  while (got < cap) {
+    ssize_t r = read(fd, buf + got, cap - got);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       snprintf(err, errcap, "%s: read failed (%s)", file, strerror(errno));
@@ -1272,13 +1305,69 @@ static int cfg_read_file(const char *model_dir, const char *file, char **text, s
     got += (size_t)r;
   }
   close(fd);
-  if (got > OX_CONFIG_MAX_BYTES) {
+  if (got == cap) {
     free(buf);
-    snprintf(err, errcap, "%s: larger than 1 MiB", file);
+    snprintf(err, errcap, "%s: changed while being read", file);
     return OX_EINVALID;
   }
   *text = buf;
   *len = got;
+  return 0;
+}
+
+/* Reads the label file of every output that names one (model outputs by index into
+ * cfg->labels). */
+static int labels_load(const cfg_ctx_t *ctx, const char *model_dir, const char *file, char *err,
+                       size_t errcap) {
+  const ox_model_t *m = ctx->m;
+  ox_model_config_t *cfg = ctx->cfg;
+  for (size_t i = 0; i < ctx->num_decl[1]; i++) {
+    const cfg_io_t *d = &ctx->decl[1][i];
+    if (!d->label_file[0]) continue;
+    size_t k = 0;
+    while (k < m->num_outputs && strcmp(m->outputs[k].name, d->name)) k++;
+    if (k == m->num_outputs) continue; /* io_check refused it already */
+    char why[256];
+    if (!model_dir) {
+      snprintf(err, errcap, "%s: output '%.100s': label_filename needs the model's directory", file,
+               d->name);
+      return OX_EINVALID;
+    }
+    if (!cfg->labels) {
+      if (!(cfg->labels = calloc(m->num_outputs, sizeof *cfg->labels))) return OX_ENOMEM;
+      cfg->num_labels = m->num_outputs;
+    }
+    ox_output_labels_t *ol = &cfg->labels[k];
+    if (ol->file[0]) {
+      snprintf(err, errcap, "%s: output '%.100s' is declared twice with a label_filename", file,
+               d->name);
+      return OX_EINVALID;
+    }
+    snprintf(ol->file, sizeof ol->file, "%s", d->label_file);
+    char *text = NULL;
+    size_t len = 0;
+    int rc =
+        cfg_read_file(model_dir, d->label_file, OX_LABELS_MAX_BYTES, &text, &len, why, sizeof why);
+    if (rc == 1) {
+      snprintf(err, errcap,
+               "%s: output '%.100s': label_filename '%.200s' not found in the model directory",
+               file, d->name, d->label_file);
+      return OX_EINVALID;
+    }
+    if (rc == OX_ENOMEM) return rc;
+    if (rc) {
+      snprintf(err, errcap, "%s: output '%.100s': label_filename %s", file, d->name, why);
+      return OX_EINVALID;
+    }
+    rc = ox_labels_parse(text, len, &ol->labels, why, sizeof why);
+    free(text);
+    if (rc == OX_ENOMEM) return rc;
+    if (rc) {
+      snprintf(err, errcap, "%s: output '%.100s': label_filename '%.200s': %s", file, d->name,
+               d->label_file, why);
+      return OX_EINVALID;
+    }
+  }
   return 0;
 }
 
@@ -1433,10 +1522,10 @@ static int cfg_source(cfg_ctx_t *ctx, const char *model_dir, const char *overrid
   }
   char *text = NULL;
   size_t len = 0;
-  int rc = cfg_read_file(model_dir, "config.json", &text, &len, err, errcap);
+  int rc = cfg_read_file(model_dir, "config.json", OX_CONFIG_MAX_BYTES, &text, &len, err, errcap);
   if (rc == 1) {
     *file = "config.pbtxt";
-    rc = cfg_read_file(model_dir, "config.pbtxt", &text, &len, err, errcap);
+    rc = cfg_read_file(model_dir, "config.pbtxt", OX_CONFIG_MAX_BYTES, &text, &len, err, errcap);
     if (rc == 1) return 0;
     if (rc) return rc;
     ox_buf_t js;
@@ -1465,11 +1554,11 @@ int ox_model_config_load_text(const char *repo_dir, const ox_model_t *m, int inf
                               ox_model_config_t *cfg, char *err, size_t errcap) {
   char dir[4096];
   memset(cfg, 0, sizeof *cfg);
-  if (!override_json &&
-      cfg_model_dir(repo_dir, m->name, "config.json", dir, sizeof dir, err, errcap))
-    return OX_EINVALID;
-  return config_load(override_json ? NULL : dir, m->name, m, infer_threads, override_json,
-                     override_len, cfg, err, errcap);
+  /* An override replaces the files, not the directory: label files are still read there. */
+  int bad_dir = cfg_model_dir(repo_dir, m->name, "config.json", dir, sizeof dir, err, errcap);
+  if (bad_dir && !override_json) return OX_EINVALID;
+  return config_load(bad_dir ? NULL : dir, m->name, m, infer_threads, override_json, override_len,
+                     cfg, err, errcap);
 }
 
 int ox_model_config_load_dir(const char *model_dir, const char *check_name, const ox_model_t *m,
@@ -1501,6 +1590,7 @@ static int config_load(const char *model_dir, const char *name, const ox_model_t
   if (!rc && ctx->seen_ig)
     cfg->sched.instance_count = (uint32_t)(ctx->instances > 64 ? 64 : ctx->instances);
   if (!rc) rc = cfg_check(ctx, can_batch, file, err, errcap);
+  if (!rc) rc = labels_load(ctx, model_dir, file, err, errcap);
   free(ctxp);
   if (rc) ox_model_config_free(cfg);
   return rc;
@@ -1622,6 +1712,11 @@ size_t ox_version_policy_select(const ox_version_policy_t *p, const int64_t *ava
 }
 
 void ox_model_config_free(ox_model_config_t *cfg) {
+  if (cfg->labels) {
+    for (size_t i = 0; i < cfg->num_labels; i++) ox_labels_free(&cfg->labels[i].labels);
+    free(cfg->labels);
+    cfg->labels = NULL;
+  }
   free(cfg->view.cols);
   cfg->view.cols = NULL;
   cfg->view.num_cols = 0;
@@ -1708,6 +1803,18 @@ int ox_model_config_json(ox_buf_t *o, const ox_model_t *m, const ox_model_config
                         sp->exif_orientation ? "true" : "false",
                         sp->max_pixels ? sp->max_pixels : (uint64_t)OX_IMG_DEFAULT_MAX_PIXELS);
     if (i + 1 == cfg->num_images) rc |= ox_buf_puts(o, "}");
+  }
+  /* Outputs with a label file (Triton's "output" entries, only their label_filename here). */
+  for (size_t i = 0, n = 0; cfg->labels && i < cfg->num_labels; i++) {
+    if (!cfg->labels[i].file[0]) continue;
+    rc |= ox_buf_puts(o, n++ ? ",{\"name\":" : ",\"output\":[{\"name\":");
+    rc |= ox_buf_append_json_string(o, m->outputs[i].name, strlen(m->outputs[i].name));
+    rc |= ox_buf_puts(o, ",\"label_filename\":");
+    rc |= ox_buf_append_json_string(o, cfg->labels[i].file, strlen(cfg->labels[i].file));
+    rc |= ox_buf_puts(o, "}");
+    size_t more = i + 1;
+    while (more < cfg->num_labels && !cfg->labels[more].file[0]) more++;
+    if (more == cfg->num_labels) rc |= ox_buf_puts(o, "]");
   }
   rc |= ox_buf_printf(o, ",\"model_warmup_count\":%zu,\"config_file\":%s}", cfg->num_warmup,
                       cfg->from_file ? "true" : "false");

@@ -3,7 +3,10 @@
  * (proto/pbtxt.h), turned into Triton's JSON form and read by the same code, so the two accept
  * the same fields. Triton's fields besides those below: "platform" ("onnxruntime_onnx") and
  * "backend" ("onnxruntime"); "input"/"output" ([{name, data_type, dims}], checked against the
- * model; dims without the batch dimension when max_batch_size > 0; "reshape" refused);
+ * model; dims without the batch dimension when max_batch_size > 0; "reshape" refused; an
+ * output's "label_filename": a file in the model's directory, one class label per line, read
+ * at load (at most 16 MiB, valid UTF-8; missing: the load fails) and used by the
+ * classification extension, infer/classify.h);
  * "instance_group" ([{count, kind KIND_CPU|KIND_AUTO}], counts summed; KIND_GPU refused);
  * "version_policy" ({"latest": {"num_versions": N}}, {"all": {}},
  * {"specific": {"versions": [..]}}); "dynamic_batching.default_queue_policy" (max_queue_size,
@@ -65,6 +68,7 @@
 
 #include "core/buf.h"
 #include "image/image.h"
+#include "infer/classify.h"
 #include "runtime/runtime.h"
 #include "sched/batcher.h"
 
@@ -111,6 +115,12 @@ typedef struct {
   uint64_t deadline_us; /* default 20000 */
 } ox_feature_view_t;
 
+/* An output's label file: its name as configured and its lines (infer/classify.h). */
+typedef struct {
+  char file[256]; /* "label_filename", empty: none */
+  ox_labels_t labels;
+} ox_output_labels_t;
+
 /* Which versions of a model are served ("version_policy"): kind 0 latest num_versions, 1 all,
  * 2 specific (versions: owned, malloc, num_specific values). */
 typedef struct {
@@ -138,6 +148,11 @@ typedef struct {
   size_t num_warmup;
   ox_image_input_t *images; /* "image_inputs" (owned, malloc); num_images 0 when absent */
   size_t num_images;
+  /* Classification labels per model output ("output": [{"label_filename"}]), read when the
+   * model loads: owned (malloc), num_labels = the model's outputs, an entry's file empty when
+   * it has none; NULL/0 when no output has one. */
+  ox_output_labels_t *labels;
+  size_t num_labels;
 } ox_model_config_t;
 
 /* Reads repo_dir/<model>/config.json if present and fills cfg with it and the defaults.

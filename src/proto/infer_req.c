@@ -513,7 +513,7 @@ static int ox_inputs(ox_parser_t *ps) {
   return rc;
 }
 
-/* An output's "parameters": binary_data (a boolean); classification is refused. */
+/* An output's "parameters": binary_data (a boolean), classification (a positive integer). */
 static int ox_output_params(ox_parser_t *ps, ox_pending_t *pe, ox_infer_output_t *out) {
   ox_json_t *js = &ps->js;
   int first = 1, rc;
@@ -532,8 +532,16 @@ static int ox_output_params(ox_parser_t *ps, ox_pending_t *pe, ox_infer_output_t
         ox_pend(pe, OX_EINVALID, "binary_data must be a boolean");
       else
         out->binary_data = b;
+    } else if (k == OX_K_CLASSIFICATION) {
+      uint64_t v = 0;
+      ox_uint_kind_t kind = OX_U_NOT_UINT;
+      rc = ox_uint_value(js, OX_D_FIELD, &v, &kind);
+      if (rc < 0) return rc;
+      if (kind != OX_U_OK || v == 0)
+        ox_pend(pe, OX_EINVALID, "classification must be a positive integer");
+      else
+        out->classification = v;
     } else {
-      if (k == OX_K_CLASSIFICATION) ox_pend(pe, OX_EINVALID, "classification is not supported");
       rc = ox_json_skip(js, OX_D_FIELD);
     }
     if (rc < 0) return rc;

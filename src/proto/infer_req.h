@@ -36,7 +36,9 @@ typedef struct {
 
 typedef struct {
   ox_slice_t name;
-  int binary_data; /* parameters.binary_data: -1 absent, 0 false, 1 true */
+  int binary_data;         /* parameters.binary_data: -1 absent, 0 false, 1 true */
+  uint64_t classification; /* parameters.classification (Triton's classification extension):
+                              the K of a top-K answer, >= 1; 0 when absent */
 } ox_infer_output_t;
 
 /* The kind of a request parameter's value. */

@@ -555,17 +555,34 @@ static int ox_output_tensor(ox_dec_t *d, ox_slice_t msg, size_t idx, ox_infer_ou
   int rc;
   out->name = ox_slice(NULL, 0);
   out->binary_data = -1;
+  out->classification = 0;
+  int cls_seen = 0, cls_bad = 0;
   while ((rc = ox_pb_next(&r, &f)) == 1) {
     if (f.num == 1) {
       if (f.wire != OX_PB_LEN || !ox_utf8_valid(f.s.ptr, f.s.len))
         return ox_fail(d, OX_EINVALID, "outputs[%zu]: name is not a valid string", idx);
       out->name = f.s;
-    } else if (f.num == 2 && f.wire != OX_PB_LEN) {
-      return ox_fail(d, OX_EINVALID, "outputs[%zu]: parameters: wrong wire type %d", idx, f.wire);
+    } else if (f.num == 2) {
+      if (f.wire != OX_PB_LEN)
+        return ox_fail(d, OX_EINVALID, "outputs[%zu]: parameters: wrong wire type %d", idx, f.wire);
+      /* Only "classification" means something here (Triton's extension: an int64_param). */
+      ox_infer_param_t p;
+      int is_int = 0, neg = 0;
+      uint64_t u = 0;
+      if ((rc = ox_param_entry(d, f.s, &p, &is_int, &u, &neg))) return rc;
+      if (!ox_slice_eq(p.key, "classification")) continue;
+      cls_seen = 1; /* a map entry given twice: the last one wins, as protobuf has it */
+      cls_bad = !is_int || neg || u == 0;
+      out->classification = cls_bad ? 0 : u;
     }
   }
   if (rc) return ox_fail(d, OX_EINVALID, "outputs[%zu]: malformed tensor", idx);
   if (out->name.len == 0) return ox_fail(d, OX_EINVALID, "outputs[%zu]: missing name", idx);
+  if (cls_seen && cls_bad) {
+    char q[OX_PB_NAME_MAX + 4];
+    return ox_fail(d, OX_EINVALID, "output '%s': classification must be a positive integer",
+                   ox_quote(q, out->name));
+  }
   return 0;
 }
 

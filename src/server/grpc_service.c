@@ -249,8 +249,8 @@ static void rpc_model_ready(gcall_t *gc, ox_slice_t msg) {
 }
 
 static void rpc_server_metadata(gcall_t *gc) {
-  static const char *const ext[] = {"binary_tensor_data", "statistics", "model_configuration",
-                                    "model_repository"};
+  static const char *const ext[] = {"binary_tensor_data", "classification", "statistics",
+                                    "model_configuration", "model_repository"};
   ox_buf_t b;
   ox_buf_init(&b);
   int rc = ox_pb_put_str(&b, 1, "onnxd");

@@ -190,7 +190,7 @@ static void server_metadata(ox_conn_t *c) {
   ox_buf_t b;
   ox_buf_init(&b);
   if (ox_buf_puts(&b, "{\"name\":\"onnxd\",\"version\":\"" OX_VERSION
-                      "\",\"extensions\":[\"binary_tensor_data\",\"statistics\","
+                      "\",\"extensions\":[\"binary_tensor_data\",\"classification\",\"statistics\","
                       "\"model_configuration\",\"model_repository\"]}")) {
     ox_conn_respond_error(c, 500, "out of memory");
     return;

@@ -489,17 +489,36 @@ TEST(bad_values) {
              data[i]);
     CHECK_ERR(parseq(buf), OX_EINVALID, "input 'x': data must be an array");
   }
-  CHECK_ERR(parseq("{'inputs':[" IN_X "],'outputs':[{'name':'o','parameters':"
-                   "{'classification':3}}]}"),
-            OX_EINVALID, "output 'o': classification is not supported");
-  CHECK_ERR(parseq("{'inputs':[" IN_X "],'outputs':[{'parameters':{'classification':3},"
+  static const char *cls[] = {"0",    "-1",   "2.5", "'3'",
+                              "true", "null", "[3]", "99999999999999999999"};
+  for (size_t i = 0; i < sizeof cls / sizeof *cls; i++) {
+    snprintf(buf, sizeof buf,
+             "{'inputs':[" IN_X "],'outputs':[{'name':'o','parameters':{'classification':%s}}]}",
+             cls[i]);
+    CHECK_ERR(parseq(buf), OX_EINVALID, "output 'o': classification must be a positive integer");
+  }
+  CHECK_ERR(parseq("{'inputs':[" IN_X "],'outputs':[{'parameters':{'classification':0},"
                    "'name':'late'}]}"),
-            OX_EINVALID, "output 'late': classification is not supported");
+            OX_EINVALID, "output 'late': classification must be a positive integer");
+  CHECK_ERR(parseq("{'inputs':[" IN_X "],'outputs':[{'name':'o','parameters':"
+                   "{'classification':2,'classification':3}}]}"),
+            OX_EINVALID, "output 'o': duplicate parameter 'classification'");
   CHECK_ERR(parseq("{'inputs':[" IN_X "],'outputs':[{'name':'o','parameters':"
                    "{'binary_data':'yes'}}]}"),
             OX_EINVALID, "output 'o': binary_data must be a boolean");
   CHECK_ERR(parseq("{'inputs':[" IN_X "],'outputs':[{'name':['o']}]}"), OX_EINVALID,
             "outputs[0]: 'name' must be a string");
+}
+
+TEST(classification_parameter) {
+  CHECK_INT(parseq("{'inputs':[" IN_X "],'outputs':[{'name':'o','parameters':"
+                   "{'classification':3,'binary_data':true}},{'name':'p'}]}"),
+            0);
+  CHECK_INT(R.num_outputs, 2);
+  CHECK_INT(R.outputs[0].classification, 3);
+  CHECK_INT(R.outputs[0].binary_data, 1);
+  CHECK_INT(R.outputs[1].classification, 0);
+  CHECK_INT(R.outputs[1].binary_data, -1);
 }
 
 TEST(trailing_garbage) {
@@ -1156,13 +1175,13 @@ TEST(scanner_numbers) {
   CHECK_INT(ox_json_validate(&js), OX_EINVALID);
 }
 
-TEST_MAIN(T(minimal_flat), T(nested_data_any_key_order), T(triton_full_request),
-          T(binary_extension_several_inputs), T(split_binary_errors), T(escaped_names_and_keys),
-          T(unknown_keys_ignored), T(all_datatypes_and_shapes), T(many_inputs_and_outputs),
-          T(not_an_object), T(inputs_missing_or_empty), T(input_missing_fields),
-          T(unknown_datatype), T(bad_shapes), T(duplicate_names), T(duplicate_keys), T(bad_values),
-          T(trailing_garbage), T(invalid_json_anywhere), T(syntax_error_wins_over_semantic),
-          T(depth_limit), T(million_brackets), T(large_data_scan), T(guard_page),
-          T(messages_bounded_and_clean), T(allocation_failure), T(request_params_kept),
-          T(request_params_many), T(request_params_duplicate), T(request_params_allocation_failure),
-          T(unescape), T(scanner_numbers))
+TEST_MAIN(T(minimal_flat), T(classification_parameter), T(nested_data_any_key_order),
+          T(triton_full_request), T(binary_extension_several_inputs), T(split_binary_errors),
+          T(escaped_names_and_keys), T(unknown_keys_ignored), T(all_datatypes_and_shapes),
+          T(many_inputs_and_outputs), T(not_an_object), T(inputs_missing_or_empty),
+          T(input_missing_fields), T(unknown_datatype), T(bad_shapes), T(duplicate_names),
+          T(duplicate_keys), T(bad_values), T(trailing_garbage), T(invalid_json_anywhere),
+          T(syntax_error_wins_over_semantic), T(depth_limit), T(million_brackets),
+          T(large_data_scan), T(guard_page), T(messages_bounded_and_clean), T(allocation_failure),
+          T(request_params_kept), T(request_params_many), T(request_params_duplicate),
+          T(request_params_allocation_failure), T(unescape), T(scanner_numbers))

@@ -452,6 +452,60 @@ static void b_dup_output(ox_buf_t *m) {
   ox_pb_put_bytes(m, 6, o.data, o.len);
   ox_buf_free(&o);
 }
+/* An output "y" with the parameter "classification" set as InferParameter field `field`. */
+static void put_out_cls(ox_buf_t *m, int field, int wire, uint64_t v, const char *str) {
+  ox_buf_t o, val, e;
+  ox_buf_init(&o);
+  ox_buf_init(&val);
+  ox_buf_init(&e);
+  if (wire == OX_PB_LEN)
+    ox_pb_put_str(&val, (uint32_t)field, str);
+  else
+    ox_pb_put_uint(&val, (uint32_t)field, v);
+  ox_pb_put_str(&e, 1, "classification");
+  ox_pb_put_bytes(&e, 2, val.data, val.len);
+  ox_pb_put_bytes(&o, 2, e.data, e.len); /* the parameter before the name: order is free */
+  ox_pb_put_str(&o, 1, "y");
+  ox_pb_put_bytes(m, 6, o.data, o.len);
+  ox_buf_free(&o);
+  ox_buf_free(&val);
+  ox_buf_free(&e);
+}
+static void b_cls_zero(ox_buf_t *m) {
+  put_out_cls(m, 2, OX_PB_VARINT, 0, NULL);
+}
+static void b_cls_neg(ox_buf_t *m) {
+  put_out_cls(m, 2, OX_PB_VARINT, (uint64_t)(int64_t)-3, NULL);
+}
+static void b_cls_str(ox_buf_t *m) {
+  put_out_cls(m, 3, OX_PB_LEN, 0, "3");
+}
+static void b_cls_bool(ox_buf_t *m) {
+  put_out_cls(m, 1, OX_PB_VARINT, 1, NULL);
+}
+
+TEST(test_output_classification) {
+  ox_buf_t m;
+  ox_buf_init(&m);
+  put_out_cls(&m, 2, OX_PB_VARINT, 5, NULL); /* int64_param, as tritonclient sends it */
+  ox_buf_t o;
+  ox_buf_init(&o);
+  ox_pb_put_str(&o, 1, "z");
+  ox_pb_put_bytes(&m, 6, o.data, o.len);
+  ox_arena_t a;
+  ox_arena_init(&a);
+  ox_pb_infer_request_t r;
+  char err[256];
+  CHECK_INT(decode(&m, &a, &r, err, sizeof err, NULL), 0);
+  CHECK_INT(r.num_outputs, 2);
+  CHECK(slice_is(r.outputs[0].name, "y"));
+  CHECK_INT(r.outputs[0].classification, 5);
+  CHECK_INT(r.outputs[1].classification, 0);
+  ox_arena_free(&a);
+  ox_buf_free(&m);
+  ox_buf_free(&o);
+}
+
 static void b_dup_param(ox_buf_t *m) {
   put_param(m, "k", 1, OX_PB_VARINT, 1, NULL);
   put_param(m, "k", 3, OX_PB_LEN, 0, "v");
@@ -550,6 +604,10 @@ TEST(test_refusals) {
       {b_dup_input, OX_EINVALID, "duplicate input 'a'"},
       {b_dup_output, OX_EINVALID, "duplicate output 'y'"},
       {b_dup_param, OX_EINVALID, "duplicate parameter 'k'"},
+      {b_cls_zero, OX_EINVALID, "output 'y': classification must be a positive integer"},
+      {b_cls_neg, OX_EINVALID, "output 'y': classification must be a positive integer"},
+      {b_cls_str, OX_EINVALID, "output 'y': classification must be a positive integer"},
+      {b_cls_bool, OX_EINVALID, "output 'y': classification must be a positive integer"},
       {b_timeout_neg, OX_EINVALID, "parameter 'timeout' must be a non-negative integer"},
       {b_timeout_str, OX_EINVALID, "parameter 'timeout' must be a non-negative integer"},
       {b_param_wire, OX_EINVALID, "parameter 'k': wrong wire type 0"},
@@ -778,5 +836,6 @@ TEST(test_prefixes_guard_page) {
 
 TEST_MAIN(T(test_python_requests), T(test_raw_zero_copy_and_copies),
           T(test_unpacked_split_and_ranges), T(test_fp32_packed_in_place), T(test_typed_ranges),
-          T(test_refusals), T(test_empty_message), T(test_raw_offset), T(test_python_responses),
-          T(test_arena_failures), T(test_prefixes_guard_page))
+          T(test_refusals), T(test_output_classification), T(test_empty_message),
+          T(test_raw_offset), T(test_python_responses), T(test_arena_failures),
+          T(test_prefixes_guard_page))
