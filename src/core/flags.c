@@ -9,10 +9,13 @@
 #include "core/text.h"
 
 /* Decimal digits only, no sign, overflow-checked. */
+/* Decimal digits with an optional leading '-' (e.g. --grpc-port -1); the caller checks the
+ * flag's range, so a sign is refused by any flag whose minimum is not negative. */
 static int parse_long(const char *s, long *out) {
   uint64_t v;
-  if (ox_dec_u64(s, strlen(s), LONG_MAX, &v)) return -1;
-  *out = (long)v;
+  int neg = s[0] == '-';
+  if (ox_dec_u64(s + neg, strlen(s + neg), LONG_MAX, &v)) return -1;
+  *out = neg ? -(long)v : (long)v;
   return 0;
 }
 

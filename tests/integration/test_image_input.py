@@ -368,3 +368,40 @@ def test_metadata_shows_the_tensor_and_config_the_image_form(img_server):
 def test_bad_image_config_keeps_model_unavailable(img_server, model, why):
     assert http_get(img_server.port, f"/v2/models/{model}/ready").status != 200
     assert why in img_server.log_tail(400), img_server.log_tail(40)
+
+
+@pytest.fixture(scope="module")
+def mnet_server(server_factory, tmp_path_factory, demo_models):
+    """mobilenetv2 taking photos, with Triton's classification extension and a label file."""
+    labels = "".join(f"class_{i}\n" for i in range(1000)).encode()
+    models = {"mnet_img": {"model": demo_models / "mobilenetv2/1/model.onnx",
+                           "config": {"max_batch_size": 8, "image_inputs": {"input": RGB_SPEC},
+                                      "output": [{"name": "output",
+                                                  "label_filename": "labels.txt"}]},
+                           "files": {"labels.txt": labels}}}
+    repo = build_repo(tmp_path_factory.mktemp("mnet-img-repo"), models)
+    yield from dedicated_server(server_factory, repo, ["--infer-threads", "2"], "mnet-img")
+
+
+def test_photo_to_top5_labels(mnet_server, demo_models, files):
+    """JPEG bytes in, "score:index:label" out: the top 5 of ONNX Runtime's own output on the
+    Python reference tensor (same library release, one thread), lower index first on ties."""
+    import onnxruntime as ort
+    import tritonclient.http as httpclient
+    blobs = [files["chelsea_q90"], files["astronaut_q75"]]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(demo_models / "mobilenetv2/1/model.onnx"), so)
+    logits = sess.run(None, {"input": np.stack([reference(b, RGB_SPEC) for b in blobs])})[0]
+    hc = httpclient.InferenceServerClient(f"127.0.0.1:{mnet_server.port}")
+    inp = httpclient.InferInput("input", [2], "BYTES")
+    inp.set_data_from_numpy(np.array(blobs, dtype=object), binary_data=True)
+    res = hc.infer("mnet_img", [inp], outputs=[httpclient.InferRequestedOutput(
+        "output", binary_data=True, class_count=5)])
+    got = res.as_numpy("output")
+    hc.close()
+    assert got.shape == (2, 5)
+    for row in range(2):
+        order = sorted(range(1000), key=lambda i: (-logits[row, i], i))[:5]
+        want = [f"{logits[row, i]:f}:{i}:class_{i}" for i in order]
+        assert [g.decode() for g in got[row]] == want

@@ -136,6 +136,39 @@ TEST(test_int_rejects_non_digits_and_overflow) {
   }
 }
 
+/* A flag whose range starts below zero takes a leading '-' (--grpc-port -1 turns gRPC off);
+ * "-" alone, "--1", "-+1" and values below the minimum are still refused. */
+TEST(test_int_negative_minimum) {
+  typedef struct {
+    long port;
+  } popts_t;
+  static const ox_flag_t fl[] = {
+      {"port", OX_FLAG_INT, offsetof(popts_t, port), -1, 65535, "a port (-1: off)"}};
+  static const ox_flags_spec_t sp = {.prog = "prog", .flags = fl, .nflags = 1};
+  struct {
+    const char *val;
+    int rc;
+    long want;
+  } cases[] = {{"-1", 0, -1},
+               {"0", 0, 0},
+               {"-0", 0, 0},
+               {"65535", 0, 65535},
+               {"-2", OX_EINVALID, 7},
+               {"-", OX_EINVALID, 7},
+               {"--1", OX_EINVALID, 7},
+               {"-+1", OX_EINVALID, 7},
+               {"- 1", OX_EINVALID, 7},
+               {"65536", OX_EINVALID, 7}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    popts_t o = {.port = 7};
+    char *argv[] = {"prog", "--port", (char *)cases[i].val, NULL};
+    FILE *devnull = fopen("/dev/null", "w");
+    CHECK_INT(ox_flags_parse(&sp, 3, argv, &o, devnull), cases[i].rc);
+    fclose(devnull);
+    CHECK_INT(o.port, cases[i].want);
+  }
+}
+
 TEST(test_decimals) {
   struct {
     const char *in;
@@ -300,6 +333,7 @@ TEST(test_guard_page) {
 }
 
 TEST_MAIN(T(test_no_flags_keeps_defaults), T(test_both_syntaxes), T(test_int_range_inclusive),
-          T(test_int_rejects_non_digits_and_overflow), T(test_decimals), T(test_list_repeatable),
-          T(test_unknown_and_unexpected), T(test_missing_value), T(test_help_and_exit),
-          T(test_duplicate_last_wins), T(test_usage), T(test_guard_page))
+          T(test_int_rejects_non_digits_and_overflow), T(test_int_negative_minimum),
+          T(test_decimals), T(test_list_repeatable), T(test_unknown_and_unexpected),
+          T(test_missing_value), T(test_help_and_exit), T(test_duplicate_last_wins), T(test_usage),
+          T(test_guard_page))
