@@ -11,6 +11,8 @@
     .venv/bin/python bench/run.py --quick --only fraud       # just the fraud rows (~1.5 min)
     .venv/bin/python bench/run.py --quick --only reload      # just the reload rows (~1 min)
     .venv/bin/python bench/run.py --only coldstart           # just the cold-start rows (~1 min)
+    .venv/bin/python bench/run.py --only main --servers onnxd,python-image,go-image --scenarios S5
+                                                             # just S5 (~3 min; --quick ~1 min)
 
 Servers (each serving models/: mobilenetv2 and mlp16), started one at a time; the default
 peers are what users write first, the tuned ones what a team that profiles ends up with:
@@ -32,6 +34,10 @@ peers are what users write first, the tuned ones what a team that profiles ends 
                service classes + numpy + ONNX Runtime; gRPC only (S2g, S3g)
   go-grpc      bench/peers/go-grpc: grpc-go + onnxruntime_go, one session per core, code
                generated here from our proto/inference.proto; gRPC only (S2g, S3g)
+  python-image bench/peers/python-image: FastAPI + Pillow + numpy + ONNX Runtime, uvicorn,
+               workers = cores; image classification only (S5)
+  go-image     bench/peers/go-image: net/http + image/jpeg + golang.org/x/image/draw (BiLinear)
+               + onnxruntime_go, one session with cores intra-op threads, built here; S5 only
 
 For each: cold start (exec until the first successful inference, polled with a real infer
 request), idle memory, then the scenarios, driven by build/onnxd-bench:
@@ -44,6 +50,14 @@ driven by build/onnxd-grpc-bench (onnxd with --grpc-port when its build has it, 
 go-grpc; "vs python" is then vs python-grpc):
   S2g MobileNetV2, 10 clients (10 HTTP/2 connections, one call in flight each)
   S3g MLP 16->1, 64 calls in flight over 4 HTTP/2 connections
+and image classification from JPEG bytes (bench/s5.py makes the photo, the body and onnxd's
+image repository build/bench/image-repo at bench time):
+  S5  MobileNetV2 behind an image input: one 500x375 quality-90 JPEG (scikit-image's coffee.png)
+      as a BYTES [1] tensor (binary extension), the top 5 asked for with Triton's classification
+      extension ("score:index:label" strings back), 10 connections; onnxd (a second process
+      serving build/bench/image-repo, whose config.json declares the image input), python-image
+      and go-image. Its ceiling is build/onnxd-img-limit: decode + preprocess (src/image) + Run +
+      top 5 in-process, same threads; built only where src/image/image.h exists.
 While a scenario runs, the server's whole process tree is sampled every 150 ms (RSS and PSS
 from /proc/PID/smaps_rollup, peak kept; utime+stime+cutime+cstime from /proc/PID/stat for CPU
 seconds per 1,000 requests over the measured window). The ceiling is build/onnxd-ort-limit:
@@ -107,6 +121,7 @@ from pathlib import Path
 
 import batching
 import fraud
+import s5
 import coldstart
 import reload
 
@@ -122,12 +137,16 @@ CLK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.15
 NOISY = 0.10  # other processes' CPU, in cores, above which a result is flagged
 TOOLS = {"bench": BUILD / "onnxd-bench", "limit": BUILD / "onnxd-ort-limit",
-         "grpc": BUILD / "onnxd-grpc-bench"}
+         "grpc": BUILD / "onnxd-grpc-bench", "img_limit": BUILD / "onnxd-img-limit"}
 
 SERVERS = ["onnxd", "python", "python-fast", "python-seed", "go", "go-fast", "kserve", "nginx",
-           "python-grpc", "go-grpc"]
+           "python-grpc", "go-grpc", "python-image", "go-image"]
 # Servers that speak only gRPC (the rest only REST, except onnxd, which serves both).
 GRPC_ONLY = ("python-grpc", "go-grpc")
+# Servers that only classify images (S5); onnxd runs S5 in a second process serving
+# IMAGE_REPO (the image input's config.json), so its S1-S4 rows keep serving models/ as before.
+IMAGE_ONLY = ("python-image", "go-image")
+IMAGE_REPO = WORK / "image-repo"
 # Scenarios a server does not run, and why (shown in the table as n/a); the REST/gRPC split is
 # added below SCENARIOS.
 SKIP = {("python-seed", "S2"): "JSON only (the published set-up)",
@@ -136,7 +155,8 @@ KSERVE_VENV = WORK / "venv-kserve"
 KSERVE_REQ = ROOT / "bench" / "peers" / "kserve" / "requirements.txt"
 LABELS = {"nginx": "nginx (HTTP floor)"}
 GO_PEERS = {"go": ("bench/peers/go", "go-peer"), "go-fast": ("bench/peers/go-fast", "go-fast-peer"),
-            "go-grpc": ("bench/peers/go-grpc", "go-grpc-peer")}
+            "go-grpc": ("bench/peers/go-grpc", "go-grpc-peer"),
+            "go-image": ("bench/peers/go-image", "go-image-peer")}
 # The HTTP floor's fixed answer: onnxd's own response to S3's request (mlp16, JSON), byte for
 # byte, so the floor writes as many bytes as onnxd does.
 FLOOR_RESPONSE = ('{"model_name":"mlp16","model_version":"1","outputs":[{"name":"output",'
@@ -157,12 +177,21 @@ SCENARIOS = {
                 grpc=True, title="MobileNetV2 gRPC, 10 clients"),
     "S3g": dict(model="mlp16", message="mlp16.pb", conns=4, streams=16, idle=0, grpc=True,
                 title="MLP gRPC, 64 streams over 4 conn"),
+    # Image classification from JPEG bytes (bench/s5.py): one 500x375 quality-90 JPEG as a BYTES
+    # [1] input (binary extension), the top 5 asked for with Triton's classification extension;
+    # a good answer is 200 with "score:index:label" strings (":class_" of the generated labels).
+    "S5": dict(model=s5.MODEL, body="s5.bin", conns=10, idle=0, check=":class_", image=True,
+               title="MobileNetV2 from JPEG bytes, top 5, 10 conn"),
 }
 CEILING_MODEL = {"S1": "mobilenetv2", "S2": "mobilenetv2", "S3": "mlp16", "S4": "mlp16",
-                 "S2g": "mobilenetv2", "S3g": "mlp16"}
+                 "S2g": "mobilenetv2", "S3g": "mlp16", "S5": s5.MODEL}
 for _srv in SERVERS:
     for _sc, _spec in SCENARIOS.items():
-        if _srv in GRPC_ONLY and not _spec.get("grpc"):
+        if _srv in IMAGE_ONLY and not _spec.get("image"):
+            SKIP[_srv, _sc] = "image classification only (S5)"
+        elif _spec.get("image") and _srv not in IMAGE_ONLY and _srv != "onnxd":
+            SKIP[_srv, _sc] = "no image inputs"
+        elif _srv in GRPC_ONLY and not _spec.get("grpc"):
             SKIP[_srv, _sc] = "gRPC only"
         elif _srv not in GRPC_ONLY and _srv != "onnxd" and _spec.get("grpc"):
             SKIP.setdefault((_srv, _sc), "REST only")
@@ -330,7 +359,7 @@ def versions() -> dict:
     code = ("import importlib.metadata as m, sys, json; names = sys.argv[1:]; "
             "print(json.dumps({n: m.version(n) for n in names}))")
     pk = ["fastapi", "pydantic", "pydantic-core", "starlette", "uvicorn", "uvloop", "httptools",
-          "numpy", "onnxruntime", "orjson"]
+          "numpy", "onnxruntime", "orjson", "pillow", "scikit-image"]
     try:
         v["python_packages"] = json.loads(_run_text([str(PY), "-c", code, *pk]) or "{}")
     except ValueError:
@@ -344,6 +373,9 @@ def versions() -> dict:
     gomod = (ROOT / "bench/peers/go-fast/go.mod")
     m = re.search(r"github.com/goccy/go-json (v\S+)", gomod.read_text() if gomod.exists() else "")
     v["go_json"] = m.group(1) if m else ""
+    gomod = (ROOT / "bench/peers/go-image/go.mod")
+    m = re.search(r"golang.org/x/image (v\S+)", gomod.read_text() if gomod.exists() else "")
+    v["x_image"] = m.group(1) if m else ""
     kpy = KSERVE_VENV / "bin" / "python"
     if kpy.exists():
         try:
@@ -379,6 +411,14 @@ def ensure_grpc_tool() -> str | None:
         log("building build/onnxd-grpc-bench")
         subprocess.run(["make", "-C", str(ROOT), "build/onnxd-grpc-bench"], check=False)
     return None if TOOLS["grpc"].exists() else "build/onnxd-grpc-bench could not be built"
+
+
+def ensure_img_limit() -> None:
+    """Builds build/onnxd-img-limit (S5's ceiling) when missing and this tree has image inputs
+    (src/image/image.h); without them run_ceiling reports why there is no S5 ceiling."""
+    if not TOOLS["img_limit"].exists() and (ROOT / "src/image/image.h").exists():
+        log("building build/onnxd-img-limit")
+        subprocess.run(["make", "-C", str(ROOT), "build/onnxd-img-limit"], check=False)
 
 
 _HAS_GRPC: dict = {}
@@ -596,6 +636,19 @@ def server_command(name: str, port: int, repo: Path | None = None,
         return [str(PY), "-m", "uvicorn", "--app-dir", f"bench/peers/{name}", "server:app",
                 *fast, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
                 "--no-access-log", "--log-level", "warning"], env
+    if name == "python-image":  # S5: the model file and labels of onnxd's image repository
+        d = IMAGE_REPO / s5.MODEL
+        env.update(PEER_IMAGE_MODEL=str(d / "1" / "model.onnx"),
+                   PEER_IMAGE_LABELS=str(d / "labels.txt"), PEER_MODEL_NAME=s5.MODEL)
+        return [str(PY), "-m", "uvicorn", "--app-dir", "bench/peers/python-image", "server:app",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(CORES),
+                "--no-access-log", "--log-level", "warning"], env
+    if name == "go-image":
+        d = IMAGE_REPO / s5.MODEL
+        return [str(BUILD / "peers" / GO_PEERS[name][1]), "--model",
+                os.path.relpath(d / "1" / "model.onnx", ROOT), "--labels",
+                os.path.relpath(d / "labels.txt", ROOT), "--model-name", s5.MODEL, "--port",
+                str(port), "--ort-lib", os.path.relpath(ORT_LIB, ROOT)], env
     if name in GO_PEERS:
         return [str(BUILD / "peers" / GO_PEERS[name][1]), "--model-repository", models,
                 "--port", str(port), "--ort-lib", os.path.relpath(ORT_LIB, ROOT)], env
@@ -660,16 +713,65 @@ def probe(port: int, timeout: float = 5.0, model: str = "mlp16", body: bytes = P
     return buf.startswith(b"HTTP/1.1 200") and b'"outputs"' in buf
 
 
+def image_probe(port: int, timeout: float = 10.0) -> tuple[int, str]:
+    """S5's request (build/bench/s5.bin) on a new connection: (HTTP status, body); (0, why) when
+    nothing came back."""
+    body = (WORK / "s5.bin").read_bytes()
+    return _exchange(port, (f"POST /v2/models/{s5.MODEL}/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}"
+                            f"\r\nContent-Type: application/octet-stream\r\n"
+                            f"Inference-Header-Content-Length: {S5_HEADER_LEN['n']}\r\n"
+                            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                            ).encode() + body, timeout)
+
+
+def model_not_ready_why(port: int, model: str) -> str | None:
+    """The reason a KServe v2 server gives for a model that will not become ready: GET
+    /v2/models/{model}/ready answered with an "error" (onnxd: the load failed, e.g. a
+    config.json it does not understand); None when it is ready, loading, or says nothing."""
+    st, text = _exchange(port, (f"GET /v2/models/{model}/ready HTTP/1.1\r\nHost: 127.0.0.1:"
+                                f"{port}\r\nConnection: close\r\n\r\n").encode(), 5.0)
+    if st == 200 or not st:
+        return None
+    try:
+        return json.loads(text).get("error") or None
+    except (ValueError, AttributeError):
+        return None
+
+
+def _exchange(port: int, req: bytes, timeout: float) -> tuple[int, str]:
+    buf = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(req)
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+    except OSError as e:
+        if not buf:
+            return 0, str(e)
+    m = re.match(rb"HTTP/1\.1 (\d{3})", buf)
+    return (int(m.group(1)) if m else 0), buf.partition(b"\r\n\r\n")[2].decode(errors="replace")
+
+
+S5_HEADER_LEN = {"n": 0}  # set by main() from bench/s5.py's prepare()
+
+
 class Server:
     def __init__(self, name: str, quick: bool, repo: Path | None = None, label: str | None = None,
                  extra: list[str] | None = None, env_add: dict | None = None,
-                 probe_with: tuple[str, bytes] | None = None, grpc: bool = False):
+                 probe_with: tuple[str, bytes] | None = None, grpc: bool = False,
+                 image: bool = False):
         """name: which server (SERVERS); repo: model repository (default models/); label: the
         name of its log and result files (default name); extra, env_add: see server_command;
         probe_with: (model, JSON body) of the start-up probe instead of mlp16's; grpc: onnxd
         also serves gRPC (--grpc-port). A gRPC-only peer listens on port and is probed with a
-        ModelInfer call; grpc_port is where the gRPC scenarios go (None: no gRPC)."""
+        ModelInfer call; grpc_port is where the gRPC scenarios go (None: no gRPC). image (and
+        the image-only peers): probed with S5's request, and a 4xx answer to it ends the start
+        at once (a server that cannot classify images, not one still loading)."""
         self.name, self.quick = name, quick
+        self.image = image or name in IMAGE_ONLY
         self.label = label or name
         self.port = free_port()
         self.grpc_port = self.port if name in GRPC_ONLY else None
@@ -693,7 +795,20 @@ class Server:
                                      start_new_session=True)
         logf.close()
         while True:
-            if (grpc_probe(self.port) if self.name in GRPC_ONLY
+            if self.image:
+                st, text = image_probe(self.port)
+                if st == 200 and ":class_" in text:
+                    return time.monotonic() - t0
+                why = (text.strip()[:300] if 400 <= st < 500
+                       else "no \"score:index:label\" strings in the answer (classification "
+                       "extension): " + text.strip()[:200] if st == 200
+                       else model_not_ready_why(self.port, s5.MODEL) if st >= 500 else None)
+                if why:
+                    raise RuntimeError(
+                        f"answered {st} to S5's image request: {why}"
+                        + (" (an onnxd without image inputs: they come with src/image)"
+                           if self.name == "onnxd" else ""))
+            elif (grpc_probe(self.port) if self.name in GRPC_ONLY
                     else probe(self.port, 5.0, *self.probe_with)):
                 return time.monotonic() - t0
             if self.proc.poll() is not None:
@@ -857,6 +972,11 @@ def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: f
         doc = json.loads(out_json.read_text())
         res["loadgen"] = doc
         res.update(parse_loadgen(doc))
+        if doc.get("requests") and "bytes_sent" in doc:
+            # request + response bytes on the wire (HTTP heads included; gRPC: the tool's own
+            # count) per request of the measured window
+            res["wire_bytes_per_req"] = round((doc.get("bytes_sent", 0)
+                                               + doc.get("bytes_received", 0)) / doc["requests"])
     except (OSError, ValueError) as e:
         res["failed"] = f"no result from {tool} (exit {rc}): {err[-400:] or e}"
     s = sampler.samples
@@ -884,7 +1004,10 @@ def run_scenario(srv: Server, sc: str, headers: dict, warmup: float, duration: f
         res["failed"] = (f"server exited (status {srv.proc.returncode}) during {sc}: "
                          + srv.log_tail(400))
     elif res.get("requests") and res.get("errors", 0) > 0.01 * res["requests"]:
-        res["failed"] = f"{res['errors']} errors for {res['requests']} requests"
+        by = res.get("loadgen", {}).get("errors_by_status") or {}
+        res["failed"] = (f"{res['errors']} errors for {res['requests']} requests"
+                         + (" (" + ", ".join(f"status {k}: {v}" for k, v in by.items()) + ")"
+                            if by else ""))
     elif not res.get("failed") and not res.get("rps"):
         res["failed"] = f"no successful requests ({tool} exit {rc}): {err[-300:]}"
     if spec["idle"] and "loadgen" in res:
@@ -910,13 +1033,23 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def run_ceiling(model: str, warmup: float, duration: float, tag: str = "") -> dict:
-    """One onnxd-ort-limit run; tag names its JSON file (ceiling-<model>-<tag>.json)."""
-    exe = TOOLS["limit"]
+    """One onnxd-ort-limit run; tag names its JSON file (ceiling-<model>-<tag>.json). S5's
+    model (s5.MODEL) is measured by onnxd-img-limit instead: the same photo decoded,
+    preprocessed, run and its top 5 formatted, in-process, on models/mobilenetv2."""
+    image = model == s5.MODEL
+    exe = TOOLS["img_limit" if image else "limit"]
     if not exe.exists():
-        return {"failed": "build/onnxd-ort-limit is missing"}
+        why = (" (built only where src/image/image.h exists: image inputs; `make "
+               "build/onnxd-img-limit`)" if image and not (ROOT / "src/image/image.h").exists()
+               else "")
+        return {"failed": f"{os.path.relpath(exe, ROOT)} is missing{why}"}
     out_json = WORK / f"ceiling-{model}{'-' + tag if tag else ''}.json"
     out_json.unlink(missing_ok=True)
-    cmd = [str(exe), "--repo", os.path.relpath(MODELS, ROOT), "--model", model, "--threads",
+    what = (["--model", s5.SOURCE_MODEL, "--image", os.path.relpath(WORK / "s5" / "photo.jpg", ROOT),
+             *s5.IMG_LIMIT_FLAGS, "--labels",
+             os.path.relpath(IMAGE_REPO / s5.MODEL / "labels.txt", ROOT)] if image
+            else ["--model", model])
+    cmd = [str(exe), "--repo", os.path.relpath(MODELS, ROOT), *what, "--threads",
            str(CORES), "--intra-op-threads", "1", "--duration", f"{duration:g}", "--warmup",
            f"{warmup:g}", "--json", str(out_json)]
     try:
@@ -959,6 +1092,11 @@ def plan(args) -> dict:
         warmup, duration, cwarm, cdur = 2.0, 6.0, 0.5, 2.0
     else:
         warmup, duration, cwarm, cdur = 5.0, 20.0, 1.0, 5.0
+    if args.warmup is not None:
+        warmup = args.warmup
+    if args.duration is not None:
+        duration = args.duration
+        cwarm, cdur = min(cwarm, warmup), min(cdur, duration)
     servers = args.servers.split(",") if args.servers else list(SERVERS)
     scen = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     brows = args.batch_rows.split(",") if args.batch_rows else list(batching.BATCH_ROWS)
@@ -1015,6 +1153,10 @@ def bench_server(name: str, cfg: dict, headers: dict, quick: bool, build_err: st
         rec["failed"] = build_err
         log(f"[{name}] FAILED: {build_err}")
         return rec
+    if name in IMAGE_ONLY and cfg.get("s5_err"):
+        rec["failed"] = cfg["s5_err"]
+        log(f"[{name}] FAILED: {cfg['s5_err']}")
+        return rec
     # gRPC scenarios: run by onnxd (when it has --grpc-port) and the gRPC peers.
     grpc_scen = [s for s in cfg["scenarios"] if SCENARIOS[s].get("grpc")]
     grpc_why = cfg.get("grpc_err")
@@ -1024,64 +1166,116 @@ def bench_server(name: str, cfg: dict, headers: dict, quick: bool, build_err: st
         rec["failed"] = grpc_why
         log(f"[{name}] FAILED: {grpc_why}")
         return rec
-    srv = Server(name, quick, grpc=bool(grpc_scen) and not grpc_why)
-    rec["command"] = printable(srv.cmd, srv.env)
-    log(f"[{name}] start: {rec['command']}")
-    try:
-        try:
-            cold = srv.start()
-        except RuntimeError as e:
-            rec["failed"] = f"failed to start: {e}"
-            log(f"[{name}] FAILED to start: {e}")
+    # onnxd's image scenarios (S5) run against a second onnxd serving IMAGE_REPO, after the rest.
+    image_scen = [s for s in cfg["scenarios"] if name == "onnxd" and SCENARIOS[s].get("image")]
+    main_scen = [s for s in cfg["scenarios"] if s not in image_scen]
+    if main_scen or not image_scen:
+        srv = Server(name, quick, grpc=bool(grpc_scen) and not grpc_why)
+        rec["command"] = printable(srv.cmd, srv.env)
+        if start_server(srv, name, rec, quick):
+            try:
+                run_scenarios(srv, name, main_scen, rec, cfg, headers, grpc_why)
+            finally:
+                rec["stop"] = srv.stop()
+                log(f"[{name}] stopped: {rec['stop']}")
+        elif not image_scen:
             return rec
-        rec["cold_start_s"] = round(cold, 3)
-        time.sleep(1.5 if quick else 3.0)
-        idle = sample(srv.proc.pid)
-        rec["idle_rss_mb"] = round(idle["rss_kb"] / 1024, 1)
-        rec["idle_pss_mb"] = round(idle["pss_kb"] / 1024, 1)
-        rec["idle_procs"] = idle["procs"]
-        log(f"[{name}] cold start {cold:.3f} s; idle RSS {rec['idle_rss_mb']} MB, "
-            f"PSS {rec['idle_pss_mb']} MB, {idle['procs']} processes")
-        for sc in cfg["scenarios"]:
-            if (name, sc) in SKIP:
-                rec["scenarios"][sc] = {"skipped": SKIP[name, sc]}
-                continue
-            if SCENARIOS[sc].get("grpc") and grpc_why:
-                rec["scenarios"][sc] = {"skipped": grpc_why}
-                continue
-            if not srv.alive():
-                rec["scenarios"][sc] = {"failed": f"server not running (exited with status "
-                                                  f"{srv.proc.returncode})"}
-                continue
-            n = cfg["onnxd_runs"] if (name == "onnxd" and sc != "S4") else 1
-            runs = []
-            for i in range(n):
-                r = run_scenario(srv, sc, headers, cfg["warmup"], cfg["duration"], i)
-                runs.append(r)
-                if r.get("failed"):
-                    log(f"[{name}] {sc} run {i + 1}/{n}: FAILED: {r['failed']}")
-                else:
-                    log(f"[{name}] {sc} run {i + 1}/{n}: {r['rps']:.1f} req/s, p50 "
-                        f"{fmt_ms(r.get('p50_ms'))} ms, p99 {fmt_ms(r.get('p99_ms'))} ms, peak "
-                        f"RSS {r['peak_rss_mb']} MB / PSS {r['peak_pss_mb']} MB, "
-                        f"{r.get('cpu_s_per_1k', '-')} CPU s/1k req; CPU cores: server "
-                        f"{r.get('server_cpu_cores', '-')}, load generator "
-                        f"{r.get('loadgen_cpu_cores', '-')}, others {r.get('other_cpu_cores', '-')}"
-                        + (f"; NOTE: {r['note']}" if r.get("note") else ""))
-                if not srv.alive():
-                    break
-                time.sleep(0.5)
-            res = median_run(runs)
-            if n > 1:
-                res["all_runs"] = [{k: r.get(k) for k in ("rps", "p50_ms", "p99_ms",
-                                                          "peak_rss_mb", "peak_pss_mb",
-                                                          "cpu_s_per_1k", "failed")}
-                                   for r in runs]
-            rec["scenarios"][sc] = res
-    finally:
-        rec["stop"] = srv.stop()
-        log(f"[{name}] stopped: {rec['stop']}")
+        else:  # the image process may still work: the main one's failure is kept, not final
+            rec["main_failed"] = rec.pop("failed")
+            for sc in main_scen:
+                rec["scenarios"][sc] = {"failed": rec["main_failed"]}
+    if image_scen:
+        if cfg.get("s5_err"):
+            for sc in image_scen:
+                rec["scenarios"][sc] = {"failed": cfg["s5_err"]}
+            return rec
+        srv = Server(name, quick, repo=IMAGE_REPO, label=f"{name}-image", image=True)
+        img: dict = {"command": printable(srv.cmd, srv.env)}
+        rec["image_server"] = img
+        if not start_server(srv, f"{name} (image repository)", img, quick):
+            for sc in image_scen:
+                rec["scenarios"][sc] = {"failed": f"onnxd serving {os.path.relpath(IMAGE_REPO, ROOT)} "
+                                                  + img["failed"]}
+        else:
+            try:
+                run_scenarios(srv, name, image_scen, rec, cfg, headers, grpc_why)
+            finally:
+                img["stop"] = srv.stop()
+                log(f"[{name} (image repository)] stopped: {img['stop']}")
+        if not main_scen:  # the image process is the only one: its numbers are the server's
+            for k in ("command", "cold_start_s", "idle_rss_mb", "idle_pss_mb", "idle_procs"):
+                if k in img:
+                    rec[k] = img[k]
+        if "main_failed" in rec and not any(not r.get("failed") for r in rec["scenarios"].values()):
+            rec["failed"] = rec.pop("main_failed")
     return rec
+
+
+def start_server(srv: Server, what: str, rec: dict, quick: bool) -> bool:
+    """Starts srv, waits for its first answer, measures the idle process tree into rec
+    (cold_start_s, idle_rss_mb, idle_pss_mb, idle_procs); on failure rec["failed"] and False
+    (srv is stopped)."""
+    log(f"[{what}] start: {printable(srv.cmd, srv.env)}")
+    try:
+        cold = srv.start()
+    except RuntimeError as e:
+        rec["failed"] = f"failed to start: {e}"
+        log(f"[{what}] FAILED to start: {e}")
+        srv.stop()
+        return False
+    rec["cold_start_s"] = round(cold, 3)
+    time.sleep(1.5 if quick else 3.0)
+    idle = sample(srv.proc.pid)
+    rec["idle_rss_mb"] = round(idle["rss_kb"] / 1024, 1)
+    rec["idle_pss_mb"] = round(idle["pss_kb"] / 1024, 1)
+    rec["idle_procs"] = idle["procs"]
+    log(f"[{what}] cold start {cold:.3f} s; idle RSS {rec['idle_rss_mb']} MB, "
+        f"PSS {rec['idle_pss_mb']} MB, {idle['procs']} processes")
+    return True
+
+
+def run_scenarios(srv: Server, name: str, scen: list[str], rec: dict, cfg: dict, headers: dict,
+                  grpc_why: str | None) -> None:
+    """Runs scen against the started srv into rec["scenarios"]: onnxd cfg["onnxd_runs"] times
+    (median kept; S4 once), the others once."""
+    for sc in scen:
+        if (name, sc) in SKIP:
+            rec["scenarios"][sc] = {"skipped": SKIP[name, sc]}
+            continue
+        if SCENARIOS[sc].get("grpc") and grpc_why:
+            rec["scenarios"][sc] = {"skipped": grpc_why}
+            continue
+        if not srv.alive():
+            rec["scenarios"][sc] = {"failed": f"server not running (exited with status "
+                                              f"{srv.proc.returncode})"}
+            continue
+        n = cfg["onnxd_runs"] if (name == "onnxd" and sc != "S4") else 1
+        runs = []
+        for i in range(n):
+            r = run_scenario(srv, sc, headers, cfg["warmup"], cfg["duration"], i)
+            runs.append(r)
+            if r.get("failed"):
+                log(f"[{name}] {sc} run {i + 1}/{n}: FAILED: {r['failed']}")
+            else:
+                log(f"[{name}] {sc} run {i + 1}/{n}: {r['rps']:.1f} req/s, p50 "
+                    f"{fmt_ms(r.get('p50_ms'))} ms, p99 {fmt_ms(r.get('p99_ms'))} ms, peak "
+                    f"RSS {r['peak_rss_mb']} MB / PSS {r['peak_pss_mb']} MB, "
+                    f"{r.get('cpu_s_per_1k', '-')} CPU s/1k req; CPU cores: server "
+                    f"{r.get('server_cpu_cores', '-')}, load generator "
+                    f"{r.get('loadgen_cpu_cores', '-')}, others {r.get('other_cpu_cores', '-')}"
+                    + (f"; {r['wire_bytes_per_req']:,} bytes on the wire per request"
+                       if r.get("wire_bytes_per_req") else "")
+                    + (f"; NOTE: {r['note']}" if r.get("note") else ""))
+            if not srv.alive():
+                break
+            time.sleep(0.5)
+        res = median_run(runs)
+        if n > 1:
+            res["all_runs"] = [{k: r.get(k) for k in ("rps", "p50_ms", "p99_ms",
+                                                      "peak_rss_mb", "peak_pss_mb",
+                                                      "cpu_s_per_1k", "failed")}
+                               for r in runs]
+        rec["scenarios"][sc] = res
 
 
 # ---------------------------------------------------------------- batching rows
@@ -1166,7 +1360,8 @@ def analyse(results: dict) -> None:
         for s, r in rec.get("scenarios", {}).items():
             if r.get("failed") or r.get("skipped"):
                 continue
-            py = sc("python-grpc" if SCENARIOS[s].get("grpc") else "python", s)
+            py = sc("python-grpc" if SCENARIOS[s].get("grpc")
+                    else "python-image" if SCENARIOS[s].get("image") else "python", s)
             r["x_python"] = ratio(r.get("rps"), py and py.get("rps"))
             c = ceil.get(CEILING_MODEL[s], {})
             if name != "nginx" and not c.get("failed"):
@@ -1223,6 +1418,15 @@ def analyse(results: dict) -> None:
     add("S3g onnxd >= 1.3x onnxd's REST S3", v, lambda x: x >= 1.3, fmt_x(v))
     v = ratio(g(o3g, "rps"), g(sc("go-grpc", "S3g"), "rps"))
     add("S3g onnxd >= 2x go-grpc", v, lambda x: x >= 2, fmt_x(v))
+    # S5 (image classification from JPEG bytes): against the in-process decode + preprocess +
+    # run ceiling (onnxd-img-limit) and the two image peers.
+    o5 = sc("onnxd", "S5")
+    v = g(o5, "of_ceiling")
+    add("S5 onnxd >= 85% of ceiling", v, lambda x: x >= 0.85, f"{v:.0%}" if v else "",
+        "measurement error (> 100%)" if g(o5, "ceiling_error") else "n/a")
+    for peer, need in (("python-image", 5), ("go-image", 2.5)):
+        v = ratio(g(o5, "rps"), g(sc(peer, "S5"), "rps"))
+        add(f"S5 onnxd >= {need}x {peer}", v, lambda x, n=need: x >= n, fmt_x(v))
     v = ratio(g(o4, "rps"), g(o3, "rps"))
     add("S4 onnxd within 10% of S3 (req/s)", v, lambda x: x >= 0.90,
         f"{v:.0%} of S3" if v else "")
@@ -1291,7 +1495,8 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             rows.append(["ceiling (in-process ORT)", f"{m} ({lab})", "FAILED: " + c["failed"][:80]]
                         + [""] * 9)
         else:
-            rows.append([f"ceiling (in-process ORT, max of {c['n']})", f"{m} ({lab})",
+            what = "decode + preprocess + ORT" if m == s5.MODEL else "ORT"
+            rows.append([f"ceiling (in-process {what}, max of {c['n']})", f"{m} ({lab})",
                          fmt_rps(c.get("rps")), fmt_ms(c.get("p50_ms")), fmt_ms(c.get("p99_ms")),
                          "", f"100% (min {fmt_rps(c['min_rps'])}, spread {c['spread']:.0%})",
                          "", "", "", "", ""])
@@ -1316,6 +1521,20 @@ def footnotes(results: dict) -> list[str]:
             if r.get("ceiling_error"):
                 out.append(f"‡ {name} {sc}: {r['ceiling_error']}; no percentage of the ceiling "
                            f"is given for it.")
+    wire = []
+    for sc in results["config"]["scenarios"]:
+        vals = [f"{name} {r['wire_bytes_per_req']:,}" for name, rec in results["servers"].items()
+                for s_, r in rec.get("scenarios", {}).items()
+                if s_ == sc and r.get("wire_bytes_per_req") and not r.get("skipped")]
+        if vals and sc in ("S1", "S2", "S5"):
+            wire.append(f"{sc}: " + ", ".join(vals))
+    if wire:
+        out.append("Bytes on the wire per request (request + response, HTTP heads included, "
+                   "from the load generator's counters): " + "; ".join(wire) + ".")
+    for name, rec in results["servers"].items():
+        if rec.get("image_server", {}).get("command"):
+            out.append(f"{name} S5: a second {name} process serving the image repository: "
+                       f"`{rec['image_server']['command']}`.")
     if noisy:
         out.append("† other processes on the machine used CPU during the measurement (cores, "
                    "averaged over the window): " + ", ".join(noisy) + "; those numbers are "
@@ -1362,7 +1581,9 @@ def write_markdown(results: dict, head, rows) -> str:
         "S1 MobileNetV2 JSON (10 conn) · S2 MobileNetV2 binary tensors (10 conn) · "
         "S3 MLP JSON (64 conn) · S4 = S3 + 1,000 idle keep-alive connections · "
         "S2g MobileNetV2 gRPC ModelInfer, raw tensor bytes (10 clients) · "
-        "S3g MLP gRPC ModelInfer (64 calls in flight over 4 HTTP/2 connections)",
+        "S3g MLP gRPC ModelInfer (64 calls in flight over 4 HTTP/2 connections) · "
+        "S5 MobileNetV2 from JPEG bytes: one 500x375 quality-90 JPEG as a BYTES input, top 5 "
+        "classes (10 conn)",
         "",
         md_table(head, rows),
         "",
@@ -1381,6 +1602,11 @@ def write_markdown(results: dict, head, rows) -> str:
         f"ModelServer ({m['cores']} workers) with an ONNX Runtime predictor, REST v2. "
         f"nginx (HTTP floor) = nginx {v.get('nginx', '?')}, {m['cores']} workers, a fixed "
         f"mlp16 response to S3's load. "
+        f"Image (S5): python-image = FastAPI + Pillow {pk.get('pillow', '?')} + numpy + ONNX "
+        f"Runtime, uvicorn ({m['cores']} workers); go-image = net/http + image/jpeg + "
+        f"golang.org/x/image {v.get('x_image', '?')} draw.BiLinear + onnxruntime_go (one session, "
+        f"{m['cores']} intra-op threads); the S5 ceiling is build/onnxd-img-limit (decode + "
+        f"preprocess + run + top 5 in-process, {m['cores']} threads x 1 intra-op). "
         f"Generated by `make bench{' QUICK=1' if cfg['quick'] else ''}` (bench/run.py) on "
         f"{results['date']}.",
     ]
@@ -1419,7 +1645,8 @@ def draw_chart(results: dict, png: Path) -> str | None:
     d.mkdir(parents=True, exist_ok=True)
     colors = {"onnxd": 0x1B9E77, "python": 0xD95F02, "python-fast": 0xFDAE6B,
               "python-seed": 0x7570B3, "go": 0x2C7FB8, "go-fast": 0x9ECAE1, "kserve": 0xE7298A,
-              "nginx": 0x999999, "python-grpc": 0xA6761D, "go-grpc": 0x08519C}
+              "nginx": 0x999999, "python-grpc": 0xA6761D, "go-grpc": 0x08519C,
+              "python-image": 0xE6AB02, "go-image": 0x66A61E}
 
     def val(name, s, key):
         r = results["servers"][name].get("scenarios", {}).get(s, {})
@@ -1480,7 +1707,8 @@ def draw_chart(results: dict, png: Path) -> str | None:
              f"{cfg['warmup']:g} s warm-up + {cfg['duration']:g} s per scenario"
              f"{' (quick)' if cfg['quick'] else ''}\\n"
              "S1 MobileNetV2 JSON, 10 conn    S2 MobileNetV2 binary, 10 conn    "
-             "S3 MLP JSON, 64 conn    S4 = S3 + 1,000 idle conn")
+             "S3 MLP JSON, 64 conn    S4 = S3 + 1,000 idle conn    S5 MobileNetV2 from JPEG, "
+             "top 5, 10 conn")
     noisy = [r.get("other_cpu_cores") or 0 for rec in results["servers"].values()
              for r in rec.get("scenarios", {}).values()]
     footer = (f"set label 1 'Other processes on the machine used up to {max(noisy):.2f} cores "
@@ -1544,6 +1772,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 s warm-up + 6 s per scenario, 1 run")
     ap.add_argument("--servers", help="comma-separated subset of " + ",".join(SERVERS))
     ap.add_argument("--scenarios", help="comma-separated subset of " + ",".join(SCENARIOS))
+    ap.add_argument("--warmup", type=float, help="seconds of warm-up per scenario (overrides "
+                    "the default and --quick's; for short checks)")
+    ap.add_argument("--duration", type=float, help="seconds measured per scenario (overrides "
+                    "the default and --quick's; the ceiling samples are capped at it too)")
     ap.add_argument("--runs", type=int, help="onnxd runs per S1-S3 (default: 3 if the full run "
                     "fits --budget, else 1; 1 with --quick)")
     ap.add_argument("--budget", type=float, default=1100,
@@ -1586,6 +1818,20 @@ def main() -> int:
         elif name == "nginx":
             build_err[name] = setup_nginx()
     headers = make_bodies()
+    if any(SCENARIOS[s].get("image") for s in cfg["scenarios"]):
+        try:
+            info = s5.prepare(WORK, MODELS, PY)
+            S5_HEADER_LEN["n"] = info["header_len"]
+            headers["s5.bin"] = ["Content-Type: application/octet-stream",
+                                 f"Inference-Header-Content-Length: {info['header_len']}"]
+            cfg["s5"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()}
+            log(f"S5: {info['size'][0]}x{info['size'][1]} JPEG (quality {info['quality']}, "
+                f"from {info['source']}) of {info['jpeg_bytes']:,} bytes, request body "
+                f"{info['body_bytes']:,} bytes")
+        except (RuntimeError, OSError) as e:
+            cfg["s5_err"] = f"S5 set-up failed: {e}"
+            log(cfg["s5_err"])
+        ensure_img_limit()
     if any(SCENARIOS[s].get("grpc") for s in cfg["scenarios"]):
         cfg["grpc_err"] = ensure_grpc_tool()
         if not cfg["grpc_err"] and not (WORK / "mlp16.pb").exists():
