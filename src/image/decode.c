@@ -136,8 +136,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, int c, uint64_t max_pixe
     n = 3;
   }
   if (n == 3 && c == 1) {
-    for (size_t i = 0; i < npx; i++)
-      px[i] = ox_img_luma(px[i * 3], px[i * 3 + 1], px[i * 3 + 2]);
+    for (size_t i = 0; i < npx; i++) px[i] = ox_img_luma(px[i * 3], px[i * 3 + 1], px[i * 3 + 2]);
   } else if (n == 1 && c == 3) {
     for (size_t i = npx; i-- > 0;) px[i * 3] = px[i * 3 + 1] = px[i * 3 + 2] = px[i];
   }
@@ -171,68 +170,77 @@ static int png_open(spng_ctx **out, const uint8_t *data, size_t len, struct spng
 /* Pillow's 8-bit value of sample i of a raw (big-endian, packed) PNG row at depth d. */
 static inline unsigned png_gray(const uint8_t *row, size_t i, int d) {
   switch (d) {
-  case 1: return (row[i >> 3] >> (7 - (i & 7))) & 1 ? 255 : 0;
-  case 2: return ((row[i >> 2] >> (6 - 2 * (i & 3))) & 3) * 0x55;
-  case 4: return ((row[i >> 1] >> (4 - 4 * (i & 1))) & 15) * 0x11;
-  case 8: return row[i];
-  default: return row[2 * i] ? 255 : row[2 * i + 1]; /* I;16 -> L/RGB clips */
+    case 1:
+      return (row[i >> 3] >> (7 - (i & 7))) & 1 ? 255 : 0;
+    case 2:
+      return ((row[i >> 2] >> (6 - 2 * (i & 3))) & 3) * 0x55;
+    case 4:
+      return ((row[i >> 1] >> (4 - 4 * (i & 1))) & 15) * 0x11;
+    case 8:
+      return row[i];
+    default:
+      return row[2 * i] ? 255 : row[2 * i + 1]; /* I;16 -> L/RGB clips */
   }
 }
 static inline unsigned png_index(const uint8_t *row, size_t i, int d) {
   switch (d) {
-  case 1: return (row[i >> 3] >> (7 - (i & 7))) & 1;
-  case 2: return (row[i >> 2] >> (6 - 2 * (i & 3))) & 3;
-  case 4: return (row[i >> 1] >> (4 - 4 * (i & 1))) & 15;
-  default: return row[i];
+    case 1:
+      return (row[i >> 3] >> (7 - (i & 7))) & 1;
+    case 2:
+      return (row[i >> 2] >> (6 - 2 * (i & 3))) & 3;
+    case 4:
+      return (row[i >> 1] >> (4 - 4 * (i & 1))) & 15;
+    default:
+      return row[i];
   }
 }
 
-static void png_convert_row(const uint8_t *row, const struct spng_ihdr *ih,
-                            const uint8_t (*pal)[3], int c, uint8_t *out) {
+static void png_convert_row(const uint8_t *row, const struct spng_ihdr *ih, const uint8_t (*pal)[3],
+                            int c, uint8_t *out) {
   uint32_t w = ih->width;
   int d = ih->bit_depth, b = d == 16 ? 2 : 1; /* bytes per sample at depth >= 8 */
   switch (ih->color_type) {
-  case SPNG_COLOR_TYPE_GRAYSCALE:
-    for (uint32_t x = 0; x < w; x++) {
-      uint8_t v = (uint8_t)png_gray(row, x, d);
-      if (c == 1)
-        out[x] = v;
-      else
-        out[x * 3] = out[x * 3 + 1] = out[x * 3 + 2] = v;
-    }
-    break;
-  case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA: /* LA (8) or RGBA from LA;16B (16): the high byte */
-    for (uint32_t x = 0; x < w; x++) {
-      uint8_t v = row[(size_t)x * 2 * b];
-      if (c == 1)
-        out[x] = v;
-      else
-        out[x * 3] = out[x * 3 + 1] = out[x * 3 + 2] = v;
-    }
-    break;
-  case SPNG_COLOR_TYPE_INDEXED:
-    for (uint32_t x = 0; x < w; x++) {
-      const uint8_t *p = pal[png_index(row, x, d)];
-      if (c == 1)
-        out[x] = ox_img_luma(p[0], p[1], p[2]);
-      else
-        memcpy(out + x * 3, p, 3);
-    }
-    break;
-  default: { /* RGB or RGBA, 8 or 16 bits: the high byte of each sample */
-    int step = (ih->color_type == SPNG_COLOR_TYPE_TRUECOLOR_ALPHA ? 4 : 3) * b;
-    for (uint32_t x = 0; x < w; x++) {
-      const uint8_t *p = row + (size_t)x * step;
-      uint8_t r = p[0], g = p[b], bl = p[2 * b];
-      if (c == 1)
-        out[x] = ox_img_luma(r, g, bl);
-      else {
-        out[x * 3] = r;
-        out[x * 3 + 1] = g;
-        out[x * 3 + 2] = bl;
+    case SPNG_COLOR_TYPE_GRAYSCALE:
+      for (uint32_t x = 0; x < w; x++) {
+        uint8_t v = (uint8_t)png_gray(row, x, d);
+        if (c == 1)
+          out[x] = v;
+        else
+          out[x * 3] = out[x * 3 + 1] = out[x * 3 + 2] = v;
+      }
+      break;
+    case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA: /* LA (8) or RGBA from LA;16B (16): the high byte */
+      for (uint32_t x = 0; x < w; x++) {
+        uint8_t v = row[(size_t)x * 2 * b];
+        if (c == 1)
+          out[x] = v;
+        else
+          out[x * 3] = out[x * 3 + 1] = out[x * 3 + 2] = v;
+      }
+      break;
+    case SPNG_COLOR_TYPE_INDEXED:
+      for (uint32_t x = 0; x < w; x++) {
+        const uint8_t *p = pal[png_index(row, x, d)];
+        if (c == 1)
+          out[x] = ox_img_luma(p[0], p[1], p[2]);
+        else
+          memcpy(out + x * 3, p, 3);
+      }
+      break;
+    default: { /* RGB or RGBA, 8 or 16 bits: the high byte of each sample */
+      int step = (ih->color_type == SPNG_COLOR_TYPE_TRUECOLOR_ALPHA ? 4 : 3) * b;
+      for (uint32_t x = 0; x < w; x++) {
+        const uint8_t *p = row + (size_t)x * step;
+        uint8_t r = p[0], g = p[b], bl = p[2 * b];
+        if (c == 1)
+          out[x] = ox_img_luma(r, g, bl);
+        else {
+          out[x * 3] = r;
+          out[x * 3 + 1] = g;
+          out[x * 3 + 2] = bl;
+        }
       }
     }
-  }
   }
 }
 

@@ -24,7 +24,7 @@ static int tiff_orientation(const uint8_t *t, size_t n) {
   else
     return 1;
 #define U16(p) (le ? (unsigned)((p)[0] | (p)[1] << 8) : (unsigned)((p)[0] << 8 | (p)[1]))
-#define U32(p) \
+#define U32(p)                                                                                     \
   (le ? (uint32_t)(p)[0] | (uint32_t)(p)[1] << 8 | (uint32_t)(p)[2] << 16 | (uint32_t)(p)[3] << 24 \
       : be32(p))
   uint32_t ifd = U32(t + 4);

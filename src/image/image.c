@@ -17,8 +17,8 @@
 #include "core/error.h"
 #include "image/img_priv.h"
 
-#define OX_IMG_MAX_SIDE 65535u         /* spec sizes */
-#define OX_IMG_MAX_RESIZED (1u << 24)  /* a resized side beyond this is refused */
+#define OX_IMG_MAX_SIDE 65535u        /* spec sizes */
+#define OX_IMG_MAX_RESIZED (1u << 24) /* a resized side beyond this is refused */
 
 void ox_img_spec_init(ox_img_spec_t *spec) {
   memset(spec, 0, sizeof *spec);
@@ -47,17 +47,19 @@ int ox_img_spec_check(const ox_img_spec_t *s, char *err, size_t errcap) {
   if (s->dtype != OX_DT_FP32 && s->dtype != OX_DT_FP16 && s->dtype != OX_DT_UINT8)
     return bad(err, errcap, "image spec: datatype must be FP32, FP16 or UINT8");
   switch (s->resize) {
-  case OX_IMG_RESIZE_NONE: break;
-  case OX_IMG_RESIZE_SHORTER:
-    if (s->shorter_side == 0 || s->shorter_side > OX_IMG_MAX_SIDE)
-      return bad(err, errcap, "image spec: shorter_side must be 1..65535");
-    break;
-  case OX_IMG_RESIZE_EXACT:
-    if (s->resize_w == 0 || s->resize_h == 0 || s->resize_w > OX_IMG_MAX_SIDE ||
-        s->resize_h > OX_IMG_MAX_SIDE)
-      return bad(err, errcap, "image spec: resize width and height must be 1..65535");
-    break;
-  default: return bad(err, errcap, "image spec: unknown resize mode");
+    case OX_IMG_RESIZE_NONE:
+      break;
+    case OX_IMG_RESIZE_SHORTER:
+      if (s->shorter_side == 0 || s->shorter_side > OX_IMG_MAX_SIDE)
+        return bad(err, errcap, "image spec: shorter_side must be 1..65535");
+      break;
+    case OX_IMG_RESIZE_EXACT:
+      if (s->resize_w == 0 || s->resize_h == 0 || s->resize_w > OX_IMG_MAX_SIDE ||
+          s->resize_h > OX_IMG_MAX_SIDE)
+        return bad(err, errcap, "image spec: resize width and height must be 1..65535");
+      break;
+    default:
+      return bad(err, errcap, "image spec: unknown resize mode");
   }
   if ((s->crop_w == 0) != (s->crop_h == 0) || s->crop_w > OX_IMG_MAX_SIDE ||
       s->crop_h > OX_IMG_MAX_SIDE)
@@ -205,13 +207,27 @@ static int transpose(const ox_img_t *in, int o, ox_img_t *out) {
     for (uint32_t x = 0; x < nw; x++) {
       uint32_t sx, sy;
       switch (o) {
-      case 2: sx = w - 1 - x, sy = y; break;             /* FLIP_LEFT_RIGHT */
-      case 3: sx = w - 1 - x, sy = h - 1 - y; break;     /* ROTATE_180 */
-      case 4: sx = x, sy = h - 1 - y; break;             /* FLIP_TOP_BOTTOM */
-      case 5: sx = y, sy = x; break;                     /* TRANSPOSE */
-      case 6: sx = y, sy = h - 1 - x; break;             /* ROTATE_270 */
-      case 7: sx = w - 1 - y, sy = h - 1 - x; break;     /* TRANSVERSE */
-      default: sx = w - 1 - y, sy = x; break;            /* 8: ROTATE_90 */
+        case 2:
+          sx = w - 1 - x, sy = y;
+          break; /* FLIP_LEFT_RIGHT */
+        case 3:
+          sx = w - 1 - x, sy = h - 1 - y;
+          break; /* ROTATE_180 */
+        case 4:
+          sx = x, sy = h - 1 - y;
+          break; /* FLIP_TOP_BOTTOM */
+        case 5:
+          sx = y, sy = x;
+          break; /* TRANSPOSE */
+        case 6:
+          sx = y, sy = h - 1 - x;
+          break; /* ROTATE_270 */
+        case 7:
+          sx = w - 1 - y, sy = h - 1 - x;
+          break; /* TRANSVERSE */
+        default:
+          sx = w - 1 - y, sy = x;
+          break; /* 8: ROTATE_90 */
       }
       memcpy(px + ((size_t)y * nw + x) * c, in->px + ((size_t)sy * w + sx) * c, (size_t)c);
     }
@@ -269,20 +285,20 @@ static void write_row(const ox_img_spec_t *s, const uint8_t *px, const plan_t *p
     size_t base = s->layout == OX_IMG_NCHW ? (size_t)k * hw : (size_t)k;
     size_t step = s->layout == OX_IMG_NCHW ? 1 : (size_t)c;
     switch (s->dtype) {
-    case OX_DT_UINT8: {
-      uint8_t *o = (uint8_t *)dst + base;
-      for (size_t i = 0; i < hw; i++) o[i * step] = in[i * c];
-      break;
-    }
-    case OX_DT_FP16: {
-      uint16_t *o = (uint16_t *)dst + base;
-      for (size_t i = 0; i < hw; i++) o[i * step] = lut16[k][in[i * c]];
-      break;
-    }
-    default: {
-      float *o = (float *)dst + base;
-      for (size_t i = 0; i < hw; i++) o[i * step] = lut[k][in[i * c]];
-    }
+      case OX_DT_UINT8: {
+        uint8_t *o = (uint8_t *)dst + base;
+        for (size_t i = 0; i < hw; i++) o[i * step] = in[i * c];
+        break;
+      }
+      case OX_DT_FP16: {
+        uint16_t *o = (uint16_t *)dst + base;
+        for (size_t i = 0; i < hw; i++) o[i * step] = lut16[k][in[i * c]];
+        break;
+      }
+      default: {
+        float *o = (float *)dst + base;
+        for (size_t i = 0; i < hw; i++) o[i * step] = lut[k][in[i * c]];
+      }
     }
   }
 }

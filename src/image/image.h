@@ -38,21 +38,21 @@ typedef enum { OX_IMG_NCHW = 0, OX_IMG_NHWC } ox_img_layout_t;
 
 /* What to do with one image (a model input's "image_inputs" entry in config.json). */
 typedef struct {
-  ox_img_color_t color;      /* RGB/BGR: convert("RGB") (then channels swapped for BGR);
-                                GRAY: convert("L"), one channel */
-  ox_img_resize_t resize;    /* NONE: keep the decoded size */
-  uint32_t shorter_side;     /* SHORTER: torchvision's Resize(int): the short side becomes this,
-                                the long one int(shorter_side * long / short) */
+  ox_img_color_t color;        /* RGB/BGR: convert("RGB") (then channels swapped for BGR);
+                                  GRAY: convert("L"), one channel */
+  ox_img_resize_t resize;      /* NONE: keep the decoded size */
+  uint32_t shorter_side;       /* SHORTER: torchvision's Resize(int): the short side becomes this,
+                                  the long one int(shorter_side * long / short) */
   uint32_t resize_w, resize_h; /* EXACT: torchvision's Resize((h, w)) */
   ox_img_filter_t filter;
-  uint32_t crop_w, crop_h;   /* CenterCrop((h, w)) after the resize; 0/0: no crop */
-  ox_dtype_t dtype;          /* OX_DT_FP32, OX_DT_FP16 (FP32 value rounded to nearest even) or
-                                OX_DT_UINT8 (the pixels; scale/mean/std must be identity) */
+  uint32_t crop_w, crop_h; /* CenterCrop((h, w)) after the resize; 0/0: no crop */
+  ox_dtype_t dtype;        /* OX_DT_FP32, OX_DT_FP16 (FP32 value rounded to nearest even) or
+                              OX_DT_UINT8 (the pixels; scale/mean/std must be identity) */
   ox_img_layout_t layout;
-  float scale;               /* x / scale (ToTensor: 255); 1 keeps 0..255 */
-  float mean[3], std[3];     /* per channel of the output order; std != 0; gray uses [0] */
-  int exif_orientation;      /* 1: apply the JPEG's EXIF orientation (ImageOps.exif_transpose) */
-  uint64_t max_pixels;       /* refuse images with more decoded pixels (0: the default) */
+  float scale;           /* x / scale (ToTensor: 255); 1 keeps 0..255 */
+  float mean[3], std[3]; /* per channel of the output order; std != 0; gray uses [0] */
+  int exif_orientation;  /* 1: apply the JPEG's EXIF orientation (ImageOps.exif_transpose) */
+  uint64_t max_pixels;   /* refuse images with more decoded pixels (0: the default) */
 } ox_img_spec_t;
 
 /* Fills spec with the identity pipeline: RGB, no resize, no crop, FP32 NCHW, scale 1, mean 0,

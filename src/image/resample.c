@@ -69,11 +69,16 @@ static const filter_t *filter_of(ox_img_filter_t f) {
                         hamming = {f_hamming, 1.0}, bicubic = {f_bicubic, 2.0},
                         lanczos = {f_lanczos, 3.0};
   switch (f) {
-  case OX_IMG_BOX: return &box;
-  case OX_IMG_HAMMING: return &hamming;
-  case OX_IMG_BICUBIC: return &bicubic;
-  case OX_IMG_LANCZOS: return &lanczos;
-  default: return &bilinear;
+    case OX_IMG_BOX:
+      return &box;
+    case OX_IMG_HAMMING:
+      return &hamming;
+    case OX_IMG_BICUBIC:
+      return &bicubic;
+    case OX_IMG_LANCZOS:
+      return &lanczos;
+    default:
+      return &bilinear;
   }
 }
 
