@@ -176,7 +176,8 @@ format-check: .stamp-setup
 
 # ---- release artifacts: `make dist` (tarball: scripts/dist.sh), `make image` (OCI image:
 # Containerfile, scripts/image.sh). The tarball's onnxd is the release objects linked again:
-# LMDB, hiredis and nghttp2 static (Debian ships their .a; minimal Debian 12 lacks libnghttp2-14), the other libraries shared and bundled in
+# LMDB, hiredis, nghttp2, libturbojpeg, libspng and zlib static (Debian ships their .a but libspng's, built
+# by scripts/build-spng-static.sh; minimal Debian 12 lacks libnghttp2-14), the other libraries shared and bundled in
 # lib/, found through an old-style DT_RPATH of $ORIGIN/../lib (--disable-new-dtags: unlike a
 # RUNPATH, an RPATH also serves the libraries' own dependencies, e.g. libpq's libssl.so.3).
 .PHONY: dist image
@@ -187,16 +188,21 @@ DIST_TGZ    := dist/$(DIST_NAME).tar.gz
 # --no-as-needed keeps it NEEDED here, so that dist.sh and image.sh bundle it and its libraries.
 DIST_LDLIBS := $(filter-out -Wl$(comma)-rpath$(comma)%,$(ORT_LIBS)) -Wl,--disable-new-dtags \
                -Wl,-rpath,'$$ORIGIN/../lib' -l:liblmdb.a -l:libhiredis.a -l:libnghttp2.a \
+               -l:libturbojpeg.a build/spng-static/libspng.a -l:libz.a \
                -Wl,--no-as-needed -lpq -Wl,--as-needed -lpthread -lm
+# libspng static: Debian ships no libspng.a; scripts/build-spng-static.sh builds one from Debian's
+# source package of the installed version (libturbojpeg.a and libz.a come with the -dev packages)
+build/spng-static/libspng.a: scripts/build-spng-static.sh
+	bash scripts/build-spng-static.sh $@
 dist: .stamp-setup
 	@$(MAKE) --no-print-directory SANITIZE= $(DIST_TGZ)
 	@echo "dist: $(DIST_TGZ): $$(du -h $(DIST_TGZ) | cut -f1) ($$(stat -c %s $(DIST_TGZ)) bytes)"
 image: .stamp-setup
 	@$(MAKE) --no-print-directory SANITIZE= $(DIST_TGZ)
 	bash scripts/image.sh $(DIST_TGZ) onnxd:$(OX_VERSION)
-build/onnxd-dist: build/obj/src/main.o build/libonnxd.a
+build/onnxd-dist: build/obj/src/main.o build/libonnxd.a build/spng-static/libspng.a
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CXX) $(LDHARD) -o $@ $^ $(DIST_LDLIBS)
+	$(Q)$(CXX) $(LDHARD) -o $@ $(filter-out %/libspng.a,$^) $(DIST_LDLIBS)
 $(DIST_TGZ): build/onnxd-dist scripts/dist.sh deploy/systemd/onnxd.service \
              deploy/tarball/README.md models/mlp16/1/model.onnx $(ORT_LIB_FILE)
 	bash scripts/dist.sh build/onnxd-dist $(ORT_LIB_FILE) $@
@@ -206,7 +212,8 @@ models/mlp16/1/model.onnx:
 # ---- the single file (issue 13): one executable that carries ONNX Runtime inside it.
 # $(B)/onnxd-single links the objects of $(B)/onnxd with runtime/ort_embed.o in place of
 # runtime/ort_linked.o, plus ort_blob.o (libonnxruntime.so.1's bytes and their SHA-256; see
-# src/runtime/ort_embed.c), and LMDB, hiredis and nghttp2 from Debian's static archives. libpq is loaded
+# src/runtime/ort_embed.c), and LMDB, hiredis, nghttp2, libturbojpeg, zlib from Debian's static archives
+# (libspng from scripts/build-spng-static.sh). libpq is loaded
 # at run time for --postgres, as in every build. The recipe refuses a result that needs any
 # shared library beyond glibc, libstdc++ and libgcc_s, or has an rpath. Release builds only
 # (no SANITIZE variant: ONNX Runtime and the static archives are not instrumented anyway).
@@ -230,9 +237,10 @@ $(B)/obj/ort_blob.o: src/runtime/ort_blob.S $(ORT_SO)
 	  { echo "$(ORT_SO) needs $$bad: cannot be carried in the single file" >&2; exit 1; }
 	$(Q)sum=$$(sha256sum $(ORT_SO) | cut -c1-64) && \
 	  $(CC) -c -DOX_ORT_BLOB='"$(ORT_SO)"' -DOX_ORT_BLOB_SHA256="\"$$sum\"" $< -o $@
-$(B)/onnxd-single: $(SINGLE_OBJ)
+$(B)/onnxd-single: $(SINGLE_OBJ) build/spng-static/libspng.a
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CXX) $(LDHARD) -o $@.tmp $^ -Wl,-Bstatic -llmdb -lhiredis -lnghttp2 -Wl,-Bdynamic -ldl -lpthread -lm
+	$(Q)$(CXX) $(LDHARD) -o $@.tmp $(SINGLE_OBJ) -Wl,-Bstatic -llmdb -lhiredis -lnghttp2 -lturbojpeg \
+	  build/spng-static/libspng.a -lz -Wl,-Bdynamic -ldl -lpthread -lm
 	$(Q)bad=$(call single_bad_needed,$@.tmp); [ -z "$$bad" ] || \
 	  { echo "$@ needs $$bad (only glibc, libstdc++, libgcc_s allowed)" >&2; exit 1; }
 	$(Q)! readelf -d $@.tmp | grep -Eq '\((RPATH|RUNPATH)\)' || { echo "$@ has an rpath" >&2; exit 1; }

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS=(build-essential pkg-config clang libclang-rt-14-dev clang-format libfast-float-dev
           libdragonbox-dev libonnx-testdata gnuplot-nox liblmdb-dev libhiredis-dev libpq-dev libnghttp2-dev
+          libturbojpeg0-dev libspng-dev zlib1g-dev
           redis-server postgresql
           python3-venv curl ca-certificates npm)
 # make dist / make image and their tests (tests/ship): a minimal Debian 12 root (mmdebstrap), the
