@@ -496,11 +496,13 @@ TEST(test_output_classification) {
   ox_arena_init(&a);
   ox_pb_infer_request_t r;
   char err[256];
-  CHECK_INT(decode(&m, &a, &r, err, sizeof err, NULL), 0);
+  char *msg = NULL; /* the names are slices of the message: kept until checked */
+  CHECK_INT(decode(&m, &a, &r, err, sizeof err, &msg), 0);
   CHECK_INT(r.num_outputs, 2);
   CHECK(slice_is(r.outputs[0].name, "y"));
   CHECK_INT(r.outputs[0].classification, 5);
   CHECK_INT(r.outputs[1].classification, 0);
+  free(msg);
   ox_arena_free(&a);
   ox_buf_free(&m);
   ox_buf_free(&o);
