@@ -277,7 +277,9 @@ static int decode_png(const uint8_t *data, size_t len, int c, uint64_t max_pixel
     return fail(err, errcap, "corrupt PNG data", spng_strerror(r));
   }
   size_t npx = (size_t)ih.width * ih.height;
-  uint8_t *raw = malloc(rawlen ? rawlen : 1), *px = malloc(npx * (size_t)c);
+  /* zeroed: libspng packs the sub-byte samples of an interlaced image by OR-ing them into the
+   * output rows (found under ASan, whose malloc does not hand out zeroed memory) */
+  uint8_t *raw = calloc(rawlen ? rawlen : 1, 1), *px = malloc(npx * (size_t)c);
   if (!raw || !px) {
     free(raw);
     free(px);

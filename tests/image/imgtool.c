@@ -105,7 +105,11 @@ int main(int argc, char **argv) {
   unsigned char *data = malloc(cap);
   while (data && (n = fread(data + len, 1, cap - len, f)) > 0) {
     len += n;
-    if (len == cap) data = realloc(data, cap *= 2);
+    if (len == cap) {
+      unsigned char *more = realloc(data, cap *= 2);
+      if (!more) free(data);
+      data = more;
+    }
   }
   if (!data) die("out of memory", NULL);
   if (f != stdin) fclose(f);
@@ -114,6 +118,7 @@ int main(int argc, char **argv) {
   uint32_t c, h, w;
   if (ox_img_row_shape(&s, data, len, &c, &h, &w, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
+    free(data);
     return 1;
   }
   if (shape) fprintf(stderr, "%u %u %u\n", (unsigned)c, (unsigned)h, (unsigned)w);
@@ -131,6 +136,9 @@ int main(int argc, char **argv) {
   }
   if (rc != 0) {
     fprintf(stderr, "%s\n", err);
+    free(t);
+    free(dst);
+    free(data);
     return 1;
   }
   if (bench > 0) {
