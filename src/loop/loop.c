@@ -1,12 +1,20 @@
 /* loop.c: see loop.h. epoll in level-triggered mode; an eventfd carries wake-ups from other
- * threads, and a mutex-protected FIFO carries their tasks. The tick is driven by the
- * epoll_wait timeout, so an idle loop wakes only tick_ms apart. */
+ * threads, and a lock-free list carries their tasks. The tick is driven by the epoll_wait
+ * timeout, so an idle loop wakes only tick_ms apart.
+ *
+ * Posting is the way every completion comes back from the workers, so it is kept cheap: a task
+ * is pushed onto a list with one compare-and-swap (the loop takes the whole list with one
+ * exchange and reverses it into posting order), and the eventfd is written only when the loop
+ * may be asleep in epoll_wait. The loop announces that in `sleeping` before it checks the list
+ * one last time and sleeps; a poster pushes and then reads `sleeping`. Both are sequentially
+ * consistent, so either the loop sees the task or the poster sees the flag and wakes it. A busy
+ * loop (the common case under load) thus gets its completions without a system call on either
+ * side. */
 #include "core/clock.h"
 #include "core/error.h"
 #include "loop/loop.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -19,8 +27,8 @@
 struct ox_loop {
   int epfd;
   ox_io_t wake; /* eventfd watcher */
-  pthread_mutex_t lock;
-  ox_task_t *head, *tail; /* posted tasks, under lock */
+  _Atomic(ox_task_t *) posted; /* pushed tasks, newest first */
+  atomic_int sleeping;          /* 1 while the loop may be in (or about to enter) epoll_wait */
   atomic_int stop;
   uint64_t now_ms, next_tick;
   int tick_ms;
@@ -61,10 +69,13 @@ uint64_t ox_loop_now_ms(const ox_loop_t *loop) {
 }
 
 static void ox_loop_run_tasks(ox_loop_t *loop) {
-  pthread_mutex_lock(&loop->lock);
-  ox_task_t *t = loop->head;
-  loop->head = loop->tail = NULL;
-  pthread_mutex_unlock(&loop->lock);
+  ox_task_t *newest = atomic_exchange(&loop->posted, NULL), *t = NULL;
+  while (newest) { /* reverse into posting order */
+    ox_task_t *next = newest->next;
+    newest->next = t;
+    t = newest;
+    newest = next;
+  }
   while (t) {
     ox_task_t *next = t->next;
     t->fn(loop, t);
@@ -102,7 +113,6 @@ int ox_loop_create(ox_loop_t **out) {
     free(loop);
     return e;
   }
-  pthread_mutex_init(&loop->lock, NULL);
   loop->wake = (ox_io_t){.fd = efd, .cb = ox_loop_on_wake};
   loop->now_ms = (uint64_t)ox_mono_ms();
   int rc = ox_loop_add(loop, &loop->wake, EPOLLIN);
@@ -119,7 +129,6 @@ void ox_loop_destroy(ox_loop_t *loop) {
   ox_loop_run_tasks(loop);
   close(loop->wake.fd);
   close(loop->epfd);
-  pthread_mutex_destroy(&loop->lock);
   free(loop);
 }
 
@@ -151,16 +160,13 @@ void ox_loop_stop(ox_loop_t *loop) {
 }
 
 void ox_loop_post(ox_loop_t *loop, ox_task_t *task) {
-  task->next = NULL;
-  pthread_mutex_lock(&loop->lock);
-  int was_empty = loop->head == NULL;
-  if (loop->tail)
-    loop->tail->next = task;
-  else
-    loop->head = task;
-  loop->tail = task;
-  pthread_mutex_unlock(&loop->lock);
-  if (was_empty) {
+  ox_task_t *old = atomic_load_explicit(&loop->posted, memory_order_relaxed);
+  do {
+    task->next = old;
+  } while (!atomic_compare_exchange_weak(&loop->posted, &old, task));
+  /* Only the push onto an empty list can find the loop asleep with nothing to do; later pushes
+   * are taken with it. */
+  if (!old && atomic_load(&loop->sleeping)) {
     uint64_t one = 1;
     ssize_t w = write(loop->wake.fd, &one, sizeof one);
     (void)w;
@@ -174,7 +180,10 @@ int ox_loop_run(ox_loop_t *loop) {
     if (loop->tick_ms > 0) {
       timeout = loop->next_tick > loop->now_ms ? (int)(loop->next_tick - loop->now_ms) : 0;
     }
+    atomic_store(&loop->sleeping, 1);
+    if (atomic_load(&loop->posted)) timeout = 0; /* posted while we were busy: do not sleep */
     int n = epoll_wait(loop->epfd, evs, OX_LOOP_MAX_EVENTS, timeout);
+    atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
     if (n < 0) {
       if (errno == EINTR) continue;
       return -errno;
@@ -184,6 +193,8 @@ int ox_loop_run(ox_loop_t *loop) {
       ox_io_t *io = evs[i].data.ptr;
       io->cb(loop, io, evs[i].events);
     }
+    /* Completions posted while the loop was busy (no eventfd write told of them). */
+    if (atomic_load_explicit(&loop->posted, memory_order_relaxed)) ox_loop_run_tasks(loop);
     if (loop->after) loop->after(loop, loop->after_data);
     for (int i = 0; i < loop->nhooks; i++) loop->hooks[i].fn(loop, loop->hooks[i].data);
     if (loop->tick_ms > 0 && loop->now_ms >= loop->next_tick) {
