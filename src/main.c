@@ -348,7 +348,9 @@ int main(int argc, char **argv) {
       /* two loops from two cores on: one I/O thread was the limit of small-model traffic on 2
        * cores (S3 +43%, S3g +20% measured with two), and the model-bound scenarios did not
        * change; a quarter of the cores beyond 8 */
-      .io_threads = ncpu < 2 ? 1 : ncpu <= 8 ? 2 : ncpu / 4,
+      .io_threads = ncpu < 2    ? 1
+                    : ncpu <= 8 ? 2
+                                : ncpu / 4,
       .infer_threads = ncpu,
       .intra_op_threads = 1,
       .max_body_bytes = 64L << 20,

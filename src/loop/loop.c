@@ -26,9 +26,9 @@
 
 struct ox_loop {
   int epfd;
-  ox_io_t wake; /* eventfd watcher */
+  ox_io_t wake;                /* eventfd watcher */
   _Atomic(ox_task_t *) posted; /* pushed tasks, newest first */
-  atomic_int sleeping;          /* 1 while the loop may be in (or about to enter) epoll_wait */
+  atomic_int sleeping;         /* 1 while the loop may be in (or about to enter) epoll_wait */
   atomic_int stop;
   uint64_t now_ms, next_tick;
   int tick_ms;
