@@ -102,8 +102,8 @@ static const ox_flag_t ox_flags[] = {
     {"max-body-bytes", OX_FLAG_INT, O(max_body_bytes), 1, 1L << 40,
      "largest request body; larger ones get 413 before any of it is read"},
     {"max-connections", OX_FLAG_INT, O(max_connections), 1, 1000000,
-     "open connections; at the cap the connection idle longest between keep-alive requests is "
-     "closed to make room, else the new one gets 503 and is closed"},
+     "open connections; at the cap the accepting I/O thread closes its connection idle longest "
+     "between keep-alive requests to make room, else the new one gets 503 and is closed"},
     {"max-queue", OX_FLAG_INT, O(max_queue), 1, 1000000,
      "inference requests waiting for a worker; beyond it 503 with Retry-After"},
     {"request-timeout-ms", OX_FLAG_INT, O(request_timeout_ms), 1, 3600000,

@@ -67,9 +67,12 @@ def test_silent_connection_closed_after_request_timeout(server_factory, small_re
 
 def test_cap_evicts_oldest_idle_keepalive(server_factory, small_repo):
     """At --max-connections, a new client is served by closing the idle keep-alive connection
-    idle longest; when none is idle (silent new connections), it is refused with 503."""
+    idle longest; when none is idle (silent new connections), it is refused with 503. The
+    eviction is per I/O thread (the accepting loop closes its own longest-idle connection), so
+    the server runs one I/O thread here to make "longest idle" the process-wide one."""
     cap = 4
-    s = server_factory(small_repo, ["--max-connections", str(cap)], name="evict")
+    s = server_factory(small_repo, ["--max-connections", str(cap), "--io-threads", "1"],
+                       name="evict")
     try:
         time.sleep(0.3)  # the readiness probes' connections are gone
         conns = []
