@@ -245,40 +245,13 @@ static int build_image_input(ox_infer_call_t *call, const ox_infer_input_t *in,
              max_rows);
     return OX_EINVALID;
   }
-  ox_slice_t *el;
-  if (in->has_binary) {
-    if (in->count > in->binary.len / 4) {
-      snprintf(err, ERRCAP,
-               "input " NAMEFMT ": %" PRIu64 " BYTES elements need more than %zu bytes",
-               NAMEARG(in->name), in->count, in->binary.len);
-      return OX_EINVALID;
-    }
-    el = ox_arena_alloc(&call->arena, (size_t)in->count * sizeof *el + 1);
-    if (!el) return OX_ENOMEM;
-    int rc = split_bytes(in->binary, in->count, el);
-    if (rc) {
-      snprintf(err, ERRCAP,
-               rc == -1 ? "input " NAMEFMT ": a BYTES length prefix runs past its binary data"
-                        : "input " NAMEFMT ": bytes left over after %" PRIu64 " BYTES elements",
-               NAMEARG(in->name), in->count);
-      return OX_EINVALID;
-    }
-  } else {
-    if (!in->data_json.ptr || in->count > in->data_json.len) {
-      snprintf(err, ERRCAP, "input " NAMEFMT " has no data for its %" PRIu64 " elements",
-               NAMEARG(in->name), in->count);
-      return OX_EINVALID;
-    }
-    el = ox_arena_alloc(&call->arena, (size_t)in->count * sizeof *el + 1);
-    if (!el) return OX_ENOMEM;
-    char derr[256];
-    int rc = ox_tensor_json_decode(in->data_json, OX_DT_BYTES, in->count, el, &call->arena, derr,
-                                   sizeof derr);
-    if (rc == OX_ENOMEM) return rc;
-    if (rc) {
-      snprintf(err, ERRCAP, "input " NAMEFMT ": %s", NAMEARG(in->name), derr);
-      return OX_EINVALID;
-    }
+  /* The files as BYTES elements, checked and split exactly as any BYTES input's. */
+  const ox_tensor_info_t as_bytes = {.dtype = OX_DT_BYTES, .rank = -1};
+  ox_tensor_in_t files;
+  int rc = build_input(call, in, &as_bytes, &files, err);
+  if (rc) return rc;
+  ox_slice_t *el = (ox_slice_t *)files.strings; /* the call's arena: ours to rewrite */
+  if (!in->has_binary) {
     for (uint64_t r = 0; r < in->count; r++) { /* JSON carries the files in base64 */
       size_t cap = ox_base64_decoded_max(el[r].len), n = 0;
       unsigned char *b = ox_arena_alloc(&call->arena, cap + 1);
@@ -307,8 +280,8 @@ static int build_image_input(ox_infer_call_t *call, const ox_infer_input_t *in,
   if (!buf || !shape) return OX_ENOMEM;
   for (uint64_t r = 0; r < rows; r++) {
     char ierr[256];
-    int rc = ox_img_preprocess(&spec, (const uint8_t *)el[r].ptr, el[r].len, buf + r * row_bytes,
-                               row_bytes, ierr, sizeof ierr);
+    rc = ox_img_preprocess(&spec, (const uint8_t *)el[r].ptr, el[r].len, buf + r * row_bytes,
+                           row_bytes, ierr, sizeof ierr);
     if (rc == OX_ENOMEM) return rc;
     if (rc) {
       snprintf(err, ERRCAP, "input " NAMEFMT " row %" PRIu64 ": %s", NAMEARG(in->name), r, ierr);
