@@ -9,6 +9,8 @@ request, onnxd against the Python peer doing the same lookups against Redis:
   R2  onnxd, feature rows from L2 only (the copies of Redis rows L2 keeps; L1 off)
   R3  onnxd, feature rows from Redis on every request (L1 off, --feature-l3-cache-ms 0)
   P3  bench/peers/python-fraud: FastAPI + redis.asyncio (one MGET a request) + ONNX Runtime
+  F1-F3  the feature store replicated through a Redis Stream, 3 replicas (bench/fstream.py,
+      run after the rows above): ingest events/s, replication delay, V1 while applying
 
 Data: tools/fraud/generate.py's stream (--quick: 50k events, else 200k); every event is
 ingested into onnxd's store by POST /v1/events (the ingest rate is reported). T = the last
@@ -43,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+import fstream
+
 R = None  # bench/run.py's module, set by it before calling bench_fraud
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +74,7 @@ ROW_VIEW = {"input": "features",
                         {"row": "user_id", "table": "fv_user", "width": 8, "default": 0.0},
                         {"row": "card_id", "table": "fv_card", "width": 8, "default": 0.0}],
             "mandatory": False, "deadline_us": 20000}
+ROWS.update(fstream.ROWS)  # F1-F3: run by fstream.bench_stream, not by the loop below
 TARGET_P99_MS = 2.0
 TARGET_X_PYTHON = 10.0
 
@@ -316,6 +321,9 @@ def bench_fraud(cfg: dict, quick: bool) -> dict:
                 log(f"[fraud {skey}] stopped: {rec['stop']}")
     finally:
         rd.stop()
+    fstream.R = R
+    fstream.bench_stream(out, data, repo, work, probe, headers, cfg, quick,
+                         [r for r in rows_wanted if r in fstream.ROWS])
     summarise(out)
     return out
 
@@ -361,7 +369,7 @@ def summarise(out: dict) -> None:
     py_rps = None if py.get("failed") else py.get("rps")
     out["targets"] = []
     for r, row in out["rows"].items():
-        if r == "P3" or row.get("failed"):
+        if r == "P3" or row.get("failed") or r in fstream.ROWS:
             continue
         row["x_python"] = round(row["rps"] / py_rps, 2) if py_rps and row.get("rps") else None
         p99 = row.get("p99_ms")
@@ -394,6 +402,9 @@ def table(out: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r, row in out["rows"].items():
         spec = ROWS[r]
+        if r in fstream.ROWS:
+            rows.append(fstream.table_row(r, row))
+            continue
         if row.get("failed"):
             rows.append([r, spec["title"], "failed", "", "", "", "", ""])
             continue
@@ -445,7 +456,7 @@ def notes(out: dict) -> list[str]:
     for s in out.get("servers", {}).values():
         if s.get("command"):
             lines.append(f"`{s['command']}`")
-    return lines
+    return lines + fstream.notes(out)
 
 
 def markdown(out: dict, cfg: dict) -> list[str]:

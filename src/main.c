@@ -12,12 +12,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,7 @@
 #include "core/flags.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "features/fstream.h"
 #include "features/l3_pg.h"
 #include "http/conn.h"
 #include "infer/poll.h"
@@ -65,6 +68,13 @@ typedef struct {
   long feature_store_max_bytes;
   const char *redis;
   long feature_events_to_redis;
+  const char *feature_events_stream;
+  long feature_stream_timeout_ms;
+  long feature_stream_ready_lag_ms;
+  long feature_stream_trim_ms;
+  long feature_stream_trim_every_ms;
+  const char *feature_bootstrap;
+  long feature_bootstrap_wait_ms;
   const char *postgres;
   const char *event_keys;
   long max_inflight_bytes;
@@ -139,6 +149,25 @@ static const ox_flag_t ox_flags[] = {
      "HOST:PORT of Redis holding feature rows (L3; optional)"},
     {"feature-events-to-redis", OX_FLAG_INT, O(feature_events_to_redis), 0, 1,
      "also append every ingested event to Redis list ~ev:<entity> (needs --redis)"},
+    {"feature-events-stream", OX_FLAG_STR, O(feature_events_stream), 0, 0,
+     "Redis Stream KEY (on --redis) that every replica applies: POST /v1/events appends to it "
+     "and answers once this replica has applied it; for N replicas behind one Service"},
+    {"feature-stream-timeout-ms", OX_FLAG_INT, O(feature_stream_timeout_ms), 100, 600000,
+     "bound of POST /v1/events with --feature-events-stream: the append (503 if Redis did not "
+     "take it) and the local apply (202 if not yet applied here)"},
+    {"feature-stream-ready-lag-ms", OX_FLAG_INT, O(feature_stream_ready_lag_ms), 1, 86400000,
+     "with --feature-events-stream, not ready (/v2/health/ready 503) until the replication lag "
+     "has been within this once since start"},
+    {"feature-stream-trim-ms", OX_FLAG_INT, O(feature_stream_trim_ms), 0, 100L * 365 * 86400000,
+     "delete stream entries older than this (one replica at a time; 0: never); at least "
+     "--feature-retention-ms"},
+    {"feature-stream-trim-every-ms", OX_FLAG_INT, O(feature_stream_trim_every_ms), 100, 86400000,
+     "period of the trim"},
+    {"feature-bootstrap", OX_FLAG_STR, O(feature_bootstrap), 0, 0,
+     "http://HOST:PORT of a peer: when --feature-dir holds no store, start from the peer's "
+     "snapshot (GET /v1/features/snapshot) and follow the stream from its position"},
+    {"feature-bootstrap-wait-ms", OX_FLAG_INT, O(feature_bootstrap_wait_ms), 0, 3600000,
+     "how long --feature-bootstrap retries an unreachable peer before starting empty"},
     {"postgres", OX_FLAG_STR, O(postgres), 0, 0,
      "libpq conninfo of PostgreSQL holding feature rows (L3, after Redis; optional)"},
     {"event-keys", OX_FLAG_STR, O(event_keys), 0, 0,
@@ -212,6 +241,29 @@ static void io_drain(ox_loop_t *loop, ox_task_t *task) {
 
 /* Reads the admin token: the file's first line (without CR/LF), 1 to 4095 bytes. 0 or -1 with a
  * message on stderr. */
+/* The listeners set SO_REUSEPORT (one per I/O loop), which would also let a second onnxd (same
+ * user) bind the same port and silently take half of its connections. So a fixed port is first
+ * bound once without SO_REUSEPORT: in use by anyone, that fails, and onnxd stops with a
+ * message. 0, or -errno. */
+static int port_in_use(const char *host, long port) {
+  if (port <= 0) return 0;
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  char ps[24];
+  snprintf(ps, sizeof ps, "%ld", port);
+  if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai) return 0; /* the listener says why */
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), rc = 0;
+  if (fd >= 0) {
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* TIME_WAIT is no conflict */
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) rc = -errno;
+    close(fd);
+  }
+  freeaddrinfo(ai);
+  return rc == -EADDRINUSE ? rc : 0;
+}
+
 static int read_admin_token(const char *path, char *out, size_t cap) {
   FILE *f = fopen(path, "r");
   if (!f) {
@@ -368,6 +420,12 @@ int main(int argc, char **argv) {
       .feature_max_events_24h = 100000,
       .feature_sync = "data",
       .feature_store_max_bytes = 4L << 30,
+      .feature_events_stream = "",
+      .feature_stream_timeout_ms = 2000,
+      .feature_stream_ready_lag_ms = 5000,
+      .feature_stream_trim_every_ms = 60000,
+      .feature_bootstrap = "",
+      .feature_bootstrap_wait_ms = 10000,
       .redis = "",
       .postgres = "",
       .event_keys = "user_id,card_id",
@@ -413,6 +471,31 @@ int main(int argc, char **argv) {
     fprintf(stderr,
             "onnxd: --feature-events-to-redis 1 needs --redis HOST:PORT (the Redis "
             "server the events are appended to)\n");
+    return 2;
+  }
+  if (o.feature_events_stream[0] && !o.redis[0]) {
+    fprintf(stderr,
+            "onnxd: --feature-events-stream needs --redis HOST:PORT (the Redis server "
+            "holding the stream)\n");
+    return 2;
+  }
+  if (o.feature_events_stream[0] && o.feature_events_to_redis) {
+    fprintf(stderr,
+            "onnxd: --feature-events-stream and --feature-events-to-redis exclude each "
+            "other (the stream already holds every event)\n");
+    return 2;
+  }
+  if (o.feature_stream_trim_ms && o.feature_retention_ms &&
+      o.feature_stream_trim_ms < o.feature_retention_ms) {
+    fprintf(stderr,
+            "onnxd: --feature-stream-trim-ms must be at least --feature-retention-ms "
+            "(a replica bootstrapping from the stream needs the events the store keeps)\n");
+    return 2;
+  }
+  if (o.feature_bootstrap[0] && !o.feature_events_stream[0]) {
+    fprintf(stderr,
+            "onnxd: --feature-bootstrap needs --feature-events-stream (a snapshot is "
+            "followed by the stream from its position)\n");
     return 2;
   }
   if (check_event_keys(o.event_keys)) {
@@ -610,8 +693,17 @@ int main(int argc, char **argv) {
     if (load_models(models, o.model_repository, o.load_model.items[i])) return 2;
   /* The feature store: when asked for, or when a model's feature_view needs it. */
   ox_fstore_t *features = NULL;
+  ox_fstream_t *stream = NULL;
   if (ox_models_need_features(models) || o.feature_dir != default_feature_dir || o.redis[0] ||
       o.postgres[0]) {
+    if (o.feature_bootstrap[0] &&
+        ox_fstream_bootstrap(o.feature_bootstrap, o.feature_dir,
+                             admin_token[0] ? admin_token : NULL, o.feature_bootstrap_wait_ms, err,
+                             sizeof err) < 0)
+      ox_warn(
+          "feature bootstrap from %s failed (%s): starting with an empty store, from the "
+          "stream's beginning",
+          o.feature_bootstrap, err);
     ox_fstore_opts_t fo = {.dir = o.feature_dir,
                            .l1_bytes = (size_t)o.feature_l1_bytes,
                            .l1_ttl_ms = o.feature_l1_ttl_ms,
@@ -630,8 +722,25 @@ int main(int argc, char **argv) {
       fprintf(stderr, "onnxd: %s\n", err);
       return 1;
     }
+    if (o.feature_events_stream[0]) {
+      ox_fstream_opts_t so = {.key = o.feature_events_stream,
+                              .redis = o.redis,
+                              .timeout_ms = o.feature_stream_timeout_ms,
+                              .ready_lag_ms = o.feature_stream_ready_lag_ms,
+                              .trim_ms = o.feature_stream_trim_ms,
+                              .trim_every_ms = o.feature_stream_trim_every_ms,
+                              .decode = ox_server_stream_decode,
+                              .decode_arg = features};
+      if (ox_fstream_open(features, &so, &stream, err, sizeof err)) {
+        fprintf(stderr, "onnxd: %s\n", err);
+        ox_fstore_close(features);
+        return 1;
+      }
+    }
   }
   server.features = features;
+  server.stream = stream;
+  server.feature_dir = o.feature_dir;
   server.event_keys = o.event_keys;
   server.admin_token = admin_token[0] ? admin_token : NULL;
   server.admin_token_len = strlen(admin_token);
@@ -655,6 +764,18 @@ int main(int argc, char **argv) {
   admin_cfg.tag = OX_LISTENER_ADMIN;
   int npublic = (int)o.io_threads;
   int nio = npublic + (o.admin_port != 0);
+  const struct {
+    const char *what, *host;
+    long port;
+  } ports[] = {{"--http-port", o.host, o.http_port},
+               {"--grpc-port", o.host, o.grpc_port},
+               {"--admin-port", o.admin_host, o.admin_port}};
+  for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++)
+    if (port_in_use(ports[i].host, ports[i].port)) {
+      fprintf(stderr, "onnxd: cannot listen on %s:%ld (%s): the address is in use\n", ports[i].host,
+              ports[i].port, ports[i].what);
+      return 1;
+    }
   io_thread_t *io = calloc((size_t)nio, sizeof *io);
   uint16_t port = (uint16_t)o.http_port, admin_port = (uint16_t)o.admin_port;
   for (int i = 0; io && i < nio; i++) {
@@ -741,6 +862,7 @@ int main(int argc, char **argv) {
   ox_fstore_stop_fetcher(features); /* fetches still queued go back to the pool, refused */
   ox_pool_destroy(pool);            /* queued jobs are answered 503; running ones finish */
   ox_models_stop(models);           /* requests still queued in a batcher are answered 503 */
+  ox_fstream_close(stream);         /* the applier stops; no append is running any more */
   ox_fstore_close(features);        /* after the workers: L2 writes flushed, readers closed */
   for (int i = 0; i < nio; i++) {
     ox_loop_run_pending(io[i].loop);

@@ -8,7 +8,10 @@ install or what the server logged; the tests turn that into pytest.fail.
 Both classes are context managers: `with services.Postgres() as pg:` starts the server and, on
 the way out, stops it and removes what it created. stop() does the same and may be called more
 than once. Redis(d) with a directory of the caller's (a pytest tmp_path) leaves that directory
-alone; without one it makes and removes its own under $TMPDIR.
+alone; without one it makes and removes its own under $TMPDIR. Redis(d, persist=True) keeps an
+append-only file fsynced on every write (an acknowledged write survives SIGKILL), so it can be
+killed or shut down and started again on the same port and directory with its data; call()
+runs any command and returns the parsed reply (xinfo_stream, xrange and xlen for streams).
 
 PostgreSQL refuses to run as root: as root the server runs as the system user onnxd-test
 (created with useradd if missing), the way tests/unit/l3_pg_test.c runs it. Nobody else's servers
@@ -57,6 +60,44 @@ def _resp_request(args):
     return out
 
 
+class RedisError(RuntimeError):
+    """An error reply ("-ERR ...", "-WRONGTYPE ...") from Redis."""
+
+
+def _read_reply(f):
+    """One RESP2 reply from file f: simple string -> str, error -> RedisError, integer -> int,
+    bulk string -> bytes (None for nil), array -> list (None for nil). ConnectionError when the
+    server closed the connection mid-reply."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError(f"redis closed the connection (read {line!r})")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        if len(data) != n + 2 or data[n:] != b"\r\n":
+            raise ConnectionError("redis: truncated bulk reply")
+        return data[:n]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_read_reply(f) for _ in range(n)]
+    raise RuntimeError(f"redis: unexpected reply line {line!r}")
+
+
+def _stream_entry(e):
+    """[id, [field, value, ...]] of XRANGE / XINFO -> (id str, {field str: value bytes})."""
+    fields = e[1] or []
+    return e[0].decode(), {fields[i].decode(): fields[i + 1] for i in range(0, len(fields), 2)}
+
+
 def _redis_bin():
     for p in (os.environ.get("ONNXD_REDIS_SERVER"), "/usr/bin/redis-server",
               "/usr/local/bin/redis-server", shutil.which("redis-server")):
@@ -83,16 +124,20 @@ class _Service:
 
 
 class Redis(_Service):
-    """A redis-server of our own on a free loopback port (no persistence).
+    """A redis-server of our own on a free loopback port (no persistence unless persist).
 
     proc is the server's Popen (tests stop and kill it with signals); start() may be called
-    again after the process died, and reuses the same port and directory."""
+    again after the process died, and reuses the same port and directory. With persist, the
+    server keeps an append-only file in its directory, fsynced before every write is
+    acknowledged (--appendonly yes --appendfsync always): after kill() or shutdown(), start()
+    brings the data back."""
 
-    def __init__(self, d=None):
+    def __init__(self, d=None, persist=False):
         self.bin = _redis_bin()
         self._own_dir = d is None
         self.dir = Path(tempfile.mkdtemp(prefix="onnxd-redis-")) if d is None else Path(d)
         self.port = free_port()
+        self.persist = persist
         self.proc = None
         self._log = None
 
@@ -104,9 +149,11 @@ class Redis(_Service):
     def start(self):
         self._close_log()
         self._log = open(self.dir / "redis.log", "ab")
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else \
+            ["--appendonly", "no"]
         self.proc = subprocess.Popen(
-            [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.dir)],
+            [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *aof,
+             "--daemonize", "no", "--dir", str(self.dir)],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -148,6 +195,46 @@ class Redis(_Service):
                 items.append(data[:n])
             return items
 
+    def call(self, *args, timeout=10.0):
+        """Runs one command on a new connection and returns its parsed reply (see _read_reply:
+        str, int, bytes, None or nested lists). RedisError on an error reply; OSError when the
+        server does not answer within timeout seconds or is not there."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s, \
+                s.makefile("rb") as f:
+            s.sendall(_resp_request(args))
+            return _read_reply(f)
+
+    def xlen(self, key):
+        return self.call("XLEN", key)
+
+    def xinfo_stream(self, key):
+        """XINFO STREAM key as a dict: "length", "last-generated-id", "max-deleted-entry-id",
+        "entries-added", ... (ids as str); "first-entry" / "last-entry" as (id, {field: bytes})
+        or None. RedisError for a missing key."""
+        reply = self.call("XINFO", "STREAM", key)
+        out = {}
+        for i in range(0, len(reply), 2):
+            k, v = reply[i].decode(), reply[i + 1]
+            if isinstance(v, bytes):
+                v = v.decode()
+            elif isinstance(v, list):
+                v = _stream_entry(v)
+            out[k] = v
+        return out
+
+    def xrange(self, key, start="-", end="+", page=500):
+        """Every entry of the stream between start and end (XRANGE, page entries per call), in
+        order: [(id str, {field str: value bytes})]; [] for a missing key."""
+        out = []
+        lo = start
+        while True:
+            got = [_stream_entry(e) for e in self.call("XRANGE", key, lo, end, "COUNT", page,
+                                                       timeout=60.0)]
+            out += got
+            if len(got) < page:
+                return out
+            lo = "(" + got[-1][0]
+
     def set_row(self, key, values):
         """SET key to values as little-endian float32, the way onnxd stores feature rows."""
         reply = self.command("SET", key, struct.pack(f"<{len(values)}f", *values))
@@ -159,6 +246,28 @@ class Redis(_Service):
             self.proc.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) server too
             self.proc.kill()
             self.proc.wait()
+
+    def kill(self):
+        """SIGKILL (a stopped server too), waited for; the directory stays (start() again)."""
+        self._kill()
+        self._close_log()
+
+    def shutdown(self, timeout=30.0):
+        """Graceful stop: SIGTERM (Redis flushes and fsyncs its append-only file, then exits),
+        waited for up to timeout seconds (then killed). Returns the exit status (None if it
+        had to be killed). The directory stays (start() again)."""
+        rc = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        elif self.proc:
+            rc = self.proc.returncode
+        self._close_log()
+        return rc
 
     def _close_log(self):
         if self._log:

@@ -196,6 +196,38 @@ typedef struct {
 int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err,
                      size_t *duplicates);
 
+/* ---- applying a replicated log (features/fstream.h) ------------------------------------- */
+
+/* One entry of the log: one request's events, validated (as for ox_fstore_ingest). */
+typedef struct {
+  const ox_fstore_event_t *evs; /* borrowed for the call */
+  size_t n;
+  int64_t now_ms; /* the entry's time in the log: ids are remembered from it (not from the
+                     wall clock), so that every replica keeps them alike */
+  /* the outcome, set by ox_fstore_apply */
+  int rc;                                      /* 0, or OX_EQUOTA: refused whole */
+  size_t accepted, duplicates;                 /* with rc 0 */
+  char quota_entity[OX_FSTORE_MAX_ENTITY + 1]; /* with OX_EQUOTA: the entity over its cap */
+} ox_fstore_entry_t;
+
+/* Applies entries in order, each as ox_fstore_ingest would apply it as one request (ids,
+ * duplicates and the per-entity cap included: an entry that would take an entity over its cap
+ * is refused whole and the others are applied), and stores row key = vals[i] in the same
+ * transaction as entry i (the log position it has reached). The outcome depends only on the
+ * store's contents and the entries, so replicas that apply the same log agree. Entries are
+ * applied in as few transactions as that allows (one, unless an entry is refused).
+ * Returns 0 (every entry applied or refused, the position stored) or an error: then a prefix
+ * of the entries may be committed with its position, which the caller reads back
+ * (ox_fstore_meta_get) to go on from there. */
+int ox_fstore_apply(ox_fstore_t *fs, ox_fstore_entry_t *entries, size_t n, ox_slice_t key,
+                    const ox_slice_t *vals);
+/* Reads an internal row of L2 (written by ox_fstore_apply) into out: 0 with *len set,
+ * OX_ENOT_FOUND, OX_ETOO_LARGE (cap too small), or an error. */
+int ox_fstore_meta_get(ox_fstore_t *fs, ox_slice_t key, char *out, size_t cap, size_t *len);
+/* Writes a consistent copy of L2 to fd (ox_l2_copy_fd): a data.mdb for another replica's
+ * --feature-dir. 0 or an error. */
+int ox_fstore_snapshot(ox_fstore_t *fs, int fd);
+
 /* The L2 store's size: *used bytes in use, *capacity its maximum (max_bytes). */
 void ox_fstore_usage(ox_fstore_t *fs, uint64_t *used, uint64_t *capacity);
 /* The per-entity cap (opts.max_events_24h): before anything is stored, ox_fstore_ingest checks,

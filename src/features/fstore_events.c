@@ -343,7 +343,8 @@ static int append_redis(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
  * error) and then, with events_to_redis, appends them to Redis (*l3_err: 0 or the Redis error).
  * Events with an id record it, remembered until max(now_ms, their ts) (see fstore.h). */
 static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n,
-                        int64_t now_ms, int *l3_err) {
+                        int64_t now_ms, const int64_t *nows, ox_slice_t xkey, ox_slice_t xval,
+                        int *l3_err) {
   size_t npairs = 0;
   for (size_t i = 0; i < n; i++) npairs += evs[i].num_entities;
   size_t cap = 16;
@@ -418,9 +419,11 @@ static int ingest_chunk(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *
     ox_feat_event_encode(&evs[i].ev, payload);
     for (size_t k = 0; k < evs[i].num_entities && !rc; k++)
       rc = ox_l2_group_append_event(g, evs[i].entities[k], evs[i].ev.ts_ms, payload, EVB);
+    int64_t t = nows ? nows[i] : now_ms;
     if (!rc && evs[i].id.len)
-      rc = ox_l2_group_put_id(g, evs[i].id, evs[i].ev.ts_ms > now_ms ? evs[i].ev.ts_ms : now_ms);
+      rc = ox_l2_group_put_id(g, evs[i].id, evs[i].ev.ts_ms > t ? evs[i].ev.ts_ms : t);
   }
+  if (!rc && xkey.len) rc = ox_l2_group_put_row(g, xkey, xval.ptr, xval.len);
   for (size_t k = 0; k < nents && !rc; k++) {
     ent_t *e = &ents[k];
     if (!e->has_last || e->max_ts > e->old_last) {
@@ -670,12 +673,115 @@ int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, in
   x->quota_entity[0] = 0;
   /* nothing is stored when an entity would exceed its cap (duplicates do not count) */
   if (!rc && nk) rc = check_cap(fs, x, use, nk);
-  if (!rc && nk) rc = ingest_chunk(fs, x, use, nk, now_ms, l3_err);
+  if (!rc && nk)
+    rc = ingest_chunk(fs, x, use, nk, now_ms, NULL, ox_slice(NULL, 0), ox_slice(NULL, 0), l3_err);
   pthread_mutex_unlock(&fs->ingest_mu);
   free(kept);
   free(drop);
   if (!rc) *duplicates = (size_t)dups;
   return rc;
+}
+
+/* ---- applying a replicated log --------------------------------------------------------- */
+
+/* Applies entries[lo, hi) in one transaction with the position row (key, vals[hi - 1]), under
+ * ingest_mu. Ids are checked and stored as one call would (an earlier entry's id makes a later
+ * event a duplicate). OX_EQUOTA: the cap check failed for the range (nothing stored). */
+static int apply_range(ox_fstore_t *fs, fs_tctx_t *x, ox_fstore_entry_t *entries, size_t lo,
+                       size_t hi, ox_slice_t key, const ox_slice_t *vals) {
+  size_t total = 0;
+  for (size_t i = lo; i < hi; i++) total += entries[i].n;
+  if (total > UINT32_MAX / 2) return OX_ETOO_LARGE;
+  ox_fstore_event_t *all = malloc((total ? total : 1) * sizeof *all);
+  int64_t *nows = malloc((total ? total : 1) * sizeof *nows);
+  uint32_t *owner = malloc((total ? total : 1) * sizeof *owner);
+  unsigned char *drop = calloc(total ? total : 1, 1);
+  int rc = all && nows && owner && drop ? 0 : OX_ENOMEM;
+  size_t k = 0;
+  for (size_t i = lo; i < hi && !rc; i++)
+    for (size_t j = 0; j < entries[i].n; j++, k++) {
+      all[k] = entries[i].evs[j];
+      nows[k] = entries[i].now_ms;
+      owner[k] = (uint32_t)i;
+    }
+  long dups = rc ? 0 : find_duplicates(x, all, total, drop);
+  if (dups < 0) rc = (int)dups;
+  size_t nk = 0;
+  for (size_t i = 0; i < total && !rc; i++) /* keep the others, in order, in place */
+    if (!drop[i]) {
+      all[nk] = all[i];
+      nows[nk++] = nows[i];
+    }
+  x->quota_entity[0] = 0;
+  if (!rc && nk) rc = check_cap(fs, x, all, nk);
+  int l3 = 0;
+  if (!rc) rc = ingest_chunk(fs, x, all, nk, 0, nows, key, vals[hi - 1], &l3);
+  if (!rc) {
+    for (size_t i = lo; i < hi; i++) {
+      entries[i].rc = 0;
+      entries[i].accepted = entries[i].n;
+      entries[i].duplicates = 0;
+    }
+    for (size_t i = 0; i < total; i++)
+      if (drop[i]) {
+        entries[owner[i]].accepted--;
+        entries[owner[i]].duplicates++;
+      }
+  }
+  free(all);
+  free(nows);
+  free(owner);
+  free(drop);
+  return rc;
+}
+
+int ox_fstore_apply(ox_fstore_t *fs, ox_fstore_entry_t *entries, size_t n, ox_slice_t key,
+                    const ox_slice_t *vals) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < entries[i].n; j++) {
+      const ox_fstore_event_t *e = &entries[i].evs[j];
+      if (e->num_entities > OX_FSTORE_MAX_ENTITIES || e->id.len > OX_FSTORE_MAX_EVENT_ID)
+        return OX_EINVALID;
+      for (size_t k = 0; k < e->num_entities; k++)
+        if (!e->entities[k].len || e->entities[k].len > OX_FSTORE_MAX_ENTITY ||
+            e->entities[k].ptr[0] == '~')
+          return OX_EINVALID;
+    }
+  fs_tctx_t *x = ox_fstore_ctx(fs);
+  if (!x) return OX_EUNAVAILABLE;
+  pthread_mutex_lock(&fs->ingest_mu);
+  int rc = apply_range(fs, x, entries, 0, n, key, vals);
+  /* Some entry takes an entity over its cap: apply them one at a time, as separate requests
+   * would have been, so that only those entries are refused (the same ones on every replica:
+   * the outcome depends only on the store and the log). */
+  for (size_t i = 0; rc == OX_EQUOTA && i < n; i++) {
+    int r = apply_range(fs, x, entries, i, i + 1, key, vals);
+    if (r == OX_EQUOTA) {
+      entries[i].rc = OX_EQUOTA;
+      entries[i].accepted = entries[i].duplicates = 0;
+      snprintf(entries[i].quota_entity, sizeof entries[i].quota_entity, "%s", x->quota_entity);
+      /* nothing of it is stored, but the position moves past it */
+      r = ingest_chunk(fs, x, NULL, 0, 0, NULL, key, vals[i], &(int){0});
+    }
+    if (r) {
+      rc = r; /* entries before i are committed; the caller retries from i */
+      break;
+    }
+    if (i == n - 1) rc = 0;
+  }
+  pthread_mutex_unlock(&fs->ingest_mu);
+  return rc;
+}
+
+int ox_fstore_meta_get(ox_fstore_t *fs, ox_slice_t key, char *out, size_t cap, size_t *len) {
+  fs_tctx_t *x = ox_fstore_ctx(fs);
+  if (!x) return OX_EUNAVAILABLE;
+  return ox_l2_get_row_copy(x->r, key, out, cap, len);
+}
+
+int ox_fstore_snapshot(ox_fstore_t *fs, int fd) {
+  return ox_l2_copy_fd(fs->l2, fd);
 }
 
 static int index_add(void *arg, const ox_l2_event_t *ev) {

@@ -147,6 +147,13 @@ int ox_l2_grow(ox_l2_t *l2) {
   return 0;
 }
 
+int ox_l2_copy_fd(ox_l2_t *l2, int fd) {
+  pthread_rwlock_rdlock(&l2->maplock); /* the copy reads the map through its own snapshot */
+  int rc = mdb_env_copyfd2(l2->env, fd, MDB_CP_COMPACT);
+  pthread_rwlock_unlock(&l2->maplock);
+  return ox_l2_map_err(rc, "copy");
+}
+
 void ox_l2_usage(ox_l2_t *l2, uint64_t *used, uint64_t *map, uint64_t *max) {
   MDB_envinfo ei;
   MDB_stat st;

@@ -151,6 +151,11 @@ void ox_l2_stats(ox_l2_t *l2, ox_l2_stats_t *out);
  * *max = map_size (what it may grow to). Any thread. */
 void ox_l2_usage(ox_l2_t *l2, uint64_t *used, uint64_t *map, uint64_t *max);
 
+/* Writes a consistent copy of the environment (one read snapshot, free pages left out: LMDB's
+ * compacting copy) to fd, as a data.mdb file that ox_l2_open can open. Blocks for the copy's
+ * duration; writers go on meanwhile (a remap waits for it). 0 or an error. */
+int ox_l2_copy_fd(ox_l2_t *l2, int fd);
+
 /* ---- groups: all-or-nothing writes --------------------------------------------------------- */
 
 /* A list of writes built by one thread, applied by ox_l2_commit. Records are packed in one

@@ -244,8 +244,9 @@ static int rd_connect(ox_l3_redis_t *r, rd_slot_t *s, int64_t deadline) {
 
 static int rd_end(ox_l3_redis_t *r, rd_call_t *call, int rc);
 
-static int rd_begin(ox_l3_redis_t *r, int64_t deadline, rd_call_t *call) {
-  int rc = ox_l3_pool_begin(&r->pool, deadline, 1, call);
+/* guarded: the call is capped by the pool's command timeout (else by deadline alone). */
+static int rd_begin_ex(ox_l3_redis_t *r, int64_t deadline, int guarded, rd_call_t *call) {
+  int rc = ox_l3_pool_begin(&r->pool, deadline, guarded, call);
   if (rc) return rc;
   rd_slot_t *s = call->slot;
   if (s->c && !ox_l3_idle_ok(s->c->fd)) { /* Redis never speaks first: the server closed it */
@@ -258,6 +259,10 @@ static int rd_begin(ox_l3_redis_t *r, int64_t deadline, rd_call_t *call) {
   }
   s->cmd.len = 0;
   return 0;
+}
+
+static int rd_begin(ox_l3_redis_t *r, int64_t deadline, rd_call_t *call) {
+  return rd_begin_ex(r, deadline, 1, call);
 }
 
 /* Drops the connection if its state is unknown: any error not read from a whole reply (timeout,
@@ -392,6 +397,48 @@ int ox_l3_redis_rpush_many(ox_l3_redis_t *r, const ox_slice_t *keys, const ox_sl
 int ox_l3_redis_set(ox_l3_redis_t *r, ox_slice_t key, ox_slice_t val, int ttl_ms,
                     int64_t deadline_ns) {
   return ox_l3_redis_mset(r, &key, &val, 1, ttl_ms, deadline_ns);
+}
+
+int ox_l3_redis_call(ox_l3_redis_t *r, const ox_slice_t *argv, const size_t *argc, size_t n,
+                     redisReply **reps, int timeout_ms, int64_t deadline_ns) {
+  for (size_t i = 0; i < n; i++) reps[i] = NULL;
+  if (n == 0) return 0;
+  if (timeout_ms > 0) {
+    int64_t cap = ox_mono_ns() + (int64_t)timeout_ms * 1000000;
+    if (cap < deadline_ns) deadline_ns = cap;
+  }
+  rd_call_t call;
+  int rc = rd_begin_ex(r, deadline_ns, timeout_ms <= 0, &call);
+  if (rc) return rc;
+  rd_slot_t *s = call.slot;
+  const ox_slice_t *a = argv;
+  for (size_t i = 0; !rc && i < n; a += argc[i], i++) {
+    rc = cmd_begin(&s->cmd, argc[i]);
+    for (size_t k = 0; !rc && k < argc[i]; k++) rc = cmd_arg(&s->cmd, a[k].ptr, a[k].len);
+  }
+  if (!rc) rc = rd_send(s, call.deadline);
+  int busy = 0;
+  for (size_t i = 0; !rc && i < n; i++) {
+    rc = rd_recv(s, &reps[i], call.deadline);
+    if (!rc && reps[i]->type == REDIS_REPLY_ERROR) {
+      rd_call_t tmp = {0};
+      if (rd_reply_error(&tmp, reps[i]) == OX_EUNAVAILABLE) busy = 1;
+    }
+  }
+  if (rc) {
+    for (size_t i = 0; i < n; i++) {
+      if (reps[i]) freeReplyObject(reps[i]);
+      reps[i] = NULL;
+    }
+  } else {
+    call.classified = 1; /* every reply was read whole: the connection is in step */
+    call.outcome = busy ? OX_BREAKER_FAILURE : OX_BREAKER_SUCCESS;
+  }
+  return rd_end(r, &call, rc);
+}
+
+void ox_l3_redis_reply_free(redisReply *rep) {
+  if (rep) freeReplyObject(rep);
 }
 
 /* ---- lifecycle and metrics -------------------------------------------------------------- */

@@ -87,6 +87,18 @@ int ox_l3_redis_mset(ox_l3_redis_t *r, const ox_slice_t *keys, const ox_slice_t 
 int ox_l3_redis_rpush_many(ox_l3_redis_t *r, const ox_slice_t *keys, const ox_slice_t *vals,
                            size_t n, int64_t deadline_ns);
 
+/* A generic pipelined call: n commands, command i being the argc[i] arguments that follow
+ * command i-1's in argv, sent in one round trip; reps[i] receives command i's reply (owned by
+ * the caller: ox_l3_redis_reply_free), error replies included (type REDIS_REPLY_ERROR: the
+ * caller judges them; LOADING/BUSY/MASTERDOWN/TRYAGAIN also count as a failure for the
+ * breaker). Returns 0 when every reply arrived, else an error as above with every reps[i] NULL.
+ * timeout_ms > 0 replaces the pool's command timeout for this call (a blocking XREAD); the call
+ * is still bounded by deadline_ns. Thread-safe. */
+struct redisReply;
+int ox_l3_redis_call(ox_l3_redis_t *r, const ox_slice_t *argv, const size_t *argc, size_t n,
+                     struct redisReply **reps, int timeout_ms, int64_t deadline_ns);
+void ox_l3_redis_reply_free(struct redisReply *rep);
+
 /* The tier's breaker (borrowed, lives as long as r), for metrics and tests. */
 ox_breaker_t *ox_l3_redis_breaker(ox_l3_redis_t *r);
 void ox_l3_redis_stats(ox_l3_redis_t *r, ox_l3_redis_stats_t *out);

@@ -33,10 +33,15 @@
  *   with '~', which marks the store's internal keys), key of 1 to 200 bytes of valid UTF-8
  *   (after percent-decoding); anything else is a 400.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/clock.h"
@@ -55,7 +60,7 @@
 #define ROW_GET_DEADLINE_MS 500
 #define ROW_PUT_DEADLINE_MS 1000
 
-typedef enum { FJ_EVENTS, FJ_ROW_GET, FJ_ROW_PUT } fjob_kind_t;
+typedef enum { FJ_EVENTS, FJ_ROW_GET, FJ_ROW_PUT, FJ_SNAPSHOT } fjob_kind_t;
 
 typedef struct {
   ox_job_t job;
@@ -67,6 +72,8 @@ typedef struct {
   char table[256], key[256];
   size_t tlen, klen;
   ox_http_resp_t resp;
+  ox_fstream_req_t sreq; /* stream mode: the append (fstream.h) */
+  size_t nevents;
 } fjob_t;
 
 /* Answers the request now with error code err (loop thread). */
@@ -105,9 +112,69 @@ static void fjob_json(fjob_t *j, ox_buf_t *b, int oom) {
 
 /* ---- events ----------------------------------------------------------------------------- */
 
-static void run_events(fjob_t *j) {
+static const char *event_keys_spec(const ox_server_t *s) {
+  return s->event_keys ? s->event_keys : "user_id,card_id";
+}
+
+/* Stream mode, on the stream's thread: the outcome of the request's append (features/fstream.h)
+ * becomes its answer, posted to the connection's loop. */
+static void stream_done(ox_fstream_req_t *q, int rc) {
+  fjob_t *j = ox_container_of(q, fjob_t, sreq);
+  ox_fstream_result_t *r = &q->result;
+  char err[800];
+  size_t errcap = sizeof err;
+  ox_buf_t b;
+  ox_buf_init(&b);
+  int e = 0;
+  if (rc == 0) {
+    e = ox_buf_printf(&b, "{\"accepted\":%zu,\"duplicates\":%zu,\"stream_id\":\"%s\"}", r->accepted,
+                      r->duplicates, r->id);
+    fjob_json(j, &b, e);
+  } else if (rc == OX_EPENDING) {
+    e = ox_buf_printf(&b, "{\"stream_id\":\"%s\",\"applied\":false,\"detail\":", r->id);
+    e |= ox_buf_append_json_string(&b, r->why, strlen(r->why));
+    e |= ox_buf_puts(&b, "}");
+    fjob_json(j, &b, e);
+    if (!e) j->resp.status = 202;
+  } else if (rc == OX_EQUOTA) {
+    snprintf(err, errcap,
+             "entity '%s' would hold more than %" PRIu64
+             " events in a 24 h window (--feature-max-events-per-entity-24h); no event of this "
+             "request was stored (stream entry %s is refused by every replica)",
+             r->quota_entity, ox_fstore_quota_entity(j->s->features, NULL, 0), r->id);
+    fjob_error(j, OX_EQUOTA, err);
+  } else if (rc == OX_EUNAVAILABLE) {
+    ox_warn("POST /v1/events: %zu events not appended: %s", j->nevents, r->why);
+    snprintf(err, errcap, "%s; nothing of this request was stored", r->why);
+    fjob_error(j, OX_EUNAVAILABLE, err);
+  } else if (rc == OX_ETIMEOUT) { /* 504: not "refused", the outcome is unknown */
+    ox_warn("POST /v1/events: %zu events, outcome unknown: %s", j->nevents, r->why);
+    snprintf(err, errcap,
+             "%s; send the same request again (with event_id on every event, a retry stores "
+             "each event once)",
+             r->why);
+    ox_http_resp_free(&j->resp);
+    ox_http_resp_init(&j->resp, 504);
+    if (ox_http_resp_error(&j->resp, 504, err)) j->resp.body.len = 0;
+  } else {
+    fjob_error(j, rc, ox_strerror(rc));
+  }
+  ox_loop_post(ox_conn_loop(j->conn), &j->done);
+}
+
+/* Returns 1 when the answer will be posted by someone else (stream mode), else 0. */
+static int run_events(fjob_t *j) {
+  if (j->s->stream && j->body.len > OX_FSTREAM_MAX_ENTRY) {
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "request body of %zu bytes: with --feature-events-stream a request is one stream "
+             "entry of at most %u bytes; send fewer events a request",
+             j->body.len, OX_FSTREAM_MAX_ENTRY);
+    fjob_error(j, OX_ETOO_LARGE, msg);
+    return 0;
+  }
   ox_event_keys_t keys;
-  ox_event_keys_parse(j->s->event_keys ? j->s->event_keys : "user_id,card_id", &keys);
+  ox_event_keys_parse(event_keys_spec(j->s), &keys);
   keys.merchant_key = ox_fstore_merchant_key(j->s->features);
   ox_arena_t arena;
   ox_arena_init(&arena);
@@ -119,6 +186,17 @@ static void run_events(fjob_t *j) {
     fjob_error(j, OX_ENOMEM, "out of memory");
   } else if (rc) {
     fjob_error(j, OX_EINVALID, err);
+  } else if (j->s->stream) {
+    /* appended and answered by the stream's threads: this worker moves on (j is theirs now) */
+    const char *spec = event_keys_spec(j->s);
+    j->nevents = n;
+    j->sreq.body = j->body;
+    j->sreq.keys = ox_slice(spec, strlen(spec));
+    j->sreq.done = stream_done;
+    free(evs);
+    ox_arena_free(&arena);
+    ox_fstream_submit(j->s->stream, &j->sreq);
+    return 1;
   } else {
     int l3err = 0;
     size_t dups = 0;
@@ -163,6 +241,7 @@ static void run_events(fjob_t *j) {
   }
   free(evs);
   ox_arena_free(&arena);
+  return 0;
 }
 
 /* ---- rows ------------------------------------------------------------------------------- */
@@ -300,6 +379,91 @@ static void run_row_put(fjob_t *j, ox_slice_t key) {
   fjob_json(j, &b, e);
 }
 
+/* ---- snapshot ----------------------------------------------------------------------------- */
+
+typedef struct {
+  void *map;
+  size_t len;
+} snap_map_t;
+
+static void snap_release(void *arg) {
+  snap_map_t *m = arg;
+  munmap(m->map, m->len);
+  free(m);
+}
+
+/* An unlinked file in dir (O_TMPFILE, or a named one removed at once). fd or -errno. */
+static int tmp_file(const char *dir) {
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+    return fd < 0 ? -errno : fd;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/.snapshot-XXXXXX", dir);
+  fd = mkostemp(path, O_CLOEXEC);
+  if (fd < 0) return -errno;
+  unlink(path);
+  return fd;
+}
+
+/* GET /v1/features/snapshot: the store copied to an unlinked file beside it, then sent from a
+ * read-only mapping of that file (the response's iov; unmapped when written or dropped). */
+static void run_snapshot(fjob_t *j) {
+  char id[48] = "0-0";
+  int fd = tmp_file(j->s->feature_dir ? j->s->feature_dir : ".");
+  int rc = fd < 0 ? fd : 0;
+  if (!rc)
+    rc = j->s->stream ? ox_fstream_snapshot(j->s->stream, fd, id, sizeof id)
+                      : ox_fstore_snapshot(j->s->features, fd);
+  struct stat st;
+  if (!rc && fstat(fd, &st)) rc = -errno;
+  snap_map_t *m = NULL;
+  if (!rc) {
+    m = calloc(1, sizeof *m);
+    if (!m) rc = OX_ENOMEM;
+  }
+  if (!rc) {
+    m->len = (size_t)st.st_size;
+    m->map = mmap(NULL, m->len, PROT_READ, MAP_SHARED, fd, 0);
+    if (m->map == MAP_FAILED) {
+      rc = -errno;
+      free(m);
+    }
+  }
+  if (fd >= 0) close(fd); /* the mapping keeps the file */
+  if (rc) {
+    ox_warn("GET /v1/features/snapshot: %s", ox_strerror(rc));
+    fjob_error(j, OX_EINTERNAL, "the snapshot of the feature store failed");
+    return;
+  }
+  ox_http_resp_free(&j->resp);
+  ox_http_resp_init(&j->resp, 200);
+  j->resp.content_type = "application/octet-stream";
+  j->resp.iov = malloc(sizeof *j->resp.iov);
+  if (!j->resp.iov || ox_buf_printf(&j->resp.extra_headers, "X-Onnxd-Stream-Id: %s\r\n", id)) {
+    snap_release(m);
+    fjob_error(j, OX_ENOMEM, "out of memory");
+    return;
+  }
+  j->resp.iov[0] = (struct iovec){m->map, m->len};
+  j->resp.iovcnt = 1;
+  j->resp.release = snap_release;
+  j->resp.release_arg = m;
+  ox_info("GET /v1/features/snapshot: %zu bytes at stream position %s", m->len, id);
+}
+
+int ox_server_stream_decode(void *arg, ox_slice_t body, ox_slice_t keyspec, ox_arena_t *a,
+                            ox_fstore_event_t **evs, size_t *n) {
+  char spec[1024];
+  if (keyspec.len >= sizeof spec) return OX_EINVALID;
+  memcpy(spec, keyspec.ptr, keyspec.len);
+  spec[keyspec.len] = 0;
+  ox_event_keys_t keys;
+  ox_event_keys_parse(spec, &keys);
+  keys.merchant_key = ox_fstore_merchant_key(arg);
+  char err[256];
+  return ox_events_parse(body.ptr, body.len, &keys, a, evs, n, err, sizeof err);
+}
+
 /* ---- jobs ------------------------------------------------------------------------------- */
 
 static void fjob_run(ox_job_t *job) {
@@ -307,12 +471,15 @@ static void fjob_run(ox_job_t *job) {
   ox_http_resp_init(&j->resp, 200);
   char key[600];
   int kl = snprintf(key, sizeof key, "%.*s:%.*s", (int)j->tlen, j->table, (int)j->klen, j->key);
-  if (j->kind == FJ_EVENTS)
-    run_events(j);
-  else if (j->kind == FJ_ROW_GET)
+  if (j->kind == FJ_EVENTS) {
+    if (run_events(j)) return; /* the stream answers it; j may be gone already */
+  } else if (j->kind == FJ_SNAPSHOT) {
+    run_snapshot(j);
+  } else if (j->kind == FJ_ROW_GET) {
     run_row_get(j, ox_slice(key, (size_t)kl));
-  else
+  } else {
     run_row_put(j, ox_slice(key, (size_t)kl));
+  }
   ox_loop_post(ox_conn_loop(j->conn), &j->done);
 }
 
@@ -357,6 +524,32 @@ void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_slice_t body) {
   }
   j->kind = FJ_EVENTS;
   submit(s, c, j, body);
+}
+
+void ox_server_feature_snapshot(ox_server_t *s, ox_conn_t *c) {
+  fjob_t *j = calloc(1, sizeof *j);
+  if (!j) {
+    respond_err(c, OX_ENOMEM, "out of memory");
+    return;
+  }
+  j->kind = FJ_SNAPSHOT;
+  submit(s, c, j, ox_slice(NULL, 0));
+}
+
+void ox_server_feature_stream(ox_server_t *s, ox_conn_t *c) {
+  if (!s->stream) {
+    respond_err(c, OX_ENOT_FOUND,
+                "no event stream: start onnxd with --feature-events-stream KEY --redis HOST:PORT");
+    return;
+  }
+  ox_http_resp_t r;
+  ox_http_resp_init(&r, 200);
+  if (ox_fstream_status_json(s->stream, &r.body)) {
+    ox_http_resp_free(&r);
+    respond_err(c, OX_ENOMEM, "out of memory");
+    return;
+  }
+  ox_conn_respond(c, &r);
 }
 
 void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,

@@ -221,7 +221,8 @@ static void link_stream(gcall_t *gc) {
 /* ---- health, metadata --------------------------------------------------------------------- */
 
 static int server_ready(ox_server_t *s) {
-  return !atomic_load(&s->draining);
+  char why[256];
+  return !atomic_load(&s->draining) && (!s->stream || ox_fstream_ready(s->stream, why, sizeof why));
 }
 
 static void rpc_bool(gcall_t *gc, int v) {

@@ -292,6 +292,7 @@ static void metrics_text(ox_server_t *s, ox_conn_t *c) {
         (unsigned long long)ox_grpc_counter(OX_GRPC_CONN_REFUSALS),
         (unsigned long long)ox_grpc_counter(OX_GRPC_LIMIT_ENDS));
   if (!rc && s->features) rc = ox_fstore_metrics(s->features, &b);
+  if (!rc && s->stream) rc = ox_fstream_metrics(s->stream, &b);
   if (!rc) rc = ox_models_metrics(s->models, &b);
   free(v);
   for (size_t i = 0; i < nall; i++) ox_models_put(all[i]);
@@ -374,7 +375,10 @@ static void h_live(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, 
 static void h_ready(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
                     const route_args_t *a) {
   (void)head, (void)body, (void)a;
-  respond_health(c, NULL, "ready", atomic_load(&s->draining) ? "server is shutting down" : NULL);
+  char why[256];
+  const char *not_ready = atomic_load(&s->draining) ? "server is shutting down" : NULL;
+  if (!not_ready && s->stream && !ox_fstream_ready(s->stream, why, sizeof why)) not_ready = why;
+  respond_health(c, NULL, "ready", not_ready);
 }
 
 static void h_metrics(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
@@ -449,6 +453,18 @@ static void h_events(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head
   ox_server_events(s, c, body);
 }
 
+static void h_snapshot(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                       const route_args_t *a) {
+  (void)head, (void)a, (void)body;
+  ox_server_feature_snapshot(s, c);
+}
+
+static void h_stream(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
+                     const route_args_t *a) {
+  (void)head, (void)a, (void)body;
+  ox_server_feature_stream(s, c);
+}
+
 static void h_row_get(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
                       const route_args_t *a) {
   (void)head;
@@ -484,6 +500,8 @@ static const route_t ox_routes[] = {
     {M_POST, "/v2/repository/models/{name}/unload", h_repo_unload,
      R_ADMIN | R_ADMIN_PORT | R_NEW_WORK},
     {M_POST, "/v1/events", h_events, R_ADMIN | R_ADMIN_PORT},
+    {M_GET, "/v1/features/snapshot", h_snapshot, R_ADMIN | R_ADMIN_PORT},
+    {M_GET, "/v1/features/stream", h_stream, R_ADMIN_PORT},
     {M_GET, "/v1/features/{table}/{key}", h_row_get, R_ADMIN_PORT},
     {M_PUT, "/v1/features/{table}/{key}", h_row_put, R_ADMIN | R_ADMIN_PORT},
 };

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "features/fstore.h"
+#include "features/fstream.h"
 #include "grpc/h2.h"
 #include "http/conn.h"
 #include "infer/infer.h"
@@ -28,12 +29,14 @@ typedef struct {
   ox_pool_t *pool;      /* borrowed */
   const char *repo_dir; /* borrowed */
   int infer_threads;
-  ox_models_t *models;    /* borrowed: the live model set (infer/models.h) */
-  int control_mode;       /* OX_CONTROL_*: whether the repository API may load and unload */
-  atomic_int draining;    /* set at SIGTERM: readiness false, new inference refused (503) */
-  atomic_long inflight;   /* inference requests accepted and not yet answered */
-  ox_fstore_t *features;  /* borrowed; NULL when the feature store is not open */
-  const char *event_keys; /* borrowed: comma-separated event fields naming entities */
+  ox_models_t *models;     /* borrowed: the live model set (infer/models.h) */
+  int control_mode;        /* OX_CONTROL_*: whether the repository API may load and unload */
+  atomic_int draining;     /* set at SIGTERM: readiness false, new inference refused (503) */
+  atomic_long inflight;    /* inference requests accepted and not yet answered */
+  ox_fstore_t *features;   /* borrowed; NULL when the feature store is not open */
+  ox_fstream_t *stream;    /* borrowed; NULL unless --feature-events-stream (fstream.h) */
+  const char *feature_dir; /* borrowed: where snapshots are staged (unlinked files) */
+  const char *event_keys;  /* borrowed: comma-separated event fields naming entities */
   /* Protection of the admin (mutating) endpoints, checked at routing (router.c):
    * admin_token: borrowed, NUL-terminated; when set, those endpoints need
    * "Authorization: Bearer <token>" (missing: 401, wrong: 403; compared in constant time).
@@ -96,6 +99,14 @@ size_t ox_server_body_align_offset(void *app, const ox_http_request_t *head);
  *   POST /v1/events                 ingest events (JSON lines or a JSON array)
  *   GET|PUT /v1/features/{t}/{k}    read or store a feature row */
 void ox_server_events(ox_server_t *s, ox_conn_t *c, ox_slice_t body);
+/* GET /v1/features/snapshot (a worker copies the store; admin endpoint) and
+ * GET /v1/features/stream (the replication status, answered at once), loop thread. */
+void ox_server_feature_snapshot(ox_server_t *s, ox_conn_t *c);
+void ox_server_feature_stream(ox_server_t *s, ox_conn_t *c);
+/* The stream applier's ox_fstream_decode_fn: an entry's body parsed as POST /v1/events does,
+ * with the store (arg, an ox_fstore_t*) giving the merchant key. */
+int ox_server_stream_decode(void *arg, ox_slice_t body, ox_slice_t keyspec, ox_arena_t *a,
+                            ox_fstore_event_t **evs, size_t *n);
 void ox_server_feature_row(ox_server_t *s, ox_conn_t *c, int put, ox_slice_t table, ox_slice_t key,
                            ox_slice_t body);
 

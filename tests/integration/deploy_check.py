@@ -80,6 +80,305 @@ def k8s_errors(doc, version):
     return []
 
 
+# ---------------------------------------------------------------------------- fraud example
+
+FRAUD = DEPLOY / "k8s-fraud"
+DAY_MS = 86_400_000
+
+
+def pod_spec(doc):
+    """The pod spec of a workload (Deployment, StatefulSet) or a KServe runtime's spec."""
+    return doc["spec"]["template"]["spec"] if "template" in doc["spec"] else doc["spec"]
+
+
+def arg_flags(args):
+    """({flag: value} of --flag=value arguments, [problems]): every argument must be one."""
+    out, problems = {}, []
+    for a in args:
+        m = re.fullmatch(r"(--[a-z0-9-]+)=(.*)", a)
+        if not m:
+            problems.append(f"argument {a!r} is not --flag=value")
+        elif m.group(1) in out:
+            problems.append(f"{m.group(1)} given twice")
+        else:
+            out[m.group(1)] = m.group(2)
+    return out, problems
+
+
+def redis_options(argv):
+    """{option: value} of a redis-server command line (`redis-server --opt value ...`; the last
+    occurrence wins, as in Redis)."""
+    opts, i = {}, 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            vals = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                vals.append(argv[i + 1])
+                i += 1
+            opts[a[2:]] = " ".join(vals)
+        i += 1
+    return opts
+
+
+def selects(selector, labels):
+    """True if a label selector ({matchLabels: ...} or a Service's plain map) selects labels."""
+    sel = selector.get("matchLabels", selector) if "matchExpressions" not in selector else None
+    return sel is not None and bool(sel) and sel.items() <= labels.items()
+
+
+def security_problems(where, doc):
+    """A read-only, non-root, no-capability container with requests and limits, the container's
+    settings over the pod's."""
+    spec = pod_spec(doc)
+    (c,) = spec["containers"]
+    sc = dict(spec.get("securityContext") or {})
+    sc.update(c.get("securityContext") or {})
+    problems = []
+    if sc.get("runAsNonRoot") is not True or sc.get("runAsUser", 1) == 0:
+        problems.append(f"{where}: not runAsNonRoot with a non-zero runAsUser")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        problems.append(f"{where}: root filesystem not read-only")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation not false")
+    caps = sc.get("capabilities") or {}
+    if caps.get("drop") != ["ALL"] or caps.get("add"):
+        problems.append(f"{where}: capabilities not drop [ALL] with none added: {caps}")
+    if (sc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        problems.append(f"{where}: seccompProfile not RuntimeDefault")
+    r = c.get("resources") or {}
+    for k in ("requests", "limits"):
+        if not {"cpu", "memory"} <= set(r.get(k) or {}):
+            problems.append(f"{where}: resources.{k} lacks cpu or memory")
+    return problems
+
+
+def _mounts(doc):
+    """({mountPath: (mount, "pvc"|"emptyDir"|"secret"|...)}, [problems]) of the one container
+    of a workload: each mount with the kind of volume (or volumeClaimTemplate) behind it."""
+    spec = pod_spec(doc)
+    (c,) = spec["containers"]
+    kinds = {t["metadata"]["name"]: "claimTemplate"
+             for t in doc["spec"].get("volumeClaimTemplates", [])}
+    for v in spec.get("volumes", []):
+        kinds[v["name"]] = next(k for k in v if k != "name")
+    out, problems = {}, []
+    for m in c.get("volumeMounts", []):
+        if m["name"] not in kinds:
+            problems.append(f"mount {m['mountPath']}: no volume or claim template {m['name']!r}")
+        out[m["mountPath"]] = (m, kinds.get(m["name"]))
+    return out, problems
+
+
+def _under(path, mounts):
+    """The longest mount path that path is in (or is), else None."""
+    best = None
+    for mp in mounts:
+        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best or ""):
+            best = mp
+    return best
+
+
+def _resolve_port(service_port, container):
+    """The container port a Service port's targetPort names (by name or number), else None."""
+    tp = service_port.get("targetPort", service_port["port"])
+    for p in container.get("ports", []):
+        if tp in (p.get("name"), p["containerPort"]):
+            return p["containerPort"]
+    return None
+
+
+def fraud_problems(docs):
+    """What the fraud example (deploy/k8s-fraud/*.yaml, every document of every file) promises
+    onnxd, Redis and itself: [] when it holds. onnxd: --flag=value arguments for the stream
+    mode (--feature-events-stream with --redis, --feature-dir on the pod's own claim,
+    --feature-stream-trim-ms >= --feature-retention-ms >= 24 h, --feature-bootstrap at a
+    Service of ready onnxd pods and the port onnxd listens on, --admin-token-file in a Secret),
+    probes on the v2 health paths at the declared port, the grace period longer than preStop +
+    drain, a hardened container. Redis: one replica, appendonly yes and appendfsync always on
+    its command line (the last occurrence is the one Redis keeps), no eviction policy but
+    noeviction, /data on a claim template, redis-cli ping probes, reached by --redis through
+    its headless governing Service. Selectors that select, a NetworkPolicy that lets onnxd in.
+    Flags `onnxd --help` lists are checked by the test, against the binary."""
+    problems = []
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    services = {d["metadata"]["name"]: d for d in by_kind.get("Service", [])}
+    sets = by_kind.get("StatefulSet", [])
+    onnxd = [s for s in sets if pod_spec(s)["containers"][0]["name"] == "onnxd"]
+    redis = [s for s in sets if pod_spec(s)["containers"][0]["name"] == "redis"]
+    if len(onnxd) != 1 or len(redis) != 1:
+        return [f"want one onnxd and one redis StatefulSet, found {len(onnxd)} and {len(redis)}"]
+    (onnxd,), (redis,) = onnxd, redis
+
+    # --- both StatefulSets: selectors, governing Service, hardening
+    for s in (onnxd, redis):
+        name = s["metadata"]["name"]
+        labels = s["spec"]["template"]["metadata"]["labels"]
+        if not selects(s["spec"]["selector"], labels):
+            problems.append(f"StatefulSet {name}: selector does not select its pods")
+        gov = services.get(s["spec"].get("serviceName"))
+        if gov is None:
+            problems.append(f"StatefulSet {name}: serviceName {s['spec'].get('serviceName')!r} "
+                            "is no Service here")
+        elif gov["spec"].get("clusterIP") != "None" or not selects(gov["spec"]["selector"], labels):
+            problems.append(f"StatefulSet {name}: governing Service {gov['metadata']['name']} is "
+                            "not headless or does not select its pods")
+        problems += security_problems(f"StatefulSet {name}", s)
+
+    # --- onnxd
+    spec = pod_spec(onnxd)
+    (c,) = spec["containers"]
+    pod_labels = onnxd["spec"]["template"]["metadata"]["labels"]
+    f, ps = arg_flags(c.get("args", []))
+    problems += [f"onnxd: {p}" for p in ps]
+    need = ["--model-repository", "--host", "--http-port", "--feature-dir", "--redis",
+            "--feature-events-stream", "--feature-retention-ms", "--feature-stream-trim-ms",
+            "--feature-bootstrap", "--admin-token-file"]
+    missing = [n for n in need if n not in f]
+    if missing:
+        return problems + [f"onnxd: flags missing: {missing}"]
+    if f["--host"] != "0.0.0.0":
+        problems.append(f"onnxd: --host={f['--host']}, not 0.0.0.0")
+    ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+    if ports.get("http") != int(f["--http-port"]):
+        problems.append(f"onnxd: port http {ports.get('http')} is not --http-port "
+                        f"{f['--http-port']}")
+    if "--grpc-port" in f and ports.get("grpc") != int(f["--grpc-port"]):
+        problems.append(f"onnxd: port grpc {ports.get('grpc')} is not --grpc-port "
+                        f"{f['--grpc-port']}")
+    for probe, path in (("readinessProbe", "/v2/health/ready"),
+                        ("livenessProbe", "/v2/health/live"), ("startupProbe", "/v2/health/live")):
+        if probe not in c and probe == "startupProbe":
+            continue
+        get = (c.get(probe) or {}).get("httpGet") or {}
+        if get.get("path") != path or get.get("port") not in ("http", ports.get("http")):
+            problems.append(f"onnxd: {probe} is not GET {path} on the http port: {get}")
+    retention, trim = int(f["--feature-retention-ms"]), int(f["--feature-stream-trim-ms"])
+    if retention < DAY_MS:
+        problems.append(f"onnxd: --feature-retention-ms {retention} under 24 h")
+    if trim < retention:
+        problems.append(f"onnxd: --feature-stream-trim-ms {trim} < --feature-retention-ms "
+                        f"{retention}")
+    mounts, ps = _mounts(onnxd)
+    problems += [f"onnxd: {p}" for p in ps]
+    fd = _under(f["--feature-dir"], mounts)
+    if fd is None or mounts[fd][1] != "claimTemplate" or mounts[fd][0].get("readOnly"):
+        problems.append(f"onnxd: --feature-dir {f['--feature-dir']} is not on a writable "
+                        "volumeClaimTemplate (each replica's own store)")
+    tok = _under(f["--admin-token-file"], mounts)
+    if tok is None or mounts[tok][1] != "secret":
+        problems.append(f"onnxd: --admin-token-file {f['--admin-token-file']} is not in a "
+                        "Secret volume")
+    if "/tmp" not in mounts or mounts["/tmp"][0].get("readOnly"):
+        problems.append("onnxd: /tmp is not a writable volume")
+    if onnxd["spec"].get("replicas", 1) < 2:
+        problems.append("onnxd: fewer than 2 replicas")
+    # the grace period outlasts preStop and the drain
+    pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+    sleep_s = pre_stop.get("seconds", 0)
+    drain_ms = int(f.get("--drain-timeout-ms", 10000))
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    if not (sleep_s >= 1 and grace > sleep_s + drain_ms / 1000):
+        problems.append(f"onnxd: grace period {spec.get('terminationGracePeriodSeconds')} s does "
+                        f"not outlast preStop {sleep_s} s + drain {drain_ms} ms")
+    # --feature-bootstrap: a Service of ready onnxd pods (never a not-ready one, never headless
+    # publishing unready addresses), at a port that reaches --http-port
+    m = re.fullmatch(r"http://([a-z0-9.-]+?)(?:\.[a-z0-9-]+(?:\.svc(?:\.[a-z0-9.-]+)?)?)?:(\d+)/?",
+                     f["--feature-bootstrap"])
+    svc = services.get(m.group(1)) if m else None
+    if svc is None:
+        problems.append(f"onnxd: --feature-bootstrap {f['--feature-bootstrap']} names no Service "
+                        "here (http://<service>:<port>)")
+    else:
+        sp = [p for p in svc["spec"]["ports"] if p["port"] == int(m.group(2))]
+        if not selects(svc["spec"]["selector"], pod_labels):
+            problems.append(f"onnxd: bootstrap Service {m.group(1)} does not select the onnxd pods")
+        if svc["spec"].get("clusterIP") == "None" or svc["spec"].get("publishNotReadyAddresses"):
+            problems.append(f"onnxd: bootstrap Service {m.group(1)} may answer with a pod that is "
+                            "not ready (headless or publishNotReadyAddresses)")
+        if len(sp) != 1 or _resolve_port(sp[0], c) != int(f["--http-port"]):
+            problems.append(f"onnxd: bootstrap port {m.group(2)} of Service {m.group(1)} does not "
+                            f"reach --http-port {f['--http-port']}")
+    # every Service and PodDisruptionBudget named onnxd-fraud* selects the onnxd pods
+    for d in list(services.values()) + by_kind.get("PodDisruptionBudget", []):
+        if d["metadata"]["name"].startswith(onnxd["metadata"]["name"]) and \
+                not selects(d["spec"]["selector"], pod_labels):
+            problems.append(f"{d['kind']} {d['metadata']['name']}: selector does not select the "
+                            "onnxd pods")
+        if d["kind"] == "Service" and d["metadata"]["name"].startswith(onnxd["metadata"]["name"]):
+            for sp in d["spec"]["ports"]:
+                if _resolve_port(sp, c) is None:
+                    problems.append(f"Service {d['metadata']['name']}: port {sp['port']} targets "
+                                    f"{sp.get('targetPort')!r}, no port of the onnxd container")
+    pdbs = [d for d in by_kind.get("PodDisruptionBudget", [])
+            if selects(d["spec"]["selector"], pod_labels)]
+    if len(pdbs) != 1:
+        problems.append(f"onnxd: {len(pdbs)} PodDisruptionBudgets select the onnxd pods, want 1")
+
+    # --- Redis
+    rspec = pod_spec(redis)
+    (rc,) = rspec["containers"]
+    r_labels = redis["spec"]["template"]["metadata"]["labels"]
+    argv = list(rc.get("command", [])) + list(rc.get("args", []))
+    if not argv or argv[0] != "redis-server":
+        problems.append(f"redis: the command line does not start with redis-server: {argv[:2]}")
+    opts = redis_options(argv)
+    if opts.get("appendonly") != "yes":
+        problems.append(f"redis: appendonly is {opts.get('appendonly')!r}, not 'yes'")
+    if opts.get("appendfsync") != "always":
+        problems.append(f"redis: appendfsync is {opts.get('appendfsync')!r}, not 'always' "
+                        "(an acknowledged event could be lost)")
+    if opts.get("maxmemory-policy", "noeviction") != "noeviction":
+        problems.append(f"redis: maxmemory-policy {opts['maxmemory-policy']} may evict the stream")
+    if redis["spec"].get("replicas", 1) != 1:
+        problems.append("redis: not exactly one replica")
+    rmounts, ps = _mounts(redis)
+    problems += [f"redis: {p}" for p in ps]
+    data = opts.get("dir", "/data")
+    if data not in rmounts or rmounts[data][1] != "claimTemplate" or \
+            rmounts[data][0].get("readOnly"):
+        problems.append(f"redis: its dir {data} is not a writable volumeClaimTemplate")
+    if "/tmp" not in rmounts or rmounts["/tmp"][1] != "emptyDir" or \
+            rmounts["/tmp"][0].get("readOnly"):
+        problems.append("redis: /tmp is not a writable emptyDir")
+    for probe in ("readinessProbe", "livenessProbe"):
+        cmd = " ".join(((rc.get(probe) or {}).get("exec") or {}).get("command", []))
+        if not re.search(r"\bredis-cli\b.*\bping\b", cmd):
+            problems.append(f"redis: {probe} is not redis-cli ping: {cmd!r}")
+    rports = {p.get("name"): p["containerPort"] for p in rc.get("ports", [])}
+    # --redis: <pod>.<governing Service> or the governing Service, at a port reaching Redis
+    host, _, port = f["--redis"].rpartition(":")
+    gov = redis["spec"].get("serviceName")
+    names = {gov} | {f"{redis['metadata']['name']}-{i}.{gov}"
+                     for i in range(redis["spec"].get("replicas", 1))}
+    short = re.sub(r"\.svc(\..*)?$", "", host)
+    short = short if short in names else short.rsplit(".", 1)[0]  # <name>.<namespace>
+    if short not in names:
+        problems.append(f"onnxd: --redis host {host} is not {sorted(names)}")
+    elif gov in services:
+        sp = [p for p in services[gov]["spec"]["ports"] if str(p["port"]) == port]
+        if len(sp) != 1 or _resolve_port(sp[0], rc) is None:
+            problems.append(f"onnxd: --redis port {port} is no port of Service {gov} reaching "
+                            "the Redis container")
+    # the NetworkPolicy in front of Redis lets the onnxd pods in
+    for np in by_kind.get("NetworkPolicy", []):
+        if not selects(np["spec"]["podSelector"], r_labels):
+            problems.append(f"NetworkPolicy {np['metadata']['name']}: does not select the Redis "
+                            "pods")
+            continue
+        ok = any(any("podSelector" in fr and selects(fr["podSelector"], pod_labels)
+                     for fr in rule.get("from", []))
+                 and all(p.get("port") in (None, *rports.keys(), *rports.values())
+                         for p in rule.get("ports", []))
+                 for rule in np["spec"].get("ingress", []))
+        if not ok:
+            problems.append(f"NetworkPolicy {np['metadata']['name']}: no ingress rule lets the "
+                            "onnxd pods reach Redis's port")
+    return problems
+
+
 # ---------------------------------------------------------------------------- KServe kinds
 
 KSERVE_VENV = ROOT / "build" / "bench" / "venv-kserve"

@@ -1,10 +1,10 @@
 """The Kubernetes and KServe manifests under deploy/ validate against real schemas, and say
 what onnxd needs.
 
-- Core kinds (Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget,
-  PersistentVolumeClaim) against Kubernetes' own OpenAPI schemas as the kubernetes-validate
-  package bundles them, strict (an unknown field fails), for every Kubernetes version from 1.30
-  (preStop's sleep action) to the newest bundled.
+- Core kinds (Deployment, StatefulSet, Service, HorizontalPodAutoscaler, PodDisruptionBudget,
+  PersistentVolumeClaim, NetworkPolicy) against Kubernetes' own OpenAPI schemas as the
+  kubernetes-validate package bundles them, strict (an unknown field fails), for every
+  Kubernetes version from 1.30 (preStop's sleep action) to the newest bundled.
 - KServe kinds (ClusterServingRuntime, InferenceService) against the typed models of KServe's
   Python SDK, field by field (kserve_typed_check.py, run in the kserve venv).
 - The ServiceMonitor against the Prometheus Operator's CRD schema (as the npm package
@@ -15,6 +15,11 @@ what onnxd needs.
 - What the files promise each other and onnxd: every flag is one `onnxd --help` lists, probes on
   the v2 health paths at the declared port, the grace period longer than preStop + drain, the
   securityContext of a read-only, non-root, no-capability container, selectors that select.
+- The fraud example with replicas (deploy/k8s-fraud/: onnxd StatefulSet applying a Redis Stream,
+  Redis StatefulSet): the same, plus what the stream mode needs (deploy_check.fraud_problems:
+  --feature-stream-trim-ms >= --feature-retention-ms, the store on each pod's own claim, the
+  bootstrap URL at a Service of ready onnxd pods, --redis at the Redis pod, Redis with
+  appendonly yes and appendfsync always, its data on a claim, redis-cli ping probes).
 Each validator is also shown to fail on a broken copy (a misspelled field, a wrong type, a
 missing required field), so that a pass means something.
 """
@@ -27,8 +32,9 @@ import pytest
 import yaml
 
 from conftest import _server_binary
-from deploy_check import (DEPLOY, KSERVE_API_GROUP, OTHER_KINDS, k8s_errors, k8s_versions,
-                          kserve_errors, load_yaml, manifests, operator_errors)
+from deploy_check import (DEPLOY, FRAUD, KSERVE_API_GROUP, OTHER_KINDS, arg_flags,
+                          fraud_problems, k8s_errors, k8s_versions, kserve_errors, load_yaml,
+                          manifests, operator_errors, pod_spec, redis_options)
 
 K8S = DEPLOY / "k8s"
 KSERVE = DEPLOY / "kserve"
@@ -76,9 +82,14 @@ def test_every_manifest_has_a_validator():
     core = {(d["apiVersion"], d["kind"]) for _, _, d in core_docs()}
     kserve = {k for k in kinds if k[0].startswith(KSERVE_API_GROUP)}
     assert kinds == core | kserve | (kinds & OTHER_KINDS)
-    assert core == {("apps/v1", "Deployment"), ("v1", "Service"),
+    assert core == {("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"),
                     ("autoscaling/v2", "HorizontalPodAutoscaler"),
-                    ("policy/v1", "PodDisruptionBudget"), ("v1", "PersistentVolumeClaim")}, core
+                    ("policy/v1", "PodDisruptionBudget"), ("v1", "PersistentVolumeClaim"),
+                    ("networking.k8s.io/v1", "NetworkPolicy")}, core
+    # the fraud example's files are manifests, every document of them a core kind
+    fraud = {p: docs for p, docs in manifests().items() if p.parent == FRAUD}
+    assert sorted(p.name for p in fraud) == ["onnxd.yaml", "redis.yaml"], sorted(fraud)
+    assert all((d["apiVersion"], d["kind"]) in core for docs in fraud.values() for d in docs)
     assert kserve == {("serving.kserve.io/v1alpha1", "ClusterServingRuntime"),
                       ("serving.kserve.io/v1beta1", "InferenceService")}, kserve
 
@@ -336,3 +347,186 @@ def test_scrape_config_finds_the_deployments_pods():
     assert relabel(no, rules) is None
     static = jobs["onnxd-static"]
     assert static["metrics_path"] == "/metrics" and static["static_configs"][0]["targets"]
+
+
+# ---------------------------------------------------------------------------- fraud with replicas
+# deploy/k8s-fraud/: onnxd replicas applying one Redis Stream (the stream mode), Redis with AOF.
+
+def fraud_docs():
+    return [d for p in sorted(FRAUD.glob("*.yaml")) for d in load_yaml(p)]
+
+
+def fraud_set(name, docs=None):
+    """The StatefulSet whose container is named name ("onnxd" or "redis")."""
+    (s,) = [d for d in (fraud_docs() if docs is None else docs) if d["kind"] == "StatefulSet"
+            and pod_spec(d)["containers"][0]["name"] == name]
+    return s
+
+
+def fraud_doc(docs, kind, name):
+    (d,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return d
+
+
+def known_flags(help_text):
+    return set(re.findall(r"^\s+(--[a-z0-9-]+)", help_text, re.M))
+
+
+def test_fraud_manifests_validate_against_kubernetes_schemas(versions):
+    docs = fraud_docs()
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert kinds == [("NetworkPolicy", "redis"), ("PodDisruptionBudget", "onnxd-fraud"),
+                     ("Service", "onnxd-fraud"), ("Service", "onnxd-fraud-pods"),
+                     ("Service", "redis"), ("StatefulSet", "onnxd-fraud"),
+                     ("StatefulSet", "redis")], kinds
+    problems = [e for d in docs for v in versions for e in k8s_errors(d, v)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("which,version,change,fragment", [
+    ("onnxd", -1, lambda d: d["spec"].__setitem__(
+        "volumeClaimTemplate", d["spec"].pop("volumeClaimTemplates")), "volumeClaimTemplate"),
+    ("onnxd", -1, lambda d: d["spec"].__setitem__("podManagementPolicy", 3),
+     "podManagementPolicy"),
+    ("onnxd", -1, lambda d: d["spec"]["volumeClaimTemplates"][0]["spec"].__setitem__(
+        "accessMode", ["ReadWriteOnce"]), "accessMode"),
+    ("onnxd", -1, lambda d: d["spec"]["persistentVolumeClaimRetentionPolicy"].__setitem__(
+        "whenScaledDown", "Delete"), "whenScaledDown"),
+    ("onnxd", 0, lambda d: d["spec"].pop("serviceName"), "serviceName"),  # required up to 1.31
+    ("redis", -1, lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("name"), "name"),
+    ("redis", -1, lambda d: d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"][
+        "exec"].__setitem__("command", "redis-cli ping"), "command"),
+])
+def test_kubernetes_schema_check_fails_on_broken_statefulsets(versions, which, version, change,
+                                                              fragment):
+    d = copy.deepcopy(fraud_set(which))
+    change(d)
+    errs = k8s_errors(d, versions[version])
+    assert errs and fragment in errs[0], errs
+
+
+def test_fraud_manifests_promise_what_onnxd_and_redis_need():
+    assert fraud_problems(fraud_docs()) == []
+
+
+def test_fraud_flags_are_ones_onnxd_lists(help_text):
+    """Fails while the binary lacks the stream mode (--feature-events-stream,
+    --feature-stream-trim-ms, --feature-stream-ready-lag-ms, --feature-bootstrap)."""
+    known = known_flags(help_text)
+    assert "--http-port" in known and "--feature-dir" in known, help_text
+    f, problems = arg_flags(pod_spec(fraud_set("onnxd"))["containers"][0]["args"])
+    assert not problems, problems
+    unknown = sorted(set(f) - known)
+    assert not unknown, \
+        f"deploy/k8s-fraud/onnxd.yaml: flags onnxd --help does not list: {unknown}"
+
+
+def test_fraud_flag_check_fails_on_a_misspelled_flag(help_text):
+    args = pod_spec(fraud_set("onnxd"))["containers"][0]["args"]
+    args = [a.replace("--feature-dir=", "--feature-directory=") for a in args]
+    f, _ = arg_flags(args)
+    assert "--feature-directory" in set(f) - known_flags(help_text)
+
+
+def _onnxd_args(docs):
+    return pod_spec(fraud_set("onnxd", docs))["containers"][0]["args"]
+
+
+def _set_flag(flag, value):
+    def change(docs):
+        args = _onnxd_args(docs)
+        args[:] = [a for a in args if not a.startswith(flag + "=")]
+        if value is not None:
+            args.append(f"{flag}={value}")
+    return change
+
+
+def _redis(docs):
+    return pod_spec(fraud_set("redis", docs))["containers"][0]
+
+
+def _redis_args(change):
+    def run(docs):
+        c = _redis(docs)
+        c["args"] = change(list(c["args"]))
+    return run
+
+
+def _onnxd_probe_path(probe, path):
+    def change(docs):
+        pod_spec(fraud_set("onnxd", docs))["containers"][0][probe]["httpGet"]["path"] = path
+    return change
+
+
+def _redis_data_on_empty_dir(docs):
+    s = fraud_set("redis", docs)
+    s["spec"].pop("volumeClaimTemplates")
+    pod_spec(s)["volumes"].append({"name": "data", "emptyDir": {}})
+
+
+def _split_flag(docs):
+    args = _onnxd_args(docs)
+    i = next(i for i, a in enumerate(args) if a.startswith("--redis="))
+    args[i:i + 1] = args[i].split("=", 1)
+
+
+BROKEN_FRAUD_COPIES = [
+    (_redis_args(lambda a: [x.replace("always", "everysec") for x in a]),
+     "appendfsync is 'everysec'"),
+    (_redis_args(lambda a: a + ["--appendfsync", "everysec"]), "appendfsync is 'everysec'"),
+    (_redis_args(lambda a: [x for x in a if x not in ("--appendonly", "yes")]),
+     "appendonly is None"),
+    (_redis_args(lambda a: a + ["--maxmemory-policy", "allkeys-lru"]), "may evict the stream"),
+    (_redis_args(lambda a: a[1:]), "does not start with redis-server"),
+    (_redis_data_on_empty_dir, "dir /data is not a writable volumeClaimTemplate"),
+    (lambda docs: _redis(docs)["livenessProbe"]["exec"].__setitem__("command", ["true"]),
+     "livenessProbe is not redis-cli ping"),
+    (lambda docs: _redis(docs)["securityContext"].__setitem__("readOnlyRootFilesystem", False),
+     "root filesystem not read-only"),
+    (lambda docs: fraud_set("redis", docs)["spec"].__setitem__("replicas", 2),
+     "not exactly one replica"),
+    (_set_flag("--feature-stream-trim-ms", 86400000), "< --feature-retention-ms"),
+    (_set_flag("--feature-retention-ms", 3600000), "under 24 h"),
+    (_set_flag("--feature-events-stream", None), "flags missing"),
+    (_set_flag("--feature-bootstrap", "http://onnxd-fraud-pods:8000"), "not ready"),
+    (_set_flag("--feature-bootstrap", "http://onnxd-fraud:8080"), "does not reach --http-port"),
+    (_set_flag("--feature-bootstrap", "http://onnxd:8000"), "names no Service"),
+    (_set_flag("--feature-dir", "/tmp/features"), "--feature-dir /tmp/features"),
+    (_set_flag("--admin-token-file", "/var/lib/onnxd/token"), "--admin-token-file"),
+    (_set_flag("--redis", "redis-1.redis:6379"), "--redis host"),
+    (_set_flag("--redis", "redis-0.redis:6380"), "--redis port"),
+    (_set_flag("--http-port", "8080"), "is not --http-port"),
+    (_split_flag, "is not --flag=value"),
+    (_onnxd_probe_path("readinessProbe", "/v2/health/live"), "readinessProbe"),
+    (_onnxd_probe_path("livenessProbe", "/healthz"), "livenessProbe"),
+    (lambda docs: pod_spec(fraud_set("onnxd", docs)).__setitem__(
+        "terminationGracePeriodSeconds", 10), "grace period"),
+    (lambda docs: fraud_doc(docs, "PodDisruptionBudget", "onnxd-fraud")["spec"]["selector"][
+        "matchLabels"].__setitem__("app.kubernetes.io/name", "onnxd"),
+     "PodDisruptionBudget onnxd-fraud: selector"),
+    (lambda docs: fraud_doc(docs, "Service", "onnxd-fraud")["spec"]["ports"][1].__setitem__(
+        "targetPort", "grcp"), "targets 'grcp'"),
+    (lambda docs: fraud_doc(docs, "Service", "redis").__setitem__("spec", {
+        **fraud_doc(docs, "Service", "redis")["spec"], "clusterIP": ""}), "not headless"),
+    (lambda docs: fraud_doc(docs, "NetworkPolicy", "redis")["spec"]["ingress"][0]["from"][0][
+        "podSelector"]["matchLabels"].__setitem__("app.kubernetes.io/name", "onnxd"),
+     "NetworkPolicy redis: no ingress rule"),
+]
+
+
+@pytest.mark.parametrize("change,fragment", BROKEN_FRAUD_COPIES,
+                         ids=[f for _, f in BROKEN_FRAUD_COPIES])
+def test_fraud_check_fails_on_broken_copies(change, fragment):
+    docs = copy.deepcopy(fraud_docs())
+    change(docs)
+    problems = fraud_problems(docs)
+    assert any(fragment in p for p in problems), problems
+
+
+def test_redis_command_line_is_parsed_as_redis_reads_it():
+    c = pod_spec(fraud_set("redis"))["containers"][0]
+    opts = redis_options(list(c.get("command", [])) + c["args"])
+    assert opts["appendonly"] == "yes" and opts["appendfsync"] == "always", opts
+    assert opts["save"] == "" and opts["dir"] == "/data", opts
+    assert redis_options(["redis-server", "--appendfsync", "always", "--appendfsync",
+                          "everysec"])["appendfsync"] == "everysec"

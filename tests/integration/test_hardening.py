@@ -419,3 +419,21 @@ def test_onnx_runtime_telemetry_off(server_factory, small_repo, tmp_path, monkey
     assert err is None, err
     assert list(home.rglob("*")) == [], list(home.rglob("*"))
     assert not os.path.exists(f"/tmp/mat-debug-{pid}.log")
+
+
+def test_port_in_use_is_refused(plain_server, small_repo):
+    """The listeners share their port between I/O loops (SO_REUSEPORT), which would also let a
+    second onnxd of the same user bind a port that one is serving and take part of its
+    connections. A second onnxd on a port in use (HTTP or gRPC) stops at start-up instead, with
+    a message naming the port, and the first one keeps serving."""
+    import subprocess
+
+    from conftest import _server_binary
+
+    for flags in (["--http-port", str(plain_server.port), "--grpc-port", "-1"],
+                  ["--http-port", str(free_port()), "--grpc-port", str(plain_server.grpc_port)]):
+        p = subprocess.run([_server_binary(), "--model-repository", str(small_repo), *flags],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+        assert "the address is in use" in p.stderr, p.stderr[-2000:]
+    assert _get(plain_server.port, "/v2/health/ready").status == 200

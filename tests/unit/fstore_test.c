@@ -537,6 +537,94 @@ TEST(score_at_the_cap_is_bounded) {
   nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* ---- applying a log (ox_fstore_apply): the same outcome as one request at a time ---------- */
+
+#define AP_ENTRIES 300
+#define AP_MAXN 12
+
+/* A store applying entries in batches of any size ends equal to one that ingested them as
+ * separate requests: every entry's outcome (stored, duplicates, refused by the cap) and every
+ * entity's velocity features, and the position row holds the last entry's value. */
+TEST(apply_equals_one_request_at_a_time) {
+  char da[] = "/tmp/onnxd-fstore-apa-XXXXXX", db[] = "/tmp/onnxd-fstore-apb-XXXXXX";
+  CHECK(mkdtemp(da) != NULL && mkdtemp(db) != NULL);
+  /* one store at a time: a thread's cached reader belongs to the last store it used */
+  ox_fstore_t *a = open_capped(da, 6, 1 << 20);
+  if (!a) return;
+  static ox_fstore_event_t evs[AP_ENTRIES][AP_MAXN];
+  static char ids[AP_ENTRIES][AP_MAXN][16];
+  static const char *const ents[] = {"user:a", "user:b", "user:c", "card:x", "card:y"};
+  ox_fstore_entry_t entries[AP_ENTRIES];
+  size_t want_acc[AP_ENTRIES], want_dup[AP_ENTRIES];
+  int want_rc[AP_ENTRIES];
+  char posv[AP_ENTRIES][24];
+  ox_slice_t pos[AP_ENTRIES];
+  uint64_t r = 12345;
+  for (int i = 0; i < AP_ENTRIES; i++) {
+    r = r * 6364136223846793005ull + 1442695040888963407ull;
+    size_t n = 1 + (r >> 33) % AP_MAXN;
+    for (size_t j = 0; j < n; j++) {
+      r = r * 6364136223846793005ull + 1442695040888963407ull;
+      ox_fstore_event_t *e = &evs[i][j];
+      *e = (ox_fstore_event_t){.ev = {.ts_ms = T0 + (int64_t)((r >> 20) % (3 * DAY)),
+                                      .amount = (double)((r >> 8) % 1000) / 8,
+                                      .merchant = (r >> 40) % 7},
+                               .num_entities = 2};
+      e->entities[0] = ox_slice(ents[(r >> 13) % 3], 6);
+      e->entities[1] = ox_slice(ents[3 + (r >> 17) % 2], 6);
+      if ((r >> 50) % 3 == 0) { /* an id, often seen before */
+        int k = snprintf(ids[i][j], sizeof ids[i][j], "id%u", (unsigned)((r >> 45) % 200));
+        e->id = ox_slice(ids[i][j], (size_t)k);
+      }
+    }
+    size_t dups = 0;
+    want_rc[i] = ox_fstore_ingest(a, evs[i], n, NULL, &dups);
+    CHECK(want_rc[i] == 0 || want_rc[i] == OX_EQUOTA);
+    want_acc[i] = want_rc[i] ? 0 : n - dups;
+    want_dup[i] = want_rc[i] ? 0 : dups;
+    entries[i] = (ox_fstore_entry_t){.evs = evs[i], .n = n, .now_ms = T0};
+    pos[i] = ox_slice(posv[i], (size_t)snprintf(posv[i], sizeof posv[i], "%d-0", i + 1));
+  }
+  static float want_f[5][40][8];
+  for (int e = 0; e < 5; e++)
+    for (int k = 0; k < 35; k++)
+      CHECK_INT(ox_fstore_velocity(a, ox_slice(ents[e], 6), T0 - DAY + k * (DAY / 7), want_f[e][k]),
+                0);
+  ox_fstore_close(a);
+  ox_fstore_t *b = open_capped(db, 6, 1 << 20);
+  if (!b) return;
+  ox_slice_t key = OX_SLICE_LIT("~meta:stream:t");
+  int refused = 0, stored = 0;
+  for (int i = 0; i < AP_ENTRIES;) {
+    r = r * 6364136223846793005ull + 1442695040888963407ull;
+    int m = 1 + (int)((r >> 33) % 40);
+    if (m > AP_ENTRIES - i) m = AP_ENTRIES - i;
+    CHECK_INT(ox_fstore_apply(b, entries + i, (size_t)m, key, pos + i), 0);
+    char v[32];
+    size_t len = 0;
+    CHECK_INT(ox_fstore_meta_get(b, key, v, sizeof v, &len), 0);
+    CHECK(len == pos[i + m - 1].len && !memcmp(v, pos[i + m - 1].ptr, len));
+    i += m;
+  }
+  for (int i = 0; i < AP_ENTRIES; i++) {
+    CHECK_INT(entries[i].rc, want_rc[i]);
+    CHECK_INT(entries[i].accepted, want_acc[i]);
+    CHECK_INT(entries[i].duplicates, want_dup[i]);
+    refused += entries[i].rc != 0;
+    stored += entries[i].rc == 0;
+  }
+  CHECK(refused > 10 && stored > 10); /* both kinds happened */
+  for (int e = 0; e < 5; e++)
+    for (int k = 0; k < 35; k++) {
+      float fb[8];
+      CHECK_INT(ox_fstore_velocity(b, ox_slice(ents[e], 6), T0 - DAY + k * (DAY / 7), fb), 0);
+      CHECK(!memcmp(want_f[e][k], fb, sizeof fb));
+    }
+  ox_fstore_close(b);
+  nftw(da, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  nftw(db, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void teardown(void) {
   nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -547,4 +635,5 @@ TEST_MAIN(T(setup), T(velocity_matches_definition_through_l1_and_l2),
           T(concurrent_readers_never_leave_stale_lists),
           T(merchant_identity_is_keyed_per_store_and_stable),
           T(store_with_fnv_merchants_is_refused), T(cap_refuses_the_whole_request),
-          T(velocity_reads_a_bounded_look_ahead), T(score_at_the_cap_is_bounded), T(teardown))
+          T(velocity_reads_a_bounded_look_ahead), T(score_at_the_cap_is_bounded),
+          T(apply_equals_one_request_at_a_time), T(teardown))
