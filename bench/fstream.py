@@ -4,8 +4,9 @@ bench/fraud.py's bench_fraud after its own rows, in the same run as V1.
 The feature store replicated through a Redis Stream (--feature-events-stream KEY): one Redis
 (tests/services.py's Redis, no persistence: --save "" --appendonly no, for speed) and REPLICAS
 onnxd processes serving fraud.py's repository, each with a --feature-dir of its own and
---feature-sync data (onnxd's default: fsync of each commit; the applier commits up to 256
-entries a transaction), all with --feature-events-stream KEY --redis 127.0.0.1:PORT. POST
+--feature-sync nometa (what docs/fraud.md recommends with the stream: one fsync a commit;
+ONNXD_BENCH_STREAM_SYNC=data measures onnxd's default; the applier commits every entry of a
+read, up to 128, in one transaction), all with --feature-events-stream KEY --redis 127.0.0.1:PORT. POST
 /v1/events on a replica appends one stream entry per request and answers once that replica's
 applier has applied it; every replica applies every entry.
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import threading
@@ -61,7 +63,7 @@ CLIENTS = 6  # posting threads, F1
 # posting threads, F2 and F3: the same client as F1, so at most as many requests in flight as
 # F1 had; a send that finds every thread waiting for an answer goes late (reported)
 PACED_CLIENTS = CLIENTS
-SYNC = "data"  # --feature-sync of the replicas (onnxd's default)
+SYNC = os.environ.get("ONNXD_BENCH_STREAM_SYNC", "nometa")  # --feature-sync of the replicas
 POLL_S = 0.005  # GET /v1/features/stream polling while waiting for every replica to apply
 LAG_SAMPLE_S = 0.1
 ROWS = {
@@ -745,9 +747,12 @@ def notes(out: dict) -> list[str]:
     if not st:
         return []
     ing = out.get("servers", {}).get("l1", {}).get("ingest") or {}
-    sync = ("--feature-sync data (onnxd's default: fsync of every commit; the applier commits "
-            "up to 256 entries a transaction)" if st["sync"] == "data"
-            else f"--feature-sync {st['sync']}")
+    sync = {"data": "--feature-sync data (onnxd's default: data and meta page fsynced at every "
+                    "commit)",
+            "nometa": "--feature-sync nometa (the setting docs/fraud.md recommends with the "
+                      "stream: one fsync a commit; power loss may undo the last commit, which "
+                      "the applier then applies again)"}.get(st["sync"], f"--feature-sync "
+                                                                     f"{st['sync']}")
     lines = [f"Stream replication (F1-F3): one Redis (tests/services.py's Redis without "
              f"persistence: --save '' --appendonly no, for speed) and {st['replicas']} onnxd "
              f"replicas with a --feature-dir each, {sync}, --feature-events-stream {st['key']}, "
@@ -819,9 +824,9 @@ def notes(out: dict) -> list[str]:
             f"{ing3.get('achieved_events_per_s', 0):,} events/s in the measured window, answers "
             f"{ing3.get('by_status')}; replica 0's POSTs answered in p50 "
             f"{(ing3.get('scored_replica_post_latency') or {}).get('p50_ms')} ms, "
-            f"{ing3.get('scored_replica_posts_in_flight')} of them in flight on average: each "
-            f"waits for the local apply on one of onnxd's --infer-threads workers, which score "
-            f"too): {R.fmt_rps(f3.get('rps'))} req/s"
+            f"{ing3.get('scored_replica_posts_in_flight')} of them in flight on average; a "
+            f"worker only parses a POST, the stream's appender and applier threads do the rest): "
+            f"{R.fmt_rps(f3.get('rps'))} req/s"
             + (f" = {f3['x_v1']:.2f}x V1's {R.fmt_rps(f3['v1_rps'])} req/s of this run"
                if f3.get("x_v1") else " (no V1 this run)")
             + f"; L1 hit ratio {f3.get('l1_hit_ratio')} (l1 hits {tl.get('l1_hit', 0):,}, "

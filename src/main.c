@@ -142,7 +142,9 @@ static const ox_flag_t ox_flags[] = {
      "refused whole (429)"},
     {"feature-sync", OX_FLAG_STR, O(feature_sync), 0, 0,
      "LMDB commits: data (fsync data and meta each commit: an acknowledged write survives "
-     "power loss) or none (no fsync: tests, tmpfs)"},
+     "power loss), nometa (one fsync a commit: power loss may undo the last commit, the store "
+     "stays consistent; for --feature-events-stream, which applies it again) or none (no "
+     "fsync: tests, tmpfs)"},
     {"feature-store-max-bytes", OX_FLAG_INT, O(feature_store_max_bytes), 1L << 20, 1L << 44,
      "maximum size of the feature store (LMDB); it grows up to this, then writes get 507"},
     {"redis", OX_FLAG_STR, O(redis), 0, 0,
@@ -463,8 +465,9 @@ int main(int argc, char **argv) {
             "86400000: velocity features look back 24 h\n");
     return 2;
   }
-  if (strcmp(o.feature_sync, "data") && strcmp(o.feature_sync, "none")) {
-    fprintf(stderr, "onnxd: --feature-sync must be data or none\n");
+  if (strcmp(o.feature_sync, "data") && strcmp(o.feature_sync, "nometa") &&
+      strcmp(o.feature_sync, "none")) {
+    fprintf(stderr, "onnxd: --feature-sync must be data, nometa or none\n");
     return 2;
   }
   if (o.feature_events_to_redis && !o.redis[0]) {
@@ -713,6 +716,7 @@ int main(int argc, char **argv) {
                            .postgres = o.postgres,
                            .l3_pool = (int)o.infer_threads + 2,
                            .sync_none = !strcmp(o.feature_sync, "none"),
+                           .sync_nometa = !strcmp(o.feature_sync, "nometa"),
                            .max_bytes = (size_t)o.feature_store_max_bytes,
                            .l3_cache_ms = o.feature_l3_cache_ms,
                            .retention_ms = o.feature_retention_ms,

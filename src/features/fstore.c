@@ -217,7 +217,9 @@ int ox_fstore_open(const ox_fstore_opts_t *o, ox_fstore_t **out, char *err, size
                      .max_readers = o->max_readers,
                      .queue_max_ops = 1 << 20,
                      .retention_ms = o->retention_ms,
-                     .sync = o->sync_none ? OX_L2_SYNC_NONE : OX_L2_SYNC_DATA};
+                     .sync = o->sync_none     ? OX_L2_SYNC_NONE
+                             : o->sync_nometa ? OX_L2_SYNC_NOMETA
+                                              : OX_L2_SYNC_DATA};
   rc = ox_l2_open(o->dir, &lo, &fs->l2);
   if (rc) {
     snprintf(err, errcap, "cannot open the feature store '%.200s': %s", o->dir, ox_strerror(rc));

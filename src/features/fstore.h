@@ -74,6 +74,7 @@ typedef struct {
   const char *postgres;    /* libpq conninfo or NULL/"" */
   int l3_pool;             /* connections per L3 backend (the worker count) */
   int sync_none;           /* L2 without fsync (tests, tmpfs); else every commit is fsynced */
+  int sync_nometa;         /* L2's meta page fsynced with the next commit (OX_L2_SYNC_NOMETA) */
   size_t max_bytes;        /* L2's maximum size (its map grows up to it; full: OX_ESTORE_FULL)
                               [4 GiB] */
   int64_t l3_cache_ms;     /* how long a row read from L3 is kept in L2 (0: not kept) */

@@ -57,6 +57,7 @@ int ox_l2_open(const char *path, const ox_l2_opts_t *opts, ox_l2_t **out) {
   if (!o->purge_every_ms) o->purge_every_ms = 60000;
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
   if (o->sync == OX_L2_SYNC_NONE) flags |= MDB_NOSYNC; /* else LMDB fsyncs data and meta */
+  if (o->sync == OX_L2_SYNC_NOMETA) flags |= MDB_NOMETASYNC;
 
   int rc = 0;
   if (mkdir(path, 0700) != 0 && errno != EEXIST) {

@@ -83,6 +83,10 @@ typedef enum {
   OX_L2_SYNC_DATA = 0, /* (default) fsync data and meta on every commit: a commit that returned
                           survives an OS crash or power loss */
   OX_L2_SYNC_FULL = OX_L2_SYNC_DATA, /* the same (kept for callers that name it) */
+  OX_L2_SYNC_NOMETA = 1, /* MDB_NOMETASYNC: data fsynced on every commit, the meta page only with
+                            the next commit: an OS crash or power loss may lose the last commit
+                            (the store stays consistent, as of the commit before); one fsync a
+                            commit instead of two */
   OX_L2_SYNC_NONE = 2, /* MDB_NOSYNC: a process crash loses nothing, an OS crash may lose or
                           corrupt the database; for tmpfs, tests and rebuildable caches */
 } ox_l2_sync_t;
