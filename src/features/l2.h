@@ -87,8 +87,8 @@ typedef enum {
                             the next commit: an OS crash or power loss may lose the last commit
                             (the store stays consistent, as of the commit before); one fsync a
                             commit instead of two */
-  OX_L2_SYNC_NONE = 2, /* MDB_NOSYNC: a process crash loses nothing, an OS crash may lose or
-                          corrupt the database; for tmpfs, tests and rebuildable caches */
+  OX_L2_SYNC_NONE = 2,   /* MDB_NOSYNC: a process crash loses nothing, an OS crash may lose or
+                            corrupt the database; for tmpfs, tests and rebuildable caches */
 } ox_l2_sync_t;
 
 /* Zero fields take the defaults in brackets. */
