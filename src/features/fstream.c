@@ -739,7 +739,9 @@ static void expire_locked(ox_fstream_t *s, ox_fstream_req_t *q, ox_fstream_req_t
   }
 }
 
-#define APPEND_BATCH 256
+#define APPEND_BATCH 256             /* appends a round trip, at most */
+#define APPEND_BYTES (8u << 20)      /* and about this many bytes of bodies */
+#define SEND_MIN_NS (20 * 1000000LL) /* a request with less time left is not sent */
 
 static void *appender(void *arg) {
   ox_fstream_t *s = arg;
@@ -759,14 +761,23 @@ static void *appender(void *arg) {
       else if (q->deadline_ns < wake)
         wake = q->deadline_ns;
     }
-    size_t n = 0; /* appends to send */
-    while (s->qhead && n < APPEND_BATCH) {
+    size_t n = 0, bytes = 0; /* appends to send, and their bodies' bytes */
+    while (s->qhead && n < APPEND_BATCH && bytes < APPEND_BYTES) {
       ox_fstream_req_t *q = s->qhead;
       s->qhead = q->qnext;
       if (!s->qhead) s->qtail = NULL;
+      if (q->deadline_ns - now < SEND_MIN_NS) { /* too late to wait for an answer: not sent */
+        q->state = Q_SENT;                      /* off the queue already */
+        snprintf(q->result.why, sizeof q->result.why,
+                 "the event log (Redis) did not take the append within %" PRId64 " ms",
+                 s->o.timeout_ms);
+        finish_locked(s, q, OX_EUNAVAILABLE, &done);
+        continue;
+      }
       q->state = Q_SENT;
       q->busy = 1;
       batch[n++] = q;
+      bytes += q->body.len;
     }
     size_t m = 0; /* lost replies to look up */
     if (!n)
