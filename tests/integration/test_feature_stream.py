@@ -19,7 +19,8 @@ test_ingest.py (an identity model: its output is the 17 features it was given).
   empty --feature-dir and --feature-bootstrap URL of a peer becomes ready at the peers'
   applied_id, follows, and equals offline, secs_since_last of entities whose events were all
   trimmed included. A replica with an empty store and no bootstrap, started once the stream
-  was partly or wholly trimmed, stays not ready (503, state "gap") and applies nothing.
+  was partly or wholly trimmed, stays not ready (503, state "gap") and applies nothing; a
+  request posted to it is appended all the same and answered 202 at its timeout.
 - Redis restarts (append-only file, fsync always: killed with SIGKILL three times, then shut
   down with SIGTERM) while clients post continuously with event ids, each request sent again
   until acknowledged: answers are 200/202, 503 with Retry-After (not in the stream), or 504
@@ -607,7 +608,9 @@ def test_trimmed_stream_and_a_replica_bootstrapped_from_a_peer(fleet, redis_fact
 def test_empty_store_without_bootstrap_after_a_trim_is_a_gap(fleet, redis_factory):
     """Two replicas with an empty store and no --feature-bootstrap, started once the stream has
     lost its first entries (one while later entries remain, one when none remain): neither
-    applies anything nor becomes ready, even as new entries arrive."""
+    applies anything nor becomes ready, even as new entries arrive. A request posted to one of
+    them is appended all the same and answered 202 at its timeout (in the stream, not applied
+    there); the replica that follows the stream applies it."""
     redis = redis_factory()
     key = "onnxd:events:gap"
     a = fleet(redis, key, "gap-peer", TRIM)
@@ -623,10 +626,25 @@ def test_empty_store_without_bootstrap_after_a_trim_is_a_gap(fleet, redis_factor
     wait_gap(partial)
     wait_until(lambda: redis.xlen(key) == 0, 30.0 * SLOW,
                lambda: f"the whole stream to be trimmed: {redis.xinfo_stream(key)}", interval=0.1)
-    empty = fleet(redis, key, "gap-empty", ready=False)
+    empty = fleet(redis, key, "gap-empty", ready=False, timeout_ms=1000)
     wait_gap(empty)
     post_all([a], batches[9:], threads=1)
+    # posted to the replica that cannot apply: appended all the same, answered 202 at the
+    # timeout (in the stream, not applied here), and applied by the replica that follows
+    late = {"ts": t0 + 700, "user_id": "g-late", "card_id": "g-late-c", "merchant_id": "m1",
+            "amount": 3.0, "event_id": "g-late-0"}
+    t = time.monotonic()
+    status, _, doc = post_events(empty.port, ndjson([late]))
+    took = time.monotonic() - t
+    assert status == 202 and doc["applied"] is False and doc.get("detail"), (status, doc)
+    assert 0.9 <= took <= 1.0 + DEADLINE_SLACK_S * SLOW, took
+    assert doc["stream_id"] in [e for e, _ in redis.xrange(key)], doc
     converge([a], redis, key)
+    cl = Client(a)
+    try:
+        assert score(cl, "g-late", "g-late-c", t0 + 10_000)[[U_CNT24, C_CNT24]].tolist() == [1, 1]
+    finally:
+        cl.close()
     time.sleep(0.5)
     for g in (partial, empty):
         st = stream_status(g)
