@@ -1,7 +1,7 @@
 """The Grafana dashboard (deploy/grafana/onnxd.json) queries what onnxd exports.
 
 A dedicated onnxd with everything that adds metrics (a feature store with velocity and row
-views, Redis as L3, a model of its own) serves a few requests of each kind (inference, bad and
+views, Redis as L3 and as the event stream, a model of its own) serves a few requests of each kind (inference, bad and
 unknown-model requests, event ingest, feature lookups that reach L1, L2 and Redis); then every
 PromQL expression of the dashboard (panel targets and query variables) is parsed and checked
 against that server's /metrics (deploy_check.promql_problems): each metric is a sample the
@@ -67,7 +67,8 @@ def dsrv(server_factory, tmp_path_factory, test_models, redis):
     store = tmp_path_factory.mktemp("dash-store") / "store"
     yield from dedicated_server(server_factory, repo,
                                 ["--feature-dir", str(store), "--feature-sync", "none",
-                                 "--redis", redis.address], "dashboard")
+                                 "--redis", redis.address,
+                                 "--feature-events-stream", "dash:events"], "dashboard")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,9 @@ def test_dashboard_queries_match_metrics(dashboard, metrics_text):
     for tier, result in (("l1", "hit"), ("l2", "miss"), ("l3", "hit"), ("l3", "miss")):
         assert value(f'onnxd_feature_lookups_total{{tier="{tier}",result="{result}"}}') > 0
     assert {"400", "404"} <= {s["code"] for s in samples["onnxd_http_responses_total"]}
+    # the events went through the stream (--feature-events-stream) and were applied
+    assert value("onnxd_feature_stream_applied_total") == 3
+    assert value("onnxd_feature_stream_apply_delay_seconds_count") == 1
 
 
 def test_dashboard_structure(dashboard):
