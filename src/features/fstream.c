@@ -71,9 +71,16 @@ static int sid_fmt(sid_t s, char *out, size_t cap) {
   return snprintf(out, cap, "%" PRIu64 "-%" PRIu64, s.ms, s.seq);
 }
 
-typedef enum { ST_STARTING, ST_FOLLOWING, ST_CATCHING_UP, ST_REDIS_DOWN, ST_GAP } state_t;
-static const char *const state_names[] = {"starting", "following", "catching_up", "redis_down",
-                                          "gap"};
+typedef enum {
+  ST_STARTING,
+  ST_FOLLOWING,
+  ST_CATCHING_UP,
+  ST_REDIS_DOWN,
+  ST_GAP,
+  ST_APPLY_FAILING /* the store refuses the commit (full, I/O error): retried, lag grows */
+} state_t;
+static const char *const state_names[] = {"starting",   "following", "catching_up",
+                                          "redis_down", "gap",       "apply_failing"};
 
 /* A request's state (ox_fstream_req_t.state). */
 enum { Q_QUEUED, Q_SENT, Q_UNKNOWN, Q_APPENDED };
@@ -528,9 +535,14 @@ static void *applier(void *arg) {
       ox_arena_free(&arena);
       ox_arena_init(&arena);
       if (rc) {
+        /* logged when it starts failing and then once a minute: it retries every second */
+        if (atomic_exchange(&s->state, ST_APPLY_FAILING) != ST_APPLY_FAILING ||
+            atomic_load(&s->apply_errors) % 60 == 0)
+          ox_error(
+              "feature stream: applying entries of %s failed (%s); retrying every second, "
+              "scoring goes on from what is applied",
+              s->key, ox_strerror(rc));
         atomic_fetch_add(&s->apply_errors, 1);
-        ox_error("feature stream: applying entries of %s failed (%s); retrying", s->key,
-                 ox_strerror(rc));
         ox_l3_redis_reply_free(rep);
         if (load_pos(s, &pos) == 0) {
           pthread_mutex_lock(&s->mu);
@@ -584,7 +596,7 @@ int ox_fstream_ready(ox_fstream_t *s, char *why, size_t cap) {
   if (atomic_load(&s->caught_up_once)) return 1;
   double lag = lag_seconds(s);
   if (lag >= 0 && lag * 1000.0 <= (double)s->o.ready_lag_ms && st != ST_REDIS_DOWN &&
-      st != ST_STARTING) {
+      st != ST_APPLY_FAILING && st != ST_STARTING) {
     atomic_store(&s->caught_up_once, 1);
     return 1;
   }

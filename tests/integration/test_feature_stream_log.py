@@ -191,3 +191,41 @@ def test_snapshot_needs_the_admin_token_and_bootstrap_sends_it(server_factory, r
     assert counts(c, "su", "sc", t0 + 10) == (1, 1)
     # the bootstrapped replica applied nothing itself: the events came with the snapshot
     assert status_of(c.port)["entries_applied"] == 0
+
+
+def test_full_store_stalls_its_replica_only(server_factory, repo, redis, tmp_path):
+    """A replica whose store is full (--feature-store-max-bytes) cannot apply the next entry: it
+    keeps retrying it (skipping would make it differ from the others for good), says so
+    (state "apply_failing", the error counted), goes on scoring from what it applied, and a
+    request posted to it is appended all the same and answered 202 (in the stream, not applied
+    there). The other replica applies everything."""
+    a, = start_replicas(server_factory, repo, redis, tmp_path, n=1,
+                        extra=["--feature-store-max-bytes", str(4 << 20),
+                               "--feature-stream-timeout-ms", "1000"])
+    b = keep_alive_checked(server_factory(repo, [
+        "--feature-dir", str(tmp_path / "big"), "--feature-sync", "none", "--redis",
+        redis.address, "--feature-events-stream", "log"], name="stream-log-big"))
+    t0 = int(time.time() * 1000) - 3_600_000
+    n, last = 2000, None
+    for k in range(200):  # 4 MiB holds a few dozen of these at most
+        evs = [ev(t0 + i, f"f{k}u{i}", f"f{k}c{i}") for i in range(n)]
+        s, doc = post(b.port, evs)
+        assert s == 200 and doc["accepted"] == n, (s, doc)
+        last = doc["stream_id"]
+        if status_of(a.port)["state"] == "apply_failing":
+            break
+    else:
+        pytest.fail(f"replica a never stopped applying: {status_of(a.port)}")
+    wait_applied([b.port], last)
+    sa, sb = status_of(a.port), status_of(b.port)
+    assert sa["state"] == "apply_failing" and sa["entries_applied"] < sb["entries_applied"], (sa, sb)
+    s, _, _ = req(a.port, "GET", "/metrics")
+    assert s == 200
+    assert counts(a, "f0u0", "f0c0", t0 + 10_000) == (1, 1)  # applied before: still scored
+    assert req(a.port, "GET", "/v2/health/ready")[0] == 200
+    s, doc = post(a.port, [ev(t0 + 5, "late", "late-c")])
+    assert s == 202 and doc["applied"] is False, (s, doc)
+    wait_applied([b.port], doc["stream_id"])
+    assert counts(b, "late", "late-c", t0 + 10_000) == (1, 1)
+    assert "retrying every second" in a.log_tail(400)
+    assert status_of(a.port)["state"] == "apply_failing"
