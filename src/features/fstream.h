@@ -133,6 +133,14 @@ int ox_fstream_snapshot(ox_fstream_t *s, int fd, char *id, size_t cap);
 int ox_fstream_bootstrap(const char *url, const char *dir, const char *token, int64_t wait_ms,
                          char *err, size_t errcap);
 
+/* The head of the snapshot's HTTP answer, buf[0..len) as received so far (not NUL-terminated):
+ * 0 when it does not hold the whole head yet; -1 when the status line or Content-Length is not
+ * valid; 1 with *status, *clen (-1: none), id (X-Onnxd-Stream-Id, "" when absent, cut to
+ * idcap - 1 bytes of digits and '-') and *body_off (where the body starts). Reads only
+ * buf[0..len). */
+int ox_fstream_parse_head(const char *buf, size_t len, int *status, long long *clen, char *id,
+                          size_t idcap, size_t *body_off);
+
 /* The L2 row holding the applied position for stream key: "~meta:stream:<key>" (value
  * "<ms>-<seq>"). Writes it to out (cap >= 14 + key length + 1) and returns its length. */
 size_t ox_fstream_pos_key(const char *key, char *out, size_t cap);

@@ -77,6 +77,58 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* Case-insensitive: does line[0..n) start with name (which ends in ':')? */
+static int header_is(const char *line, size_t n, const char *name) {
+  size_t k = strlen(name);
+  return n >= k && !strncasecmp(line, name, k);
+}
+
+int ox_fstream_parse_head(const char *buf, size_t len, int *status, long long *clen, char *id,
+                          size_t idcap, size_t *body_off) {
+  size_t end = 0;
+  for (size_t i = 3; i < len && !end; i++)
+    if (buf[i - 3] == '\r' && buf[i - 2] == '\n' && buf[i - 1] == '\r' && buf[i] == '\n')
+      end = i + 1;
+  if (!end) return 0;
+  *status = 0;
+  *clen = -1;
+  if (idcap) id[0] = 0;
+  /* status line: "HTTP/1.x NNN ..." */
+  if (end < 12 || memcmp(buf, "HTTP/1.", 7) || buf[8] != ' ') return -1;
+  for (int k = 9; k < 12; k++) {
+    if (buf[k] < '0' || buf[k] > '9') return -1;
+    *status = *status * 10 + (buf[k] - '0');
+  }
+  for (size_t p = 0; p < end - 2;) { /* each header line, after the status line */
+    const char *nl = memchr(buf + p, '\n', end - p);
+    if (!nl) break;
+    p = (size_t)(nl - buf) + 1;
+    const char *line = buf + p;
+    const char *eol = memchr(line, '\r', end - p);
+    size_t n = eol ? (size_t)(eol - line) : 0;
+    size_t v = 0;
+    if (header_is(line, n, "Content-Length:")) {
+      v = 15;
+      while (v < n && line[v] == ' ') v++;
+      long long x = 0;
+      size_t d = 0;
+      for (; v < n && line[v] >= '0' && line[v] <= '9' && d < 18; v++, d++)
+        x = x * 10 + (line[v] - '0');
+      if (!d || v != n) return -1; /* not a number, or one beyond 10^18 */
+      *clen = x;
+    } else if (header_is(line, n, "X-Onnxd-Stream-Id:") && idcap) {
+      v = 18;
+      while (v < n && line[v] == ' ') v++;
+      size_t k = 0;
+      for (; v < n && k + 1 < idcap && ((line[v] >= '0' && line[v] <= '9') || line[v] == '-'); v++)
+        id[k++] = line[v];
+      id[k] = 0;
+    }
+  }
+  *body_off = end;
+  return 1;
+}
+
 /* One attempt. 0, or -1 with err set. */
 static int fetch_once(const char *url, const char *dir, const char *token, char *id, size_t idcap,
                       char *err, size_t errcap) {
@@ -100,9 +152,11 @@ static int fetch_once(const char *url, const char *dir, const char *token, char 
   int rc = rl > 0 && (size_t)rl < sizeof req ? write_all(fd, req, (size_t)rl) : -EINVAL;
   /* the head, then the body */
   char head[16384];
-  size_t hl = 0;
-  char *body = NULL;
-  while (!rc && !body) {
+  size_t hl = 0, body_off = 0;
+  int status = 0;
+  long long clen = -1;
+  int hr = 0;
+  while (!rc && hr == 0) {
     if (hl == sizeof head) {
       rc = -EMSGSIZE;
       break;
@@ -114,27 +168,17 @@ static int fetch_once(const char *url, const char *dir, const char *token, char 
       break;
     }
     hl += (size_t)n;
-    for (size_t i = 3; i < hl; i++)
-      if (!memcmp(head + i - 3, "\r\n\r\n", 4)) {
-        body = head + i + 1;
-        break;
-      }
+    hr = ox_fstream_parse_head(head, hl, &status, &clen, id, idcap, &body_off);
+    if (hr < 0) rc = -EPROTO;
   }
   if (rc) {
     snprintf(err, errcap, "reading the answer of %s: %s", url, strerror(-rc));
     close(fd);
     return -1;
   }
-  int status = 0;
-  long long clen = -1;
-  sscanf(head, "HTTP/1.%*d %d", &status);
-  for (char *line = strstr(head, "\r\n"); line && line < body; line = strstr(line + 2, "\r\n")) {
-    if (!strncasecmp(line + 2, "Content-Length:", 15)) clen = strtoll(line + 17, NULL, 10);
-    if (!strncasecmp(line + 2, "X-Onnxd-Stream-Id:", 18))
-      sscanf(line + 20, " %47[0-9-]", id), (void)idcap;
-  }
+  const char *body = head + body_off;
   if (status != 200 || clen < 0) {
-    size_t bl = hl - (size_t)(body - head);
+    size_t bl = hl - body_off;
     snprintf(err, errcap, "%s/v1/features/snapshot answered %d: %.*s", url, status,
              (int)(bl > 200 ? 200 : bl), body);
     close(fd);
@@ -149,7 +193,7 @@ static int fetch_once(const char *url, const char *dir, const char *token, char 
     close(fd);
     return -2;
   }
-  long long got = (long long)(hl - (size_t)(body - head));
+  long long got = (long long)(hl - body_off);
   if (got > clen) got = clen;
   rc = write_all(out, body, (size_t)got);
   char buf[1 << 16];
