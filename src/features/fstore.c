@@ -95,21 +95,12 @@ static void *sweeper_main(void *arg) {
 
 static int open_redis(ox_fstore_t *fs, const ox_fstore_opts_t *o, char *err, size_t errcap) {
   char host[256];
-  const char *colon = strrchr(o->redis, ':');
-  long port = 6379;
-  size_t hl = colon ? (size_t)(colon - o->redis) : strlen(o->redis);
-  if (colon) {
-    char *end;
-    port = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || port < 1 || port > 65535) hl = 0;
-  }
-  if (hl == 0 || hl >= sizeof host) {
+  int port;
+  if (ox_l3_redis_split_addr(o->redis, host, sizeof host, &port)) {
     snprintf(err, errcap, "--redis must be HOST:PORT, not '%.100s'", o->redis);
     return OX_EINVALID;
   }
-  memcpy(host, o->redis, hl);
-  host[hl] = 0;
-  ox_l3_redis_opts_t ro = {.host = host, .port = (int)port, .pool_size = o->l3_pool};
+  ox_l3_redis_opts_t ro = {.host = host, .port = port, .pool_size = o->l3_pool};
   int rc = ox_l3_redis_create(&ro, &fs->redis);
   if (rc) snprintf(err, errcap, "cannot set up Redis %s: %s", o->redis, ox_strerror(rc));
   return rc;

@@ -222,12 +222,19 @@ typedef struct {
  * (ox_fstore_meta_get) to go on from there. */
 int ox_fstore_apply(ox_fstore_t *fs, ox_fstore_entry_t *entries, size_t n, ox_slice_t key,
                     const ox_slice_t *vals);
+/* (ox_fstore_apply returns OX_EINVALID, storing nothing, when an entry's events fail
+ * ox_fstore_events_valid: the caller skips such entries first.) */
 /* Reads an internal row of L2 (written by ox_fstore_apply) into out: 0 with *len set,
  * OX_ENOT_FOUND, OX_ETOO_LARGE (cap too small), or an error. */
 int ox_fstore_meta_get(ox_fstore_t *fs, ox_slice_t key, char *out, size_t cap, size_t *len);
 /* Writes a consistent copy of L2 to fd (ox_l2_copy_fd): a data.mdb for another replica's
  * --feature-dir. 0 or an error. */
 int ox_fstore_snapshot(ox_fstore_t *fs, int fd);
+
+/* 1 when every event may be stored: at most OX_FSTORE_MAX_ENTITIES entities, each of 1 to
+ * OX_FSTORE_MAX_ENTITY bytes and not starting with '~', an id of at most OX_FSTORE_MAX_EVENT_ID
+ * bytes (the checks ox_fstore_ingest and ox_fstore_apply make first); else 0. */
+int ox_fstore_events_valid(const ox_fstore_event_t *evs, size_t n);
 
 /* The L2 store's size: *used bytes in use, *capacity its maximum (max_bytes). */
 void ox_fstore_usage(ox_fstore_t *fs, uint64_t *used, uint64_t *capacity);

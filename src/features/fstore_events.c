@@ -632,6 +632,18 @@ static long find_duplicates(fs_tctx_t *x, const ox_fstore_event_t *evs, size_t n
   return rc ? rc : dups;
 }
 
+int ox_fstore_events_valid(const ox_fstore_event_t *evs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (evs[i].num_entities > OX_FSTORE_MAX_ENTITIES || evs[i].id.len > OX_FSTORE_MAX_EVENT_ID)
+      return 0;
+    for (size_t k = 0; k < evs[i].num_entities; k++) {
+      ox_slice_t e = evs[i].entities[k];
+      if (!e.len || e.len > OX_FSTORE_MAX_ENTITY || e.ptr[0] == '~') return 0;
+    }
+  }
+  return 1;
+}
+
 int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, int *l3_err,
                      size_t *duplicates) {
   int l3_dummy;
@@ -641,14 +653,7 @@ int ox_fstore_ingest(ox_fstore_t *fs, const ox_fstore_event_t *evs, size_t n, in
   *l3_err = 0;
   *duplicates = 0;
   if (n > UINT32_MAX / 2) return OX_ETOO_LARGE;
-  for (size_t i = 0; i < n; i++) {
-    if (evs[i].num_entities > OX_FSTORE_MAX_ENTITIES) return OX_EINVALID;
-    if (evs[i].id.len > OX_FSTORE_MAX_EVENT_ID) return OX_EINVALID;
-    for (size_t k = 0; k < evs[i].num_entities; k++) {
-      ox_slice_t e = evs[i].entities[k];
-      if (!e.len || e.len > OX_FSTORE_MAX_ENTITY || e.ptr[0] == '~') return OX_EINVALID;
-    }
-  }
+  if (!ox_fstore_events_valid(evs, n)) return OX_EINVALID;
   fs_tctx_t *x = ox_fstore_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   unsigned char *drop = calloc(n ? n : 1, 1);
@@ -739,15 +744,7 @@ int ox_fstore_apply(ox_fstore_t *fs, ox_fstore_entry_t *entries, size_t n, ox_sl
                     const ox_slice_t *vals) {
   if (n == 0) return 0;
   for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < entries[i].n; j++) {
-      const ox_fstore_event_t *e = &entries[i].evs[j];
-      if (e->num_entities > OX_FSTORE_MAX_ENTITIES || e->id.len > OX_FSTORE_MAX_EVENT_ID)
-        return OX_EINVALID;
-      for (size_t k = 0; k < e->num_entities; k++)
-        if (!e->entities[k].len || e->entities[k].len > OX_FSTORE_MAX_ENTITY ||
-            e->entities[k].ptr[0] == '~')
-          return OX_EINVALID;
-    }
+    if (!ox_fstore_events_valid(entries[i].evs, entries[i].n)) return OX_EINVALID;
   fs_tctx_t *x = ox_fstore_ctx(fs);
   if (!x) return OX_EUNAVAILABLE;
   pthread_mutex_lock(&fs->ingest_mu);

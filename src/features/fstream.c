@@ -320,20 +320,6 @@ static void call_done(ox_fstream_req_t *done) {
   }
 }
 
-/* The checks of ox_fstore_ingest on decoded events (an entry written to the key by something
- * else than onnxd could break them): 1 when every event may be stored. */
-static int events_valid(const ox_fstore_event_t *evs, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if (evs[i].num_entities > OX_FSTORE_MAX_ENTITIES || evs[i].id.len > OX_FSTORE_MAX_EVENT_ID)
-      return 0;
-    for (size_t k = 0; k < evs[i].num_entities; k++) {
-      ox_slice_t e = evs[i].entities[k];
-      if (!e.len || e.len > OX_FSTORE_MAX_ENTITY || e.ptr[0] == '~') return 0;
-    }
-  }
-  return 1;
-}
-
 /* Applies the entries of one XREAD reply (rep->element[...] = [id, fields]). Returns 0 or an
  * error (nothing, or a prefix, applied: the caller reloads its position). */
 static int apply_entries(ox_fstream_t *s, redisReply *list, ox_arena_t *arena) {
@@ -361,7 +347,8 @@ static int apply_entries(ox_fstream_t *s, redisReply *list, ox_arena_t *arena) {
     int drc = b && k ? s->o.decode(s->o.decode_arg, ox_slice(b->str, b->len),
                                    ox_slice(k->str, k->len), arena, &evs[i], &ents[i].n)
                      : OX_EINVALID;
-    if (!drc && !events_valid(evs[i], ents[i].n)) drc = OX_EINVALID;
+    if (!drc && !ox_fstore_events_valid(evs[i], ents[i].n))
+      drc = OX_EINVALID; /* another writer's */
     if (drc == OX_ENOMEM) {
       rc = drc;
     } else if (drc) { /* not an entry of ours: skipped alike everywhere */
@@ -994,7 +981,9 @@ int ox_fstream_snapshot(ox_fstream_t *s, int fd, char *id, size_t cap) {
   return rc;
 }
 
-size_t ox_fstream_pos_key(const char *key, char *out, size_t cap) {
+/* The L2 row holding the applied position for stream key: "~meta:stream:<key>" (value
+ * "<ms>-<seq>", written by ox_fstore_apply with the events). Returns its length. */
+static size_t pos_key(const char *key, char *out, size_t cap) {
   int n = snprintf(out, cap, "~meta:stream:%s", key);
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
@@ -1002,17 +991,11 @@ size_t ox_fstream_pos_key(const char *key, char *out, size_t cap) {
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 static int make_redis(const char *addr, int pool, int timeout_ms, ox_l3_redis_t **out) {
-  const char *colon = strrchr(addr, ':');
-  if (!colon || colon == addr) return OX_EINVALID;
   char host[256];
-  size_t hl = (size_t)(colon - addr);
-  if (hl >= sizeof host) return OX_EINVALID;
-  memcpy(host, addr, hl);
-  host[hl] = 0;
-  long port = strtol(colon + 1, NULL, 10);
-  if (port <= 0 || port > 65535) return OX_EINVALID;
+  int port;
+  if (ox_l3_redis_split_addr(addr, host, sizeof host, &port)) return OX_EINVALID;
   ox_l3_redis_opts_t ro = {.host = host,
-                           .port = (int)port,
+                           .port = port,
                            .pool_size = pool,
                            .connect_timeout_ms = 500,
                            .command_timeout_ms = timeout_ms};
@@ -1044,7 +1027,7 @@ int ox_fstream_open(ox_fstore_t *fs, const ox_fstream_opts_t *o, ox_fstream_t **
   if (!rc) {
     sprintf(s->lock_key, "%s:trim-lock", o->key);
     sprintf(s->trimmed_key, "%s:trimmed", o->key);
-    s->poskey_len = ox_fstream_pos_key(o->key, s->poskey, sizeof s->poskey);
+    s->poskey_len = pos_key(o->key, s->poskey, sizeof s->poskey);
     unsigned char rnd[8];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) rc = -errno;
     for (int i = 0; i < 8; i++) sprintf(s->origin + 2 * i, "%02x", rnd[i]);

@@ -141,8 +141,4 @@ int ox_fstream_bootstrap(const char *url, const char *dir, const char *token, in
 int ox_fstream_parse_head(const char *buf, size_t len, int *status, long long *clen, char *id,
                           size_t idcap, size_t *body_off);
 
-/* The L2 row holding the applied position for stream key: "~meta:stream:<key>" (value
- * "<ms>-<seq>"). Writes it to out (cap >= 14 + key length + 1) and returns its length. */
-size_t ox_fstream_pos_key(const char *key, char *out, size_t cap);
-
 #endif

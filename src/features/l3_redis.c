@@ -443,6 +443,22 @@ void ox_l3_redis_reply_free(redisReply *rep) {
 
 /* ---- lifecycle and metrics -------------------------------------------------------------- */
 
+int ox_l3_redis_split_addr(const char *addr, char *host, size_t hostcap, int *port) {
+  const char *colon = strrchr(addr, ':');
+  long p = 6379;
+  size_t hl = colon ? (size_t)(colon - addr) : strlen(addr);
+  if (colon) {
+    char *end;
+    p = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || p < 1 || p > 65535) return OX_EINVALID;
+  }
+  if (hl == 0 || hl >= hostcap) return OX_EINVALID;
+  memcpy(host, addr, hl);
+  host[hl] = 0;
+  *port = (int)p;
+  return 0;
+}
+
 int ox_l3_redis_create(const ox_l3_redis_opts_t *opts, ox_l3_redis_t **out) {
   ox_l3_redis_opts_t o = opts ? *opts : (ox_l3_redis_opts_t){0};
   if (o.port < 0 || o.port > 65535 || o.pool_size < 0 || o.pool_size > 4096 ||

@@ -55,6 +55,11 @@ typedef ox_l3_stats_t ox_l3_redis_stats_t;
 
 typedef struct ox_l3_redis ox_l3_redis_t;
 
+/* Splits "HOST[:PORT]" (--redis; the port defaults to 6379) into host (NUL-terminated, at
+ * most hostcap - 1 bytes) and *port. 0, or OX_EINVALID for an empty host, a host too long, or a
+ * port that is not 1 to 65535. */
+int ox_l3_redis_split_addr(const char *addr, char *host, size_t hostcap, int *port);
+
 /* Creates the pool (no connection yet; the strings in opts are copied). 0, OX_EINVALID or
  * OX_ENOMEM. Owned: free with ox_l3_redis_destroy once no call is running. */
 int ox_l3_redis_create(const ox_l3_redis_opts_t *opts, ox_l3_redis_t **out);

@@ -222,7 +222,7 @@ static void link_stream(gcall_t *gc) {
 
 static int server_ready(ox_server_t *s) {
   char why[256];
-  return !atomic_load(&s->draining) && (!s->stream || ox_fstream_ready(s->stream, why, sizeof why));
+  return ox_server_ready(s, why, sizeof why);
 }
 
 static void rpc_bool(gcall_t *gc, int v) {

@@ -372,13 +372,19 @@ static void h_live(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, 
   respond_health(c, NULL, "live", NULL);
 }
 
+int ox_server_ready(ox_server_t *s, char *why, size_t cap) {
+  if (atomic_load(&s->draining)) {
+    snprintf(why, cap, "server is shutting down");
+    return 0;
+  }
+  return !s->stream || ox_fstream_ready(s->stream, why, cap);
+}
+
 static void h_ready(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,
                     const route_args_t *a) {
   (void)head, (void)body, (void)a;
   char why[256];
-  const char *not_ready = atomic_load(&s->draining) ? "server is shutting down" : NULL;
-  if (!not_ready && s->stream && !ox_fstream_ready(s->stream, why, sizeof why)) not_ready = why;
-  respond_health(c, NULL, "ready", not_ready);
+  respond_health(c, NULL, "ready", ox_server_ready(s, why, sizeof why) ? NULL : why);
 }
 
 static void h_metrics(ox_server_t *s, ox_conn_t *c, const ox_http_request_t *head, ox_slice_t body,

@@ -79,6 +79,11 @@ int ox_server_repo_start(ox_server_t *s, ox_loop_t *loop, ox_slice_t name, int u
  * (ox_infer_cancel on the inference call registered with ox_conn_set_request). */
 void ox_server_abort(void *app, ox_conn_t *c, void *request);
 
+/* Readiness, for every front end (REST /v2/health/ready, gRPC ServerReady and health): not
+ * while draining, nor, with --feature-events-stream, before the replica has caught up
+ * (ox_fstream_ready). 1, or 0 with the reason in why. Any thread. */
+int ox_server_ready(ox_server_t *s, char *why, size_t cap);
+
 /* The ox_http_handler_t for the server (app is an ox_server_t*): the route table (router.c). */
 void ox_server_handle(void *app, ox_conn_t *c, const ox_http_request_t *head,
                       const ox_http_body_t *body);
