@@ -115,12 +115,12 @@ $(B)/onnxd-bench: $(wildcard bench/loadgen*.c bench/loadgen*.h) $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
-$(B)/onnxd-ort-limit: $(wildcard bench/ort_limit*.c) $(B)/libonnxd.a
+$(B)/onnxd-ort-limit: $(wildcard bench/ort_limit*.c) bench/loadgen_hist.h bench/timed_run.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)
 # S5's ceiling: JPEG decode + preprocessing (src/image) + Run + top 5, in-process
-$(B)/onnxd-img-limit: bench/img_limit.c bench/loadgen_hist.h $(B)/libonnxd.a
+$(B)/onnxd-img-limit: bench/img_limit.c bench/loadgen_hist.h bench/timed_run.h $(B)/libonnxd.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(CPPFLAGS) -Ibench $(CFLAGS) $(LDHARD) -o $@ $(filter %.c,$^) $(B)/libonnxd.a $(LDLIBS)

@@ -37,7 +37,7 @@
 #include "core/flags.h"
 #include "core/log.h"
 #include "image/image.h"
-#include "loadgen_hist.h"
+#include "timed_run.h"
 #include "runtime/runtime.h"
 
 #define MAX_TOPK 100
@@ -85,12 +85,6 @@ static const ox_flags_spec_t k_spec = {
     .name_width = 18,
 };
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 /* Reads a whole regular file of at most max bytes into *out (malloc'ed). 0 or -errno. */
 static int read_all(const char *path, size_t max, char **out, size_t *len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -126,6 +120,7 @@ static int read_all(const char *path, size_t max, char **out, size_t *len) {
 /* ---- workers ------------------------------------------------------------------------------ */
 
 typedef struct {
+  ox_tr_worker_t h; /* first: ox_tr_run's part (timed_run.h) */
   ox_model_t *model;
   const ox_img_spec_t *spec;
   const uint8_t *image;
@@ -138,11 +133,7 @@ typedef struct {
   float *data;
   size_t out_idx;
   ox_tensor_out_t out;
-  uint64_t t_measure, t_end;
-  atomic_int *failed;
-  ox_lg_hist_t hist;
-  uint64_t runs, pre_ns, run_ns, out_bytes;
-  char err[256];
+  uint64_t pre_ns, run_ns, out_bytes; /* measured runs: time in preprocessing, in Run; bytes out */
 } worker_t;
 
 /* The top K of scores, best first (ties: the lower index), formatted as Triton's classification
@@ -174,41 +165,34 @@ static void *worker_main(void *arg) {
   worker_t *w = arg;
   char strings[MAX_TOPK * 80];
   for (;;) {
-    uint64_t t0 = now_ns();
-    if (t0 >= w->t_end || atomic_load(w->failed)) break;
-    int rc = ox_img_preprocess(w->spec, w->image, w->image_len, w->data, w->in.nbytes, w->err,
-                               sizeof w->err);
-    uint64_t t1 = now_ns();
+    uint64_t t0 = ox_tr_now_ns();
+    if (t0 >= w->h.t_end || atomic_load(w->h.failed)) break;
+    int rc = ox_img_preprocess(w->spec, w->image, w->image_len, w->data, w->in.nbytes, w->h.err,
+                               sizeof w->h.err);
+    uint64_t t1 = ox_tr_now_ns();
     if (!rc)
-      rc = ox_model_run(w->model, &w->in, &w->out_idx, 1, &w->out, NULL, w->err, sizeof w->err);
-    uint64_t t2 = now_ns();
+      rc = ox_model_run(w->model, &w->in, &w->out_idx, 1, &w->out, NULL, w->h.err, sizeof w->h.err);
+    uint64_t t2 = ox_tr_now_ns();
     if (rc) {
-      atomic_store(w->failed, rc);
+      atomic_store(w->h.failed, rc);
       break;
     }
     size_t nb = topk_format((const float *)w->out.data, (size_t)w->out.count, w->topk, w->labels,
                             w->nlabels, strings, sizeof strings);
     ox_tensor_out_release(&w->out);
-    uint64_t t3 = now_ns();
-    if (t3 >= w->t_measure && t3 < w->t_end) {
-      w->runs++;
+    uint64_t t3 = ox_tr_now_ns();
+    if (t3 >= w->h.t_measure && t3 < w->h.t_end) {
+      w->h.runs++;
       w->pre_ns += t1 - t0;
       w->run_ns += t2 - t1;
       w->out_bytes += nb;
-      ox_lg_hist_record(&w->hist, t3 - t0);
+      ox_lg_hist_record(&w->h.hist, t3 - t0);
     }
   }
   return NULL;
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
-
-static double cpu_s(const struct timeval *tv) {
-  return (double)tv->tv_sec + tv->tv_usec / 1e6;
-}
-static double us(uint64_t ns) {
-  return (double)ns / 1e3;
-}
 
 static int parse_filter(const char *s, ox_img_filter_t *f) {
   static const struct {
@@ -361,10 +345,8 @@ int main(int argc, char **argv) {
   }
 
   int nt = (int)o.threads, rc = 0;
-  atomic_int failed = 0;
   worker_t *w = calloc((size_t)nt, sizeof *w);
-  pthread_t *tids = calloc((size_t)nt, sizeof *tids);
-  if (!w || !tids) return 1;
+  if (!w) return 1;
   for (int i = 0; i < nt; i++) {
     w[i].model = m;
     w[i].spec = &spec;
@@ -383,47 +365,19 @@ int main(int argc, char **argv) {
                                .nbytes = nbytes,
                                .count = nbytes / sizeof(float)};
     w[i].out_idx = 0;
-    w[i].failed = &failed;
-    ox_lg_hist_init(&w[i].hist);
   }
-  uint64_t t0 = now_ns(), t_measure = t0 + (uint64_t)(o.warmup * 1e9),
-           t_end = t_measure + (uint64_t)(o.duration * 1e9);
-  int started = 0;
+  static ox_tr_result_t res;
+  if (ox_tr_run("onnxd-img-limit", w, sizeof *w, nt, worker_main, o.warmup, o.duration, &res))
+    return 1;
+  const ox_lg_hist_t *hist = &res.hist;
+  uint64_t runs = res.runs, pre_ns = 0, run_ns = 0, out_bytes = 0;
   for (int i = 0; i < nt; i++) {
-    w[i].t_measure = t_measure;
-    w[i].t_end = t_end;
-    if (pthread_create(&tids[i], NULL, worker_main, &w[i]) != 0) break;
-    started++;
-  }
-  struct timespec ts = {(time_t)(t_measure / 1000000000ULL), (long)(t_measure % 1000000000ULL)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-  }
-  struct rusage ru0, ru1;
-  getrusage(RUSAGE_SELF, &ru0);
-  for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
-  getrusage(RUSAGE_SELF, &ru1);
-
-  static ox_lg_hist_t hist;
-  ox_lg_hist_init(&hist);
-  uint64_t runs = 0, pre_ns = 0, run_ns = 0, out_bytes = 0;
-  for (int i = 0; i < started; i++) {
-    ox_lg_hist_merge(&hist, &w[i].hist);
-    runs += w[i].runs;
     pre_ns += w[i].pre_ns;
     run_ns += w[i].run_ns;
     out_bytes += w[i].out_bytes;
   }
-  int fail_rc = atomic_load(&failed);
-  if (fail_rc || started < nt) {
-    const char *msg = "cannot start threads";
-    for (int i = 0; fail_rc && i < started; i++)
-      if (w[i].err[0]) msg = w[i].err;
-    fprintf(stderr, "onnxd-img-limit: run failed: %s\n", msg);
-    return 1;
-  }
   double dur = o.duration, rps = (double)runs / dur;
-  double cpu_user = cpu_s(&ru1.ru_utime) - cpu_s(&ru0.ru_utime),
-         cpu_sys = cpu_s(&ru1.ru_stime) - cpu_s(&ru0.ru_stime);
+  double cpu_user = res.cpu_user, cpu_sys = res.cpu_sys;
   double cpu_1k = runs ? (cpu_user + cpu_sys) * 1000 / (double)runs : 0;
   double pre_ms = runs ? (double)pre_ns / (double)runs / 1e6 : 0,
          run_ms = runs ? (double)run_ns / (double)runs / 1e6 : 0;
@@ -436,9 +390,9 @@ int main(int argc, char **argv) {
   printf(
       "  latency   p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  "
       "mean %.3f ms\n",
-      ox_lg_hist_percentile(&hist, 50) / 1e6, ox_lg_hist_percentile(&hist, 90) / 1e6,
-      ox_lg_hist_percentile(&hist, 99) / 1e6, ox_lg_hist_percentile(&hist, 99.9) / 1e6,
-      hist.total ? (double)hist.max / 1e6 : 0, ox_lg_hist_mean(&hist) / 1e6);
+      ox_lg_hist_percentile(hist, 50) / 1e6, ox_lg_hist_percentile(hist, 90) / 1e6,
+      ox_lg_hist_percentile(hist, 99) / 1e6, ox_lg_hist_percentile(hist, 99.9) / 1e6,
+      hist->total ? (double)hist->max / 1e6 : 0, ox_lg_hist_mean(hist) / 1e6);
   printf("  CPU       %.2f s user + %.2f s sys (%.3f s per 1000 runs)\n", cpu_user, cpu_sys,
          cpu_1k);
 
@@ -450,22 +404,22 @@ int main(int argc, char **argv) {
     if (!jr) jr = ox_buf_puts(&b, ", \"image\": ");
     if (!jr) jr = ox_buf_append_json_string(&b, o.image, strlen(o.image));
     if (!jr)
-      jr = ox_buf_printf(&b,
-                         ", \"image_bytes\": %zu, \"version\": %" PRId64
-                         ", \"threads\": %d, \"intra_op_threads\": %ld, \"batch\": 1"
-                         ", \"runs\": %" PRIu64
-                         ", \"duration_s\": %.6f, \"runs_per_s\": %.3f, \"rows_per_s\": %.3f"
-                         ", \"preprocess_ms_mean\": %.4f, \"run_ms_mean\": %.4f, \"topk\": %ld"
-                         ", \"latency_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f"
-                         ", \"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f}, \"cpu_user_s\": %.3f"
-                         ", \"cpu_sys_s\": %.3f, \"cpu_s_per_1k_runs\": %.4f, \"warmup_s\": %.3f"
-                         ", \"ort_version\": \"%s\"}\n",
-                         image_len, m->version, nt, o.intra_op_threads, runs, dur, rps, rps, pre_ms,
-                         run_ms, o.topk, us(ox_lg_hist_percentile(&hist, 50)),
-                         us(ox_lg_hist_percentile(&hist, 90)), us(ox_lg_hist_percentile(&hist, 99)),
-                         us(ox_lg_hist_percentile(&hist, 99.9)), hist.total ? us(hist.max) : 0,
-                         ox_lg_hist_mean(&hist) / 1e3, cpu_user, cpu_sys, cpu_1k, o.warmup,
-                         ox_runtime_version());
+      jr = ox_buf_printf(
+          &b,
+          ", \"image_bytes\": %zu, \"version\": %" PRId64
+          ", \"threads\": %d, \"intra_op_threads\": %ld, \"batch\": 1"
+          ", \"runs\": %" PRIu64
+          ", \"duration_s\": %.6f, \"runs_per_s\": %.3f, \"rows_per_s\": %.3f"
+          ", \"preprocess_ms_mean\": %.4f, \"run_ms_mean\": %.4f, \"topk\": %ld"
+          ", \"latency_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f"
+          ", \"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f}, \"cpu_user_s\": %.3f"
+          ", \"cpu_sys_s\": %.3f, \"cpu_s_per_1k_runs\": %.4f, \"warmup_s\": %.3f"
+          ", \"ort_version\": \"%s\"}\n",
+          image_len, m->version, nt, o.intra_op_threads, runs, dur, rps, rps, pre_ms, run_ms,
+          o.topk, ox_tr_us(ox_lg_hist_percentile(hist, 50)),
+          ox_tr_us(ox_lg_hist_percentile(hist, 90)), ox_tr_us(ox_lg_hist_percentile(hist, 99)),
+          ox_tr_us(ox_lg_hist_percentile(hist, 99.9)), hist->total ? ox_tr_us(hist->max) : 0,
+          ox_lg_hist_mean(hist) / 1e3, cpu_user, cpu_sys, cpu_1k, o.warmup, ox_runtime_version());
     FILE *f = jr ? NULL : fopen(o.json, "w");
     int werr = !f;
     if (f) {
@@ -481,7 +435,6 @@ int main(int argc, char **argv) {
 
   for (int i = 0; i < nt; i++) free(w[i].data);
   free(w);
-  free(tids);
   free(labels);
   free(label_block);
   free(image);

@@ -26,7 +26,7 @@
 #include "core/error.h"
 #include "core/flags.h"
 #include "core/log.h"
-#include "loadgen_hist.h"
+#include "timed_run.h"
 #include "runtime/runtime.h"
 
 typedef struct {
@@ -161,53 +161,36 @@ static void inputs_destroy(inputs_t *x) {
 /* ---- workers ------------------------------------------------------------------------------ */
 
 typedef struct {
+  ox_tr_worker_t h; /* first: ox_tr_run's part (timed_run.h) */
   ox_model_t *model;
   inputs_t inputs;
   size_t *out_idx;
   ox_tensor_out_t *outs;
-  uint64_t t_measure, t_end;
-  atomic_int *failed;
-  ox_lg_hist_t hist;
-  uint64_t runs;
-  char err[256];
 } worker_t;
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   ox_model_t *m = w->model;
   for (;;) {
-    uint64_t t0 = now_ns();
-    if (t0 >= w->t_end || atomic_load(w->failed)) break;
-    int rc = ox_model_run(m, w->inputs.in, w->out_idx, m->num_outputs, w->outs, NULL, w->err,
-                          sizeof w->err);
-    uint64_t t1 = now_ns();
+    uint64_t t0 = ox_tr_now_ns();
+    if (t0 >= w->h.t_end || atomic_load(w->h.failed)) break;
+    int rc = ox_model_run(m, w->inputs.in, w->out_idx, m->num_outputs, w->outs, NULL, w->h.err,
+                          sizeof w->h.err);
+    uint64_t t1 = ox_tr_now_ns();
     if (rc) {
-      atomic_store(w->failed, rc);
+      atomic_store(w->h.failed, rc);
       break;
     }
     for (size_t j = 0; j < m->num_outputs; j++) ox_tensor_out_release(&w->outs[j]);
-    if (t1 >= w->t_measure && t1 < w->t_end) {
-      w->runs++;
-      ox_lg_hist_record(&w->hist, t1 - t0);
+    if (t1 >= w->h.t_measure && t1 < w->h.t_end) {
+      w->h.runs++;
+      ox_lg_hist_record(&w->h.hist, t1 - t0);
     }
   }
   return NULL;
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
-
-static double cpu_s(const struct timeval *tv) {
-  return (double)tv->tv_sec + tv->tv_usec / 1e6;
-}
-static double us(uint64_t ns) {
-  return (double)ns / 1e3;
-}
 
 int main(int argc, char **argv) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -249,11 +232,9 @@ int main(int argc, char **argv) {
   }
 
   int nt = (int)o.threads, rc = 0;
-  atomic_int failed = 0;
   worker_t *w = calloc((size_t)nt, sizeof *w);
-  pthread_t *tids = calloc((size_t)nt, sizeof *tids);
   size_t *out_idx = calloc(m->num_outputs + 1, sizeof *out_idx);
-  if (!w || !tids || !out_idx) rc = OX_ENOMEM;
+  if (!w || !out_idx) rc = OX_ENOMEM;
   for (size_t j = 0; !rc && j < m->num_outputs; j++) out_idx[j] = j;
   err[0] = 0;
   for (int i = 0; !rc && i < nt; i++) {
@@ -262,48 +243,18 @@ int main(int argc, char **argv) {
     if (!rc && !w[i].outs) rc = OX_ENOMEM;
     w[i].model = m;
     w[i].out_idx = out_idx;
-    w[i].failed = &failed;
-    ox_lg_hist_init(&w[i].hist);
   }
   if (rc) {
     fprintf(stderr, "onnxd-ort-limit: cannot build inputs: %s\n", err[0] ? err : ox_strerror(rc));
     return 1;
   }
-  uint64_t t0 = now_ns(), t_measure = t0 + (uint64_t)(o.warmup * 1e9),
-           t_end = t_measure + (uint64_t)(o.duration * 1e9);
-  int started = 0;
-  for (int i = 0; i < nt; i++) {
-    w[i].t_measure = t_measure;
-    w[i].t_end = t_end;
-    if (pthread_create(&tids[i], NULL, worker_main, &w[i]) != 0) break;
-    started++;
-  }
-  struct timespec ts = {(time_t)(t_measure / 1000000000ULL), (long)(t_measure % 1000000000ULL)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-  }
-  struct rusage ru0, ru1;
-  getrusage(RUSAGE_SELF, &ru0);
-  for (int i = 0; i < started; i++) pthread_join(tids[i], NULL);
-  getrusage(RUSAGE_SELF, &ru1);
-
-  static ox_lg_hist_t h;
-  ox_lg_hist_init(&h);
-  uint64_t runs = 0;
-  for (int i = 0; i < started; i++) {
-    ox_lg_hist_merge(&h, &w[i].hist);
-    runs += w[i].runs;
-  }
-  int fail_rc = atomic_load(&failed);
-  if (fail_rc || started < nt) {
-    const char *msg = "cannot start threads";
-    for (int i = 0; fail_rc && i < started; i++)
-      if (w[i].err[0]) msg = w[i].err;
-    fprintf(stderr, "onnxd-ort-limit: run failed: %s\n", msg);
+  static ox_tr_result_t res;
+  if (ox_tr_run("onnxd-ort-limit", w, sizeof *w, nt, worker_main, o.warmup, o.duration, &res))
     return 1;
-  }
+  const ox_lg_hist_t *h = &res.hist;
+  uint64_t runs = res.runs;
   double dur = o.duration, rps = (double)runs / dur;
-  double cpu_user = cpu_s(&ru1.ru_utime) - cpu_s(&ru0.ru_utime),
-         cpu_sys = cpu_s(&ru1.ru_stime) - cpu_s(&ru0.ru_stime);
+  double cpu_user = res.cpu_user, cpu_sys = res.cpu_sys;
   double cpu_1k = runs ? (cpu_user + cpu_sys) * 1000 / (double)runs : 0;
   printf("onnxd-ort-limit: %s v%" PRId64 " in-process, ONNX Runtime %s\n", m->name, m->version,
          ox_runtime_version());
@@ -313,9 +264,9 @@ int main(int argc, char **argv) {
   printf(
       "  latency   p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  "
       "mean %.3f ms\n",
-      ox_lg_hist_percentile(&h, 50) / 1e6, ox_lg_hist_percentile(&h, 90) / 1e6,
-      ox_lg_hist_percentile(&h, 99) / 1e6, ox_lg_hist_percentile(&h, 99.9) / 1e6,
-      h.total ? (double)h.max / 1e6 : 0, ox_lg_hist_mean(&h) / 1e6);
+      ox_lg_hist_percentile(h, 50) / 1e6, ox_lg_hist_percentile(h, 90) / 1e6,
+      ox_lg_hist_percentile(h, 99) / 1e6, ox_lg_hist_percentile(h, 99.9) / 1e6,
+      h->total ? (double)h->max / 1e6 : 0, ox_lg_hist_mean(h) / 1e6);
   printf("  CPU       %.2f s user + %.2f s sys (%.3f s per 1000 runs)\n", cpu_user, cpu_sys,
          cpu_1k);
 
@@ -336,10 +287,10 @@ int main(int argc, char **argv) {
           ", \"cpu_sys_s\": %.3f, \"cpu_s_per_1k_runs\": %.4f, \"warmup_s\": %.3f"
           ", \"ort_version\": \"%s\"}\n",
           m->version, nt, o.intra_op_threads, o.batch, runs, dur, rps, rps * (double)o.batch,
-          us(ox_lg_hist_percentile(&h, 50)), us(ox_lg_hist_percentile(&h, 90)),
-          us(ox_lg_hist_percentile(&h, 99)), us(ox_lg_hist_percentile(&h, 99.9)),
-          h.total ? us(h.max) : 0, ox_lg_hist_mean(&h) / 1e3, cpu_user, cpu_sys, cpu_1k, o.warmup,
-          ox_runtime_version());
+          ox_tr_us(ox_lg_hist_percentile(h, 50)), ox_tr_us(ox_lg_hist_percentile(h, 90)),
+          ox_tr_us(ox_lg_hist_percentile(h, 99)), ox_tr_us(ox_lg_hist_percentile(h, 99.9)),
+          h->total ? ox_tr_us(h->max) : 0, ox_lg_hist_mean(h) / 1e3, cpu_user, cpu_sys, cpu_1k,
+          o.warmup, ox_runtime_version());
     FILE *f = jr ? NULL : fopen(o.json, "w");
     int werr = !f;
     if (f) {
@@ -358,7 +309,6 @@ int main(int argc, char **argv) {
     free(w[i].outs);
   }
   free(w);
-  free(tids);
   free(out_idx);
   ox_repo_close(repo);
   ox_runtime_shutdown();
