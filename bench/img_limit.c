@@ -295,27 +295,11 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  ox_runtime_opts_t ro = {.intra_op_threads = (int)o.intra_op_threads,
-                          .inter_op_threads = 1,
-                          .allow_spinning = 0}; /* exactly what onnxd's main.c passes */
-  if (ox_runtime_init(&ro, err, sizeof err)) {
-    fprintf(stderr, "onnxd-img-limit: cannot start ONNX Runtime: %s\n", err);
-    return 1;
-  }
   ox_repo_t *repo = NULL;
-  if (ox_repo_open(o.repo, &repo, err, sizeof err)) {
-    fprintf(stderr, "onnxd-img-limit: %s\n", err);
-    ox_runtime_shutdown();
-    return 2;
-  }
   ox_model_t *m = NULL;
-  if (ox_repo_find(repo, ox_slice(o.model, strlen(o.model)), ox_slice(o.version, strlen(o.version)),
-                   &m)) {
-    fprintf(stderr, "onnxd-img-limit: no model '%s' in %s\n", o.model, o.repo);
-    ox_repo_close(repo);
-    ox_runtime_shutdown();
-    return 2;
-  }
+  int orc = ox_tr_open_model("onnxd-img-limit", (int)o.intra_op_threads, o.repo, o.model, o.version,
+                             &repo, &m);
+  if (orc) return orc;
   const ox_tensor_info_t *ti = &m->inputs[0];
   if (m->num_inputs != 1 || ti->dtype != OX_DT_FP32 || ti->rank != 4 || m->num_outputs < 1 ||
       m->outputs[0].dtype != OX_DT_FP32) {

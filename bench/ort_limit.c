@@ -208,28 +208,11 @@ int main(int argc, char **argv) {
   ox_log_level = OX_LOG_WARN;
 
   char err[512];
-  ox_runtime_opts_t ro = {.intra_op_threads = (int)o.intra_op_threads,
-                          .inter_op_threads = 1,
-                          .allow_spinning = 0}; /* exactly what onnxd's main.c passes */
-  if (ox_runtime_init(&ro, err, sizeof err)) {
-    fprintf(stderr, "onnxd-ort-limit: cannot start ONNX Runtime: %s\n", err);
-    return 1;
-  }
   ox_repo_t *repo = NULL;
-  if (ox_repo_open(o.repo, &repo, err, sizeof err)) {
-    fprintf(stderr, "onnxd-ort-limit: %s\n", err);
-    ox_runtime_shutdown();
-    return 2;
-  }
   ox_model_t *m = NULL;
-  if (ox_repo_find(repo, ox_slice(o.model, strlen(o.model)), ox_slice(o.version, strlen(o.version)),
-                   &m)) {
-    fprintf(stderr, "onnxd-ort-limit: no model '%s'%s%s in %s\n", o.model,
-            o.version[0] ? " version " : "", o.version, o.repo);
-    ox_repo_close(repo);
-    ox_runtime_shutdown();
-    return 2;
-  }
+  int orc = ox_tr_open_model("onnxd-ort-limit", (int)o.intra_op_threads, o.repo, o.model, o.version,
+                             &repo, &m);
+  if (orc) return orc;
 
   int nt = (int)o.threads, rc = 0;
   worker_t *w = calloc((size_t)nt, sizeof *w);

@@ -17,10 +17,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include "loadgen_hist.h"
+#include "runtime/runtime.h"
 
 typedef struct {
   uint64_t t_measure, t_end; /* CLOCK_MONOTONIC ns, set by ox_tr_run */
@@ -48,6 +50,33 @@ static inline double ox_tr_us(uint64_t ns) {
 
 static inline double ox_tr_cpu_s(const struct timeval *tv) {
   return (double)tv->tv_sec + tv->tv_usec / 1e6;
+}
+
+/* Starts ONNX Runtime as onnxd's main.c does (intra_op threads, one inter-op thread, no
+ * spinning), opens the repository and finds the model (version "": the highest). 0 with *repo
+ * and *m (close with ox_repo_close, then ox_runtime_shutdown), else the exit status (1 or 2)
+ * after printing why. */
+static int ox_tr_open_model(const char *prog, int intra_op, const char *dir, const char *model,
+                            const char *version, ox_repo_t **repo, ox_model_t **m) {
+  char err[512];
+  ox_runtime_opts_t ro = {.intra_op_threads = intra_op, .inter_op_threads = 1, .allow_spinning = 0};
+  if (ox_runtime_init(&ro, err, sizeof err)) {
+    fprintf(stderr, "%s: cannot start ONNX Runtime: %s\n", prog, err);
+    return 1;
+  }
+  if (ox_repo_open(dir, repo, err, sizeof err)) {
+    fprintf(stderr, "%s: %s\n", prog, err);
+    ox_runtime_shutdown();
+    return 2;
+  }
+  if (ox_repo_find(*repo, ox_slice(model, strlen(model)), ox_slice(version, strlen(version)), m)) {
+    fprintf(stderr, "%s: no model '%s'%s%s in %s\n", prog, model, version[0] ? " version " : "",
+            version, dir);
+    ox_repo_close(*repo);
+    ox_runtime_shutdown();
+    return 2;
+  }
+  return 0;
 }
 
 /* Runs fn on nt threads, thread i with workers + i * size (a struct that begins with an
