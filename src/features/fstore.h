@@ -248,6 +248,9 @@ void ox_fstore_usage(ox_fstore_t *fs, uint64_t *used, uint64_t *capacity);
  * distinct new-event day). */
 uint64_t ox_fstore_quota_entity(ox_fstore_t *fs, char *out, size_t cap);
 
+/* The per-entity cap (opts.max_events_24h; 0: none). Any thread. */
+uint64_t ox_fstore_event_cap(const ox_fstore_t *fs);
+
 /* 1 when ox_fstore_ingest appends events to Redis (opts.events_to_redis), else 0. */
 int ox_fstore_events_to_redis(const ox_fstore_t *fs);
 

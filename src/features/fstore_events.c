@@ -573,6 +573,10 @@ static int check_cap(ox_fstore_t *fs, fs_tctx_t *x, const ox_fstore_event_t *evs
   return rc;
 }
 
+uint64_t ox_fstore_event_cap(const ox_fstore_t *fs) {
+  return fs->max_events_24h;
+}
+
 uint64_t ox_fstore_quota_entity(ox_fstore_t *fs, char *out, size_t cap) {
   fs_tctx_t *x = ox_fstore_ctx(fs);
   snprintf(out, cap, "%s", x ? x->quota_entity : "");

@@ -88,12 +88,16 @@ static void fjob_done(ox_loop_t *loop, ox_task_t *t) {
   free(j);
 }
 
-/* The job failed with error code err: its HTTP answer. */
-static void fjob_error(fjob_t *j, int err, const char *msg) {
-  int status = ox_http_status_of(err);
+/* The job's answer: status with {"error": msg}. */
+static void fjob_error_status(fjob_t *j, int status, const char *msg) {
   ox_http_resp_free(&j->resp);
   ox_http_resp_init(&j->resp, status);
   if (ox_http_resp_error(&j->resp, status, msg)) j->resp.body.len = 0;
+}
+
+/* The job failed with error code err: its HTTP answer. */
+static void fjob_error(fjob_t *j, int err, const char *msg) {
+  fjob_error_status(j, ox_http_status_of(err), msg);
 }
 
 /* Answers 200 with the JSON in b (taken over), or 500 when building it ran out of memory (oom
@@ -141,7 +145,7 @@ static void stream_done(ox_fstream_req_t *q, int rc) {
              "entity '%s' would hold more than %" PRIu64
              " events in a 24 h window (--feature-max-events-per-entity-24h); no event of this "
              "request was stored (stream entry %s is refused by every replica)",
-             r->quota_entity, ox_fstore_quota_entity(j->s->features, NULL, 0), r->id);
+             r->quota_entity, ox_fstore_event_cap(j->s->features), r->id);
     fjob_error(j, OX_EQUOTA, err);
   } else if (rc == OX_EUNAVAILABLE) {
     ox_warn("POST /v1/events: %zu events not appended: %s", j->nevents, r->why);
@@ -153,9 +157,7 @@ static void stream_done(ox_fstream_req_t *q, int rc) {
              "%s; send the same request again (with event_id on every event, a retry stores "
              "each event once)",
              r->why);
-    ox_http_resp_free(&j->resp);
-    ox_http_resp_init(&j->resp, 504);
-    if (ox_http_resp_error(&j->resp, 504, err)) j->resp.body.len = 0;
+    fjob_error_status(j, 504, err);
   } else {
     fjob_error(j, rc, ox_strerror(rc));
   }
